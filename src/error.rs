@@ -1,0 +1,49 @@
+//! The library's error type: every failure a user can cause carries enough
+//! context (file, byte offset, field name) to be fixed without a debugger.
+
+use std::path::PathBuf;
+
+/// Errors raised by the lmforge library.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: file is empty")]
+    EmptyFile { path: PathBuf },
+    #[error("{path}: not valid UTF-8 text (first bad byte at offset {offset})")]
+    NotUtf8 { path: PathBuf, offset: u64 },
+    #[error("{path}: no .txt files found in this directory")]
+    EmptyDirectory { path: PathBuf },
+    #[error("invalid config: {0}")]
+    Config(String),
+    #[error("{0}")]
+    Data(String),
+    #[error("characters not in the vocabulary: {0}")]
+    OutOfVocabulary(String),
+    #[error("{path}: {message}")]
+    Format { path: PathBuf, message: String },
+}
+
+impl Error {
+    /// Wrap an I/O error with the path it concerns.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// A malformed file: what is wrong and where.
+    pub fn format(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
+        Error::Format {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

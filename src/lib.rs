@@ -1,0 +1,19 @@
+//! # lmforge
+//!
+//! Build, train and talk to your own GPT-style language model, from raw text to
+//! samples, on a CPU. The pipeline, one module per stage:
+//!
+//! text ([`data::text`]) → [`tokenizer`] → token stream ([`data`]) → batches
+//! ([`data::sampler`]) → [`model`] (forward, loss, backward; kernels in
+//! [`backend`]) → [`optim`] (AdamW, schedules, clipping) → [`train`] (the loop,
+//! evaluation, metrics) → [`checkpoint`] → [`sample`] (text generation).
+//!
+//! A lower stage never imports a higher one.
+
+pub mod data;
+pub mod error;
+pub mod fsutil;
+pub mod rng;
+pub mod tokenizer;
+
+pub use error::{Error, Result};
