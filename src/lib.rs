@@ -10,9 +10,11 @@
 //!
 //! A lower stage never imports a higher one.
 
+pub mod backend;
 pub mod data;
 pub mod error;
 pub mod fsutil;
+pub mod model;
 pub mod rng;
 pub mod tokenizer;
 

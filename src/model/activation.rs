@@ -1,0 +1,55 @@
+//! The feed-forward non-linearities, applied elementwise.
+//!
+//! ```text
+//! GELU (tanh approximation, GPT-2's gelu_new):
+//!   u = sqrt(2/pi) * (x + 0.044715 x^3)
+//!   gelu(x)  = 0.5 x (1 + tanh u)
+//!   gelu'(x) = 0.5 (1 + tanh u) + 0.5 x (1 - tanh^2 u) sqrt(2/pi) (1 + 3 * 0.044715 x^2)
+//! ReLU:
+//!   relu(x) = max(x, 0)        relu'(x) = 1 if x > 0 else 0
+//! ```
+
+use super::config::Activation;
+use rayon::prelude::*;
+
+const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+const GELU_CUBIC: f32 = 0.044715;
+const CHUNK: usize = 4096;
+
+#[inline]
+fn gelu(x: f32) -> f32 {
+    let u = SQRT_2_OVER_PI * (x + GELU_CUBIC * x * x * x);
+    0.5 * x * (1.0 + u.tanh())
+}
+
+#[inline]
+fn gelu_grad(x: f32) -> f32 {
+    let u = SQRT_2_OVER_PI * (x + GELU_CUBIC * x * x * x);
+    let th = u.tanh();
+    0.5 * (1.0 + th) + 0.5 * x * (1.0 - th * th) * SQRT_2_OVER_PI * (1.0 + 3.0 * GELU_CUBIC * x * x)
+}
+
+/// `out = act(inp)`, elementwise.
+pub fn forward(out: &mut [f32], inp: &[f32], act: Activation) {
+    out.par_chunks_mut(CHUNK)
+        .zip(inp.par_chunks(CHUNK))
+        .for_each(|(o, x)| match act {
+            Activation::Gelu => o.iter_mut().zip(x).for_each(|(o, &x)| *o = gelu(x)),
+            Activation::Relu => o.iter_mut().zip(x).for_each(|(o, &x)| *o = x.max(0.0)),
+        });
+}
+
+/// `d = d * act'(inp)`, in place: the gradient buffer arrives holding
+/// `dout` and leaves holding `dinp`.
+pub fn backward_inplace(d: &mut [f32], inp: &[f32], act: Activation) {
+    d.par_chunks_mut(CHUNK)
+        .zip(inp.par_chunks(CHUNK))
+        .for_each(|(d, x)| match act {
+            Activation::Gelu => d.iter_mut().zip(x).for_each(|(d, &x)| *d *= gelu_grad(x)),
+            Activation::Relu => d.iter_mut().zip(x).for_each(|(d, &x)| {
+                if x <= 0.0 {
+                    *d = 0.0
+                }
+            }),
+        });
+}

@@ -1,0 +1,137 @@
+//! The model's shape and layout options, as a plain struct of named numbers
+//! (nanoGPT's names), and the checks that reject impossible combinations.
+
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+
+/// Which network: the course's bigram table or a GPT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Arch {
+    /// A `(V, V)` table: row `i` holds the next-token logits after token `i`.
+    Bigram,
+    /// Token + position embeddings, transformer blocks, final norm, LM head.
+    Gpt,
+}
+
+/// Where layer norm sits in a block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Norm {
+    /// GPT-2: `x = x + attn(ln_1(x)); x = x + mlp(ln_2(x))`.
+    Pre,
+    /// The course notebook (and the original Transformer): `x = ln_1(x + attn(x)); x = ln_2(x + mlp(x))`.
+    Post,
+}
+
+/// The feed-forward non-linearity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Activation {
+    /// GELU, tanh approximation (GPT-2's `gelu_new`).
+    Gelu,
+    Relu,
+}
+
+/// Everything that decides the parameter shapes and the forward computation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelConfig {
+    pub arch: Arch,
+    pub vocab_size: usize,
+    /// Longest context the model sees (number of learned positions).
+    pub block_size: usize,
+    pub n_layer: usize,
+    pub n_head: usize,
+    pub n_embd: usize,
+    /// Dropout probability on embeddings, attention weights and both residual branches.
+    pub dropout: f32,
+    pub norm: Norm,
+    pub activation: Activation,
+    /// The LM head reuses the token embedding matrix (GPT-2).
+    pub tie_embeddings: bool,
+    /// Biases in the attention output projection, the feed-forward layers and layer norms.
+    pub bias: bool,
+    /// Bias in the query/key/value projection.
+    pub qkv_bias: bool,
+    /// Bias in the LM head.
+    pub lm_head_bias: bool,
+}
+
+impl ModelConfig {
+    /// Size of one attention head.
+    pub fn head_size(&self) -> usize {
+        self.n_embd / self.n_head
+    }
+
+    /// Reject configurations that cannot be built, saying which field is wrong.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |msg: String| Err(Error::Config(msg));
+        if self.vocab_size == 0 {
+            return bad("vocab_size must be at least 1".into());
+        }
+        if self.block_size == 0 {
+            return bad("block_size must be at least 1".into());
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return bad(format!("dropout must be in [0, 1), got {}", self.dropout));
+        }
+        if self.arch == Arch::Bigram {
+            return Ok(());
+        }
+        if self.n_layer == 0 || self.n_head == 0 || self.n_embd == 0 {
+            return bad(format!(
+                "n_layer, n_head and n_embd must be positive (got {}, {}, {})",
+                self.n_layer, self.n_head, self.n_embd
+            ));
+        }
+        if self.n_embd % self.n_head != 0 {
+            return bad(format!(
+                "n_embd ({}) must be divisible by n_head ({}): each head gets n_embd / n_head channels",
+                self.n_embd, self.n_head
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn tiny() -> ModelConfig {
+        ModelConfig {
+            arch: Arch::Gpt,
+            vocab_size: 11,
+            block_size: 8,
+            n_layer: 2,
+            n_head: 3,
+            n_embd: 12,
+            dropout: 0.0,
+            norm: Norm::Pre,
+            activation: Activation::Gelu,
+            tie_embeddings: true,
+            bias: true,
+            qkv_bias: true,
+            lm_head_bias: false,
+        }
+    }
+
+    #[test]
+    fn heads_must_divide_embedding() {
+        let mut c = tiny();
+        assert!(c.validate().is_ok());
+        c.n_head = 5;
+        let err = c.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("n_embd (12) must be divisible by n_head (5)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn dropout_must_be_a_probability() {
+        let mut c = tiny();
+        c.dropout = 1.0;
+        assert!(c.validate().is_err());
+    }
+}

@@ -1,0 +1,106 @@
+//! Layer normalisation over the channels of each position.
+//!
+//! ```text
+//! mean = sum_c x[c] / C          rstd = 1 / sqrt(sum_c (x[c] - mean)^2 / C + eps)
+//! xhat[c] = (x[c] - mean) * rstd
+//! out[c]  = xhat[c] * weight[c] + bias[c]                      x, out: (N, C)
+//!
+//! backward, with g[c] = dout[c] * weight[c]:
+//! dx[c]      += rstd * (g[c] - mean_c(g) - xhat[c] * mean_c(g * xhat))
+//! dweight[c] += sum_n dout[n, c] * xhat[n, c]
+//! dbias[c]   += sum_n dout[n, c]
+//! ```
+//! Forward saves `mean` and `rstd` (one number each per position) for backward.
+
+use rayon::prelude::*;
+
+pub const EPS: f32 = 1e-5;
+
+/// `inp`, `out`: `(N, C)`; `mean`, `rstd`: `(N)`.
+pub fn forward(
+    out: &mut [f32],
+    mean: &mut [f32],
+    rstd: &mut [f32],
+    inp: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    c: usize,
+) {
+    let n = mean.len();
+    out[..n * c]
+        .par_chunks_mut(c)
+        .zip(mean.par_iter_mut().zip(rstd.par_iter_mut()))
+        .zip(inp[..n * c].par_chunks(c))
+        .for_each(|((o, (m, r)), x)| {
+            let mu = x.iter().sum::<f32>() / c as f32;
+            let var = x.iter().map(|v| (v - mu) * (v - mu)).sum::<f32>() / c as f32;
+            let s = 1.0 / (var + EPS).sqrt();
+            for i in 0..c {
+                let b = bias.map_or(0.0, |b| b[i]);
+                o[i] = (x[i] - mu) * s * weight[i] + b;
+            }
+            *m = mu;
+            *r = s;
+        });
+}
+
+/// Accumulates into `dinp` (it is a residual stream's gradient), `dweight` and `dbias`.
+#[allow(clippy::too_many_arguments)]
+pub fn backward(
+    dinp: &mut [f32],
+    dweight: &mut [f32],
+    dbias: Option<&mut [f32]>,
+    dout: &[f32],
+    inp: &[f32],
+    weight: &[f32],
+    mean: &[f32],
+    rstd: &[f32],
+    c: usize,
+) {
+    let n = mean.len();
+    dinp[..n * c]
+        .par_chunks_mut(c)
+        .zip(dout[..n * c].par_chunks(c))
+        .zip(inp[..n * c].par_chunks(c))
+        .zip(mean.par_iter().zip(rstd.par_iter()))
+        .for_each(|(((dx, dy), x), (&mu, &s))| {
+            let (mut mean_g, mut mean_gx) = (0.0f32, 0.0f32);
+            for i in 0..c {
+                let g = dy[i] * weight[i];
+                mean_g += g;
+                mean_gx += g * (x[i] - mu) * s;
+            }
+            mean_g /= c as f32;
+            mean_gx /= c as f32;
+            for i in 0..c {
+                let xhat = (x[i] - mu) * s;
+                dx[i] += s * (dy[i] * weight[i] - mean_g - xhat * mean_gx);
+            }
+        });
+    // Parameter gradients reduce over positions: split by channel instead, so
+    // each sum runs in a fixed order whatever the thread count.
+    const CHANNELS: usize = 16;
+    let column_sums = |c0: usize, dw: &mut [f32], mut db: Option<&mut [f32]>| {
+        for row in 0..n {
+            let (mu, s) = (mean[row], rstd[row]);
+            for j in 0..dw.len() {
+                let i = row * c + c0 + j;
+                dw[j] += dout[i] * (inp[i] - mu) * s;
+                if let Some(db) = db.as_deref_mut() {
+                    db[j] += dout[i];
+                }
+            }
+        }
+    };
+    match dbias {
+        Some(dbias) => dweight
+            .par_chunks_mut(CHANNELS)
+            .zip(dbias.par_chunks_mut(CHANNELS))
+            .enumerate()
+            .for_each(|(k, (dw, db))| column_sums(k * CHANNELS, dw, Some(db))),
+        None => dweight
+            .par_chunks_mut(CHANNELS)
+            .enumerate()
+            .for_each(|(k, dw)| column_sums(k * CHANNELS, dw, None)),
+    }
+}

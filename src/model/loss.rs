@@ -1,0 +1,61 @@
+//! Softmax + cross-entropy, fused.
+//!
+//! ```text
+//! p[v]  = exp(logits[v] - m) / sum_u exp(logits[u] - m)     m = max_u logits[u]
+//! loss  = -log p[target] = log sum_u exp(logits[u] - m) + m - logits[target]
+//! dlogits[v] = (p[v] - [v == target]) * dloss                logits: (N, V)
+//! ```
+//! Training never needs the probabilities themselves, so the fused kernel
+//! overwrites the logits with their gradient (as llm.c does): one (N, V)
+//! buffer instead of three.
+
+use rayon::prelude::*;
+
+/// Per-position losses (`losses: (N)`), logits left unchanged.
+pub fn forward(losses: &mut [f32], logits: &[f32], targets: &[u32], v: usize) {
+    losses
+        .par_iter_mut()
+        .zip(logits.par_chunks(v))
+        .zip(targets.par_iter())
+        .for_each(|((loss, row), &target)| {
+            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let sum: f32 = row.iter().map(|&x| (x - max).exp()).sum();
+            *loss = sum.ln() + max - row[target as usize];
+        });
+}
+
+/// Per-position losses, and the logits replaced in place by `dloss * (p - onehot)`.
+/// `dloss` is the weight of each position in the total loss (`1 / N` for a mean).
+pub fn forward_backward_inplace(
+    losses: &mut [f32],
+    logits: &mut [f32],
+    targets: &[u32],
+    v: usize,
+    dloss: f32,
+) {
+    losses
+        .par_iter_mut()
+        .zip(logits.par_chunks_mut(v))
+        .zip(targets.par_iter())
+        .for_each(|((loss, row), &target)| {
+            let target = target as usize;
+            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let target_logit = row[target] - max;
+            let mut sum = 0.0f32;
+            for x in row.iter_mut() {
+                *x = (*x - max).exp();
+                sum += *x;
+            }
+            *loss = sum.ln() - target_logit;
+            let scale = dloss / sum;
+            for x in row.iter_mut() {
+                *x *= scale;
+            }
+            row[target] -= dloss;
+        });
+}
+
+/// Mean of per-position losses, summed in a fixed order.
+pub fn mean(losses: &[f32]) -> f32 {
+    (losses.iter().map(|&l| l as f64).sum::<f64>() / losses.len() as f64) as f32
+}
