@@ -11,11 +11,15 @@
 //! A lower stage never imports a higher one.
 
 pub mod backend;
+pub mod checkpoint;
 pub mod data;
 pub mod error;
 pub mod fsutil;
 pub mod model;
+pub mod optim;
 pub mod rng;
+pub mod sample;
 pub mod tokenizer;
+pub mod train;
 
 pub use error::{Error, Result};

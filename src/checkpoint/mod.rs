@@ -1,0 +1,372 @@
+//! Checkpoints: the files a run directory holds.
+//!
+//! | file | contents |
+//! |---|---|
+//! | `model.safetensors` | parameters under Hugging Face GPT-2 names (see [`crate::model::params`]) |
+//! | `config.json` | a `transformers` GPT-2 config, plus the exact lmforge model config under `"lmforge"` |
+//! | `tokenizer.json` | the tokenizer, Hugging Face format |
+//! | `train_config.json` | the resolved training configuration (for `--resume`) |
+//! | `train_state.safetensors` | parameters, AdamW moments, step and elapsed time: everything `--resume` needs, in one file |
+//!
+//! Every file is written atomically (temporary file, then rename), so an
+//! interrupted save leaves the previous checkpoint intact. Resuming reads the
+//! single `train_state` file, so it can never mix two checkpoints.
+//!
+//! Biases a model does not have (e.g. `bias = false`, as nanoGPT) are written
+//! as zeros, so `transformers.GPT2LMHeadModel.from_pretrained(run_dir)` loads
+//! pre-norm GELU models exactly; lmforge ignores them when loading.
+
+use crate::error::{Error, Result};
+use crate::fsutil::write_atomic_bytes;
+use crate::model::{Activation, Arch, Model, ModelConfig, Norm};
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use std::collections::HashMap;
+use std::path::Path;
+
+pub const MODEL_FILE: &str = "model.safetensors";
+pub const CONFIG_FILE: &str = "config.json";
+pub const TOKENIZER_FILE: &str = "tokenizer.json";
+pub const TRAIN_CONFIG_FILE: &str = "train_config.json";
+pub const STATE_FILE: &str = "train_state.safetensors";
+
+const STATE_MAGIC: &str = "lmforge-train-state";
+const STATE_VERSION: &str = "1";
+
+fn to_bytes(values: &[f32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+fn view<'a>(bytes: &'a [u8], shape: &[usize]) -> TensorView<'a> {
+    TensorView::new(Dtype::F32, shape.to_vec(), bytes).expect("shape matches the byte count")
+}
+
+fn serialize(
+    tensors: Vec<(String, Vec<u8>, Vec<usize>)>,
+    metadata: HashMap<String, String>,
+    path: &Path,
+) -> Result<()> {
+    let views: Vec<(String, TensorView)> = tensors
+        .iter()
+        .map(|(n, b, s)| (n.clone(), view(b, s)))
+        .collect();
+    let bytes = safetensors::serialize(views, Some(metadata))
+        .map_err(|e| Error::format(path, e.to_string()))?;
+    write_atomic_bytes(path, &bytes)
+}
+
+fn read_file(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| Error::io(path, e))
+}
+
+fn parse<'a>(bytes: &'a [u8], path: &Path) -> Result<SafeTensors<'a>> {
+    SafeTensors::deserialize(bytes)
+        .map_err(|e| Error::format(path, format!("not a valid safetensors file: {e}")))
+}
+
+fn metadata(bytes: &[u8], path: &Path) -> Result<HashMap<String, String>> {
+    let (_, meta) =
+        SafeTensors::read_metadata(bytes).map_err(|e| Error::format(path, e.to_string()))?;
+    Ok(meta.metadata().clone().unwrap_or_default())
+}
+
+/// Copy an f32 tensor of exactly `len` values out of a file.
+fn read_f32(st: &SafeTensors, name: &str, len: usize, path: &Path) -> Result<Vec<f32>> {
+    let t = st
+        .tensor(name)
+        .map_err(|_| Error::format(path, format!("tensor {name:?} is missing")))?;
+    if t.dtype() != Dtype::F32 {
+        return Err(Error::format(
+            path,
+            format!("tensor {name:?} is {:?}, expected F32", t.dtype()),
+        ));
+    }
+    if t.data().len() != len * 4 {
+        return Err(Error::format(
+            path,
+            format!(
+                "tensor {name:?} has shape {:?}, expected {len} values",
+                t.shape()
+            ),
+        ));
+    }
+    Ok(t.data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect())
+}
+
+/// Names of the zero biases written for `transformers` (absent from the model).
+fn absent_biases(cfg: &ModelConfig) -> Vec<(String, usize)> {
+    if cfg.arch != Arch::Gpt {
+        return Vec::new();
+    }
+    let c = cfg.n_embd;
+    let mut names = Vec::new();
+    for l in 0..cfg.n_layer {
+        let p = format!("transformer.h.{l}");
+        if !cfg.qkv_bias {
+            names.push((format!("{p}.attn.c_attn.bias"), 3 * c));
+        }
+        if !cfg.bias {
+            for (suffix, len) in [
+                ("ln_1", c),
+                ("attn.c_proj", c),
+                ("ln_2", c),
+                ("mlp.c_fc", 4 * c),
+                ("mlp.c_proj", c),
+            ] {
+                names.push((format!("{p}.{suffix}.bias"), len));
+            }
+        }
+    }
+    if !cfg.bias {
+        names.push(("transformer.ln_f.bias".into(), c));
+    }
+    names
+}
+
+/// A `transformers`-style GPT-2 config with the exact lmforge config inside.
+fn hf_config(cfg: &ModelConfig) -> serde_json::Value {
+    serde_json::json!({
+        "model_type": "gpt2",
+        "architectures": ["GPT2LMHeadModel"],
+        "vocab_size": cfg.vocab_size,
+        "n_positions": cfg.block_size,
+        "n_ctx": cfg.block_size,
+        "n_embd": cfg.n_embd,
+        "n_layer": cfg.n_layer,
+        "n_head": cfg.n_head,
+        "n_inner": null,
+        "activation_function": match cfg.activation { Activation::Gelu => "gelu_new", Activation::Relu => "relu" },
+        "resid_pdrop": cfg.dropout,
+        "embd_pdrop": cfg.dropout,
+        "attn_pdrop": cfg.dropout,
+        "layer_norm_epsilon": crate::model::layernorm::EPS,
+        "initializer_range": 0.02,
+        "tie_word_embeddings": cfg.tie_embeddings,
+        "lmforge": cfg,
+    })
+}
+
+/// Read a model config from `config.json`: lmforge's own, or a plain
+/// Hugging Face GPT-2 config (pre-norm, biases, tied head).
+fn model_config_from_json(json: &serde_json::Value, path: &Path) -> Result<ModelConfig> {
+    if let Some(ours) = json.get("lmforge") {
+        return serde_json::from_value(ours.clone())
+            .map_err(|e| Error::format(path, e.to_string()));
+    }
+    let field = |name: &str| {
+        json.get(name)
+            .and_then(|v| v.as_u64())
+            .map(|v| v as usize)
+            .ok_or_else(|| Error::format(path, format!("field {name:?} is missing")))
+    };
+    let activation = match json
+        .get("activation_function")
+        .and_then(|v| v.as_str())
+        .unwrap_or("gelu_new")
+    {
+        "gelu_new" | "gelu_pytorch_tanh" => Activation::Gelu,
+        "relu" => Activation::Relu,
+        other => {
+            return Err(Error::format(
+                path,
+                format!("activation_function {other:?} is not supported"),
+            ));
+        }
+    };
+    Ok(ModelConfig {
+        arch: Arch::Gpt,
+        vocab_size: field("vocab_size")?,
+        block_size: field("n_positions")?,
+        n_layer: field("n_layer")?,
+        n_head: field("n_head")?,
+        n_embd: field("n_embd")?,
+        dropout: 0.0,
+        norm: Norm::Pre,
+        activation,
+        tie_embeddings: json
+            .get("tie_word_embeddings")
+            .and_then(|v| v.as_bool())
+            .unwrap_or(true),
+        bias: true,
+        qkv_bias: true,
+        lm_head_bias: false,
+    })
+}
+
+/// Write `model.safetensors` and `config.json` into `dir`.
+pub fn save_model(dir: &Path, model: &Model, params: &[f32]) -> Result<()> {
+    let mut tensors: Vec<(String, Vec<u8>, Vec<usize>)> = model
+        .layout
+        .tensors
+        .iter()
+        .map(|t| {
+            (
+                t.name.clone(),
+                to_bytes(&params[t.range.clone()]),
+                t.shape.clone(),
+            )
+        })
+        .collect();
+    for (name, len) in absent_biases(&model.config) {
+        tensors.push((name, vec![0u8; len * 4], vec![len]));
+    }
+    let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
+    serialize(tensors, metadata, &dir.join(MODEL_FILE))?;
+    let json = serde_json::to_vec_pretty(&hf_config(&model.config)).expect("config serialises");
+    write_atomic_bytes(&dir.join(CONFIG_FILE), &json)
+}
+
+/// Load `config.json` and `model.safetensors` from `dir`.
+pub fn load_model(dir: &Path) -> Result<(Model, Vec<f32>)> {
+    let config_path = dir.join(CONFIG_FILE);
+    let text = std::fs::read_to_string(&config_path).map_err(|e| Error::io(&config_path, e))?;
+    let json: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| Error::format(&config_path, e.to_string()))?;
+    let model = Model::new(model_config_from_json(&json, &config_path)?)?;
+    let path = dir.join(MODEL_FILE);
+    let bytes = read_file(&path)?;
+    let st = parse(&bytes, &path)?;
+    let mut params = vec![0.0f32; model.num_params()];
+    for t in &model.layout.tensors {
+        // Hugging Face's bare GPT2Model files name tensors without "transformer.".
+        let name = match t.name.strip_prefix("transformer.") {
+            Some(bare) if st.tensor(&t.name).is_err() && st.tensor(bare).is_ok() => bare,
+            _ => t.name.as_str(),
+        };
+        params[t.range.clone()].copy_from_slice(&read_f32(&st, name, t.range.len(), &path)?);
+    }
+    Ok((model, params))
+}
+
+/// Everything needed to continue training exactly where it stopped.
+pub struct TrainState {
+    /// Optimizer updates completed.
+    pub step: u64,
+    /// Training wall time so far, summed over resumed sessions.
+    pub elapsed_s: f64,
+    pub params: Vec<f32>,
+    pub m: Vec<f32>,
+    pub v: Vec<f32>,
+}
+
+/// Write `train_state.safetensors` into `dir`.
+pub fn save_train_state(dir: &Path, state: &TrainState) -> Result<()> {
+    let n = state.params.len();
+    let tensors = vec![
+        ("params".to_string(), to_bytes(&state.params), vec![n]),
+        ("adam.m".to_string(), to_bytes(&state.m), vec![n]),
+        ("adam.v".to_string(), to_bytes(&state.v), vec![n]),
+    ];
+    let metadata = HashMap::from([
+        ("magic".to_string(), STATE_MAGIC.to_string()),
+        ("version".to_string(), STATE_VERSION.to_string()),
+        ("step".to_string(), state.step.to_string()),
+        ("elapsed_s".to_string(), state.elapsed_s.to_string()),
+    ]);
+    serialize(tensors, metadata, &dir.join(STATE_FILE))
+}
+
+/// Read `train_state.safetensors` for a model with `num_params` parameters.
+pub fn load_train_state(dir: &Path, num_params: usize) -> Result<TrainState> {
+    let path = dir.join(STATE_FILE);
+    let bytes = read_file(&path)?;
+    let meta = metadata(&bytes, &path)?;
+    if meta.get("magic").map(String::as_str) != Some(STATE_MAGIC) {
+        return Err(Error::format(&path, "not an lmforge training-state file"));
+    }
+    if meta.get("version").map(String::as_str) != Some(STATE_VERSION) {
+        return Err(Error::format(
+            &path,
+            format!(
+                "unsupported training-state version {:?}",
+                meta.get("version")
+            ),
+        ));
+    }
+    let number = |key: &str| {
+        meta.get(key)
+            .and_then(|s| s.parse::<f64>().ok())
+            .ok_or_else(|| Error::format(&path, format!("metadata {key:?} is missing")))
+    };
+    let st = parse(&bytes, &path)?;
+    Ok(TrainState {
+        step: number("step")? as u64,
+        elapsed_s: number("elapsed_s")?,
+        params: read_f32(&st, "params", num_params, &path)?,
+        m: read_f32(&st, "adam.m", num_params, &path)?,
+        v: read_f32(&st, "adam.v", num_params, &path)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny(bias: bool, tie: bool) -> Model {
+        Model::new(ModelConfig {
+            arch: Arch::Gpt,
+            vocab_size: 7,
+            block_size: 4,
+            n_layer: 1,
+            n_head: 2,
+            n_embd: 4,
+            dropout: 0.1,
+            norm: Norm::Post,
+            activation: Activation::Relu,
+            tie_embeddings: tie,
+            bias,
+            qkv_bias: false,
+            lm_head_bias: !tie,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn model_round_trips_with_zero_biases_for_transformers() {
+        let dir = tempfile::tempdir().unwrap();
+        for (bias, tie) in [(false, true), (true, false)] {
+            let model = tiny(bias, tie);
+            let params: Vec<f32> = (0..model.num_params())
+                .map(|i| i as f32 * 0.25 - 3.0)
+                .collect();
+            save_model(dir.path(), &model, &params).unwrap();
+            let (loaded, loaded_params) = load_model(dir.path()).unwrap();
+            assert_eq!(loaded.config, model.config);
+            assert_eq!(loaded_params, params);
+            let bytes = std::fs::read(dir.path().join(MODEL_FILE)).unwrap();
+            let st = SafeTensors::deserialize(&bytes).unwrap();
+            assert!(
+                st.tensor("transformer.h.0.attn.c_attn.bias").is_ok(),
+                "zero qkv bias written"
+            );
+            assert_eq!(st.tensor("lm_head.weight").is_ok(), !tie);
+        }
+    }
+
+    #[test]
+    fn train_state_round_trips_and_rejects_other_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = TrainState {
+            step: 17,
+            elapsed_s: 3.5,
+            params: vec![1.0, 2.0],
+            m: vec![0.1, 0.2],
+            v: vec![0.01, 0.02],
+        };
+        save_train_state(dir.path(), &state).unwrap();
+        let back = load_train_state(dir.path(), 2).unwrap();
+        assert_eq!(
+            (back.step, back.elapsed_s, back.params, back.m, back.v),
+            (17, 3.5, state.params, state.m, state.v)
+        );
+        assert!(
+            load_train_state(dir.path(), 3).is_err(),
+            "parameter count mismatch is an error"
+        );
+        std::fs::write(dir.path().join(STATE_FILE), b"garbage").unwrap();
+        let err = load_train_state(dir.path(), 2).err().unwrap().to_string();
+        assert!(err.contains(STATE_FILE), "{err}");
+    }
+}

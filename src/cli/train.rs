@@ -1,0 +1,152 @@
+//! `lmforge train`: train a model, or resume a run.
+
+use anyhow::{Context, bail};
+use lmforge::train::{Start, TrainJob, TrainOverrides, config};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+#[derive(clap::Args)]
+pub struct TrainArgs {
+    /// Training text: a UTF-8 file or a directory of .txt files (a BOM is
+    /// removed and CRLF becomes LF). Default: the built-in Tiny Shakespeare.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Starting hyperparameters: bigram, course, char-cpu, char-baby.
+    #[arg(long)]
+    preset: Option<String>,
+    /// TOML file of hyperparameters (flag names, `_` for `-`), applied over the preset.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Run directory for checkpoints and metrics (default: runs/<preset>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Continue the run in this directory from its last checkpoint; training
+    /// flags given here (e.g. --max-iters) change the saved configuration.
+    #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["preset", "out"])]
+    resume: Option<PathBuf>,
+    /// Tokenizer: char (the vocabulary is the training text's characters).
+    #[arg(long, default_value = "char")]
+    tokenizer: String,
+    /// Worker threads (default: one per core). Same seed + same threads = same losses.
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Compute device.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// No progress output.
+    #[arg(long, short)]
+    quiet: bool,
+    #[command(flatten)]
+    overrides: TrainOverrides,
+}
+
+pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
+    super::check_device(&args.device)?;
+    if args.tokenizer != "char" {
+        bail!(
+            "--tokenizer {:?}: only the character tokenizer (char) is available in this version",
+            args.tokenizer
+        );
+    }
+    lmforge::backend::cpu::init_threads(args.threads)?;
+    let (out, start) = match &args.resume {
+        Some(dir) => {
+            let mut overrides = match &args.config {
+                Some(path) => TrainOverrides::from_toml_file(path)?,
+                None => TrainOverrides::default(),
+            };
+            overrides = merge(overrides, &args.overrides);
+            (dir.clone(), Start::Resume(overrides))
+        }
+        None => {
+            let preset = args.preset.as_deref().unwrap_or("char-cpu");
+            let cfg = config::resolve(preset, args.config.as_ref(), &args.overrides)?;
+            (
+                args.out
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from("runs").join(preset)),
+                Start::New(cfg),
+            )
+        }
+    };
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let handler_flag = stop.clone();
+    ctrlc::set_handler(move || {
+        if handler_flag.swap(true, Ordering::SeqCst) {
+            // Second Ctrl-C: leave now. Checkpoint files are written atomically,
+            // so the last complete checkpoint is intact.
+            std::process::exit(130);
+        }
+        eprintln!(
+            "\nstopping after this step and saving a checkpoint (Ctrl-C again to quit at once)"
+        );
+    })
+    .context("installing the Ctrl-C handler")?;
+
+    let summary = lmforge::train::train(TrainJob {
+        data: args.data,
+        out: out.clone(),
+        start,
+        progress: !args.quiet,
+        stop: &stop,
+    })
+    .with_context(|| format!("training into {}", out.display()))?;
+    let fmt = |loss: Option<f32>| loss.map_or("-".to_string(), |l| format!("{l:.4}"));
+    eprintln!(
+        "step {}: train loss {}, val loss {}, {:.0} tokens/s",
+        summary.step,
+        fmt(summary.train_loss),
+        fmt(summary.val_loss),
+        summary.tokens_per_sec
+    );
+    if summary.interrupted {
+        eprintln!("resume with: lmforge train --resume {}", out.display());
+        return Ok(ExitCode::from(130));
+    }
+    eprintln!("sample with: lmforge sample {}", out.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Overrides from the TOML file, replaced by those given as flags.
+fn merge(mut base: TrainOverrides, flags: &TrainOverrides) -> TrainOverrides {
+    let mut cfg_flags = flags.clone();
+    macro_rules! take {
+        ($($f:ident),*) => { $( if cfg_flags.$f.is_none() { cfg_flags.$f = base.$f.take(); } )* };
+    }
+    take!(
+        arch,
+        n_layer,
+        n_head,
+        n_embd,
+        block_size,
+        dropout,
+        norm,
+        activation,
+        tie_embeddings,
+        bias,
+        qkv_bias,
+        lm_head_bias,
+        batch_size,
+        val_fraction,
+        max_iters,
+        lr,
+        min_lr,
+        schedule,
+        warmup_iters,
+        lr_decay_iters,
+        grad_accum,
+        grad_clip,
+        weight_decay,
+        beta1,
+        beta2,
+        eps,
+        eval_interval,
+        eval_iters,
+        checkpoint_interval,
+        seed
+    );
+    cfg_flags
+}

@@ -1,0 +1,38 @@
+//! The `lmforge` command line: parse, call one library function, print.
+
+mod cli;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// Build, train and sample your own GPT-style language model.
+#[derive(Parser)]
+#[command(name = "lmforge", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train a model on a text file (or the built-in Tiny Shakespeare), or resume a run.
+    Train(cli::train::TrainArgs),
+    /// Generate text from a trained run.
+    Sample(cli::sample::SampleArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Train(args) => cli::train::run(args),
+        Command::Sample(args) => cli::sample::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) if cli::is_broken_pipe(&err) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
