@@ -1,0 +1,435 @@
+//! End-to-end tests of the `lmforge` binary: train, sample, resume, errors.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn lmforge() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_lmforge"))
+}
+
+fn run(args: &[&str]) -> Output {
+    lmforge().args(args).output().expect("lmforge runs")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The first 60 kB of Tiny Shakespeare (or, without ../shared, a generated text).
+fn corpus(dir: &Path) -> PathBuf {
+    let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/tinyshakespeare.txt");
+    let text = match std::fs::read_to_string(shared) {
+        Ok(t) => t[..60_000].to_string(),
+        Err(_) => (0..3000)
+            .map(|i| format!("line {i}: the quick brown fox jumps over the lazy dog.\n"))
+            .collect(),
+    };
+    let path = dir.join("corpus.txt");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// A small model that trains in about a second.
+const TINY: &[&str] = &[
+    "--n-layer",
+    "2",
+    "--n-head",
+    "2",
+    "--n-embd",
+    "32",
+    "--block",
+    "16",
+    "--batch",
+    "4",
+    "--eval-iters",
+    "2",
+    "--threads",
+    "2",
+    "--dropout",
+    "0.1",
+    "--grad-accum",
+    "2",
+    "--warmup-iters",
+    "2",
+    "-q",
+];
+
+fn train(data: &Path, out: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "train",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(TINY);
+    if !extra.contains(&"--eval-interval") {
+        args.extend_from_slice(&["--eval-interval", "4"]);
+    }
+    args.extend_from_slice(extra);
+    run(&args)
+}
+
+/// `(step, train_loss)` of every non-eval line, and `(step, val_loss)` of every eval line.
+fn losses(run_dir: &Path) -> (Vec<(u64, f64)>, Vec<(u64, f64)>) {
+    let text = std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap();
+    let (mut train, mut val) = (Vec::new(), Vec::new());
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let step = v["step"].as_u64().unwrap();
+        if v["eval"].as_bool() == Some(true) {
+            val.push((step, v["val_loss"].as_f64().unwrap()));
+        } else {
+            assert!(v["lr"].as_f64().unwrap() > 0.0 && v["tokens_per_sec"].as_f64().unwrap() > 0.0);
+            train.push((step, v["train_loss"].as_f64().unwrap()));
+        }
+    }
+    (train, val)
+}
+
+#[test]
+fn train_then_sample() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = corpus(dir.path());
+    let out = dir.path().join("run");
+    let result = train(&data, &out, &["--max-iters", "12"]);
+    assert!(result.status.success(), "{}", stderr(&result));
+    for file in [
+        "model.safetensors",
+        "config.json",
+        "tokenizer.json",
+        "train_config.json",
+        "train_state.safetensors",
+    ] {
+        assert!(out.join(file).exists(), "{file} missing");
+    }
+    let (train, val) = losses(&out);
+    assert_eq!(
+        train.iter().map(|s| s.0).collect::<Vec<_>>(),
+        (1..=12).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        val.iter().map(|s| s.0).collect::<Vec<_>>(),
+        vec![0, 4, 8, 12]
+    );
+    assert!(val[3].1 < val[0].1, "validation loss falls: {val:?}");
+
+    let sample = run(&[
+        "sample",
+        out.to_str().unwrap(),
+        "--prompt",
+        "ROMEO:",
+        "--max-new-tokens",
+        "50",
+        "--seed",
+        "1",
+        "--top-k",
+        "5",
+        "--temperature",
+        "0.8",
+    ]);
+    assert!(sample.status.success(), "{}", stderr(&sample));
+    let text = String::from_utf8(sample.stdout).unwrap();
+    assert!(text.starts_with("ROMEO:"));
+    assert_eq!(
+        text.trim_end_matches('\n').chars().count(),
+        "ROMEO:".len() + 50
+    );
+    // Same seed, same text; another seed, other text.
+    let again = run(&[
+        "sample",
+        out.to_str().unwrap(),
+        "--prompt",
+        "ROMEO:",
+        "--max-new-tokens",
+        "50",
+        "--seed",
+        "1",
+        "--top-k",
+        "5",
+        "--temperature",
+        "0.8",
+    ]);
+    assert_eq!(String::from_utf8(again.stdout).unwrap(), text);
+    let other = run(&[
+        "sample",
+        out.to_str().unwrap(),
+        "--prompt",
+        "ROMEO:",
+        "--max-new-tokens",
+        "50",
+        "--seed",
+        "2",
+    ]);
+    assert_ne!(String::from_utf8(other.stdout).unwrap(), text);
+}
+
+#[test]
+fn same_seed_same_losses_and_another_seed_differs() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = corpus(dir.path());
+    let (a, b, c) = (
+        dir.path().join("a"),
+        dir.path().join("b"),
+        dir.path().join("c"),
+    );
+    assert!(train(&data, &a, &["--max-iters", "6"]).status.success());
+    assert!(train(&data, &b, &["--max-iters", "6"]).status.success());
+    assert!(
+        train(&data, &c, &["--max-iters", "6", "--seed", "7"])
+            .status
+            .success()
+    );
+    assert_eq!(losses(&a), losses(&b));
+    assert_ne!(losses(&a).0, losses(&c).0);
+}
+
+#[test]
+fn resumed_run_matches_uninterrupted_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = corpus(dir.path());
+    let (full, split) = (dir.path().join("full"), dir.path().join("split"));
+    let schedule = ["--lr-decay-iters", "12"];
+    assert!(
+        train(
+            &data,
+            &full,
+            &[&["--max-iters", "12"][..], &schedule].concat()
+        )
+        .status
+        .success()
+    );
+    assert!(
+        train(
+            &data,
+            &split,
+            &[&["--max-iters", "5"][..], &schedule].concat()
+        )
+        .status
+        .success()
+    );
+    let resumed = run(&[
+        "train",
+        "--resume",
+        split.to_str().unwrap(),
+        "--max-iters",
+        "12",
+        "-q",
+    ]);
+    assert!(resumed.status.success(), "{}", stderr(&resumed));
+    let (full_train, full_val) = losses(&full);
+    let (split_train, split_val) = losses(&split);
+    assert_eq!(full_train, split_train);
+    // The first session also evaluated at its own last step (5); the shared points agree.
+    assert_eq!(
+        split_val
+            .iter()
+            .filter(|(step, _)| *step != 5)
+            .cloned()
+            .collect::<Vec<_>>(),
+        full_val
+    );
+    let model = |d: &Path| std::fs::read(d.join("model.safetensors")).unwrap();
+    assert_eq!(model(&full), model(&split), "identical final weights");
+}
+
+#[test]
+fn ctrl_c_saves_a_checkpoint_and_resume_continues_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = corpus(dir.path());
+    let (full, stopped) = (dir.path().join("full"), dir.path().join("stopped"));
+    let long = [
+        "--max-iters",
+        "400",
+        "--checkpoint-interval",
+        "1000",
+        "--eval-interval",
+        "100",
+    ];
+    let mut args: Vec<&str> = vec![
+        "train",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        stopped.to_str().unwrap(),
+    ];
+    args.extend_from_slice(TINY);
+    args.extend_from_slice(&long);
+    let mut child = lmforge().args(&args).spawn().unwrap();
+    // Wait until a few steps are logged, then press Ctrl-C.
+    let metrics = stopped.join("metrics.jsonl");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::fs::read_to_string(&metrics).map_or(0, |t| t.lines().count()) < 4 {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "training exited before Ctrl-C"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "training did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "interrupted runs exit with 130");
+    let (partial, _) = losses(&stopped);
+    let stopped_at = partial.last().unwrap().0;
+    assert!(stopped_at < 400, "stopped early (at {stopped_at})");
+
+    let resumed = run(&["train", "--resume", stopped.to_str().unwrap(), "-q"]);
+    assert!(resumed.status.success(), "{}", stderr(&resumed));
+    assert!(train(&data, &full, &long).status.success());
+    assert_eq!(losses(&full), losses(&stopped));
+}
+
+#[test]
+fn bad_inputs_give_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let out = out.to_str().unwrap();
+    let expect_error = |args: &[&str], needle: &str| {
+        let result = run(args);
+        assert!(!result.status.success(), "{args:?} should fail");
+        let err = stderr(&result);
+        assert!(
+            err.contains(needle),
+            "{args:?}: expected {needle:?} in: {err}"
+        );
+    };
+    let missing = dir.path().join("missing.txt");
+    expect_error(
+        &["train", "--data", missing.to_str().unwrap(), "--out", out],
+        "missing.txt",
+    );
+    let empty = dir.path().join("empty.txt");
+    std::fs::write(&empty, "").unwrap();
+    expect_error(
+        &["train", "--data", empty.to_str().unwrap(), "--out", out],
+        "empty",
+    );
+    let binary = dir.path().join("binary.txt");
+    std::fs::write(&binary, b"abc\x00\xff\xfe rest").unwrap();
+    expect_error(
+        &["train", "--data", binary.to_str().unwrap(), "--out", out],
+        "offset 4",
+    );
+    let short = dir.path().join("short.txt");
+    std::fs::write(&short, "just a few characters here").unwrap();
+    expect_error(
+        &["train", "--data", short.to_str().unwrap(), "--out", out],
+        "fewer than one window",
+    );
+    let data = corpus(dir.path());
+    let data = data.to_str().unwrap();
+    expect_error(
+        &[
+            "train", "--data", data, "--out", out, "--n-embd", "30", "--n-head", "4",
+        ],
+        "divisible",
+    );
+    expect_error(
+        &["train", "--data", data, "--out", out, "--device", "cuda"],
+        "CUDA",
+    );
+    expect_error(
+        &["train", "--data", data, "--out", out, "--preset", "huge"],
+        "char-cpu",
+    );
+    expect_error(
+        &[
+            "train",
+            "--resume",
+            dir.path().join("nothing").to_str().unwrap(),
+        ],
+        "train_config.json",
+    );
+
+    let mut args = vec!["train", "--data", data, "--out", out];
+    args.extend_from_slice(TINY);
+    args.extend_from_slice(&["--max-iters", "2"]);
+    assert!(run(&args).status.success());
+    expect_error(&["sample", out, "--prompt", "héllo ☃"], "'☃'");
+    expect_error(&["sample", out, "--temperature=-1"], "temperature");
+    expect_error(
+        &["train", "--resume", out, "--max-iters", "2"],
+        "already trained",
+    );
+    expect_error(
+        &[
+            "train",
+            "--resume",
+            out,
+            "--max-iters",
+            "4",
+            "--n-embd",
+            "64",
+        ],
+        "model options differ",
+    );
+}
+
+#[test]
+fn long_prompt_is_cropped_and_crlf_bom_text_trains() {
+    let dir = tempfile::tempdir().unwrap();
+    let text: String = (0..2000)
+        .map(|i| format!("row {i}, some words\r\n"))
+        .collect();
+    let data = dir.path().join("windows.txt");
+    std::fs::write(&data, format!("\u{feff}{text}")).unwrap();
+    let out = dir.path().join("run");
+    let result = train(&data, &out, &["--max-iters", "2"]);
+    assert!(result.status.success(), "{}", stderr(&result));
+    let vocab = std::fs::read_to_string(out.join("tokenizer.json")).unwrap();
+    assert!(
+        !vocab.contains("\\r") && !vocab.contains("\\ufeff"),
+        "CR and BOM were normalised away"
+    );
+    let prompt = "row 1, some words\n".repeat(20); // longer than block 16
+    let sample = run(&[
+        "sample",
+        out.to_str().unwrap(),
+        "--prompt",
+        &prompt,
+        "--max-new-tokens",
+        "5",
+    ]);
+    assert!(sample.status.success(), "{}", stderr(&sample));
+    assert_eq!(
+        String::from_utf8(sample.stdout).unwrap().chars().count(),
+        prompt.chars().count() + 5 + 1
+    );
+}
+
+#[test]
+fn bigram_preset_trains() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = corpus(dir.path());
+    let out = dir.path().join("bigram");
+    let result = run(&[
+        "train",
+        "--preset",
+        "bigram",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--max-iters",
+        "300",
+        "--eval-iters",
+        "20",
+        "-q",
+    ]);
+    assert!(result.status.success(), "{}", stderr(&result));
+    let (_, val) = losses(&out);
+    assert!(
+        val.last().unwrap().1 < val[0].1 - 0.5,
+        "bigram learns: {val:?}"
+    );
+    let sample = run(&["sample", out.to_str().unwrap(), "--max-new-tokens", "20"]);
+    assert!(sample.status.success(), "{}", stderr(&sample));
+}
