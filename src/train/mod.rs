@@ -11,7 +11,7 @@
 
 pub mod config;
 
-use crate::checkpoint::{self, TrainState};
+use crate::checkpoint;
 use crate::data::sampler::BatchSampler;
 use crate::data::text;
 use crate::error::{Error, Result};
@@ -182,16 +182,7 @@ impl Trainer<'_> {
 
     fn save(&self, out: &Path, step: u64, elapsed_s: f64) -> Result<()> {
         checkpoint::save_model(out, &self.model, &self.params)?;
-        checkpoint::save_train_state(
-            out,
-            &TrainState {
-                step,
-                elapsed_s,
-                params: self.params.clone(),
-                m: self.opt.m.clone(),
-                v: self.opt.v.clone(),
-            },
-        )
+        checkpoint::save_train_state(out, step, elapsed_s, &self.params, &self.opt.m, &self.opt.v)
     }
 }
 
@@ -285,23 +276,22 @@ pub fn train(job: TrainJob) -> Result<TrainSummary> {
     let train_sampler = BatchSampler::new(&train_tokens, b, t, config.seed, "training")?;
     let val_sampler = BatchSampler::new(&val_tokens, b, t, config.seed, "validation")?;
     let mut opt = AdamW::new(config.adamw(), &model.layout.tensors);
-    let (params, start, elapsed_before) = match resume {
-        true => {
-            let (saved_model, _) = checkpoint::load_model(out)?;
-            if saved_model.config != model.config {
-                return Err(Error::Config(format!(
-                    "{}: the model options differ from the run being resumed; only training options \
-                     (e.g. --max-iters, --lr, --eval-interval) can change on --resume",
-                    out.display()
-                )));
-            }
-            let st = checkpoint::load_train_state(out, model.num_params())?;
-            opt.m = st.m;
-            opt.v = st.v;
-            opt.step = st.step;
-            (st.params, st.step, st.elapsed_s)
+    let (params, start, elapsed_before) = if resume {
+        let (saved_model, _) = checkpoint::load_model(out)?;
+        if saved_model.config != model.config {
+            return Err(Error::Config(format!(
+                "{}: the model options differ from the run being resumed; only training options \
+                 (e.g. --max-iters, --lr, --eval-interval) can change on --resume",
+                out.display()
+            )));
         }
-        false => (model.init_params(config.seed), 0, 0.0),
+        let st = checkpoint::load_train_state(out, model.num_params())?;
+        opt.m = st.m;
+        opt.v = st.v;
+        opt.step = st.step;
+        (st.params, st.step, st.elapsed_s)
+    } else {
+        (model.init_params(config.seed), 0, 0.0)
     };
     if start >= config.max_iters {
         return Err(Error::Config(format!(
