@@ -19,6 +19,8 @@ enum Command {
     Train(cli::train::TrainArgs),
     /// Generate text from a trained run.
     Sample(cli::sample::SampleArgs),
+    /// Measure speed.
+    Bench(cli::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -26,6 +28,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Train(args) => cli::train::run(args),
         Command::Sample(args) => cli::sample::run(args),
+        Command::Bench(args) => cli::bench::run(args),
     };
     match result {
         Ok(code) => code,

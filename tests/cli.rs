@@ -433,3 +433,31 @@ fn bigram_preset_trains() {
     let sample = run(&["sample", out.to_str().unwrap(), "--max-new-tokens", "20"]);
     assert!(sample.status.success(), "{}", stderr(&sample));
 }
+
+#[test]
+fn bench_train_reports_speed_and_memory() {
+    let out = run(&[
+        "bench",
+        "train",
+        "--steps",
+        "3",
+        "--warmup-steps",
+        "1",
+        "--n-layer",
+        "1",
+        "--threads",
+        "2",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let number = |key: &str| -> f64 {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(key))
+            .unwrap_or_else(|| panic!("{key} missing in {text}"));
+        line[key.len()..].trim().parse().unwrap()
+    };
+    assert!(number("lmforge tokens/s:") > 0.0);
+    assert!(number("lmforge step ms:") > 0.0);
+    assert!(number("lmforge peak RSS MiB:") > 1.0);
+}

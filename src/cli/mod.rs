@@ -1,6 +1,7 @@
 //! One file per subcommand. Each parses its flags, calls one library function
 //! and prints the result.
 
+pub mod bench;
 pub mod sample;
 pub mod train;
 

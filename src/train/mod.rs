@@ -118,7 +118,32 @@ struct Trainer<'a> {
     dropout_seed: u64,
 }
 
-impl Trainer<'_> {
+impl<'a> Trainer<'a> {
+    /// Buffers for training `model` from `params` and optimizer state `opt`.
+    fn new(
+        model: Model,
+        config: &TrainConfig,
+        params: Vec<f32>,
+        opt: AdamW,
+        train: BatchSampler<'a>,
+        val: BatchSampler<'a>,
+    ) -> Self {
+        let (b, t) = (config.batch_size, config.block_size);
+        Trainer {
+            grads: vec![0.0; model.num_params()],
+            acts: model.activations(b, t),
+            inputs: vec![0; b * t],
+            targets: vec![0; b * t],
+            dropout_seed: mix64(config.seed ^ 0xD50F),
+            model,
+            config: config.clone(),
+            params,
+            opt,
+            train,
+            val,
+        }
+    }
+
     /// One optimizer update (with gradient accumulation); returns the mean loss.
     fn step(&mut self, step: u64) -> f32 {
         let cfg = &self.config;
@@ -329,19 +354,7 @@ pub fn train(job: TrainJob) -> Result<TrainSummary> {
     };
 
     let num_params = model.num_params();
-    let mut trainer = Trainer {
-        grads: vec![0.0; num_params],
-        acts: model.activations(b, t),
-        inputs: vec![0; b * t],
-        targets: vec![0; b * t],
-        dropout_seed: mix64(config.seed ^ 0xD50F),
-        model,
-        config: config.clone(),
-        params,
-        opt,
-        train: train_sampler,
-        val: val_sampler,
-    };
+    let mut trainer = Trainer::new(model, &config, params, opt, train_sampler, val_sampler);
 
     let progress = Progress::new(job.progress, start, config.max_iters);
     progress.line(format!(
@@ -417,4 +430,65 @@ pub fn train(job: TrainJob) -> Result<TrainSummary> {
     summary.tokens_per_sec =
         tokens_per_step * (summary.step - start) as f64 / trained_time.max(1e-9);
     Ok(summary)
+}
+
+/// Speed of full training steps (forward, backward, AdamW) on random tokens.
+#[derive(Debug, Clone)]
+pub struct BenchReport {
+    pub num_params: usize,
+    /// Median over the timed steps.
+    pub tokens_per_sec: f64,
+    pub step_ms: f64,
+    /// Peak resident memory of the process (Linux), in MiB.
+    pub peak_rss_mib: Option<f64>,
+}
+
+/// Time `steps` training steps after `warmup` untimed ones, for the model in
+/// `config` with a vocabulary of `vocab_size` tokens.
+pub fn bench(
+    config: &TrainConfig,
+    vocab_size: usize,
+    warmup: u64,
+    steps: u64,
+) -> Result<BenchReport> {
+    config.validate()?;
+    if steps == 0 {
+        return Err(Error::Config("--steps must be at least 1".into()));
+    }
+    let model = Model::new(config.model_config(vocab_size))?;
+    let mut rng = crate::rng::Rng::new(config.seed, 77);
+    let tokens: Vec<u32> = (0..(config.block_size + 1) * 64)
+        .map(|_| rng.below(vocab_size as u64) as u32)
+        .collect();
+    let (b, t) = (config.batch_size, config.block_size);
+    let train = BatchSampler::new(&tokens, b, t, config.seed, "synthetic")?;
+    let val = BatchSampler::new(&tokens, b, t, config.seed, "synthetic")?;
+    let params = model.init_params(config.seed);
+    let opt = AdamW::new(config.adamw(), &model.layout.tensors);
+    let num_params = model.num_params();
+    let mut trainer = Trainer::new(model, config, params, opt, train, val);
+    let mut times = Vec::with_capacity(steps as usize);
+    for step in 0..warmup + steps {
+        let t0 = Instant::now();
+        trainer.step(step);
+        if step >= warmup {
+            times.push(t0.elapsed().as_secs_f64());
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    let median = times[times.len() / 2];
+    Ok(BenchReport {
+        num_params,
+        tokens_per_sec: (b * t * config.grad_accum) as f64 / median,
+        step_ms: median * 1e3,
+        peak_rss_mib: peak_rss_mib(),
+    })
+}
+
+/// `VmHWM` from `/proc/self/status`: the most resident memory the process has used.
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
 }
