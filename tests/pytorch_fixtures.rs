@@ -193,7 +193,7 @@ fn attention_forward_backward() {
     let (mut out, mut att) = (vec![0.0; B * T * C], vec![0.0; B * NH * T * T]);
     attention::forward(&mut out, &mut att, fx.f("qkv"), dims, None);
     close("out", &out, fx.f("out"));
-    let (mut dqkv, mut scratch) = (vec![0.0; B * T * 3 * C], vec![0.0; B * T]);
+    let (mut dqkv, mut scratch) = (vec![0.0; B * T * 3 * C], vec![0.0; B * (T + C)]);
     attention::backward(
         &mut dqkv,
         &mut scratch,

@@ -10,6 +10,7 @@
 //! ```
 
 use super::config::Activation;
+use crate::backend::cpu::math::exp;
 use rayon::prelude::*;
 
 const SQRT_2_OVER_PI: f32 = 0.797_884_6;
@@ -21,7 +22,7 @@ const CHUNK: usize = 4096;
 #[inline]
 fn gelu_gate(x: f32) -> f32 {
     let u = SQRT_2_OVER_PI * (x + GELU_CUBIC * x * x * x);
-    1.0 / (1.0 + (-2.0 * u).exp())
+    1.0 / (1.0 + exp(-2.0 * u))
 }
 
 #[inline]

@@ -20,6 +20,7 @@
 //! from every query of that row only, so rows are independent.
 
 use super::dropout::Dropout;
+use crate::backend::cpu::math::{axpy, dot, exp};
 use rayon::prelude::*;
 
 /// Shapes of one attention call.
@@ -66,14 +67,13 @@ pub fn forward(out: &mut [f32], att: &mut [f32], qkv: &[f32], d: Dims, dropout: 
                     let probs = &mut att[att_index(h, t1, 0, t)..][..t];
                     let mut max = f32::NEG_INFINITY;
                     for t2 in 0..=t1 {
-                        let k = &qkv[t2 * 3 * c + c + h * hs..][..hs];
-                        let s = q.iter().zip(k).map(|(a, b)| a * b).sum::<f32>() * scale;
+                        let s = dot(q, &qkv[t2 * 3 * c + c + h * hs..][..hs]) * scale;
                         probs[t2] = s;
                         max = max.max(s);
                     }
                     let mut sum = 0.0;
                     for p in &mut probs[..=t1] {
-                        *p = (*p - max).exp();
+                        *p = exp(*p - max);
                         sum += *p;
                     }
                     for p in &mut probs[..=t1] {
@@ -85,17 +85,14 @@ pub fn forward(out: &mut [f32], att: &mut [f32], qkv: &[f32], d: Dims, dropout: 
                     for t2 in 0..=t1 {
                         let w =
                             probs[t2] * drop_factor(dropout, b, att_index(h, t1, t2, t), row_att);
-                        let v = &qkv[t2 * 3 * c + 2 * c + h * hs..][..hs];
-                        for (y, v) in y.iter_mut().zip(v) {
-                            *y += w * v;
-                        }
+                        axpy(y, w, &qkv[t2 * 3 * c + 2 * c + h * hs..][..hs]);
                     }
                 }
             }
         });
 }
 
-/// Overwrites `dqkv: (B, T, 3C)`. `scratch` holds `B * T` floats.
+/// Overwrites `dqkv: (B, T, 3C)`. `scratch` holds `B * (T + C)` floats.
 pub fn backward(
     dqkv: &mut [f32],
     scratch: &mut [f32],
@@ -110,13 +107,15 @@ pub fn backward(
     let row_att = nh * t * t;
     dqkv[..d.b * t * 3 * c]
         .par_chunks_mut(t * 3 * c)
-        .zip(scratch[..d.b * t].par_chunks_mut(t))
+        .zip(scratch[..d.b * (t + c)].par_chunks_mut(t + c))
         .zip(dout[..d.b * t * c].par_chunks(t * c))
         .zip(qkv[..d.b * t * 3 * c].par_chunks(t * 3 * c))
         .zip(att[..d.b * row_att].par_chunks(row_att))
         .enumerate()
-        .for_each(|(b, ((((dqkv, dprobs), dout), qkv), att))| {
+        .for_each(|(b, ((((dqkv, scratch), dout), qkv), att))| {
             dqkv.fill(0.0);
+            let (dprobs, dq) = scratch.split_at_mut(t);
+            let dq = &mut dq[..hs];
             for h in 0..nh {
                 for t1 in 0..t {
                     let dy = &dout[t1 * c + h * hs..][..hs];
@@ -125,29 +124,22 @@ pub fn backward(
                     let mut weighted = 0.0; // sum_j P[j] dP[j]
                     for t2 in 0..=t1 {
                         let factor = drop_factor(dropout, b, att_index(h, t1, t2, t), row_att);
-                        let (vs, dvs) = (
-                            &qkv[t2 * 3 * c + 2 * c + h * hs..][..hs],
-                            t2 * 3 * c + 2 * c + h * hs,
-                        );
-                        let dd: f32 = dy.iter().zip(vs).map(|(a, b)| a * b).sum();
-                        let w = probs[t2] * factor;
-                        for (dv, g) in dqkv[dvs..dvs + hs].iter_mut().zip(dy) {
-                            *dv += w * g;
-                        }
-                        dprobs[t2] = dd * factor;
+                        let v_at = t2 * 3 * c + 2 * c + h * hs;
+                        axpy(&mut dqkv[v_at..v_at + hs], probs[t2] * factor, dy);
+                        dprobs[t2] = dot(dy, &qkv[v_at..v_at + hs]) * factor;
                         weighted += probs[t2] * dprobs[t2];
                     }
                     // Through the softmax and the scaled dot products.
                     let q = &qkv[t1 * 3 * c + h * hs..][..hs];
+                    dq.fill(0.0);
                     for t2 in 0..=t1 {
                         let ds = probs[t2] * (dprobs[t2] - weighted) * scale;
                         let k_at = t2 * 3 * c + c + h * hs;
-                        let q_at = t1 * 3 * c + h * hs;
-                        for i in 0..hs {
-                            dqkv[q_at + i] += ds * qkv[k_at + i];
-                            dqkv[k_at + i] += ds * q[i];
-                        }
+                        axpy(dq, ds, &qkv[k_at..k_at + hs]);
+                        axpy(&mut dqkv[k_at..k_at + hs], ds, q);
                     }
+                    let q_at = t1 * 3 * c + h * hs;
+                    axpy(&mut dqkv[q_at..q_at + hs], 1.0, dq);
                 }
             }
         });

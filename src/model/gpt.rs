@@ -155,7 +155,7 @@ impl Model {
             d_atty: buf(n * c),
             d_qkv: buf(n * 3 * c),
             d_fc: buf(n * 4 * c),
-            att_scratch: buf(n),
+            att_scratch: buf(batch_size * (block_size + c)),
         }
     }
 
@@ -501,7 +501,7 @@ impl Model {
         // Through the attention branch, from `d_out` (gradient of `res_attn`) to `d_ln`.
         let d_atty = &mut acts.d_atty[..nc];
         let d_qkv = &mut acts.d_qkv[..3 * nc];
-        let scratch = &mut acts.att_scratch[..n];
+        let scratch = &mut acts.att_scratch[..b * (t + c)];
         let dims = Dims {
             b,
             t,

@@ -9,6 +9,7 @@
 //! overwrites the logits with their gradient (as llm.c does): one (N, V)
 //! buffer instead of three.
 
+use crate::backend::cpu::math::exp;
 use rayon::prelude::*;
 
 /// Per-position losses (`losses: (N)`), logits left unchanged.
@@ -19,7 +20,7 @@ pub fn forward(losses: &mut [f32], logits: &[f32], targets: &[u32], v: usize) {
         .zip(targets.par_iter())
         .for_each(|((loss, row), &target)| {
             let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let sum: f32 = row.iter().map(|&x| (x - max).exp()).sum();
+            let sum: f32 = row.iter().map(|&x| exp(x - max)).sum();
             *loss = sum.ln() + max - row[target as usize];
         });
 }
@@ -43,7 +44,7 @@ pub fn forward_backward_inplace(
             let target_logit = row[target] - max;
             let mut sum = 0.0f32;
             for x in row.iter_mut() {
-                *x = (*x - max).exp();
+                *x = exp(*x - max);
                 sum += *x;
             }
             *loss = sum.ln() - target_logit;

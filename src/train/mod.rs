@@ -19,7 +19,7 @@ use crate::fsutil::write_atomic_bytes;
 use crate::model::{Activations, Mode, Model};
 use crate::optim::AdamW;
 use crate::rng::mix64;
-use crate::tokenizer::{CharTokenizer, Tokenizer};
+use crate::tokenizer::{self, CharTokenizer, Tokenizer};
 pub use config::{TrainConfig, TrainOverrides};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
@@ -277,7 +277,7 @@ pub fn train(job: TrainJob) -> Result<TrainSummary> {
                 .map_err(|e| Error::format(&run_path, e.to_string()))?;
             let mut config = run.config;
             overrides.apply(&mut config);
-            let tokenizer = CharTokenizer::load(&out.join(checkpoint::TOKENIZER_FILE))?;
+            let tokenizer = tokenizer::load(&out.join(checkpoint::TOKENIZER_FILE))?;
             let data = job.data.clone().or(run.data);
             let text = load_text(data.as_deref())?;
             (data, config, tokenizer, text)
@@ -287,7 +287,7 @@ pub fn train(job: TrainJob) -> Result<TrainSummary> {
             (
                 job.data.clone(),
                 config.clone(),
-                CharTokenizer::from_text(&text)?,
+                Box::new(CharTokenizer::from_text(&text)?) as Box<dyn Tokenizer>,
                 text,
             )
         }

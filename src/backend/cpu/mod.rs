@@ -1,6 +1,7 @@
 //! The CPU backend: the thread pool and the matrix product every linear layer
 //! uses. The layer kernels themselves live beside their math in `model/`.
 
+pub mod math;
 pub mod matmul;
 
 use crate::error::{Error, Result};
