@@ -165,6 +165,9 @@ def main():
         print("torch tokens/s: n/a (no timed steps; steps <= warmup-steps)")
     if final_val is not None:
         print(f"torch final val loss: {final_val:.4f}")
+    import resource  # ru_maxrss is in KiB on Linux
+
+    print(f"torch peak RSS MiB: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f}")
 
 
 if __name__ == "__main__":

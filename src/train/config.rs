@@ -51,7 +51,7 @@ pub struct TrainConfig {
 }
 
 /// Names of the built-in presets, for `--help` and error messages.
-pub const PRESETS: &[&str] = &["bigram", "course", "char-cpu", "char-baby"];
+pub const PRESETS: &[&str] = &["bigram", "course", "char-cpu", "char-baby", "gpt2"];
 
 impl TrainConfig {
     /// A built-in preset. See the README for where each comes from.
@@ -131,6 +131,26 @@ impl TrainConfig {
                 ..char_cpu
             },
             "course" => course,
+            // GPT-2 124M (nanoGPT's train_gpt2 settings, one process).
+            "gpt2" => TrainConfig {
+                n_layer: 12,
+                n_head: 12,
+                n_embd: 768,
+                block_size: 1024,
+                batch_size: 12,
+                grad_accum: 40,
+                bias: true,
+                qkv_bias: true,
+                max_iters: 600_000,
+                lr: 6e-4,
+                min_lr: 6e-5,
+                warmup_iters: 2000,
+                beta2: 0.95,
+                eval_interval: 1000,
+                eval_iters: 200,
+                checkpoint_interval: 1000,
+                ..char_cpu.clone()
+            },
             "bigram" => TrainConfig {
                 arch: Arch::Bigram,
                 block_size: 8,
