@@ -191,9 +191,10 @@ fn attention_forward_backward() {
         n_head: NH,
     };
     let (mut out, mut att) = (vec![0.0; B * T * C], vec![0.0; B * NH * T * T]);
-    attention::forward(&mut out, &mut att, fx.f("qkv"), dims, None);
+    let mut scratch = vec![0.0; B * 2 * T * T];
+    attention::forward(&mut out, &mut att, &mut scratch, fx.f("qkv"), dims, None);
     close("out", &out, fx.f("out"));
-    let (mut dqkv, mut scratch) = (vec![0.0; B * T * 3 * C], vec![0.0; B * (T + C)]);
+    let mut dqkv = vec![0.0; B * T * 3 * C];
     attention::backward(
         &mut dqkv,
         &mut scratch,

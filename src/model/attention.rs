@@ -9,18 +9,21 @@
 //! P[t2] = softmax(s)[t2]                        att: (B, NH, T, T), saved for backward
 //! out[t] = sum_t2 drop(P)[t2] v[t2]             out: (B, T, C), heads side by side
 //!
-//! backward, with D = drop(P) and dD[t2] = dout[t] . v[t2]:
-//! dv[t2] += D[t2] dout[t]
-//! dP[t2]  = dD[t2] * mask[t2] / (1 - p)
-//! ds[t2]  = P[t2] (dP[t2] - sum_j P[j] dP[j])   (softmax backward)
-//! dq[t]  += sum_t2 ds[t2] k[t2] / sqrt(hs)
-//! dk[t2] += ds[t2] q[t] / sqrt(hs)
+//! backward, with D = drop(P), per head, as matrices over positions:
+//! dV = D^T dY                                  dD = dY V^T
+//! dP = dD * mask / (1 - p)
+//! dS[t, :] = P[t, :] * (dP[t, :] - sum_j P[t, j] dP[t, j])   (softmax backward)
+//! dQ = dS K / sqrt(hs)                         dK = dS^T Q / sqrt(hs)
 //! ```
-//! Work is split by batch row: each row's keys and values gather gradients
-//! from every query of that row only, so rows are independent.
+//! Each head's products are small matrix products on strided views of `qkv`
+//! (a head's queries are `T` rows of `hs` floats, `3C` apart), run with `gemm`
+//! on one thread; work is split across threads by batch row. The masked upper
+//! triangle is computed and then zeroed: twice the arithmetic of a causal
+//! loop, but in matrix-product form it is still several times faster.
 
 use super::dropout::Dropout;
-use crate::backend::cpu::math::{axpy, dot, exp};
+use crate::backend::cpu::math::exp;
+use crate::backend::cpu::matmul::{Accumulate, MatRef, matmul_into};
 use rayon::prelude::*;
 
 /// Shapes of one attention call.
@@ -38,61 +41,84 @@ impl Dims {
     }
 }
 
-/// Index of `att[b, h, t1, t2]` within batch row `b`'s block.
-#[inline]
-fn att_index(h: usize, t1: usize, t2: usize, t: usize) -> usize {
-    (h * t + t1) * t + t2
+/// Softmax of the first `t1 + 1` entries of `row` (the positions query `t1`
+/// may see); the rest are set to 0.
+fn causal_softmax(row: &mut [f32], t1: usize) {
+    let (seen, masked) = row.split_at_mut(t1 + 1);
+    let max = seen.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0;
+    for p in seen.iter_mut() {
+        *p = exp(*p - max);
+        sum += *p;
+    }
+    let inv = 1.0 / sum;
+    seen.iter_mut().for_each(|p| *p *= inv);
+    masked.fill(0.0);
 }
 
-/// The dropout factor of `att[b, h, t1, t2]`, or 1 without dropout.
-#[inline]
-fn drop_factor(dropout: Option<&Dropout>, b: usize, within_row: usize, row_len: usize) -> f32 {
-    dropout.map_or(1.0, |d| d.factor(b * row_len + within_row))
+/// The attention weights actually applied to `v`: the probabilities, or their
+/// dropped-out copy written into `scratch`.
+fn dropped<'a>(
+    probs: &'a [f32],
+    scratch: &'a mut [f32],
+    dropout: Option<&Dropout>,
+    first_index: usize,
+) -> &'a [f32] {
+    match dropout {
+        None => probs,
+        Some(d) => {
+            for (i, (w, p)) in scratch.iter_mut().zip(probs).enumerate() {
+                *w = p * d.factor(first_index + i);
+            }
+            &scratch[..probs.len()]
+        }
+    }
 }
 
-/// Fills `out: (B, T, C)` and `att: (B, NH, T, T)` (the softmax probabilities, before dropout).
-pub fn forward(out: &mut [f32], att: &mut [f32], qkv: &[f32], d: Dims, dropout: Option<&Dropout>) {
+/// Fills `out: (B, T, C)` and `att: (B, NH, T, T)` (the softmax probabilities,
+/// before dropout). `scratch` holds `B * 2 * T * T` floats.
+pub fn forward(
+    out: &mut [f32],
+    att: &mut [f32],
+    scratch: &mut [f32],
+    qkv: &[f32],
+    d: Dims,
+    dropout: Option<&Dropout>,
+) {
     let (t, c, nh, hs) = (d.t, d.c, d.n_head, d.head_size());
     let scale = 1.0 / (hs as f32).sqrt();
     let row_att = nh * t * t;
     out[..d.b * t * c]
         .par_chunks_mut(t * c)
         .zip(att[..d.b * row_att].par_chunks_mut(row_att))
+        .zip(scratch[..d.b * 2 * t * t].par_chunks_mut(2 * t * t))
         .zip(qkv[..d.b * t * 3 * c].par_chunks(t * 3 * c))
         .enumerate()
-        .for_each(|(b, ((out, att), qkv))| {
+        .for_each(|(b, (((out, att), scratch), qkv))| {
             for h in 0..nh {
-                for t1 in 0..t {
-                    let q = &qkv[t1 * 3 * c + h * hs..][..hs];
-                    let probs = &mut att[att_index(h, t1, 0, t)..][..t];
-                    let mut max = f32::NEG_INFINITY;
-                    for t2 in 0..=t1 {
-                        let s = dot(q, &qkv[t2 * 3 * c + c + h * hs..][..hs]) * scale;
-                        probs[t2] = s;
-                        max = max.max(s);
-                    }
-                    let mut sum = 0.0;
-                    for p in &mut probs[..=t1] {
-                        *p = exp(*p - max);
-                        sum += *p;
-                    }
-                    for p in &mut probs[..=t1] {
-                        *p /= sum;
-                    }
-                    probs[t1 + 1..].fill(0.0);
-                    let y = &mut out[t1 * c + h * hs..][..hs];
-                    y.fill(0.0);
-                    for t2 in 0..=t1 {
-                        let w =
-                            probs[t2] * drop_factor(dropout, b, att_index(h, t1, t2, t), row_att);
-                        axpy(y, w, &qkv[t2 * 3 * c + 2 * c + h * hs..][..hs]);
-                    }
+                let q = MatRef::strided(&qkv[h * hs..], t, hs, 3 * c);
+                let k = MatRef::strided(&qkv[c + h * hs..], t, hs, 3 * c);
+                let v = MatRef::strided(&qkv[2 * c + h * hs..], t, hs, 3 * c);
+                let probs = &mut att[h * t * t..(h + 1) * t * t];
+                matmul_into(probs, t, q, k.t(), Accumulate::Overwrite, scale, false);
+                for (t1, row) in probs.chunks_exact_mut(t).enumerate() {
+                    causal_softmax(row, t1);
                 }
+                let weights = dropped(probs, scratch, dropout, b * row_att + h * t * t);
+                matmul_into(
+                    &mut out[h * hs..],
+                    c,
+                    MatRef::new(weights, t, t),
+                    v,
+                    Accumulate::Overwrite,
+                    1.0,
+                    false,
+                );
             }
         });
 }
 
-/// Overwrites `dqkv: (B, T, 3C)`. `scratch` holds `B * (T + C)` floats.
+/// Overwrites `dqkv: (B, T, 3C)`. `scratch` holds `B * 2 * T * T` floats.
 pub fn backward(
     dqkv: &mut [f32],
     scratch: &mut [f32],
@@ -107,40 +133,69 @@ pub fn backward(
     let row_att = nh * t * t;
     dqkv[..d.b * t * 3 * c]
         .par_chunks_mut(t * 3 * c)
-        .zip(scratch[..d.b * (t + c)].par_chunks_mut(t + c))
+        .zip(scratch[..d.b * 2 * t * t].par_chunks_mut(2 * t * t))
         .zip(dout[..d.b * t * c].par_chunks(t * c))
         .zip(qkv[..d.b * t * 3 * c].par_chunks(t * 3 * c))
         .zip(att[..d.b * row_att].par_chunks(row_att))
         .enumerate()
         .for_each(|(b, ((((dqkv, scratch), dout), qkv), att))| {
-            dqkv.fill(0.0);
-            let (dprobs, dq) = scratch.split_at_mut(t);
-            let dq = &mut dq[..hs];
+            let (dp, drop_scratch) = scratch.split_at_mut(t * t);
             for h in 0..nh {
-                for t1 in 0..t {
-                    let dy = &dout[t1 * c + h * hs..][..hs];
-                    let probs = &att[att_index(h, t1, 0, t)..][..t];
-                    // Through `out = D @ v`: gradients of v and of the dropped probabilities.
-                    let mut weighted = 0.0; // sum_j P[j] dP[j]
-                    for t2 in 0..=t1 {
-                        let factor = drop_factor(dropout, b, att_index(h, t1, t2, t), row_att);
-                        let v_at = t2 * 3 * c + 2 * c + h * hs;
-                        axpy(&mut dqkv[v_at..v_at + hs], probs[t2] * factor, dy);
-                        dprobs[t2] = dot(dy, &qkv[v_at..v_at + hs]) * factor;
-                        weighted += probs[t2] * dprobs[t2];
+                let q = MatRef::strided(&qkv[h * hs..], t, hs, 3 * c);
+                let k = MatRef::strided(&qkv[c + h * hs..], t, hs, 3 * c);
+                let v = MatRef::strided(&qkv[2 * c + h * hs..], t, hs, 3 * c);
+                let dy = MatRef::strided(&dout[h * hs..], t, hs, c);
+                let probs = &att[h * t * t..(h + 1) * t * t];
+                let first_index = b * row_att + h * t * t;
+                let weights = dropped(probs, drop_scratch, dropout, first_index);
+                // Through `Y = D V`.
+                matmul_into(
+                    &mut dqkv[2 * c + h * hs..],
+                    3 * c,
+                    MatRef::new(weights, t, t).t(),
+                    dy,
+                    Accumulate::Overwrite,
+                    1.0,
+                    false,
+                );
+                matmul_into(dp, t, dy, v.t(), Accumulate::Overwrite, 1.0, false);
+                // Through dropout and the softmax, row by row: dp becomes dS.
+                for (t1, (ds, p)) in dp
+                    .chunks_exact_mut(t)
+                    .zip(probs.chunks_exact(t))
+                    .enumerate()
+                {
+                    if let Some(drop) = dropout {
+                        for (t2, g) in ds[..=t1].iter_mut().enumerate() {
+                            *g *= drop.factor(first_index + t1 * t + t2);
+                        }
                     }
-                    // Through the softmax and the scaled dot products.
-                    let q = &qkv[t1 * 3 * c + h * hs..][..hs];
-                    dq.fill(0.0);
-                    for t2 in 0..=t1 {
-                        let ds = probs[t2] * (dprobs[t2] - weighted) * scale;
-                        let k_at = t2 * 3 * c + c + h * hs;
-                        axpy(dq, ds, &qkv[k_at..k_at + hs]);
-                        axpy(&mut dqkv[k_at..k_at + hs], ds, q);
+                    let weighted: f32 = ds[..=t1].iter().zip(&p[..=t1]).map(|(g, p)| g * p).sum();
+                    for (g, p) in ds[..=t1].iter_mut().zip(&p[..=t1]) {
+                        *g = p * (*g - weighted);
                     }
-                    let q_at = t1 * 3 * c + h * hs;
-                    axpy(&mut dqkv[q_at..q_at + hs], 1.0, dq);
+                    ds[t1 + 1..].fill(0.0);
                 }
+                // Through `S = Q K^T / sqrt(hs)`.
+                let ds = MatRef::new(dp, t, t);
+                matmul_into(
+                    &mut dqkv[h * hs..],
+                    3 * c,
+                    ds,
+                    k,
+                    Accumulate::Overwrite,
+                    scale,
+                    false,
+                );
+                matmul_into(
+                    &mut dqkv[c + h * hs..],
+                    3 * c,
+                    ds.t(),
+                    q,
+                    Accumulate::Overwrite,
+                    scale,
+                    false,
+                );
             }
         });
 }

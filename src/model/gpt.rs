@@ -155,7 +155,11 @@ impl Model {
             d_atty: buf(n * c),
             d_qkv: buf(n * 3 * c),
             d_fc: buf(n * 4 * c),
-            att_scratch: buf(batch_size * (block_size + c)),
+            att_scratch: buf(if c == 0 {
+                0
+            } else {
+                batch_size * 2 * block_size * block_size
+            }),
         }
     }
 
@@ -227,7 +231,8 @@ impl Model {
             } else {
                 done[l - 1].output(cfg.norm)
             };
-            self.block_forward(l, params, &mut rest[0], x, b, t, mode);
+            let scratch = &mut acts.att_scratch;
+            self.block_forward(l, params, &mut rest[0], scratch, x, b, t, mode);
         }
         let last = acts.blocks[cfg.n_layer - 1].output(cfg.norm);
         let ln_f = lay.ln_f.as_ref().expect("a GPT has a final layer norm");
@@ -260,6 +265,7 @@ impl Model {
         l: usize,
         params: &[f32],
         a: &mut BlockActs,
+        att_scratch: &mut [f32],
         x: &[f32],
         b: usize,
         t: usize,
@@ -292,6 +298,7 @@ impl Model {
         attention::forward(
             &mut a.atty,
             &mut a.att,
+            att_scratch,
             &a.qkv,
             dims,
             self.dropout(mode, site).as_ref(),
@@ -501,7 +508,7 @@ impl Model {
         // Through the attention branch, from `d_out` (gradient of `res_attn`) to `d_ln`.
         let d_atty = &mut acts.d_atty[..nc];
         let d_qkv = &mut acts.d_qkv[..3 * nc];
-        let scratch = &mut acts.att_scratch[..b * (t + c)];
+        let scratch = &mut acts.att_scratch[..b * 2 * t * t];
         let dims = Dims {
             b,
             t,

@@ -7,6 +7,8 @@
 //! `gemm`'s own scalars read the reverse of BLAS: it computes
 //! `dst = alpha * dst + beta * lhs @ rhs`, reading `dst` only if `read_dst`.
 
+use rayon::prelude::*;
+
 /// A read-only matrix view over a slice.
 #[derive(Clone, Copy)]
 pub struct MatRef<'a> {
@@ -34,6 +36,22 @@ impl<'a> MatRef<'a> {
         }
     }
 
+    /// `rows x cols` elements whose rows start `row_stride` apart (e.g. one
+    /// head's queries inside the `(T, 3C)` qkv rows).
+    pub fn strided(data: &'a [f32], rows: usize, cols: usize, row_stride: usize) -> Self {
+        assert!(
+            rows == 0 || data.len() >= (rows - 1) * row_stride + cols,
+            "strided matrix view out of bounds"
+        );
+        MatRef {
+            data,
+            rows,
+            cols,
+            row_stride,
+            col_stride: 1,
+        }
+    }
+
     /// The transpose, as a view of the same memory.
     pub fn t(self) -> Self {
         MatRef {
@@ -41,6 +59,15 @@ impl<'a> MatRef<'a> {
             cols: self.rows,
             row_stride: self.col_stride,
             col_stride: self.row_stride,
+            ..self
+        }
+    }
+
+    /// Rows `start..start + count` of this view.
+    fn rows(self, start: usize, count: usize) -> Self {
+        MatRef {
+            data: &self.data[start * self.row_stride..],
+            rows: count,
             ..self
         }
     }
@@ -59,23 +86,55 @@ pub enum Accumulate {
 }
 
 /// `dst (m, n) = lhs @ rhs`, or `dst += lhs @ rhs`; `dst` is row-major.
+/// Large products are split across the thread pool.
 pub fn matmul(dst: &mut [f32], lhs: MatRef, rhs: MatRef, mode: Accumulate) {
+    let (m, n) = (lhs.rows, rhs.cols);
+    let threads = rayon::current_num_threads();
+    if threads == 1 || m * lhs.cols * n < 64 * 64 * 64 || m < 2 * threads {
+        return matmul_into(dst, n, lhs, rhs, mode, 1.0, false);
+    }
+    // One block of output rows per thread, each a single-threaded product.
+    let rows_per = m.div_ceil(threads);
+    dst[..m * n]
+        .par_chunks_mut(rows_per * n)
+        .enumerate()
+        .for_each(|(i, block)| {
+            let start = i * rows_per;
+            let count = block.len() / n;
+            matmul_into(block, n, lhs.rows(start, count), rhs, mode, 1.0, false);
+        });
+}
+
+/// `dst = [dst +] scale * lhs @ rhs`, where row `i` of `dst` starts at
+/// `dst[i * dst_row_stride]`. `parallel: false` runs on the calling thread
+/// (for small products inside an already parallel loop).
+pub fn matmul_into(
+    dst: &mut [f32],
+    dst_row_stride: usize,
+    lhs: MatRef,
+    rhs: MatRef,
+    mode: Accumulate,
+    scale: f32,
+    parallel: bool,
+) {
     let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
     assert_eq!(rhs.rows, k, "matmul: inner dimensions differ");
-    assert!(dst.len() >= m * n, "matmul: destination too small");
     if m == 0 || n == 0 {
         return;
     }
+    assert!(
+        n <= dst_row_stride && dst.len() >= (m - 1) * dst_row_stride + n,
+        "matmul: destination too small"
+    );
     let threads = rayon::current_num_threads();
-    // Small products run on one thread: splitting them costs more than it saves.
-    let parallelism = if threads > 1 && m * n * k >= 64 * 64 * 64 {
+    let parallelism = if parallel && threads > 1 {
         gemm::Parallelism::Rayon(threads)
     } else {
         gemm::Parallelism::None
     };
-    // SAFETY: the asserts above and in `MatRef::new` keep every index gemm
-    // computes from these dimensions and strides inside the three slices, and
-    // `dst` is borrowed mutably, so it cannot alias `lhs` or `rhs`.
+    // SAFETY: the asserts above and in `MatRef`'s constructors keep every index
+    // gemm computes from these dimensions and strides inside the three slices,
+    // and `dst` is borrowed mutably, so it cannot alias `lhs` or `rhs`.
     unsafe {
         gemm::gemm(
             m,
@@ -83,7 +142,7 @@ pub fn matmul(dst: &mut [f32], lhs: MatRef, rhs: MatRef, mode: Accumulate) {
             k,
             dst.as_mut_ptr(),
             1,
-            n as isize,
+            dst_row_stride as isize,
             mode == Accumulate::Add,
             lhs.data.as_ptr(),
             lhs.col_stride as isize,
@@ -92,7 +151,7 @@ pub fn matmul(dst: &mut [f32], lhs: MatRef, rhs: MatRef, mode: Accumulate) {
             rhs.col_stride as isize,
             rhs.row_stride as isize,
             1.0,
-            1.0,
+            scale,
             false,
             false,
             false,
@@ -131,8 +190,42 @@ mod tests {
     }
 
     #[test]
+    fn strided_scaled_product_writes_only_its_columns() {
+        // A (3, 2) block inside rows of 5, as one head inside qkv rows.
+        let (m, k, n, stride) = (3, 4, 2, 5);
+        let a = random(m * stride, 6);
+        let b = random(k * n, 7);
+        let mut dst = vec![9.0f32; m * stride];
+        let lhs = MatRef::strided(&a[1..], m, k, stride);
+        matmul_into(
+            &mut dst[3..],
+            stride,
+            lhs,
+            MatRef::new(&b, k, n),
+            Accumulate::Overwrite,
+            0.5,
+            false,
+        );
+        for i in 0..m {
+            for j in 0..stride {
+                let got = dst[i * stride + j];
+                if j < 3 {
+                    assert_eq!(got, 9.0, "untouched column");
+                } else {
+                    let want: f32 = (0..k)
+                        .map(|p| a[1 + i * stride + p] * b[p * n + j - 3])
+                        .sum::<f32>()
+                        * 0.5;
+                    assert!((got - want).abs() < 1e-5);
+                }
+            }
+        }
+    }
+
+    #[test]
     fn matches_naive_for_every_transpose_and_mode() {
-        let (m, k, n) = (37, 70, 29);
+        // Large enough (m * k * n >= 64^3) to take the split-by-rows path.
+        let (m, k, n) = (97, 70, 45);
         let a = random(m * k, 1);
         let at = random(k * m, 2);
         let b = random(k * n, 3);
