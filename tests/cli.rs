@@ -461,3 +461,46 @@ fn bench_train_reports_speed_and_memory() {
     assert!(number("lmforge step ms:") > 0.0);
     assert!(number("lmforge peak RSS MiB:") > 1.0);
 }
+
+#[test]
+fn bench_sample_reports_cached_and_uncached_speed() {
+    let out = run(&[
+        "bench",
+        "sample",
+        "--preset",
+        "char-cpu",
+        "--vocab",
+        "65",
+        "--prompt-tokens",
+        "4",
+        "--new-tokens",
+        "8",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8(out.stdout).unwrap();
+    for key in [
+        "lmforge sample tokens/s:",
+        "lmforge sample tokens/s without cache:",
+    ] {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(key))
+            .unwrap_or_else(|| panic!("{key} missing in {text}"));
+        assert!(line[key.len()..].trim().parse::<f64>().unwrap() > 0.0);
+    }
+    let too_long = run(&[
+        "bench",
+        "sample",
+        "--preset",
+        "char-cpu",
+        "--prompt-tokens",
+        "60",
+        "--new-tokens",
+        "8",
+    ]);
+    assert!(
+        stderr(&too_long).contains("block_size"),
+        "{}",
+        stderr(&too_long)
+    );
+}

@@ -13,6 +13,29 @@ pub struct BenchArgs {
 enum BenchWhat {
     /// Time full training steps (forward, backward, AdamW) on random tokens.
     Train(BenchTrainArgs),
+    /// Time text generation with random weights, with and without the KV cache.
+    Sample(BenchSampleArgs),
+}
+
+#[derive(clap::Args)]
+struct BenchSampleArgs {
+    /// Model shape to measure.
+    #[arg(long, default_value = "gpt2")]
+    preset: String,
+    /// Vocabulary size (50257 is GPT-2's).
+    #[arg(long, default_value_t = 50257)]
+    vocab: usize,
+    /// Prompt length in tokens.
+    #[arg(long, default_value_t = 16)]
+    prompt_tokens: usize,
+    /// Tokens to generate.
+    #[arg(long, default_value_t = 64)]
+    new_tokens: usize,
+    /// Worker threads (default: one per core).
+    #[arg(long)]
+    threads: Option<usize>,
+    #[command(flatten)]
+    overrides: TrainOverrides,
 }
 
 #[derive(clap::Args)]
@@ -37,7 +60,32 @@ struct BenchTrainArgs {
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
-    let BenchWhat::Train(args) = args.what;
+    match args.what {
+        BenchWhat::Train(args) => train(args),
+        BenchWhat::Sample(args) => sample(args),
+    }
+}
+
+fn sample(args: BenchSampleArgs) -> anyhow::Result<ExitCode> {
+    let threads = lmforge::backend::cpu::init_threads(args.threads)?;
+    let cfg = config::resolve(&args.preset, None, &args.overrides)?;
+    let model = lmforge::model::Model::new(cfg.model_config(args.vocab))?;
+    let params = model.init_params(cfg.seed);
+    let (cached, uncached) =
+        lmforge::sample::bench(&model, &params, args.prompt_tokens, args.new_tokens)?;
+    println!(
+        "lmforge {}: {} params, prompt {} + {} new tokens, {threads} threads",
+        args.preset,
+        model.num_params(),
+        args.prompt_tokens,
+        args.new_tokens
+    );
+    println!("lmforge sample tokens/s: {cached:.1}");
+    println!("lmforge sample tokens/s without cache: {uncached:.1}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn train(args: BenchTrainArgs) -> anyhow::Result<ExitCode> {
     let threads = lmforge::backend::cpu::init_threads(args.threads)?;
     let cfg = config::resolve(&args.preset, None, &args.overrides)?;
     let report = lmforge::train::bench(&cfg, args.vocab, args.warmup_steps, args.steps)?;

@@ -41,11 +41,11 @@ pub struct Model {
 }
 
 /// What one block's forward keeps for its backward.
-struct BlockActs {
+pub(super) struct BlockActs {
     ln_1: Vec<f32>,
     ln_1_mean: Vec<f32>,
     ln_1_rstd: Vec<f32>,
-    qkv: Vec<f32>,
+    pub(super) qkv: Vec<f32>,
     att: Vec<f32>,
     atty: Vec<f32>,
     res_attn: Vec<f32>,
@@ -92,7 +92,7 @@ pub struct Activations {
     pub batch_size: usize,
     pub block_size: usize,
     encoded: Vec<f32>,
-    blocks: Vec<BlockActs>,
+    pub(super) blocks: Vec<BlockActs>,
     ln_f: Vec<f32>,
     ln_f_mean: Vec<f32>,
     ln_f_rstd: Vec<f32>,
@@ -621,7 +621,7 @@ fn add_residual(branch: &mut [f32], skip: &[f32], dropout: Option<Dropout>) {
     }
 }
 
-fn norm_forward(
+pub(super) fn norm_forward(
     params: &[f32],
     p: &NormParams,
     out: &mut [f32],
@@ -660,7 +660,7 @@ fn norm_backward(
     );
 }
 
-fn linear_forward(
+pub(super) fn linear_forward(
     params: &[f32],
     p: &LinearParams,
     out: &mut [f32],

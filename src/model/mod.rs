@@ -5,6 +5,7 @@
 pub mod activation;
 pub mod attention;
 pub mod config;
+pub mod decode;
 pub mod dropout;
 pub mod embedding;
 pub mod gpt;
@@ -15,5 +16,6 @@ pub mod loss;
 pub mod params;
 
 pub use config::{Activation, Arch, ModelConfig, Norm};
+pub use decode::KvCache;
 pub use gpt::{Activations, Mode, Model};
 pub use params::{ParamLayout, TensorSpec};

@@ -90,8 +90,14 @@ pub enum Accumulate {
 pub fn matmul(dst: &mut [f32], lhs: MatRef, rhs: MatRef, mode: Accumulate) {
     let (m, n) = (lhs.rows, rhs.cols);
     let threads = rayon::current_num_threads();
-    if threads == 1 || m * lhs.cols * n < 64 * 64 * 64 || m < 2 * threads {
+    if threads == 1 || m * lhs.cols * n < 64 * 64 * 64 {
         return matmul_into(dst, n, lhs, rhs, mode, 1.0, false);
+    }
+    if m == 1 {
+        return vector_matmul(dst, lhs, rhs, mode);
+    }
+    if m < 2 * threads {
+        return matmul_into(dst, n, lhs, rhs, mode, 1.0, true);
     }
     // One block of output rows per thread, each a single-threaded product.
     let rows_per = m.div_ceil(threads);
@@ -102,6 +108,40 @@ pub fn matmul(dst: &mut [f32], lhs: MatRef, rhs: MatRef, mode: Accumulate) {
             let start = i * rows_per;
             let count = block.len() / n;
             matmul_into(block, n, lhs.rows(start, count), rhs, mode, 1.0, false);
+        });
+}
+
+/// `dst (1, n) = [dst +] x (1, k) @ rhs (k, n)`: one token's worth of work,
+/// bound by reading the weights. Each weight is read once, in memory order:
+/// as dot products with rows of `rhs^T` when those are contiguous (the LM
+/// head, `x @ wte^T`), otherwise as `x[p] * rhs[p, :]` row updates. Output
+/// columns are split across threads.
+fn vector_matmul(dst: &mut [f32], x: MatRef, rhs: MatRef, mode: Accumulate) {
+    use super::math::{axpy, dot};
+    let (k, n) = (x.cols, rhs.cols);
+    if x.col_stride != 1 || (rhs.row_stride != 1 && rhs.col_stride != 1) {
+        return matmul_into(dst, n, x, rhs, mode, 1.0, false);
+    }
+    let x = &x.data[..k];
+    let cols_per = n.div_ceil(rayon::current_num_threads()).max(256);
+    dst[..n]
+        .par_chunks_mut(cols_per)
+        .enumerate()
+        .for_each(|(block, out)| {
+            let j0 = block * cols_per;
+            if mode == Accumulate::Overwrite {
+                out.fill(0.0);
+            }
+            if rhs.row_stride == 1 {
+                // Column j of rhs is contiguous: a dot product per output.
+                for (j, o) in out.iter_mut().enumerate() {
+                    *o += dot(x, &rhs.data[(j0 + j) * rhs.col_stride..][..k]);
+                }
+            } else {
+                for (p, &xp) in x.iter().enumerate() {
+                    axpy(out, xp, &rhs.data[p * rhs.row_stride + j0..][..out.len()]);
+                }
+            }
         });
 }
 
@@ -187,6 +227,23 @@ mod tests {
     fn random(n: usize, seed: u64) -> Vec<f32> {
         let mut rng = Rng::new(seed, 0);
         (0..n).map(|_| rng.next_f32() * 2.0 - 1.0).collect()
+    }
+
+    #[test]
+    fn vector_times_matrix_matches_naive() {
+        let (k, n) = (300, 1001);
+        let x = random(k, 8);
+        let w = random(n * k, 9);
+        let (mut fast, mut slow) = (vec![0.0; n], vec![0.0; n]);
+        let (lhs, rhs) = (MatRef::new(&x, 1, k), MatRef::new(&w, n, k).t());
+        matmul(&mut fast, lhs, rhs, Accumulate::Overwrite);
+        matmul_naive(&mut slow, lhs, rhs, Accumulate::Overwrite);
+        let worst = fast
+            .iter()
+            .zip(&slow)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max);
+        assert!(worst < 1e-4, "max diff {worst}");
     }
 
     #[test]

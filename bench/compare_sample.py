@@ -1,0 +1,67 @@
+"""Generation speed of lmforge (KV cache) next to Hugging Face transformers'
+`generate` (with its KV cache), for a GPT-2 124M-shaped model with random
+weights, greedy decoding, same thread count, measured in one run.
+
+    cargo build --release
+    pip install transformers
+    python3 bench/compare_sample.py --threads 2 --prompt-tokens 16 --new-tokens 64
+"""
+
+import argparse
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def torch_tokens_per_sec(a):
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(0)
+    config = GPT2Config(n_layer=12, n_head=12, n_embd=768, n_positions=1024, vocab_size=50257)
+    model = GPT2LMHeadModel(config).eval()
+    prompt = torch.randint(0, 50257, (1, a.prompt_tokens))
+    with torch.no_grad():
+        model.generate(prompt, max_new_tokens=4, min_new_tokens=4, do_sample=False, use_cache=True, pad_token_id=0)
+        t0 = time.perf_counter()
+        model.generate(prompt, max_new_tokens=a.new_tokens, min_new_tokens=a.new_tokens, do_sample=False,
+                       use_cache=True, pad_token_id=0)
+        return a.new_tokens / (time.perf_counter() - t0)
+
+
+def lmforge_tokens_per_sec(a):
+    cmd = [a.lmforge, "bench", "sample", "--preset", "gpt2", "--threads", str(a.threads),
+           "--prompt-tokens", str(a.prompt_tokens), "--new-tokens", str(a.new_tokens)]
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode != 0:
+        sys.exit(out.stderr)
+    return float(re.search(r"lmforge sample tokens/s: ([0-9.]+)", out.stdout).group(1))
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--prompt-tokens", type=int, default=16)
+    p.add_argument("--new-tokens", type=int, default=64)
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--lmforge", default=os.path.join(ROOT, "target", "release", "lmforge"))
+    a = p.parse_args()
+    torch_runs, ours = [], []
+    for _ in range(a.rounds):
+        torch_runs.append(torch_tokens_per_sec(a))
+        ours.append(lmforge_tokens_per_sec(a))
+    t, o = statistics.median(torch_runs), statistics.median(ours)
+    print(f"gpt2 124M shape, prompt {a.prompt_tokens} + {a.new_tokens} new tokens, greedy, {a.threads} threads")
+    print(f"transformers generate tokens/s: {t:.1f}")
+    print(f"lmforge sample tokens/s: {o:.1f}")
+    print(f"speed ratio lmforge/transformers: {o / t:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
