@@ -190,9 +190,9 @@ fn attention_forward_backward() {
         c: C,
         n_head: NH,
     };
-    let (mut out, mut att) = (vec![0.0; B * T * C], vec![0.0; B * NH * T * T]);
-    let mut scratch = vec![0.0; B * 2 * T * T];
-    attention::forward(&mut out, &mut att, &mut scratch, fx.f("qkv"), dims, None);
+    let (mut out, mut lse) = (vec![0.0; B * T * C], vec![0.0; B * NH * T]);
+    let mut scratch = vec![0.0; B * 3 * T * T];
+    attention::forward(&mut out, &mut lse, &mut scratch, fx.f("qkv"), dims, None);
     close("out", &out, fx.f("out"));
     let mut dqkv = vec![0.0; B * T * 3 * C];
     attention::backward(
@@ -200,7 +200,7 @@ fn attention_forward_backward() {
         &mut scratch,
         fx.f("dout"),
         fx.f("qkv"),
-        &att,
+        &lse,
         dims,
         None,
     );

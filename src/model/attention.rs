@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! s[t2] = q[t] . k[t2] / sqrt(hs)               for t2 <= t (causal), else -inf
-//! P[t2] = softmax(s)[t2]                        att: (B, NH, T, T), saved for backward
+//! P[t2] = softmax(s)[t2] = exp(s[t2] - lse)     lse = log sum_t2 exp(s[t2]): (B, NH, T), saved
 //! out[t] = sum_t2 drop(P)[t2] v[t2]             out: (B, T, C), heads side by side
 //!
 //! backward, with D = drop(P), per head, as matrices over positions:
@@ -15,6 +15,9 @@
 //! dS[t, :] = P[t, :] * (dP[t, :] - sum_j P[t, j] dP[t, j])   (softmax backward)
 //! dQ = dS K / sqrt(hs)                         dK = dS^T Q / sqrt(hs)
 //! ```
+//! Only `lse`, one number per query, is kept for backward, which recomputes
+//! `P = exp(Q K^T / sqrt(hs) - lse)`: one more small product instead of
+//! storing `(B, NH, T, T)` probabilities per layer (7 GB for GPT-2 at T = 1024).
 //! Each head's products are small matrix products on strided views of `qkv`
 //! (a head's queries are `T` rows of `hs` floats, `3C` apart), run with `gemm`
 //! on one thread; work is split across threads by batch row. The masked upper
@@ -42,8 +45,8 @@ impl Dims {
 }
 
 /// Softmax of the first `t1 + 1` entries of `row` (the positions query `t1`
-/// may see); the rest are set to 0.
-fn causal_softmax(row: &mut [f32], t1: usize) {
+/// may see); the rest are set to 0. Returns the log-sum-exp of those scores.
+fn causal_softmax(row: &mut [f32], t1: usize) -> f32 {
     let (seen, masked) = row.split_at_mut(t1 + 1);
     let max = seen.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let mut sum = 0.0;
@@ -54,6 +57,15 @@ fn causal_softmax(row: &mut [f32], t1: usize) {
     let inv = 1.0 / sum;
     seen.iter_mut().for_each(|p| *p *= inv);
     masked.fill(0.0);
+    max + sum.ln()
+}
+
+/// Scores to probabilities again, from the saved log-sum-exp of each row.
+fn causal_probs_from_lse(probs: &mut [f32], lse: &[f32], t: usize) {
+    for (t1, (row, &l)) in probs.chunks_exact_mut(t).zip(lse).enumerate() {
+        row[..=t1].iter_mut().for_each(|s| *s = exp(*s - l));
+        row[t1 + 1..].fill(0.0);
+    }
 }
 
 /// The attention weights actually applied to `v`: the probabilities, or their
@@ -75,11 +87,10 @@ fn dropped<'a>(
     }
 }
 
-/// Fills `out: (B, T, C)` and `att: (B, NH, T, T)` (the softmax probabilities,
-/// before dropout). `scratch` holds `B * 2 * T * T` floats.
+/// Fills `out: (B, T, C)` and `lse: (B, NH, T)`. `scratch` holds `B * 3 * T * T` floats.
 pub fn forward(
     out: &mut [f32],
-    att: &mut [f32],
+    lse: &mut [f32],
     scratch: &mut [f32],
     qkv: &[f32],
     d: Dims,
@@ -90,21 +101,21 @@ pub fn forward(
     let row_att = nh * t * t;
     out[..d.b * t * c]
         .par_chunks_mut(t * c)
-        .zip(att[..d.b * row_att].par_chunks_mut(row_att))
-        .zip(scratch[..d.b * 2 * t * t].par_chunks_mut(2 * t * t))
+        .zip(lse[..d.b * nh * t].par_chunks_mut(nh * t))
+        .zip(scratch[..d.b * 3 * t * t].par_chunks_mut(3 * t * t))
         .zip(qkv[..d.b * t * 3 * c].par_chunks(t * 3 * c))
         .enumerate()
-        .for_each(|(b, (((out, att), scratch), qkv))| {
+        .for_each(|(b, (((out, lse), scratch), qkv))| {
+            let (probs, drop_scratch) = scratch.split_at_mut(t * t);
             for h in 0..nh {
                 let q = MatRef::strided(&qkv[h * hs..], t, hs, 3 * c);
                 let k = MatRef::strided(&qkv[c + h * hs..], t, hs, 3 * c);
                 let v = MatRef::strided(&qkv[2 * c + h * hs..], t, hs, 3 * c);
-                let probs = &mut att[h * t * t..(h + 1) * t * t];
                 matmul_into(probs, t, q, k.t(), Accumulate::Overwrite, scale, false);
                 for (t1, row) in probs.chunks_exact_mut(t).enumerate() {
-                    causal_softmax(row, t1);
+                    lse[h * t + t1] = causal_softmax(row, t1);
                 }
-                let weights = dropped(probs, scratch, dropout, b * row_att + h * t * t);
+                let weights = dropped(probs, drop_scratch, dropout, b * row_att + h * t * t);
                 matmul_into(
                     &mut out[h * hs..],
                     c,
@@ -124,7 +135,7 @@ pub fn backward(
     scratch: &mut [f32],
     dout: &[f32],
     qkv: &[f32],
-    att: &[f32],
+    lse: &[f32],
     d: Dims,
     dropout: Option<&Dropout>,
 ) {
@@ -133,19 +144,22 @@ pub fn backward(
     let row_att = nh * t * t;
     dqkv[..d.b * t * 3 * c]
         .par_chunks_mut(t * 3 * c)
-        .zip(scratch[..d.b * 2 * t * t].par_chunks_mut(2 * t * t))
+        .zip(scratch[..d.b * 3 * t * t].par_chunks_mut(3 * t * t))
         .zip(dout[..d.b * t * c].par_chunks(t * c))
         .zip(qkv[..d.b * t * 3 * c].par_chunks(t * 3 * c))
-        .zip(att[..d.b * row_att].par_chunks(row_att))
+        .zip(lse[..d.b * nh * t].par_chunks(nh * t))
         .enumerate()
-        .for_each(|(b, ((((dqkv, scratch), dout), qkv), att))| {
-            let (dp, drop_scratch) = scratch.split_at_mut(t * t);
+        .for_each(|(b, ((((dqkv, scratch), dout), qkv), lse))| {
+            let (probs, rest) = scratch.split_at_mut(t * t);
+            let (dp, drop_scratch) = rest.split_at_mut(t * t);
             for h in 0..nh {
                 let q = MatRef::strided(&qkv[h * hs..], t, hs, 3 * c);
                 let k = MatRef::strided(&qkv[c + h * hs..], t, hs, 3 * c);
                 let v = MatRef::strided(&qkv[2 * c + h * hs..], t, hs, 3 * c);
                 let dy = MatRef::strided(&dout[h * hs..], t, hs, c);
-                let probs = &att[h * t * t..(h + 1) * t * t];
+                matmul_into(probs, t, q, k.t(), Accumulate::Overwrite, scale, false);
+                causal_probs_from_lse(probs, &lse[h * t..(h + 1) * t], t);
+                let probs = &*probs;
                 let first_index = b * row_att + h * t * t;
                 let weights = dropped(probs, drop_scratch, dropout, first_index);
                 // Through `Y = D V`.

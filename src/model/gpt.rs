@@ -46,7 +46,8 @@ pub(super) struct BlockActs {
     ln_1_mean: Vec<f32>,
     ln_1_rstd: Vec<f32>,
     pub(super) qkv: Vec<f32>,
-    att: Vec<f32>,
+    /// Attention's log-sum-exp per (batch row, head, query).
+    att_lse: Vec<f32>,
     atty: Vec<f32>,
     res_attn: Vec<f32>,
     ln_2: Vec<f32>,
@@ -65,7 +66,7 @@ impl BlockActs {
             ln_1_mean: vec![0.0; n],
             ln_1_rstd: vec![0.0; n],
             qkv: vec![0.0; n * 3 * c],
-            att: vec![0.0; b * cfg.n_head * t * t],
+            att_lse: vec![0.0; b * cfg.n_head * t],
             atty: vec![0.0; n * c],
             res_attn: vec![0.0; n * c],
             ln_2: vec![0.0; n * c],
@@ -158,7 +159,7 @@ impl Model {
             att_scratch: buf(if c == 0 {
                 0
             } else {
-                batch_size * 2 * block_size * block_size
+                batch_size * 3 * block_size * block_size
             }),
         }
     }
@@ -297,7 +298,7 @@ impl Model {
         };
         attention::forward(
             &mut a.atty,
-            &mut a.att,
+            &mut a.att_lse,
             att_scratch,
             &a.qkv,
             dims,
@@ -508,7 +509,7 @@ impl Model {
         // Through the attention branch, from `d_out` (gradient of `res_attn`) to `d_ln`.
         let d_atty = &mut acts.d_atty[..nc];
         let d_qkv = &mut acts.d_qkv[..3 * nc];
-        let scratch = &mut acts.att_scratch[..b * 2 * t * t];
+        let scratch = &mut acts.att_scratch[..b * 3 * t * t];
         let dims = Dims {
             b,
             t,
@@ -536,7 +537,15 @@ impl Model {
                 c,
             );
             let drop = self.dropout(mode, site);
-            attention::backward(d_qkv, scratch, d_atty, &a.qkv, &a.att, dims, drop.as_ref());
+            attention::backward(
+                d_qkv,
+                scratch,
+                d_atty,
+                &a.qkv,
+                &a.att_lse,
+                dims,
+                drop.as_ref(),
+            );
             linear_backward(params, grads, &p.c_attn, d_ln, d_qkv, attn_in, n, c, 3 * c);
         };
 
