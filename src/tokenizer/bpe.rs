@@ -400,12 +400,12 @@ impl BpeTokenizer {
     /// [`Self::encode_with_special`]. The text is cut into about `chunks`
     /// parts at newlines that are both preceded and followed by a
     /// non-white-space character: no piece or special token can span such a
-    /// cut, and the newline is a piece of its own either way.
+    /// cut (see `safe_cuts`).
     pub fn encode_parallel(&self, text: &str, chunks: usize) -> Vec<u32> {
         if chunks <= 1 || self.specials.iter().any(|(s, _)| s.contains('\n')) {
             return self.encode_with_special(text);
         }
-        let cuts = safe_cuts(text, chunks);
+        let cuts = super::pretokenize::safe_cuts(text, chunks);
         let parts: Vec<&str> = cuts.windows(2).map(|w| &text[w[0]..w[1]]).collect();
         let encoded = self.encode_batch(&parts);
         encoded.concat()
@@ -645,36 +645,6 @@ fn hf_pattern(pre: &serde_json::Value) -> Option<Pattern> {
     }
 }
 
-/// Byte offsets `0 = c_0 < c_1 < … < c_k = len` cutting `text` into about
-/// `chunks` parts, each cut just after a `\n` between two non-white-space characters.
-fn safe_cuts(text: &str, chunks: usize) -> Vec<usize> {
-    let bytes = text.as_bytes();
-    let mut cuts = vec![0];
-    for k in 1..chunks {
-        let target = (text.len() * k / chunks).max(*cuts.last().expect("starts with 0"));
-        let found = memchr_newlines(&bytes[target..]).map(|p| p + target).find(|&p| {
-            let before = text[..p].chars().next_back();
-            let after = text[p + 1..].chars().next();
-            matches!((before, after), (Some(b), Some(a)) if !b.is_whitespace() && !a.is_whitespace())
-        });
-        match found {
-            Some(p) if p + 1 > *cuts.last().expect("starts with 0") => cuts.push(p + 1),
-            Some(_) => {}
-            None => break,
-        }
-    }
-    cuts.push(text.len());
-    cuts
-}
-
-fn memchr_newlines(bytes: &[u8]) -> impl Iterator<Item = usize> + '_ {
-    bytes
-        .iter()
-        .enumerate()
-        .filter(|&(_, &b)| b == b'\n')
-        .map(|(i, _)| i)
-}
-
 /// Merge results of the distinct pieces seen during one `encode` call.
 #[derive(Default)]
 struct PieceCache<'t> {
@@ -766,7 +736,10 @@ mod tests {
                 "{chunks} chunks"
             );
         }
-        assert!(safe_cuts(&text, 7).len() > 3, "the text has cut points");
+        assert!(
+            super::super::pretokenize::safe_cuts(&text, 7).len() > 3,
+            "the text has cut points"
+        );
     }
 
     #[test]

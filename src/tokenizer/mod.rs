@@ -10,6 +10,7 @@
 pub mod bpe;
 pub mod char;
 pub mod pretokenize;
+pub mod train;
 
 use crate::error::{Error, Result};
 use std::path::Path;

@@ -330,6 +330,38 @@ impl Cursor<'_> {
     }
 }
 
+/// Byte offsets `0 = c_0 < c_1 < … < c_k = len` cutting `text` into about
+/// `chunks` parts, each cut just after a `\n` between two non-white-space
+/// characters: no piece of either pattern spans such a cut, and the piece
+/// that ends with the newline is the same whether the text goes on or ends there.
+pub(crate) fn safe_cuts(text: &str, chunks: usize) -> Vec<usize> {
+    let bytes = text.as_bytes();
+    let mut cuts = vec![0];
+    for k in 1..chunks {
+        let target = (text.len() * k / chunks).max(*cuts.last().expect("starts with 0"));
+        let found = memchr_newlines(&bytes[target..]).map(|p| p + target).find(|&p| {
+            let before = text[..p].chars().next_back();
+            let after = text[p + 1..].chars().next();
+            matches!((before, after), (Some(b), Some(a)) if !b.is_whitespace() && !a.is_whitespace())
+        });
+        match found {
+            Some(p) if p + 1 > *cuts.last().expect("starts with 0") => cuts.push(p + 1),
+            Some(_) => {}
+            None => break,
+        }
+    }
+    cuts.push(text.len());
+    cuts
+}
+
+fn memchr_newlines(bytes: &[u8]) -> impl Iterator<Item = usize> + '_ {
+    bytes
+        .iter()
+        .enumerate()
+        .filter(|&(_, &b)| b == b'\n')
+        .map(|(i, _)| i)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
