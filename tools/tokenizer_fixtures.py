@@ -1,11 +1,16 @@
 #!/usr/bin/env python3
 """Write the GPT-2 tokenizer parity fixtures that tests/tokenizer_gpt2.rs checks.
 
-tiktoken's `gpt2` encoding, built offline from the r50k_base.tiktoken rank file
+1. tiktoken's `gpt2` encoding, built offline from the r50k_base.tiktoken rank file
 that lmforge embeds (src/tokenizer/assets/r50k_base.tiktoken.gz; same sha256 as
 tiktoken's download), encodes the first 20 KB of tinyshakespeare, a list of
 adversarial strings and seeded random strings. Output:
-tests/fixtures/tokenizer/gpt2_parity.json (~100 KB).
+tests/fixtures/tokenizer/gpt2_parity.json (~115 KB).
+
+2. A small byte-level BPE trained and saved by Hugging Face `tokenizers`
+(vocab 400, `<|endoftext|>`, ByteLevel pre-tokenizer without prefix space) on
+the first 100 KB of tinyshakespeare, with the ids it gives the adversarial
+strings: tests/fixtures/tokenizer/hf_bpe_tokenizer.json and hf_bpe_ids.json.
 
     python3 tools/tokenizer_fixtures.py [--shakespeare /work/shared/data/tinyshakespeare.txt]
 """
@@ -116,6 +121,27 @@ def main():
     }
     Path(args.out).write_text(json.dumps(out, ensure_ascii=False, separators=(",", ":")) + "\n")
     print(f"wrote {args.out}: {len(cases)} cases, {Path(args.out).stat().st_size} bytes")
+    write_hf_fixture(Path(args.shakespeare), Path(args.out).parent)
+
+
+def write_hf_fixture(shakespeare, out_dir):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<|endoftext|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  show_progress=False)
+    text = shakespeare.read_bytes()[:100_000].decode("utf-8", errors="ignore")
+    tok.train_from_iterator([text], trainer)
+    tok_path = out_dir / "hf_bpe_tokenizer.json"
+    tok.save(str(tok_path))
+    cases = [{"text": s, "ids": tok.encode(s).ids} for s in ADVERSARIAL + [text[:3000]]]
+    ids_path = out_dir / "hf_bpe_ids.json"
+    ids_path.write_text(json.dumps({"tokenizers_version": __import__("tokenizers").__version__,
+                                    "cases": cases}, ensure_ascii=False) + "\n")
+    for p in (tok_path, ids_path):
+        print(f"wrote {p}: {p.stat().st_size} bytes")
 
 
 if __name__ == "__main__":
