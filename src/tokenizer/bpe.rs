@@ -40,6 +40,9 @@ static R50K_BASE_GZ: &[u8] = include_bytes!("assets/r50k_base.tiktoken.gz");
 /// GPT-2's end-of-text token.
 pub const ENDOFTEXT: &str = "<|endoftext|>";
 
+/// Pieces longer than this many bytes merge with a heap ([`BpeTokenizer::merge_long`]).
+const LONG_PIECE: usize = 64;
+
 /// Ranks at or above this never merge.
 const NO_MERGE: u32 = u32::MAX;
 
@@ -304,6 +307,61 @@ impl BpeTokenizer {
         }
     }
 
+    /// [`Self::merge`] for long pieces, in O(n log n) instead of O(n²): the
+    /// pieces are a linked list (`next`/`prev` by original byte position, so
+    /// position order is kept) and the pairs sit in a min-heap keyed by
+    /// (rank, position). An entry is stale if its left token died or its
+    /// pair now has another rank; stale entries are dropped when popped.
+    fn merge_long(&self, parts: &mut Vec<u32>) {
+        use std::cmp::Reverse;
+        const NONE: usize = usize::MAX;
+        let n = parts.len();
+        let mut next: Vec<usize> = (1..=n).map(|i| if i == n { NONE } else { i }).collect();
+        let mut prev: Vec<usize> = (0..n).map(|i| if i == 0 { NONE } else { i - 1 }).collect();
+        let mut alive = vec![true; n];
+        let mut heap = std::collections::BinaryHeap::with_capacity(n);
+        for i in 0..n - 1 {
+            let (rank, _) = self.pair(parts[i], parts[i + 1]);
+            if rank != NO_MERGE {
+                heap.push(Reverse((rank, i)));
+            }
+        }
+        while let Some(Reverse((rank, i))) = heap.pop() {
+            let j = next[i];
+            if !alive[i] || j == NONE {
+                continue;
+            }
+            let (current, merged) = self.pair(parts[i], parts[j]);
+            if current != rank {
+                continue;
+            }
+            parts[i] = merged;
+            alive[j] = false;
+            next[i] = next[j];
+            if next[j] != NONE {
+                prev[next[j]] = i;
+                let (r, _) = self.pair(merged, parts[next[j]]);
+                if r != NO_MERGE {
+                    heap.push(Reverse((r, i)));
+                }
+            }
+            if prev[i] != NONE {
+                let (r, _) = self.pair(parts[prev[i]], merged);
+                if r != NO_MERGE {
+                    heap.push(Reverse((r, prev[i])));
+                }
+            }
+        }
+        let mut k = 0;
+        for i in 0..n {
+            if alive[i] {
+                parts[k] = parts[i];
+                k += 1;
+            }
+        }
+        parts.truncate(k);
+    }
+
     /// Encode text with no special tokens: `<|endoftext|>` is ordinary text.
     pub fn encode_ordinary(&self, text: &str) -> Vec<u32> {
         let mut out = Vec::with_capacity(text.len() / 3);
@@ -336,7 +394,11 @@ impl BpeTokenizer {
             let mut parts = std::mem::take(&mut cache.parts);
             parts.clear();
             parts.extend(bytes.iter().map(|&b| self.byte_ids[b as usize]));
-            self.merge(&mut parts, &mut cache.ranks, NO_MERGE);
+            if parts.len() > LONG_PIECE {
+                self.merge_long(&mut parts);
+            } else {
+                self.merge(&mut parts, &mut cache.ranks, NO_MERGE);
+            }
             out.extend_from_slice(&parts);
             if cache.arena.len() < PieceCache::MAX_ARENA {
                 let start = cache.arena.len() as u32;
@@ -722,6 +784,25 @@ mod tests {
         );
         assert_ne!(tok.encode_ordinary("<|endoftext|>"), [50256]);
         assert_eq!(tok.decode(&[15496, 995, 50256]), "Hello world<|endoftext|>");
+    }
+
+    #[test]
+    fn heap_merge_equals_the_simple_merge() {
+        let tok = gpt2().unwrap();
+        let mut rng = crate::rng::Rng::new(7, 0);
+        let alphabet = b"aaaabbbcde  \n'!1";
+        let (mut scratch, mut checked) = (Vec::new(), 0);
+        for len in (2..400).step_by(7) {
+            let bytes: Vec<u32> = (0..len)
+                .map(|_| tok.byte_ids[alphabet[rng.below(alphabet.len() as u64) as usize] as usize])
+                .collect();
+            let (mut simple, mut heap) = (bytes.clone(), bytes);
+            tok.merge(&mut simple, &mut scratch, NO_MERGE);
+            tok.merge_long(&mut heap);
+            assert_eq!(heap, simple, "length {len}");
+            checked += (simple.len() < len) as usize;
+        }
+        assert!(checked > 50, "the random pieces do merge");
     }
 
     #[test]
