@@ -125,6 +125,15 @@ fn from_spec_names_gpt2_and_refuses_char() {
     assert_eq!(tokenizer::from_spec("gpt2").unwrap().kind(), "gpt2");
     let err = tokenizer::from_spec("char").err().unwrap().to_string();
     assert!(err.contains("built from the training text"), "{err}");
+    // A path: load tells a char tokenizer.json from a BPE one.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("char.json");
+    tokenizer::CharTokenizer::from_text("abc")
+        .unwrap()
+        .save(&path)
+        .unwrap();
+    let char_tok = tokenizer::from_spec(path.to_str().unwrap()).unwrap();
+    assert_eq!((char_tok.kind(), char_tok.vocab_size()), ("char", 3));
     let err = tokenizer::from_spec("/no/such/tokenizer.json")
         .err()
         .unwrap()
