@@ -35,6 +35,8 @@ pub struct TrainConfig {
     /// Pre-tokenization split.
     pub pattern: Pattern,
     /// Special tokens, e.g. `<|endoftext|>`; ids after the merged tokens, in order.
+    /// They are cut out of each batch of lines, so one holding a newline may be
+    /// missed where it straddles two batches (then its text is counted as words).
     pub specials: Vec<String>,
     /// Skip lines that are not valid UTF-8 (counted in the report) instead of failing.
     pub skip_invalid_utf8: bool,
