@@ -1,4 +1,5 @@
-//! The `lmforge` command line: parse, call one library function, print.
+//! The `lmforge` command line: parse, call one library function, print; turn
+//! errors into an exit code. A closed stdout (`lmforge ... | head`) is a normal exit.
 
 mod cli;
 
@@ -19,6 +20,8 @@ enum Command {
     Train(cli::train::TrainArgs),
     /// Generate text from a trained run.
     Sample(cli::sample::SampleArgs),
+    /// Encode, decode and train tokenizers.
+    Tokenizer(cli::tokenizer::TokenizerCommand),
     /// Measure speed.
     Bench(cli::bench::BenchArgs),
 }
@@ -28,13 +31,14 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Train(args) => cli::train::run(args),
         Command::Sample(args) => cli::sample::run(args),
+        Command::Tokenizer(cmd) => cli::tokenizer::run(cmd).map(|()| ExitCode::SUCCESS),
         Command::Bench(args) => cli::bench::run(args),
     };
     match result {
         Ok(code) => code,
         Err(err) if cli::is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", cli::describe(&err));
             ExitCode::FAILURE
         }
     }

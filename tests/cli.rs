@@ -504,3 +504,43 @@ fn bench_sample_reports_cached_and_uncached_speed() {
         stderr(&too_long)
     );
 }
+
+#[test]
+fn gpt2_tokenizer_trains_samples_and_is_kept_on_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = corpus(dir.path());
+    let out = dir.path().join("bpe");
+    let result = train(&data, &out, &["--tokenizer", "gpt2", "--max-iters", "3"]);
+    assert!(result.status.success(), "{}", stderr(&result));
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["vocab_size"], 50257);
+    let sample = run(&[
+        "sample",
+        out.to_str().unwrap(),
+        "--prompt",
+        "ROMEO: é 🎉",
+        "--max-new-tokens",
+        "5",
+    ]);
+    assert!(sample.status.success(), "{}", stderr(&sample));
+    assert!(
+        String::from_utf8(sample.stdout)
+            .unwrap()
+            .starts_with("ROMEO: é 🎉")
+    );
+    let changed = run(&[
+        "train",
+        "--resume",
+        out.to_str().unwrap(),
+        "--max-iters",
+        "6",
+        "--tokenizer",
+        "char",
+    ]);
+    assert!(
+        stderr(&changed).contains("cannot change"),
+        "{}",
+        stderr(&changed)
+    );
+}

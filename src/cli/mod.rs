@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod sample;
+pub mod tokenizer;
 pub mod train;
 
 /// A closed stdout (`lmforge sample | head`) is a normal way to stop, not an error.
@@ -11,6 +12,22 @@ pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
         e.downcast_ref::<std::io::Error>()
             .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
     })
+}
+
+/// The error chain joined by `: `, leaving out a cause that its parent's
+/// message already ends with (library errors print their source).
+pub fn describe(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let message = cause.to_string();
+        if !text.ends_with(&message) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&message);
+        }
+    }
+    text
 }
 
 /// Only the CPU backend exists so far; say so instead of silently ignoring the flag.

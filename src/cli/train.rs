@@ -1,6 +1,6 @@
 //! `lmforge train`: train a model, or resume a run.
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use lmforge::train::{Start, TrainJob, TrainOverrides, config};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -26,9 +26,6 @@ pub struct TrainArgs {
     /// flags given here (e.g. --max-iters) change the saved configuration.
     #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["preset", "out"])]
     resume: Option<PathBuf>,
-    /// Tokenizer: char (the vocabulary is the training text's characters).
-    #[arg(long, default_value = "char")]
-    tokenizer: String,
     /// Worker threads (default: one per core). Same seed + same threads = same losses.
     #[arg(long)]
     threads: Option<usize>,
@@ -44,12 +41,6 @@ pub struct TrainArgs {
 
 pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
     super::check_device(&args.device)?;
-    if args.tokenizer != "char" {
-        bail!(
-            "--tokenizer {:?}: only the character tokenizer (char) is available in this version",
-            args.tokenizer
-        );
-    }
     lmforge::backend::cpu::init_threads(args.threads)?;
     let (out, start) = match &args.resume {
         Some(dir) => {
@@ -117,6 +108,7 @@ fn merge(mut base: TrainOverrides, flags: &TrainOverrides) -> TrainOverrides {
         ($($f:ident),*) => { $( if cfg_flags.$f.is_none() { cfg_flags.$f = base.$f.take(); } )* };
     }
     take!(
+        tokenizer,
         arch,
         n_layer,
         n_head,

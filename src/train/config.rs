@@ -12,6 +12,9 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
     pub preset: String,
+    /// `char` (the training text's characters), `gpt2`, or a `tokenizer.json` path.
+    #[serde(default = "default_tokenizer")]
+    pub tokenizer: String,
     // Model (the vocabulary size comes from the tokenizer).
     pub arch: Arch,
     pub n_layer: usize,
@@ -50,6 +53,10 @@ pub struct TrainConfig {
     pub seed: u64,
 }
 
+fn default_tokenizer() -> String {
+    "char".to_string()
+}
+
 /// Names of the built-in presets, for `--help` and error messages.
 pub const PRESETS: &[&str] = &["bigram", "course", "char-cpu", "char-baby", "gpt2"];
 
@@ -59,6 +66,7 @@ impl TrainConfig {
         // nanoGPT's Shakespeare-char settings, the base of both char presets.
         let char_cpu = TrainConfig {
             preset: name.to_string(),
+            tokenizer: default_tokenizer(),
             arch: Arch::Gpt,
             n_layer: 4,
             n_head: 4,
@@ -133,6 +141,7 @@ impl TrainConfig {
             "course" => course,
             // GPT-2 124M (nanoGPT's train_gpt2 settings, one process).
             "gpt2" => TrainConfig {
+                tokenizer: "gpt2".to_string(),
                 n_layer: 12,
                 n_head: 12,
                 n_embd: 768,
@@ -243,6 +252,10 @@ impl TrainConfig {
 #[derive(Debug, Clone, Default, Deserialize, clap::Args)]
 #[serde(deny_unknown_fields)]
 pub struct TrainOverrides {
+    /// Tokenizer: "char" (the vocabulary is the training text's characters),
+    /// "gpt2" (GPT-2's byte-level BPE), or a tokenizer.json path.
+    #[arg(long)]
+    pub tokenizer: Option<String>,
     /// Model: "bigram" or "gpt".
     #[arg(long, value_parser = parse_arch)]
     pub arch: Option<Arch>,
@@ -364,6 +377,7 @@ impl TrainOverrides {
             ($($field:ident),*) => { $( if let Some(v) = self.$field.clone() { cfg.$field = v; } )* };
         }
         set!(
+            tokenizer,
             arch,
             n_layer,
             n_head,

@@ -275,6 +275,17 @@ pub fn train(job: TrainJob) -> Result<TrainSummary> {
                 std::fs::read_to_string(&run_path).map_err(|e| Error::io(&run_path, e))?;
             let run: RunFile = serde_json::from_str(&run_text)
                 .map_err(|e| Error::format(&run_path, e.to_string()))?;
+            if overrides
+                .tokenizer
+                .as_ref()
+                .is_some_and(|t| *t != run.config.tokenizer)
+            {
+                return Err(Error::Config(format!(
+                    "{}: the run was trained with the {:?} tokenizer, which cannot change on --resume",
+                    out.display(),
+                    run.config.tokenizer
+                )));
+            }
             let mut config = run.config;
             overrides.apply(&mut config);
             let tokenizer = tokenizer::load(&out.join(checkpoint::TOKENIZER_FILE))?;
@@ -287,13 +298,17 @@ pub fn train(job: TrainJob) -> Result<TrainSummary> {
             (
                 job.data.clone(),
                 config.clone(),
-                Box::new(CharTokenizer::from_text(&text)?) as Box<dyn Tokenizer>,
+                if config.tokenizer == "char" {
+                    Box::new(CharTokenizer::from_text(&text)?) as Box<dyn Tokenizer>
+                } else {
+                    tokenizer::from_spec(&config.tokenizer)?
+                },
                 text,
             )
         }
     };
     config.validate()?;
-    let tokens = tokenizer.encode(&text)?;
+    let tokens = tokenizer.encode_parallel(&text, rayon::current_num_threads())?;
     let (train_tokens, val_tokens) = split(tokens, config.val_fraction);
 
     let model = Model::new(config.model_config(tokenizer.vocab_size()))?;

@@ -1,0 +1,440 @@
+//! Training a byte-level BPE tokenizer on a text corpus.
+//!
+//! 1. Count words. Files are streamed line by line and pre-tokenized in
+//!    batches of a few MB (cut only where no piece can span the cut, so the
+//!    counts equal those of the whole file at once); special tokens are cut
+//!    out first and never merged. The result is a map word → count.
+//! 2. Merge. Every word starts as its bytes (token `b` = byte `b`). With
+//!    `count(pair)` = Σ over words of (occurrences in the word × word count),
+//!    repeat until the vocabulary is full: take the most frequent pair (the
+//!    smallest `(a, b)` ids on ties, so training is deterministic), give
+//!    `bytes(a) + bytes(b)` the next id, and rewrite only the words that hold
+//!    the pair (an index pair → words), adjusting the counts of the pairs
+//!    around each merge. A max-heap holds the pairs; entries whose count went
+//!    stale are re-pushed with the current count when they come out.
+//! 3. Specials take the ids after the merged tokens.
+//!
+//! Cost: step 2 touches only the words that contain the merged pair, so it is
+//! near linear in the corpus's distinct words rather than merges × corpus.
+
+use super::bpe::BpeTokenizer;
+use super::pretokenize::{Pattern, safe_cuts};
+use crate::error::{Error, Result};
+use rayon::prelude::*;
+use rustc_hash::FxHashMap;
+use std::collections::BinaryHeap;
+use std::collections::hash_map::Entry;
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+
+/// What to train.
+#[derive(Debug, Clone)]
+pub struct TrainConfig {
+    /// Final vocabulary size: 256 byte tokens + merges + specials.
+    pub vocab_size: usize,
+    /// Pre-tokenization split.
+    pub pattern: Pattern,
+    /// Special tokens, e.g. `<|endoftext|>`; ids after the merged tokens, in order.
+    /// They are cut out of each batch of lines, so one holding a newline may be
+    /// missed where it straddles two batches (then its text is counted as words).
+    pub specials: Vec<String>,
+    /// Skip lines that are not valid UTF-8 (counted in the report) instead of failing.
+    pub skip_invalid_utf8: bool,
+}
+
+/// What training saw and did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TrainReport {
+    /// Bytes of valid text counted.
+    pub corpus_bytes: u64,
+    /// Distinct pre-tokenized words.
+    pub distinct_words: usize,
+    /// Merges learned.
+    pub merges: usize,
+    /// Lines skipped for invalid UTF-8, and their bytes.
+    pub skipped_lines: u64,
+    pub skipped_bytes: u64,
+}
+
+impl TrainConfig {
+    fn check(&self) -> Result<()> {
+        let needed = 256 + self.specials.len();
+        if self.vocab_size < needed {
+            return Err(Error::Config(format!(
+                "vocabulary size {} is smaller than 256 byte tokens + {} special tokens = {needed}",
+                self.vocab_size,
+                self.specials.len()
+            )));
+        }
+        for (i, s) in self.specials.iter().enumerate() {
+            if s.is_empty() {
+                return Err(Error::Config("a special token cannot be empty".into()));
+            }
+            if self.specials[..i].contains(s) {
+                return Err(Error::Config(format!("special token {s:?} given twice")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Train on text files streamed from disk.
+pub fn train_files(files: &[PathBuf], config: &TrainConfig) -> Result<(BpeTokenizer, TrainReport)> {
+    config.check()?;
+    let mut counter = WordCounter::new(config);
+    for path in files {
+        counter.add_file(path)?;
+    }
+    if counter.report.corpus_bytes == 0 {
+        let names: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
+        return Err(Error::Data(format!(
+            "empty corpus: no text to train on in {}",
+            names.join(", ")
+        )));
+    }
+    counter.finish()
+}
+
+/// Train on text already in memory.
+pub fn train_text(text: &str, config: &TrainConfig) -> Result<(BpeTokenizer, TrainReport)> {
+    config.check()?;
+    if text.is_empty() {
+        return Err(Error::Data("empty corpus: no text to train on".into()));
+    }
+    let mut counter = WordCounter::new(config);
+    counter.add_text(text);
+    counter.finish()
+}
+
+/// Step 1: word counts.
+struct WordCounter<'c> {
+    config: &'c TrainConfig,
+    words: FxHashMap<String, u64>,
+    report: TrainReport,
+}
+
+/// Pre-tokenize batches of about this many bytes.
+const BATCH_BYTES: usize = 8 << 20;
+
+impl<'c> WordCounter<'c> {
+    fn new(config: &'c TrainConfig) -> Self {
+        WordCounter {
+            config,
+            words: FxHashMap::default(),
+            report: TrainReport::default(),
+        }
+    }
+
+    /// Stream a file line by line. A batch is counted once it is big enough
+    /// and the next line may start a new one: the batch ends in `X\n` and the
+    /// line starts with `Y`, neither white space (see `safe_cuts`).
+    fn add_file(&mut self, path: &Path) -> Result<()> {
+        let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        let mut reader = std::io::BufReader::with_capacity(1 << 20, file);
+        let mut batch = String::new();
+        let mut line = Vec::new();
+        let mut offset = 0u64;
+        loop {
+            line.clear();
+            let n = reader
+                .read_until(b'\n', &mut line)
+                .map_err(|e| Error::io(path, e))?;
+            if n == 0 {
+                break;
+            }
+            let line_start = offset;
+            offset += n as u64;
+            let text = match std::str::from_utf8(&line) {
+                Ok(text) => text,
+                Err(_) if self.config.skip_invalid_utf8 => {
+                    self.report.skipped_lines += 1;
+                    self.report.skipped_bytes += n as u64;
+                    continue;
+                }
+                Err(e) => {
+                    return Err(Error::NotUtf8 {
+                        path: path.to_path_buf(),
+                        offset: line_start + e.valid_up_to() as u64,
+                    });
+                }
+            };
+            if batch.len() >= BATCH_BYTES && ends_cleanly(&batch) && starts_cleanly(text) {
+                self.add_text(&batch);
+                batch.clear();
+            }
+            batch.push_str(text);
+        }
+        self.add_text(&batch);
+        Ok(())
+    }
+
+    /// Count the words of `text` (a whole text: what follows is a new text).
+    fn add_text(&mut self, text: &str) {
+        self.report.corpus_bytes += text.len() as u64;
+        let mut segments = vec![text];
+        for special in &self.config.specials {
+            segments = segments
+                .into_iter()
+                .flat_map(|s| s.split(special.as_str()))
+                .collect();
+        }
+        let pattern = self.config.pattern;
+        let chunks = rayon::current_num_threads() * 4;
+        for segment in segments {
+            let cuts = safe_cuts(segment, chunks);
+            let counts = cuts
+                .par_windows(2)
+                .map(|w| {
+                    let mut counts: FxHashMap<&str, u64> = FxHashMap::default();
+                    for piece in pattern.split(&segment[w[0]..w[1]]) {
+                        *counts.entry(piece).or_default() += 1;
+                    }
+                    counts
+                })
+                .collect::<Vec<_>>();
+            for counts in counts {
+                for (word, n) in counts {
+                    match self.words.get_mut(word) {
+                        Some(total) => *total += n,
+                        None => {
+                            self.words.insert(word.to_string(), n);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn finish(self) -> Result<(BpeTokenizer, TrainReport)> {
+        let mut report = self.report;
+        report.distinct_words = self.words.len();
+        let target = self.config.vocab_size - self.config.specials.len();
+        let (tokens, merges) = learn_merges(self.words, target);
+        report.merges = merges.len();
+        let specials = self
+            .config
+            .specials
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.clone(), (tokens.len() + i) as u32))
+            .collect();
+        let tok =
+            BpeTokenizer::from_merges("bpe", self.config.pattern, tokens, merges, specials, false)?;
+        Ok((tok, report))
+    }
+}
+
+fn ends_cleanly(batch: &str) -> bool {
+    let mut tail = batch.chars().rev();
+    tail.next() == Some('\n') && tail.next().is_some_and(|c| !c.is_whitespace())
+}
+
+fn starts_cleanly(line: &str) -> bool {
+    line.chars().next().is_some_and(|c| !c.is_whitespace())
+}
+
+#[inline]
+fn pair_key(a: u32, b: u32) -> u64 {
+    ((a as u64) << 32) | b as u64
+}
+
+/// Step 2: merge until there are `target` tokens (or no pair is left).
+/// Returns the tokens' bytes by id and the merges in order.
+fn learn_merges(words: FxHashMap<String, u64>, target: usize) -> (Vec<Vec<u8>>, Vec<(u32, u32)>) {
+    // Sorted, so that word indices (and everything after) do not depend on hashing.
+    let mut words: Vec<(String, u64)> = words.into_iter().collect();
+    words.sort_unstable();
+    let counts: Vec<i64> = words.iter().map(|&(_, n)| n as i64).collect();
+    let mut seqs: Vec<Vec<u32>> = words
+        .into_iter()
+        .map(|(w, _)| w.bytes().map(u32::from).collect())
+        .collect();
+
+    let mut tokens: Vec<Vec<u8>> = (0..=255u8).map(|b| vec![b]).collect();
+    let mut token_ids: FxHashMap<Vec<u8>, u32> = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.clone(), i as u32))
+        .collect();
+    let mut merges = Vec::new();
+
+    // count(pair), and the words holding it (ascending, no repeats).
+    let mut pair_counts: FxHashMap<u64, i64> = FxHashMap::default();
+    let mut holders: FxHashMap<u64, Vec<u32>> = FxHashMap::default();
+    for (w, seq) in seqs.iter().enumerate() {
+        for p in seq.windows(2) {
+            let key = pair_key(p[0], p[1]);
+            *pair_counts.entry(key).or_default() += counts[w];
+            let list = holders.entry(key).or_default();
+            if list.last() != Some(&(w as u32)) {
+                list.push(w as u32);
+            }
+        }
+    }
+    // Max-heap on count; `Reverse(key)` puts the smallest pair first on ties.
+    let mut heap: BinaryHeap<(i64, std::cmp::Reverse<u64>)> = pair_counts
+        .iter()
+        .map(|(&key, &count)| (count, std::cmp::Reverse(key)))
+        .collect();
+
+    let mut deltas: Vec<(u64, i64)> = Vec::new();
+    let mut grown: Vec<u64> = Vec::new();
+    while tokens.len() < target {
+        let Some((count, std::cmp::Reverse(key))) = heap.pop() else {
+            break;
+        };
+        let current = pair_counts.get(&key).copied().unwrap_or(0);
+        if current != count {
+            if current > 0 {
+                heap.push((current, std::cmp::Reverse(key)));
+            }
+            continue;
+        }
+        let (a, b) = ((key >> 32) as u32, key as u32);
+        let mut merged = tokens[a as usize].clone();
+        merged.extend_from_slice(&tokens[b as usize]);
+        // A byte string reached by two different merges keeps its first id
+        // (as the Hugging Face trainer does); the merge is still recorded.
+        let new = match token_ids.entry(merged) {
+            Entry::Occupied(e) => *e.get(),
+            Entry::Vacant(e) => {
+                tokens.push(e.key().clone());
+                *e.insert((tokens.len() - 1) as u32)
+            }
+        };
+        merges.push((a, b));
+
+        grown.clear();
+        for w in holders.remove(&key).unwrap_or_default() {
+            deltas.clear();
+            merge_word(&mut seqs[w as usize], a, b, new, &mut deltas);
+            for &(pair, delta) in &deltas {
+                *pair_counts.entry(pair).or_default() += delta * counts[w as usize];
+                if delta > 0 {
+                    let list = holders.entry(pair).or_default();
+                    if list.last() != Some(&w) {
+                        list.push(w);
+                    }
+                    grown.push(pair);
+                }
+            }
+        }
+        pair_counts.remove(&key);
+        grown.sort_unstable();
+        grown.dedup();
+        for &pair in &grown {
+            heap.push((pair_counts[&pair], std::cmp::Reverse(pair)));
+        }
+    }
+    (tokens, merges)
+}
+
+/// Replace every non-overlapping `a b` (left to right) in `word` with `new`,
+/// recording the change in pair occurrences: each merge removes `(prev, a)`,
+/// `(a, b)`, `(b, next)` and adds `(prev, new)`, `(new, next)`, where `prev`
+/// is the already-rewritten left neighbour (so `a b a b` gives `(new, new)`).
+fn merge_word(word: &mut Vec<u32>, a: u32, b: u32, new: u32, deltas: &mut Vec<(u64, i64)>) {
+    let mut out = Vec::with_capacity(word.len());
+    let mut i = 0;
+    while i < word.len() {
+        if i + 1 < word.len() && word[i] == a && word[i + 1] == b {
+            if let Some(&prev) = out.last() {
+                deltas.push((pair_key(prev, a), -1));
+                deltas.push((pair_key(prev, new), 1));
+            }
+            deltas.push((pair_key(a, b), -1));
+            if let Some(&next) = word.get(i + 2) {
+                deltas.push((pair_key(b, next), -1));
+                deltas.push((pair_key(new, next), 1));
+            }
+            out.push(new);
+            i += 2;
+        } else {
+            out.push(word[i]);
+            i += 1;
+        }
+    }
+    *word = out;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tokenizer::Tokenizer;
+
+    fn config(vocab_size: usize) -> TrainConfig {
+        TrainConfig {
+            vocab_size,
+            pattern: Pattern::Gpt2,
+            specials: vec![],
+            skip_invalid_utf8: false,
+        }
+    }
+
+    #[test]
+    fn learns_the_textbook_merges() {
+        // "aaabdaaabac": aa (4) first; then ab and aa·a tie at 2 and the
+        // smaller pair (a, b) wins; then aa·ab.
+        let (tok, report) = train_text("aaabdaaabac", &config(259)).unwrap();
+        assert_eq!(report.merges, 3);
+        let learned: Vec<String> = (256..259).map(|id| tok.decode(&[id])).collect();
+        assert_eq!(learned, ["aa", "ab", "aaab"]);
+        assert_eq!(tok.encode("aaabdaaabac").unwrap(), [258, 100, 258, 97, 99]);
+    }
+
+    #[test]
+    fn merge_word_counts_repeated_pairs() {
+        let mut word = vec![1, 2, 1, 2, 3];
+        let mut deltas = Vec::new();
+        merge_word(&mut word, 1, 2, 9, &mut deltas);
+        assert_eq!(word, [9, 9, 3]);
+        let mut net: FxHashMap<u64, i64> = FxHashMap::default();
+        for (pair, d) in deltas {
+            *net.entry(pair).or_default() += d;
+        }
+        net.retain(|_, d| *d != 0);
+        let want: FxHashMap<u64, i64> = [
+            (pair_key(1, 2), -2),
+            (pair_key(2, 1), -1),
+            (pair_key(2, 3), -1),
+            (pair_key(9, 9), 1),
+            (pair_key(9, 3), 1),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(net, want);
+    }
+
+    #[test]
+    fn vocabulary_too_small_is_refused() {
+        let mut c = config(256);
+        c.specials = vec!["<|endoftext|>".into()];
+        let err = train_text("hello", &c).unwrap_err().to_string();
+        assert!(err.contains("256 byte tokens + 1 special"), "{err}");
+    }
+
+    #[test]
+    fn empty_and_invalid_corpora_are_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty.txt");
+        std::fs::write(&empty, "").unwrap();
+        let err = train_files(&[empty], &config(300)).unwrap_err().to_string();
+        assert!(
+            err.contains("empty corpus") && err.contains("empty.txt"),
+            "{err}"
+        );
+
+        let bad = dir.path().join("bad.txt");
+        std::fs::write(&bad, b"good line\nbad \xff line\nlast good line\n").unwrap();
+        let err = train_files(std::slice::from_ref(&bad), &config(300))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("offset 14"), "{err}");
+
+        let mut skip = config(300);
+        skip.skip_invalid_utf8 = true;
+        let (_, report) = train_files(&[bad], &skip).unwrap();
+        assert_eq!((report.skipped_lines, report.skipped_bytes), (1, 11));
+        assert_eq!(report.corpus_bytes, 25);
+    }
+}
