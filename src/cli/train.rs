@@ -44,11 +44,11 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
     lmforge::backend::cpu::init_threads(args.threads)?;
     let (out, start) = match &args.resume {
         Some(dir) => {
-            let mut overrides = match &args.config {
-                Some(path) => TrainOverrides::from_toml_file(path)?,
-                None => TrainOverrides::default(),
-            };
-            overrides = merge(overrides, &args.overrides);
+            let mut overrides = Vec::new();
+            if let Some(path) = &args.config {
+                overrides.push(TrainOverrides::from_toml_file(path)?);
+            }
+            overrides.push(args.overrides.clone());
             (dir.clone(), Start::Resume(overrides))
         }
         None => {
@@ -99,46 +99,4 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
     }
     eprintln!("sample with: lmforge sample {}", out.display());
     Ok(ExitCode::SUCCESS)
-}
-
-/// Overrides from the TOML file, replaced by those given as flags.
-fn merge(mut base: TrainOverrides, flags: &TrainOverrides) -> TrainOverrides {
-    let mut cfg_flags = flags.clone();
-    macro_rules! take {
-        ($($f:ident),*) => { $( if cfg_flags.$f.is_none() { cfg_flags.$f = base.$f.take(); } )* };
-    }
-    take!(
-        tokenizer,
-        arch,
-        n_layer,
-        n_head,
-        n_embd,
-        block_size,
-        dropout,
-        norm,
-        activation,
-        tie_embeddings,
-        bias,
-        qkv_bias,
-        lm_head_bias,
-        batch_size,
-        val_fraction,
-        max_iters,
-        lr,
-        min_lr,
-        schedule,
-        warmup_iters,
-        lr_decay_iters,
-        grad_accum,
-        grad_clip,
-        weight_decay,
-        beta1,
-        beta2,
-        eps,
-        eval_interval,
-        eval_iters,
-        checkpoint_interval,
-        seed
-    );
-    cfg_flags
 }

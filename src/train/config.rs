@@ -327,10 +327,13 @@ pub struct TrainOverrides {
     /// AdamW decoupled weight decay (matrices only).
     #[arg(long)]
     pub weight_decay: Option<f32>,
+    /// AdamW's first-moment decay (momentum).
     #[arg(long)]
     pub beta1: Option<f32>,
+    /// AdamW's second-moment decay.
     #[arg(long)]
     pub beta2: Option<f32>,
+    /// AdamW's denominator epsilon.
     #[arg(long)]
     pub eps: Option<f32>,
     /// Evaluate train and validation loss every N iterations.

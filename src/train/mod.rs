@@ -39,8 +39,8 @@ pub struct RunFile {
 pub enum Start {
     New(TrainConfig),
     /// Continue from the last checkpoint, with the saved configuration changed
-    /// by these overrides (training options only, e.g. `max_iters`).
-    Resume(TrainOverrides),
+    /// by these overrides, applied in order (training options only, e.g. `max_iters`).
+    Resume(Vec<TrainOverrides>),
 }
 
 /// What to train, where to write it, and how to report.
@@ -275,11 +275,12 @@ pub fn train(job: TrainJob) -> Result<TrainSummary> {
                 std::fs::read_to_string(&run_path).map_err(|e| Error::io(&run_path, e))?;
             let run: RunFile = serde_json::from_str(&run_text)
                 .map_err(|e| Error::format(&run_path, e.to_string()))?;
-            if overrides
-                .tokenizer
-                .as_ref()
-                .is_some_and(|t| *t != run.config.tokenizer)
-            {
+            let changed = |o: &TrainOverrides| {
+                o.tokenizer
+                    .as_ref()
+                    .is_some_and(|t| *t != run.config.tokenizer)
+            };
+            if overrides.iter().any(changed) {
                 return Err(Error::Config(format!(
                     "{}: the run was trained with the {:?} tokenizer, which cannot change on --resume",
                     out.display(),
@@ -287,7 +288,7 @@ pub fn train(job: TrainJob) -> Result<TrainSummary> {
                 )));
             }
             let mut config = run.config;
-            overrides.apply(&mut config);
+            overrides.iter().for_each(|o| o.apply(&mut config));
             let tokenizer = tokenizer::load(&out.join(checkpoint::TOKENIZER_FILE))?;
             let data = job.data.clone().or(run.data);
             let text = load_text(data.as_deref())?;
