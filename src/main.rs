@@ -21,6 +21,8 @@ enum Command {
     Sample(cli::sample::SampleArgs),
     /// Measure speed.
     Bench(cli::bench::BenchArgs),
+    /// Tokenize text corpora (plain, compressed, tar, JSON Lines) into token shards.
+    Prepare(cli::prepare::PrepareArgs),
 }
 
 fn main() -> ExitCode {
@@ -29,6 +31,7 @@ fn main() -> ExitCode {
         Command::Train(args) => cli::train::run(args),
         Command::Sample(args) => cli::sample::run(args),
         Command::Bench(args) => cli::bench::run(args),
+        Command::Prepare(args) => cli::prepare::run(args),
     };
     match result {
         Ok(code) => code,
