@@ -19,6 +19,7 @@
 
 use super::{OnBad, Split};
 use crate::error::{Error, Result};
+use std::cell::Cell;
 use std::io::{BufRead, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -165,6 +166,24 @@ impl<R: Read> Read for Counting<'_, R> {
     }
 }
 
+/// Watches the stream under a tar: an error, or its end, while a member is
+/// being read means the tar is broken, not the member.
+struct Watch<'a> {
+    inner: &'a mut dyn Read,
+    broken: &'a Cell<bool>,
+}
+
+impl Read for Watch<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let result = self.inner.read(buf);
+        // A whole tar ends with zero blocks, which tar reads before its end.
+        if matches!(result, Err(_) | Ok(0)) && !buf.is_empty() {
+            self.broken.set(true);
+        }
+        result
+    }
+}
+
 /// Stream every document of `input` to `emit`, adding the bytes read to `bytes_read`.
 pub fn read_input(
     input: &InputFile,
@@ -231,9 +250,11 @@ fn detect(head: &[u8], name: &str) -> Format {
         Format::Tar
     } else if head.starts_with(b"PAR1") {
         Format::Parquet
-    } else if ext(".jsonl") || ext(".ndjson") || ext(".json") {
-        Format::JsonLines
-    } else if !ext(".txt") && head.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
+    } else if ext(".jsonl")
+        || ext(".ndjson")
+        || ext(".json")
+        || (!ext(".txt") && head.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{'))
+    {
         Format::JsonLines
     } else {
         Format::Text
@@ -324,7 +345,11 @@ impl DocReader<'_> {
     }
 
     fn read_tar(&mut self, r: &mut dyn Read, display: &str, depth: usize) -> Result<(), Stop> {
-        let mut archive = tar::Archive::new(r);
+        let outer_broken = Cell::new(false);
+        let mut archive = tar::Archive::new(Watch {
+            inner: r,
+            broken: &outer_broken,
+        });
         let entries = archive
             .entries()
             .map_err(|e| io_stop(display, depth + 1, e))?;
@@ -340,6 +365,10 @@ impl DocReader<'_> {
                 .into_owned();
             let member_display = format!("{display}:{member}");
             match self.read_stream(&mut entry, &member_display, &member, depth + 1) {
+                // The tar itself is cut or corrupt: not this member's fault.
+                Err(Stop::Archive(_, m)) if outer_broken.get() => {
+                    return Err(Stop::Archive(display.into(), m));
+                }
                 Err(Stop::Archive(n, m)) if self.opts.on_bad_archive == OnBad::Skip => {
                     self.stats.bad_archives.push(format!("{n}: {m}"));
                 }

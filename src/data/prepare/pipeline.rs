@@ -98,10 +98,14 @@ fn reader(
             Ok(())
         });
         let sent = match result {
-            Ok(stats) => (!batch.is_empty())
-                .then(|| send(Job::Batch(batch)))
-                .unwrap_or(Ok(()))
-                .and_then(|()| send(Job::InputDone { index, stats })),
+            Ok(stats) => {
+                let rest = if batch.is_empty() {
+                    Ok(())
+                } else {
+                    send(Job::Batch(batch))
+                };
+                rest.and_then(|()| send(Job::InputDone { index, stats }))
+            }
             Err(e) => {
                 let _ = send(Job::Failed(e));
                 return;
