@@ -246,7 +246,7 @@ fn detect(head: &[u8], name: &str) -> Format {
         Format::Xz
     } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
         Format::Zstd
-    } else if head.get(257..262) == Some(b"ustar") || ext(".tar") {
+    } else if is_tar_header(head) || ext(".tar") {
         Format::Tar
     } else if head.starts_with(b"PAR1") {
         Format::Parquet
@@ -259,6 +259,35 @@ fn detect(head: &[u8], name: &str) -> Format {
     } else {
         Format::Text
     }
+}
+
+/// A POSIX or GNU tar header: `ustar` magic at byte 257 and a valid checksum
+/// (text can hold "mustard" at byte 256, as Tiny Shakespeare does).
+fn is_tar_header(head: &[u8]) -> bool {
+    let Some(h) = head.get(..512) else {
+        return false;
+    };
+    if &h[257..263] != b"ustar\0" && &h[257..263] != b"ustar " {
+        return false;
+    }
+    // The checksum field (bytes 148..156) holds the octal sum of the header's
+    // bytes, counting the field itself as spaces.
+    let field = String::from_utf8_lossy(&h[148..156]);
+    let Ok(stored) = u32::from_str_radix(field.trim_matches(|c| c == ' ' || c == '\0'), 8) else {
+        return false;
+    };
+    let sum: u32 = h
+        .iter()
+        .enumerate()
+        .map(|(i, &b)| {
+            if (148..156).contains(&i) {
+                b' ' as u32
+            } else {
+                b as u32
+            }
+        })
+        .sum();
+    sum == stored
 }
 
 /// The name of what a compressed file holds: `a.jsonl.gz` → `a.jsonl`, `a.tgz` → `a.tar`.
@@ -530,9 +559,16 @@ mod tests {
         assert_eq!(detect(&[0x1f, 0x8b, 8], "x"), Format::Gzip);
         assert_eq!(detect(b"\xfd7zXZ\x00..", "x.txt"), Format::Xz);
         assert_eq!(detect(&[0x28, 0xb5, 0x2f, 0xfd], "x"), Format::Zstd);
-        let mut tar = vec![0u8; 512];
-        tar[257..262].copy_from_slice(b"ustar");
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_ustar();
+        h.set_size(1);
+        h.set_cksum();
+        builder.append_data(&mut h, "a.txt", &b"x"[..]).unwrap();
+        let tar = builder.into_inner().unwrap();
         assert_eq!(detect(&tar, "data"), Format::Tar);
+        let mut text = vec![b'a'; 600];
+        text[256..263].copy_from_slice(b"mustard");
+        assert_eq!(detect(&text, "0000014-869.txt"), Format::Text);
         assert_eq!(detect(b"PAR1....", "x"), Format::Parquet);
         assert_eq!(detect(b"{\"text\": 1}", "x.txt"), Format::Text);
         assert_eq!(detect(b" {\"text\": 1}", "x"), Format::JsonLines);
