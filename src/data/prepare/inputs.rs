@@ -184,12 +184,35 @@ impl Read for Watch<'_> {
     }
 }
 
+/// What the reader hands on: text, or a compressed tar member for a worker to
+/// expand (decompressing on several cores at once).
+pub enum Unit {
+    Piece(Piece),
+    Blob(Blob),
+}
+
+/// A compressed member of a tar (e.g. one of OpenWebText's `.xz` files), read
+/// whole: at most [`MAX_BLOB`] bytes.
+pub struct Blob {
+    bytes: Vec<u8>,
+    display: String,
+    name: String,
+    /// Its documents are split by (seed, this, their index in the blob).
+    key: String,
+    depth: usize,
+}
+
+/// Compressed tar members up to this size are expanded by workers in parallel;
+/// larger ones are streamed by the reader. Memory per member in flight is about
+/// its decompressed size times the token width.
+pub const MAX_BLOB: u64 = 8 << 20;
+
 /// Stream every document of `input` to `emit`, adding the bytes read to `bytes_read`.
 pub fn read_input(
     input: &InputFile,
     opts: &ReadOptions,
     bytes_read: &AtomicU64,
-    emit: &mut dyn FnMut(Piece) -> Result<()>,
+    emit: &mut dyn FnMut(Unit) -> Result<()>,
 ) -> Result<InputStats> {
     let file = std::fs::File::open(&input.path).map_err(|e| Error::io(&input.path, e))?;
     let mut file = Counting {
@@ -203,27 +226,58 @@ pub fn read_input(
         .unwrap_or_default()
         .to_string_lossy()
         .into_owned();
-    let mut reader = DocReader {
-        opts,
-        split_key: crate::data::shards::fnv1a64(name.as_bytes()),
-        doc_index: 0,
-        stats: InputStats::default(),
-        emit,
+    let mut reader = DocReader::new(opts, &name, true, emit);
+    let result = reader.read_stream(&mut file, &display, &name, 0);
+    conclude(result, reader.stats, opts)
+}
+
+/// Stream the documents of a [`Blob`] (in a worker) to `emit`.
+pub fn expand_blob(
+    blob: Blob,
+    opts: &ReadOptions,
+    emit: &mut dyn FnMut(Piece) -> Result<()>,
+) -> Result<InputStats> {
+    let mut emit_piece = |unit| match unit {
+        Unit::Piece(p) => emit(p),
+        Unit::Blob(_) => unreachable!("blobs are off when expanding one"),
     };
-    match reader.read_stream(&mut file, &display, &name, 0) {
-        Ok(()) => {}
+    let mut reader = DocReader::new(opts, &blob.key, false, &mut emit_piece);
+    let result = reader.read_stream(
+        &mut blob.bytes.as_slice(),
+        &blob.display,
+        &blob.name,
+        blob.depth,
+    );
+    conclude(result, reader.stats, opts)
+}
+
+/// Turn how reading ended into the stats, or the error to stop with.
+fn conclude(
+    result: Result<(), Stop>,
+    mut stats: InputStats,
+    opts: &ReadOptions,
+) -> Result<InputStats> {
+    match result {
+        Ok(()) => Ok(stats),
         Err(Stop::Archive(n, m)) if opts.on_bad_archive == OnBad::Skip => {
-            reader.stats.bad_archives.push(format!("{n}: {m}"));
+            stats.bad_archives.push(format!("{n}: {m}"));
+            Ok(stats)
         }
-        Err(Stop::Archive(n, m)) => {
-            return Err(Error::format(
-                n,
-                format!("corrupt or truncated archive: {m} (use --on-bad-archive skip to go on)"),
-            ));
-        }
-        Err(Stop::Fatal(e)) => return Err(e),
+        Err(Stop::Archive(n, m)) => Err(Error::format(
+            n,
+            format!("corrupt or truncated archive: {m} (use --on-bad-archive skip to go on)"),
+        )),
+        Err(Stop::Fatal(e)) => Err(e),
     }
-    Ok(reader.stats)
+}
+
+impl InputStats {
+    /// Add what another part of the same input found.
+    pub fn add(&mut self, other: InputStats) {
+        self.documents += other.documents;
+        self.skipped_bad_utf8 += other.skipped_bad_utf8;
+        self.bad_archives.extend(other.bad_archives);
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -322,14 +376,35 @@ fn fill(r: &mut dyn Read, buf: &mut Vec<u8>, target: usize) -> std::io::Result<b
 
 struct DocReader<'a> {
     opts: &'a ReadOptions,
-    /// Hash of the input's file name: documents are split by (seed, this, index).
+    /// The input's file name, or a blob's key: names members for blob keys.
+    key: String,
+    /// Hash of `key`: documents are split by (seed, this, index).
     split_key: u64,
     doc_index: u64,
+    /// Hand compressed tar members on as blobs instead of reading them here.
+    blobs: bool,
     stats: InputStats,
-    emit: &'a mut dyn FnMut(Piece) -> Result<()>,
+    emit: &'a mut dyn FnMut(Unit) -> Result<()>,
 }
 
-impl DocReader<'_> {
+impl<'a> DocReader<'a> {
+    fn new(
+        opts: &'a ReadOptions,
+        key: &str,
+        blobs: bool,
+        emit: &'a mut dyn FnMut(Unit) -> Result<()>,
+    ) -> Self {
+        DocReader {
+            opts,
+            key: key.to_string(),
+            split_key: crate::data::shards::fnv1a64(key.as_bytes()),
+            doc_index: 0,
+            blobs,
+            stats: InputStats::default(),
+            emit,
+        }
+    }
+
     /// Read one stream. `display` names it in messages; `name` is what its
     /// format is detected from; `depth` is how many decoders/tars it sits in.
     fn read_stream(
@@ -393,7 +468,12 @@ impl DocReader<'_> {
                 .to_string_lossy()
                 .into_owned();
             let member_display = format!("{display}:{member}");
-            match self.read_stream(&mut entry, &member_display, &member, depth + 1) {
+            let result = if self.blobs && entry.size() <= MAX_BLOB {
+                self.read_member(&mut entry, &member_display, &member, depth + 1)
+            } else {
+                self.read_stream(&mut entry, &member_display, &member, depth + 1)
+            };
+            match result {
                 // The tar itself is cut or corrupt: not this member's fault.
                 Err(Stop::Archive(_, m)) if outer_broken.get() => {
                     return Err(Stop::Archive(display.into(), m));
@@ -405,6 +485,33 @@ impl DocReader<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Read a small tar member whole; hand it on as a [`Blob`] if compressed.
+    fn read_member(
+        &mut self,
+        r: &mut dyn Read,
+        display: &str,
+        name: &str,
+        depth: usize,
+    ) -> Result<(), Stop> {
+        let mut bytes = Vec::new();
+        r.read_to_end(&mut bytes)
+            .map_err(|e| io_stop(display, depth, e))?;
+        if !matches!(
+            detect(&bytes, name),
+            Format::Gzip | Format::Xz | Format::Zstd
+        ) {
+            return self.read_stream(&mut bytes.as_slice(), display, name, depth);
+        }
+        let blob = Blob {
+            bytes,
+            display: display.into(),
+            name: name.into(),
+            key: format!("{}:{name}", self.key),
+            depth,
+        };
+        (self.emit)(Unit::Blob(blob)).map_err(Stop::Fatal)
     }
 
     fn read_jsonl(&mut self, r: &mut dyn Read, display: &str, depth: usize) -> Result<(), Stop> {
@@ -530,12 +637,12 @@ impl DocReader<'_> {
         if first {
             self.stats.documents += 1;
         }
-        (self.emit)(Piece {
+        (self.emit)(Unit::Piece(Piece {
             text,
             first,
             split,
             source: display.into(),
-        })
+        }))
         .map_err(Stop::Fatal)
     }
 }
@@ -609,7 +716,10 @@ mod tests {
         };
         let mut pieces = Vec::new();
         let counter = AtomicU64::new(0);
-        let stats = read_input(&input, &opts, &counter, &mut |p| {
+        let stats = read_input(&input, &opts, &counter, &mut |unit| {
+            let Unit::Piece(p) = unit else {
+                panic!("a text file has no blobs")
+            };
             pieces.push((p.first, p.text));
             Ok(())
         })

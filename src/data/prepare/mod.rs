@@ -11,7 +11,9 @@
 //! 3. Stream documents through the [`pipeline`]: the end-of-text token goes
 //!    before every document (as in llm.c), each document goes to train or val by
 //!    a hash of (seed, input file name, document number), and the tokens are
-//!    appended to the current shard of that split.
+//!    appended to the current shard of that split. (Documents inside a
+//!    compressed tar member up to [`inputs::MAX_BLOB`], which a worker expands,
+//!    are numbered within the member, keyed by `input name:member path`.)
 //!
 //! Resuming: a shard is renamed into place only when complete, and an input is
 //! recorded in `manifest.json` only after every shard holding its tokens is
@@ -25,7 +27,7 @@ pub mod inputs;
 pub mod pipeline;
 pub mod vocab;
 
-use self::inputs::{InputFile, Piece, ReadOptions};
+use self::inputs::{InputFile, InputStats, Piece, ReadOptions};
 use self::pipeline::Item;
 use crate::data::shards::{
     Dtype, FinishedInput, MANIFEST_FILE, MANIFEST_VERSION, Manifest, PrepareSettings, ShardEntry,
@@ -217,13 +219,19 @@ pub fn prepare(opts: &PrepareOptions) -> Result<PrepareReport> {
     let dtype = manifest.dtype;
     let work = |pieces: Vec<Piece>| tokenize_batch(tokenizer, dtype, pieces);
     let mut pending: Vec<FinishedInput> = Vec::new();
+    // What workers found in the current input's compressed members.
+    let mut member_stats = InputStats::default();
     let mut sink = |item: Item<TokenBatch>| -> Result<()> {
         match item {
-            Item::Batch(batch) => {
-                report.documents += batch.documents;
-                writer.write(&batch)?;
+            Item::Batches { results, stats } => {
+                for batch in &results {
+                    report.documents += batch.documents;
+                    writer.write(batch)?;
+                }
+                member_stats.add(stats);
             }
-            Item::InputDone { index, stats } => {
+            Item::InputDone { index, mut stats } => {
+                stats.add(std::mem::take(&mut member_stats));
                 let input = &todo[index];
                 report.inputs_read += 1;
                 report.skipped_bad_utf8 += stats.skipped_bad_utf8;

@@ -2,15 +2,19 @@
 //! thread, in input order.
 //!
 //! The reader streams documents out of the inputs and packs their pieces into
-//! batches of about [`BATCH_BYTES`]; workers turn batches into results (token
-//! bytes, or character counts for the vocabulary pass); the caller's `sink`
+//! batches of about [`BATCH_BYTES`]; compressed tar members (OpenWebText's
+//! `.xz` files) it hands on whole, for workers to decompress in parallel.
+//! Workers turn batches into results (token bytes, or character counts for the
+//! vocabulary pass); the caller's `sink`
 //! receives results in the order the reader made them, with a marker after each
 //! input's last batch. At most `2 * threads + 2` batches are in flight (the
 //! reader takes a credit per batch and the sink gives it back), so memory is
 //! bounded whatever the corpus size, and a slow worker cannot make the reorder
 //! buffer grow.
 
-use super::inputs::{InputFile, InputStats, Piece, ReadOptions, read_input};
+use super::inputs::{
+    Blob, InputFile, InputStats, Piece, ReadOptions, Unit, expand_blob, read_input,
+};
 use crate::error::{Error, Result};
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU64;
@@ -22,14 +26,16 @@ pub const BATCH_BYTES: usize = 1 << 20;
 
 /// What the sink receives, in input order.
 pub enum Item<R> {
-    /// A worker's result for one batch.
-    Batch(R),
+    /// A worker's results: for one batch, or for every batch of an expanded
+    /// compressed member, whose reading `stats` go with them.
+    Batches { results: Vec<R>, stats: InputStats },
     /// Every batch of input number `index` (into the slice given to [`run`]) was delivered.
     InputDone { index: usize, stats: InputStats },
 }
 
 enum Job {
     Batch(Vec<Piece>),
+    Blob(Blob),
     InputDone { index: usize, stats: InputStats },
     Failed(Error),
 }
@@ -57,7 +63,7 @@ pub fn run<R: Send>(
         scope.spawn(move || reader(inputs, opts, bytes_read, job_tx, credit_rx));
         for _ in 0..threads {
             let (job_rx, done_tx) = (Arc::clone(&job_rx), done_tx.clone());
-            scope.spawn(move || worker(&job_rx, done_tx, work));
+            scope.spawn(move || worker(&job_rx, done_tx, opts, work));
         }
         drop(done_tx);
         // Returning drops the receivers: the reader and workers see closed
@@ -88,14 +94,23 @@ fn reader(
     for (index, input) in inputs.iter().enumerate() {
         let mut batch = Vec::new();
         let mut batch_bytes = 0;
-        let result = read_input(input, opts, bytes_read, &mut |piece| {
-            batch_bytes += piece.text.len();
-            batch.push(piece);
-            if batch_bytes >= BATCH_BYTES {
-                batch_bytes = 0;
-                send(Job::Batch(std::mem::take(&mut batch)))?;
+        let result = read_input(input, opts, bytes_read, &mut |unit| match unit {
+            Unit::Piece(piece) => {
+                batch_bytes += piece.text.len();
+                batch.push(piece);
+                if batch_bytes >= BATCH_BYTES {
+                    batch_bytes = 0;
+                    send(Job::Batch(std::mem::take(&mut batch)))?;
+                }
+                Ok(())
             }
-            Ok(())
+            Unit::Blob(blob) => {
+                if !batch.is_empty() {
+                    batch_bytes = 0;
+                    send(Job::Batch(std::mem::take(&mut batch)))?;
+                }
+                send(Job::Blob(blob))
+            }
         });
         let sent = match result {
             Ok(stats) => {
@@ -120,6 +135,7 @@ fn reader(
 fn worker<R>(
     jobs: &Mutex<Receiver<(u64, Job)>>,
     done: SyncSender<(u64, Result<Item<R>>)>,
+    opts: &ReadOptions,
     work: &(dyn Fn(Vec<Piece>) -> Result<R> + Sync),
 ) {
     loop {
@@ -128,7 +144,11 @@ fn worker<R>(
             return;
         };
         let result = match job {
-            Job::Batch(pieces) => work(pieces).map(Item::Batch),
+            Job::Batch(pieces) => work(pieces).map(|r| Item::Batches {
+                results: vec![r],
+                stats: InputStats::default(),
+            }),
+            Job::Blob(blob) => expand(blob, opts, work),
             Job::InputDone { index, stats } => Ok(Item::InputDone { index, stats }),
             Job::Failed(e) => Err(e),
         };
@@ -136,6 +156,28 @@ fn worker<R>(
             return;
         }
     }
+}
+
+/// Decompress and read a blob, running `work` on batches of its pieces.
+fn expand<R>(
+    blob: Blob,
+    opts: &ReadOptions,
+    work: &(dyn Fn(Vec<Piece>) -> Result<R> + Sync),
+) -> Result<Item<R>> {
+    let (mut results, mut batch, mut batch_bytes) = (Vec::new(), Vec::new(), 0);
+    let stats = expand_blob(blob, opts, &mut |piece| {
+        batch_bytes += piece.text.len();
+        batch.push(piece);
+        if batch_bytes >= BATCH_BYTES {
+            batch_bytes = 0;
+            results.push(work(std::mem::take(&mut batch))?);
+        }
+        Ok(())
+    })?;
+    if !batch.is_empty() {
+        results.push(work(batch)?);
+    }
+    Ok(Item::Batches { results, stats })
 }
 
 /// Deliver results to `sink` by sequence number, returning a credit for each.

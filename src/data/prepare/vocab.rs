@@ -101,8 +101,8 @@ pub fn char_tokenizer(inputs: &[InputFile], opts: &PrepareOptions) -> Result<Cha
         &bytes_read,
         &work,
         &mut |item| {
-            if let Item::Batch(c) = item {
-                counts.merge(&c);
+            if let Item::Batches { results, .. } = item {
+                results.iter().for_each(|c| counts.merge(c));
             }
             bar.set_position(bytes_read.load(std::sync::atomic::Ordering::Relaxed));
             Ok(())
