@@ -526,3 +526,43 @@ fn cli_prepares_and_reports() {
         "{stderr}"
     );
 }
+
+/// Workers finish out of order; the shards must not depend on how many there are.
+#[test]
+fn output_does_not_depend_on_the_thread_count() {
+    let tmp = tempfile::tempdir().unwrap();
+    let subsets: Vec<(String, Vec<u8>)> = (0..12)
+        .map(|s| {
+            let docs: Vec<(String, Vec<u8>)> = (0..20)
+                .map(|d| {
+                    (
+                        format!("{s}-{d}.txt"),
+                        format!("subset {s} doc {d}\n").repeat(d + 1).into_bytes(),
+                    )
+                })
+                .collect();
+            let refs: Vec<(&str, &[u8])> = docs
+                .iter()
+                .map(|(n, b)| (n.as_str(), b.as_slice()))
+                .collect();
+            (format!("owt/urlsf_subset00-{s}_data.xz"), xz(&tar(&refs)))
+        })
+        .collect();
+    let refs: Vec<(&str, &[u8])> = subsets
+        .iter()
+        .map(|(n, b)| (n.as_str(), b.as_slice()))
+        .collect();
+    let input = write(tmp.path(), "owt.tar", &tar(&refs));
+    let run = |threads: usize| {
+        let mut o = opts(&[&input], &tmp.path().join(format!("out{threads}")));
+        o.threads = threads;
+        o.val_fraction = 0.3;
+        let report = prepare(&o).unwrap();
+        assert_eq!(report.documents, 240);
+        let set = ShardSet::open(&o.out).unwrap();
+        (tokens(set.train()), tokens(set.val()))
+    };
+    let one = run(1);
+    assert!(!one.1.is_empty());
+    assert_eq!(one, run(4));
+}
