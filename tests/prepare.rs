@@ -566,3 +566,72 @@ fn output_does_not_depend_on_the_thread_count() {
     assert!(!one.1.is_empty());
     assert_eq!(one, run(4));
 }
+
+/// FineWeb's layout: Parquet with a string `text` column among others.
+#[test]
+fn parquet_text_column_is_read() {
+    use parquet::data_type::{ByteArray, ByteArrayType, Int64Type};
+    use parquet::file::properties::WriterProperties;
+    use parquet::file::writer::SerializedFileWriter;
+    use std::sync::Arc;
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("000_00000.parquet");
+    let schema = Arc::new(
+        parquet::schema::parser::parse_message_type(
+            "message schema { required binary id (UTF8); required binary text (UTF8); required int64 token_count; }",
+        )
+        .unwrap(),
+    );
+    let props = Arc::new(
+        WriterProperties::builder()
+            .set_compression(parquet::basic::Compression::SNAPPY)
+            .build(),
+    );
+    let file = std::fs::File::create(&path).unwrap();
+    let mut writer = SerializedFileWriter::new(file, schema, props).unwrap();
+    for docs in [&DOCS[..2], &DOCS[2..]] {
+        let mut group = writer.next_row_group().unwrap();
+        let mut index = 0;
+        while let Some(mut column) = group.next_column().unwrap() {
+            let n = docs.len() as i64;
+            match index {
+                0 => {
+                    let ids: Vec<ByteArray> =
+                        docs.iter().map(|_| ByteArray::from("urn:x")).collect();
+                    column
+                        .typed::<ByteArrayType>()
+                        .write_batch(&ids, None, None)
+                        .unwrap();
+                }
+                1 => {
+                    let texts: Vec<ByteArray> = docs.iter().map(|d| ByteArray::from(*d)).collect();
+                    column
+                        .typed::<ByteArrayType>()
+                        .write_batch(&texts, None, None)
+                        .unwrap();
+                }
+                _ => {
+                    column
+                        .typed::<Int64Type>()
+                        .write_batch(&vec![n; docs.len()], None, None)
+                        .unwrap();
+                }
+            }
+            column.close().unwrap();
+            index += 1;
+        }
+        group.close().unwrap();
+    }
+    writer.close().unwrap();
+    let out = tmp.path().join("out");
+    let report = prepare(&opts(&[&path], &out)).unwrap();
+    assert_eq!(report.documents, 3);
+    assert_eq!(train_text(&out), expected_text(&DOCS));
+    let mut o = opts(&[&path], &tmp.path().join("out2"));
+    o.text_field = "content".into();
+    let err = prepare(&o).unwrap_err().to_string();
+    assert!(
+        err.contains("000_00000.parquet") && err.contains("no column \"content\""),
+        "{err}"
+    );
+}

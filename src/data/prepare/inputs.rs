@@ -9,9 +9,13 @@
 //! of `.xz` files each holding a tar of `.txt` are read); a tar (`ustar` at byte
 //! 257, or a `.tar` name) yields its regular files, each detected again;
 //! `.jsonl`/`.ndjson`/`.json` names, or content starting with `{`, are JSON
-//! Lines; everything else is plain text. Nothing is extracted to disk.
+//! Lines; a file starting with `PAR1` is Parquet (FineWeb's layout: one
+//! document per row of the `--text-field` column; top-level files only, as
+//! Parquet is read from its end); everything else is plain text. Nothing is
+//! extracted to disk.
 //!
-//! A document is a plain-text file (or tar member) or one JSON Lines record.
+//! A document is a plain-text file (or tar member), one JSON Lines record or
+//! one Parquet row.
 //! Documents longer than [`PIECE_BYTES`] are handed on in pieces cut after a
 //! newline that is followed by a non-space character: GPT-2's pre-tokenizer also
 //! cuts there, so the ids equal those of the whole text, and memory stays
@@ -227,7 +231,16 @@ pub fn read_input(
         .to_string_lossy()
         .into_owned();
     let mut reader = DocReader::new(opts, &name, true, emit);
-    let result = reader.read_stream(&mut file, &display, &name, 0);
+    let mut magic = Vec::with_capacity(4);
+    fill(&mut file, &mut magic, 4).map_err(|e| Error::io(&input.path, e))?;
+    let result = if magic == b"PAR1" {
+        // Parquet keeps its index at the end: it is read from the file, not streamed.
+        let result = reader.read_parquet(&input.path, &display);
+        bytes_read.fetch_add(input.bytes - 4, Ordering::Relaxed);
+        result
+    } else {
+        reader.read_stream(&mut magic.as_slice().chain(file), &display, &name, 0)
+    };
     conclude(result, reader.stats, opts)
 }
 
@@ -441,7 +454,7 @@ impl<'a> DocReader<'a> {
             Format::Tar => self.read_tar(&mut stream, display, depth),
             Format::Parquet => Err(Stop::Fatal(Error::format(
                 display,
-                "Parquet input is not supported yet; convert it to JSON Lines",
+                "Parquet inside an archive or compressed file is not supported; extract it",
             ))),
             Format::JsonLines => self.read_jsonl(&mut stream, display, depth),
             Format::Text => self.read_text(&mut stream, display, depth),
@@ -483,6 +496,48 @@ impl<'a> DocReader<'a> {
                 }
                 other => other?,
             }
+        }
+        Ok(())
+    }
+
+    /// One document per row of the `--text-field` column of a Parquet file
+    /// (FineWeb's layout); only that column is decoded.
+    fn read_parquet(&mut self, path: &Path, display: &str) -> Result<(), Stop> {
+        use parquet::file::reader::{FileReader, SerializedFileReader};
+        use parquet::record::Field;
+        let bad = |e: parquet::errors::ParquetError| Stop::Archive(display.into(), e.to_string());
+        let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        let reader = SerializedFileReader::new(file).map_err(bad)?;
+        let field = self.opts.text_field.as_str();
+        let schema = reader.metadata().file_metadata().schema_descr();
+        let Some(column) = schema.columns().iter().find(|c| c.path().string() == field) else {
+            return Err(Stop::Fatal(Error::format(
+                display,
+                format!("no column {field:?} (see --text-field)"),
+            )));
+        };
+        let projection = parquet::schema::types::Type::group_type_builder("schema")
+            .with_fields(vec![column.self_type_ptr()])
+            .build()
+            .map_err(bad)?;
+        for (i, row) in reader
+            .get_row_iter(Some(projection))
+            .map_err(bad)?
+            .enumerate()
+        {
+            let row = row.map_err(bad)?;
+            let text = match row.get_column_iter().next() {
+                Some((_, Field::Str(text))) => text,
+                Some((_, Field::Null)) => continue,
+                _ => {
+                    return Err(Stop::Fatal(Error::format(
+                        display,
+                        format!("row {i}: column {field:?} is not a string"),
+                    )));
+                }
+            };
+            let split = self.next_document();
+            self.emit_piece(crate::data::text::normalize(text), true, split, display)?;
         }
         Ok(())
     }
