@@ -21,7 +21,7 @@ enum Command {
     Sample(cli::sample::SampleArgs),
     /// Measure speed.
     Bench(cli::bench::BenchArgs),
-    /// Tokenize text corpora (plain, compressed, tar, JSON Lines) into token shards.
+    /// Tokenize text corpora (plain, compressed, tar, JSON Lines, Parquet) into token shards.
     Prepare(cli::prepare::PrepareArgs),
 }
 

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 #[derive(clap::Args)]
 pub struct PrepareArgs {
     /// Input files, directories (read recursively) or glob patterns: plain text,
-    /// .gz/.xz/.zst, .tar (also nested, e.g. OpenWebText), JSON Lines.
+    /// .gz/.xz/.zst, .tar (also nested, e.g. OpenWebText), JSON Lines, Parquet.
     #[arg(required = true)]
     inputs: Vec<String>,
     /// `char` (vocabulary from a first pass over the inputs) or a tokenizer.json.
@@ -26,7 +26,7 @@ pub struct PrepareArgs {
     /// Tokenizing threads (default: one per core).
     #[arg(long)]
     threads: Option<usize>,
-    /// The JSON Lines field holding the text.
+    /// The JSON Lines field (or Parquet column) holding the text.
     #[arg(long, default_value = "text")]
     text_field: String,
     /// Documents that are not valid UTF-8: stop with an error, or skip and count them.

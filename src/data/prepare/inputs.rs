@@ -7,7 +7,9 @@
 //! gzip (`1f 8b`), xz (`fd 37 7a 58 5a 00`) and zstd (`28 b5 2f fd`) are
 //! decompressed and detected again (so `.tar.xz`, `.jsonl.gz`, OpenWebText's tar
 //! of `.xz` files each holding a tar of `.txt` are read); a tar (`ustar` at byte
-//! 257, or a `.tar` name) yields its regular files, each detected again;
+//! 257 with a valid header checksum, or a `.tar` name) yields its regular files,
+//! each detected again (compressed members up to [`MAX_BLOB`] are handed to the
+//! workers whole, so several decompress at once);
 //! `.jsonl`/`.ndjson`/`.json` names, or content starting with `{`, are JSON
 //! Lines; a file starting with `PAR1` is Parquet (FineWeb's layout: one
 //! document per row of the `--text-field` column; top-level files only, as
@@ -15,8 +17,7 @@
 //! extracted to disk.
 //!
 //! A document is a plain-text file (or tar member), one JSON Lines record or
-//! one Parquet row.
-//! Documents longer than [`PIECE_BYTES`] are handed on in pieces cut after a
+//! one Parquet row. Documents longer than [`PIECE_BYTES`] are handed on in pieces cut after a
 //! newline that is followed by a non-space character: GPT-2's pre-tokenizer also
 //! cuts there, so the ids equal those of the whole text, and memory stays
 //! bounded. Every piece is normalised (BOM removed from the first, CRLF → LF).

@@ -1,10 +1,10 @@
-//! `lmforge prepare`: turn text corpora (plain, compressed, tar, JSON Lines) into
-//! token shards ([`crate::data::shards`]) with memory that does not grow with
-//! the corpus.
+//! `lmforge prepare`: turn text corpora (plain, compressed, tar, JSON Lines,
+//! Parquet) into token shards ([`crate::data::shards`]) with memory that does
+//! not grow with the corpus.
 //!
 //! Steps:
 //! 1. Expand the inputs ([`inputs::expand_inputs`]).
-//! 2. Pick the tokenizer ([`tokenizer_for`], the one call site): for `char`, a
+//! 2. Pick the tokenizer (`tokenizer_for`, the one call site): for `char`, a
 //!    first streaming pass counts the characters ([`vocab`]); `<|endoftext|>`
 //!    follows the sorted characters, and with `--char-vocab-max N` only the N
 //!    most frequent characters are kept, plus `<unk>`.
