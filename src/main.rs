@@ -24,6 +24,8 @@ enum Command {
     Tokenizer(cli::tokenizer::TokenizerCommand),
     /// Measure speed.
     Bench(cli::bench::BenchArgs),
+    /// Tokenize text corpora (plain, compressed, tar, JSON Lines, Parquet) into token shards.
+    Prepare(cli::prepare::PrepareArgs),
 }
 
 fn main() -> ExitCode {
@@ -33,6 +35,7 @@ fn main() -> ExitCode {
         Command::Sample(args) => cli::sample::run(args),
         Command::Tokenizer(cmd) => cli::tokenizer::run(cmd).map(|()| ExitCode::SUCCESS),
         Command::Bench(args) => cli::bench::run(args),
+        Command::Prepare(args) => cli::prepare::run(args),
     };
     match result {
         Ok(code) => code,

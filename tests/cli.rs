@@ -544,3 +544,96 @@ fn gpt2_tokenizer_trains_samples_and_is_kept_on_resume() {
         stderr(&changed)
     );
 }
+
+/// `prepare` then `train --data DIR` from the memory-mapped shards, resumed exactly.
+#[test]
+fn train_from_prepared_shards_and_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(corpus(dir.path())).unwrap();
+    let docs = dir.path().join("docs.jsonl");
+    let lines: String = text
+        .split("\n\n")
+        .map(|d| format!("{}\n", serde_json::json!({ "text": d })))
+        .collect();
+    std::fs::write(&docs, lines).unwrap();
+    let shards = dir.path().join("shards");
+    let prep = run(&[
+        "prepare",
+        docs.to_str().unwrap(),
+        "--tokenizer",
+        "char",
+        "--out",
+        shards.to_str().unwrap(),
+    ]);
+    assert!(prep.status.success(), "{}", stderr(&prep));
+    let (full, split) = (dir.path().join("full"), dir.path().join("split"));
+    let schedule = ["--lr-decay-iters", "8"];
+    assert!(
+        train(
+            &shards,
+            &full,
+            &[&["--max-iters", "8"][..], &schedule].concat()
+        )
+        .status
+        .success()
+    );
+    let first = train(
+        &shards,
+        &split,
+        &[&["--max-iters", "4"][..], &schedule].concat(),
+    );
+    assert!(first.status.success(), "{}", stderr(&first));
+    let resumed = run(&[
+        "train",
+        "--resume",
+        split.to_str().unwrap(),
+        "--max-iters",
+        "8",
+        "-q",
+    ]);
+    assert!(resumed.status.success(), "{}", stderr(&resumed));
+    assert_eq!(losses(&full).0, losses(&split).0);
+    // The shards' tokenizer (with its <|endoftext|>) is the run's.
+    let vocab = std::fs::read_to_string(full.join("tokenizer.json")).unwrap();
+    assert!(vocab.contains("<|endoftext|>"));
+    let sample = run(&["sample", full.to_str().unwrap(), "--max-new-tokens", "10"]);
+    assert!(sample.status.success(), "{}", stderr(&sample));
+}
+
+/// nanoGPT's raw `train.bin`/`val.bin` carry no tokenizer: one must be named,
+/// and ids beyond its vocabulary are reported, not a crash.
+#[test]
+fn nanogpt_layout_needs_a_tokenizer_and_checks_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("nano");
+    std::fs::create_dir(&data).unwrap();
+    let ids: Vec<u8> = (0..5000u32)
+        .flat_map(|i| ((i * 7919 % 50000) as u16).to_le_bytes())
+        .collect();
+    std::fs::write(data.join("train.bin"), &ids).unwrap();
+    std::fs::write(data.join("val.bin"), &ids[..2000]).unwrap();
+    let out = dir.path().join("run");
+    let no_tokenizer = train(&data, &out, &["--max-iters", "2"]);
+    assert!(
+        stderr(&no_tokenizer).contains("--tokenizer gpt2"),
+        "{}",
+        stderr(&no_tokenizer)
+    );
+    let gpt2 = train(&data, &out, &["--max-iters", "2", "--tokenizer", "gpt2"]);
+    assert!(gpt2.status.success(), "{}", stderr(&gpt2));
+    // A 30-character vocabulary cannot hold ids up to 50000.
+    let small = dir.path().join("small.json");
+    let tok =
+        lmforge::tokenizer::CharTokenizer::from_text("abcdefghijklmnopqrstuvwxyz ,.\n").unwrap();
+    lmforge::tokenizer::Tokenizer::save(&tok, &small).unwrap();
+    let bad = train(
+        &data,
+        &dir.path().join("bad"),
+        &["--max-iters", "2", "--tokenizer", small.to_str().unwrap()],
+    );
+    assert!(
+        stderr(&bad).contains("outside the vocabulary"),
+        "{}",
+        stderr(&bad)
+    );
+}

@@ -2,6 +2,7 @@
 //! and prints the result.
 
 pub mod bench;
+pub mod prepare;
 pub mod sample;
 pub mod tokenizer;
 pub mod train;

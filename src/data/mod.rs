@@ -3,9 +3,12 @@
 //!
 //! Everything the trainer reads goes through [`TokenSource`]: a long sequence
 //! of token ids that can be read window by window. An in-memory `Vec<u32>` is
-//! one; memory-mapped token shards are another.
+//! one; memory-mapped token shards ([`shards::ShardSet`], written by
+//! [`prepare`]) are another.
 
+pub mod prepare;
 pub mod sampler;
+pub mod shards;
 pub mod text;
 
 /// A sequence of token ids that training windows are read from.

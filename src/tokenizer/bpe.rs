@@ -752,6 +752,10 @@ impl Tokenizer for BpeTokenizer {
         self.kind
     }
 
+    fn eot_token(&self) -> Option<u32> {
+        self.special_id("<|endoftext|>")
+    }
+
     fn save(&self, path: &Path) -> Result<()> {
         let json = self.to_hf_json()?;
         let bytes = serde_json::to_vec_pretty(&json).expect("JSON values always serialise");

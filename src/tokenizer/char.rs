@@ -2,6 +2,13 @@
 //! of distinct characters in the training text, and token id `i` is the `i`-th
 //! character of that list.
 //!
+//! Two optional special tokens come after the characters, in this order:
+//! `<|endoftext|>` (the separator `lmforge prepare` puts before every document)
+//! and `<unk>` (stands for every character outside a capped vocabulary). They
+//! are never produced from text by [`Tokenizer::encode`]: the text
+//! `<|endoftext|>` encodes as its 13 characters (Hugging Face would match it as
+//! the added token; lmforge keeps document separators out of band, like tiktoken).
+//!
 //! It is saved as a Hugging Face `tokenizer.json` (a `WordLevel` model whose
 //! words are single characters, a pre-tokenizer that isolates every character,
 //! and a `Fuse` decoder), so `tokenizers.Tokenizer.from_file` gives the same ids.
@@ -14,10 +21,25 @@ use std::path::Path;
 /// Splits text into single characters (any Unicode scalar, newlines included).
 const SPLIT_EVERY_CHAR: &str = r"[\s\S]";
 
+/// Marks an ASCII character that is not in the vocabulary.
+const NONE: u32 = u32::MAX;
+
+/// The end-of-text token's text in `tokenizer.json` (as in GPT-2).
+pub const EOT: &str = "<|endoftext|>";
+/// The unknown-character token's text in `tokenizer.json`.
+pub const UNK: &str = "<unk>";
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct CharTokenizer {
     chars: Vec<char>,
     ids: HashMap<char, u32>,
+    /// `ids` for ASCII characters (`NONE` where absent): most text is mostly
+    /// ASCII, and a table lookup is several times faster than hashing.
+    ascii_ids: [u32; 128],
+    /// `<|endoftext|>` follows the characters (id `chars.len()`).
+    has_eot: bool,
+    /// `<unk>` comes last; unknown characters encode to it instead of failing.
+    has_unk: bool,
 }
 
 impl CharTokenizer {
@@ -29,6 +51,12 @@ impl CharTokenizer {
 
     /// A tokenizer whose token ids are the positions of `chars` (must be distinct).
     pub fn from_chars(chars: Vec<char>) -> Result<Self> {
+        Self::with_specials(chars, false, false)
+    }
+
+    /// Like [`CharTokenizer::from_chars`], then `<|endoftext|>` if `eot` and
+    /// `<unk>` if `unk`, in that order, after the characters.
+    pub fn with_specials(chars: Vec<char>, eot: bool, unk: bool) -> Result<Self> {
         if chars.is_empty() {
             return Err(Error::Data(
                 "a character vocabulary needs at least one character".into(),
@@ -44,12 +72,31 @@ impl CharTokenizer {
                 "character vocabulary has duplicate characters".into(),
             ));
         }
-        Ok(CharTokenizer { chars, ids })
+        Ok(CharTokenizer {
+            chars,
+            ascii_ids: std::array::from_fn(|b| {
+                ids.get(&(b as u8 as char)).copied().unwrap_or(NONE)
+            }),
+            ids,
+            has_eot: eot,
+            has_unk: unk,
+        })
     }
 
     /// The characters, in token-id order.
     pub fn chars(&self) -> &[char] {
         &self.chars
+    }
+
+    /// The id of `<|endoftext|>`, if the vocabulary has it.
+    pub fn eot_id(&self) -> Option<u32> {
+        self.has_eot.then_some(self.chars.len() as u32)
+    }
+
+    /// The id of `<unk>`, if the vocabulary has it.
+    pub fn unk_id(&self) -> Option<u32> {
+        self.has_unk
+            .then_some(self.chars.len() as u32 + self.has_eot as u32)
     }
 
     /// Read a `tokenizer.json` written by [`Tokenizer::save`].
@@ -69,21 +116,43 @@ impl CharTokenizer {
         let vocab = model["vocab"]
             .as_object()
             .ok_or_else(|| Error::format(path, "model.vocab is missing"))?;
-        let mut by_id = BTreeMap::new();
+        // Each id maps to a character, or (None) to a special token's text.
+        let mut by_id: BTreeMap<u64, (Option<char>, &str)> = BTreeMap::new();
         for (word, id) in vocab {
             let mut it = word.chars();
-            let (Some(c), None, Some(id)) = (it.next(), it.next(), id.as_u64()) else {
-                return Err(Error::format(
-                    path,
-                    format!("vocabulary entry {word:?} is not one character with an id"),
-                ));
+            let entry = match (it.next(), it.next()) {
+                (Some(c), None) => Some(c),
+                _ if word == EOT || word == UNK => None,
+                _ => {
+                    return Err(Error::format(
+                        path,
+                        format!("vocabulary entry {word:?} is not one character"),
+                    ));
+                }
             };
-            by_id.insert(id, c);
+            let Some(id) = id.as_u64() else {
+                return Err(Error::format(path, format!("{word:?} has no integer id")));
+            };
+            by_id.insert(id, (entry, word.as_str()));
         }
         if by_id.keys().copied().ne(0..by_id.len() as u64) {
             return Err(Error::format(path, "vocabulary ids are not 0..N"));
         }
-        Self::from_chars(by_id.into_values().collect())
+        let chars: Vec<char> = by_id.values().map_while(|(c, _)| *c).collect();
+        let specials: Vec<&str> = by_id.values().skip(chars.len()).map(|(_, w)| *w).collect();
+        let (eot, unk) = match specials.as_slice() {
+            [] => (false, false),
+            [EOT] => (true, false),
+            [UNK] => (false, true),
+            [EOT, UNK] => (true, true),
+            _ => {
+                return Err(Error::format(
+                    path,
+                    "special tokens must follow the characters, <|endoftext|> before <unk>",
+                ));
+            }
+        };
+        Self::with_specials(chars, eot, unk)
     }
 }
 
@@ -92,9 +161,13 @@ impl Tokenizer for CharTokenizer {
         let mut ids = Vec::with_capacity(text.len());
         let mut unknown = std::collections::BTreeSet::new();
         for c in text.chars() {
-            match self.ids.get(&c) {
-                Some(&id) => ids.push(id),
-                None => {
+            let known = match self.ascii_ids.get(c as usize) {
+                Some(&id) => (id != NONE).then_some(id),
+                None => self.ids.get(&c).copied(),
+            };
+            match (known, self.unk_id()) {
+                (Some(id), _) | (None, Some(id)) => ids.push(id),
+                (None, None) => {
                     unknown.insert(c);
                 }
             }
@@ -109,18 +182,22 @@ impl Tokenizer for CharTokenizer {
     fn decode_bytes(&self, ids: &[u32]) -> Vec<u8> {
         let mut out = String::with_capacity(ids.len());
         for &id in ids {
-            out.push(
-                self.chars
-                    .get(id as usize)
-                    .copied()
-                    .unwrap_or(char::REPLACEMENT_CHARACTER),
-            );
+            match self.chars.get(id as usize) {
+                Some(&c) => out.push(c),
+                None if Some(id) == self.eot_id() => out.push_str(EOT),
+                None if Some(id) == self.unk_id() => out.push_str(UNK),
+                None => out.push(char::REPLACEMENT_CHARACTER),
+            }
         }
         out.into_bytes()
     }
 
     fn vocab_size(&self) -> usize {
-        self.chars.len()
+        self.chars.len() + self.has_eot as usize + self.has_unk as usize
+    }
+
+    fn eot_token(&self) -> Option<u32> {
+        self.eot_id()
     }
 
     fn kind(&self) -> &'static str {
@@ -128,17 +205,31 @@ impl Tokenizer for CharTokenizer {
     }
 
     fn save(&self, path: &Path) -> Result<()> {
+        let specials: Vec<(u32, &str)> = [(self.eot_id(), EOT), (self.unk_id(), UNK)]
+            .into_iter()
+            .filter_map(|(id, text)| Some((id?, text)))
+            .collect();
         let vocab: serde_json::Map<String, serde_json::Value> = self
             .chars
             .iter()
             .enumerate()
             .map(|(i, c)| (c.to_string(), i.into()))
+            .chain(specials.iter().map(|&(id, t)| (t.to_string(), id.into())))
+            .collect();
+        let added_tokens: Vec<serde_json::Value> = specials
+            .iter()
+            .map(|&(id, content)| {
+                serde_json::json!({
+                    "id": id, "content": content, "single_word": false, "lstrip": false,
+                    "rstrip": false, "normalized": false, "special": true
+                })
+            })
             .collect();
         let json = serde_json::json!({
             "version": "1.0",
             "truncation": null,
             "padding": null,
-            "added_tokens": [],
+            "added_tokens": added_tokens,
             "normalizer": null,
             "pre_tokenizer": {
                 "type": "Split",
@@ -182,5 +273,28 @@ mod tests {
         let tok = CharTokenizer::from_text("Ünïcødé\r\n\t 🎉 text").unwrap();
         tok.save(&path).unwrap();
         assert_eq!(CharTokenizer::load(&path).unwrap(), tok);
+    }
+
+    #[test]
+    fn special_tokens_follow_the_characters_and_round_trip() {
+        let tok = CharTokenizer::with_specials(vec!['a', 'b'], true, true).unwrap();
+        assert_eq!(
+            (tok.eot_id(), tok.unk_id(), tok.vocab_size()),
+            (Some(2), Some(3), 4)
+        );
+        assert_eq!(tok.encode("abz").unwrap(), vec![0, 1, 3]);
+        assert_eq!(tok.decode(&[2, 0, 3]), "<|endoftext|>a<unk>");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokenizer.json");
+        tok.save(&path).unwrap();
+        assert_eq!(CharTokenizer::load(&path).unwrap(), tok);
+        let eot_only = CharTokenizer::with_specials(vec!['a'], true, false).unwrap();
+        eot_only.save(&path).unwrap();
+        let loaded = CharTokenizer::load(&path).unwrap();
+        assert_eq!((loaded.eot_token(), loaded.vocab_size()), (Some(1), 2));
+        assert!(
+            loaded.encode("b").is_err(),
+            "no <unk>: unknown characters fail"
+        );
     }
 }

@@ -30,6 +30,10 @@ pub trait Tokenizer: Send + Sync {
     fn vocab_size(&self) -> usize;
     /// A short name for logs and run metadata, e.g. `char` or `gpt2`.
     fn kind(&self) -> &'static str;
+    /// The end-of-text token that separates documents, if the vocabulary has one.
+    fn eot_token(&self) -> Option<u32> {
+        None
+    }
     /// Write the tokenizer as a Hugging Face `tokenizer.json` (atomically).
     fn save(&self, path: &Path) -> Result<()>;
 

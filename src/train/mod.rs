@@ -12,7 +12,9 @@
 pub mod config;
 
 use crate::checkpoint;
+use crate::data::TokenSource;
 use crate::data::sampler::BatchSampler;
+use crate::data::shards::ShardSet;
 use crate::data::text;
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomic_bytes;
@@ -75,6 +77,71 @@ fn load_text(data: Option<&Path>) -> Result<String> {
     match data {
         Some(path) => text::read_corpus(path),
         None => Ok(text::demo_corpus()),
+    }
+}
+
+/// What `--data` points at, before tokenization.
+enum Source {
+    /// A text file, a directory of `.txt` files, or the demo corpus.
+    Text(String),
+    /// Token shards from `lmforge prepare`, nanoGPT or llm.c, memory-mapped.
+    Shards(ShardSet),
+}
+
+/// The training and validation tokens.
+enum Corpus {
+    /// Encoded text in memory: the head trains, the tail validates.
+    Text {
+        train: Vec<u32>,
+        val: Vec<u32>,
+    },
+    Shards(ShardSet),
+}
+
+impl Corpus {
+    fn splits(&self) -> (&dyn TokenSource, &dyn TokenSource) {
+        match self {
+            Corpus::Text { train, val } => (train, val),
+            Corpus::Shards(set) => (set.train(), set.val()),
+        }
+    }
+}
+
+/// A directory of token shards (rather than of `.txt` files): it has a
+/// `manifest.json` (lmforge), a `train.bin` (nanoGPT) or `*_train_*.bin` files (llm.c).
+fn is_shard_dir(dir: &Path) -> bool {
+    dir.join("manifest.json").is_file()
+        || dir.join("train.bin").is_file()
+        || std::fs::read_dir(dir).is_ok_and(|entries| {
+            entries.flatten().any(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                name.contains("_train_") && name.ends_with(".bin")
+            })
+        })
+}
+
+fn open_source(data: Option<&Path>) -> Result<Source> {
+    match data {
+        Some(dir) if dir.is_dir() && is_shard_dir(dir) => Ok(Source::Shards(ShardSet::open(dir)?)),
+        _ => Ok(Source::Text(load_text(data)?)),
+    }
+}
+
+/// The tokenizer of a new run: the shards' own, a character vocabulary of the
+/// text, or the one `spec` names.
+fn new_tokenizer(source: &Source, spec: &str, data: Option<&Path>) -> Result<Box<dyn Tokenizer>> {
+    match source {
+        Source::Shards(set) => match set.tokenizer_path() {
+            Some(path) => tokenizer::load(path),
+            None if spec == "char" => Err(Error::Config(format!(
+                "{}: these shards carry no tokenizer.json (nanoGPT or llm.c layout); \
+                 pass --tokenizer gpt2 or --tokenizer PATH to say which made them",
+                data.map(|d| d.display().to_string()).unwrap_or_default()
+            ))),
+            None => tokenizer::from_spec(spec),
+        },
+        Source::Text(text) if spec == "char" => Ok(Box::new(CharTokenizer::from_text(text)?)),
+        Source::Text(_) => tokenizer::from_spec(spec),
     }
 }
 
@@ -144,8 +211,25 @@ impl<'a> Trainer<'a> {
         }
     }
 
+    /// Token ids come from files (shards made elsewhere may hold anything):
+    /// an id the model has no embedding for is an error, not a crash.
+    fn check_token_ids(&self) -> Result<()> {
+        let v = self.model.config.vocab_size;
+        match self
+            .inputs
+            .iter()
+            .chain(&self.targets)
+            .find(|&&id| id as usize >= v)
+        {
+            Some(id) => Err(Error::Data(format!(
+                "token id {id} in the data is outside the vocabulary of {v} tokens"
+            ))),
+            None => Ok(()),
+        }
+    }
+
     /// One optimizer update (with gradient accumulation); returns the mean loss.
-    fn step(&mut self, step: u64) -> f32 {
+    fn step(&mut self, step: u64) -> Result<f32> {
         let cfg = &self.config;
         let (b, t, accum) = (cfg.batch_size, cfg.block_size, cfg.grad_accum);
         self.grads.fill(0.0);
@@ -158,6 +242,7 @@ impl<'a> Trainer<'a> {
                 &mut self.inputs,
                 &mut self.targets,
             );
+            self.check_token_ids()?;
             let mode = Mode::Train {
                 seed: self.dropout_seed,
                 step_key: step * accum as u64 + micro as u64,
@@ -179,11 +264,11 @@ impl<'a> Trainer<'a> {
         let lr = cfg.schedule().at(step);
         self.opt
             .update(&mut self.params, &self.grads, lr, cfg.grad_clip);
-        loss / accum as f32
+        Ok(loss / accum as f32)
     }
 
     /// Mean loss over `eval_iters` batches of one split, dropout off.
-    fn evaluate(&mut self, val: bool, step: u64) -> f32 {
+    fn evaluate(&mut self, val: bool, step: u64) -> Result<f32> {
         let (b, t) = (self.config.batch_size, self.config.block_size);
         let (sampler, stream) = if val {
             (&self.val, STREAM_EVAL_VAL)
@@ -198,11 +283,12 @@ impl<'a> Trainer<'a> {
                 &mut self.inputs,
                 &mut self.targets,
             );
+            self.check_token_ids()?;
             self.model
                 .forward(&self.params, &mut self.acts, &self.inputs, b, t, Mode::Eval);
             total += self.model.loss(&mut self.acts, &self.targets) as f64;
         }
-        (total / self.config.eval_iters as f64) as f32
+        Ok((total / self.config.eval_iters as f64) as f32)
     }
 
     fn save(&self, out: &Path, step: u64, elapsed_s: f64) -> Result<()> {
@@ -268,7 +354,7 @@ impl Progress {
 pub fn train(job: TrainJob) -> Result<TrainSummary> {
     let out = job.out.as_path();
     let resume = matches!(job.start, Start::Resume(_));
-    let (data, config, tokenizer, text) = match &job.start {
+    let (data, config, tokenizer, source) = match &job.start {
         Start::Resume(overrides) => {
             let run_path = out.join(checkpoint::TRAIN_CONFIG_FILE);
             let run_text =
@@ -291,31 +377,33 @@ pub fn train(job: TrainJob) -> Result<TrainSummary> {
             overrides.iter().for_each(|o| o.apply(&mut config));
             let tokenizer = tokenizer::load(&out.join(checkpoint::TOKENIZER_FILE))?;
             let data = job.data.clone().or(run.data);
-            let text = load_text(data.as_deref())?;
-            (data, config, tokenizer, text)
+            let source = open_source(data.as_deref())?;
+            (data, config, tokenizer, source)
         }
         Start::New(config) => {
-            let text = load_text(job.data.as_deref())?;
-            (
-                job.data.clone(),
-                config.clone(),
-                if config.tokenizer == "char" {
-                    Box::new(CharTokenizer::from_text(&text)?) as Box<dyn Tokenizer>
-                } else {
-                    tokenizer::from_spec(&config.tokenizer)?
-                },
-                text,
-            )
+            let source = open_source(job.data.as_deref())?;
+            let tokenizer = new_tokenizer(&source, &config.tokenizer, job.data.as_deref())?;
+            (job.data.clone(), config.clone(), tokenizer, source)
         }
     };
     config.validate()?;
-    let tokens = tokenizer.encode_parallel(&text, rayon::current_num_threads())?;
-    let (train_tokens, val_tokens) = split(tokens, config.val_fraction);
+    let (corpus, vocab_size) = match source {
+        Source::Text(text) => {
+            let tokens = tokenizer.encode_parallel(&text, rayon::current_num_threads())?;
+            let (train, val) = split(tokens, config.val_fraction);
+            (Corpus::Text { train, val }, tokenizer.vocab_size())
+        }
+        Source::Shards(set) => {
+            let vocab = tokenizer.vocab_size().max(set.vocab_size().unwrap_or(0));
+            (Corpus::Shards(set), vocab)
+        }
+    };
+    let (train_tokens, val_tokens) = corpus.splits();
 
-    let model = Model::new(config.model_config(tokenizer.vocab_size()))?;
+    let model = Model::new(config.model_config(vocab_size))?;
     let (b, t) = (config.batch_size, config.block_size);
-    let train_sampler = BatchSampler::new(&train_tokens, b, t, config.seed, "training")?;
-    let val_sampler = BatchSampler::new(&val_tokens, b, t, config.seed, "validation")?;
+    let train_sampler = BatchSampler::new(train_tokens, b, t, config.seed, "training")?;
+    let val_sampler = BatchSampler::new(val_tokens, b, t, config.seed, "validation")?;
     let mut opt = AdamW::new(config.adamw(), &model.layout.tensors);
     let (params, start, elapsed_before) = if resume {
         let (saved_model, _) = checkpoint::load_model(out)?;
@@ -394,8 +482,8 @@ pub fn train(job: TrainJob) -> Result<TrainSummary> {
                     step: u64,
                     summary: &mut TrainSummary,
                     log: &mut dyn FnMut(serde_json::Value) -> Result<()>| {
-        let train_loss = trainer.evaluate(false, step);
-        let val_loss = trainer.evaluate(true, step);
+        let train_loss = trainer.evaluate(false, step)?;
+        let val_loss = trainer.evaluate(true, step)?;
         progress.line(format!(
             "step {step}: train loss {train_loss:.4}, val loss {val_loss:.4}"
         ));
@@ -413,7 +501,7 @@ pub fn train(job: TrainJob) -> Result<TrainSummary> {
     for step in start..config.max_iters {
         let lr = config.schedule().at(step);
         let t0 = Instant::now();
-        let loss = trainer.step(step);
+        let loss = trainer.step(step)?;
         let dt = t0.elapsed().as_secs_f64();
         trained_time += dt;
         let done = step + 1;
@@ -486,7 +574,7 @@ pub fn bench(
     let mut times = Vec::with_capacity(steps as usize);
     for step in 0..warmup + steps {
         let t0 = Instant::now();
-        trainer.step(step);
+        trainer.step(step)?;
         if step >= warmup {
             times.push(t0.elapsed().as_secs_f64());
         }
