@@ -357,6 +357,11 @@ impl MappedShard {
         // process truncating the file while it is mapped would make reads fault
         // (SIGBUS); prepared directories are written once and then only read.
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+        // Training reads short windows at random offsets: without this hint the
+        // kernel reads ahead ~128 KiB around every window, and resident memory
+        // grows with the shard size for nothing. (Advice only; failure is harmless.)
+        #[cfg(unix)]
+        let _ = map.advise(memmap2::Advice::Random);
         let need = offset as u64 + len as u64 * dtype.bytes() as u64;
         if (map.len() as u64) < need {
             return Err(Error::format(
