@@ -637,3 +637,24 @@ fn nanogpt_layout_needs_a_tokenizer_and_checks_ids() {
         stderr(&bad)
     );
 }
+
+#[test]
+fn prepare_warns_when_a_split_is_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = corpus(dir.path());
+    let out = dir.path().join("one_doc");
+    let result = run(&[
+        "prepare",
+        data.to_str().unwrap(),
+        "--tokenizer",
+        "char",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(result.status.success(), "{}", stderr(&result));
+    assert!(
+        stderr(&result).contains("split is empty"),
+        "{}",
+        stderr(&result)
+    );
+}

@@ -86,6 +86,20 @@ pub fn run(args: PrepareArgs) -> anyhow::Result<ExitCode> {
         r.seconds,
         mb / r.seconds.max(1e-9)
     );
+    if r.inputs_skipped == 0 && (r.train_tokens == 0 || r.val_tokens == 0) {
+        eprintln!(
+            "warning: the {} split is empty: documents are assigned whole to one split, and \
+             {} documents are too few for --val-fraction {}. Train on the text file directly \
+             (lmforge train --data FILE splits its tail off), or split it into more documents.",
+            if r.train_tokens == 0 {
+                "training"
+            } else {
+                "validation"
+            },
+            r.documents,
+            args.val_fraction
+        );
+    }
     if r.skipped_bad_utf8 > 0 {
         println!(
             "skipped {} documents that are not valid UTF-8",
