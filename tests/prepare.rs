@@ -509,9 +509,12 @@ fn cli_prepares_and_reports() {
         String::from_utf8_lossy(&ok.stderr)
     );
     assert!(stdout.contains("1 documents"), "{stdout}");
+    // Only warnings (this one document leaves the training split empty); no
+    // progress bar when stderr is not a terminal.
+    let stderr = String::from_utf8_lossy(&ok.stderr);
     assert!(
-        ok.stderr.is_empty(),
-        "no progress bar when stderr is not a terminal"
+        !stderr.contains('\r') && stderr.lines().all(|l| l.starts_with("warning:")),
+        "no progress bar when stderr is not a terminal: {stderr}"
     );
     let bad = run(&[
         "nope*.txt",
