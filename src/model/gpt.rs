@@ -40,19 +40,47 @@ pub struct Model {
     pub layout: ParamLayout,
 }
 
+/// A layer norm's output and the per-position statistics its backward needs.
+pub(super) struct NormActs {
+    /// `(N, C)`.
+    pub(super) out: Vec<f32>,
+    /// `(N)` each.
+    mean: Vec<f32>,
+    rstd: Vec<f32>,
+}
+
+impl NormActs {
+    fn new(n: usize, c: usize) -> Self {
+        NormActs {
+            out: vec![0.0; n * c],
+            mean: vec![0.0; n],
+            rstd: vec![0.0; n],
+        }
+    }
+
+    /// Normalise the first `n` rows of `inp: (N, C)`.
+    fn forward(&mut self, params: &[f32], p: &NormParams, inp: &[f32], n: usize, c: usize) {
+        norm_forward(
+            params,
+            p,
+            &mut self.out,
+            &mut self.mean[..n],
+            &mut self.rstd[..n],
+            inp,
+            c,
+        );
+    }
+}
+
 /// What one block's forward keeps for its backward.
 pub(super) struct BlockActs {
-    ln_1: Vec<f32>,
-    ln_1_mean: Vec<f32>,
-    ln_1_rstd: Vec<f32>,
+    ln_1: NormActs,
     pub(super) qkv: Vec<f32>,
     /// Attention's log-sum-exp per (batch row, head, query).
     att_lse: Vec<f32>,
     atty: Vec<f32>,
     res_attn: Vec<f32>,
-    ln_2: Vec<f32>,
-    ln_2_mean: Vec<f32>,
-    ln_2_rstd: Vec<f32>,
+    ln_2: NormActs,
     fc: Vec<f32>,
     fc_act: Vec<f32>,
     res_mlp: Vec<f32>,
@@ -62,16 +90,12 @@ impl BlockActs {
     fn new(cfg: &ModelConfig, b: usize, t: usize) -> Self {
         let (n, c) = (b * t, cfg.n_embd);
         BlockActs {
-            ln_1: vec![0.0; n * c],
-            ln_1_mean: vec![0.0; n],
-            ln_1_rstd: vec![0.0; n],
+            ln_1: NormActs::new(n, c),
             qkv: vec![0.0; n * 3 * c],
             att_lse: vec![0.0; b * cfg.n_head * t],
             atty: vec![0.0; n * c],
             res_attn: vec![0.0; n * c],
-            ln_2: vec![0.0; n * c],
-            ln_2_mean: vec![0.0; n],
-            ln_2_rstd: vec![0.0; n],
+            ln_2: NormActs::new(n, c),
             fc: vec![0.0; n * 4 * c],
             fc_act: vec![0.0; n * 4 * c],
             res_mlp: vec![0.0; n * c],
@@ -83,7 +107,7 @@ impl BlockActs {
     fn output(&self, norm: Norm) -> &[f32] {
         match norm {
             Norm::Pre => &self.res_mlp,
-            Norm::Post => &self.ln_2,
+            Norm::Post => &self.ln_2.out,
         }
     }
 }
@@ -94,9 +118,7 @@ pub struct Activations {
     pub block_size: usize,
     encoded: Vec<f32>,
     pub(super) blocks: Vec<BlockActs>,
-    ln_f: Vec<f32>,
-    ln_f_mean: Vec<f32>,
-    ln_f_rstd: Vec<f32>,
+    ln_f: NormActs,
     /// `(B, T, V)` logits after `forward`; their gradient after `backward`.
     pub logits: Vec<f32>,
     losses: Vec<f32>,
@@ -144,9 +166,7 @@ impl Model {
             blocks: (0..layers)
                 .map(|_| BlockActs::new(cfg, batch_size, block_size))
                 .collect(),
-            ln_f: buf(n * c),
-            ln_f_mean: buf(n),
-            ln_f_rstd: buf(n),
+            ln_f: NormActs::new(n, c),
             logits: buf(n * v),
             losses: buf(n),
             d_res: buf(n * c),
@@ -237,20 +257,12 @@ impl Model {
         }
         let last = acts.blocks[cfg.n_layer - 1].output(cfg.norm);
         let ln_f = lay.ln_f.as_ref().expect("a GPT has a final layer norm");
-        norm_forward(
-            params,
-            ln_f,
-            &mut acts.ln_f,
-            &mut acts.ln_f_mean[..n],
-            &mut acts.ln_f_rstd[..n],
-            last,
-            c,
-        );
+        acts.ln_f.forward(params, ln_f, last, n, c);
         let head = lay.lm_head_weight.as_ref().unwrap_or(&lay.wte);
         let bias = lay.lm_head_bias.as_ref().map(|r| &params[r.clone()]);
         linear::forward(
             &mut acts.logits,
-            &acts.ln_f,
+            &acts.ln_f.out,
             &params[head.clone()],
             bias,
             WeightLayout::OutIn,
@@ -278,17 +290,13 @@ impl Model {
         let site = 1 + 3 * l as u64;
         // Attention sub-layer.
         if cfg.norm == Norm::Pre {
-            norm_forward(
-                params,
-                &p.ln_1,
-                &mut a.ln_1,
-                &mut a.ln_1_mean[..n],
-                &mut a.ln_1_rstd[..n],
-                x,
-                c,
-            );
+            a.ln_1.forward(params, &p.ln_1, x, n, c);
         }
-        let attn_in: &[f32] = if cfg.norm == Norm::Pre { &a.ln_1 } else { x };
+        let attn_in: &[f32] = if cfg.norm == Norm::Pre {
+            &a.ln_1.out
+        } else {
+            x
+        };
         linear_forward(params, &p.c_attn, &mut a.qkv, attn_in, n, c, 3 * c);
         let dims = Dims {
             b,
@@ -313,31 +321,19 @@ impl Model {
         // Feed-forward sub-layer.
         let h: &[f32] = match cfg.norm {
             Norm::Pre => {
-                norm_forward(
-                    params,
-                    &p.ln_2,
-                    &mut a.ln_2,
-                    &mut a.ln_2_mean[..n],
-                    &mut a.ln_2_rstd[..n],
-                    &a.res_attn,
-                    c,
-                );
+                a.ln_2.forward(params, &p.ln_2, &a.res_attn, n, c);
                 &a.res_attn
             }
             Norm::Post => {
-                norm_forward(
-                    params,
-                    &p.ln_1,
-                    &mut a.ln_1,
-                    &mut a.ln_1_mean[..n],
-                    &mut a.ln_1_rstd[..n],
-                    &a.res_attn,
-                    c,
-                );
-                &a.ln_1
+                a.ln_1.forward(params, &p.ln_1, &a.res_attn, n, c);
+                &a.ln_1.out
             }
         };
-        let mlp_in: &[f32] = if cfg.norm == Norm::Pre { &a.ln_2 } else { h };
+        let mlp_in: &[f32] = if cfg.norm == Norm::Pre {
+            &a.ln_2.out
+        } else {
+            h
+        };
         linear_forward(params, &p.c_fc, &mut a.fc, mlp_in, n, c, 4 * c);
         activation::forward(
             &mut a.fc_act[..n * 4 * c],
@@ -351,15 +347,7 @@ impl Model {
             self.dropout(mode, site + 2),
         );
         if cfg.norm == Norm::Post {
-            norm_forward(
-                params,
-                &p.ln_2,
-                &mut a.ln_2,
-                &mut a.ln_2_mean[..n],
-                &mut a.ln_2_rstd[..n],
-                &a.res_mlp,
-                c,
-            );
+            a.ln_2.forward(params, &p.ln_2, &a.res_mlp, n, c);
         }
     }
 
@@ -419,7 +407,7 @@ impl Model {
             dhead,
             dbias,
             &acts.logits,
-            &acts.ln_f,
+            &acts.ln_f.out,
             head_w,
             WeightLayout::OutIn,
             n,
@@ -436,8 +424,8 @@ impl Model {
             &mut acts.d_res,
             &acts.d_ln,
             last,
-            &acts.ln_f_mean[..n],
-            &acts.ln_f_rstd[..n],
+            &acts.ln_f,
+            n,
             c,
         );
         // Blocks, last to first; d_res goes in as d(block output), comes out as d(block input).
@@ -552,7 +540,7 @@ impl Model {
         match cfg.norm {
             Norm::Pre => {
                 // d_res = d(res_mlp); the skip connection passes it on unchanged.
-                mlp_backward(grads, d_res, &a.ln_2, d_branch, d_fc, d_ln);
+                mlp_backward(grads, d_res, &a.ln_2.out, d_branch, d_fc, d_ln);
                 norm_backward(
                     params,
                     grads,
@@ -560,39 +548,21 @@ impl Model {
                     d_res,
                     d_ln,
                     &a.res_attn,
-                    &a.ln_2_mean[..n],
-                    &a.ln_2_rstd[..n],
+                    &a.ln_2,
+                    n,
                     c,
                 );
                 // d_res = d(res_attn), the skip again.
-                attn_backward(grads, d_res, &a.ln_1, d_branch, d_ln);
-                norm_backward(
-                    params,
-                    grads,
-                    &p.ln_1,
-                    d_res,
-                    d_ln,
-                    x,
-                    &a.ln_1_mean[..n],
-                    &a.ln_1_rstd[..n],
-                    c,
-                );
+                attn_backward(grads, d_res, &a.ln_1.out, d_branch, d_ln);
+                norm_backward(params, grads, &p.ln_1, d_res, d_ln, x, &a.ln_1, n, c);
             }
             Norm::Post => {
                 // d_res = d(ln_2 output).
                 d_sum.fill(0.0);
                 norm_backward(
-                    params,
-                    grads,
-                    &p.ln_2,
-                    d_sum,
-                    d_res,
-                    &a.res_mlp,
-                    &a.ln_2_mean[..n],
-                    &a.ln_2_rstd[..n],
-                    c,
+                    params, grads, &p.ln_2, d_sum, d_res, &a.res_mlp, &a.ln_2, n, c,
                 );
-                mlp_backward(grads, d_sum, &a.ln_1, d_branch, d_fc, d_ln);
+                mlp_backward(grads, d_sum, &a.ln_1.out, d_branch, d_fc, d_ln);
                 add(d_res, d_sum, d_ln); // d(ln_1 output): skip + branch
                 d_sum.fill(0.0);
                 norm_backward(
@@ -602,8 +572,8 @@ impl Model {
                     d_sum,
                     d_res,
                     &a.res_attn,
-                    &a.ln_1_mean[..n],
-                    &a.ln_1_rstd[..n],
+                    &a.ln_1,
+                    n,
                     c,
                 );
                 attn_backward(grads, d_sum, x, d_branch, d_ln);
@@ -651,10 +621,11 @@ fn norm_backward(
     dinp: &mut [f32],
     dout: &[f32],
     inp: &[f32],
-    mean: &[f32],
-    rstd: &[f32],
+    saved: &NormActs,
+    n: usize,
     c: usize,
 ) {
+    let (mean, rstd) = (&saved.mean[..n], &saved.rstd[..n]);
     let (dw, db) = split_pair(grads, &p.weight, p.bias.as_ref());
     layernorm::backward(
         dinp,
