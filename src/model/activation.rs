@@ -40,25 +40,28 @@ fn gelu_grad(x: f32) -> f32 {
 pub fn forward(out: &mut [f32], inp: &[f32], act: Activation) {
     out.par_chunks_mut(CHUNK)
         .zip(inp.par_chunks(CHUNK))
-        .for_each(|(o, x)| match act {
-            Activation::Gelu => o.iter_mut().zip(x).for_each(|(o, &x)| *o = gelu(x)),
-            Activation::Relu => o.iter_mut().zip(x).for_each(|(o, &x)| *o = x.max(0.0)),
-        });
+        .for_each(|(o, x)| forward_serial(o, x, act));
 }
 
-/// `d = d * act'(inp)`, in place: the gradient buffer arrives holding
-/// `dout` and leaves holding `dinp`.
+/// [`forward`] on the calling thread.
+pub fn forward_serial(out: &mut [f32], inp: &[f32], act: Activation) {
+    match act {
+        Activation::Gelu => out.iter_mut().zip(inp).for_each(|(o, &x)| *o = gelu(x)),
+        Activation::Relu => out.iter_mut().zip(inp).for_each(|(o, &x)| *o = x.max(0.0)),
+    }
+}
+
+/// `d = d * act'(inp)`, in place, on the calling thread: the gradient buffer
+/// arrives holding `dout` and leaves holding `dinp`.
 pub fn backward_inplace(d: &mut [f32], inp: &[f32], act: Activation) {
-    d.par_chunks_mut(CHUNK)
-        .zip(inp.par_chunks(CHUNK))
-        .for_each(|(d, x)| match act {
-            Activation::Gelu => d.iter_mut().zip(x).for_each(|(d, &x)| *d *= gelu_grad(x)),
-            Activation::Relu => d.iter_mut().zip(x).for_each(|(d, &x)| {
-                if x <= 0.0 {
-                    *d = 0.0
-                }
-            }),
-        });
+    match act {
+        Activation::Gelu => d.iter_mut().zip(inp).for_each(|(d, &x)| *d *= gelu_grad(x)),
+        Activation::Relu => d.iter_mut().zip(inp).for_each(|(d, &x)| {
+            if x <= 0.0 {
+                *d = 0.0
+            }
+        }),
+    }
 }
 
 #[cfg(test)]

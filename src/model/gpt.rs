@@ -18,7 +18,7 @@ use super::attention::{self, Dims};
 use super::config::{Arch, ModelConfig, Norm};
 use super::dropout::Dropout;
 use super::params::{BlockParams, LinearParams, NormParams, ParamLayout, split_pair};
-use super::{activation, embedding, layernorm, linear, loss};
+use super::{embedding, layernorm, linear, loss};
 use crate::error::Result;
 use crate::rng::mix64;
 use linear::WeightLayout;
@@ -334,10 +334,17 @@ impl Model {
         } else {
             h
         };
-        linear_forward(params, &p.c_fc, &mut a.fc, mlp_in, n, c, 4 * c);
-        activation::forward(
-            &mut a.fc_act[..n * 4 * c],
-            &a.fc[..n * 4 * c],
+        let fc_bias = p.c_fc.bias.as_ref().map(|r| &params[r.clone()]);
+        linear::forward_activated(
+            &mut a.fc,
+            &mut a.fc_act,
+            mlp_in,
+            &params[p.c_fc.weight.clone()],
+            fc_bias,
+            WeightLayout::InOut,
+            n,
+            c,
+            4 * c,
             cfg.activation,
         );
         linear_forward(params, &p.mlp_proj, &mut a.res_mlp, &a.fc_act, n, 4 * c, c);
@@ -480,18 +487,21 @@ impl Model {
             if let Some(d) = self.dropout(mode, site + 2) {
                 d.apply(d_branch);
             }
-            linear_backward(
-                params,
-                grads,
-                &p.mlp_proj,
+            let (dw, db) = split_pair(grads, &p.mlp_proj.weight, p.mlp_proj.bias.as_ref());
+            linear::backward_through_activation(
                 d_fc,
+                dw,
+                db,
                 d_branch,
                 &a.fc_act,
+                &a.fc,
+                cfg.activation,
+                &params[p.mlp_proj.weight.clone()],
+                WeightLayout::InOut,
                 n,
                 4 * c,
                 c,
             );
-            activation::backward_inplace(d_fc, &a.fc[..4 * nc], cfg.activation);
             linear_backward(params, grads, &p.c_fc, d_ln, d_fc, mlp_in, n, c, 4 * c);
         };
         // Through the attention branch, from `d_out` (gradient of `res_attn`) to `d_ln`.

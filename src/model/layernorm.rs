@@ -12,6 +12,7 @@
 //! ```
 //! Forward saves `mean` and `rstd` (one number each per position) for backward.
 
+use crate::backend::cpu::math::{sum_map, sum_map3};
 use rayon::prelude::*;
 
 pub const EPS: f32 = 1e-5;
@@ -32,8 +33,8 @@ pub fn forward(
         .zip(mean.par_iter_mut().zip(rstd.par_iter_mut()))
         .zip(inp[..n * c].par_chunks(c))
         .for_each(|((o, (m, r)), x)| {
-            let mu = x.iter().sum::<f32>() / c as f32;
-            let var = x.iter().map(|v| (v - mu) * (v - mu)).sum::<f32>() / c as f32;
+            let mu = sum_map(x, |v| v) / c as f32;
+            let var = sum_map(x, |v| (v - mu) * (v - mu)) / c as f32;
             let s = 1.0 / (var + EPS).sqrt();
             for i in 0..c {
                 let b = bias.map_or(0.0, |b| b[i]);
@@ -64,14 +65,8 @@ pub fn backward(
         .zip(inp[..n * c].par_chunks(c))
         .zip(mean.par_iter().zip(rstd.par_iter()))
         .for_each(|(((dx, dy), x), (&mu, &s))| {
-            let (mut mean_g, mut mean_gx) = (0.0f32, 0.0f32);
-            for i in 0..c {
-                let g = dy[i] * weight[i];
-                mean_g += g;
-                mean_gx += g * (x[i] - mu) * s;
-            }
-            mean_g /= c as f32;
-            mean_gx /= c as f32;
+            let mean_g = sum_map3(dy, weight, x, |d, w, _| d * w) / c as f32;
+            let mean_gx = sum_map3(dy, weight, x, |d, w, v| d * w * (v - mu) * s) / c as f32;
             for i in 0..c {
                 let xhat = (x[i] - mu) * s;
                 dx[i] += s * (dy[i] * weight[i] - mean_g - xhat * mean_gx);

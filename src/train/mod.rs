@@ -230,6 +230,10 @@ impl<'a> Trainer<'a> {
 
     /// One optimizer update (with gradient accumulation); returns the mean loss.
     fn step(&mut self, step: u64) -> Result<f32> {
+        crate::backend::cpu::on_pool(|| self.step_on_pool(step))
+    }
+
+    fn step_on_pool(&mut self, step: u64) -> Result<f32> {
         let cfg = &self.config;
         let (b, t, accum) = (cfg.batch_size, cfg.block_size, cfg.grad_accum);
         self.grads.fill(0.0);
@@ -269,6 +273,10 @@ impl<'a> Trainer<'a> {
 
     /// Mean loss over `eval_iters` batches of one split, dropout off.
     fn evaluate(&mut self, val: bool, step: u64) -> Result<f32> {
+        crate::backend::cpu::on_pool(|| self.evaluate_on_pool(val, step))
+    }
+
+    fn evaluate_on_pool(&mut self, val: bool, step: u64) -> Result<f32> {
         let (b, t) = (self.config.batch_size, self.config.block_size);
         let (sampler, stream) = if val {
             (&self.val, STREAM_EVAL_VAL)

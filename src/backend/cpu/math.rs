@@ -57,6 +57,34 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     sum
 }
 
+/// `sum_i f(x[i])`, in eight interleaved partial sums like [`dot`].
+#[inline(always)]
+pub fn sum_map(x: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    sum_map3(x, x, x, |v, _, _| f(v))
+}
+
+/// `sum_i f(a[i], b[i], c[i])` over the shortest of the three, in eight
+/// interleaved partial sums (a fixed order, so results are deterministic).
+#[inline(always)]
+pub fn sum_map3(a: &[f32], b: &[f32], c: &[f32], f: impl Fn(f32, f32, f32) -> f32) -> f32 {
+    let n = a.len().min(b.len()).min(c.len());
+    let (a, b, c) = (&a[..n], &b[..n], &c[..n]);
+    let mut lanes = [0.0f32; 8];
+    let (a8, b8, c8) = (a.chunks_exact(8), b.chunks_exact(8), c.chunks_exact(8));
+    let tail = n - a8.remainder().len();
+    for ((x, y), z) in a8.zip(b8).zip(c8) {
+        for k in 0..8 {
+            lanes[k] += f(x[k], y[k], z[k]);
+        }
+    }
+    let mut sum = ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5]))
+        + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]));
+    for i in tail..n {
+        sum += f(a[i], b[i], c[i]);
+    }
+    sum
+}
+
 /// `y += alpha * x`.
 #[inline(always)]
 pub fn axpy(y: &mut [f32], alpha: f32, x: &[f32]) {
@@ -80,6 +108,18 @@ mod tests {
         assert!(worst < 2e-7, "worst relative error {worst}");
         assert!(exp(f32::NEG_INFINITY) < 1e-37 && exp(-1000.0) >= 0.0);
         assert!(exp(100.0).is_finite());
+    }
+
+    #[test]
+    fn lane_sums_match_naive() {
+        let a: Vec<f32> = (0..37).map(|i| (i as f32 * 0.37).sin()).collect();
+        let b: Vec<f32> = (0..37).map(|i| (i as f32 * 0.11).cos()).collect();
+        let naive: f64 = a.iter().map(|&x| (x as f64 - 0.5).powi(2)).sum();
+        assert!((sum_map(&a, |x| (x - 0.5) * (x - 0.5)) as f64 - naive).abs() < 1e-5);
+        let naive: f64 = (0..37)
+            .map(|i| a[i] as f64 * b[i] as f64 * a[i] as f64)
+            .sum();
+        assert!((sum_map3(&a, &b, &a, |x, y, z| x * y * z) as f64 - naive).abs() < 1e-5);
     }
 
     #[test]

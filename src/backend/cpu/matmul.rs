@@ -64,7 +64,7 @@ impl<'a> MatRef<'a> {
     }
 
     /// Rows `start..start + count` of this view.
-    fn rows(self, start: usize, count: usize) -> Self {
+    pub fn rows(self, start: usize, count: usize) -> Self {
         MatRef {
             data: &self.data[start * self.row_stride..],
             rows: count,
@@ -100,7 +100,7 @@ pub fn matmul(dst: &mut [f32], lhs: MatRef, rhs: MatRef, mode: Accumulate) {
         return matmul_into(dst, n, lhs, rhs, mode, 1.0, true);
     }
     // One block of output rows per thread, each a single-threaded product.
-    let rows_per = m.div_ceil(threads);
+    let rows_per = rows_per_thread(m);
     dst[..m * n]
         .par_chunks_mut(rows_per * n)
         .enumerate()
@@ -109,6 +109,13 @@ pub fn matmul(dst: &mut [f32], lhs: MatRef, rhs: MatRef, mode: Accumulate) {
             let count = block.len() / n;
             matmul_into(block, n, lhs.rows(start, count), rhs, mode, 1.0, false);
         });
+}
+
+/// How [`matmul`] splits `m` output rows: one block per thread. Kernels that
+/// finish the rows of a product (an activation, say) split the same way, so
+/// each thread works on rows that are still in its cache.
+pub fn rows_per_thread(m: usize) -> usize {
+    m.div_ceil(rayon::current_num_threads()).max(1)
 }
 
 /// `dst (1, n) = [dst +] x (1, k) @ rhs (k, n)`: one token's worth of work,

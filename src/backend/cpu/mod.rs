@@ -6,6 +6,16 @@ pub mod matmul;
 
 use crate::error::{Error, Result};
 
+/// Run `work` on a thread of the global pool and wait for it.
+///
+/// A parallel loop started by a pool thread hands half its work straight to
+/// the other workers; started from outside the pool, every loop is queued and
+/// its caller sleeps until it finishes, two thread wake-ups per loop. A
+/// training step runs hundreds of loops, so it runs here, on the pool.
+pub fn on_pool<R: Send>(work: impl FnOnce() -> R + Send) -> R {
+    rayon::scope(|_| work())
+}
+
 /// Start the global thread pool with `threads` workers (`None`: one per core).
 /// Results are deterministic for a given thread count. Returns the count in use.
 pub fn init_threads(threads: Option<usize>) -> Result<usize> {
