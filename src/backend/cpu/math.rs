@@ -24,16 +24,41 @@ const LN2_LO: f32 = -2.121_944_4e-4;
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
     let x = x.clamp(-87.3, 88.3);
-    let n = (x * LOG2_E + 0.5).floor();
-    let r = x - n * LN2_HI - n * LN2_LO;
+    let n = mul_add(x, LOG2_E, 0.5).floor();
+    let r = mul_add(n, -LN2_LO, mul_add(n, -LN2_HI, x));
     let p = 1.987_569_1e-4;
-    let p = p * r + 1.398_199_9e-3;
-    let p = p * r + 8.333_452e-3;
-    let p = p * r + 4.166_579_6e-2;
-    let p = p * r + 1.666_666_5e-1;
-    let p = p * r + 5.000_000_1e-1;
-    let er = p * r * r + r + 1.0;
-    er * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    let p = mul_add(p, r, 1.398_199_9e-3);
+    let p = mul_add(p, r, 8.333_452e-3);
+    let p = mul_add(p, r, 4.166_579_6e-2);
+    let p = mul_add(p, r, 1.666_666_5e-1);
+    let p = mul_add(p, r, 0.5);
+    let er = mul_add(p * r, r, r) + 1.0;
+    er * pow2(n)
+}
+
+/// `a * b + c`: one fused instruction where the CPU has FMA (this crate builds
+/// for the host CPU, see `.cargo/config.toml`), plain arithmetic otherwise
+/// (`f32::mul_add` without FMA hardware is a slow library call).
+#[inline(always)]
+pub fn mul_add(a: f32, b: f32, c: f32) -> f32 {
+    #[cfg(target_feature = "fma")]
+    {
+        a.mul_add(b, c)
+    }
+    #[cfg(not(target_feature = "fma"))]
+    {
+        a * b + c
+    }
+}
+
+/// `2^n` for a whole number `n` in `[-126, 127]`, built in the exponent bits.
+/// Adding `1.5 * 2^23` leaves `n` in the low mantissa bits of `n + 1.5 * 2^23`,
+/// so no float-to-int conversion is needed: Rust's saturating `as i32` would
+/// keep the loops that call [`exp`] from vectorising.
+#[inline(always)]
+fn pow2(n: f32) -> f32 {
+    const SHIFTER: f32 = 12_582_912.0; // 1.5 * 2^23
+    f32::from_bits((n + SHIFTER).to_bits().wrapping_add(127) << 23)
 }
 
 /// `sum_i a[i] * b[i]` over the shorter of the two.
