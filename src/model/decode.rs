@@ -43,10 +43,12 @@ impl Model {
     pub fn kv_cache(&self) -> KvCache {
         let cfg = &self.config;
         let c = cfg.n_embd;
-        let cache = vec![0.0; cfg.n_layer * cfg.block_size * c];
+        let size = cfg.n_layer * cfg.block_size * c;
         KvCache {
-            k: cache.clone(),
-            v: cache,
+            // Two fresh zeroed allocations: the OS maps pages as decoding reaches
+            // them (a clone would copy, and touch, the whole cache up front).
+            k: vec![0.0; size],
+            v: vec![0.0; size],
             len: 0,
             logits: vec![0.0; cfg.vocab_size],
             x: vec![0.0; c],

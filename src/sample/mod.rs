@@ -10,6 +10,7 @@
 //! tokens the window slides, every position changes, and each token runs the
 //! full forward on the last `block_size` tokens (as nanoGPT does).
 
+use crate::backend::cpu::on_pool;
 use crate::error::{Error, Result};
 use crate::model::{Arch, Mode, Model};
 use crate::rng::Rng;
@@ -102,7 +103,7 @@ pub fn generate(
         let start = tokens.len().saturating_sub(block);
         let context = &tokens[start..];
         let t = context.len();
-        match cache.as_mut().filter(|_| start == 0) {
+        on_pool(|| match cache.as_mut().filter(|_| start == 0) {
             Some(cache) if cache.len > 0 && cache.len == t - 1 => {
                 model.decode_step(params, cache, context[t - 1]);
                 row.copy_from_slice(&cache.logits);
@@ -115,7 +116,7 @@ pub fn generate(
                 model.forward(params, &mut acts, context, 1, t, Mode::Eval);
                 row.copy_from_slice(&acts.logits[(t - 1) * v..t * v]);
             }
-        }
+        });
         let next = choose(&mut row, opts, &mut rng);
         tokens.push(next);
         emit(next)?;
@@ -155,7 +156,7 @@ pub fn bench(
     let t0 = std::time::Instant::now();
     for _ in 0..new_tokens {
         let t = tokens.len();
-        model.forward(params, &mut acts, &tokens, 1, t, Mode::Eval);
+        on_pool(|| model.forward(params, &mut acts, &tokens, 1, t, Mode::Eval));
         let mut row = acts.logits[(t - 1) * v as usize..t * v as usize].to_vec();
         tokens.push(choose(&mut row, &opts, &mut Rng::new(0, SAMPLE_STREAM)));
     }

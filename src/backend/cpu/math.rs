@@ -113,8 +113,8 @@ pub fn sum_map3(a: &[f32], b: &[f32], c: &[f32], f: impl Fn(f32, f32, f32) -> f3
 /// `y += alpha * x`.
 #[inline(always)]
 pub fn axpy(y: &mut [f32], alpha: f32, x: &[f32]) {
-    for (y, x) in y.iter_mut().zip(x) {
-        *y += alpha * x;
+    for (y, &x) in y.iter_mut().zip(x) {
+        *y = mul_add(alpha, x, *y);
     }
 }
 

@@ -96,7 +96,7 @@ pub fn matmul(dst: &mut [f32], lhs: MatRef, rhs: MatRef, mode: Accumulate) {
     if m == 1 {
         return vector_matmul(dst, lhs, rhs, mode);
     }
-    if m < 2 * threads {
+    if m < 64 {
         return matmul_into(dst, n, lhs, rhs, mode, 1.0, true);
     }
     // One block of output rows per thread, each a single-threaded product.
@@ -119,37 +119,75 @@ pub fn rows_per_thread(m: usize) -> usize {
 }
 
 /// `dst (1, n) = [dst +] x (1, k) @ rhs (k, n)`: one token's worth of work,
-/// bound by reading the weights. Each weight is read once, in memory order:
-/// as dot products with rows of `rhs^T` when those are contiguous (the LM
-/// head, `x @ wte^T`), otherwise as `x[p] * rhs[p, :]` row updates. Output
-/// columns are split across threads.
+/// bound by reading the weights, so each thread streams one contiguous block
+/// of them:
+/// - rows of `rhs^T` contiguous (the LM head, `x @ wte^T`): a dot product per
+///   output, output columns split across threads;
+/// - rows of `rhs` contiguous (`(IN, OUT)` weights): rows split across
+///   threads, each adding `x[p] * rhs[p, :]` into its own partial sum, and the
+///   partials added in thread order.
 fn vector_matmul(dst: &mut [f32], x: MatRef, rhs: MatRef, mode: Accumulate) {
-    use super::math::{axpy, dot};
+    use super::math::dot;
     let (k, n) = (x.cols, rhs.cols);
-    if x.col_stride != 1 || (rhs.row_stride != 1 && rhs.col_stride != 1) {
-        return matmul_into(dst, n, x, rhs, mode, 1.0, false);
-    }
-    let x = &x.data[..k];
-    let cols_per = n.div_ceil(rayon::current_num_threads()).max(256);
-    dst[..n]
-        .par_chunks_mut(cols_per)
-        .enumerate()
-        .for_each(|(block, out)| {
-            let j0 = block * cols_per;
-            if mode == Accumulate::Overwrite {
-                out.fill(0.0);
-            }
-            if rhs.row_stride == 1 {
-                // Column j of rhs is contiguous: a dot product per output.
+    let x_data = &x.data[..k];
+    if x.col_stride == 1 && rhs.row_stride == 1 {
+        let cols_per = n.div_ceil(rayon::current_num_threads()).max(256);
+        dst[..n]
+            .par_chunks_mut(cols_per)
+            .enumerate()
+            .for_each(|(block, out)| {
+                let j0 = block * cols_per;
                 for (j, o) in out.iter_mut().enumerate() {
-                    *o += dot(x, &rhs.data[(j0 + j) * rhs.col_stride..][..k]);
+                    let d = dot(x_data, &rhs.data[(j0 + j) * rhs.col_stride..][..k]);
+                    *o = if mode == Accumulate::Add { *o + d } else { d };
                 }
-            } else {
-                for (p, &xp) in x.iter().enumerate() {
-                    axpy(out, xp, &rhs.data[p * rhs.row_stride + j0..][..out.len()]);
-                }
+            });
+    } else if x.col_stride == 1 && rhs.col_stride == 1 {
+        PARTIAL_SUMS.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut partials) => split_rows_matvec(dst, x_data, rhs, mode, &mut partials),
+            // Re-entered on this thread (a nested product): use a fresh buffer.
+            Err(_) => split_rows_matvec(dst, x_data, rhs, mode, &mut Vec::new()),
+        });
+    } else {
+        matmul_into(dst, n, x, rhs, mode, 1.0, false);
+    }
+}
+
+thread_local! {
+    /// [`vector_matmul`]'s per-thread partial sums, kept between calls so
+    /// decoding allocates only on its first token.
+    static PARTIAL_SUMS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn split_rows_matvec(
+    dst: &mut [f32],
+    x: &[f32],
+    rhs: MatRef,
+    mode: Accumulate,
+    partials: &mut Vec<f32>,
+) {
+    use super::math::axpy;
+    let (k, n) = (x.len(), rhs.cols);
+    let rows_per = k.div_ceil(rayon::current_num_threads()).max(64);
+    let parts = k.div_ceil(rows_per);
+    partials.resize(parts * n, 0.0);
+    partials
+        .par_chunks_mut(n)
+        .enumerate()
+        .for_each(|(part, sum)| {
+            sum.fill(0.0);
+            let p0 = part * rows_per;
+            for (p, &xp) in x.iter().enumerate().skip(p0).take(rows_per) {
+                axpy(sum, xp, &rhs.data[p * rhs.row_stride..][..n]);
             }
         });
+    let dst = &mut dst[..n];
+    if mode == Accumulate::Overwrite {
+        dst.fill(0.0);
+    }
+    for sum in partials.chunks_exact(n) {
+        dst.iter_mut().zip(sum).for_each(|(d, s)| *d += s);
+    }
 }
 
 /// `dst = [dst +] scale * lhs @ rhs`, where row `i` of `dst` starts at
@@ -236,21 +274,28 @@ mod tests {
         (0..n).map(|_| rng.next_f32() * 2.0 - 1.0).collect()
     }
 
+    /// Both decoding paths (dot products with `W^T` rows; row-split partial
+    /// sums over `(IN, OUT)` rows), overwriting and accumulating.
     #[test]
     fn vector_times_matrix_matches_naive() {
         let (k, n) = (300, 1001);
         let x = random(k, 8);
         let w = random(n * k, 9);
-        let (mut fast, mut slow) = (vec![0.0; n], vec![0.0; n]);
-        let (lhs, rhs) = (MatRef::new(&x, 1, k), MatRef::new(&w, n, k).t());
-        matmul(&mut fast, lhs, rhs, Accumulate::Overwrite);
-        matmul_naive(&mut slow, lhs, rhs, Accumulate::Overwrite);
-        let worst = fast
-            .iter()
-            .zip(&slow)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0, f32::max);
-        assert!(worst < 1e-4, "max diff {worst}");
+        let start = random(n, 10);
+        let lhs = MatRef::new(&x, 1, k);
+        for rhs in [MatRef::new(&w, n, k).t(), MatRef::new(&w, k, n)] {
+            for mode in [Accumulate::Overwrite, Accumulate::Add] {
+                let (mut fast, mut slow) = (start.clone(), start.clone());
+                matmul(&mut fast, lhs, rhs, mode);
+                matmul_naive(&mut slow, lhs, rhs, mode);
+                let worst = fast
+                    .iter()
+                    .zip(&slow)
+                    .map(|(x, y)| (x - y).abs())
+                    .fold(0.0, f32::max);
+                assert!(worst < 1e-4, "{mode:?}: max diff {worst}");
+            }
+        }
     }
 
     #[test]
