@@ -53,14 +53,22 @@ def main():
     p.add_argument("--lmforge", default=os.path.join(ROOT, "target", "release", "lmforge"))
     a = p.parse_args()
     torch_runs, ours = [], []
-    for _ in range(a.rounds):
-        torch_runs.append(torch_tokens_per_sec(a))
-        ours.append(lmforge_tokens_per_sec(a))
+    for i in range(a.rounds):
+        # Alternate which side goes first: shared machines drift within seconds.
+        if i % 2 == 0:
+            torch_runs.append(torch_tokens_per_sec(a))
+            ours.append(lmforge_tokens_per_sec(a))
+        else:
+            ours.append(lmforge_tokens_per_sec(a))
+            torch_runs.append(torch_tokens_per_sec(a))
     t, o = statistics.median(torch_runs), statistics.median(ours)
+    round_ratios = [x / y for x, y in zip(ours, torch_runs)]
     print(f"gpt2 124M shape, prompt {a.prompt_tokens} + {a.new_tokens} new tokens, greedy, {a.threads} threads")
     print(f"transformers generate tokens/s: {t:.1f}")
     print(f"lmforge sample tokens/s: {o:.1f}")
     print(f"speed ratio lmforge/transformers: {o / t:.2f}x")
+    print("per-round speed ratios: " + ", ".join(f"{r:.2f}" for r in round_ratios)
+          + f" (median {statistics.median(round_ratios):.2f}x)")
 
 
 if __name__ == "__main__":

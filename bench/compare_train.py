@@ -7,7 +7,9 @@ alternating, so both see the same machine load).
     python3 bench/compare_train.py --preset gpt2 --block 64 --batch 4 --threads 2 --steps 6
     python3 bench/compare_train.py --preset char-cpu --threads 1
 
-Prints each side's median tokens/s, step time and peak RSS, and the ratios.
+Prints each side's median tokens/s, step time and peak RSS, the ratios, and the
+speed ratio of each round (the two sides of a round run back to back, so a
+round's ratio is the least disturbed by load from elsewhere on the machine).
 The PyTorch side is bench/torch_train.py (nanoGPT-style model from tools/).
 """
 
@@ -63,13 +65,20 @@ def main():
                 "--block", str(shape["block"]), "--batch", str(shape["batch"]), "--grad-accum", "1",
                 "--threads", str(a.threads), "--steps", str(a.steps), "--warmup-steps", str(a.warmup_steps)]
     torch_runs, ours_runs = [], []
-    for _ in range(a.rounds):
-        torch_runs.append(run(torch_cmd))
-        ours_runs.append(run(ours_cmd))
+    for i in range(a.rounds):
+        # Alternate which side goes first: shared machines drift within seconds.
+        if i % 2 == 0:
+            torch_runs.append(run(torch_cmd))
+            ours_runs.append(run(ours_cmd))
+        else:
+            ours_runs.append(run(ours_cmd))
+            torch_runs.append(run(torch_cmd))
     def summary(runs, side):
         return {k: statistics.median(number(r, f"{side} {k}") for r in runs)
                 for k in ("tokens/s", "step ms", "peak RSS MiB")}
     t, o = summary(torch_runs, "torch"), summary(ours_runs, "lmforge")
+    round_ratios = [number(ours, "lmforge tokens/s") / number(theirs, "torch tokens/s")
+                    for ours, theirs in zip(ours_runs, torch_runs)]
     print(f"{a.preset}: n_layer {shape['n_layer']}, n_embd {shape['n_embd']}, block {shape['block']}, "
           f"batch {shape['batch']}, vocab {shape['vocab']}, {a.threads} threads, {a.rounds} rounds")
     print(f"{'':10}{'tokens/s':>12}{'step ms':>12}{'peak RSS MiB':>14}")
@@ -77,6 +86,8 @@ def main():
     print(f"{'lmforge':10}{o['tokens/s']:12.0f}{o['step ms']:12.1f}{o['peak RSS MiB']:14.0f}")
     print(f"speed ratio lmforge/pytorch: {o['tokens/s'] / t['tokens/s']:.2f}x; "
           f"memory ratio: {o['peak RSS MiB'] / t['peak RSS MiB']:.2f}x")
+    print("per-round speed ratios: " + ", ".join(f"{r:.2f}" for r in round_ratios)
+          + f" (median {statistics.median(round_ratios):.2f}x)")
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@
 //! loop, but in matrix-product form it is still several times faster.
 
 use super::dropout::Dropout;
-use crate::backend::cpu::math::exp;
+use crate::backend::cpu::math::{exp, max, sum_map, sum_map3};
 use crate::backend::cpu::matmul::{Accumulate, MatRef, matmul_into};
 use rayon::prelude::*;
 
@@ -48,12 +48,9 @@ impl Dims {
 /// may see); the rest are set to 0. Returns the log-sum-exp of those scores.
 fn causal_softmax(row: &mut [f32], t1: usize) -> f32 {
     let (seen, masked) = row.split_at_mut(t1 + 1);
-    let max = seen.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0.0;
-    for p in seen.iter_mut() {
-        *p = exp(*p - max);
-        sum += *p;
-    }
+    let max = max(seen);
+    seen.iter_mut().for_each(|p| *p = exp(*p - max));
+    let sum = sum_map(seen, |p| p);
     let inv = 1.0 / sum;
     seen.iter_mut().for_each(|p| *p *= inv);
     masked.fill(0.0);
@@ -184,7 +181,7 @@ pub fn backward(
                             *g *= drop.factor(first_index + t1 * t + t2);
                         }
                     }
-                    let weighted: f32 = ds[..=t1].iter().zip(&p[..=t1]).map(|(g, p)| g * p).sum();
+                    let weighted = sum_map3(&ds[..=t1], &p[..=t1], p, |g, p, _| g * p);
                     for (g, p) in ds[..=t1].iter_mut().zip(&p[..=t1]) {
                         *g = p * (*g - weighted);
                     }

@@ -75,16 +75,21 @@ pub fn backward(
     // Parameter gradients reduce over positions: split by channel instead, so
     // each sum runs in a fixed order whatever the thread count.
     const CHANNELS: usize = 16;
-    let column_sums = |c0: usize, dw: &mut [f32], mut db: Option<&mut [f32]>| {
+    let column_sums = |c0: usize, dw: &mut [f32], db: Option<&mut [f32]>| {
+        let width = dw.len();
+        let (mut sum_w, mut sum_b) = ([0.0f32; CHANNELS], [0.0f32; CHANNELS]);
         for row in 0..n {
             let (mu, s) = (mean[row], rstd[row]);
-            for j in 0..dw.len() {
-                let i = row * c + c0 + j;
-                dw[j] += dout[i] * (inp[i] - mu) * s;
-                if let Some(db) = db.as_deref_mut() {
-                    db[j] += dout[i];
-                }
+            let dy = &dout[row * c + c0..][..width];
+            let x = &inp[row * c + c0..][..width];
+            for j in 0..width {
+                sum_w[j] += dy[j] * (x[j] - mu) * s;
+                sum_b[j] += dy[j];
             }
+        }
+        dw.iter_mut().zip(&sum_w).for_each(|(d, s)| *d += s);
+        if let Some(db) = db {
+            db.iter_mut().zip(&sum_b).for_each(|(d, s)| *d += s);
         }
     };
     match dbias {

@@ -110,6 +110,20 @@ pub fn sum_map3(a: &[f32], b: &[f32], c: &[f32], f: impl Fn(f32, f32, f32) -> f3
     sum
 }
 
+/// The largest element (`-inf` for an empty slice), in eight lanes like [`dot`].
+#[inline(always)]
+pub fn max(x: &[f32]) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; 8];
+    let chunks = x.chunks_exact(8);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for k in 0..8 {
+            lanes[k] = if c[k] > lanes[k] { c[k] } else { lanes[k] };
+        }
+    }
+    tail.iter().chain(&lanes).fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m })
+}
+
 /// `y += alpha * x`.
 #[inline(always)]
 pub fn axpy(y: &mut [f32], alpha: f32, x: &[f32]) {
@@ -145,6 +159,18 @@ mod tests {
             .map(|i| a[i] as f64 * b[i] as f64 * a[i] as f64)
             .sum();
         assert!((sum_map3(&a, &b, &a, |x, y, z| x * y * z) as f64 - naive).abs() < 1e-5);
+    }
+
+    #[test]
+    fn max_finds_the_largest_anywhere() {
+        for n in [1, 7, 8, 9, 37] {
+            for at in 0..n {
+                let mut x: Vec<f32> = (0..n).map(|i| -(i as f32)).collect();
+                x[at] = 5.0;
+                assert_eq!(max(&x), 5.0, "n {n}, at {at}");
+            }
+        }
+        assert_eq!(max(&[]), f32::NEG_INFINITY);
     }
 
     #[test]
