@@ -121,7 +121,9 @@ pub fn max(x: &[f32]) -> f32 {
             lanes[k] = if c[k] > lanes[k] { c[k] } else { lanes[k] };
         }
     }
-    tail.iter().chain(&lanes).fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m })
+    tail.iter()
+        .chain(&lanes)
+        .fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m })
 }
 
 /// `y += alpha * x`.
