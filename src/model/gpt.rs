@@ -483,10 +483,7 @@ impl Model {
                             d_branch: &mut [f32],
                             d_fc: &mut [f32],
                             d_ln: &mut [f32]| {
-            d_branch.copy_from_slice(d_out);
-            if let Some(d) = self.dropout(mode, site + 2) {
-                d.apply(d_branch);
-            }
+            let d_branch = through_dropout(d_out, d_branch, self.dropout(mode, site + 2));
             let (dw, db) = split_pair(grads, &p.mlp_proj.weight, p.mlp_proj.bias.as_ref());
             linear::backward_through_activation(
                 d_fc,
@@ -519,10 +516,7 @@ impl Model {
                                  attn_in: &[f32],
                                  d_branch: &mut [f32],
                                  d_ln: &mut [f32]| {
-            d_branch.copy_from_slice(d_out);
-            if let Some(d) = self.dropout(mode, site + 1) {
-                d.apply(d_branch);
-            }
+            let d_branch = through_dropout(d_out, d_branch, self.dropout(mode, site + 1));
             linear_backward(
                 params,
                 grads,
@@ -597,6 +591,23 @@ impl Model {
 fn add(out: &mut [f32], a: &[f32], b: &[f32]) {
     for ((o, x), y) in out.iter_mut().zip(a).zip(b) {
         *o = x + y;
+    }
+}
+
+/// The gradient of a residual branch's output before its dropout: `d_out`
+/// itself when there is no dropout, else its masked copy in `scratch`.
+fn through_dropout<'a>(
+    d_out: &'a [f32],
+    scratch: &'a mut [f32],
+    dropout: Option<Dropout>,
+) -> &'a [f32] {
+    match dropout {
+        None => d_out,
+        Some(d) => {
+            scratch.copy_from_slice(d_out);
+            d.apply(scratch);
+            scratch
+        }
     }
 }
 

@@ -103,12 +103,13 @@ impl AdamW {
                     let part = lo - start..hi - start;
                     let (p, g) = (&mut p[part.clone()], &g[part.clone()]);
                     let (m, v) = (&mut m[part.clone()], &mut v[part]);
-                    for i in 0..p.len() {
-                        let g = g[i] * scale;
-                        m[i] = beta1 * m[i] + (1.0 - beta1) * g;
-                        v[i] = beta2 * v[i] + (1.0 - beta2) * g * g;
-                        let denom = v[i].sqrt() / bias2_sqrt + eps;
-                        p[i] -= decay * p[i] + lr * (m[i] / bias1) / denom;
+                    // Zipped iterators, not indices: no bounds checks, so the loop vectorises.
+                    for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m).zip(v) {
+                        let g = g * scale;
+                        *m = beta1 * *m + (1.0 - beta1) * g;
+                        *v = beta2 * *v + (1.0 - beta2) * g * g;
+                        let denom = v.sqrt() / bias2_sqrt + eps;
+                        *p -= decay * *p + lr * (*m / bias1) / denom;
                     }
                 }
             });

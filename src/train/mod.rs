@@ -23,6 +23,7 @@ use crate::optim::AdamW;
 use crate::rng::mix64;
 use crate::tokenizer::{self, CharTokenizer, Tokenizer};
 pub use config::{TrainConfig, TrainOverrides};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -236,7 +237,9 @@ impl<'a> Trainer<'a> {
     fn step_on_pool(&mut self, step: u64) -> Result<f32> {
         let cfg = &self.config;
         let (b, t, accum) = (cfg.batch_size, cfg.block_size, cfg.grad_accum);
-        self.grads.fill(0.0);
+        self.grads
+            .par_chunks_mut(1 << 16)
+            .for_each(|chunk| chunk.fill(0.0));
         let dloss = 1.0 / (b * t * accum) as f32;
         let mut loss = 0.0;
         for micro in 0..accum {
