@@ -133,9 +133,9 @@ impl Model {
                 let q = &qkv[head * hs..(head + 1) * hs];
                 let key = |t2: usize| &k[layer + t2 * c + head * hs..][..hs];
                 let mut max = f32::NEG_INFINITY;
-                for t2 in 0..=pos {
-                    scores[t2] = dot(q, key(t2)) * scale;
-                    max = max.max(scores[t2]);
+                for (t2, score) in scores[..=pos].iter_mut().enumerate() {
+                    *score = dot(q, key(t2)) * scale;
+                    max = max.max(*score);
                 }
                 let mut sum = 0.0;
                 for s in &mut scores[..=pos] {
