@@ -103,6 +103,12 @@ fn train_then_sample() {
     ] {
         assert!(out.join(file).exists(), "{file} missing");
     }
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    assert!(
+        config["eos_token_id"].is_null() && config["bos_token_id"].is_null(),
+        "a character vocabulary has no end-of-text token, so transformers must not assume one"
+    );
     let (train, val) = losses(&out);
     assert_eq!(
         train.iter().map(|s| s.0).collect::<Vec<_>>(),
@@ -515,6 +521,8 @@ fn gpt2_tokenizer_trains_samples_and_is_kept_on_resume() {
     let config: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
     assert_eq!(config["vocab_size"], 50257);
+    assert_eq!(config["eos_token_id"], 50256);
+    assert_eq!(config["bos_token_id"], 50256);
     let sample = run(&[
         "sample",
         out.to_str().unwrap(),

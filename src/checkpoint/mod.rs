@@ -126,7 +126,10 @@ fn absent_biases(cfg: &ModelConfig) -> Vec<(String, usize)> {
 }
 
 /// A `transformers`-style GPT-2 config with the exact lmforge config inside.
-fn hf_config(cfg: &ModelConfig) -> serde_json::Value {
+/// `eot_token` is the tokenizer's end-of-text id (GPT-2's 50256), used as
+/// `bos_token_id` and `eos_token_id`; `null` for a vocabulary without one
+/// (characters), where `transformers` would otherwise assume 50256.
+fn hf_config(cfg: &ModelConfig, eot_token: Option<u32>) -> serde_json::Value {
     serde_json::json!({
         "model_type": "gpt2",
         "architectures": ["GPT2LMHeadModel"],
@@ -144,6 +147,8 @@ fn hf_config(cfg: &ModelConfig) -> serde_json::Value {
         "layer_norm_epsilon": crate::model::layernorm::EPS,
         "initializer_range": 0.02,
         "tie_word_embeddings": cfg.tie_embeddings,
+        "bos_token_id": eot_token,
+        "eos_token_id": eot_token,
         "lmforge": cfg,
     })
 }
@@ -195,8 +200,9 @@ fn model_config_from_json(json: &serde_json::Value, path: &Path) -> Result<Model
     })
 }
 
-/// Write `model.safetensors` and `config.json` into `dir`.
-pub fn save_model(dir: &Path, model: &Model, params: &[f32]) -> Result<()> {
+/// Write `model.safetensors` and `config.json` into `dir`; `eot_token` is
+/// the tokenizer's end-of-text id, if it has one.
+pub fn save_model(dir: &Path, model: &Model, params: &[f32], eot_token: Option<u32>) -> Result<()> {
     let mut tensors: Vec<(String, Vec<u8>, Vec<usize>)> = model
         .layout
         .tensors
@@ -214,7 +220,8 @@ pub fn save_model(dir: &Path, model: &Model, params: &[f32]) -> Result<()> {
     }
     let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
     serialize(tensors, metadata, &dir.join(MODEL_FILE))?;
-    let json = serde_json::to_vec_pretty(&hf_config(&model.config)).expect("config serialises");
+    let json =
+        serde_json::to_vec_pretty(&hf_config(&model.config, eot_token)).expect("config serialises");
     write_atomic_bytes(&dir.join(CONFIG_FILE), &json)
 }
 
@@ -338,7 +345,7 @@ mod tests {
             let params: Vec<f32> = (0..model.num_params())
                 .map(|i| i as f32 * 0.25 - 3.0)
                 .collect();
-            save_model(dir.path(), &model, &params).unwrap();
+            save_model(dir.path(), &model, &params, None).unwrap();
             let (loaded, loaded_params) = load_model(dir.path()).unwrap();
             assert_eq!(loaded.config, model.config);
             assert_eq!(loaded_params, params);

@@ -302,8 +302,8 @@ impl<'a> Trainer<'a> {
         Ok((total / self.config.eval_iters as f64) as f32)
     }
 
-    fn save(&self, out: &Path, step: u64, elapsed_s: f64) -> Result<()> {
-        checkpoint::save_model(out, &self.model, &self.params)?;
+    fn save(&self, out: &Path, step: u64, elapsed_s: f64, eot_token: Option<u32>) -> Result<()> {
+        checkpoint::save_model(out, &self.model, &self.params, eot_token)?;
         checkpoint::save_train_state(out, step, elapsed_s, &self.params, &self.opt.m, &self.opt.v)
     }
 }
@@ -530,7 +530,7 @@ pub fn train(job: TrainJob) -> Result<TrainSummary> {
         }
         let stop = job.stop.load(Ordering::SeqCst);
         if done % config.checkpoint_interval == 0 || done == config.max_iters || stop {
-            trainer.save(out, done, elapsed(&session))?;
+            trainer.save(out, done, elapsed(&session), tokenizer.eot_token())?;
         }
         if stop {
             progress.line(format!(
