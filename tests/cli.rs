@@ -466,6 +466,56 @@ fn bench_train_reports_speed_and_memory() {
     assert!(number("lmforge tokens/s:") > 0.0);
     assert!(number("lmforge step ms:") > 0.0);
     assert!(number("lmforge peak RSS MiB:") > 1.0);
+    assert!(
+        text.starts_with("lmforge char-cpu: ") && text.contains(", vocab 65,"),
+        "a char preset is measured with Tiny Shakespeare's 65 characters: {text}"
+    );
+}
+
+#[test]
+fn bench_takes_the_vocabulary_from_the_preset_tokenizer() {
+    // The gpt2 preset, shrunk so the step is quick; its vocabulary stays GPT-2's.
+    let args = [
+        "--preset",
+        "gpt2",
+        "--n-layer",
+        "1",
+        "--n-embd",
+        "32",
+        "--n-head",
+        "2",
+        "--block",
+        "8",
+        "--batch",
+        "1",
+    ];
+    let out = run(&[
+        &["bench", "train", "--steps", "1", "--warmup-steps", "0"],
+        &args[..],
+    ]
+    .concat());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains(", vocab 50257,"), "{text}");
+    let out = run(&[
+        &[
+            "bench",
+            "sample",
+            "--prompt-tokens",
+            "2",
+            "--new-tokens",
+            "2",
+        ],
+        &args[..],
+        &["--vocab", "300"],
+    ]
+    .concat());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains(", vocab 300,"),
+        "--vocab overrides the preset's: {text}"
+    );
 }
 
 #[test]
@@ -475,8 +525,6 @@ fn bench_sample_reports_cached_and_uncached_speed() {
         "sample",
         "--preset",
         "char-cpu",
-        "--vocab",
-        "65",
         "--prompt-tokens",
         "4",
         "--new-tokens",
@@ -484,6 +532,7 @@ fn bench_sample_reports_cached_and_uncached_speed() {
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains(", vocab 65,"), "{text}");
     for key in [
         "lmforge sample tokens/s:",
         "lmforge sample tokens/s without cache:",

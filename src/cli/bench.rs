@@ -1,6 +1,6 @@
 //! `lmforge bench train`: training speed on synthetic tokens.
 
-use lmforge::train::{TrainOverrides, config};
+use lmforge::train::{TrainConfig, TrainOverrides, config};
 use std::process::ExitCode;
 
 #[derive(clap::Args)]
@@ -22,9 +22,10 @@ struct BenchSampleArgs {
     /// Model shape to measure.
     #[arg(long, default_value = "gpt2")]
     preset: String,
-    /// Vocabulary size (50257 is GPT-2's).
-    #[arg(long, default_value_t = 50257)]
-    vocab: usize,
+    /// Vocabulary size (default: the preset tokenizer's; 65, Tiny
+    /// Shakespeare's characters, for `char`).
+    #[arg(long)]
+    vocab: Option<usize>,
     /// Prompt length in tokens.
     #[arg(long, default_value_t = 16)]
     prompt_tokens: usize,
@@ -43,9 +44,10 @@ struct BenchTrainArgs {
     /// Model and batch shape to measure.
     #[arg(long, default_value = "char-cpu")]
     preset: String,
-    /// Vocabulary size (65 is Tiny Shakespeare's characters).
-    #[arg(long, default_value_t = 65)]
-    vocab: usize,
+    /// Vocabulary size (default: the preset tokenizer's; 65, Tiny
+    /// Shakespeare's characters, for `char`).
+    #[arg(long)]
+    vocab: Option<usize>,
     /// Timed steps (the median is reported).
     #[arg(long, default_value_t = 20)]
     steps: u64,
@@ -66,15 +68,30 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// Characters in Tiny Shakespeare: the vocabulary a `char` preset is measured with.
+const CHAR_VOCAB: usize = 65;
+
+/// `--vocab`, or the vocabulary of the configured tokenizer: GPT-2's 50257
+/// for `gpt2` (the `gpt2` preset), a `tokenizer.json`'s own size, or
+/// [`CHAR_VOCAB`] for `char`.
+fn vocab_size(vocab: Option<usize>, cfg: &TrainConfig) -> anyhow::Result<usize> {
+    Ok(match (vocab, cfg.tokenizer.as_str()) {
+        (Some(v), _) => v,
+        (None, "char") => CHAR_VOCAB,
+        (None, spec) => lmforge::tokenizer::from_spec(spec)?.vocab_size(),
+    })
+}
+
 fn sample(args: BenchSampleArgs) -> anyhow::Result<ExitCode> {
     let threads = lmforge::backend::cpu::init_threads(args.threads)?;
     let cfg = config::resolve(&args.preset, None, &args.overrides)?;
-    let model = lmforge::model::Model::new(cfg.model_config(args.vocab))?;
+    let vocab = vocab_size(args.vocab, &cfg)?;
+    let model = lmforge::model::Model::new(cfg.model_config(vocab))?;
     let params = model.init_params(cfg.seed);
     let (cached, uncached) =
         lmforge::sample::bench(&model, &params, args.prompt_tokens, args.new_tokens)?;
     println!(
-        "lmforge {}: {} params, prompt {} + {} new tokens, {threads} threads",
+        "lmforge {}: {} params, vocab {vocab}, prompt {} + {} new tokens, {threads} threads",
         args.preset,
         model.num_params(),
         args.prompt_tokens,
@@ -88,9 +105,10 @@ fn sample(args: BenchSampleArgs) -> anyhow::Result<ExitCode> {
 fn train(args: BenchTrainArgs) -> anyhow::Result<ExitCode> {
     let threads = lmforge::backend::cpu::init_threads(args.threads)?;
     let cfg = config::resolve(&args.preset, None, &args.overrides)?;
-    let report = lmforge::train::bench(&cfg, args.vocab, args.warmup_steps, args.steps)?;
+    let vocab = vocab_size(args.vocab, &cfg)?;
+    let report = lmforge::train::bench(&cfg, vocab, args.warmup_steps, args.steps)?;
     println!(
-        "lmforge {}: {} params, batch {} x block {}, {threads} threads",
+        "lmforge {}: {} params, vocab {vocab}, batch {} x block {}, {threads} threads",
         args.preset, report.num_params, cfg.batch_size, cfg.block_size
     );
     println!("lmforge tokens/s: {:.0}", report.tokens_per_sec);
