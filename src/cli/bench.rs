@@ -1,4 +1,4 @@
-//! `lmforge bench train`: training speed on synthetic tokens.
+//! `lmforge bench train` and `bench sample`: training and generation speed with synthetic tokens and random weights.
 
 use lmforge::train::{TrainConfig, TrainOverrides, config};
 use std::process::ExitCode;
