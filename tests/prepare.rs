@@ -5,6 +5,7 @@
 use lmforge::data::TokenSource;
 use lmforge::data::prepare::{OnBad, PrepareOptions, PrepareReport, prepare};
 use lmforge::data::shards::{HEADER_BYTES, Layout, ShardSet};
+use lmforge::tokenizer::TokenizerSpec;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -29,7 +30,7 @@ fn expected_text(docs: &[&str]) -> String {
 
 fn opts(inputs: &[&Path], out: &Path) -> PrepareOptions {
     let inputs = inputs.iter().map(|p| p.display().to_string()).collect();
-    let mut o = PrepareOptions::new(inputs, "char", out);
+    let mut o = PrepareOptions::new(inputs, TokenizerSpec::Char, out);
     o.val_fraction = 0.0;
     o.threads = 2;
     o
@@ -231,7 +232,7 @@ fn an_interrupted_run_resumes_and_matches_a_one_shot_run() {
     lmforge::tokenizer::Tokenizer::save(&tok, &tok_path).unwrap();
     let run = |inputs: &[&Path], out: &str| {
         let mut o = opts(inputs, &t.join(out));
-        o.tokenizer = tok_path.display().to_string();
+        o.tokenizer = TokenizerSpec::File(tok_path.clone());
         o.val_fraction = 0.2;
         o.shard_tokens = 100; // several shards, so resume points fall mid-way
         (prepare(&o), o.out)

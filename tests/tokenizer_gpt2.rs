@@ -120,10 +120,17 @@ fn saved_gpt2_loads_back_with_the_same_ids() {
     }
 }
 
+fn spec(text: &str) -> tokenizer::TokenizerSpec {
+    text.parse().unwrap()
+}
+
 #[test]
-fn from_spec_names_gpt2_and_refuses_char() {
-    assert_eq!(tokenizer::from_spec("gpt2").unwrap().kind(), "gpt2");
-    let err = tokenizer::from_spec("char").err().unwrap().to_string();
+fn specs_name_gpt2_and_refuses_char() {
+    assert_eq!(
+        tokenizer::TokenizerSpec::Gpt2.load().unwrap().kind(),
+        "gpt2"
+    );
+    let err = spec("char").load().err().unwrap().to_string();
     assert!(err.contains("built from the training text"), "{err}");
     // A path: load tells a char tokenizer.json from a BPE one.
     let dir = tempfile::tempdir().unwrap();
@@ -132,9 +139,10 @@ fn from_spec_names_gpt2_and_refuses_char() {
         .unwrap()
         .save(&path)
         .unwrap();
-    let char_tok = tokenizer::from_spec(path.to_str().unwrap()).unwrap();
+    let char_tok = spec(path.to_str().unwrap()).load().unwrap();
     assert_eq!((char_tok.kind(), char_tok.vocab_size()), ("char", 3));
-    let err = tokenizer::from_spec("/no/such/tokenizer.json")
+    let err = spec("/no/such/tokenizer.json")
+        .load()
         .err()
         .unwrap()
         .to_string();

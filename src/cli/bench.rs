@@ -1,5 +1,6 @@
 //! `lmforge bench train` and `bench sample`: training and generation speed with synthetic tokens and random weights.
 
+use lmforge::tokenizer::TokenizerSpec;
 use lmforge::train::{TrainConfig, TrainOverrides, config};
 use std::process::ExitCode;
 
@@ -75,10 +76,10 @@ const CHAR_VOCAB: usize = 65;
 /// for `gpt2` (the `gpt2` preset), a `tokenizer.json`'s own size, or
 /// [`CHAR_VOCAB`] for `char`.
 fn vocab_size(vocab: Option<usize>, cfg: &TrainConfig) -> anyhow::Result<usize> {
-    Ok(match (vocab, cfg.tokenizer.as_str()) {
+    Ok(match (vocab, &cfg.tokenizer) {
         (Some(v), _) => v,
-        (None, "char") => CHAR_VOCAB,
-        (None, spec) => lmforge::tokenizer::from_spec(spec)?.vocab_size(),
+        (None, TokenizerSpec::Char) => CHAR_VOCAB,
+        (None, spec) => spec.load()?.vocab_size(),
     })
 }
 

@@ -1,6 +1,7 @@
 //! `lmforge prepare`: tokenize corpora into token shards for `lmforge train --data DIR`.
 
 use lmforge::data::prepare::{OnBad, PrepareOptions, prepare};
+use lmforge::tokenizer::TokenizerSpec;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -13,7 +14,7 @@ pub struct PrepareArgs {
     inputs: Vec<String>,
     /// `char` (vocabulary from a first pass over the inputs), `gpt2`, or a tokenizer.json.
     #[arg(long)]
-    tokenizer: String,
+    tokenizer: TokenizerSpec,
     /// Output directory: shards, manifest.json, tokenizer.json. Re-running resumes.
     #[arg(long)]
     out: PathBuf,
@@ -59,7 +60,7 @@ impl From<OnBadArg> for OnBad {
 }
 
 pub fn run(args: PrepareArgs) -> anyhow::Result<ExitCode> {
-    let mut opts = PrepareOptions::new(args.inputs, &args.tokenizer, &args.out);
+    let mut opts = PrepareOptions::new(args.inputs, args.tokenizer, &args.out);
     opts.val_fraction = args.val_fraction;
     opts.seed = args.seed;
     opts.threads = args.threads.unwrap_or(opts.threads);

@@ -5,7 +5,7 @@
 //! `train` learns a byte-level BPE vocabulary from text files.
 
 use anyhow::{Context, Result, bail};
-use lmforge::tokenizer::{self, Pattern, Tokenizer, train};
+use lmforge::tokenizer::{self, Pattern, Tokenizer, TokenizerSpec, train};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -22,7 +22,7 @@ enum Action {
     Encode {
         /// `gpt2`, `char` (vocabulary built from FILE itself) or a tokenizer.json.
         #[arg(long, default_value = "gpt2")]
-        tokenizer: String,
+        tokenizer: TokenizerSpec,
         /// Threads to encode with (1 = no parallelism).
         #[arg(long, default_value_t = 1)]
         threads: usize,
@@ -36,7 +36,7 @@ enum Action {
     Decode {
         /// `gpt2` or a tokenizer.json.
         #[arg(long, default_value = "gpt2")]
-        tokenizer: String,
+        tokenizer: TokenizerSpec,
         /// File of ids; `-` reads stdin.
         file: PathBuf,
     },
@@ -105,13 +105,13 @@ fn read_input(path: &Path) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
-fn encode(spec: &str, threads: usize, save: Option<&Path>, file: &Path) -> Result<()> {
+fn encode(spec: &TokenizerSpec, threads: usize, save: Option<&Path>, file: &Path) -> Result<()> {
     let bytes = read_input(file)?;
     let text = std::str::from_utf8(&bytes).map_err(|e| lmforge::Error::NotUtf8 {
         path: file.to_path_buf(),
         offset: e.valid_up_to() as u64,
     })?;
-    let tok: Box<dyn Tokenizer> = if spec == "char" {
+    let tok: Box<dyn Tokenizer> = if *spec == TokenizerSpec::Char {
         let tok = tokenizer::CharTokenizer::from_text(text)?;
         match save {
             Some(path) => tok.save(path)?,
@@ -124,7 +124,8 @@ fn encode(spec: &str, threads: usize, save: Option<&Path>, file: &Path) -> Resul
         if save.is_some() {
             bail!("--save-tokenizer only applies to --tokenizer char");
         }
-        tokenizer::from_spec(spec).with_context(|| format!("loading tokenizer {spec:?}"))?
+        spec.load()
+            .with_context(|| format!("loading tokenizer {spec}"))?
     };
     let start = Instant::now();
     let ids = if threads > 1 {
@@ -162,8 +163,10 @@ fn encode(spec: &str, threads: usize, save: Option<&Path>, file: &Path) -> Resul
     Ok(())
 }
 
-fn decode(spec: &str, file: &Path) -> Result<()> {
-    let tok = tokenizer::from_spec(spec).with_context(|| format!("loading tokenizer {spec:?}"))?;
+fn decode(spec: &TokenizerSpec, file: &Path) -> Result<()> {
+    let tok = spec
+        .load()
+        .with_context(|| format!("loading tokenizer {spec}"))?;
     let bytes = read_input(file)?;
     let text = std::str::from_utf8(&bytes).context("the ids are not text")?;
     let mut ids = Vec::new();

@@ -13,7 +13,7 @@ pub mod pretokenize;
 pub mod train;
 
 use crate::error::{Error, Result};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 pub use self::bpe::{BpeTokenizer, gpt2};
 pub use self::char::CharTokenizer;
@@ -67,17 +67,93 @@ pub fn load(path: &Path) -> Result<Box<dyn Tokenizer>> {
     }
 }
 
-/// The tokenizer a command-line `--tokenizer` names: `gpt2`, or the path of a
-/// `tokenizer.json`. A `char` vocabulary is built from the training text, so
-/// the caller handles `char` itself; here it is an error.
-pub fn from_spec(spec: &str) -> Result<Box<dyn Tokenizer>> {
-    match spec {
-        "gpt2" => Ok(Box::new(gpt2()?)),
-        "char" => Err(Error::Config(
-            "a `char` tokenizer is built from the training text and cannot be loaded by name; \
-             pass the tokenizer.json of a run instead"
-                .into(),
-        )),
-        path => load(Path::new(path)),
+/// What a `--tokenizer` argument names, parsed once (by the command line)
+/// and stored in run and shard metadata as its string form: `char`, `gpt2`, or a path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenizerSpec {
+    /// A character vocabulary built from the training text itself.
+    Char,
+    /// GPT-2's byte-level BPE (tiktoken's `gpt2`), embedded in the binary.
+    Gpt2,
+    /// A `tokenizer.json` file.
+    File(PathBuf),
+}
+
+impl std::str::FromStr for TokenizerSpec {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "" => Err(Error::Config(
+                "--tokenizer is empty: use char, gpt2 or the path of a tokenizer.json".into(),
+            )),
+            "char" => Ok(TokenizerSpec::Char),
+            "gpt2" => Ok(TokenizerSpec::Gpt2),
+            path => Ok(TokenizerSpec::File(PathBuf::from(path))),
+        }
+    }
+}
+
+impl std::fmt::Display for TokenizerSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TokenizerSpec::Char => f.write_str("char"),
+            TokenizerSpec::Gpt2 => f.write_str("gpt2"),
+            TokenizerSpec::File(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+impl serde::Serialize for TokenizerSpec {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for TokenizerSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl TokenizerSpec {
+    /// The tokenizer this names. A `char` vocabulary is built from the
+    /// training text, so the caller handles [`TokenizerSpec::Char`] itself;
+    /// here it is an error.
+    pub fn load(&self) -> Result<Box<dyn Tokenizer>> {
+        match self {
+            TokenizerSpec::Gpt2 => Ok(Box::new(gpt2()?)),
+            TokenizerSpec::Char => Err(Error::Config(
+                "a `char` tokenizer is built from the training text and cannot be loaded by name; \
+                 pass the tokenizer.json of a run instead"
+                    .into(),
+            )),
+            TokenizerSpec::File(path) => load(path),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_parse_and_print_back() {
+        for text in ["char", "gpt2", "runs/x/tokenizer.json"] {
+            let spec: TokenizerSpec = text.parse().unwrap();
+            assert_eq!(spec.to_string(), text);
+        }
+        assert_eq!(
+            "gpt2".parse::<TokenizerSpec>().unwrap(),
+            TokenizerSpec::Gpt2
+        );
+        assert!("".parse::<TokenizerSpec>().is_err());
+        let json = serde_json::to_string(&TokenizerSpec::Char).unwrap();
+        assert_eq!(json, "\"char\"");
+        assert_eq!(
+            serde_json::from_str::<TokenizerSpec>(&json).unwrap(),
+            TokenizerSpec::Char
+        );
     }
 }

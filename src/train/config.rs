@@ -5,6 +5,7 @@
 use crate::error::{Error, Result};
 use crate::model::{Activation, Arch, ModelConfig, Norm};
 use crate::optim::{AdamWConfig, LrSchedule, ScheduleKind};
+use crate::tokenizer::TokenizerSpec;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -14,7 +15,7 @@ pub struct TrainConfig {
     pub preset: String,
     /// `char` (the training text's characters), `gpt2`, or a `tokenizer.json` path.
     #[serde(default = "default_tokenizer")]
-    pub tokenizer: String,
+    pub tokenizer: TokenizerSpec,
     // Model (the vocabulary size comes from the tokenizer).
     pub arch: Arch,
     pub n_layer: usize,
@@ -53,8 +54,8 @@ pub struct TrainConfig {
     pub seed: u64,
 }
 
-fn default_tokenizer() -> String {
-    "char".to_string()
+fn default_tokenizer() -> TokenizerSpec {
+    TokenizerSpec::Char
 }
 
 /// Names of the built-in presets, for `--help` and error messages.
@@ -141,7 +142,7 @@ impl TrainConfig {
             "course" => course,
             // GPT-2 124M (nanoGPT's train_gpt2 settings, one process).
             "gpt2" => TrainConfig {
-                tokenizer: "gpt2".to_string(),
+                tokenizer: TokenizerSpec::Gpt2,
                 n_layer: 12,
                 n_head: 12,
                 n_embd: 768,
@@ -255,7 +256,7 @@ pub struct TrainOverrides {
     /// Tokenizer: "char" (the vocabulary is the training text's characters),
     /// "gpt2" (GPT-2's byte-level BPE), or a tokenizer.json path.
     #[arg(long)]
-    pub tokenizer: Option<String>,
+    pub tokenizer: Option<TokenizerSpec>,
     /// Model: "bigram" or "gpt".
     #[arg(long, value_parser = parse_arch)]
     pub arch: Option<Arch>,

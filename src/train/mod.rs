@@ -21,7 +21,7 @@ use crate::fsutil::write_atomic_bytes;
 use crate::model::{Activations, Mode, Model};
 use crate::optim::AdamW;
 use crate::rng::mix64;
-use crate::tokenizer::{self, CharTokenizer, Tokenizer};
+use crate::tokenizer::{self, CharTokenizer, Tokenizer, TokenizerSpec};
 pub use config::{TrainConfig, TrainOverrides};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -130,19 +130,25 @@ fn open_source(data: Option<&Path>) -> Result<Source> {
 
 /// The tokenizer of a new run: the shards' own, a character vocabulary of the
 /// text, or the one `spec` names.
-fn new_tokenizer(source: &Source, spec: &str, data: Option<&Path>) -> Result<Box<dyn Tokenizer>> {
+fn new_tokenizer(
+    source: &Source,
+    spec: &TokenizerSpec,
+    data: Option<&Path>,
+) -> Result<Box<dyn Tokenizer>> {
     match source {
         Source::Shards(set) => match set.tokenizer_path() {
             Some(path) => tokenizer::load(path),
-            None if spec == "char" => Err(Error::Config(format!(
+            None if *spec == TokenizerSpec::Char => Err(Error::Config(format!(
                 "{}: these shards carry no tokenizer.json (nanoGPT or llm.c layout); \
                  pass --tokenizer gpt2 or --tokenizer PATH to say which made them",
                 data.map(|d| d.display().to_string()).unwrap_or_default()
             ))),
-            None => tokenizer::from_spec(spec),
+            None => spec.load(),
         },
-        Source::Text(text) if spec == "char" => Ok(Box::new(CharTokenizer::from_text(text)?)),
-        Source::Text(_) => tokenizer::from_spec(spec),
+        Source::Text(text) if *spec == TokenizerSpec::Char => {
+            Ok(Box::new(CharTokenizer::from_text(text)?))
+        }
+        Source::Text(_) => spec.load(),
     }
 }
 
@@ -379,7 +385,7 @@ pub fn train(job: TrainJob) -> Result<TrainSummary> {
             };
             if overrides.iter().any(changed) {
                 return Err(Error::Config(format!(
-                    "{}: the run was trained with the {:?} tokenizer, which cannot change on --resume",
+                    "{}: the run was trained with the {} tokenizer, which cannot change on --resume",
                     out.display(),
                     run.config.tokenizer
                 )));

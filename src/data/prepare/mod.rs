@@ -34,7 +34,7 @@ use crate::data::shards::{
     ShardHeader, ShardWriter, TOKENIZER_FILE, fnv1a64,
 };
 use crate::error::{Error, Result};
-use crate::tokenizer::Tokenizer;
+use crate::tokenizer::{Tokenizer, TokenizerSpec};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -60,8 +60,7 @@ pub enum Split {
 pub struct PrepareOptions {
     /// Files, directories and glob patterns.
     pub inputs: Vec<String>,
-    /// `char`, or the path of a `tokenizer.json`.
-    pub tokenizer: String,
+    pub tokenizer: TokenizerSpec,
     pub out: PathBuf,
     pub val_fraction: f64,
     pub seed: u64,
@@ -81,10 +80,10 @@ pub struct PrepareOptions {
 
 impl PrepareOptions {
     /// Defaults for everything but the inputs, tokenizer and output directory.
-    pub fn new(inputs: Vec<String>, tokenizer: &str, out: &Path) -> Self {
+    pub fn new(inputs: Vec<String>, tokenizer: TokenizerSpec, out: &Path) -> Self {
         PrepareOptions {
             inputs,
-            tokenizer: tokenizer.to_string(),
+            tokenizer,
             out: out.to_path_buf(),
             val_fraction: 0.1,
             seed: 1337,
@@ -100,7 +99,7 @@ impl PrepareOptions {
 
     fn settings(&self) -> PrepareSettings {
         PrepareSettings {
-            tokenizer: self.tokenizer.clone(),
+            tokenizer: self.tokenizer.to_string(),
             char_vocab_max: self.char_vocab_max,
             val_fraction: self.val_fraction,
             seed: self.seed,
@@ -280,29 +279,32 @@ pub fn prepare(opts: &PrepareOptions) -> Result<PrepareReport> {
 }
 
 /// The one place a `--tokenizer` argument becomes a tokenizer, saved as
-/// `OUT/tokenizer.json`. (GPT-2 BPE will come through `tokenizer::from_spec`.)
+/// `OUT/tokenizer.json`.
 fn tokenizer_for(opts: &PrepareOptions, inputs: &[InputFile]) -> Result<Box<dyn Tokenizer>> {
     let path = opts.out.join(TOKENIZER_FILE);
-    if opts.tokenizer == "char" {
-        let tokenizer = vocab::char_tokenizer(inputs, opts)?;
-        tokenizer.save(&path)?;
-        return Ok(Box::new(tokenizer));
-    }
-    if opts.char_vocab_max.is_some() {
+    if opts.char_vocab_max.is_some() && opts.tokenizer != TokenizerSpec::Char {
         return Err(Error::Config(
             "--char-vocab-max only applies to --tokenizer char".into(),
         ));
     }
-    if opts.tokenizer == "gpt2" {
-        let tokenizer = crate::tokenizer::from_spec("gpt2")?;
-        tokenizer.save(&path)?;
-        return Ok(tokenizer);
+    match &opts.tokenizer {
+        TokenizerSpec::Char => {
+            let tokenizer = vocab::char_tokenizer(inputs, opts)?;
+            tokenizer.save(&path)?;
+            Ok(Box::new(tokenizer))
+        }
+        TokenizerSpec::Gpt2 => {
+            let tokenizer = TokenizerSpec::Gpt2.load()?;
+            tokenizer.save(&path)?;
+            Ok(tokenizer)
+        }
+        TokenizerSpec::File(source) => {
+            let bytes = std::fs::read(source).map_err(|e| Error::io(source, e))?;
+            crate::tokenizer::load(source)?; // fail before copying something unreadable
+            crate::fsutil::write_atomic_bytes(&path, &bytes)?;
+            crate::tokenizer::load(&path)
+        }
     }
-    let source = Path::new(&opts.tokenizer);
-    let bytes = std::fs::read(source).map_err(|e| Error::io(source, e))?;
-    crate::tokenizer::load(source)?; // fail before copying something unreadable
-    crate::fsutil::write_atomic_bytes(&path, &bytes)?;
-    crate::tokenizer::load(&path)
 }
 
 /// A new output directory may only hold what an interrupted first run leaves.
