@@ -2,6 +2,11 @@
 //! (both layouts, and the bigram) against references computed by PyTorch in
 //! float64 (`tools/make_fixtures.py`; conventions in `tests/fixtures/README.md`).
 //!
+//! Every check runs through the backend seam (`fn ...<B: Backend>(be: &B)`):
+//! inputs are uploaded, the kernels run on the backend, results come back
+//! with `download`. The `#[test]` functions run them on the CPU backend; a
+//! new backend runs the same checks by calling them with its own.
+//!
 //! Tolerances (|actual - expected| <= atol + rtol * |expected|):
 //! - single layers: atol 1e-5, rtol 1e-5 — f32 rounding of a few dozen operations;
 //! - whole models (logits, loss, every gradient): atol 2e-5, rtol 1e-4 — two
@@ -12,11 +17,11 @@
 //!   is rounding noise (~1e-9) that Adam normalises into a step of up to `lr`
 //!   against PyTorch's float64 ~0, so those entries are allowed 3 * lr.
 
-use lmforge::backend::cpu::matmul;
-use lmforge::model::attention::{self, Dims};
-use lmforge::model::linear::WeightLayout;
-use lmforge::model::{Activation, Arch, Mode, Model, ModelConfig, Norm, TensorSpec};
-use lmforge::model::{activation, embedding, layernorm, linear, loss};
+use lmforge::backend::cpu::{Cpu, matmul};
+use lmforge::backend::{Accumulate, Activation, AttentionDims, Backend, Epilogue, Mat};
+use lmforge::model::params::{LinearParams, NormParams};
+use lmforge::model::{Activations, Arch, Mode, Model, ModelConfig, Norm, TensorSpec};
+use lmforge::model::{WeightLayout, Window};
 use lmforge::optim::{AdamW, AdamWConfig};
 use safetensors::SafeTensors;
 use std::collections::HashMap;
@@ -102,203 +107,306 @@ fn close(what: &str, actual: &[f32], expected: &[f32]) {
     assert_close(what, actual, expected, LAYER.0, LAYER.1);
 }
 
-#[test]
-fn embedding_forward_backward() {
+// Moving data across the seam.
+
+fn up<B: Backend>(be: &B, host: &[f32]) -> B::Buf {
+    be.upload(host.to_vec()).unwrap()
+}
+
+fn zeros<B: Backend>(be: &B, len: usize) -> B::Buf {
+    be.zeros(len).unwrap()
+}
+
+fn up_ids<B: Backend>(be: &B, host: &[u32]) -> B::Ids {
+    let mut ids = be.ids(host.len()).unwrap();
+    be.upload_ids(&mut ids, 0, host);
+    ids
+}
+
+fn down<B: Backend>(be: &B, buf: &B::Buf) -> Vec<f32> {
+    let mut host = vec![0.0; B::len(buf)];
+    be.download(all::<B>(buf), &mut host);
+    host
+}
+
+fn all<B: Backend>(buf: &B::Buf) -> B::View<'_> {
+    B::view(buf, 0..B::len(buf))
+}
+
+fn all_mut<B: Backend>(buf: &mut B::Buf) -> B::ViewMut<'_> {
+    let n = B::len(buf);
+    B::view_mut(buf, 0..n)
+}
+
+fn all_ids<B: Backend>(ids: &B::Ids, n: usize) -> B::IdsView<'_> {
+    B::ids_view(ids, 0..n)
+}
+
+fn embedding_forward_backward<B: Backend>(be: &B) {
     let fx = Fixture::load("embedding");
-    let mut out = vec![0.0; B * T * C];
-    embedding::forward(&mut out, fx.i("idx"), fx.f("wte"), Some(fx.f("wpe")), T, C);
-    close("out", &out, fx.f("out"));
-    let (mut dwte, mut dwpe) = (vec![0.0; V * C], vec![0.0; T * C]);
-    embedding::backward(&mut dwte, Some(&mut dwpe), fx.f("dout"), fx.i("idx"), T, C);
-    close("dwte", &dwte, fx.f("dwte"));
-    close("dwpe", &dwpe, fx.f("dwpe"));
-}
-
-#[test]
-fn layernorm_forward_backward() {
-    let fx = Fixture::load("layernorm");
-    let n = B * T;
-    let (mut out, mut mean, mut rstd) = (vec![0.0; n * C], vec![0.0; n], vec![0.0; n]);
-    layernorm::forward(
-        &mut out,
-        &mut mean,
-        &mut rstd,
-        fx.f("x"),
-        fx.f("weight"),
-        Some(fx.f("bias")),
+    let (idx, wte, wpe) = (
+        up_ids(be, fx.i("idx")),
+        up(be, fx.f("wte")),
+        up(be, fx.f("wpe")),
+    );
+    let mut out = zeros(be, B * T * C);
+    let idx = all_ids::<B>(&idx, B * T);
+    be.embedding_forward(
+        all_mut::<B>(&mut out),
+        idx,
+        all::<B>(&wte),
+        Some(all::<B>(&wpe)),
+        0,
+        T,
         C,
     );
-    close("out", &out, fx.f("out"));
-    let (mut dx, mut dw, mut db) = (vec![0.0; n * C], vec![0.0; C], vec![0.0; C]);
-    layernorm::backward(
-        &mut dx,
-        &mut dw,
-        Some(&mut db),
-        fx.f("dout"),
-        fx.f("x"),
-        fx.f("weight"),
-        &mean,
-        &rstd,
-        C,
-    );
-    close("dx", &dx, fx.f("dx"));
-    close("dweight", &dw, fx.f("dweight"));
-    close("dbias", &db, fx.f("dbias"));
+    close("out", &down(be, &out), fx.f("out"));
+    let (mut dwte, mut dwpe, dout) = (zeros(be, V * C), zeros(be, T * C), up(be, fx.f("dout")));
+    let (dwte_v, dwpe_v) = (all_mut::<B>(&mut dwte), Some(all_mut::<B>(&mut dwpe)));
+    be.embedding_backward(dwte_v, dwpe_v, all::<B>(&dout), idx, T, C);
+    close("dwte", &down(be, &dwte), fx.f("dwte"));
+    close("dwpe", &down(be, &dwpe), fx.f("dwpe"));
 }
 
-#[test]
-fn linear_forward_backward() {
-    let fx = Fixture::load("linear");
-    let n = B * T;
-    let mut out = vec![0.0; n * OC];
-    linear::forward(
-        &mut out,
-        fx.f("x"),
-        fx.f("weight"),
-        Some(fx.f("bias")),
-        WeightLayout::InOut,
-        n,
-        C,
-        OC,
-    );
-    close("out", &out, fx.f("out"));
-    let (mut dx, mut dw, mut db) = (vec![0.0; n * C], vec![0.0; C * OC], vec![0.0; OC]);
-    linear::backward(
-        &mut dx,
-        &mut dw,
-        Some(&mut db),
-        fx.f("dout"),
-        fx.f("x"),
-        fx.f("weight"),
-        WeightLayout::InOut,
-        n,
-        C,
-        OC,
-    );
-    close("dx", &dx, fx.f("dx"));
-    close("dweight", &dw, fx.f("dweight"));
-    close("dbias", &db, fx.f("dbias"));
-}
-
-#[test]
-fn attention_forward_backward() {
-    let fx = Fixture::load("attention");
-    assert_eq!(fx.metadata["n_head"], NH.to_string());
-    let dims = Dims {
-        b: B,
-        t: T,
-        c: C,
-        n_head: NH,
-    };
-    let (mut out, mut lse) = (vec![0.0; B * T * C], vec![0.0; B * NH * T]);
-    let mut scratch = vec![0.0; B * 3 * T * T];
-    attention::forward(&mut out, &mut lse, &mut scratch, fx.f("qkv"), dims, None);
-    close("out", &out, fx.f("out"));
-    let mut dqkv = vec![0.0; B * T * 3 * C];
-    attention::backward(
-        &mut dqkv,
-        &mut scratch,
-        fx.f("dout"),
-        fx.f("qkv"),
-        &lse,
-        dims,
-        None,
-    );
-    close("dqkv", &dqkv, fx.f("dqkv"));
-}
-
-#[test]
-fn gelu_and_relu_forward_backward() {
-    for (name, act) in [("gelu", Activation::Gelu), ("relu", Activation::Relu)] {
-        let fx = Fixture::load(name);
-        let mut out = vec![0.0; fx.f("x").len()];
-        activation::forward(&mut out, fx.f("x"), act);
-        close(&format!("{name} out"), &out, fx.f("out"));
-        let mut d = fx.f("dout").to_vec();
-        activation::backward_inplace(&mut d, fx.f("x"), act);
-        close(&format!("{name} dx"), &d, fx.f("dx"));
+/// A layer norm's gain and bias at the start of a parameter buffer.
+fn norm_params() -> NormParams {
+    NormParams {
+        weight: 0..C,
+        bias: Some(C..2 * C),
     }
 }
 
-#[test]
-fn feed_forward_gelu_and_relu() {
+fn layernorm_forward_backward<B: Backend>(be: &B) {
+    let fx = Fixture::load("layernorm");
+    let n = B * T;
+    let params = up(be, &[fx.f("weight"), fx.f("bias")].concat());
+    let x = up(be, fx.f("x"));
+    let (mut out, mut mean, mut rstd) = (zeros(be, n * C), zeros(be, n), zeros(be, n));
+    let (mean_v, rstd_v) = (all_mut::<B>(&mut mean), all_mut::<B>(&mut rstd));
+    norm_params().forward(
+        be,
+        &params,
+        all_mut::<B>(&mut out),
+        mean_v,
+        rstd_v,
+        all::<B>(&x),
+        n,
+        C,
+    );
+    close("out", &down(be, &out), fx.f("out"));
+    let (mut dx, mut grads, dout) = (zeros(be, n * C), zeros(be, 2 * C), up(be, fx.f("dout")));
+    let stats = (all::<B>(&mean), all::<B>(&rstd));
+    let dx_v = all_mut::<B>(&mut dx);
+    norm_params().backward(
+        be,
+        &params,
+        &mut grads,
+        dx_v,
+        all::<B>(&dout),
+        all::<B>(&x),
+        stats,
+        n,
+        C,
+    );
+    close("dx", &down(be, &dx), fx.f("dx"));
+    let grads = down(be, &grads);
+    close("dweight", &grads[..C], fx.f("dweight"));
+    close("dbias", &grads[C..], fx.f("dbias"));
+}
+
+/// A `(fan_in, fan_out)` linear layer whose weight starts at `at`, bias after it.
+fn linear_params(at: usize, fan_in: usize, fan_out: usize) -> LinearParams {
+    let w = at + fan_in * fan_out;
+    LinearParams {
+        weight: at..w,
+        bias: Some(w..w + fan_out),
+        fan_in,
+        fan_out,
+        layout: WeightLayout::InOut,
+    }
+}
+
+fn linear_forward_backward<B: Backend>(be: &B) {
+    let fx = Fixture::load("linear");
+    let n = B * T;
+    let layer = linear_params(0, C, OC);
+    let params = up(be, &[fx.f("weight"), fx.f("bias")].concat());
+    let (x, dout) = (up(be, fx.f("x")), up(be, fx.f("dout")));
+    let mut out = zeros(be, n * OC);
+    layer.forward(be, &params, all_mut::<B>(&mut out), all::<B>(&x), n);
+    close("out", &down(be, &out), fx.f("out"));
+    let (mut dx, mut grads) = (zeros(be, n * C), zeros(be, B::len(&params)));
+    let dx_v = all_mut::<B>(&mut dx);
+    layer.backward(
+        be,
+        &params,
+        &mut grads,
+        dx_v,
+        all::<B>(&dout),
+        all::<B>(&x),
+        n,
+        None,
+    );
+    close("dx", &down(be, &dx), fx.f("dx"));
+    let grads = down(be, &grads);
+    close("dweight", &grads[..C * OC], fx.f("dweight"));
+    close("dbias", &grads[C * OC..], fx.f("dbias"));
+}
+
+fn attention_forward_backward<B: Backend>(be: &B) {
+    let fx = Fixture::load("attention");
+    assert_eq!(fx.metadata["n_head"], NH.to_string());
+    let dims = AttentionDims {
+        b: B,
+        t: T,
+        pos: 0,
+        c: C,
+        n_head: NH,
+    };
+    let (qkv, dout) = (up(be, fx.f("qkv")), up(be, fx.f("dout")));
+    let (mut out, mut lse) = (zeros(be, B * T * C), zeros(be, B * NH * T));
+    let (out_v, lse_v) = (all_mut::<B>(&mut out), all_mut::<B>(&mut lse));
+    be.attention_forward(out_v, lse_v, all::<B>(&qkv), dims, None);
+    close("out", &down(be, &out), fx.f("out"));
+    let mut dqkv = zeros(be, B * T * 3 * C);
+    let (dqkv_v, dout_v) = (all_mut::<B>(&mut dqkv), all::<B>(&dout));
+    be.attention_backward(dqkv_v, dout_v, all::<B>(&qkv), all::<B>(&lse), dims, None);
+    close("dqkv", &down(be, &dqkv), fx.f("dqkv"));
+}
+
+/// An activation alone, as the epilogue of a product with the identity:
+/// `x` viewed as `rows x cols` (few rows: product then activation; many:
+/// fused into row blocks).
+fn activation_as_epilogue<B: Backend>(be: &B, name: &str, act: Activation, cols: usize) {
+    let fx = Fixture::load(name);
+    let len = fx.f("x").len();
+    let rows = len / cols;
+    let identity: Vec<f32> = (0..cols * cols)
+        .map(|i| if i % (cols + 1) == 0 { 1.0 } else { 0.0 })
+        .collect();
+    let (x, eye, dout) = (up(be, fx.f("x")), up(be, &identity), up(be, fx.f("dout")));
+    let (mut pre, mut out, mut dx) = (zeros(be, len), zeros(be, len), zeros(be, len));
+    let x_mat = Mat::new(all::<B>(&x), rows, cols);
+    let eye_mat = Mat::new(all::<B>(&eye), cols, cols);
+    let epilogue = Epilogue::Activation {
+        bias: None,
+        act,
+        out: all_mut::<B>(&mut out),
+    };
+    be.matmul(
+        all_mut::<B>(&mut pre),
+        x_mat,
+        eye_mat,
+        Accumulate::Overwrite,
+        epilogue,
+    );
+    close(&format!("{name} pre (x @ I)"), &down(be, &pre), fx.f("x"));
+    close(
+        &format!("{name} out, {rows} rows"),
+        &down(be, &out),
+        fx.f("out"),
+    );
+    let dout_mat = Mat::new(all::<B>(&dout), rows, cols);
+    let grad = Epilogue::ActivationGrad {
+        act,
+        pre: all::<B>(&x),
+    };
+    be.matmul(
+        all_mut::<B>(&mut dx),
+        dout_mat,
+        eye_mat,
+        Accumulate::Overwrite,
+        grad,
+    );
+    close(
+        &format!("{name} dx, {rows} rows"),
+        &down(be, &dx),
+        fx.f("dx"),
+    );
+}
+
+fn gelu_and_relu_forward_backward<B: Backend>(be: &B) {
+    for (name, act) in [("gelu", Activation::Gelu), ("relu", Activation::Relu)] {
+        activation_as_epilogue(be, name, act, 4 * C);
+        activation_as_epilogue(be, name, act, 1);
+    }
+}
+
+fn feed_forward_gelu_and_relu<B: Backend>(be: &B) {
     let n = B * T;
     for (name, act) in [
         ("mlp_gelu", Activation::Gelu),
         ("mlp_relu", Activation::Relu),
     ] {
         let fx = Fixture::load(name);
-        let (w1, b1, w2, b2) = (
-            fx.f("c_fc.weight"),
-            fx.f("c_fc.bias"),
-            fx.f("c_proj.weight"),
-            fx.f("c_proj.bias"),
-        );
+        let c_fc = linear_params(0, C, 4 * C);
+        let c_proj = linear_params(c_fc.bias.clone().unwrap().end, 4 * C, C);
+        let names = ["c_fc.weight", "c_fc.bias", "c_proj.weight", "c_proj.bias"];
+        let host: Vec<f32> = names.iter().flat_map(|k| fx.f(k).to_vec()).collect();
+        let (params, x, dout) = (up(be, &host), up(be, fx.f("x")), up(be, fx.f("dout")));
         let (mut h, mut a, mut out) =
-            (vec![0.0; n * 4 * C], vec![0.0; n * 4 * C], vec![0.0; n * C]);
-        linear::forward(
-            &mut h,
-            fx.f("x"),
-            w1,
-            Some(b1),
-            WeightLayout::InOut,
+            (zeros(be, n * 4 * C), zeros(be, n * 4 * C), zeros(be, n * C));
+        let (h_v, a_v) = (all_mut::<B>(&mut h), all_mut::<B>(&mut a));
+        c_fc.forward_activated(be, &params, h_v, a_v, all::<B>(&x), n, act);
+        c_proj.forward(be, &params, all_mut::<B>(&mut out), all::<B>(&a), n);
+        close(&format!("{name} out"), &down(be, &out), fx.f("out"));
+        let (mut grads, mut dh, mut dx) = (
+            zeros(be, host.len()),
+            zeros(be, n * 4 * C),
+            zeros(be, n * C),
+        );
+        let through = Some((act, all::<B>(&h)));
+        let dh_v = all_mut::<B>(&mut dh);
+        c_proj.backward(
+            be,
+            &params,
+            &mut grads,
+            dh_v,
+            all::<B>(&dout),
+            all::<B>(&a),
             n,
-            C,
-            4 * C,
+            through,
         );
-        activation::forward(&mut a, &h, act);
-        linear::forward(&mut out, &a, w2, Some(b2), WeightLayout::InOut, n, 4 * C, C);
-        close(&format!("{name} out"), &out, fx.f("out"));
-        let (mut dw1, mut db1, mut dw2, mut db2) = (
-            vec![0.0; C * 4 * C],
-            vec![0.0; 4 * C],
-            vec![0.0; 4 * C * C],
-            vec![0.0; C],
-        );
-        let (mut da, mut dx) = (vec![0.0; n * 4 * C], vec![0.0; n * C]);
-        linear::backward(
-            &mut da,
-            &mut dw2,
-            Some(&mut db2),
-            fx.f("dout"),
-            &a,
-            w2,
-            WeightLayout::InOut,
+        let dx_v = all_mut::<B>(&mut dx);
+        c_fc.backward(
+            be,
+            &params,
+            &mut grads,
+            dx_v,
+            all::<B>(&dh),
+            all::<B>(&x),
             n,
-            4 * C,
-            C,
+            None,
         );
-        activation::backward_inplace(&mut da, &h, act);
-        linear::backward(
-            &mut dx,
-            &mut dw1,
-            Some(&mut db1),
-            &da,
-            fx.f("x"),
-            w1,
-            WeightLayout::InOut,
-            n,
-            C,
-            4 * C,
-        );
-        close(&format!("{name} dx"), &dx, fx.f("dx"));
-        close(&format!("{name} dW_fc"), &dw1, fx.f("grad.c_fc.weight"));
-        close(&format!("{name} db_fc"), &db1, fx.f("grad.c_fc.bias"));
-        close(&format!("{name} dW_proj"), &dw2, fx.f("grad.c_proj.weight"));
-        close(&format!("{name} db_proj"), &db2, fx.f("grad.c_proj.bias"));
+        close(&format!("{name} dx"), &down(be, &dx), fx.f("dx"));
+        let grads = down(be, &grads);
+        let mut at = 0;
+        for k in names {
+            let expected = fx.f(&format!("grad.{k}"));
+            close(
+                &format!("{name} d{k}"),
+                &grads[at..at + expected.len()],
+                expected,
+            );
+            at += expected.len();
+        }
     }
 }
 
-#[test]
-fn softmax_cross_entropy_fused() {
+fn softmax_cross_entropy_fused<B: Backend>(be: &B) {
     let fx = Fixture::load("crossentropy");
     let n = B * T;
-    let mut losses = vec![0.0; n];
-    loss::forward(&mut losses, fx.f("logits"), fx.i("targets"), V);
-    close("loss", &[loss::mean(&losses)], fx.f("loss"));
-    let mut grad = fx.f("logits").to_vec();
-    loss::forward_backward_inplace(&mut losses, &mut grad, fx.i("targets"), V, 1.0 / n as f32);
-    close("fused loss", &[loss::mean(&losses)], fx.f("loss"));
+    let targets = up_ids(be, fx.i("targets"));
+    let (mut logits, mut losses) = (up(be, fx.f("logits")), zeros(be, n));
+    let targets = all_ids::<B>(&targets, n);
+    let (losses_v, logits_v) = (all_mut::<B>(&mut losses), all_mut::<B>(&mut logits));
+    let loss = be.cross_entropy(losses_v, logits_v, targets, V, None);
+    close("loss", &[loss], fx.f("loss"));
+    close("logits kept", &down(be, &logits), fx.f("logits"));
+    let (losses_v, logits_v) = (all_mut::<B>(&mut losses), all_mut::<B>(&mut logits));
+    let fused = be.cross_entropy(losses_v, logits_v, targets, V, Some(1.0 / n as f32));
+    close("fused loss", &[fused], fx.f("loss"));
+    let grad = down(be, &logits);
     close("dlogits", &grad, fx.f("dlogits"));
     // probs = n * dlogits + onehot(target)
     let mut probs: Vec<f32> = grad.iter().map(|g| g * n as f32).collect();
@@ -308,8 +416,7 @@ fn softmax_cross_entropy_fused() {
     close("probs", &probs, fx.f("probs"));
 }
 
-#[test]
-fn adamw_three_steps() {
+fn adamw_three_steps<B: Backend>(be: &B) {
     let fx = Fixture::load("adamw");
     let meta = |k: &str| fx.metadata[k].parse::<f32>().unwrap();
     let tensors = vec![
@@ -330,19 +437,23 @@ fn adamw_three_steps() {
         eps: meta("eps"),
         weight_decay: meta("weight_decay"),
     };
-    let mut opt = AdamW::new(config, &tensors);
-    let mut params = [fx.f("w"), fx.f("b")].concat();
+    let mut opt = AdamW::new(be, config, &tensors).unwrap();
+    let mut params = up(be, &[fx.f("w"), fx.f("b")].concat());
     for step in 1..=3 {
-        let grads = [fx.f(&format!("g{step}.w")), fx.f(&format!("g{step}.b"))].concat();
-        opt.update(&mut params, &grads, meta("lr"), 0.0);
+        let grads = up(
+            be,
+            &[fx.f(&format!("g{step}.w")), fx.f(&format!("g{step}.b"))].concat(),
+        );
+        opt.update(be, &mut params, &grads, meta("lr"), 0.0);
+        let now = down(be, &params);
         close(
             &format!("w after step {step}"),
-            &params[..24],
+            &now[..24],
             fx.f(&format!("w{step}")),
         );
         close(
             &format!("b after step {step}"),
-            &params[24..],
+            &now[24..],
             fx.f(&format!("b{step}")),
         );
     }
@@ -374,37 +485,44 @@ fn model_config(fx: &Fixture, arch: Arch) -> ModelConfig {
 
 const MODEL: (f32, f32) = (2e-5, 1e-4);
 
-fn check_model(name: &str, arch: Arch) {
+/// The logits, the loss and every gradient of one step, then the
+/// parameters after three AdamW steps.
+fn check_model<B: Backend>(be: &B, name: &str, arch: Arch) {
     let fx = Fixture::load(name);
     let model = Model::new(model_config(&fx, arch)).unwrap();
     let (idx, targets) = (fx.i("idx"), fx.i("targets"));
     let (b, t) = (2, idx.len() / 2);
-    let mut params = vec![0.0f32; model.num_params()];
+    let window = Window::batch(b, t);
+    let mut host = vec![0.0f32; model.num_params()];
     for spec in &model.layout.tensors {
-        params[spec.range.clone()].copy_from_slice(fx.f(&spec.name));
+        host[spec.range.clone()].copy_from_slice(fx.f(&spec.name));
     }
-    let initial = params.clone();
-    let mut acts = model.activations(b, t);
-    let mut grads = vec![0.0f32; params.len()];
-    model.forward(&params, &mut acts, idx, b, t, Mode::Eval);
+    let mut params = up(be, &host);
+    let mut acts = Activations::training(be, &model.config, b, t).unwrap();
+    let mut grads = zeros(be, model.num_params());
+    model.forward(be, &params, &mut acts, idx, window, Mode::Eval);
     let v = model.config.vocab_size;
+    let mut logits = vec![0.0; b * t * v];
+    for row in 0..b * t {
+        be.download(acts.logits_row(row), &mut logits[row * v..(row + 1) * v]);
+    }
     assert_close(
         &format!("{name} logits"),
-        &acts.logits[..b * t * v],
+        &logits,
         fx.f("logits"),
         MODEL.0,
         MODEL.1,
     );
+    let dloss = 1.0 / (b * t) as f32;
     let loss = model.backward(
+        be,
         &params,
         &mut grads,
         &mut acts,
-        idx,
         targets,
-        b,
-        t,
+        window,
         Mode::Eval,
-        1.0 / (b * t) as f32,
+        dloss,
     );
     assert_close(
         &format!("{name} loss"),
@@ -413,12 +531,14 @@ fn check_model(name: &str, arch: Arch) {
         MODEL.0,
         MODEL.1,
     );
+    let host_grads = down(be, &grads);
     for spec in &model.layout.tensors {
         let what = format!("{name} grad {}", spec.name);
+        let expected = fx.f(&format!("grad.{}", spec.name));
         assert_close(
             &what,
-            &grads[spec.range.clone()],
-            fx.f(&format!("grad.{}", spec.name)),
+            &host_grads[spec.range.clone()],
+            expected,
             MODEL.0,
             MODEL.1,
         );
@@ -434,24 +554,23 @@ fn check_model(name: &str, arch: Arch) {
         eps: get("eps"),
         weight_decay: get("weight_decay"),
     };
-    let mut opt = AdamW::new(config, &model.layout.tensors);
-    params = initial;
+    let mut opt = AdamW::new(be, config, &model.layout.tensors).unwrap();
+    params = up(be, &host);
     let (mut losses, mut norms) = (Vec::new(), Vec::new());
     for _ in 0..3 {
-        grads.fill(0.0);
-        model.forward(&params, &mut acts, idx, b, t, Mode::Eval);
+        be.fill(all_mut::<B>(&mut grads), 0.0);
+        model.forward(be, &params, &mut acts, idx, window, Mode::Eval);
         losses.push(model.backward(
+            be,
             &params,
             &mut grads,
             &mut acts,
-            idx,
             targets,
-            b,
-            t,
+            window,
             Mode::Eval,
-            1.0 / (b * t) as f32,
+            dloss,
         ));
-        norms.push(opt.update(&mut params, &grads, get("lr"), get("grad_clip")));
+        norms.push(opt.update(be, &mut params, &grads, get("lr"), get("grad_clip")));
     }
     assert_close(
         &format!("{name} losses"),
@@ -467,10 +586,11 @@ fn check_model(name: &str, arch: Arch) {
         MODEL.0,
         MODEL.1,
     );
+    let stepped = down(be, &params);
     for spec in &model.layout.tensors {
         let expected = fx.f(&format!("step3.{}", spec.name));
         let true_grad = fx.f(&format!("grad.{}", spec.name));
-        for (i, (&a, &e)) in params[spec.range.clone()].iter().zip(expected).enumerate() {
+        for (i, (&a, &e)) in stepped[spec.range.clone()].iter().zip(expected).enumerate() {
             let atol = if true_grad[i].abs() < 1e-7 {
                 3.0 * get("lr")
             } else {
@@ -485,24 +605,66 @@ fn check_model(name: &str, arch: Arch) {
     }
 }
 
+// The checks on the CPU backend.
+
 #[test]
-fn gpt2_layout_model() {
-    check_model("model_gpt2", Arch::Gpt);
+fn embedding_on_cpu() {
+    embedding_forward_backward(&Cpu::new());
 }
 
 #[test]
-fn course_layout_model() {
-    check_model("model_course", Arch::Gpt);
+fn layernorm_on_cpu() {
+    layernorm_forward_backward(&Cpu::new());
 }
 
 #[test]
-fn bigram_model() {
-    check_model("model_bigram", Arch::Bigram);
+fn linear_on_cpu() {
+    linear_forward_backward(&Cpu::new());
 }
 
-/// The fast matrix product agrees with its naive twin on fixture-sized shapes too.
 #[test]
-fn matmul_reference_twin() {
+fn attention_on_cpu() {
+    attention_forward_backward(&Cpu::new());
+}
+
+#[test]
+fn gelu_and_relu_on_cpu() {
+    gelu_and_relu_forward_backward(&Cpu::new());
+}
+
+#[test]
+fn feed_forward_on_cpu() {
+    feed_forward_gelu_and_relu(&Cpu::new());
+}
+
+#[test]
+fn cross_entropy_on_cpu() {
+    softmax_cross_entropy_fused(&Cpu::new());
+}
+
+#[test]
+fn adamw_on_cpu() {
+    adamw_three_steps(&Cpu::new());
+}
+
+#[test]
+fn gpt2_layout_model_on_cpu() {
+    check_model(&Cpu::new(), "model_gpt2", Arch::Gpt);
+}
+
+#[test]
+fn course_layout_model_on_cpu() {
+    check_model(&Cpu::new(), "model_course", Arch::Gpt);
+}
+
+#[test]
+fn bigram_model_on_cpu() {
+    check_model(&Cpu::new(), "model_bigram", Arch::Bigram);
+}
+
+/// The CPU's fast matrix product agrees with its naive twin on fixture-sized shapes too.
+#[test]
+fn cpu_matmul_matches_its_naive_twin() {
     let fx = Fixture::load("linear");
     let (x, w) = (fx.f("x"), fx.f("weight"));
     let (mut fast, mut slow) = (vec![0.0; B * T * OC], vec![0.0; B * T * OC]);

@@ -1,69 +1,126 @@
-//! A training step allocates no memory of its own: parameters, gradients,
-//! optimizer state and activations are sized once, before the first step.
+//! A training step allocates no memory of lmforge's own: parameters,
+//! gradients, optimizer state and activations are sized once, before the
+//! first step.
 //!
 //! A counting global allocator (this file is its own test binary, with one
 //! test, so nothing else allocates concurrently) records every allocation
-//! made during a few training steps after a warm-up step; each step is
-//! the trainer's: batch, forward, backward with dropout, AdamW, on the
-//! thread pool. Two kinds of allocation are not lmforge's and are counted
-//! apart:
-//! - the `gemm` crate allocates scratch inside each matrix product (it takes
-//!   no workspace argument): cache-line-aligned (64 or 128 bytes) packing
-//!   buffers and a vector of `bool` flags (1-byte aligned). lmforge's own
-//!   buffers hold `f32`, `u32` or `usize` (4- or 8-byte aligned), so
-//!   alignment tells the two apart;
-//! - the thread pool boxes a job record (under 1 KiB) for each polling task
-//!   `on_pool` starts, one per other worker and step.
+//! made during a few of the trainer's real steps ([`Trainer::step`]: batch,
+//! forward, backward with dropout and gradient accumulation, AdamW, on the
+//! thread pool), after a warm-up step that sizes the kernels' scratch. Each
+//! allocation is attributed by walking the stack from the allocator
+//! outwards: the first frame that belongs to
+//! - `gemm` (or its `dyn_stack`): the packing buffers `gemm` allocates inside
+//!   every matrix product (it takes no workspace argument);
+//! - `rayon_core`: the thread pool's job records (`on_pool` spawns a polling
+//!   task per other worker);
+//! - `lmforge`: ours, whatever its size, and the test fails, naming the frame.
 //!
-//! Anything else fails the test: any other allocation of 1 KiB or more (a
-//! buffer), or more small ones than the thread pool's job records.
+//! The attribution is itself checked: gemm's scratch must show up in every
+//! step, and a known allocation of lmforge's made while counting must be
+//! attributed to lmforge.
 
-use lmforge::backend::cpu::{init_threads, on_pool};
-use lmforge::data::sampler::BatchSampler;
-use lmforge::model::{Mode, Model};
-use lmforge::optim::AdamW;
-use lmforge::train::TrainConfig;
+use lmforge::backend::cpu::{Cpu, init_threads};
+use lmforge::train::{Preset, Trainer};
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 struct Counting;
 
 static COUNTING: AtomicBool = AtomicBool::new(false);
-static GEMM_SCRATCH: AtomicUsize = AtomicUsize::new(0);
-static SMALL: AtomicUsize = AtomicUsize::new(0);
-static LARGE: AtomicUsize = AtomicUsize::new(0);
-static LARGEST: AtomicUsize = AtomicUsize::new(0);
-const BUFFER_BYTES: usize = 1024;
-const CACHE_LINE: usize = 64;
+static GEMM: AtomicUsize = AtomicUsize::new(0);
+static POOL: AtomicUsize = AtomicUsize::new(0);
+static LMFORGE: AtomicUsize = AtomicUsize::new(0);
+static UNATTRIBUTED: AtomicUsize = AtomicUsize::new(0);
+static FIRST_LMFORGE: Mutex<Option<String>> = Mutex::new(None);
+
+thread_local! {
+    /// Set while this thread attributes an allocation: the stack walk
+    /// allocates too, and those allocations are not counted.
+    static IN_HOOK: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Who asked for an allocation.
+enum Owner {
+    Gemm,
+    Pool,
+    Lmforge(String),
+    Unattributed,
+}
+
+/// The owner of a frame, by its source file (inlined frames have short
+/// names but full paths), else by its symbol name.
+fn owner_of(symbol: &backtrace::Symbol) -> Option<Owner> {
+    let ours = concat!(env!("CARGO_MANIFEST_DIR"), "/src/");
+    let path = symbol.filename().map(|p| p.to_string_lossy().into_owned());
+    let name = symbol.name().map(|n| n.to_string()).unwrap_or_default();
+    let here = path.as_deref().unwrap_or(&name);
+    let is = |crate_dir: &str, crate_path: &str| {
+        here.contains(crate_dir) || (path.is_none() && name.contains(crate_path))
+    };
+    if is("/gemm-", "gemm_") || is("/dyn-stack-", "dyn_stack::") {
+        Some(Owner::Gemm)
+    } else if is("/rayon-core-", "rayon_core::") {
+        Some(Owner::Pool)
+    } else if here.starts_with(ours) || (path.is_none() && name.contains("lmforge::")) {
+        Some(Owner::Lmforge(format!("{name} ({here})")))
+    } else {
+        None
+    }
+}
+
+/// The innermost frame (inlined ones included) that names an owner.
+fn current_owner() -> Owner {
+    let mut owner = Owner::Unattributed;
+    backtrace::trace(|frame| {
+        let mut found = None;
+        backtrace::resolve_frame(frame, |symbol| {
+            if found.is_none() {
+                found = owner_of(symbol);
+            }
+        });
+        match found {
+            Some(o) => {
+                owner = o;
+                false
+            }
+            None => true,
+        }
+    });
+    owner
+}
 
 impl Counting {
-    fn record(layout: Layout) {
-        if !COUNTING.load(Ordering::Relaxed) {
+    fn record() {
+        if !COUNTING.load(Ordering::Relaxed) || IN_HOOK.with(|h| h.replace(true)) {
             return;
         }
-        if layout.align() >= CACHE_LINE || layout.align() == 1 {
-            GEMM_SCRATCH.fetch_add(1, Ordering::Relaxed);
-        } else if layout.size() >= BUFFER_BYTES {
-            LARGE.fetch_add(1, Ordering::Relaxed);
-            LARGEST.fetch_max(layout.size(), Ordering::Relaxed);
-        } else {
-            SMALL.fetch_add(1, Ordering::Relaxed);
-        }
+        match current_owner() {
+            Owner::Gemm => GEMM.fetch_add(1, Ordering::Relaxed),
+            Owner::Pool => POOL.fetch_add(1, Ordering::Relaxed),
+            Owner::Unattributed => UNATTRIBUTED.fetch_add(1, Ordering::Relaxed),
+            Owner::Lmforge(frame) => {
+                let mut first = FIRST_LMFORGE.lock().unwrap_or_else(|e| e.into_inner());
+                first.get_or_insert(frame);
+                LMFORGE.fetch_add(1, Ordering::Relaxed)
+            }
+        };
+        IN_HOOK.with(|h| h.set(false));
     }
 }
 
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        Self::record(layout);
+        Self::record();
         unsafe { System.alloc(layout) }
     }
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        Self::record(layout);
+        Self::record();
         unsafe { System.alloc_zeroed(layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: the caller guarantees `new_size` is valid for `layout.align()`.
-        Self::record(unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) });
+        Self::record();
         unsafe { System.realloc(ptr, layout, new_size) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
@@ -74,78 +131,58 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
+fn counted<R>(work: impl FnOnce() -> R) -> R {
+    COUNTING.store(true, Ordering::SeqCst);
+    let result = work();
+    COUNTING.store(false, Ordering::SeqCst);
+    result
+}
+
 #[test]
-fn training_steps_allocate_no_buffers() {
-    let threads = init_threads(Some(2)).unwrap();
-    let mut config = TrainConfig::preset("char-cpu").unwrap();
-    config.dropout = 0.1; // the dropout masks are part of the step too
+fn training_steps_allocate_nothing_of_lmforges_own() {
+    init_threads(Some(2)).unwrap();
+    let be = Cpu::new();
+    let mut config = Preset::CharCpu.config();
+    config.model.vocab_size = 65;
+    config.model.dropout = 0.1; // the dropout masks are part of the step too
     config.batch_size = 4;
     config.grad_accum = 2;
-    let vocab = 65;
-    let model = Model::new(config.model_config(vocab)).unwrap();
-    let (b, t) = (config.batch_size, config.block_size);
-    let tokens: Vec<u32> = (0..20_000u32)
-        .map(|i| (i * 7 + i / 13) % vocab as u32)
-        .collect();
-    let sampler = BatchSampler::new(&tokens, b, t, 1, "synthetic").unwrap();
-    let mut params = model.init_params(1);
-    let mut grads = vec![0.0f32; params.len()];
-    let mut opt = AdamW::new(config.adamw(), &model.layout.tensors);
-    let mut acts = model.activations(b, t);
-    let (mut inputs, mut targets) = (vec![0u32; b * t], vec![0u32; b * t]);
-    let schedule = config.schedule();
+    let tokens: Vec<u32> = (0..20_000u32).map(|i| (i * 7 + i / 13) % 65).collect();
+    let mut trainer = Trainer::new(&be, &config, &tokens, &tokens, None).unwrap();
 
-    let mut step = |step: u64| {
-        on_pool(|| {
-            grads.fill(0.0);
-            let mut loss = 0.0;
-            for micro in 0..config.grad_accum as u64 {
-                sampler.fill(1 + micro * 16, step, &mut inputs, &mut targets);
-                let mode = Mode::Train {
-                    seed: 5,
-                    step_key: step * 2 + micro,
-                };
-                model.forward(&params, &mut acts, &inputs, b, t, mode);
-                let dloss = 1.0 / (b * t * config.grad_accum) as f32;
-                loss += model.backward(
-                    &params, &mut grads, &mut acts, &inputs, &targets, b, t, mode, dloss,
-                );
-            }
-            opt.update(&mut params, &grads, schedule.at(step), config.grad_clip);
-            loss
-        })
-    };
-
-    let first_loss = step(0); // warm-up: thread-local scratch of the matrix products
+    let first_loss = trainer.step(0).unwrap(); // warm-up: the kernels' scratch
     let steps = 4;
-    COUNTING.store(true, Ordering::SeqCst);
-    let mut last_loss = first_loss;
-    for s in 1..=steps {
-        last_loss = step(s);
-    }
-    COUNTING.store(false, Ordering::SeqCst);
-
+    let last_loss = counted(|| {
+        (1..=steps)
+            .map(|s| trainer.step(s).unwrap())
+            .last()
+            .unwrap()
+    });
     assert!(
         first_loss.is_finite() && last_loss.is_finite() && last_loss < first_loss,
         "the steps must train: loss {first_loss} -> {last_loss}"
     );
-    let (small, large) = (SMALL.load(Ordering::SeqCst), LARGE.load(Ordering::SeqCst));
+    let ours = LMFORGE.swap(0, Ordering::SeqCst);
+    let first = FIRST_LMFORGE.lock().unwrap().take();
     assert_eq!(
-        large,
-        0,
-        "{large} buffers (1 KiB or more, not gemm's scratch) allocated during {steps} steps (largest {} bytes)",
-        LARGEST.load(Ordering::SeqCst)
+        ours, 0,
+        "{ours} allocations of lmforge's during {steps} steps, the first in {first:?}"
     );
-    let allowed = steps as usize * (threads - 1);
-    assert!(
-        small <= allowed,
-        "{small} small allocations during {steps} steps, more than the thread pool's {allowed} job records"
+    let unattributed = UNATTRIBUTED.load(Ordering::SeqCst);
+    assert_eq!(
+        unattributed, 0,
+        "{unattributed} allocations with no owner on the stack"
     );
-    // The classification above is only meaningful if gemm's scratch really
-    // is what those allocations are: there is some in every step.
-    let scratch = GEMM_SCRATCH.load(Ordering::SeqCst);
+    let scratch = GEMM.load(Ordering::SeqCst);
     assert!(
         scratch >= steps as usize,
         "expected gemm's scratch in each step, saw {scratch} such allocations"
+    );
+
+    // The attribution sees lmforge's own allocations, however small.
+    counted(|| lmforge::model::ParamLayout::new(&config.model));
+    assert!(
+        LMFORGE.load(Ordering::SeqCst) > 0,
+        "a parameter layout built while counting was not attributed to lmforge"
     );
 }

@@ -1,4 +1,335 @@
-//! Compute backends. The CPU backend runs matrix products on the `gemm` crate
-//! and every other kernel on `rayon`.
+//! Compute backends: the one seam between the model's wiring and its kernels.
+//!
+//! [`crate::model`] writes the GPT's forward and backward pass once, as a
+//! sequence of calls to the [`Backend`] trait; a backend supplies the buffers
+//! those calls run on and the kernels themselves. The CPU backend
+//! ([`cpu::Cpu`]) runs matrix products on the `gemm` crate and every other
+//! kernel on `rayon`, over ordinary `Vec<f32>`s; a GPU backend would keep
+//! the same buffers in device memory.
+//!
+//! What crosses the seam:
+//! - owned buffers ([`Backend::Buf`] of `f32`, [`Backend::Ids`] of token ids)
+//!   and views of parts of them ([`Backend::View`], [`Backend::ViewMut`]),
+//!   cut by the ranges of [`crate::model::ParamLayout`] and of the
+//!   activations' size table;
+//! - the kernels, each with explicit dimensions (`n` rows of `c` channels,
+//!   `v` vocabulary entries...), in the style of llm.c;
+//! - little else goes back to the host: one loss and one gradient norm per
+//!   step, one row of logits per sampled token, and the weights when a
+//!   checkpoint is written ([`Backend::on_host`]).
+//!
+//! Every kernel of a backend must compute what the CPU kernels' doc comments
+//! write down (`backend/cpu/*.rs`, each opening with its math), and draw the
+//! same dropout masks ([`Dropout`] is a pure function of its indices).
 
 pub mod cpu;
+mod dropout;
+
+pub use dropout::Dropout;
+
+use crate::error::Result;
+use serde::{Deserialize, Serialize};
+use std::ops::Range;
+
+/// Where the model runs, as chosen with `--device`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Device {
+    /// The CPU backend: all cores (or `--threads`), float32.
+    Cpu,
+    /// An NVIDIA GPU. Not built yet: asking for it is an error that says so.
+    Cuda,
+}
+
+/// The feed-forward non-linearity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Activation {
+    /// GELU, tanh approximation (GPT-2's `gelu_new`).
+    Gelu,
+    Relu,
+}
+
+/// Whether a matrix product overwrites its destination or is added to it
+/// (weight gradients accumulate across micro-batches).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Accumulate {
+    Overwrite,
+    Add,
+}
+
+/// A `rows x cols` matrix inside a buffer view: element `(r, c)` sits at
+/// `r * row_stride + c * col_stride`. A transpose is the same memory with the
+/// strides swapped, never a copy.
+#[derive(Clone, Copy, Debug)]
+pub struct Mat<V> {
+    pub data: V,
+    pub rows: usize,
+    pub cols: usize,
+    pub row_stride: usize,
+    pub col_stride: usize,
+}
+
+impl<V: Copy> Mat<V> {
+    /// A row-major matrix.
+    pub fn new(data: V, rows: usize, cols: usize) -> Self {
+        Mat {
+            data,
+            rows,
+            cols,
+            row_stride: cols,
+            col_stride: 1,
+        }
+    }
+
+    /// The transpose, as a view of the same memory.
+    pub fn t(self) -> Self {
+        Mat {
+            rows: self.cols,
+            cols: self.rows,
+            row_stride: self.col_stride,
+            col_stride: self.row_stride,
+            ..self
+        }
+    }
+}
+
+/// What a matrix product does to its result before writing it, so the extra
+/// elementwise work runs while the rows are still in cache (on a GPU: inside
+/// the product's kernel, as cuBLASLt's epilogues do).
+/// `'i` is the lifetime of what it reads, `'o` of what it writes.
+pub enum Epilogue<'i, 'o, B: Backend + 'i + 'o> {
+    /// `dst = lhs @ rhs`.
+    None,
+    /// `dst = lhs @ rhs + bias`, the bias `(cols)` added to every row.
+    Bias(B::View<'i>),
+    /// `dst = lhs @ rhs [+ bias]` is the pre-activation, kept for backward,
+    /// and `out = act(dst)` the layer's output.
+    Activation {
+        bias: Option<B::View<'i>>,
+        act: Activation,
+        out: B::ViewMut<'o>,
+    },
+    /// `dst = (lhs @ rhs) * act'(pre)`: the gradient of a pre-activation,
+    /// from the gradient of its activation.
+    ActivationGrad { act: Activation, pre: B::View<'i> },
+}
+
+/// The shape of one attention call over `qkv: (B, pos + T, 3C)`: `b` rows of
+/// `t` queries at positions `pos..pos + t`, each attending to the keys at
+/// positions `0..=its own`. Training has `pos = 0`; decoding with the keys
+/// and values of earlier positions already in `qkv` has `b = 1`, `pos > 0`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttentionDims {
+    pub b: usize,
+    pub t: usize,
+    pub pos: usize,
+    pub c: usize,
+    pub n_head: usize,
+}
+
+impl AttentionDims {
+    pub fn head_size(&self) -> usize {
+        self.c / self.n_head
+    }
+
+    /// Positions whose keys a query row can see: all of them up to the last query.
+    pub fn keys(&self) -> usize {
+        self.pos + self.t
+    }
+}
+
+/// The hyperparameters of one AdamW update (see `backend/cpu/adamw.rs`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamWStep {
+    pub lr: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    pub weight_decay: f32,
+    /// Clip the gradient norm to this (0: no clipping).
+    pub grad_clip: f32,
+    /// The number of this update, from 1 (for the bias corrections).
+    pub t: u64,
+}
+
+/// A run of parameters AdamW treats alike: decayed (matrices) or not.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ParamGroup {
+    pub range: Range<usize>,
+    pub decays: bool,
+}
+
+/// Buffers and kernels: everything the model wiring needs from a device.
+///
+/// Views are cut from owned buffers with [`Backend::view`] and
+/// [`Backend::view_mut`]; a kernel's outputs are `ViewMut`s, its inputs
+/// `View`s. Gradients of parameters accumulate (`+=`); other outputs are
+/// overwritten unless a kernel's doc says otherwise.
+pub trait Backend: Sync + Sized {
+    /// An owned array of `f32` on the device.
+    type Buf: Send + Sync;
+    /// An owned array of token ids.
+    type Ids: Send + Sync;
+    /// Part of a [`Backend::Buf`], read-only.
+    type View<'a>: Copy + Send
+    where
+        Self: 'a;
+    /// Part of a [`Backend::Buf`], writable.
+    type ViewMut<'a>: Send
+    where
+        Self: 'a;
+    /// Part of a [`Backend::Ids`].
+    type IdsView<'a>: Copy + Send
+    where
+        Self: 'a;
+
+    // Memory.
+
+    /// `len` zeros.
+    fn zeros(&self, len: usize) -> Result<Self::Buf>;
+    /// A buffer holding `host` (on the CPU: `host` itself, no copy).
+    fn upload(&self, host: Vec<f32>) -> Result<Self::Buf>;
+    /// Room for `len` token ids.
+    fn ids(&self, len: usize) -> Result<Self::Ids>;
+    fn len(buf: &Self::Buf) -> usize;
+    fn view(buf: &Self::Buf, range: Range<usize>) -> Self::View<'_>;
+    fn view_mut(buf: &mut Self::Buf, range: Range<usize>) -> Self::ViewMut<'_>;
+    /// Two disjoint writable views; `second` starts at or after the end of `first`
+    /// (a weight's gradient and its bias's, stored right after it).
+    fn view_pair_mut(
+        buf: &mut Self::Buf,
+        first: Range<usize>,
+        second: Range<usize>,
+    ) -> (Self::ViewMut<'_>, Self::ViewMut<'_>);
+    fn ids_view(ids: &Self::Ids, range: Range<usize>) -> Self::IdsView<'_>;
+    /// Write `host` into `ids` from index `at` on.
+    fn upload_ids(&self, ids: &mut Self::Ids, at: usize, host: &[u32]);
+    /// Copy `src` into `host` (of the same length).
+    fn download(&self, src: Self::View<'_>, host: &mut [f32]);
+    /// Run `f` on the values of `src` as host memory (on the CPU: the buffer
+    /// itself; on a GPU: a downloaded copy).
+    fn on_host<R>(&self, src: Self::View<'_>, f: impl FnOnce(&[f32]) -> R) -> R;
+    fn fill(&self, dst: Self::ViewMut<'_>, value: f32);
+    fn copy(&self, dst: Self::ViewMut<'_>, src: Self::View<'_>);
+    /// `dst = a + b`.
+    fn add(&self, dst: Self::ViewMut<'_>, a: Self::View<'_>, b: Self::View<'_>);
+
+    // Layers (shapes: `n` positions, `c` channels).
+
+    /// `out[i] = wte[idx[i]] + wpe[pos + i % t]` for the `n = idx.len()` positions
+    /// of `(B, T)` ids starting at position `pos`; `wpe` is `None` for the bigram table.
+    #[allow(clippy::too_many_arguments)]
+    fn embedding_forward(
+        &self,
+        out: Self::ViewMut<'_>,
+        idx: Self::IdsView<'_>,
+        wte: Self::View<'_>,
+        wpe: Option<Self::View<'_>>,
+        pos: usize,
+        t: usize,
+        c: usize,
+    );
+    /// `dwte[idx[i]] += dout[i]`, `dwpe[i % t] += dout[i]`.
+    fn embedding_backward(
+        &self,
+        dwte: Self::ViewMut<'_>,
+        dwpe: Option<Self::ViewMut<'_>>,
+        dout: Self::View<'_>,
+        idx: Self::IdsView<'_>,
+        t: usize,
+        c: usize,
+    );
+    /// Layer norm of `n` rows; saves `mean` and `rstd` `(n)` for backward.
+    #[allow(clippy::too_many_arguments)]
+    fn layernorm_forward(
+        &self,
+        out: Self::ViewMut<'_>,
+        mean: Self::ViewMut<'_>,
+        rstd: Self::ViewMut<'_>,
+        inp: Self::View<'_>,
+        weight: Self::View<'_>,
+        bias: Option<Self::View<'_>>,
+        n: usize,
+        c: usize,
+    );
+    /// Accumulates into `dinp` (a residual stream's gradient), `dweight` and `dbias`.
+    #[allow(clippy::too_many_arguments)]
+    fn layernorm_backward(
+        &self,
+        dinp: Self::ViewMut<'_>,
+        dweight: Self::ViewMut<'_>,
+        dbias: Option<Self::ViewMut<'_>>,
+        dout: Self::View<'_>,
+        inp: Self::View<'_>,
+        weight: Self::View<'_>,
+        mean: Self::View<'_>,
+        rstd: Self::View<'_>,
+        n: usize,
+        c: usize,
+    );
+    /// `dst (m, n) = [dst +] lhs (m, k) @ rhs (k, n)`, then the epilogue
+    /// (`dst` row-major; `Accumulate::Add` only with `Epilogue::None`).
+    fn matmul(
+        &self,
+        dst: Self::ViewMut<'_>,
+        lhs: Mat<Self::View<'_>>,
+        rhs: Mat<Self::View<'_>>,
+        acc: Accumulate,
+        epilogue: Epilogue<'_, '_, Self>,
+    );
+    /// `dbias[j] += sum_i dout[i, j]` over `n` rows of `cols`.
+    fn bias_backward(&self, dbias: Self::ViewMut<'_>, dout: Self::View<'_>, n: usize, cols: usize);
+    /// Causal self-attention over `qkv`: `out (B, T, C)` for the query rows,
+    /// `lse (B, NH, T)` (each query's log-sum-exp) saved for backward.
+    fn attention_forward(
+        &self,
+        out: Self::ViewMut<'_>,
+        lse: Self::ViewMut<'_>,
+        qkv: Self::View<'_>,
+        dims: AttentionDims,
+        dropout: Option<Dropout>,
+    );
+    /// Overwrites `dqkv (B, T, 3C)` (training only: `dims.pos == 0`).
+    #[allow(clippy::too_many_arguments)]
+    fn attention_backward(
+        &self,
+        dqkv: Self::ViewMut<'_>,
+        dout: Self::View<'_>,
+        qkv: Self::View<'_>,
+        lse: Self::View<'_>,
+        dims: AttentionDims,
+        dropout: Option<Dropout>,
+    );
+    /// `branch = drop(branch) + skip`: closes a residual connection in place.
+    fn residual(&self, branch: Self::ViewMut<'_>, skip: Self::View<'_>, dropout: Option<Dropout>);
+    /// `x = x * mask / (1 - p)` in place (an activation going forward, its gradient going back).
+    fn dropout(&self, x: Self::ViewMut<'_>, dropout: Dropout);
+    /// Softmax + cross-entropy of `n` rows of `v` logits against `targets`:
+    /// per-position losses into `losses`, and their mean returned. With
+    /// `dloss = Some(w)`, the logits are overwritten by the gradient of
+    /// `w * sum of losses` (fused, as llm.c does).
+    fn cross_entropy(
+        &self,
+        losses: Self::ViewMut<'_>,
+        logits: Self::ViewMut<'_>,
+        targets: Self::IdsView<'_>,
+        v: usize,
+        dloss: Option<f32>,
+    ) -> f32;
+    /// One AdamW update of `params` from `grads` (moments `m`, `v`), with the
+    /// gradient-norm clipping folded in. Returns the norm before clipping.
+    fn adamw(
+        &self,
+        params: Self::ViewMut<'_>,
+        grads: Self::View<'_>,
+        m: Self::ViewMut<'_>,
+        v: Self::ViewMut<'_>,
+        groups: &[ParamGroup],
+        step: AdamWStep,
+    ) -> f32;
+
+    /// Run `work` (one training step, one decoding step...) the way this
+    /// backend runs work best (the CPU backend: on its thread pool, with the
+    /// other workers kept polling).
+    fn run<R: Send>(&self, work: impl FnOnce() -> R + Send) -> R;
+}

@@ -144,7 +144,7 @@ fn hf_config(cfg: &ModelConfig, eot_token: Option<u32>) -> serde_json::Value {
         "resid_pdrop": cfg.dropout,
         "embd_pdrop": cfg.dropout,
         "attn_pdrop": cfg.dropout,
-        "layer_norm_epsilon": crate::model::layernorm::EPS,
+        "layer_norm_epsilon": crate::backend::cpu::layernorm::EPS,
         "initializer_range": 0.02,
         "tie_word_embeddings": cfg.tie_embeddings,
         "bos_token_id": eot_token,
@@ -225,13 +225,18 @@ pub fn save_model(dir: &Path, model: &Model, params: &[f32], eot_token: Option<u
     write_atomic_bytes(&dir.join(CONFIG_FILE), &json)
 }
 
-/// Load `config.json` and `model.safetensors` from `dir`.
-pub fn load_model(dir: &Path) -> Result<(Model, Vec<f32>)> {
+/// Read the model config of the run in `dir` (`config.json`) without its weights.
+pub fn load_config(dir: &Path) -> Result<ModelConfig> {
     let config_path = dir.join(CONFIG_FILE);
     let text = std::fs::read_to_string(&config_path).map_err(|e| Error::io(&config_path, e))?;
     let json: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| Error::format(&config_path, e.to_string()))?;
-    let model = Model::new(model_config_from_json(&json, &config_path)?)?;
+    model_config_from_json(&json, &config_path)
+}
+
+/// Load `config.json` and `model.safetensors` from `dir`.
+pub fn load_model(dir: &Path) -> Result<(Model, Vec<f32>)> {
+    let model = Model::new(load_config(dir)?)?;
     let path = dir.join(MODEL_FILE);
     let bytes = read_file(&path)?;
     let st = parse(&bytes, &path)?;

@@ -1,7 +1,8 @@
 //! `lmforge bench train` and `bench sample`: training and generation speed with synthetic tokens and random weights.
 
+use lmforge::backend::{Backend, Device};
 use lmforge::tokenizer::TokenizerSpec;
-use lmforge::train::{TrainConfig, TrainOverrides, config};
+use lmforge::train::{Preset, TrainConfig, TrainOverrides, config};
 use std::process::ExitCode;
 
 #[derive(clap::Args)]
@@ -21,8 +22,8 @@ enum BenchWhat {
 #[derive(clap::Args)]
 struct BenchSampleArgs {
     /// Model shape to measure.
-    #[arg(long, default_value = "gpt2")]
-    preset: String,
+    #[arg(long, value_enum, default_value = "gpt2")]
+    preset: Preset,
     /// Vocabulary size (default: the preset tokenizer's; 65, Tiny
     /// Shakespeare's characters, for `char`).
     #[arg(long)]
@@ -43,8 +44,8 @@ struct BenchSampleArgs {
 #[derive(clap::Args)]
 struct BenchTrainArgs {
     /// Model and batch shape to measure.
-    #[arg(long, default_value = "char-cpu")]
-    preset: String,
+    #[arg(long, value_enum, default_value = "char-cpu")]
+    preset: Preset,
     /// Vocabulary size (default: the preset tokenizer's; 65, Tiny
     /// Shakespeare's characters, for `char`).
     #[arg(long)]
@@ -84,13 +85,19 @@ fn vocab_size(vocab: Option<usize>, cfg: &TrainConfig) -> anyhow::Result<usize> 
 }
 
 fn sample(args: BenchSampleArgs) -> anyhow::Result<ExitCode> {
-    let threads = lmforge::backend::cpu::init_threads(args.threads)?;
-    let cfg = config::resolve(&args.preset, None, &args.overrides)?;
-    let vocab = vocab_size(args.vocab, &cfg)?;
-    let model = lmforge::model::Model::new(cfg.model_config(vocab))?;
-    let params = model.init_params(cfg.seed);
-    let (cached, uncached) =
-        lmforge::sample::bench(&model, &params, args.prompt_tokens, args.new_tokens)?;
+    let (backend, threads) = super::backend(Device::Cpu, args.threads)?;
+    let mut cfg = config::resolve(args.preset, None, &args.overrides)?;
+    cfg.model.vocab_size = vocab_size(args.vocab, &cfg)?;
+    let vocab = cfg.model.vocab_size;
+    let model = lmforge::model::Model::new(cfg.model.clone())?;
+    let params = backend.upload(model.init_params(cfg.seed))?;
+    let (cached, uncached) = lmforge::sample::bench(
+        &backend,
+        &model,
+        &params,
+        args.prompt_tokens,
+        args.new_tokens,
+    )?;
     println!(
         "lmforge {}: {} params, vocab {vocab}, prompt {} + {} new tokens, {threads} threads",
         args.preset,
@@ -104,13 +111,13 @@ fn sample(args: BenchSampleArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn train(args: BenchTrainArgs) -> anyhow::Result<ExitCode> {
-    let threads = lmforge::backend::cpu::init_threads(args.threads)?;
-    let cfg = config::resolve(&args.preset, None, &args.overrides)?;
+    let (backend, threads) = super::backend(Device::Cpu, args.threads)?;
+    let cfg = config::resolve(args.preset, None, &args.overrides)?;
     let vocab = vocab_size(args.vocab, &cfg)?;
-    let report = lmforge::train::bench(&cfg, vocab, args.warmup_steps, args.steps)?;
+    let report = lmforge::train::bench(&backend, &cfg, vocab, args.warmup_steps, args.steps)?;
     println!(
         "lmforge {}: {} params, vocab {vocab}, batch {} x block {}, {threads} threads",
-        args.preset, report.num_params, cfg.batch_size, cfg.block_size
+        args.preset, report.num_params, cfg.batch_size, cfg.model.block_size
     );
     println!("lmforge tokens/s: {:.0}", report.tokens_per_sec);
     println!("lmforge step ms: {:.1}", report.step_ms);

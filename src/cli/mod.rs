@@ -1,6 +1,9 @@
 //! One file per subcommand. Each parses its flags, calls one library function
 //! and prints the result.
 
+use lmforge::backend::Device;
+use lmforge::backend::cpu::Cpu;
+
 pub mod bench;
 pub mod prepare;
 pub mod sample;
@@ -31,13 +34,13 @@ pub fn describe(e: &anyhow::Error) -> String {
     text
 }
 
-/// Only the CPU backend exists so far; say so instead of silently ignoring the flag.
-pub fn check_device(device: &str) -> anyhow::Result<()> {
+/// The backend `--device` names, with the CPU's thread pool started
+/// (`--threads`, default one per core). Returns it and the thread count.
+pub fn backend(device: Device, threads: Option<usize>) -> anyhow::Result<(Cpu, usize)> {
     match device {
-        "cpu" => Ok(()),
-        "cuda" => anyhow::bail!(
+        Device::Cpu => Ok((Cpu::new(), lmforge::backend::cpu::init_threads(threads)?)),
+        Device::Cuda => anyhow::bail!(
             "--device cuda: the CUDA backend is not available in this version; use --device cpu"
         ),
-        other => anyhow::bail!("unknown --device {other:?}; expected cpu"),
     }
 }

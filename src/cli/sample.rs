@@ -1,6 +1,7 @@
 //! `lmforge sample`: generate text from a trained run, streamed to stdout.
 
 use anyhow::Context;
+use lmforge::backend::Device;
 use lmforge::checkpoint;
 use lmforge::sample::{SampleOptions, generate};
 use std::io::Write;
@@ -30,13 +31,12 @@ pub struct SampleArgs {
     #[arg(long)]
     threads: Option<usize>,
     /// Compute device.
-    #[arg(long, default_value = "cpu")]
-    device: String,
+    #[arg(long, value_enum, default_value = "cpu")]
+    device: Device,
 }
 
 pub fn run(args: SampleArgs) -> anyhow::Result<ExitCode> {
-    super::check_device(&args.device)?;
-    lmforge::backend::cpu::init_threads(args.threads)?;
+    let (backend, _) = super::backend(args.device, args.threads)?;
     let (model, params) = checkpoint::load_model(&args.run)
         .with_context(|| format!("loading the model from {}", args.run.display()))?;
     let tokenizer = lmforge::tokenizer::load(&args.run.join(checkpoint::TOKENIZER_FILE))?;
@@ -57,7 +57,8 @@ pub fn run(args: SampleArgs) -> anyhow::Result<ExitCode> {
     stdout
         .write_all(prompt_text.as_bytes())
         .map_err(stdout_err)?;
-    generate(&model, &params, &prompt, &opts, |token| {
+    let params = lmforge::backend::Backend::upload(&backend, params)?;
+    generate(&backend, &model, &params, &prompt, &opts, |token| {
         // Print whole UTF-8 characters as soon as they are complete.
         pending.extend(tokenizer.decode_bytes(&[token]));
         let valid = match std::str::from_utf8(&pending) {

@@ -1,7 +1,8 @@
 //! `lmforge train`: train a model, or resume a run.
 
 use anyhow::Context;
-use lmforge::train::{Start, TrainJob, TrainOverrides, config};
+use lmforge::backend::Device;
+use lmforge::train::{Preset, Start, TrainJob, TrainOverrides, config};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -13,9 +14,9 @@ pub struct TrainArgs {
     /// removed and CRLF becomes LF). Default: the built-in Tiny Shakespeare.
     #[arg(long)]
     data: Option<PathBuf>,
-    /// Starting hyperparameters: bigram, course, char-cpu, char-baby.
-    #[arg(long)]
-    preset: Option<String>,
+    /// Starting hyperparameters.
+    #[arg(long, value_enum)]
+    preset: Option<Preset>,
     /// TOML file of hyperparameters (flag names, `_` for `-`), applied over the preset.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -30,8 +31,8 @@ pub struct TrainArgs {
     #[arg(long)]
     threads: Option<usize>,
     /// Compute device.
-    #[arg(long, default_value = "cpu")]
-    device: String,
+    #[arg(long, value_enum, default_value = "cpu")]
+    device: Device,
     /// No progress output.
     #[arg(long, short)]
     quiet: bool,
@@ -40,8 +41,7 @@ pub struct TrainArgs {
 }
 
 pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
-    super::check_device(&args.device)?;
-    lmforge::backend::cpu::init_threads(args.threads)?;
+    let (backend, _) = super::backend(args.device, args.threads)?;
     let (out, start) = match &args.resume {
         Some(dir) => {
             let mut overrides = Vec::new();
@@ -52,14 +52,10 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
             (dir.clone(), Start::Resume(overrides))
         }
         None => {
-            let preset = args.preset.as_deref().unwrap_or("char-cpu");
-            let cfg = config::resolve(preset, args.config.as_ref(), &args.overrides)?;
-            (
-                args.out
-                    .clone()
-                    .unwrap_or_else(|| PathBuf::from("runs").join(preset)),
-                Start::New(cfg),
-            )
+            let preset = args.preset.unwrap_or(Preset::CharCpu);
+            let cfg = config::resolve(preset, args.config.as_deref(), &args.overrides)?;
+            let default_out = PathBuf::from("runs").join(preset.to_string());
+            (args.out.clone().unwrap_or(default_out), Start::New(cfg))
         }
     };
 
@@ -77,13 +73,16 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
     })
     .context("installing the Ctrl-C handler")?;
 
-    let summary = lmforge::train::train(TrainJob {
-        data: args.data,
-        out: out.clone(),
-        start,
-        progress: !args.quiet,
-        stop: &stop,
-    })
+    let summary = lmforge::train::train(
+        &backend,
+        TrainJob {
+            data: args.data,
+            out: out.clone(),
+            start,
+            progress: !args.quiet,
+            stop: &stop,
+        },
+    )
     .with_context(|| format!("training into {}", out.display()))?;
     let fmt = |loss: Option<f32>| loss.map_or("-".to_string(), |l| format!("{l:.4}"));
     eprintln!(

@@ -1,6 +1,7 @@
 //! The model's shape and layout options, as a plain struct of named numbers
 //! (nanoGPT's names), and the checks that reject impossible combinations.
 
+pub use crate::backend::Activation;
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 
@@ -24,19 +25,13 @@ pub enum Norm {
     Post,
 }
 
-/// The feed-forward non-linearity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Activation {
-    /// GELU, tanh approximation (GPT-2's `gelu_new`).
-    Gelu,
-    Relu,
-}
-
 /// Everything that decides the parameter shapes and the forward computation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelConfig {
     pub arch: Arch,
+    /// Token ids `0..vocab_size` (missing in `train_config.json` files of
+    /// earlier versions, where the tokenizer gave it).
+    #[serde(default)]
     pub vocab_size: usize,
     /// Longest context the model sees (number of learned positions).
     pub block_size: usize,

@@ -1,21 +1,18 @@
 //! The models: the course's bigram table and a GPT, with forward and backward
-//! written once over the layer kernels (one file per layer, each opening with
-//! its math).
+//! written once ([`gpt`], [`block`]) as calls to a [`crate::backend::Backend`],
+//! over parameters laid out by [`params`] and activations sized by
+//! [`activations`]. The kernels themselves, each with its math, live in
+//! `backend/cpu/`.
 
-pub mod activation;
-pub mod attention;
+pub mod activations;
+pub mod block;
 pub mod config;
-pub mod decode;
-pub mod dropout;
-pub mod embedding;
 pub mod gpt;
 pub mod init;
-pub mod layernorm;
-pub mod linear;
-pub mod loss;
+pub mod layers;
 pub mod params;
 
+pub use activations::{Activations, Purpose, Window};
 pub use config::{Activation, Arch, ModelConfig, Norm};
-pub use decode::KvCache;
-pub use gpt::{Activations, Mode, Model};
-pub use params::{ParamLayout, TensorSpec};
+pub use gpt::{Mode, Model};
+pub use params::{ParamLayout, TensorSpec, WeightLayout};

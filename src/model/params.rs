@@ -49,11 +49,24 @@ pub struct NormParams {
     pub bias: Option<Range<usize>>,
 }
 
-/// A linear layer's `(in, out)` weight and optional bias.
+/// How a linear layer's weight matrix is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightLayout {
+    /// `(IN, OUT)`: transformer-block linears (Hugging Face `Conv1D`).
+    InOut,
+    /// `(OUT, IN)`: the LM head (`nn.Linear`, or the tied token embedding).
+    OutIn,
+}
+
+/// A linear layer: its weight (`fan_in x fan_out` values, stored as `layout`
+/// says) and optional bias (`fan_out`).
 #[derive(Debug, Clone)]
 pub struct LinearParams {
     pub weight: Range<usize>,
     pub bias: Option<Range<usize>>,
+    pub fan_in: usize,
+    pub fan_out: usize,
+    pub layout: WeightLayout,
 }
 
 /// One transformer block.
@@ -77,9 +90,8 @@ pub struct ParamLayout {
     pub wpe: Range<usize>,
     pub blocks: Vec<BlockParams>,
     pub ln_f: Option<NormParams>,
-    /// `None` when the head is tied to `wte`.
-    pub lm_head_weight: Option<Range<usize>>,
-    pub lm_head_bias: Option<Range<usize>>,
+    /// `(V, C)`: `lm_head.weight`, or `wte` itself when the head is tied to it.
+    pub lm_head: Option<LinearParams>,
 }
 
 struct Builder {
@@ -116,6 +128,9 @@ impl Builder {
         LinearParams {
             weight: self.add(format!("{prefix}.weight"), &[fan_in, fan_out]),
             bias: self.add_if(bias, format!("{prefix}.bias"), &[fan_out]),
+            fan_in,
+            fan_out,
+            layout: WeightLayout::InOut,
         }
     }
 }
@@ -136,8 +151,7 @@ impl ParamLayout {
                 wpe: 0..0,
                 blocks: Vec::new(),
                 ln_f: None,
-                lm_head_weight: None,
-                lm_head_bias: None,
+                lm_head: None,
             };
         }
         let wte = b.add("transformer.wte.weight".into(), &[v, c]);
@@ -156,8 +170,14 @@ impl ParamLayout {
             })
             .collect();
         let ln_f = Some(b.norm("transformer.ln_f", c, cfg.bias));
-        let lm_head_weight = b.add_if(!cfg.tie_embeddings, "lm_head.weight".into(), &[v, c]);
-        let lm_head_bias = b.add_if(cfg.lm_head_bias, "lm_head.bias".into(), &[v]);
+        let untied = b.add_if(!cfg.tie_embeddings, "lm_head.weight".into(), &[v, c]);
+        let lm_head = Some(LinearParams {
+            weight: untied.unwrap_or(wte.clone()),
+            bias: b.add_if(cfg.lm_head_bias, "lm_head.bias".into(), &[v]),
+            fan_in: c,
+            fan_out: v,
+            layout: WeightLayout::OutIn,
+        });
         ParamLayout {
             tensors: b.tensors,
             total: b.total,
@@ -165,30 +185,12 @@ impl ParamLayout {
             wpe,
             blocks,
             ln_f,
-            lm_head_weight,
-            lm_head_bias,
+            lm_head,
         }
     }
 
     pub fn get(&self, name: &str) -> Option<&TensorSpec> {
         self.tensors.iter().find(|t| t.name == name)
-    }
-}
-
-/// Borrow two ranges of one buffer mutably at once (a weight and the bias
-/// stored right after it). `second` must start at or after `first` ends.
-pub fn split_pair<'a>(
-    buf: &'a mut [f32],
-    first: &Range<usize>,
-    second: Option<&Range<usize>>,
-) -> (&'a mut [f32], Option<&'a mut [f32]>) {
-    match second {
-        None => (&mut buf[first.clone()], None),
-        Some(s) => {
-            assert!(s.start >= first.end, "split_pair: ranges out of order");
-            let (head, tail) = buf.split_at_mut(s.start);
-            (&mut head[first.clone()], Some(&mut tail[..s.len()]))
-        }
     }
 }
 

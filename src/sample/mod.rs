@@ -5,14 +5,15 @@
 //! p = softmax(logits / temperature)      restricted to the top_k largest logits
 //! next ~ Multinomial(p)                  (temperature 0: the argmax)
 //! ```
-//! A GPT keeps a key/value cache ([`crate::model::decode`]): while the text
-//! fits in the context, each new token costs one position. Past `block_size`
-//! tokens the window slides, every position changes, and each token runs the
-//! full forward on the last `block_size` tokens (as nanoGPT does).
+//! The model keeps a key/value cache (the `qkv` rows of inference
+//! [`Activations`]): while the text fits in the context, each new token is
+//! one more position through the same forward pass. Past `block_size` tokens
+//! the window slides, every position changes, and each token runs the
+//! forward on the last `block_size` tokens (as nanoGPT does).
 
-use crate::backend::cpu::on_pool;
+use crate::backend::Backend;
 use crate::error::{Error, Result};
-use crate::model::{Arch, Mode, Model};
+use crate::model::{Activations, Mode, Model, Window};
 use crate::rng::Rng;
 
 /// The random stream sampling draws from (with the user's seed).
@@ -63,22 +64,61 @@ fn choose(logits: &mut [f32], opts: &SampleOptions, rng: &mut Rng) -> u32 {
     logits.iter().rposition(|&p| p > 0.0).unwrap_or(0) as u32
 }
 
-/// Generate up to `max_new_tokens` tokens after `prompt` (at least one token),
-/// calling `emit` with each new token as soon as it is drawn. A prompt longer
-/// than the context is cropped to its last `block_size` tokens.
-pub fn generate(
-    model: &Model,
-    params: &[f32],
-    prompt: &[u32],
-    opts: &SampleOptions,
-    mut emit: impl FnMut(u32) -> Result<()>,
-) -> Result<Vec<u32>> {
+/// A sequence being extended one token at a time, with the positions
+/// already computed kept in the activations.
+struct Context<'m, B: Backend> {
+    model: &'m Model,
+    params: &'m B::Buf,
+    acts: Activations<B>,
+    /// Positions of the sequence whose keys and values are in `acts`.
+    cached: usize,
+    /// The next-token logits, on the host.
+    logits: Vec<f32>,
+}
+
+impl<'m, B: Backend> Context<'m, B> {
+    fn new(be: &B, model: &'m Model, params: &'m B::Buf) -> Result<Self> {
+        Ok(Context {
+            model,
+            params,
+            acts: Activations::inference(be, &model.config)?,
+            cached: 0,
+            logits: vec![0.0; model.config.vocab_size],
+        })
+    }
+
+    /// The next-token logits after `tokens`, the whole sequence so far (the
+    /// previous call's sequence plus new tokens). With `use_cache: false`
+    /// every position is computed again.
+    fn logits_after(&mut self, be: &B, tokens: &[u32], use_cache: bool) -> &mut [f32] {
+        let (len, block) = (tokens.len(), self.model.config.block_size);
+        let (pos, new) = if len > block {
+            (0, &tokens[len - block..]) // slid: every position moved
+        } else {
+            let start = if use_cache {
+                self.cached.min(len - 1)
+            } else {
+                0
+            };
+            (start, &tokens[start..])
+        };
+        let window = Window::continuing(pos, new.len());
+        let (model, params, acts) = (self.model, self.params, &mut self.acts);
+        be.run(|| model.forward(be, params, acts, new, window, Mode::Eval));
+        self.cached = if len > block { 0 } else { len };
+        be.download(self.acts.logits_row(0), &mut self.logits);
+        &mut self.logits
+    }
+}
+
+/// Check the options and the prompt before generating.
+fn check(model: &Model, prompt: &[u32], opts: &SampleOptions) -> Result<()> {
     if prompt.is_empty() {
         return Err(Error::Data(
             "the prompt must contain at least one token".into(),
         ));
     }
-    if !(opts.temperature >= 0.0) || !opts.temperature.is_finite() {
+    if !opts.temperature.is_finite() || opts.temperature < 0.0 {
         return Err(Error::Config(format!(
             "temperature must be a non-negative number, got {}",
             opts.temperature
@@ -93,42 +133,51 @@ pub fn generate(
             "token id {bad} is outside the model's vocabulary of {v}"
         )));
     }
-    let block = model.config.block_size;
-    let mut acts = model.activations(1, block);
-    let mut cache = (model.config.arch == Arch::Gpt).then(|| model.kv_cache());
+    Ok(())
+}
+
+/// Generate up to `max_new_tokens` tokens after `prompt` (at least one token),
+/// calling `emit` with each new token as soon as it is drawn. A prompt longer
+/// than the context is cropped to its last `block_size` tokens.
+pub fn generate<B: Backend>(
+    be: &B,
+    model: &Model,
+    params: &B::Buf,
+    prompt: &[u32],
+    opts: &SampleOptions,
+    emit: impl FnMut(u32) -> Result<()>,
+) -> Result<Vec<u32>> {
+    generate_with(be, model, params, prompt, opts, true, emit)
+}
+
+fn generate_with<B: Backend>(
+    be: &B,
+    model: &Model,
+    params: &B::Buf,
+    prompt: &[u32],
+    opts: &SampleOptions,
+    use_cache: bool,
+    mut emit: impl FnMut(u32) -> Result<()>,
+) -> Result<Vec<u32>> {
+    check(model, prompt, opts)?;
+    let mut context = Context::new(be, model, params)?;
     let mut rng = Rng::new(opts.seed, SAMPLE_STREAM);
     let mut tokens = prompt.to_vec();
-    let mut row = vec![0.0f32; v];
     for _ in 0..opts.max_new_tokens {
-        let start = tokens.len().saturating_sub(block);
-        let context = &tokens[start..];
-        let t = context.len();
-        on_pool(|| match cache.as_mut().filter(|_| start == 0) {
-            Some(cache) if cache.len > 0 && cache.len == t - 1 => {
-                model.decode_step(params, cache, context[t - 1]);
-                row.copy_from_slice(&cache.logits);
-            }
-            Some(cache) => {
-                model.prefill(params, &mut acts, cache, context);
-                row.copy_from_slice(&acts.logits[(t - 1) * v..t * v]);
-            }
-            None => {
-                model.forward(params, &mut acts, context, 1, t, Mode::Eval);
-                row.copy_from_slice(&acts.logits[(t - 1) * v..t * v]);
-            }
-        });
-        let next = choose(&mut row, opts, &mut rng);
+        let next = choose(context.logits_after(be, &tokens, use_cache), opts, &mut rng);
         tokens.push(next);
         emit(next)?;
     }
     Ok(tokens.split_off(prompt.len()))
 }
 
-/// Decoding speed in tokens/s: `(with the KV cache, full forward per token)`,
-/// generating `new_tokens` after a prompt of `prompt_len` tokens (greedy).
-pub fn bench(
+/// Decoding speed in tokens/s: `(with the KV cache, every position again for
+/// each token)`, generating `new_tokens` after a prompt of `prompt_len`
+/// tokens (greedy).
+pub fn bench<B: Backend>(
+    be: &B,
     model: &Model,
-    params: &[f32],
+    params: &B::Buf,
     prompt_len: usize,
     new_tokens: usize,
 ) -> Result<(f64, f64)> {
@@ -148,20 +197,12 @@ pub fn bench(
         top_k: None,
         seed: 0,
     };
-    let t0 = std::time::Instant::now();
-    generate(model, params, &prompt, &opts, |_| Ok(()))?;
-    let cached = new_tokens as f64 / t0.elapsed().as_secs_f64();
-    let mut acts = model.activations(1, block);
-    let mut tokens = prompt;
-    let t0 = std::time::Instant::now();
-    for _ in 0..new_tokens {
-        let t = tokens.len();
-        on_pool(|| model.forward(params, &mut acts, &tokens, 1, t, Mode::Eval));
-        let mut row = acts.logits[(t - 1) * v as usize..t * v as usize].to_vec();
-        tokens.push(choose(&mut row, &opts, &mut Rng::new(0, SAMPLE_STREAM)));
-    }
-    let uncached = new_tokens as f64 / t0.elapsed().as_secs_f64();
-    Ok((cached, uncached))
+    let speed = |use_cache| -> Result<f64> {
+        let t0 = std::time::Instant::now();
+        generate_with(be, model, params, &prompt, &opts, use_cache, |_| Ok(()))?;
+        Ok(new_tokens as f64 / t0.elapsed().as_secs_f64())
+    };
+    Ok((speed(true)?, speed(false)?))
 }
 
 #[cfg(test)]
@@ -178,10 +219,13 @@ mod tests {
     }
 
     /// With the cache, before and after the context fills, generation picks
-    /// the tokens that a full forward on the cropped context picks.
+    /// the tokens that a full forward on the cropped context picks (with
+    /// training activations: every row's logits, no cache), and so does
+    /// generation without the cache.
     #[test]
     fn cached_generation_matches_full_forward_generation() {
-        use crate::model::{Activation, ModelConfig, Norm};
+        use crate::backend::cpu::Cpu;
+        use crate::model::{Activation, Arch, ModelConfig, Norm};
         let cfg = ModelConfig {
             arch: Arch::Gpt,
             vocab_size: 23,
@@ -202,19 +246,31 @@ mod tests {
         let params: Vec<f32> = (0..model.num_params())
             .map(|_| (rng.next_f32() - 0.5) * 2.0)
             .collect();
-        let got = generate(&model, &params, &[3, 1], &opts_n(1.0, 12), |_| Ok(())).unwrap();
+        let be = Cpu::new();
+        let got = generate(&be, &model, &params, &[3, 1], &opts_n(1.0, 12), |_| Ok(())).unwrap();
         let mut tokens = vec![3u32, 1];
         let mut rng = Rng::new(0, SAMPLE_STREAM);
-        let mut acts = model.activations(1, 6);
+        let mut acts = Activations::training(&be, &model.config, 1, 6).unwrap();
         for _ in 0..12 {
             let context = &tokens[tokens.len().saturating_sub(6)..];
             let t = context.len();
-            model.forward(&params, &mut acts, context, 1, t, Mode::Eval);
-            let mut row = acts.logits[(t - 1) * 23..t * 23].to_vec();
+            let window = Window::batch(1, t);
+            model.forward(&be, &params, &mut acts, context, window, Mode::Eval);
+            let mut row = acts.logits_row(t - 1).to_vec();
             let next = choose(&mut row, &opts_n(1.0, 1), &mut rng);
             tokens.push(next);
         }
         assert_eq!(got, tokens[2..]);
+        let uncached = generate_with(
+            &be,
+            &model,
+            &params,
+            &[3, 1],
+            &opts_n(1.0, 12),
+            false,
+            |_| Ok(()),
+        );
+        assert_eq!(uncached.unwrap(), got);
         assert!(
             got.iter().collect::<std::collections::HashSet<_>>().len() > 2,
             "not a degenerate sequence: {got:?}"

@@ -1,36 +1,30 @@
-//! Training configuration: every hyperparameter in one struct, filled from a
-//! preset, then a TOML file (`--config`), then command-line flags, each
-//! overriding the one before.
+//! Training configuration: the model's config and every training setting in
+//! one struct, filled from a preset ([`Preset`]), then a TOML file
+//! (`--config`), then command-line flags, each overriding the one before
+//! ([`TrainOverrides`]).
 
+use super::presets::Preset;
 use crate::error::{Error, Result};
 use crate::model::{Activation, Arch, ModelConfig, Norm};
 use crate::optim::{AdamWConfig, LrSchedule, ScheduleKind};
 use crate::tokenizer::TokenizerSpec;
 use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-/// Everything a training run needs to know, saved as `train_config.json` in the run.
+/// Everything a training run needs to know, saved in the run's
+/// `train_config.json` (flat: the model's fields sit beside the others).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
-    pub preset: String,
-    /// `char` (the training text's characters), `gpt2`, or a `tokenizer.json` path.
+    pub preset: Preset,
     #[serde(default = "default_tokenizer")]
     pub tokenizer: TokenizerSpec,
-    // Model (the vocabulary size comes from the tokenizer).
-    pub arch: Arch,
-    pub n_layer: usize,
-    pub n_head: usize,
-    pub n_embd: usize,
-    pub block_size: usize,
-    pub dropout: f32,
-    pub norm: Norm,
-    pub activation: Activation,
-    pub tie_embeddings: bool,
-    pub bias: bool,
-    pub qkv_bias: bool,
-    pub lm_head_bias: bool,
+    /// The model. Its `vocab_size` is the tokenizer's, set when training
+    /// starts (0 in presets).
+    #[serde(flatten)]
+    pub model: ModelConfig,
     // Data.
     pub batch_size: usize,
+    /// Fraction of the text (its tail) held out for validation.
     pub val_fraction: f64,
     // Optimisation.
     pub max_iters: u64,
@@ -58,149 +52,33 @@ fn default_tokenizer() -> TokenizerSpec {
     TokenizerSpec::Char
 }
 
-/// Names of the built-in presets, for `--help` and error messages.
-pub const PRESETS: &[&str] = &["bigram", "course", "char-cpu", "char-baby", "gpt2"];
+/// A float setting that must be finite and inside `[lo, hi]` (`hi` excluded
+/// when `open_hi`, `lo` excluded when `open_lo`). Errors name the flag.
+fn check_float(
+    name: &str,
+    value: f64,
+    (lo, open_lo): (f64, bool),
+    (hi, open_hi): (f64, bool),
+) -> Result<()> {
+    let above = if open_lo { value > lo } else { value >= lo };
+    let below = if open_hi { value < hi } else { value <= hi };
+    if value.is_finite() && above && below {
+        return Ok(());
+    }
+    let lo_text = format!("{}{lo}", if open_lo { "above " } else { "at least " });
+    let hi_text = match (hi.is_finite(), open_hi) {
+        (false, _) => String::new(),
+        (true, true) => format!(" and below {hi}"),
+        (true, false) => format!(" and at most {hi}"),
+    };
+    Err(Error::Config(format!(
+        "--{} must be a finite number {lo_text}{hi_text}, got {value}",
+        name.replace('_', "-")
+    )))
+}
 
 impl TrainConfig {
-    /// A built-in preset. See the README for where each comes from.
-    pub fn preset(name: &str) -> Result<Self> {
-        // nanoGPT's Shakespeare-char settings, the base of both char presets.
-        let char_cpu = TrainConfig {
-            preset: name.to_string(),
-            tokenizer: default_tokenizer(),
-            arch: Arch::Gpt,
-            n_layer: 4,
-            n_head: 4,
-            n_embd: 128,
-            block_size: 64,
-            dropout: 0.0,
-            norm: Norm::Pre,
-            activation: Activation::Gelu,
-            tie_embeddings: true,
-            bias: false,
-            qkv_bias: false,
-            lm_head_bias: false,
-            batch_size: 12,
-            val_fraction: 0.1,
-            max_iters: 2000,
-            lr: 1e-3,
-            min_lr: 1e-4,
-            schedule: ScheduleKind::Cosine,
-            warmup_iters: 100,
-            lr_decay_iters: None,
-            grad_accum: 1,
-            grad_clip: 1.0,
-            weight_decay: 0.1,
-            beta1: 0.9,
-            beta2: 0.99,
-            eps: 1e-8,
-            eval_interval: 250,
-            eval_iters: 20,
-            checkpoint_interval: 250,
-            seed: 1337,
-        };
-        // The course notebooks: plain torch.optim.AdamW defaults, constant lr, no clipping.
-        let course = TrainConfig {
-            n_layer: 1,
-            n_head: 8,
-            n_embd: 128,
-            block_size: 32,
-            batch_size: 8,
-            dropout: 0.2,
-            norm: Norm::Post,
-            activation: Activation::Relu,
-            tie_embeddings: false,
-            bias: true,
-            qkv_bias: false,
-            lm_head_bias: true,
-            lr: 1e-4,
-            min_lr: 1e-4,
-            schedule: ScheduleKind::Constant,
-            warmup_iters: 0,
-            max_iters: 3000,
-            grad_clip: 0.0,
-            weight_decay: 0.01,
-            beta2: 0.999,
-            eval_interval: 500,
-            eval_iters: 100,
-            checkpoint_interval: 500,
-            ..char_cpu.clone()
-        };
-        Ok(match name {
-            "char-cpu" => char_cpu,
-            "char-baby" => TrainConfig {
-                n_layer: 6,
-                n_head: 6,
-                n_embd: 384,
-                block_size: 256,
-                batch_size: 64,
-                dropout: 0.2,
-                max_iters: 5000,
-                eval_iters: 200,
-                ..char_cpu
-            },
-            "course" => course,
-            // GPT-2 124M (nanoGPT's train_gpt2 settings, one process).
-            "gpt2" => TrainConfig {
-                tokenizer: TokenizerSpec::Gpt2,
-                n_layer: 12,
-                n_head: 12,
-                n_embd: 768,
-                block_size: 1024,
-                batch_size: 12,
-                grad_accum: 40,
-                bias: true,
-                qkv_bias: true,
-                max_iters: 600_000,
-                lr: 6e-4,
-                min_lr: 6e-5,
-                warmup_iters: 2000,
-                beta2: 0.95,
-                eval_interval: 1000,
-                eval_iters: 200,
-                checkpoint_interval: 1000,
-                ..char_cpu.clone()
-            },
-            "bigram" => TrainConfig {
-                arch: Arch::Bigram,
-                block_size: 8,
-                batch_size: 32,
-                dropout: 0.0,
-                lr: 1e-2,
-                min_lr: 1e-2,
-                eval_interval: 300,
-                eval_iters: 200,
-                checkpoint_interval: 1000,
-                ..course
-            },
-            other => {
-                return Err(Error::Config(format!(
-                    "unknown preset {other:?}; choose one of {}",
-                    PRESETS.join(", ")
-                )));
-            }
-        })
-    }
-
-    /// The model this config describes, for a tokenizer of `vocab_size` tokens.
-    pub fn model_config(&self, vocab_size: usize) -> ModelConfig {
-        ModelConfig {
-            arch: self.arch,
-            vocab_size,
-            block_size: self.block_size,
-            n_layer: self.n_layer,
-            n_head: self.n_head,
-            n_embd: self.n_embd,
-            dropout: self.dropout,
-            norm: self.norm,
-            activation: self.activation,
-            tie_embeddings: self.tie_embeddings,
-            bias: self.bias,
-            qkv_bias: self.qkv_bias,
-            lm_head_bias: self.lm_head_bias,
-        }
-    }
-
+    /// The learning rate at every iteration.
     pub fn schedule(&self) -> LrSchedule {
         LrSchedule {
             kind: self.schedule,
@@ -220,36 +98,62 @@ impl TrainConfig {
         }
     }
 
-    /// Reject settings training cannot run with, naming the field.
+    /// Reject settings training cannot run with, naming the flag.
     pub fn validate(&self) -> Result<()> {
-        let bad = |msg: &str| Err(Error::Config(msg.to_string()));
-        if self.batch_size == 0 || self.grad_accum == 0 {
-            return bad("batch_size and grad_accum must be at least 1");
+        let (closed, open, inf) = (false, true, f64::INFINITY);
+        let floats = [
+            ("lr", self.lr as f64, (0.0, open), (inf, open)),
+            ("min_lr", self.min_lr as f64, (0.0, closed), (inf, open)),
+            (
+                "grad_clip",
+                self.grad_clip as f64,
+                (0.0, closed),
+                (inf, open),
+            ),
+            (
+                "weight_decay",
+                self.weight_decay as f64,
+                (0.0, closed),
+                (inf, open),
+            ),
+            ("beta1", self.beta1 as f64, (0.0, closed), (1.0, open)),
+            ("beta2", self.beta2 as f64, (0.0, closed), (1.0, open)),
+            ("eps", self.eps as f64, (0.0, open), (inf, open)),
+            ("val_fraction", self.val_fraction, (0.0, open), (1.0, open)),
+            (
+                "dropout",
+                self.model.dropout as f64,
+                (0.0, closed),
+                (1.0, open),
+            ),
+        ];
+        for (name, value, lo, hi) in floats {
+            check_float(name, value, lo, hi)?;
         }
-        if self.eval_interval == 0 || self.eval_iters == 0 || self.checkpoint_interval == 0 {
-            return bad("eval_interval, eval_iters and checkpoint_interval must be at least 1");
+        let counts = [
+            ("batch", self.batch_size as u64),
+            ("grad_accum", self.grad_accum as u64),
+            ("max_iters", self.max_iters),
+            ("eval_interval", self.eval_interval),
+            ("eval_iters", self.eval_iters),
+            ("checkpoint_interval", self.checkpoint_interval),
+        ];
+        if let Some((name, _)) = counts.iter().find(|(_, value)| *value == 0) {
+            return Err(Error::Config(format!(
+                "--{} must be at least 1",
+                name.replace('_', "-")
+            )));
         }
-        if !(self.val_fraction > 0.0 && self.val_fraction < 1.0) {
-            return bad("val_fraction must be strictly between 0 and 1");
+        ModelConfig {
+            vocab_size: self.model.vocab_size.max(1),
+            ..self.model.clone()
         }
-        if !(self.lr > 0.0) || self.min_lr < 0.0 || self.grad_clip < 0.0 || self.weight_decay < 0.0
-        {
-            return bad(
-                "lr must be positive; min_lr, grad_clip and weight_decay must not be negative",
-            );
-        }
-        if !(0.0..1.0).contains(&self.beta1)
-            || !(0.0..1.0).contains(&self.beta2)
-            || !(self.eps > 0.0)
-        {
-            return bad("beta1 and beta2 must be in [0, 1) and eps positive");
-        }
-        self.model_config(1).validate()
+        .validate()
     }
 }
 
-/// Optional overrides, from a TOML file or from flags; each `Some` replaces the
-/// preset's value. Field names are the flag names with `_` for `-`.
+/// Optional overrides, from a TOML file or from flags; each `Some` replaces
+/// the preset's value. Field names are the flag names with `_` for `-`.
 #[derive(Debug, Clone, Default, Deserialize, clap::Args)]
 #[serde(deny_unknown_fields)]
 pub struct TrainOverrides {
@@ -258,7 +162,7 @@ pub struct TrainOverrides {
     #[arg(long)]
     pub tokenizer: Option<TokenizerSpec>,
     /// Model: "bigram" or "gpt".
-    #[arg(long, value_parser = parse_arch)]
+    #[arg(long, value_parser = parse_enum::<Arch>)]
     pub arch: Option<Arch>,
     /// Number of transformer blocks.
     #[arg(long)]
@@ -277,10 +181,10 @@ pub struct TrainOverrides {
     #[arg(long)]
     pub dropout: Option<f32>,
     /// Layer-norm placement: "pre" (GPT-2) or "post" (the course notebook).
-    #[arg(long, value_parser = parse_norm)]
+    #[arg(long, value_parser = parse_enum::<Norm>)]
     pub norm: Option<Norm>,
     /// Feed-forward activation: "gelu" (tanh approximation) or "relu".
-    #[arg(long, value_parser = parse_activation)]
+    #[arg(long, value_parser = parse_enum::<Activation>)]
     pub activation: Option<Activation>,
     /// Share the token embedding with the LM head (true/false).
     #[arg(long)]
@@ -311,7 +215,7 @@ pub struct TrainOverrides {
     #[arg(long)]
     pub min_lr: Option<f32>,
     /// Learning-rate schedule after warmup: "cosine" or "constant".
-    #[arg(long, value_parser = parse_schedule)]
+    #[arg(long, value_parser = parse_enum::<ScheduleKind>)]
     pub schedule: Option<ScheduleKind>,
     /// Iterations of linear warmup.
     #[arg(long)]
@@ -351,21 +255,17 @@ pub struct TrainOverrides {
     pub seed: Option<u64>,
 }
 
+/// A lowercase enum value, by its serde name.
 fn parse_enum<T: serde::de::DeserializeOwned>(s: &str) -> std::result::Result<T, String> {
     serde_json::from_value(serde_json::Value::String(s.to_lowercase()))
         .map_err(|_| format!("invalid value {s:?}"))
 }
-fn parse_arch(s: &str) -> std::result::Result<Arch, String> {
-    parse_enum(s)
-}
-fn parse_norm(s: &str) -> std::result::Result<Norm, String> {
-    parse_enum(s)
-}
-fn parse_activation(s: &str) -> std::result::Result<Activation, String> {
-    parse_enum(s)
-}
-fn parse_schedule(s: &str) -> std::result::Result<ScheduleKind, String> {
-    parse_enum(s)
+
+/// `*dst = value` when an override gives one.
+fn set<T>(dst: &mut T, value: Option<T>) {
+    if let Some(value) = value {
+        *dst = value;
+    }
 }
 
 impl TrainOverrides {
@@ -375,12 +275,10 @@ impl TrainOverrides {
         toml::from_str(&text).map_err(|e| Error::format(path, e.to_string()))
     }
 
-    /// Replace every field of `cfg` that is set here.
+    /// Replace every setting of `cfg` given here. Every field is named, with
+    /// no `..`: a new override that is not applied does not compile.
     pub fn apply(&self, cfg: &mut TrainConfig) {
-        macro_rules! set {
-            ($($field:ident),*) => { $( if let Some(v) = self.$field.clone() { cfg.$field = v; } )* };
-        }
-        set!(
+        let TrainOverrides {
             tokenizer,
             arch,
             n_layer,
@@ -401,6 +299,7 @@ impl TrainOverrides {
             min_lr,
             schedule,
             warmup_iters,
+            lr_decay_iters,
             grad_accum,
             grad_clip,
             weight_decay,
@@ -410,21 +309,46 @@ impl TrainOverrides {
             eval_interval,
             eval_iters,
             checkpoint_interval,
-            seed
-        );
-        if self.lr_decay_iters.is_some() {
-            cfg.lr_decay_iters = self.lr_decay_iters;
-        }
+            seed,
+        } = self.clone();
+        set(&mut cfg.tokenizer, tokenizer);
+        let m = &mut cfg.model;
+        set(&mut m.arch, arch);
+        set(&mut m.n_layer, n_layer);
+        set(&mut m.n_head, n_head);
+        set(&mut m.n_embd, n_embd);
+        set(&mut m.block_size, block_size);
+        set(&mut m.dropout, dropout);
+        set(&mut m.norm, norm);
+        set(&mut m.activation, activation);
+        set(&mut m.tie_embeddings, tie_embeddings);
+        set(&mut m.bias, bias);
+        set(&mut m.qkv_bias, qkv_bias);
+        set(&mut m.lm_head_bias, lm_head_bias);
+        set(&mut cfg.batch_size, batch_size);
+        set(&mut cfg.val_fraction, val_fraction);
+        set(&mut cfg.max_iters, max_iters);
+        set(&mut cfg.lr, lr);
+        set(&mut cfg.min_lr, min_lr);
+        set(&mut cfg.schedule, schedule);
+        set(&mut cfg.warmup_iters, warmup_iters);
+        set(&mut cfg.lr_decay_iters, lr_decay_iters.map(Some));
+        set(&mut cfg.grad_accum, grad_accum);
+        set(&mut cfg.grad_clip, grad_clip);
+        set(&mut cfg.weight_decay, weight_decay);
+        set(&mut cfg.beta1, beta1);
+        set(&mut cfg.beta2, beta2);
+        set(&mut cfg.eps, eps);
+        set(&mut cfg.eval_interval, eval_interval);
+        set(&mut cfg.eval_iters, eval_iters);
+        set(&mut cfg.checkpoint_interval, checkpoint_interval);
+        set(&mut cfg.seed, seed);
     }
 }
 
 /// The resolved configuration: preset, then TOML file, then flags.
-pub fn resolve(
-    preset: &str,
-    toml: Option<&PathBuf>,
-    flags: &TrainOverrides,
-) -> Result<TrainConfig> {
-    let mut cfg = TrainConfig::preset(preset)?;
+pub fn resolve(preset: Preset, toml: Option<&Path>, flags: &TrainOverrides) -> Result<TrainConfig> {
+    let mut cfg = preset.config();
     if let Some(path) = toml {
         TrainOverrides::from_toml_file(path)?.apply(&mut cfg);
     }
@@ -443,36 +367,31 @@ mod tests {
         let path = dir.path().join("run.toml");
         std::fs::write(
             &path,
-            "n_layer = 2\nlr = 5e-4\nnorm = \"post\"\nblock = 32\n",
+            "n_layer = 2\nlr = 5e-4\nnorm = \"post\"\nblock = 32\ntokenizer = \"gpt2\"\n",
         )
         .unwrap();
         let flags = TrainOverrides {
             lr: Some(2e-4),
             ..Default::default()
         };
-        let cfg = resolve("char-cpu", Some(&path), &flags).unwrap();
-        assert_eq!(cfg.n_layer, 2);
-        assert_eq!(cfg.block_size, 32);
-        assert_eq!(cfg.norm, Norm::Post);
+        let cfg = resolve(Preset::CharCpu, Some(&path), &flags).unwrap();
+        assert_eq!(cfg.model.n_layer, 2);
+        assert_eq!(cfg.model.block_size, 32);
+        assert_eq!(cfg.model.norm, Norm::Post);
         assert_eq!(cfg.lr, 2e-4);
-        assert_eq!(cfg.n_embd, 128);
+        assert_eq!(cfg.model.n_embd, 128);
+        assert_eq!(cfg.tokenizer, TokenizerSpec::Gpt2);
     }
 
     #[test]
-    fn unknown_toml_keys_and_presets_are_errors() {
+    fn unknown_toml_keys_are_errors() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bad.toml");
         std::fs::write(&path, "n_layers = 2\n").unwrap();
-        let err = resolve("char-cpu", Some(&path), &TrainOverrides::default())
+        let err = resolve(Preset::CharCpu, Some(&path), &TrainOverrides::default())
             .unwrap_err()
             .to_string();
         assert!(err.contains("n_layers"), "{err}");
-        assert!(
-            resolve("huge", None, &TrainOverrides::default())
-                .unwrap_err()
-                .to_string()
-                .contains("char-cpu")
-        );
     }
 
     #[test]
@@ -481,14 +400,52 @@ mod tests {
             n_head: Some(3),
             ..Default::default()
         };
-        let err = resolve("char-cpu", None, &flags).unwrap_err().to_string();
+        let err = resolve(Preset::CharCpu, None, &flags)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("divisible"), "{err}");
     }
 
+    /// NaN, infinities and out-of-range floats are refused with the flag's name.
     #[test]
-    fn every_preset_is_valid() {
-        for p in PRESETS {
-            TrainConfig::preset(p).unwrap().validate().unwrap();
+    fn floats_must_be_finite_and_in_range() {
+        type Case = (&'static str, fn(&mut TrainOverrides));
+        let cases: [Case; 6] = [
+            ("--weight-decay", |o| o.weight_decay = Some(f32::NAN)),
+            ("--lr", |o| o.lr = Some(f32::INFINITY)),
+            ("--lr", |o| o.lr = Some(0.0)),
+            ("--beta2", |o| o.beta2 = Some(1.0)),
+            ("--dropout", |o| o.dropout = Some(f32::NAN)),
+            ("--val-fraction", |o| o.val_fraction = Some(f64::NAN)),
+        ];
+        for (flag, make) in cases {
+            let mut flags = TrainOverrides::default();
+            make(&mut flags);
+            let err = resolve(Preset::CharCpu, None, &flags)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(flag), "{flag}: {err}");
         }
+        let zero_batch = TrainOverrides {
+            batch_size: Some(0),
+            ..Default::default()
+        };
+        let err = resolve(Preset::CharCpu, None, &zero_batch)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--batch"), "{err}");
+    }
+
+    /// A run's config survives `train_config.json` unchanged, and the
+    /// model's fields sit at the top level (as in files of earlier versions).
+    #[test]
+    fn config_round_trips_through_flat_json() {
+        let mut cfg = Preset::Course.config();
+        cfg.model.vocab_size = 65;
+        cfg.lr_decay_iters = Some(7);
+        let json = serde_json::to_value(&cfg).unwrap();
+        assert_eq!(json["n_layer"], 1);
+        assert_eq!(json["preset"], "course");
+        assert_eq!(serde_json::from_value::<TrainConfig>(json).unwrap(), cfg);
     }
 }

@@ -7,6 +7,8 @@
 //! `gemm`'s own scalars read the reverse of BLAS: it computes
 //! `dst = alpha * dst + beta * lhs @ rhs`, reading `dst` only if `read_dst`.
 
+pub use crate::backend::Accumulate;
+use crate::backend::Mat;
 use rayon::prelude::*;
 
 /// A read-only matrix view over a slice.
@@ -63,8 +65,36 @@ impl<'a> MatRef<'a> {
         }
     }
 
+    /// The seam's matrix view, checked against the slice it points into.
+    pub fn from_mat(m: Mat<&'a [f32]>) -> Self {
+        let last = match (m.rows, m.cols) {
+            (0, _) | (_, 0) => 0,
+            (r, c) => (r - 1) * m.row_stride + (c - 1) * m.col_stride + 1,
+        };
+        assert!(
+            m.data.len() >= last,
+            "matrix view out of bounds: {} < {last}",
+            m.data.len()
+        );
+        MatRef {
+            data: m.data,
+            rows: m.rows,
+            cols: m.cols,
+            row_stride: m.row_stride,
+            col_stride: m.col_stride,
+        }
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
     /// Rows `start..start + count` of this view.
-    pub fn rows(self, start: usize, count: usize) -> Self {
+    pub fn rows_range(self, start: usize, count: usize) -> Self {
         MatRef {
             data: &self.data[start * self.row_stride..],
             rows: count,
@@ -75,14 +105,6 @@ impl<'a> MatRef<'a> {
     fn at(&self, r: usize, c: usize) -> f32 {
         self.data[r * self.row_stride + c * self.col_stride]
     }
-}
-
-/// Whether the product overwrites the destination or is added to it
-/// (gradients accumulate across micro-batches, so weight gradients add).
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Accumulate {
-    Overwrite,
-    Add,
 }
 
 /// `dst (m, n) = lhs @ rhs`, or `dst += lhs @ rhs`; `dst` is row-major.
@@ -107,7 +129,15 @@ pub fn matmul(dst: &mut [f32], lhs: MatRef, rhs: MatRef, mode: Accumulate) {
         .for_each(|(i, block)| {
             let start = i * rows_per;
             let count = block.len() / n;
-            matmul_into(block, n, lhs.rows(start, count), rhs, mode, 1.0, false);
+            matmul_into(
+                block,
+                n,
+                lhs.rows_range(start, count),
+                rhs,
+                mode,
+                1.0,
+                false,
+            );
         });
 }
 

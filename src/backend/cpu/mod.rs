@@ -1,10 +1,309 @@
-//! The CPU backend: the thread pool and the matrix product every linear layer
-//! uses. The layer kernels themselves live beside their math in `model/`.
+//! The CPU backend: the thread pool, and every kernel of the [`Backend`]
+//! seam, one file per layer, each opening with its math.
 
+pub mod activation;
+pub mod adamw;
+pub mod attention;
+pub mod dropout;
+pub mod embedding;
+pub mod layernorm;
+pub mod linear;
+pub mod loss;
 pub mod math;
 pub mod matmul;
 
+use crate::backend::{
+    Accumulate, AdamWStep, AttentionDims, Backend, Dropout, Epilogue, Mat, ParamGroup,
+};
 use crate::error::{Error, Result};
+use matmul::MatRef;
+use std::ops::Range;
+use std::sync::Mutex;
+
+/// The CPU backend: buffers are `Vec`s in host memory; every kernel runs on
+/// the global `rayon` pool (sized by [`init_threads`]). It owns the scratch
+/// its kernels need beyond their outputs (attention's score matrices, the
+/// gradient norm's partial sums), grown on first use and then reused, so
+/// steps after the first allocate nothing.
+#[derive(Default)]
+pub struct Cpu {
+    attention_scratch: Mutex<Vec<f32>>,
+    norm_partials: Mutex<Vec<f64>>,
+}
+
+impl Cpu {
+    pub fn new() -> Self {
+        Cpu::default()
+    }
+
+    /// Run `f` on `len` floats of attention scratch.
+    fn with_attention_scratch<R>(&self, len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+        with_scratch(&self.attention_scratch, len, f)
+    }
+}
+
+/// Run `f` on the first `len` elements of `scratch`, grown if shorter. If
+/// another thread is using it (the same backend running two things at once),
+/// a fresh buffer serves instead of waiting: a kernel never blocks on a lock.
+fn with_scratch<T: Clone + Default, R>(
+    scratch: &Mutex<Vec<T>>,
+    len: usize,
+    f: impl FnOnce(&mut [T]) -> R,
+) -> R {
+    match scratch.try_lock() {
+        Ok(mut kept) => {
+            if kept.len() < len {
+                kept.resize(len, T::default());
+            }
+            f(&mut kept[..len])
+        }
+        Err(_) => f(&mut vec![T::default(); len]),
+    }
+}
+
+fn mat(m: Mat<&[f32]>) -> MatRef<'_> {
+    MatRef::from_mat(m)
+}
+
+impl Backend for Cpu {
+    type Buf = Vec<f32>;
+    type Ids = Vec<u32>;
+    type View<'a> = &'a [f32];
+    type ViewMut<'a> = &'a mut [f32];
+    type IdsView<'a> = &'a [u32];
+
+    fn zeros(&self, len: usize) -> Result<Vec<f32>> {
+        Ok(vec![0.0; len])
+    }
+
+    fn upload(&self, host: Vec<f32>) -> Result<Vec<f32>> {
+        Ok(host)
+    }
+
+    fn ids(&self, len: usize) -> Result<Vec<u32>> {
+        Ok(vec![0; len])
+    }
+
+    fn len(buf: &Vec<f32>) -> usize {
+        buf.len()
+    }
+
+    fn view(buf: &Vec<f32>, range: Range<usize>) -> &[f32] {
+        &buf[range]
+    }
+
+    fn view_mut(buf: &mut Vec<f32>, range: Range<usize>) -> &mut [f32] {
+        &mut buf[range]
+    }
+
+    fn view_pair_mut(
+        buf: &mut Vec<f32>,
+        first: Range<usize>,
+        second: Range<usize>,
+    ) -> (&mut [f32], &mut [f32]) {
+        assert!(
+            second.start >= first.end,
+            "view_pair_mut: ranges out of order"
+        );
+        let (head, tail) = buf.split_at_mut(second.start);
+        (&mut head[first], &mut tail[..second.len()])
+    }
+
+    fn ids_view(ids: &Vec<u32>, range: Range<usize>) -> &[u32] {
+        &ids[range]
+    }
+
+    fn upload_ids(&self, ids: &mut Vec<u32>, at: usize, host: &[u32]) {
+        ids[at..at + host.len()].copy_from_slice(host);
+    }
+
+    fn download(&self, src: &[f32], host: &mut [f32]) {
+        host.copy_from_slice(src);
+    }
+
+    fn on_host<R>(&self, src: &[f32], f: impl FnOnce(&[f32]) -> R) -> R {
+        f(src)
+    }
+
+    fn fill(&self, dst: &mut [f32], value: f32) {
+        use rayon::prelude::*;
+        dst.par_chunks_mut(1 << 16)
+            .for_each(|chunk| chunk.fill(value));
+    }
+
+    fn copy(&self, dst: &mut [f32], src: &[f32]) {
+        dst.copy_from_slice(src);
+    }
+
+    fn add(&self, dst: &mut [f32], a: &[f32], b: &[f32]) {
+        for ((o, x), y) in dst.iter_mut().zip(a).zip(b) {
+            *o = x + y;
+        }
+    }
+
+    fn embedding_forward(
+        &self,
+        out: &mut [f32],
+        idx: &[u32],
+        wte: &[f32],
+        wpe: Option<&[f32]>,
+        pos: usize,
+        t: usize,
+        c: usize,
+    ) {
+        embedding::forward(out, idx, wte, wpe, pos, t, c);
+    }
+
+    fn embedding_backward(
+        &self,
+        dwte: &mut [f32],
+        dwpe: Option<&mut [f32]>,
+        dout: &[f32],
+        idx: &[u32],
+        t: usize,
+        c: usize,
+    ) {
+        embedding::backward(dwte, dwpe, dout, idx, t, c);
+    }
+
+    fn layernorm_forward(
+        &self,
+        out: &mut [f32],
+        mean: &mut [f32],
+        rstd: &mut [f32],
+        inp: &[f32],
+        weight: &[f32],
+        bias: Option<&[f32]>,
+        n: usize,
+        c: usize,
+    ) {
+        layernorm::forward(out, mean, rstd, inp, weight, bias, n, c);
+    }
+
+    fn layernorm_backward(
+        &self,
+        dinp: &mut [f32],
+        dweight: &mut [f32],
+        dbias: Option<&mut [f32]>,
+        dout: &[f32],
+        inp: &[f32],
+        weight: &[f32],
+        mean: &[f32],
+        rstd: &[f32],
+        n: usize,
+        c: usize,
+    ) {
+        layernorm::backward(dinp, dweight, dbias, dout, inp, weight, mean, rstd, n, c);
+    }
+
+    fn matmul(
+        &self,
+        dst: &mut [f32],
+        lhs: Mat<&[f32]>,
+        rhs: Mat<&[f32]>,
+        acc: Accumulate,
+        epilogue: Epilogue<'_, '_, Self>,
+    ) {
+        let (lhs, rhs) = (mat(lhs), mat(rhs));
+        if !matches!(epilogue, Epilogue::None) {
+            assert_eq!(
+                acc,
+                Accumulate::Overwrite,
+                "an epilogue writes its destination"
+            );
+        }
+        match epilogue {
+            Epilogue::None => matmul::matmul(dst, lhs, rhs, acc),
+            Epilogue::Bias(bias) => linear::with_bias(dst, lhs, rhs, bias),
+            Epilogue::Activation { bias, act, out } => {
+                linear::with_activation(dst, out, lhs, rhs, bias, act)
+            }
+            Epilogue::ActivationGrad { act, pre } => {
+                linear::with_activation_grad(dst, lhs, rhs, pre, act)
+            }
+        }
+    }
+
+    fn bias_backward(&self, dbias: &mut [f32], dout: &[f32], n: usize, cols: usize) {
+        linear::bias_backward(dbias, dout, n, cols);
+    }
+
+    fn attention_forward(
+        &self,
+        out: &mut [f32],
+        lse: &mut [f32],
+        qkv: &[f32],
+        dims: AttentionDims,
+        dropout: Option<Dropout>,
+    ) {
+        self.with_attention_scratch(attention::scratch_len(dims), |scratch| {
+            attention::forward(out, lse, scratch, qkv, dims, dropout.as_ref())
+        });
+    }
+
+    fn attention_backward(
+        &self,
+        dqkv: &mut [f32],
+        dout: &[f32],
+        qkv: &[f32],
+        lse: &[f32],
+        dims: AttentionDims,
+        dropout: Option<Dropout>,
+    ) {
+        self.with_attention_scratch(attention::scratch_len(dims), |scratch| {
+            attention::backward(dqkv, scratch, dout, qkv, lse, dims, dropout.as_ref())
+        });
+    }
+
+    fn residual(&self, branch: &mut [f32], skip: &[f32], dropout: Option<Dropout>) {
+        if let Some(d) = dropout {
+            dropout::apply(&d, branch);
+        }
+        for (o, s) in branch.iter_mut().zip(skip) {
+            *o += s;
+        }
+    }
+
+    fn dropout(&self, x: &mut [f32], d: Dropout) {
+        dropout::apply(&d, x);
+    }
+
+    fn cross_entropy(
+        &self,
+        losses: &mut [f32],
+        logits: &mut [f32],
+        targets: &[u32],
+        v: usize,
+        dloss: Option<f32>,
+    ) -> f32 {
+        let n = targets.len();
+        let (losses, logits) = (&mut losses[..n], &mut logits[..n * v]);
+        match dloss {
+            Some(w) => loss::forward_backward_inplace(losses, logits, targets, v, w),
+            None => loss::forward(losses, logits, targets, v),
+        }
+        loss::mean(losses)
+    }
+
+    fn adamw(
+        &self,
+        params: &mut [f32],
+        grads: &[f32],
+        m: &mut [f32],
+        v: &mut [f32],
+        groups: &[ParamGroup],
+        step: AdamWStep,
+    ) -> f32 {
+        match self.norm_partials.try_lock() {
+            Ok(mut partials) => adamw::update(params, grads, m, v, groups, step, &mut partials),
+            Err(_) => adamw::update(params, grads, m, v, groups, step, &mut Vec::new()),
+        }
+    }
+
+    fn run<R: Send>(&self, work: impl FnOnce() -> R + Send) -> R {
+        on_pool(work)
+    }
+}
 
 /// Run `work` on a thread of the global pool, with the other workers kept
 /// awake until it returns.

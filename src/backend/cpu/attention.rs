@@ -1,8 +1,11 @@
 //! Causal multi-head scaled dot-product self-attention.
 //!
-//! The input is the output of the `c_attn` projection, `qkv: (B, T, 3C)`,
+//! The input is the output of the `c_attn` projection, `qkv: (B, P + T, 3C)`,
 //! laid out `[q | k | v]`; head `h` owns channels `h*hs .. (h+1)*hs` of each
-//! part (`hs = C / NH`). For each batch row, head and query position `t`:
+//! part (`hs = C / NH`). The queries are the last `T` positions `P..P + T`
+//! (in training `P = 0`; when decoding, the rows of earlier positions hold
+//! their keys and values from earlier calls: they are the KV cache). For
+//! each batch row, head and query position `t`:
 //!
 //! ```text
 //! s[t2] = q[t] . k[t2] / sqrt(hs)               for t2 <= t (causal), else -inf
@@ -22,26 +25,17 @@
 //! (a head's queries are `T` rows of `hs` floats, `3C` apart), run with `gemm`
 //! on one thread; work is split across threads by batch row. The masked upper
 //! triangle is computed and then zeroed: twice the arithmetic of a causal
-//! loop, but in matrix-product form it is still several times faster.
+//! loop, but in matrix-product form it is still several times faster. A
+//! single query (decoding one token) is a row of dot products instead.
 
-use super::dropout::Dropout;
-use crate::backend::cpu::math::{exp, max, sum_map, sum_map3};
-use crate::backend::cpu::matmul::{Accumulate, MatRef, matmul_into};
+use super::math::{axpy, dot, exp, max, sum_map, sum_map3};
+use super::matmul::{Accumulate, MatRef, matmul_into};
+use crate::backend::{AttentionDims, Dropout};
 use rayon::prelude::*;
 
-/// Shapes of one attention call.
-#[derive(Clone, Copy, Debug)]
-pub struct Dims {
-    pub b: usize,
-    pub t: usize,
-    pub c: usize,
-    pub n_head: usize,
-}
-
-impl Dims {
-    fn head_size(&self) -> usize {
-        self.c / self.n_head
-    }
+/// Scratch floats [`forward`] and [`backward`] need for `d`.
+pub fn scratch_len(d: AttentionDims) -> usize {
+    d.b * 3 * d.t * d.keys()
 }
 
 /// Softmax of the first `t1 + 1` entries of `row` (the positions query `t1`
@@ -84,39 +78,81 @@ fn dropped<'a>(
     }
 }
 
-/// Fills `out: (B, T, C)` and `lse: (B, NH, T)`. `scratch` holds `B * 3 * T * T` floats.
+/// Head `h` of one batch row's `qkv (P + T, 3C)`: its queries (the last `T`
+/// rows), keys and values (all `P + T` rows), as strided views.
+fn head_views(qkv: &[f32], d: AttentionDims, h: usize) -> [MatRef<'_>; 3] {
+    let (c, hs, keys) = (d.c, d.head_size(), d.keys());
+    let part = |offset: usize, rows: usize| MatRef::strided(&qkv[offset..], rows, hs, 3 * c);
+    [
+        part(d.pos * 3 * c + h * hs, d.t),
+        part(c + h * hs, keys),
+        part(2 * c + h * hs, keys),
+    ]
+}
+
+/// One query (the last position) of one head, as dot products: `out (hs)`;
+/// `scores` holds `P + 1` floats. Returns the log-sum-exp.
+fn single_query(
+    out: &mut [f32],
+    scores: &mut [f32],
+    qkv: &[f32],
+    d: AttentionDims,
+    h: usize,
+) -> f32 {
+    let (c, hs, keys) = (d.c, d.head_size(), d.keys());
+    let scale = 1.0 / (hs as f32).sqrt();
+    let q = &qkv[d.pos * 3 * c + h * hs..][..hs];
+    for (t2, s) in scores[..keys].iter_mut().enumerate() {
+        *s = dot(q, &qkv[t2 * 3 * c + c + h * hs..][..hs]) * scale;
+    }
+    let lse = causal_softmax(&mut scores[..keys], d.pos);
+    out[..hs].fill(0.0);
+    for (t2, &p) in scores[..keys].iter().enumerate() {
+        axpy(&mut out[..hs], p, &qkv[t2 * 3 * c + 2 * c + h * hs..][..hs]);
+    }
+    lse
+}
+
+/// Fills `out: (B, T, C)` and `lse: (B, NH, T)`; `scratch` holds [`scratch_len`] floats.
 pub fn forward(
     out: &mut [f32],
     lse: &mut [f32],
     scratch: &mut [f32],
     qkv: &[f32],
-    d: Dims,
+    d: AttentionDims,
     dropout: Option<&Dropout>,
 ) {
-    let (t, c, nh, hs) = (d.t, d.c, d.n_head, d.head_size());
+    let (t, c, nh, hs, keys) = (d.t, d.c, d.n_head, d.head_size(), d.keys());
+    assert!(
+        d.pos == 0 || d.b == 1,
+        "only one sequence continues a cache"
+    );
     let scale = 1.0 / (hs as f32).sqrt();
-    let row_att = nh * t * t;
+    let row_att = nh * t * keys;
     out[..d.b * t * c]
         .par_chunks_mut(t * c)
         .zip(lse[..d.b * nh * t].par_chunks_mut(nh * t))
-        .zip(scratch[..d.b * 3 * t * t].par_chunks_mut(3 * t * t))
-        .zip(qkv[..d.b * t * 3 * c].par_chunks(t * 3 * c))
+        .zip(scratch[..scratch_len(d)].par_chunks_mut(3 * t * keys))
+        .zip(qkv[..d.b * keys * 3 * c].par_chunks(keys * 3 * c))
         .enumerate()
         .for_each(|(b, (((out, lse), scratch), qkv))| {
-            let (probs, drop_scratch) = scratch.split_at_mut(t * t);
+            let (probs, drop_scratch) = scratch.split_at_mut(t * keys);
             for h in 0..nh {
-                let q = MatRef::strided(&qkv[h * hs..], t, hs, 3 * c);
-                let k = MatRef::strided(&qkv[c + h * hs..], t, hs, 3 * c);
-                let v = MatRef::strided(&qkv[2 * c + h * hs..], t, hs, 3 * c);
-                matmul_into(probs, t, q, k.t(), Accumulate::Overwrite, scale, false);
-                for (t1, row) in probs.chunks_exact_mut(t).enumerate() {
-                    lse[h * t + t1] = causal_softmax(row, t1);
+                if t == 1 && dropout.is_none() {
+                    lse[h] = single_query(&mut out[h * hs..], probs, qkv, d, h);
+                    continue;
                 }
-                let weights = dropped(probs, drop_scratch, dropout, b * row_att + h * t * t);
+                let [q, k, v] = head_views(qkv, d, h);
+                matmul_into(probs, keys, q, k.t(), Accumulate::Overwrite, scale, false);
+                for (t1, row) in probs.chunks_exact_mut(keys).enumerate() {
+                    lse[h * t + t1] = causal_softmax(row, d.pos + t1);
+                }
+                let first = b * row_att + h * t * keys;
+                let weights = dropped(probs, drop_scratch, dropout, first);
                 matmul_into(
                     &mut out[h * hs..],
                     c,
-                    MatRef::new(weights, t, t),
+                    MatRef::new(weights, t, keys),
                     v,
                     Accumulate::Overwrite,
                     1.0,
@@ -126,22 +162,51 @@ pub fn forward(
         });
 }
 
-/// Overwrites `dqkv: (B, T, 3C)`. `scratch` holds `B * 2 * T * T` floats.
+/// Through dropout and the softmax, row by row: `dp` (the gradient of the
+/// applied weights) becomes `dS`, the gradient of the scores.
+fn softmax_backward(
+    dp: &mut [f32],
+    probs: &[f32],
+    t: usize,
+    dropout: Option<&Dropout>,
+    first: usize,
+) {
+    for (t1, (ds, p)) in dp
+        .chunks_exact_mut(t)
+        .zip(probs.chunks_exact(t))
+        .enumerate()
+    {
+        if let Some(drop) = dropout {
+            for (t2, g) in ds[..=t1].iter_mut().enumerate() {
+                *g *= drop.factor(first + t1 * t + t2);
+            }
+        }
+        let weighted = sum_map3(&ds[..=t1], &p[..=t1], p, |g, p, _| g * p);
+        for (g, p) in ds[..=t1].iter_mut().zip(&p[..=t1]) {
+            *g = p * (*g - weighted);
+        }
+        ds[t1 + 1..].fill(0.0);
+    }
+}
+
+/// Overwrites `dqkv: (B, T, 3C)`; `scratch` holds [`scratch_len`] floats.
+/// Training only: `d.pos == 0`.
 pub fn backward(
     dqkv: &mut [f32],
     scratch: &mut [f32],
     dout: &[f32],
     qkv: &[f32],
     lse: &[f32],
-    d: Dims,
+    d: AttentionDims,
     dropout: Option<&Dropout>,
 ) {
     let (t, c, nh, hs) = (d.t, d.c, d.n_head, d.head_size());
+    assert_eq!(d.pos, 0, "attention backward runs on whole sequences");
     let scale = 1.0 / (hs as f32).sqrt();
     let row_att = nh * t * t;
     dqkv[..d.b * t * 3 * c]
         .par_chunks_mut(t * 3 * c)
-        .zip(scratch[..d.b * 3 * t * t].par_chunks_mut(3 * t * t))
+        .zip(scratch[..scratch_len(d)].par_chunks_mut(3 * t * t))
         .zip(dout[..d.b * t * c].par_chunks(t * c))
         .zip(qkv[..d.b * t * 3 * c].par_chunks(t * 3 * c))
         .zip(lse[..d.b * nh * t].par_chunks(nh * t))
@@ -150,15 +215,13 @@ pub fn backward(
             let (probs, rest) = scratch.split_at_mut(t * t);
             let (dp, drop_scratch) = rest.split_at_mut(t * t);
             for h in 0..nh {
-                let q = MatRef::strided(&qkv[h * hs..], t, hs, 3 * c);
-                let k = MatRef::strided(&qkv[c + h * hs..], t, hs, 3 * c);
-                let v = MatRef::strided(&qkv[2 * c + h * hs..], t, hs, 3 * c);
+                let [q, k, v] = head_views(qkv, d, h);
                 let dy = MatRef::strided(&dout[h * hs..], t, hs, c);
                 matmul_into(probs, t, q, k.t(), Accumulate::Overwrite, scale, false);
                 causal_probs_from_lse(probs, &lse[h * t..(h + 1) * t], t);
                 let probs = &*probs;
-                let first_index = b * row_att + h * t * t;
-                let weights = dropped(probs, drop_scratch, dropout, first_index);
+                let first = b * row_att + h * t * t;
+                let weights = dropped(probs, drop_scratch, dropout, first);
                 // Through `Y = D V`.
                 matmul_into(
                     &mut dqkv[2 * c + h * hs..],
@@ -170,23 +233,7 @@ pub fn backward(
                     false,
                 );
                 matmul_into(dp, t, dy, v.t(), Accumulate::Overwrite, 1.0, false);
-                // Through dropout and the softmax, row by row: dp becomes dS.
-                for (t1, (ds, p)) in dp
-                    .chunks_exact_mut(t)
-                    .zip(probs.chunks_exact(t))
-                    .enumerate()
-                {
-                    if let Some(drop) = dropout {
-                        for (t2, g) in ds[..=t1].iter_mut().enumerate() {
-                            *g *= drop.factor(first_index + t1 * t + t2);
-                        }
-                    }
-                    let weighted = sum_map3(&ds[..=t1], &p[..=t1], p, |g, p, _| g * p);
-                    for (g, p) in ds[..=t1].iter_mut().zip(&p[..=t1]) {
-                        *g = p * (*g - weighted);
-                    }
-                    ds[t1 + 1..].fill(0.0);
-                }
+                softmax_backward(dp, probs, t, dropout, first);
                 // Through `S = Q K^T / sqrt(hs)`.
                 let ds = MatRef::new(dp, t, t);
                 matmul_into(

@@ -12,12 +12,13 @@
 //! ```
 //! Forward saves `mean` and `rstd` (one number each per position) for backward.
 
-use crate::backend::cpu::math::{sum_map, sum_map3};
+use super::math::{sum_map, sum_map3};
 use rayon::prelude::*;
 
 pub const EPS: f32 = 1e-5;
 
 /// `inp`, `out`: `(N, C)`; `mean`, `rstd`: `(N)`.
+#[allow(clippy::too_many_arguments)]
 pub fn forward(
     out: &mut [f32],
     mean: &mut [f32],
@@ -25,9 +26,10 @@ pub fn forward(
     inp: &[f32],
     weight: &[f32],
     bias: Option<&[f32]>,
+    n: usize,
     c: usize,
 ) {
-    let n = mean.len();
+    let (mean, rstd) = (&mut mean[..n], &mut rstd[..n]);
     out[..n * c]
         .par_chunks_mut(c)
         .zip(mean.par_iter_mut().zip(rstd.par_iter_mut()))
@@ -56,9 +58,10 @@ pub fn backward(
     weight: &[f32],
     mean: &[f32],
     rstd: &[f32],
+    n: usize,
     c: usize,
 ) {
-    let n = mean.len();
+    let (mean, rstd) = (&mean[..n], &rstd[..n]);
     dinp[..n * c]
         .par_chunks_mut(c)
         .zip(dout[..n * c].par_chunks(c))

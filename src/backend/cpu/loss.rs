@@ -9,7 +9,7 @@
 //! overwrites the logits with their gradient (as llm.c does): one (N, V)
 //! buffer instead of three.
 
-use crate::backend::cpu::math::exp;
+use super::math::exp;
 use rayon::prelude::*;
 
 /// Per-position losses (`losses: (N)`), logits left unchanged.

@@ -9,8 +9,8 @@
 //!   relu(x) = max(x, 0)        relu'(x) = 1 if x > 0 else 0
 //! ```
 
-use super::config::Activation;
-use crate::backend::cpu::math::exp;
+use super::math::exp;
+use crate::backend::Activation;
 use rayon::prelude::*;
 
 const SQRT_2_OVER_PI: f32 = 0.797_884_6;

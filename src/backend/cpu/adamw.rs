@@ -1,0 +1,103 @@
+//! The AdamW update kernel (Loshchilov & Hutter), as `torch.optim.AdamW`, in
+//! one pass over the parameters, with gradient-norm clipping folded in (the
+//! optimizer's state and settings live in [`crate::optim`]).
+//!
+//! For step `t` (from 1), gradient `g` already multiplied by the clip factor:
+//! ```text
+//! p = p - lr * wd * p                          (decoupled decay; matrices only)
+//! m = beta1 m + (1 - beta1) g
+//! v = beta2 v + (1 - beta2) g^2
+//! p = p - lr * (m / (1 - beta1^t)) / (sqrt(v / (1 - beta2^t)) + eps)
+//! ```
+//! Clipping (as `torch.nn.utils.clip_grad_norm_`): with `norm = ||g||_2` over
+//! all parameters, gradients are scaled by `min(1, clip / (norm + 1e-6))`.
+
+use crate::backend::{AdamWStep, ParamGroup};
+use rayon::prelude::*;
+
+const CHUNK: usize = 1 << 14;
+
+/// The L2 norm of all gradients: per-chunk sums of squares (in `partials`,
+/// reused between calls) added in chunk order, so the norm is the same
+/// whatever the thread count.
+pub fn grad_norm(grads: &[f32], partials: &mut Vec<f64>) -> f32 {
+    grads
+        .par_chunks(CHUNK)
+        .map(sum_of_squares)
+        .collect_into_vec(partials);
+    partials.iter().sum::<f64>().sqrt() as f32
+}
+
+/// One update of `params` (moments `m`, `v`) with the settings of `s`.
+/// Returns the gradient norm before clipping.
+pub fn update(
+    params: &mut [f32],
+    grads: &[f32],
+    m: &mut [f32],
+    v: &mut [f32],
+    groups: &[ParamGroup],
+    s: AdamWStep,
+    partials: &mut Vec<f64>,
+) -> f32 {
+    let norm = grad_norm(grads, partials);
+    let scale = if s.grad_clip > 0.0 {
+        (s.grad_clip / (norm + 1e-6)).min(1.0)
+    } else {
+        1.0
+    };
+    let (beta1, beta2, eps, lr) = (s.beta1, s.beta2, s.eps, s.lr);
+    let bias1 = 1.0 - beta1.powi(s.t as i32);
+    let bias2_sqrt = (1.0 - beta2.powi(s.t as i32)).sqrt();
+    // One pass over all parameters; each chunk updates the parts of the
+    // tensors it overlaps, with that tensor's weight decay.
+    params
+        .par_chunks_mut(CHUNK)
+        .zip(grads.par_chunks(CHUNK))
+        .zip(m.par_chunks_mut(CHUNK))
+        .zip(v.par_chunks_mut(CHUNK))
+        .enumerate()
+        .for_each(|(chunk, (((p, g), m), v))| {
+            let (start, end) = (chunk * CHUNK, chunk * CHUNK + p.len());
+            for group in groups {
+                let (lo, hi) = (group.range.start.max(start), group.range.end.min(end));
+                if lo >= hi {
+                    continue;
+                }
+                let decay = if group.decays {
+                    lr * s.weight_decay
+                } else {
+                    0.0
+                };
+                let part = lo - start..hi - start;
+                let (p, g) = (&mut p[part.clone()], &g[part.clone()]);
+                let (m, v) = (&mut m[part.clone()], &mut v[part]);
+                // Zipped iterators, not indices: no bounds checks, so the loop vectorises.
+                for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m).zip(v) {
+                    let g = g * scale;
+                    *m = beta1 * *m + (1.0 - beta1) * g;
+                    *v = beta2 * *v + (1.0 - beta2) * g * g;
+                    let denom = v.sqrt() / bias2_sqrt + eps;
+                    *p -= decay * *p + lr * (*m / bias1) / denom;
+                }
+            }
+        });
+    norm
+}
+
+/// `sum g^2` in f64, in eight interleaved partial sums so the loop vectorises
+/// (a fixed order: the same gradients give the same norm on any thread count).
+fn sum_of_squares(grads: &[f32]) -> f64 {
+    let mut lanes = [0.0f64; 8];
+    let chunks = grads.chunks_exact(8);
+    let tail: f64 = chunks
+        .remainder()
+        .iter()
+        .map(|&g| g as f64 * g as f64)
+        .sum();
+    for c in chunks {
+        for k in 0..8 {
+            lanes[k] += c[k] as f64 * c[k] as f64;
+        }
+    }
+    lanes.iter().sum::<f64>() + tail
+}

@@ -1,0 +1,113 @@
+//! What training reads: the text of `--data` (or the built-in demo corpus),
+//! encoded in memory and split head/tail, or token shards memory-mapped
+//! from a prepared directory.
+
+use crate::data::TokenSource;
+use crate::data::shards::ShardSet;
+use crate::data::text;
+use crate::error::{Error, Result};
+use crate::tokenizer::{self, CharTokenizer, Tokenizer, TokenizerSpec};
+use std::path::Path;
+
+/// What `--data` points at, before tokenization.
+pub enum Source {
+    /// A text file, a directory of text, or the demo corpus.
+    Text(String),
+    /// Token shards from `lmforge prepare`, nanoGPT or llm.c, memory-mapped.
+    Shards(ShardSet),
+}
+
+/// The training and validation tokens.
+pub enum Corpus {
+    /// Encoded text in memory: the head trains, the tail validates.
+    Text {
+        train: Vec<u32>,
+        val: Vec<u32>,
+    },
+    Shards(ShardSet),
+}
+
+impl Corpus {
+    /// `(training split, validation split)`.
+    pub fn splits(&self) -> (&dyn TokenSource, &dyn TokenSource) {
+        match self {
+            Corpus::Text { train, val } => (train, val),
+            Corpus::Shards(set) => (set.train(), set.val()),
+        }
+    }
+}
+
+/// A directory of token shards (rather than of text): it has a
+/// `manifest.json` (lmforge), a `train.bin` (nanoGPT) or `*_train_*.bin` files (llm.c).
+fn is_shard_dir(dir: &Path) -> bool {
+    dir.join("manifest.json").is_file()
+        || dir.join("train.bin").is_file()
+        || std::fs::read_dir(dir).is_ok_and(|entries| {
+            entries.flatten().any(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                name.contains("_train_") && name.ends_with(".bin")
+            })
+        })
+}
+
+/// Read or map `data` (`None`: the demo corpus).
+pub fn open(data: Option<&Path>) -> Result<Source> {
+    match data {
+        Some(dir) if dir.is_dir() && is_shard_dir(dir) => Ok(Source::Shards(ShardSet::open(dir)?)),
+        Some(path) => Ok(Source::Text(text::read_corpus(path)?)),
+        None => Ok(Source::Text(text::demo_corpus())),
+    }
+}
+
+/// The tokenizer of a new run: the shards' own, a character vocabulary of the
+/// text, or the one `spec` names.
+pub fn new_tokenizer(
+    source: &Source,
+    spec: &TokenizerSpec,
+    data: Option<&Path>,
+) -> Result<Box<dyn Tokenizer>> {
+    match source {
+        Source::Shards(set) => match set.tokenizer_path() {
+            Some(path) => tokenizer::load(path),
+            None if *spec == TokenizerSpec::Char => Err(Error::Config(format!(
+                "{}: these shards carry no tokenizer.json (nanoGPT or llm.c layout); \
+                 pass --tokenizer gpt2 or --tokenizer PATH to say which made them",
+                data.map(|d| d.display().to_string()).unwrap_or_default()
+            ))),
+            None => spec.load(),
+        },
+        Source::Text(text) if *spec == TokenizerSpec::Char => {
+            Ok(Box::new(CharTokenizer::from_text(text)?))
+        }
+        Source::Text(_) => spec.load(),
+    }
+}
+
+/// Encode the text (shards are already tokens) and split it. Returns the
+/// corpus and the vocabulary size the model needs: the tokenizer's, or more
+/// when the shards say their ids go higher.
+pub fn tokenize(
+    source: Source,
+    tokenizer: &dyn Tokenizer,
+    val_fraction: f64,
+) -> Result<(Corpus, usize)> {
+    match source {
+        Source::Text(text) => {
+            let tokens = tokenizer.encode_parallel(&text, rayon::current_num_threads())?;
+            let (train, val) = split(tokens, val_fraction);
+            Ok((Corpus::Text { train, val }, tokenizer.vocab_size()))
+        }
+        Source::Shards(set) => {
+            let vocab = tokenizer.vocab_size().max(set.vocab_size().unwrap_or(0));
+            Ok((Corpus::Shards(set), vocab))
+        }
+    }
+}
+
+/// Split tokens into the head (train) and the tail (validation).
+fn split(tokens: Vec<u32>, val_fraction: f64) -> (Vec<u32>, Vec<u32>) {
+    let n_val = ((tokens.len() as f64) * val_fraction).round() as usize;
+    let mut train = tokens;
+    let val = train.split_off(train.len() - n_val.min(train.len()));
+    (train, val)
+}
