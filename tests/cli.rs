@@ -71,7 +71,10 @@ fn train(data: &Path, out: &Path, extra: &[&str]) -> Output {
 }
 
 /// `(step, train_loss)` of every non-eval line, and `(step, val_loss)` of every eval line.
-fn losses(run_dir: &Path) -> (Vec<(u64, f64)>, Vec<(u64, f64)>) {
+/// `(step, loss)` pairs.
+type Curve = Vec<(u64, f64)>;
+
+fn losses(run_dir: &Path) -> (Curve, Curve) {
     let text = std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap();
     let (mut train, mut val) = (Vec::new(), Vec::new());
     for line in text.lines() {

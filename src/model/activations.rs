@@ -59,8 +59,43 @@ impl Window {
     }
 
     /// The rows they occupy (`pos` is 0 or `b` is 1, so they are contiguous).
-    pub fn rows(&self) -> Range<usize> {
-        self.pos..self.pos + self.n()
+    pub fn rows(&self) -> Rows {
+        Rows {
+            start: self.pos,
+            end: self.pos + self.n(),
+        }
+    }
+}
+
+/// A run of rows (positions) of a tensor: a `Copy` range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rows {
+    pub start: usize,
+    pub end: usize,
+}
+
+impl Rows {
+    pub fn len(&self) -> usize {
+        self.end - self.start
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.start == self.end
+    }
+}
+
+impl From<Range<usize>> for Rows {
+    fn from(r: Range<usize>) -> Self {
+        Rows {
+            start: r.start,
+            end: r.end,
+        }
+    }
+}
+
+impl From<Rows> for Range<usize> {
+    fn from(r: Rows) -> Self {
+        r.start..r.end
     }
 }
 
@@ -86,7 +121,7 @@ pub struct Tensor<B: Backend> {
 
 impl<B: Backend> Tensor<B> {
     /// Where rows `rows` of layer `layer`'s slot sit in the buffer.
-    fn range(&self, layer: usize, rows: Range<usize>) -> Range<usize> {
+    fn range(&self, layer: usize, rows: Rows) -> Range<usize> {
         let Shape {
             layers,
             rows: max_rows,
@@ -98,12 +133,12 @@ impl<B: Backend> Tensor<B> {
     }
 
     /// Rows `rows` of layer `layer`.
-    pub fn at(&self, layer: usize, rows: Range<usize>) -> B::View<'_> {
-        B::view(&self.buf, self.range(layer, rows))
+    pub fn at(&self, layer: usize, rows: impl Into<Rows>) -> B::View<'_> {
+        B::view(&self.buf, self.range(layer, rows.into()))
     }
 
-    pub fn at_mut(&mut self, layer: usize, rows: Range<usize>) -> B::ViewMut<'_> {
-        let range = self.range(layer, rows);
+    pub fn at_mut(&mut self, layer: usize, rows: impl Into<Rows>) -> B::ViewMut<'_> {
+        let range = self.range(layer, rows.into());
         B::view_mut(&mut self.buf, range)
     }
 }
@@ -333,12 +368,12 @@ impl<B: Backend> Activations<B> {
 
     /// Rows of the head's input (the last block's output) and of its output
     /// (`ln_f`, logits): every row in training, the last position when decoding.
-    pub(super) fn head_rows(&self, window: Window) -> (Range<usize>, Range<usize>) {
+    pub(super) fn head_rows(&self, window: Window) -> (Rows, Rows) {
         match self.purpose {
             Purpose::Training => (window.rows(), window.rows()),
             Purpose::Inference => {
                 let last = window.rows().end - 1;
-                (last..last + 1, 0..1)
+                ((last..last + 1).into(), (0..1).into())
             }
         }
     }

@@ -18,11 +18,11 @@
 //! attention branch) and `3 + 3l` (the feed-forward branch); site 0 is the
 //! embedding.
 
-use super::activations::{ActTensors, NormActs, Scratch, Tensor, Window};
+use super::activations::{ActTensors, NormActs, Rows, Scratch, Tensor};
 use super::config::Norm;
-use super::gpt::{Mode, Model};
+use super::gpt::{Model, Pass};
+use super::params::NormParams;
 use crate::backend::{AttentionDims, Backend, Dropout};
-use std::ops::Range;
 
 /// Block `l`'s output rows: the residual stream after the feed-forward
 /// (pre-norm) or its normalisation (post-norm).
@@ -31,7 +31,7 @@ pub(super) fn output<'a, B: Backend>(
     ln_2_out: &'a Tensor<B>,
     norm: Norm,
     l: usize,
-    rows: Range<usize>,
+    rows: Rows,
 ) -> B::View<'a> {
     match norm {
         Norm::Pre => res_mlp.at(l, rows),
@@ -46,7 +46,7 @@ fn input<'a, B: Backend>(
     ln_2_out: &'a Tensor<B>,
     norm: Norm,
     l: usize,
-    rows: Range<usize>,
+    rows: Rows,
 ) -> B::View<'a> {
     match l {
         0 => encoded.at(0, rows),
@@ -69,30 +69,68 @@ fn through_dropout<'a, B: Backend>(
     be: &B,
     d_out: &'a Tensor<B>,
     d_branch: &'a mut Tensor<B>,
-    rows: Range<usize>,
+    rows: Rows,
     dropout: Option<Dropout>,
 ) -> B::View<'a> {
     match dropout {
         None => d_out.at(0, rows),
         Some(d) => {
-            be.copy(d_branch.at_mut(0, rows.clone()), d_out.at(0, rows.clone()));
-            be.dropout(d_branch.at_mut(0, rows.clone()), d);
+            be.copy(d_branch.at_mut(0, rows), d_out.at(0, rows));
+            be.dropout(d_branch.at_mut(0, rows), d);
             d_branch.at(0, rows)
         }
     }
 }
 
-/// The layer norm `stats` (mean, rstd) of layer `l`'s rows.
-fn stats<B: Backend>(
-    norm: &NormActs<Tensor<B>>,
+/// Normalise rows of `inp` into layer `l`'s slot of `acts`.
+fn norm_forward<B: Backend>(
+    pass: &Pass<B>,
+    p: &NormParams,
+    acts: &mut NormActs<Tensor<B>>,
     l: usize,
-    rows: Range<usize>,
-) -> (B::View<'_>, B::View<'_>) {
-    (norm.mean.at(l, rows.clone()), norm.rstd.at(l, rows))
+    inp: B::View<'_>,
+    c: usize,
+) {
+    let rows = pass.window.rows();
+    let NormActs { out, mean, rstd } = acts;
+    let (out, mean, rstd) = (
+        out.at_mut(l, rows),
+        mean.at_mut(l, rows),
+        rstd.at_mut(l, rows),
+    );
+    p.forward(pass.be, pass.params, out, mean, rstd, inp, rows.len(), c);
+}
+
+/// Layer norm backward: `dinp += d(ln(inp))` from `dout`, with layer `l`'s statistics.
+#[allow(clippy::too_many_arguments)]
+fn norm_backward<B: Backend>(
+    pass: &Pass<B>,
+    p: &NormParams,
+    grads: &mut B::Buf,
+    saved: &NormActs<Tensor<B>>,
+    l: usize,
+    (dinp, dout): (B::ViewMut<'_>, B::View<'_>),
+    inp: B::View<'_>,
+    c: usize,
+) {
+    let rows = pass.window.rows();
+    let stats = (saved.mean.at(l, rows), saved.rstd.at(l, rows));
+    p.backward(
+        pass.be,
+        pass.params,
+        grads,
+        dinp,
+        dout,
+        inp,
+        stats,
+        rows.len(),
+        c,
+    );
 }
 
 impl Model {
-    fn attention_dims(&self, w: Window) -> AttentionDims {
+    fn attention_dims<B: Backend>(&self, pass: &Pass<B>) -> AttentionDims {
+        let w = pass.window;
         AttentionDims {
             b: w.b,
             t: w.t,
@@ -106,27 +144,22 @@ impl Model {
     /// activations (with `pos > 0`, the earlier rows of `qkv` are the cache).
     pub(super) fn block_forward<B: Backend>(
         &self,
-        be: &B,
+        pass: &Pass<B>,
         l: usize,
-        params: &B::Buf,
         a: &mut ActTensors<Tensor<B>>,
-        w: Window,
-        mode: Mode,
     ) {
-        self.attention_forward(be, l, params, a, w, mode);
-        self.mlp_forward(be, l, params, a, w, mode);
+        self.attention_forward(pass, l, a);
+        self.mlp_forward(pass, l, a);
     }
 
     /// `res_attn = x + drop(proj(attn(ln_1(x) or x)))`.
     fn attention_forward<B: Backend>(
         &self,
-        be: &B,
+        pass: &Pass<B>,
         l: usize,
-        params: &B::Buf,
         a: &mut ActTensors<Tensor<B>>,
-        w: Window,
-        mode: Mode,
     ) {
+        let (be, params, w) = (pass.be, pass.params, pass.window);
         let (norm, c, p) = (self.config.norm, self.config.n_embd, &self.layout.blocks[l]);
         let (rows, n, site) = (w.rows(), w.n(), 1 + 3 * l as u64);
         let ActTensors {
@@ -140,50 +173,39 @@ impl Model {
             res_mlp,
             ..
         } = a;
-        let x = input(encoded, res_mlp, &ln_2.out, norm, l, rows.clone());
+        let x = input(encoded, res_mlp, &ln_2.out, norm, l, rows);
         if norm == Norm::Pre {
-            let NormActs { out, mean, rstd } = ln_1;
-            let (mean, rstd) = (mean.at_mut(l, rows.clone()), rstd.at_mut(l, rows.clone()));
-            p.ln_1
-                .forward(be, params, out.at_mut(l, rows.clone()), mean, rstd, x, n, c);
+            norm_forward(pass, &p.ln_1, ln_1, l, x, c);
         }
         let attn_in = match norm {
-            Norm::Pre => ln_1.out.at(l, rows.clone()),
+            Norm::Pre => ln_1.out.at(l, rows),
             Norm::Post => x,
         };
         p.c_attn
-            .forward(be, params, qkv.at_mut(l, rows.clone()), attn_in, n);
-        let dims = self.attention_dims(w);
+            .forward(be, params, qkv.at_mut(l, rows), attn_in, n);
+        let dims = self.attention_dims(pass);
         let seen = qkv.at(l, 0..w.b * dims.keys());
-        let drop = self.dropout(mode, site);
+        let drop = self.dropout(pass.mode, site);
         be.attention_forward(
-            atty.at_mut(l, rows.clone()),
+            atty.at_mut(l, rows),
             att_lse.at_mut(l, 0..n),
             seen,
             dims,
             drop,
         );
-        p.attn_proj.forward(
-            be,
-            params,
-            res_attn.at_mut(l, rows.clone()),
-            atty.at(l, rows.clone()),
-            n,
+        p.attn_proj
+            .forward(be, params, res_attn.at_mut(l, rows), atty.at(l, rows), n);
+        be.residual(
+            res_attn.at_mut(l, rows),
+            x,
+            self.dropout(pass.mode, site + 1),
         );
-        be.residual(res_attn.at_mut(l, rows), x, self.dropout(mode, site + 1));
     }
 
     /// `res_mlp = h + drop(mlp(ln_2(h) or h))`, with `h = res_attn`
     /// (pre-norm) or `ln_1(res_attn)` (post-norm); post-norm then `ln_2(res_mlp)`.
-    fn mlp_forward<B: Backend>(
-        &self,
-        be: &B,
-        l: usize,
-        params: &B::Buf,
-        a: &mut ActTensors<Tensor<B>>,
-        w: Window,
-        mode: Mode,
-    ) {
+    fn mlp_forward<B: Backend>(&self, pass: &Pass<B>, l: usize, a: &mut ActTensors<Tensor<B>>) {
+        let (be, params, w) = (pass.be, pass.params, pass.window);
         let (norm, c, p) = (self.config.norm, self.config.n_embd, &self.layout.blocks[l]);
         let (rows, n, site) = (w.rows(), w.n(), 1 + 3 * l as u64);
         let ActTensors {
@@ -195,181 +217,130 @@ impl Model {
             res_mlp,
             ..
         } = a;
-        let normed = match norm {
-            Norm::Pre => &mut *ln_2,
-            Norm::Post => &mut *ln_1,
-        };
-        let (mean, rstd) = (
-            normed.mean.at_mut(l, rows.clone()),
-            normed.rstd.at_mut(l, rows.clone()),
-        );
-        let res = res_attn.at(l, rows.clone());
-        let ln = if norm == Norm::Pre { &p.ln_2 } else { &p.ln_1 };
-        ln.forward(
-            be,
-            params,
-            normed.out.at_mut(l, rows.clone()),
-            mean,
-            rstd,
-            res,
-            n,
-            c,
-        );
         let (mlp_in, skip) = match norm {
-            Norm::Pre => (ln_2.out.at(l, rows.clone()), res_attn.at(l, rows.clone())),
-            Norm::Post => (ln_1.out.at(l, rows.clone()), ln_1.out.at(l, rows.clone())),
+            Norm::Pre => {
+                norm_forward(pass, &p.ln_2, ln_2, l, res_attn.at(l, rows), c);
+                (ln_2.out.at(l, rows), res_attn.at(l, rows))
+            }
+            Norm::Post => {
+                norm_forward(pass, &p.ln_1, ln_1, l, res_attn.at(l, rows), c);
+                (ln_1.out.at(l, rows), ln_1.out.at(l, rows))
+            }
         };
-        let (pre, act) = (fc.at_mut(l, rows.clone()), fc_act.at_mut(l, rows.clone()));
+        let (pre, act) = (fc.at_mut(l, rows), fc_act.at_mut(l, rows));
         p.c_fc
             .forward_activated(be, params, pre, act, mlp_in, n, self.config.activation);
-        p.mlp_proj.forward(
-            be,
-            params,
-            res_mlp.at_mut(l, rows.clone()),
-            fc_act.at(l, rows.clone()),
-            n,
-        );
+        p.mlp_proj
+            .forward(be, params, res_mlp.at_mut(l, rows), fc_act.at(l, rows), n);
         be.residual(
-            res_mlp.at_mut(l, rows.clone()),
+            res_mlp.at_mut(l, rows),
             skip,
-            self.dropout(mode, site + 2),
+            self.dropout(pass.mode, site + 2),
         );
         if norm == Norm::Post {
-            let NormActs { out, mean, rstd } = ln_2;
-            let (mean, rstd) = (mean.at_mut(l, rows.clone()), rstd.at_mut(l, rows.clone()));
-            p.ln_2.forward(
-                be,
-                params,
-                out.at_mut(l, rows.clone()),
-                mean,
-                rstd,
-                res_mlp.at(l, rows),
-                n,
-                c,
-            );
+            norm_forward(pass, &p.ln_2, ln_2, l, res_mlp.at(l, rows), c);
         }
     }
 
     /// Block `l` backward: `s.d_res` arrives as d(block output) and leaves as
     /// d(block input); parameter gradients accumulate into `grads`.
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn block_backward<B: Backend>(
         &self,
-        be: &B,
+        pass: &Pass<B>,
         l: usize,
-        params: &B::Buf,
         grads: &mut B::Buf,
         a: &ActTensors<Tensor<B>>,
         s: &mut Scratch<Tensor<B>>,
-        w: Window,
-        mode: Mode,
     ) {
-        let (c, p, n) = (self.config.n_embd, &self.layout.blocks[l], w.n());
-        let (rows, norm) = (w.rows(), self.config.norm);
-        let x = input(&a.encoded, &a.res_mlp, &a.ln_2.out, norm, l, rows.clone());
-        let (ln_1, ln_2) = (
-            stats(&a.ln_1, l, rows.clone()),
-            stats(&a.ln_2, l, rows.clone()),
-        );
-        match norm {
-            Norm::Pre => {
-                // d_res = d(res_mlp); the skip connection passes it on unchanged.
-                self.mlp_backward(
-                    be,
-                    l,
-                    params,
-                    grads,
-                    a,
-                    s,
-                    Incoming::Res,
-                    a.ln_2.out.at(l, rows.clone()),
-                    w,
-                    mode,
-                );
-                let (d_res, d_ln) = (s.d_res.at_mut(0, rows.clone()), s.d_ln.at(0, rows.clone()));
-                p.ln_2.backward(
-                    be,
-                    params,
-                    grads,
-                    d_res,
-                    d_ln,
-                    a.res_attn.at(l, rows.clone()),
-                    ln_2,
-                    n,
-                    c,
-                );
-                // d_res = d(res_attn), the skip again.
-                self.attention_backward(
-                    be,
-                    l,
-                    params,
-                    grads,
-                    a,
-                    s,
-                    Incoming::Res,
-                    a.ln_1.out.at(l, rows.clone()),
-                    w,
-                    mode,
-                );
-                let (d_res, d_ln) = (s.d_res.at_mut(0, rows.clone()), s.d_ln.at(0, rows.clone()));
-                p.ln_1
-                    .backward(be, params, grads, d_res, d_ln, x, ln_1, n, c);
-            }
-            Norm::Post => {
-                // d_res = d(ln_2 output); d_sum = d(res_mlp).
-                be.fill(s.d_sum.at_mut(0, rows.clone()), 0.0);
-                let (d_sum, d_res) = (s.d_sum.at_mut(0, rows.clone()), s.d_res.at(0, rows.clone()));
-                p.ln_2.backward(
-                    be,
-                    params,
-                    grads,
-                    d_sum,
-                    d_res,
-                    a.res_mlp.at(l, rows.clone()),
-                    ln_2,
-                    n,
-                    c,
-                );
-                self.mlp_backward(
-                    be,
-                    l,
-                    params,
-                    grads,
-                    a,
-                    s,
-                    Incoming::Sum,
-                    a.ln_1.out.at(l, rows.clone()),
-                    w,
-                    mode,
-                );
-                // d(ln_1 output): skip + branch.
-                be.add(
-                    s.d_res.at_mut(0, rows.clone()),
-                    s.d_sum.at(0, rows.clone()),
-                    s.d_ln.at(0, rows.clone()),
-                );
-                be.fill(s.d_sum.at_mut(0, rows.clone()), 0.0);
-                let (d_sum, d_res) = (s.d_sum.at_mut(0, rows.clone()), s.d_res.at(0, rows.clone()));
-                p.ln_1.backward(
-                    be,
-                    params,
-                    grads,
-                    d_sum,
-                    d_res,
-                    a.res_attn.at(l, rows.clone()),
-                    ln_1,
-                    n,
-                    c,
-                );
-                self.attention_backward(be, l, params, grads, a, s, Incoming::Sum, x, w, mode);
-                // d(block input): skip + branch.
-                be.add(
-                    s.d_res.at_mut(0, rows.clone()),
-                    s.d_sum.at(0, rows.clone()),
-                    s.d_ln.at(0, rows),
-                );
-            }
+        match self.config.norm {
+            Norm::Pre => self.pre_norm_backward(pass, l, grads, a, s),
+            Norm::Post => self.post_norm_backward(pass, l, grads, a, s),
         }
+    }
+
+    fn pre_norm_backward<B: Backend>(
+        &self,
+        pass: &Pass<B>,
+        l: usize,
+        grads: &mut B::Buf,
+        a: &ActTensors<Tensor<B>>,
+        s: &mut Scratch<Tensor<B>>,
+    ) {
+        let (c, p, rows) = (
+            self.config.n_embd,
+            &self.layout.blocks[l],
+            pass.window.rows(),
+        );
+        let x = input(&a.encoded, &a.res_mlp, &a.ln_2.out, Norm::Pre, l, rows);
+        // d_res = d(res_mlp); the skip connection passes it on unchanged.
+        self.mlp_backward(pass, l, grads, a, s, Incoming::Res, a.ln_2.out.at(l, rows));
+        let d = (s.d_res.at_mut(0, rows), s.d_ln.at(0, rows));
+        norm_backward(
+            pass,
+            &p.ln_2,
+            grads,
+            &a.ln_2,
+            l,
+            d,
+            a.res_attn.at(l, rows),
+            c,
+        );
+        // d_res = d(res_attn), the skip again.
+        self.attention_backward(pass, l, grads, a, s, Incoming::Res, a.ln_1.out.at(l, rows));
+        let d = (s.d_res.at_mut(0, rows), s.d_ln.at(0, rows));
+        norm_backward(pass, &p.ln_1, grads, &a.ln_1, l, d, x, c);
+    }
+
+    fn post_norm_backward<B: Backend>(
+        &self,
+        pass: &Pass<B>,
+        l: usize,
+        grads: &mut B::Buf,
+        a: &ActTensors<Tensor<B>>,
+        s: &mut Scratch<Tensor<B>>,
+    ) {
+        let (be, c, p) = (pass.be, self.config.n_embd, &self.layout.blocks[l]);
+        let rows = pass.window.rows();
+        let x = input(&a.encoded, &a.res_mlp, &a.ln_2.out, Norm::Post, l, rows);
+        // d_res = d(ln_2 output); d_sum becomes d(res_mlp).
+        be.fill(s.d_sum.at_mut(0, rows), 0.0);
+        let d = (s.d_sum.at_mut(0, rows), s.d_res.at(0, rows));
+        norm_backward(
+            pass,
+            &p.ln_2,
+            grads,
+            &a.ln_2,
+            l,
+            d,
+            a.res_mlp.at(l, rows),
+            c,
+        );
+        self.mlp_backward(pass, l, grads, a, s, Incoming::Sum, a.ln_1.out.at(l, rows));
+        // d(ln_1 output): skip + branch.
+        be.add(
+            s.d_res.at_mut(0, rows),
+            s.d_sum.at(0, rows),
+            s.d_ln.at(0, rows),
+        );
+        be.fill(s.d_sum.at_mut(0, rows), 0.0);
+        let d = (s.d_sum.at_mut(0, rows), s.d_res.at(0, rows));
+        norm_backward(
+            pass,
+            &p.ln_1,
+            grads,
+            &a.ln_1,
+            l,
+            d,
+            a.res_attn.at(l, rows),
+            c,
+        );
+        self.attention_backward(pass, l, grads, a, s, Incoming::Sum, x);
+        // d(block input): skip + branch.
+        be.add(
+            s.d_res.at_mut(0, rows),
+            s.d_sum.at(0, rows),
+            s.d_ln.at(0, rows),
+        );
     }
 
     /// Through the feed-forward branch, from the gradient of its residual sum
@@ -377,18 +348,16 @@ impl Model {
     #[allow(clippy::too_many_arguments)]
     fn mlp_backward<B: Backend>(
         &self,
-        be: &B,
+        pass: &Pass<B>,
         l: usize,
-        params: &B::Buf,
         grads: &mut B::Buf,
         a: &ActTensors<Tensor<B>>,
         s: &mut Scratch<Tensor<B>>,
         incoming: Incoming,
         mlp_in: B::View<'_>,
-        w: Window,
-        mode: Mode,
     ) {
-        let (p, rows, n) = (&self.layout.blocks[l], w.rows(), w.n());
+        let (be, params, p) = (pass.be, pass.params, &self.layout.blocks[l]);
+        let (rows, n) = (pass.window.rows(), pass.window.n());
         let Scratch {
             d_res,
             d_sum,
@@ -401,30 +370,15 @@ impl Model {
             Incoming::Res => &*d_res,
             Incoming::Sum => &*d_sum,
         };
-        let drop = self.dropout(mode, 3 + 3 * l as u64);
-        let d_branch = through_dropout(be, d_out, d_branch, rows.clone(), drop);
-        let through = Some((self.config.activation, a.fc.at(l, rows.clone())));
-        let fc_act = a.fc_act.at(l, rows.clone());
-        p.mlp_proj.backward(
-            be,
-            params,
-            grads,
-            d_fc.at_mut(0, rows.clone()),
-            d_branch,
-            fc_act,
-            n,
-            through,
-        );
-        p.c_fc.backward(
-            be,
-            params,
-            grads,
-            d_ln.at_mut(0, rows.clone()),
-            d_fc.at(0, rows),
-            mlp_in,
-            n,
-            None,
-        );
+        let drop = self.dropout(pass.mode, 3 + 3 * l as u64);
+        let d_branch = through_dropout(be, d_out, d_branch, rows, drop);
+        let through = Some((self.config.activation, a.fc.at(l, rows)));
+        let (d_fc_v, fc_act) = (d_fc.at_mut(0, rows), a.fc_act.at(l, rows));
+        p.mlp_proj
+            .backward(be, params, grads, d_fc_v, d_branch, fc_act, n, through);
+        let (d_ln, d_fc) = (d_ln.at_mut(0, rows), d_fc.at(0, rows));
+        p.c_fc
+            .backward(be, params, grads, d_ln, d_fc, mlp_in, n, None);
     }
 
     /// Through the attention branch, from the gradient of its residual sum
@@ -432,19 +386,16 @@ impl Model {
     #[allow(clippy::too_many_arguments)]
     fn attention_backward<B: Backend>(
         &self,
-        be: &B,
+        pass: &Pass<B>,
         l: usize,
-        params: &B::Buf,
         grads: &mut B::Buf,
         a: &ActTensors<Tensor<B>>,
         s: &mut Scratch<Tensor<B>>,
         incoming: Incoming,
         attn_in: B::View<'_>,
-        w: Window,
-        mode: Mode,
     ) {
-        let (p, rows, n) = (&self.layout.blocks[l], w.rows(), w.n());
-        let site = 1 + 3 * l as u64;
+        let (be, params, p) = (pass.be, pass.params, &self.layout.blocks[l]);
+        let (rows, n, site) = (pass.window.rows(), pass.window.n(), 1 + 3 * l as u64);
         let Scratch {
             d_res,
             d_sum,
@@ -458,44 +409,23 @@ impl Model {
             Incoming::Res => &*d_res,
             Incoming::Sum => &*d_sum,
         };
-        let d_branch = through_dropout(
-            be,
-            d_out,
-            d_branch,
-            rows.clone(),
-            self.dropout(mode, site + 1),
-        );
-        let atty = a.atty.at(l, rows.clone());
-        p.attn_proj.backward(
-            be,
-            params,
-            grads,
-            d_atty.at_mut(0, rows.clone()),
-            d_branch,
-            atty,
-            n,
-            None,
-        );
-        let (qkv, lse) = (a.qkv.at(l, rows.clone()), a.att_lse.at(l, 0..n));
-        let dims = self.attention_dims(w);
-        let drop = self.dropout(mode, site);
+        let drop = self.dropout(pass.mode, site + 1);
+        let d_branch = through_dropout(be, d_out, d_branch, rows, drop);
+        let (d_atty_v, atty) = (d_atty.at_mut(0, rows), a.atty.at(l, rows));
+        p.attn_proj
+            .backward(be, params, grads, d_atty_v, d_branch, atty, n, None);
+        let (qkv, lse) = (a.qkv.at(l, rows), a.att_lse.at(l, 0..n));
+        let (dims, drop) = (self.attention_dims(pass), self.dropout(pass.mode, site));
         be.attention_backward(
-            d_qkv.at_mut(0, rows.clone()),
-            d_atty.at(0, rows.clone()),
+            d_qkv.at_mut(0, rows),
+            d_atty.at(0, rows),
             qkv,
             lse,
             dims,
             drop,
         );
-        p.c_attn.backward(
-            be,
-            params,
-            grads,
-            d_ln.at_mut(0, rows.clone()),
-            d_qkv.at(0, rows),
-            attn_in,
-            n,
-            None,
-        );
+        let (d_ln, d_qkv) = (d_ln.at_mut(0, rows), d_qkv.at(0, rows));
+        p.c_attn
+            .backward(be, params, grads, d_ln, d_qkv, attn_in, n, None);
     }
 }

@@ -45,6 +45,14 @@ pub struct Model {
     pub layout: ParamLayout,
 }
 
+/// What every layer of one forward or backward pass shares.
+pub(super) struct Pass<'p, B: Backend> {
+    pub be: &'p B,
+    pub params: &'p B::Buf,
+    pub window: Window,
+    pub mode: Mode,
+}
+
 impl Model {
     pub fn new(config: ModelConfig) -> Result<Self> {
         config.validate()?;
@@ -92,90 +100,62 @@ impl Model {
             "inference activations have no dropout masks to replay"
         );
         be.upload_ids(&mut acts.tokens, window.rows().start, tokens);
+        let pass = Pass {
+            be,
+            params,
+            window,
+            mode,
+        };
         if self.config.arch == Arch::Bigram {
-            return self.bigram_forward(be, params, acts, window);
+            return self.bigram_forward(&pass, acts);
         }
-        self.embed(be, params, acts, window, mode);
+        self.embed(&pass, acts);
         for l in 0..self.config.n_layer {
-            self.block_forward(be, l, params, &mut acts.tensors, window, mode);
+            self.block_forward(&pass, l, &mut acts.tensors);
         }
-        self.head_forward(be, params, acts, window);
+        self.head_forward(&pass, acts);
     }
 
     /// `logits = table[idx]`: the token's row of the bigram table.
-    fn bigram_forward<B: Backend>(
-        &self,
-        be: &B,
-        params: &B::Buf,
-        acts: &mut Activations<B>,
-        window: Window,
-    ) {
-        let v = self.config.vocab_size;
-        let (src, dst) = acts.head_rows(window);
-        let table = B::view(params, self.layout.wte.clone());
-        let idx = B::ids_view(&acts.tokens, src);
+    fn bigram_forward<B: Backend>(&self, pass: &Pass<B>, acts: &mut Activations<B>) {
+        let (src, dst) = acts.head_rows(pass.window);
+        let table = B::view(pass.params, self.layout.wte.clone());
+        let idx = B::ids_view(&acts.tokens, src.into());
         let logits = acts.tensors.logits.at_mut(0, dst);
-        be.embedding_forward(logits, idx, table, None, 0, 1, v);
+        let v = self.config.vocab_size;
+        pass.be.embedding_forward(logits, idx, table, None, 0, 1, v);
     }
 
     /// `encoded = drop(wte[idx] + wpe[pos])`.
-    fn embed<B: Backend>(
-        &self,
-        be: &B,
-        params: &B::Buf,
-        acts: &mut Activations<B>,
-        window: Window,
-        mode: Mode,
-    ) {
-        let c = self.config.n_embd;
-        let lay = &self.layout;
-        let rows = window.rows();
-        let (wte, wpe) = (
-            B::view(params, lay.wte.clone()),
-            B::view(params, lay.wpe.clone()),
-        );
-        let idx = B::ids_view(&acts.tokens, rows.clone());
+    fn embed<B: Backend>(&self, pass: &Pass<B>, acts: &mut Activations<B>) {
+        let (be, w, lay) = (pass.be, pass.window, &self.layout);
+        let rows = w.rows();
+        let wte = B::view(pass.params, lay.wte.clone());
+        let wpe = B::view(pass.params, lay.wpe.clone());
+        let idx = B::ids_view(&acts.tokens, rows.into());
         let encoded = &mut acts.tensors.encoded;
-        be.embedding_forward(
-            encoded.at_mut(0, rows.clone()),
-            idx,
-            wte,
-            Some(wpe),
-            window.pos,
-            window.t,
-            c,
-        );
-        if let Some(d) = self.dropout(mode, 0) {
+        let c = self.config.n_embd;
+        be.embedding_forward(encoded.at_mut(0, rows), idx, wte, Some(wpe), w.pos, w.t, c);
+        if let Some(d) = self.dropout(pass.mode, 0) {
             be.dropout(encoded.at_mut(0, rows), d);
         }
     }
 
     /// `logits = ln_f(x) @ W_head^T + b_head` for the head's rows.
-    fn head_forward<B: Backend>(
-        &self,
-        be: &B,
-        params: &B::Buf,
-        acts: &mut Activations<B>,
-        window: Window,
-    ) {
+    fn head_forward<B: Backend>(&self, pass: &Pass<B>, acts: &mut Activations<B>) {
+        let (be, params) = (pass.be, pass.params);
         let (c, last) = (self.config.n_embd, self.config.n_layer - 1);
-        let (src, dst) = acts.head_rows(window);
-        let n = dst.len();
+        let (src, dst) = acts.head_rows(pass.window);
         let lay = &self.layout;
         let ln_f = lay.ln_f.as_ref().expect("a GPT has a final layer norm");
         let head = lay.lm_head.as_ref().expect("a GPT has an LM head");
         let a = &mut acts.tensors;
         let x = block::output(&a.res_mlp, &a.ln_2.out, self.config.norm, last, src);
         let NormActs { out, mean, rstd } = &mut a.ln_f;
-        let (mean, rstd) = (mean.at_mut(0, dst.clone()), rstd.at_mut(0, dst.clone()));
-        ln_f.forward(be, params, out.at_mut(0, dst.clone()), mean, rstd, x, n, c);
-        head.forward(
-            be,
-            params,
-            a.logits.at_mut(0, dst.clone()),
-            a.ln_f.out.at(0, dst),
-            n,
-        );
+        let (out, mean, rstd) = (out.at_mut(0, dst), mean.at_mut(0, dst), rstd.at_mut(0, dst));
+        ln_f.forward(be, params, out, mean, rstd, x, dst.len(), c);
+        let logits = a.logits.at_mut(0, dst);
+        head.forward(be, params, logits, a.ln_f.out.at(0, dst), dst.len());
     }
 
     /// Mean cross-entropy of the logits left by [`Model::forward`] (training
@@ -207,15 +187,9 @@ impl Model {
         let rows = window.rows();
         be.upload_ids(&mut acts.targets, rows.start, targets);
         let a = &mut acts.tensors;
-        let targets = B::ids_view(&acts.targets, rows.clone());
-        let losses = a.losses.at_mut(0, rows.clone());
-        be.cross_entropy(
-            losses,
-            a.logits.at_mut(0, rows),
-            targets,
-            self.config.vocab_size,
-            dloss,
-        )
+        let targets = B::ids_view(&acts.targets, rows.into());
+        let (losses, logits) = (a.losses.at_mut(0, rows), a.logits.at_mut(0, rows));
+        be.cross_entropy(losses, logits, targets, self.config.vocab_size, dloss)
     }
 
     /// After [`Model::forward`] on the same batch and mode: compute the loss
@@ -236,19 +210,25 @@ impl Model {
     ) -> f32 {
         acts.check(window);
         let mean_loss = self.cross_entropy(be, acts, targets, window, Some(dloss));
-        let (rows, v) = (window.rows(), self.config.vocab_size);
+        let pass = Pass {
+            be,
+            params,
+            window,
+            mode,
+        };
         if self.config.arch == Arch::Bigram {
+            let rows = window.rows();
             let dtable = B::view_mut(grads, self.layout.wte.clone());
-            let idx = B::ids_view(&acts.tokens, rows.clone());
-            be.embedding_backward(dtable, None, acts.tensors.logits.at(0, rows), idx, 1, v);
+            let idx = B::ids_view(&acts.tokens, rows.into());
+            let dlogits = acts.tensors.logits.at(0, rows);
+            be.embedding_backward(dtable, None, dlogits, idx, 1, self.config.vocab_size);
             return mean_loss;
         }
-        self.head_backward(be, params, grads, acts, window);
+        self.head_backward(&pass, grads, acts);
         for l in (0..self.config.n_layer).rev() {
-            let (a, s) = (&acts.tensors, &mut acts.scratch);
-            self.block_backward(be, l, params, grads, a, s, window, mode);
+            self.block_backward(&pass, l, grads, &acts.tensors, &mut acts.scratch);
         }
-        self.embed_backward(be, grads, acts, window, mode);
+        self.embed_backward(&pass, grads, acts);
         mean_loss
     }
 
@@ -256,63 +236,53 @@ impl Model {
     /// block's output in `d_res`.
     fn head_backward<B: Backend>(
         &self,
-        be: &B,
-        params: &B::Buf,
+        pass: &Pass<B>,
         grads: &mut B::Buf,
         acts: &mut Activations<B>,
-        window: Window,
     ) {
+        let (be, params) = (pass.be, pass.params);
         let (c, last) = (self.config.n_embd, self.config.n_layer - 1);
-        let (rows, n) = (window.rows(), window.n());
+        let (rows, n) = (pass.window.rows(), pass.window.n());
         let lay = &self.layout;
         let ln_f = lay.ln_f.as_ref().expect("a GPT has a final layer norm");
         let head = lay.lm_head.as_ref().expect("a GPT has an LM head");
         let (a, s) = (&acts.tensors, &mut acts.scratch);
-        let (dlogits, ln_f_out) = (a.logits.at(0, rows.clone()), a.ln_f.out.at(0, rows.clone()));
+        let (dlogits, ln_f_out) = (a.logits.at(0, rows), a.ln_f.out.at(0, rows));
         head.backward(
             be,
             params,
             grads,
-            s.d_ln.at_mut(0, rows.clone()),
+            s.d_ln.at_mut(0, rows),
             dlogits,
             ln_f_out,
             n,
             None,
         );
-        be.fill(s.d_res.at_mut(0, rows.clone()), 0.0);
-        let x = block::output(
-            &a.res_mlp,
-            &a.ln_2.out,
-            self.config.norm,
-            last,
-            rows.clone(),
-        );
-        let stats = (
-            a.ln_f.mean.at(0, rows.clone()),
-            a.ln_f.rstd.at(0, rows.clone()),
-        );
-        let (d_res, d_ln) = (s.d_res.at_mut(0, rows.clone()), s.d_ln.at(0, rows));
+        be.fill(s.d_res.at_mut(0, rows), 0.0);
+        let x = block::output(&a.res_mlp, &a.ln_2.out, self.config.norm, last, rows);
+        let stats = (a.ln_f.mean.at(0, rows), a.ln_f.rstd.at(0, rows));
+        let (d_res, d_ln) = (s.d_res.at_mut(0, rows), s.d_ln.at(0, rows));
         ln_f.backward(be, params, grads, d_res, d_ln, x, stats, n, c);
     }
 
     /// Through the embedding's dropout into `wte` and `wpe`.
     fn embed_backward<B: Backend>(
         &self,
-        be: &B,
+        pass: &Pass<B>,
         grads: &mut B::Buf,
         acts: &mut Activations<B>,
-        window: Window,
-        mode: Mode,
     ) {
-        let (rows, c) = (window.rows(), self.config.n_embd);
+        let (be, w) = (pass.be, pass.window);
+        let rows = w.rows();
         let d_encoded = &mut acts.scratch.d_res;
-        if let Some(d) = self.dropout(mode, 0) {
-            be.dropout(d_encoded.at_mut(0, rows.clone()), d);
+        if let Some(d) = self.dropout(pass.mode, 0) {
+            be.dropout(d_encoded.at_mut(0, rows), d);
         }
-        let (dwte, dwpe) =
-            B::view_pair_mut(grads, self.layout.wte.clone(), self.layout.wpe.clone());
-        let idx = B::ids_view(&acts.tokens, rows.clone());
-        be.embedding_backward(dwte, Some(dwpe), d_encoded.at(0, rows), idx, window.t, c);
+        let lay = &self.layout;
+        let (dwte, dwpe) = B::view_pair_mut(grads, lay.wte.clone(), lay.wpe.clone());
+        let idx = B::ids_view(&acts.tokens, rows.into());
+        let c = self.config.n_embd;
+        be.embedding_backward(dwte, Some(dwpe), d_encoded.at(0, rows), idx, w.t, c);
     }
 }
 
