@@ -17,12 +17,15 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Train a model on a text file (or the built-in Tiny Shakespeare), or resume a run.
+    #[command(allow_negative_numbers = true)]
     Train(cli::train::TrainArgs),
     /// Generate text from a trained run.
+    #[command(allow_negative_numbers = true)]
     Sample(cli::sample::SampleArgs),
     /// Encode, decode and train tokenizers.
     Tokenizer(cli::tokenizer::TokenizerCommand),
     /// Measure speed.
+    #[command(allow_negative_numbers = true)]
     Bench(cli::bench::BenchArgs),
     /// Tokenize text corpora (plain, compressed, tar, JSON Lines, Parquet) into token shards.
     Prepare(cli::prepare::PrepareArgs),

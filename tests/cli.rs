@@ -718,3 +718,97 @@ fn prepare_warns_when_a_split_is_empty() {
         stderr(&result)
     );
 }
+
+/// Every float flag is checked finite and in range, naming the flag, before
+/// any training (`--weight-decay nan` used to train and log null losses).
+#[test]
+fn non_finite_and_out_of_range_floats_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = corpus(dir.path());
+    let out = dir.path().join("run");
+    for (flag, value) in [
+        ("--weight-decay", "nan"),
+        ("--lr", "inf"),
+        ("--lr", "-0.001"),
+        ("--grad-clip", "NaN"),
+        ("--beta1", "1"),
+        ("--eps", "0"),
+        ("--dropout", "nan"),
+        ("--val-fraction", "1"),
+    ] {
+        let result = train(&data, &out, &["--max-iters", "2", flag, value]);
+        assert!(!result.status.success(), "{flag} {value} should fail");
+        let err = stderr(&result);
+        assert!(err.contains(flag), "{flag} {value}: {err}");
+        assert!(!out.join("metrics.jsonl").exists(), "nothing was trained");
+    }
+}
+
+/// A resume with options it cannot honour fails before the corpus is read:
+/// here the corpus is gone, and the error is still about the options.
+#[test]
+fn resume_checks_options_before_reading_the_corpus() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = corpus(dir.path());
+    let out = dir.path().join("run");
+    assert!(train(&data, &out, &["--max-iters", "2"]).status.success());
+    std::fs::remove_file(&data).unwrap();
+    let run_dir = out.to_str().unwrap();
+    for (args, needle) in [
+        (
+            &["--max-iters", "4", "--n-layer", "3"][..],
+            "model options differ",
+        ),
+        (
+            &["--max-iters", "4", "--tokenizer", "gpt2"][..],
+            "cannot change on --resume",
+        ),
+        (&["--max-iters", "2"][..], "already trained"),
+        (&["--max-iters", "4", "--lr", "nan"][..], "--lr"),
+    ] {
+        let result = run(&[&["train", "--resume", run_dir][..], args].concat());
+        assert!(!result.status.success(), "{args:?} should fail");
+        let err = stderr(&result);
+        assert!(
+            err.contains(needle) && !err.contains("corpus.txt"),
+            "{args:?}: {err}"
+        );
+    }
+    let result = run(&["train", "--resume", run_dir, "--max-iters", "4", "-q"]);
+    assert!(
+        stderr(&result).contains("corpus.txt"),
+        "then the missing corpus is reported"
+    );
+}
+
+/// Runs written before train_config.json had a format, a version and the
+/// vocabulary size still resume, exactly.
+#[test]
+fn run_files_of_earlier_versions_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = corpus(dir.path());
+    let (full, old) = (dir.path().join("full"), dir.path().join("old"));
+    assert!(train(&data, &full, &["--max-iters", "6"]).status.success());
+    assert!(train(&data, &old, &["--max-iters", "3"]).status.success());
+    let path = old.join("train_config.json");
+    let mut run_file: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let fields = run_file.as_object_mut().unwrap();
+    fields.remove("format");
+    fields.remove("version");
+    fields["config"]
+        .as_object_mut()
+        .unwrap()
+        .remove("vocab_size");
+    std::fs::write(&path, serde_json::to_string(&run_file).unwrap()).unwrap();
+    let result = run(&[
+        "train",
+        "--resume",
+        old.to_str().unwrap(),
+        "--max-iters",
+        "6",
+        "-q",
+    ]);
+    assert!(result.status.success(), "{}", stderr(&result));
+    assert_eq!(losses(&full).0, losses(&old).0);
+}

@@ -52,28 +52,58 @@ fn default_tokenizer() -> TokenizerSpec {
     TokenizerSpec::Char
 }
 
-/// A float setting that must be finite and inside `[lo, hi]` (`hi` excluded
-/// when `open_hi`, `lo` excluded when `open_lo`). Errors name the flag.
-fn check_float(
+/// Where a float setting must lie: finite, above `lo` (or at least `lo`
+/// when `lo_included`) and below `hi`.
+struct Interval {
+    lo: f64,
+    lo_included: bool,
+    hi: f64,
+}
+
+const POSITIVE: Interval = Interval {
+    lo: 0.0,
+    lo_included: false,
+    hi: f64::INFINITY,
+};
+const NON_NEGATIVE: Interval = Interval {
+    lo: 0.0,
+    lo_included: true,
+    hi: f64::INFINITY,
+};
+/// `[0, 1)`: a probability that is not certain, a decay rate.
+const FRACTION: Interval = Interval {
+    lo: 0.0,
+    lo_included: true,
+    hi: 1.0,
+};
+/// `(0, 1)`.
+const PROPER_FRACTION: Interval = Interval {
+    lo: 0.0,
+    lo_included: false,
+    hi: 1.0,
+};
+
+/// Check a float setting, naming its flag in the error.
+fn check_float<F: Into<f64> + std::fmt::Display + Copy>(
     name: &str,
-    value: f64,
-    (lo, open_lo): (f64, bool),
-    (hi, open_hi): (f64, bool),
+    shown: F,
+    i: Interval,
 ) -> Result<()> {
-    let above = if open_lo { value > lo } else { value >= lo };
-    let below = if open_hi { value < hi } else { value <= hi };
-    if value.is_finite() && above && below {
+    let value: f64 = shown.into();
+    let above = value > i.lo || (i.lo_included && value == i.lo);
+    if value.is_finite() && above && value < i.hi {
         return Ok(());
     }
-    let lo_text = format!("{}{lo}", if open_lo { "above " } else { "at least " });
-    let hi_text = match (hi.is_finite(), open_hi) {
-        (false, _) => String::new(),
-        (true, true) => format!(" and below {hi}"),
-        (true, false) => format!(" and at most {hi}"),
+    let lo = if i.lo_included { "at least" } else { "above" };
+    let hi = if i.hi.is_finite() {
+        format!(" and below {}", i.hi)
+    } else {
+        String::new()
     };
     Err(Error::Config(format!(
-        "--{} must be a finite number {lo_text}{hi_text}, got {value}",
-        name.replace('_', "-")
+        "--{} must be a finite number {lo} {}{hi}, got {shown}",
+        name.replace('_', "-"),
+        i.lo
     )))
 }
 
@@ -100,36 +130,20 @@ impl TrainConfig {
 
     /// Reject settings training cannot run with, naming the flag.
     pub fn validate(&self) -> Result<()> {
-        let (closed, open, inf) = (false, true, f64::INFINITY);
         let floats = [
-            ("lr", self.lr as f64, (0.0, open), (inf, open)),
-            ("min_lr", self.min_lr as f64, (0.0, closed), (inf, open)),
-            (
-                "grad_clip",
-                self.grad_clip as f64,
-                (0.0, closed),
-                (inf, open),
-            ),
-            (
-                "weight_decay",
-                self.weight_decay as f64,
-                (0.0, closed),
-                (inf, open),
-            ),
-            ("beta1", self.beta1 as f64, (0.0, closed), (1.0, open)),
-            ("beta2", self.beta2 as f64, (0.0, closed), (1.0, open)),
-            ("eps", self.eps as f64, (0.0, open), (inf, open)),
-            ("val_fraction", self.val_fraction, (0.0, open), (1.0, open)),
-            (
-                "dropout",
-                self.model.dropout as f64,
-                (0.0, closed),
-                (1.0, open),
-            ),
+            ("lr", self.lr, POSITIVE),
+            ("min_lr", self.min_lr, NON_NEGATIVE),
+            ("grad_clip", self.grad_clip, NON_NEGATIVE),
+            ("weight_decay", self.weight_decay, NON_NEGATIVE),
+            ("beta1", self.beta1, FRACTION),
+            ("beta2", self.beta2, FRACTION),
+            ("eps", self.eps, POSITIVE),
+            ("dropout", self.model.dropout, FRACTION),
         ];
-        for (name, value, lo, hi) in floats {
-            check_float(name, value, lo, hi)?;
+        for (name, value, interval) in floats {
+            check_float(name, value, interval)?;
         }
+        check_float("val_fraction", self.val_fraction, PROPER_FRACTION)?;
         let counts = [
             ("batch", self.batch_size as u64),
             ("grad_accum", self.grad_accum as u64),
