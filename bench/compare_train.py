@@ -10,7 +10,13 @@ alternating, so both see the same machine load).
 Prints each side's median tokens/s, step time and peak RSS, the ratios, and the
 speed ratio of each round (the two sides of a round run back to back, so a
 round's ratio is the least disturbed by load from elsewhere on the machine).
-The PyTorch side is bench/torch_train.py (nanoGPT-style model from tools/).
+The PyTorch side is bench/torch_train.py: nanoGPT's model (tools/reference_gpt.py,
+attention by F.scaled_dot_product_attention(is_causal=True)), eager, float32.
+
+    python3 bench/compare_train.py --preset char-cpu --compare-with /tmp/lmforge-old
+
+also times another lmforge binary (e.g. the build before a change) in the same
+rounds and prints the new/old ratio.
 """
 
 import argparse
@@ -52,6 +58,7 @@ def main():
     p.add_argument("--warmup-steps", type=int, default=3)
     p.add_argument("--rounds", type=int, default=2, help="alternating runs of each side")
     p.add_argument("--lmforge", default=os.path.join(ROOT, "target", "release", "lmforge"))
+    p.add_argument("--compare-with", help="another lmforge binary, timed in the same rounds")
     a = p.parse_args()
     shape = dict(PRESETS[a.preset])
     shape["block"] = a.block or shape["block"]
@@ -61,18 +68,19 @@ def main():
                  "--block", str(shape["block"]), "--batch", str(shape["batch"]), "--vocab", str(shape["vocab"]),
                  "--threads", str(a.threads), "--steps", str(a.steps + a.warmup_steps), "--warmup-steps", str(a.warmup_steps),
                  "--bias" if shape["bias"] else "--no-bias"]
-    ours_cmd = [a.lmforge, "bench", "train", "--preset", a.preset, "--vocab", str(shape["vocab"]),
+    def lmforge_cmd(binary):
+        return [binary, "bench", "train", "--preset", a.preset, "--vocab", str(shape["vocab"]),
                 "--block", str(shape["block"]), "--batch", str(shape["batch"]), "--grad-accum", "1",
                 "--threads", str(a.threads), "--steps", str(a.steps), "--warmup-steps", str(a.warmup_steps)]
-    torch_runs, ours_runs = [], []
+    sides = [("torch", torch_cmd), ("ours", lmforge_cmd(a.lmforge))]
+    if a.compare_with:
+        sides.append(("other", lmforge_cmd(a.compare_with)))
+    runs = {name: [] for name, _ in sides}
     for i in range(a.rounds):
-        # Alternate which side goes first: shared machines drift within seconds.
-        if i % 2 == 0:
-            torch_runs.append(run(torch_cmd))
-            ours_runs.append(run(ours_cmd))
-        else:
-            ours_runs.append(run(ours_cmd))
-            torch_runs.append(run(torch_cmd))
+        # Rotate which side goes first: shared machines drift within seconds.
+        for name, cmd in sides[i % len(sides):] + sides[:i % len(sides)]:
+            runs[name].append(run(cmd))
+    torch_runs, ours_runs = runs["torch"], runs["ours"]
     def summary(runs, side):
         return {k: statistics.median(number(r, f"{side} {k}") for r in runs)
                 for k in ("tokens/s", "step ms", "peak RSS MiB")}
@@ -88,6 +96,14 @@ def main():
           f"memory ratio: {o['peak RSS MiB'] / t['peak RSS MiB']:.2f}x")
     print("per-round speed ratios: " + ", ".join(f"{r:.2f}" for r in round_ratios)
           + f" (median {statistics.median(round_ratios):.2f}x)")
+    if a.compare_with:
+        other = summary(runs["other"], "lmforge")
+        print(f"{'other':10}{other['tokens/s']:12.0f}{other['step ms']:12.1f}{other['peak RSS MiB']:14.0f}"
+              f"   ({a.compare_with})")
+        pair = [number(x, "lmforge tokens/s") / number(y, "lmforge tokens/s")
+                for x, y in zip(runs["ours"], runs["other"])]
+        print(f"speed ratio lmforge/other: {o['tokens/s'] / other['tokens/s']:.3f}x; per round: "
+              + ", ".join(f"{r:.3f}" for r in pair) + f" (median {statistics.median(pair):.3f}x)")
 
 
 if __name__ == "__main__":

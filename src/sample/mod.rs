@@ -120,12 +120,12 @@ fn check(model: &Model, prompt: &[u32], opts: &SampleOptions) -> Result<()> {
     }
     if !opts.temperature.is_finite() || opts.temperature < 0.0 {
         return Err(Error::Config(format!(
-            "temperature must be a non-negative number, got {}",
+            "--temperature must be a finite number at least 0, got {}",
             opts.temperature
         )));
     }
     if opts.top_k == Some(0) {
-        return Err(Error::Config("top_k must be at least 1".into()));
+        return Err(Error::Config("--top-k must be at least 1".into()));
     }
     let v = model.config.vocab_size;
     if let Some(&bad) = prompt.iter().find(|&&id| id as usize >= v) {
