@@ -30,6 +30,7 @@ use crate::error::{Error, Result};
 use base64::Engine as _;
 use rayon::prelude::*;
 use rustc_hash::FxHashMap;
+use serde_json::Value;
 use std::io::Read;
 use std::path::Path;
 
@@ -61,7 +62,7 @@ enum Merges {
 pub struct BpeTokenizer {
     kind: &'static str,
     pattern: Pattern,
-    /// The bytes of each id; empty for ids that are not assigned.
+    /// The bytes of each id; ids run 0..N with no gap and no token is empty.
     tokens: Vec<Vec<u8>>,
     /// Ordinary (non-special) tokens by their bytes.
     ids: FxHashMap<Vec<u8>, u32>,
@@ -110,9 +111,17 @@ pub fn parse_tiktoken(text: &str, path: &Path) -> Result<Vec<Vec<u8>>> {
         let token = base64::engine::general_purpose::STANDARD
             .decode(token)
             .map_err(|e| bad(&format!("bad base64: {e}")))?;
-        let rank: usize = rank.parse().map_err(|_| bad("bad rank"))?;
+        if token.is_empty() {
+            return Err(bad("empty token: every rank needs at least one byte"));
+        }
+        let rank: usize = rank
+            .parse()
+            .map_err(|_| bad(&format!("rank {rank:?} is not a whole number")))?;
         if rank != ranks.len() {
-            return Err(bad(&format!("rank {rank} out of order")));
+            return Err(bad(&format!(
+                "rank {rank} out of order: expected {}",
+                ranks.len()
+            )));
         }
         ranks.push(token);
     }
@@ -150,6 +159,7 @@ impl BpeTokenizer {
         specials: Vec<(String, u32)>,
     ) -> Result<Self> {
         let mut tok = Self::with_tokens(kind, pattern, ranks, specials, true)?;
+        // `with_tokens` checked that every id fits in u32.
         for (id, token) in tok.tokens.iter().enumerate() {
             for cut in 1..token.len() {
                 if let (Some(&a), Some(&b)) =
@@ -172,25 +182,32 @@ impl BpeTokenizer {
         specials: Vec<(String, u32)>,
         ignore_merges: bool,
     ) -> Result<Self> {
+        // Ranks are u32 below `NO_MERGE` (which never merges).
+        if merges.len() >= NO_MERGE as usize {
+            return Err(Error::Data(format!("{} merges are too many", merges.len())));
+        }
         let mut tok = Self::with_tokens(kind, pattern, tokens, specials, ignore_merges)?;
         for (rank, &(a, b)) in merges.iter().enumerate() {
-            let mut merged = tok.token_bytes(a)?.to_vec();
-            merged.extend_from_slice(tok.token_bytes(b)?);
+            let rank = rank as u32;
+            let (left, right) = (tok.token_bytes(a)?, tok.token_bytes(b)?);
+            let merged = [left, right].concat();
             let &id = tok.ids.get(&merged).ok_or_else(|| {
                 Error::Data(format!(
-                    "merge {rank} ({a}, {b}) makes {:?}, which is not in the vocabulary",
-                    String::from_utf8_lossy(&merged)
+                    "merge {rank} ({} + {}) makes {}, which is not in the vocabulary",
+                    show_bytes(left),
+                    show_bytes(right),
+                    show_bytes(&merged)
                 ))
             })?;
-            tok.pair_ranks
-                .entry(pair_key(a, b))
-                .or_insert((rank as u32, id));
+            tok.pair_ranks.entry(pair_key(a, b)).or_insert((rank, id));
         }
         tok.merges = Merges::Listed(merges);
         Ok(tok)
     }
 
     /// The common part of both constructors: vocabulary, byte tokens, specials.
+    /// `tokens` may leave empty the ids that `specials` fill (or one past its
+    /// end); afterwards every id must have bytes.
     fn with_tokens(
         kind: &'static str,
         pattern: Pattern,
@@ -198,15 +215,13 @@ impl BpeTokenizer {
         specials: Vec<(String, u32)>,
         ignore_merges: bool,
     ) -> Result<Self> {
-        let mut ids = FxHashMap::default();
-        for (id, token) in tokens.iter().enumerate() {
-            if !token.is_empty() && ids.insert(token.clone(), id as u32).is_some() {
-                return Err(Error::Data(format!(
-                    "token {:?} appears twice in the vocabulary",
-                    String::from_utf8_lossy(token)
-                )));
-            }
+        let count = tokens.len() + specials.len();
+        if u32::try_from(count).is_err() {
+            return Err(Error::Data(format!(
+                "{count} tokens are more than 32-bit token ids can number"
+            )));
         }
+        let ids = ordinary_ids(&tokens)?;
         let mut byte_ids = [0u32; 256];
         for b in 0..=255u8 {
             byte_ids[b as usize] = *ids.get(&[b][..]).ok_or_else(|| {
@@ -215,20 +230,12 @@ impl BpeTokenizer {
                 ))
             })?;
         }
-        for (content, id) in &specials {
-            if content.is_empty() {
-                return Err(Error::Data("a special token cannot be empty".into()));
-            }
-            let id = *id as usize;
-            if tokens.len() <= id {
-                tokens.resize(id + 1, Vec::new());
-            }
-            if !tokens[id].is_empty() && tokens[id] != content.as_bytes() {
-                return Err(Error::Data(format!(
-                    "special token {content:?} has id {id}, already taken by another token"
-                )));
-            }
-            tokens[id] = content.as_bytes().to_vec();
+        place_specials(&mut tokens, &specials)?;
+        if let Some(id) = tokens.iter().position(|t| t.is_empty()) {
+            return Err(Error::Data(format!(
+                "token id {id} has no token: ids must run from 0 to {} with no gap",
+                tokens.len() - 1
+            )));
         }
         Ok(BpeTokenizer {
             kind,
@@ -244,12 +251,10 @@ impl BpeTokenizer {
     }
 
     fn token_bytes(&self, id: u32) -> Result<&[u8]> {
-        match self.tokens.get(id as usize) {
-            Some(t) if !t.is_empty() => Ok(t),
-            _ => Err(Error::Data(format!(
-                "token id {id} is not in the vocabulary"
-            ))),
-        }
+        self.tokens
+            .get(id as usize)
+            .map(Vec::as_slice)
+            .ok_or_else(|| Error::Data(format!("token id {id} is not in the vocabulary")))
     }
 
     /// The pre-tokenization pattern.
@@ -511,7 +516,7 @@ impl BpeTokenizer {
         let table = byte_to_char();
         let mut vocab = serde_json::Map::new();
         for (id, token) in self.tokens.iter().enumerate() {
-            if !token.is_empty() && !self.special_id_of(id as u32) {
+            if !self.special_id_of(id as u32) {
                 vocab.insert(bytes_to_unicode(token, &table), id.into());
             }
         }
@@ -567,103 +572,22 @@ impl BpeTokenizer {
 
     /// Read a byte-level BPE `tokenizer.json` (written by lmforge or by Hugging
     /// Face tooling, e.g. GPT-2's). Normalizers, other pre-tokenizers and
-    /// subword prefixes are refused rather than half-supported.
-    pub fn from_hf_json(json: &serde_json::Value, path: &Path) -> Result<Self> {
+    /// subword prefixes are refused rather than half-supported. The file is
+    /// untrusted: anything malformed is an [`Error::Format`] naming the entry.
+    pub fn from_hf_json(json: &Value, path: &Path) -> Result<Self> {
         let bad = |message: String| Error::format(path, message);
-        let model = &json["model"];
-        if model["type"] != "BPE" {
-            return Err(bad(format!(
-                "model.type is {}, expected \"BPE\"",
-                model["type"]
-            )));
-        }
-        if !json["normalizer"].is_null() {
-            return Err(bad(
-                "normalizers are not supported (normalizer must be null)".into(),
-            ));
-        }
-        for field in ["continuing_subword_prefix", "end_of_word_suffix", "dropout"] {
-            if !matches!(&model[field], serde_json::Value::Null) && model[field] != "" {
-                return Err(bad(format!("model.{field} is not supported")));
-            }
-        }
-        let pattern = hf_pattern(&json["pre_tokenizer"]).ok_or_else(|| {
-            bad(format!(
-                "unsupported pre_tokenizer {}: expected ByteLevel (GPT-2 split) or a \
-                 Split with the GPT-2 or GPT-4 regex followed by ByteLevel",
-                json["pre_tokenizer"]
-            ))
-        })?;
-        let mut char_to_byte = FxHashMap::default();
-        for (b, c) in byte_to_char().into_iter().enumerate() {
-            char_to_byte.insert(c, b as u8);
-        }
-        let decode = |s: &str| -> Result<Vec<u8>> {
-            s.chars()
-                .map(|c| char_to_byte.get(&c).copied())
-                .collect::<Option<Vec<u8>>>()
-                .ok_or_else(|| {
-                    bad(format!(
-                        "vocabulary entry {s:?} is not in the byte-level alphabet"
-                    ))
-                })
-        };
-        let vocab = model["vocab"]
-            .as_object()
-            .ok_or_else(|| bad("model.vocab is missing".into()))?;
-        let mut tokens: Vec<Vec<u8>> = Vec::new();
-        let mut by_string = FxHashMap::default();
-        for (s, id) in vocab {
-            let id = id
-                .as_u64()
-                .ok_or_else(|| bad(format!("vocabulary entry {s:?} has no integer id")))?
-                as usize;
-            if tokens.len() <= id {
-                tokens.resize(id + 1, Vec::new());
-            }
-            tokens[id] = decode(s)?;
-            by_string.insert(s.as_str(), id as u32);
-        }
-        let merge_array = model["merges"]
-            .as_array()
-            .ok_or_else(|| bad("model.merges is missing".into()))?;
-        let mut merges = Vec::with_capacity(merge_array.len());
-        for (i, m) in merge_array.iter().enumerate() {
-            let (a, b) = match m {
-                serde_json::Value::String(s) => s.split_once(' ').unwrap_or((s, "")),
-                serde_json::Value::Array(pair) if pair.len() == 2 => (
-                    pair[0].as_str().unwrap_or(""),
-                    pair[1].as_str().unwrap_or(""),
-                ),
-                _ => ("", ""),
-            };
-            match (by_string.get(a), by_string.get(b)) {
-                (Some(&a), Some(&b)) => merges.push((a, b)),
-                _ => {
-                    return Err(bad(format!(
-                        "merge {i} ({m}) names tokens not in the vocabulary"
-                    )));
-                }
-            }
-        }
-        let mut specials = Vec::new();
-        for t in json["added_tokens"].as_array().into_iter().flatten() {
-            match (t["content"].as_str(), t["id"].as_u64()) {
-                (Some(content), Some(id)) => specials.push((content.to_string(), id as u32)),
-                _ => return Err(bad(format!("added token {t} needs a content and an id"))),
-            }
-        }
-        let ignore_merges = model["ignore_merges"].as_bool().unwrap_or(false);
+        let (pattern, ignore_merges) = hf_header(json).map_err(bad)?;
+        let vocab = read_vocab(&json["model"]).map_err(bad)?;
+        let specials = hf_added_tokens(&json["added_tokens"]).map_err(bad)?;
+        let tokens = hf_lay_out(&vocab, &specials).map_err(bad)?;
+        let merges = hf_merges(&json["model"]["merges"], &vocab).map_err(bad)?;
         Self::from_merges("bpe", pattern, tokens, merges, specials, ignore_merges)
             .map_err(|e| bad(e.to_string()))
     }
 
     /// Read a `tokenizer.json` file (see [`Self::from_hf_json`]).
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let json: serde_json::Value = serde_json::from_str(&text)
-            .map_err(|e| Error::format(path, format!("not valid JSON: {e}")))?;
-        Self::from_hf_json(&json, path)
+        Self::from_hf_json(&read_json(path)?, path)
     }
 
     /// Write the ordinary tokens in tiktoken's format (`base64 rank` per line;
@@ -671,7 +595,7 @@ impl BpeTokenizer {
     pub fn save_tiktoken(&self, path: &Path) -> Result<()> {
         let mut text = String::new();
         for (id, token) in self.tokens.iter().enumerate() {
-            if !token.is_empty() && !self.special_id_of(id as u32) {
+            if !self.special_id_of(id as u32) {
                 text.push_str(&base64::engine::general_purpose::STANDARD.encode(token));
                 text.push(' ');
                 text.push_str(&id.to_string());
@@ -682,12 +606,116 @@ impl BpeTokenizer {
     }
 }
 
+/// Ordinary tokens by their bytes (empty slots skipped); a token listed twice is
+/// an error.
+fn ordinary_ids(tokens: &[Vec<u8>]) -> Result<FxHashMap<Vec<u8>, u32>> {
+    let mut ids = FxHashMap::default();
+    for (id, token) in tokens.iter().enumerate() {
+        if token.is_empty() {
+            continue;
+        }
+        // `with_tokens` checked that every id fits in u32.
+        if let Some(first) = ids.insert(token.clone(), id as u32) {
+            return Err(Error::Data(format!(
+                "token {} appears twice in the vocabulary, as ids {first} and {id}",
+                show_bytes(token)
+            )));
+        }
+    }
+    Ok(ids)
+}
+
+/// Put each special token at its id: an empty slot, a slot already holding
+/// the same bytes (a special also in the vocabulary), or past the end but
+/// within `tokens.len() + specials.len()`, so that no id sizes an allocation.
+fn place_specials(tokens: &mut Vec<Vec<u8>>, specials: &[(String, u32)]) -> Result<()> {
+    let limit = tokens.len() + specials.len();
+    let mut seen: FxHashMap<&str, u32> = FxHashMap::default();
+    for (content, id) in specials {
+        if content.is_empty() {
+            return Err(Error::Data("a special token cannot be empty".into()));
+        }
+        let shown = show_str(content);
+        if let Some(first) = seen
+            .insert(content.as_str(), *id)
+            .filter(|first| first != id)
+        {
+            return Err(Error::Data(format!(
+                "special token {shown} has two ids, {first} and {id}"
+            )));
+        }
+        let slot = *id as usize;
+        if slot >= limit {
+            return Err(Error::Data(format!(
+                "special token {shown} has id {id}, beyond the {} tokens and {} special tokens",
+                tokens.len(),
+                specials.len()
+            )));
+        }
+        if tokens.len() <= slot {
+            tokens.resize(slot + 1, Vec::new());
+        }
+        let token = &mut tokens[slot];
+        if !token.is_empty() && token != content.as_bytes() {
+            return Err(Error::Data(format!(
+                "special token {shown} has id {id}, already taken by {}",
+                show_bytes(token)
+            )));
+        }
+        *token = content.as_bytes().to_vec();
+    }
+    Ok(())
+}
+
+// Reading an untrusted `tokenizer.json` (shared with `char.rs`): each step
+// returns what is wrong and where, and the caller adds the path.
+
+/// Read and parse a JSON file.
+pub(super) fn read_json(path: &Path) -> Result<Value> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    serde_json::from_slice(&bytes).map_err(|e| Error::format(path, format!("not valid JSON: {e}")))
+}
+
+/// Check the model header (BPE, nothing unsupported); gives the pattern and `ignore_merges`.
+fn hf_header(json: &Value) -> Result<(Pattern, bool), String> {
+    let model = &json["model"];
+    if model["type"] != "BPE" {
+        return Err(expected("model.type", &model["type"], "\"BPE\""));
+    }
+    if !json["normalizer"].is_null() {
+        return Err("normalizers are not supported (normalizer must be null)".into());
+    }
+    for field in ["continuing_subword_prefix", "end_of_word_suffix", "dropout"] {
+        if !model[field].is_null() && model[field] != "" {
+            return Err(format!("model.{field} is not supported"));
+        }
+    }
+    let pattern = hf_pattern(&json["pre_tokenizer"]).ok_or_else(|| {
+        format!(
+            "unsupported pre_tokenizer {}: expected ByteLevel (GPT-2 split) or a \
+             Split with the GPT-2 or GPT-4 regex followed by ByteLevel",
+            show_json(&json["pre_tokenizer"])
+        )
+    })?;
+    let ignore_merges = match &model["ignore_merges"] {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        other => return Err(expected("model.ignore_merges", other, "true or false")),
+    };
+    Ok((pattern, ignore_merges))
+}
+
 /// The pattern of a Hugging Face pre-tokenizer, if it is one we implement.
-fn hf_pattern(pre: &serde_json::Value) -> Option<Pattern> {
-    let byte_level = |p: &serde_json::Value, regex: bool| {
+fn hf_pattern(pre: &Value) -> Option<Pattern> {
+    // A flag that is absent takes its default; one of another type is refused.
+    let flag = |v: &Value, default: bool| match v {
+        Value::Null => Some(default),
+        v => v.as_bool(),
+    };
+    let byte_level = |p: &Value, regex: bool| {
         p["type"] == "ByteLevel"
-            && !p["add_prefix_space"].as_bool().unwrap_or(false)
-            && p["use_regex"].as_bool().unwrap_or(true) == regex
+            && flag(&p["add_prefix_space"], false) == Some(false)
+            && flag(&p["use_regex"], true) == Some(regex)
     };
     if byte_level(pre, true) {
         return Some(Pattern::Gpt2);
@@ -705,6 +733,220 @@ fn hf_pattern(pre: &serde_json::Value) -> Option<Pattern> {
         }
         _ => None,
     }
+}
+
+/// `model.vocab`, an object of token string → id, in the file's order.
+pub(super) fn read_vocab(model: &Value) -> Result<Vec<(&str, u32)>, String> {
+    let vocab = model["vocab"]
+        .as_object()
+        .ok_or_else(|| expected("model.vocab", &model["vocab"], "an object of token → id"))?;
+    vocab
+        .iter()
+        .map(|(s, id)| {
+            let id = json_id(id).map_err(|e| format!("vocabulary entry {}: {e}", show_str(s)))?;
+            Ok((s.as_str(), id))
+        })
+        .collect()
+}
+
+/// `added_tokens` (absent, or a list of `{"content", "id"}`): the special tokens.
+fn hf_added_tokens(added: &Value) -> Result<Vec<(String, u32)>, String> {
+    let list = match added {
+        Value::Null => return Ok(Vec::new()),
+        Value::Array(list) => list,
+        other => return Err(expected("added_tokens", other, "a list")),
+    };
+    let read = |(i, token): (usize, &Value)| {
+        let content = &token["content"];
+        let content = content.as_str().filter(|c| !c.is_empty()).ok_or_else(|| {
+            expected(
+                &format!("added_tokens[{i}].content"),
+                content,
+                "a non-empty string",
+            )
+        })?;
+        let id = json_id(&token["id"])
+            .map_err(|e| format!("added token {i} ({}): {e}", show_str(content)))?;
+        Ok((content.to_string(), id))
+    };
+    list.iter().enumerate().map(read).collect()
+}
+
+/// The vocabulary's bytes by id, its ids unique and dense with the added tokens'.
+fn hf_lay_out(vocab: &[(&str, u32)], specials: &[(String, u32)]) -> Result<Vec<Vec<u8>>, String> {
+    // Ids that only an added token has stay empty here, for `with_tokens` to fill.
+    check_unique(vocab)?;
+    let ids: Vec<u32> = vocab
+        .iter()
+        .map(|e| e.1)
+        .chain(specials.iter().map(|e| e.1))
+        .collect();
+    let n = check_dense(&ids, |i| match vocab.get(i) {
+        Some((s, _)) => format!("vocabulary entry {}", show_str(s)),
+        None => {
+            let k = i - vocab.len();
+            format!("added token {k} ({})", show_str(&specials[k].0))
+        }
+    })?;
+    let char_to_byte: FxHashMap<char, u8> = byte_to_char().into_iter().zip(0..=255u8).collect();
+    let mut tokens = vec![Vec::new(); n];
+    for &(s, id) in vocab {
+        let bytes: Option<Vec<u8>> = s.chars().map(|c| char_to_byte.get(&c).copied()).collect();
+        tokens[id as usize] = match bytes {
+            Some(bytes) if !bytes.is_empty() => bytes,
+            Some(_) => return Err("vocabulary entry \"\" is empty".into()),
+            None => {
+                return Err(format!(
+                    "vocabulary entry {} is not in the byte-level alphabet",
+                    show_str(s)
+                ));
+            }
+        };
+    }
+    Ok(tokens)
+}
+
+/// `model.merges`, each `"a b"` or `["a", "b"]`, as pairs of vocabulary ids.
+fn hf_merges(merges: &Value, vocab: &[(&str, u32)]) -> Result<Vec<(u32, u32)>, String> {
+    let list = merges
+        .as_array()
+        .ok_or_else(|| expected("model.merges", merges, "a list of merges"))?;
+    let by_string: FxHashMap<&str, u32> = vocab.iter().copied().collect();
+    let read = |(i, m): (usize, &Value)| {
+        let (a, b) = merge_pair(m).ok_or_else(|| {
+            format!(
+                "merge {i} is {}, expected \"a b\" or [\"a\", \"b\"]",
+                show_json(m)
+            )
+        })?;
+        let id = |s: &str| {
+            by_string.get(s).copied().ok_or_else(|| {
+                format!(
+                    "merge {i} ({}) names {}, which is not in the vocabulary",
+                    show_json(m),
+                    show_str(s)
+                )
+            })
+        };
+        Ok((id(a)?, id(b)?))
+    };
+    list.iter().enumerate().map(read).collect()
+}
+
+/// The two token strings of a merge written `"a b"` or `["a", "b"]`.
+fn merge_pair(m: &Value) -> Option<(&str, &str)> {
+    match m {
+        Value::String(s) => s.split_once(' '),
+        Value::Array(pair) => match &pair[..] {
+            [Value::String(a), Value::String(b)] => Some((a, b)),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// A token id read from a file: an integer from 0 to `u32::MAX`, or what is
+/// wrong with it.
+fn json_id(value: &Value) -> Result<u32, String> {
+    let problem = match value {
+        Value::Number(n) => match (n.as_u64(), n.as_i64(), n.as_f64()) {
+            (Some(id), _, _) => match u32::try_from(id) {
+                Ok(id) => return Ok(id),
+                Err(_) => format!("id {id} is too large"),
+            },
+            (None, Some(id), _) => format!("id {id} is negative"),
+            // Integers beyond i64/u64 are parsed as floats.
+            (None, None, Some(f)) if f.fract() == 0.0 && f.abs() >= 9e18 => {
+                format!(
+                    "id {n} is {}",
+                    if f < 0.0 { "negative" } else { "too large" }
+                )
+            }
+            _ => format!("id {n} is not an integer"),
+        },
+        Value::Null => "the id is missing".into(),
+        other => format!("id {} is not a number", show_json(other)),
+    };
+    Err(format!(
+        "{problem}; token ids are integers from 0 to {}",
+        u32::MAX
+    ))
+}
+
+/// Check that no two vocabulary entries share an id.
+pub(super) fn check_unique(vocab: &[(&str, u32)]) -> Result<(), String> {
+    let mut owner: FxHashMap<u32, &str> = FxHashMap::default();
+    for &(s, id) in vocab {
+        if let Some(other) = owner.insert(id, s) {
+            return Err(format!(
+                "vocabulary entries {} and {} both have id {id}; each token needs its own id",
+                show_str(other),
+                show_str(s)
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Check that `ids` (repeats allowed) are 0..N with no gap, N being the number
+/// of distinct ids, and return N; else name the entry (`name(i)` for `ids[i]`)
+/// that is out of range and the first id missing.
+pub(super) fn check_dense(ids: &[u32], name: impl Fn(usize) -> String) -> Result<usize, String> {
+    let mut sorted = ids.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let n = sorted.len();
+    let Some(i) = ids.iter().position(|&id| id as usize >= n) else {
+        return Ok(n);
+    };
+    // `n` distinct ids, one of them `n` or more: some id below `n` is missing.
+    let missing = (0u32..)
+        .zip(&sorted)
+        .find(|&(k, &id)| k != id)
+        .map_or(0, |(k, _)| k);
+    Err(format!(
+        "{} has id {}, out of range: the file has {n} distinct ids, so they must run \
+         from 0 to {} with no gap, and id {missing} is missing",
+        name(i),
+        ids[i],
+        n - 1
+    ))
+}
+
+/// "`field` is `value`, expected `what`", for a field of the wrong type.
+pub(super) fn expected(field: &str, value: &Value, what: &str) -> String {
+    match value {
+        Value::Null => format!("{field} is missing or null, expected {what}"),
+        value => format!("{field} is {}, expected {what}", show_json(value)),
+    }
+}
+
+/// A string from a file, quoted, cut short if long (errors stay readable).
+pub(super) fn show_str(s: &str) -> String {
+    cut_short(format!("{s:?}"))
+}
+
+/// A JSON value from a file, cut short if long.
+pub(super) fn show_json(value: &Value) -> String {
+    cut_short(value.to_string())
+}
+
+/// Token bytes as a quoted string, cut short if long.
+fn show_bytes(bytes: &[u8]) -> String {
+    show_str(&String::from_utf8_lossy(bytes))
+}
+
+fn cut_short(mut text: String) -> String {
+    const MAX: usize = 80;
+    if text.len() > MAX {
+        let end = (0..=MAX)
+            .rev()
+            .find(|&i| text.is_char_boundary(i))
+            .unwrap_or(0);
+        text.truncate(end);
+        text.push('…');
+    }
+    text
 }
 
 /// Merge results of the distinct pieces seen during one `encode` call.
@@ -737,8 +979,8 @@ impl Tokenizer for BpeTokenizer {
         let mut out = Vec::with_capacity(ids.len() * 4);
         for &id in ids {
             match self.tokens.get(id as usize) {
-                Some(t) if !t.is_empty() => out.extend_from_slice(t),
-                _ => out.extend_from_slice(char::REPLACEMENT_CHARACTER.to_string().as_bytes()),
+                Some(t) => out.extend_from_slice(t),
+                None => out.extend_from_slice(char::REPLACEMENT_CHARACTER.to_string().as_bytes()),
             }
         }
         out

@@ -13,9 +13,10 @@
 //! words are single characters, a pre-tokenizer that isolates every character,
 //! and a `Fuse` decoder), so `tokenizers.Tokenizer.from_file` gives the same ids.
 
-use super::Tokenizer;
+use super::{Tokenizer, bpe};
 use crate::error::{Error, Result};
-use std::collections::{BTreeMap, HashMap};
+use serde_json::Value;
+use std::collections::HashMap;
 use std::path::Path;
 
 /// Splits text into single characters (any Unicode scalar, newlines included).
@@ -101,58 +102,60 @@ impl CharTokenizer {
 
     /// Read a `tokenizer.json` written by [`Tokenizer::save`].
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let json: serde_json::Value = serde_json::from_str(&text)
-            .map_err(|e| Error::format(path, format!("not valid JSON: {e}")))?;
+        Self::from_hf_json(&bpe::read_json(path)?, path)
+    }
+
+    /// A tokenizer from the parsed `tokenizer.json` at `path` (named in
+    /// errors). The file is untrusted: anything malformed is an
+    /// [`Error::Format`] naming the entry.
+    pub fn from_hf_json(json: &Value, path: &Path) -> Result<Self> {
+        let bad = |message: String| Error::format(path, message);
         let model = &json["model"];
         if model["type"] != "WordLevel"
             || json["pre_tokenizer"]["pattern"]["Regex"] != SPLIT_EVERY_CHAR
         {
-            return Err(Error::format(
-                path,
-                "not a character-level tokenizer.json written by lmforge",
+            return Err(bad(
+                "not a character-level tokenizer.json written by lmforge".into(),
             ));
         }
-        let vocab = model["vocab"]
-            .as_object()
-            .ok_or_else(|| Error::format(path, "model.vocab is missing"))?;
-        // Each id maps to a character, or (None) to a special token's text.
-        let mut by_id: BTreeMap<u64, (Option<char>, &str)> = BTreeMap::new();
-        for (word, id) in vocab {
-            let mut it = word.chars();
-            let entry = match (it.next(), it.next()) {
-                (Some(c), None) => Some(c),
-                _ if word == EOT || word == UNK => None,
-                _ => {
-                    return Err(Error::format(
-                        path,
-                        format!("vocabulary entry {word:?} is not one character"),
-                    ));
-                }
-            };
-            let Some(id) = id.as_u64() else {
-                return Err(Error::format(path, format!("{word:?} has no integer id")));
-            };
-            by_id.insert(id, (entry, word.as_str()));
-        }
-        if by_id.keys().copied().ne(0..by_id.len() as u64) {
-            return Err(Error::format(path, "vocabulary ids are not 0..N"));
-        }
-        let chars: Vec<char> = by_id.values().map_while(|(c, _)| *c).collect();
-        let specials: Vec<&str> = by_id.values().skip(chars.len()).map(|(_, w)| *w).collect();
-        let (eot, unk) = match specials.as_slice() {
-            [] => (false, false),
-            [EOT] => (true, false),
-            [UNK] => (false, true),
-            [EOT, UNK] => (true, true),
-            _ => {
-                return Err(Error::format(
-                    path,
-                    "special tokens must follow the characters, <|endoftext|> before <unk>",
-                ));
-            }
-        };
-        Self::with_specials(chars, eot, unk)
+        let mut vocab = bpe::read_vocab(model).map_err(bad)?;
+        bpe::check_unique(&vocab).map_err(bad)?;
+        let ids: Vec<u32> = vocab.iter().map(|e| e.1).collect();
+        bpe::check_dense(&ids, |i| {
+            format!("vocabulary entry {}", bpe::show_str(vocab[i].0))
+        })
+        .map_err(bad)?;
+        // Ids are now 0..N with no repeat: sorted, entry `i` has id `i`.
+        vocab.sort_unstable_by_key(|e| e.1);
+        let (chars, eot, unk) = split_specials(&vocab).map_err(bad)?;
+        Self::with_specials(chars, eot, unk).map_err(|e| bad(e.to_string()))
+    }
+}
+
+/// Split the vocabulary, in id order, into its characters and which special
+/// tokens follow them.
+fn split_specials(vocab: &[(&str, u32)]) -> Result<(Vec<char>, bool, bool), String> {
+    let single = |word: &str| {
+        let mut it = word.chars();
+        it.next().filter(|_| it.next().is_none())
+    };
+    if let Some((word, _)) = vocab
+        .iter()
+        .find(|&&(w, _)| single(w).is_none() && w != EOT && w != UNK)
+    {
+        return Err(format!(
+            "vocabulary entry {} is not one character",
+            bpe::show_str(word)
+        ));
+    }
+    let chars: Vec<char> = vocab.iter().map_while(|&(w, _)| single(w)).collect();
+    let specials: Vec<&str> = vocab[chars.len()..].iter().map(|&(w, _)| w).collect();
+    match specials.as_slice() {
+        [] => Ok((chars, false, false)),
+        [EOT] => Ok((chars, true, false)),
+        [UNK] => Ok((chars, false, true)),
+        [EOT, UNK] => Ok((chars, true, true)),
+        _ => Err("special tokens must follow the characters, <|endoftext|> before <unk>".into()),
     }
 }
 

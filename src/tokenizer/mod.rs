@@ -52,17 +52,20 @@ pub trait Tokenizer: Send + Sync {
 
 /// Load a `tokenizer.json`: a character-level one saved by [`CharTokenizer`]
 /// (`WordLevel` model) or a byte-level BPE one (`BPE` model), told apart by
-/// `model.type`.
+/// `model.type`. The file is untrusted: a malformed one is an
+/// [`Error::Format`] that names the entry at fault, never a panic.
 pub fn load(path: &Path) -> Result<Box<dyn Tokenizer>> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    let json: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| Error::format(path, format!("not valid JSON: {e}")))?;
+    let json = bpe::read_json(path)?;
     match json["model"]["type"].as_str() {
-        Some("WordLevel") => Ok(Box::new(CharTokenizer::load(path)?)),
+        Some("WordLevel") => Ok(Box::new(CharTokenizer::from_hf_json(&json, path)?)),
         Some("BPE") => Ok(Box::new(BpeTokenizer::from_hf_json(&json, path)?)),
-        other => Err(Error::format(
+        _ => Err(Error::format(
             path,
-            format!("model.type is {other:?}; expected \"WordLevel\" (char) or \"BPE\""),
+            bpe::expected(
+                "model.type",
+                &json["model"]["type"],
+                "\"WordLevel\" (char) or \"BPE\"",
+            ),
         )),
     }
 }
