@@ -607,59 +607,30 @@ fn check_model<B: Backend>(be: &B, name: &str, arch: Arch) {
 
 // The checks on the CPU backend.
 
-#[test]
-fn embedding_on_cpu() {
-    embedding_forward_backward(&Cpu::new());
+/// One `#[test]` per check, each running it on a fresh CPU backend.
+macro_rules! on_cpu {
+    ($($test:ident => $check:expr;)*) => {
+        $(
+            #[test]
+            fn $test() {
+                ($check)(&Cpu::new());
+            }
+        )*
+    };
 }
 
-#[test]
-fn layernorm_on_cpu() {
-    layernorm_forward_backward(&Cpu::new());
-}
-
-#[test]
-fn linear_on_cpu() {
-    linear_forward_backward(&Cpu::new());
-}
-
-#[test]
-fn attention_on_cpu() {
-    attention_forward_backward(&Cpu::new());
-}
-
-#[test]
-fn gelu_and_relu_on_cpu() {
-    gelu_and_relu_forward_backward(&Cpu::new());
-}
-
-#[test]
-fn feed_forward_on_cpu() {
-    feed_forward_gelu_and_relu(&Cpu::new());
-}
-
-#[test]
-fn cross_entropy_on_cpu() {
-    softmax_cross_entropy_fused(&Cpu::new());
-}
-
-#[test]
-fn adamw_on_cpu() {
-    adamw_three_steps(&Cpu::new());
-}
-
-#[test]
-fn gpt2_layout_model_on_cpu() {
-    check_model(&Cpu::new(), "model_gpt2", Arch::Gpt);
-}
-
-#[test]
-fn course_layout_model_on_cpu() {
-    check_model(&Cpu::new(), "model_course", Arch::Gpt);
-}
-
-#[test]
-fn bigram_model_on_cpu() {
-    check_model(&Cpu::new(), "model_bigram", Arch::Bigram);
+on_cpu! {
+    embedding_on_cpu => embedding_forward_backward::<Cpu>;
+    layernorm_on_cpu => layernorm_forward_backward::<Cpu>;
+    linear_on_cpu => linear_forward_backward::<Cpu>;
+    attention_on_cpu => attention_forward_backward::<Cpu>;
+    gelu_and_relu_on_cpu => gelu_and_relu_forward_backward::<Cpu>;
+    feed_forward_on_cpu => feed_forward_gelu_and_relu::<Cpu>;
+    cross_entropy_on_cpu => softmax_cross_entropy_fused::<Cpu>;
+    adamw_on_cpu => adamw_three_steps::<Cpu>;
+    gpt2_layout_model_on_cpu => |be: &Cpu| check_model(be, "model_gpt2", Arch::Gpt);
+    course_layout_model_on_cpu => |be: &Cpu| check_model(be, "model_course", Arch::Gpt);
+    bigram_model_on_cpu => |be: &Cpu| check_model(be, "model_bigram", Arch::Bigram);
 }
 
 /// The CPU's fast matrix product agrees with its naive twin on fixture-sized shapes too.

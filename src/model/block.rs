@@ -63,15 +63,20 @@ enum Incoming {
     Sum,
 }
 
-/// The gradient of a residual branch's output before its dropout: `d_out`
-/// itself when there is no dropout, else its masked copy in `d_branch`.
-fn through_dropout<'a, B: Backend>(
+/// The gradient of a residual branch's output before its dropout: the
+/// incoming gradient (`d_res` or `d_sum`) itself when there is no dropout,
+/// else its masked copy in `d_branch`.
+fn branch_grad<'a, B: Backend>(
     be: &B,
-    d_out: &'a Tensor<B>,
-    d_branch: &'a mut Tensor<B>,
+    (d_res, d_sum, d_branch): (&'a Tensor<B>, &'a Tensor<B>, &'a mut Tensor<B>),
+    incoming: Incoming,
     rows: Rows,
     dropout: Option<Dropout>,
 ) -> B::View<'a> {
+    let d_out = match incoming {
+        Incoming::Res => d_res,
+        Incoming::Sum => d_sum,
+    };
     match dropout {
         None => d_out.at(0, rows),
         Some(d) => {
@@ -366,12 +371,8 @@ impl Model {
             d_fc,
             ..
         } = s;
-        let d_out = match incoming {
-            Incoming::Res => &*d_res,
-            Incoming::Sum => &*d_sum,
-        };
         let drop = self.dropout(pass.mode, 3 + 3 * l as u64);
-        let d_branch = through_dropout(be, d_out, d_branch, rows, drop);
+        let d_branch = branch_grad(be, (d_res, d_sum, d_branch), incoming, rows, drop);
         let through = Some((self.config.activation, a.fc.at(l, rows)));
         let (d_fc_v, fc_act) = (d_fc.at_mut(0, rows), a.fc_act.at(l, rows));
         p.mlp_proj
@@ -405,12 +406,8 @@ impl Model {
             d_qkv,
             ..
         } = s;
-        let d_out = match incoming {
-            Incoming::Res => &*d_res,
-            Incoming::Sum => &*d_sum,
-        };
         let drop = self.dropout(pass.mode, site + 1);
-        let d_branch = through_dropout(be, d_out, d_branch, rows, drop);
+        let d_branch = branch_grad(be, (d_res, d_sum, d_branch), incoming, rows, drop);
         let (d_atty_v, atty) = (d_atty.at_mut(0, rows), a.atty.at(l, rows));
         p.attn_proj
             .backward(be, params, grads, d_atty_v, d_branch, atty, n, None);
