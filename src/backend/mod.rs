@@ -31,6 +31,9 @@ use crate::error::Result;
 use serde::{Deserialize, Serialize};
 use std::ops::Range;
 
+/// Added to the variance in every layer norm (GPT-2's `layer_norm_epsilon`).
+pub const LAYER_NORM_EPS: f32 = 1e-5;
+
 /// Where the model runs, as chosen with `--device`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Device {

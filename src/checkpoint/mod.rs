@@ -144,7 +144,7 @@ fn hf_config(cfg: &ModelConfig, eot_token: Option<u32>) -> serde_json::Value {
         "resid_pdrop": cfg.dropout,
         "embd_pdrop": cfg.dropout,
         "attn_pdrop": cfg.dropout,
-        "layer_norm_epsilon": crate::backend::cpu::layernorm::EPS,
+        "layer_norm_epsilon": crate::backend::LAYER_NORM_EPS,
         "initializer_range": 0.02,
         "tie_word_embeddings": cfg.tie_embeddings,
         "bos_token_id": eot_token,

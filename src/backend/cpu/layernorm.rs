@@ -15,7 +15,7 @@
 use super::math::{sum_map, sum_map3};
 use rayon::prelude::*;
 
-pub const EPS: f32 = 1e-5;
+const EPS: f32 = crate::backend::LAYER_NORM_EPS;
 
 /// `inp`, `out`: `(N, C)`; `mean`, `rstd`: `(N)`.
 #[allow(clippy::too_many_arguments)]
