@@ -32,3 +32,11 @@ impl TokenSource for Vec<u32> {
         out.copy_from_slice(&self[start..start + out.len()]);
     }
 }
+
+/// FNV-1a 64-bit hash: the tokenizer id stored in shard headers, and the key
+/// that numbers an input's documents for the train/val split.
+pub fn fnv1a64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
