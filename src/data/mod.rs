@@ -1,11 +1,17 @@
 //! Data: reading text corpora, holding token streams, and cutting them into
 //! training batches.
 //!
+//! Every command that reads text reads it through [`documents`] (one reader,
+//! one normalisation); [`text`] holds a whole corpus in memory for
+//! `train --data FILE|DIR`; [`prepare`] turns corpora into token shards
+//! ([`shards`]) with bounded memory.
+//!
 //! Everything the trainer reads goes through [`TokenSource`]: a long sequence
 //! of token ids that can be read window by window. An in-memory `Vec<u32>` is
 //! one; memory-mapped token shards ([`shards::ShardSet`], written by
 //! [`prepare`]) are another.
 
+pub mod documents;
 pub mod prepare;
 pub mod sampler;
 pub mod shards;

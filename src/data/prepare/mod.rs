@@ -3,16 +3,16 @@
 //! not grow with the corpus.
 //!
 //! Steps:
-//! 1. Expand the inputs ([`inputs::expand_inputs`]).
+//! 1. Expand the inputs ([`documents::expand_inputs`]).
 //! 2. Pick the tokenizer (`tokenizer_for`, the one call site): for `char`, a
 //!    first streaming pass counts the characters ([`vocab`]); `<|endoftext|>`
 //!    follows the sorted characters, and with `--char-vocab-max N` only the N
 //!    most frequent characters are kept, plus `<unk>`.
-//! 3. Stream documents through the [`pipeline`]: the end-of-text token goes
+//! 3. Stream documents ([`documents`]) through the [`pipeline`]: the end-of-text token goes
 //!    before every document (as in llm.c), each document goes to train or val by
 //!    a hash of (seed, input file name, document number), and the tokens are
 //!    appended to the current shard of that split. (Documents inside a
-//!    compressed tar member up to [`inputs::MAX_BLOB`], which a worker expands,
+//!    compressed tar member up to [`documents::MAX_BLOB`], which a worker expands,
 //!    are numbered within the member, keyed by `input name:member path`.)
 //!
 //! Resuming: a shard is renamed into place only when complete, and an input is
@@ -23,12 +23,13 @@
 //! settings deletes shard files the manifest does not list, skips finished
 //! inputs and goes on; at most the inputs since the last update are read again.
 
-pub mod inputs;
 pub mod pipeline;
 pub mod vocab;
 
-use self::inputs::{InputFile, InputStats, Piece, ReadOptions};
+pub use crate::data::documents::{OnBad, Split};
+
 use self::pipeline::Item;
+use crate::data::documents::{self, InputFile, InputStats, Piece, ReadOptions};
 use crate::data::shards::{
     Dtype, FinishedInput, MANIFEST_FILE, MANIFEST_VERSION, Manifest, PrepareSettings, ShardEntry,
     ShardHeader, ShardWriter, TOKENIZER_FILE, fnv1a64,
@@ -38,22 +39,6 @@ use crate::tokenizer::{Tokenizer, TokenizerSpec};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-
-/// What to do with a bad document or archive.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OnBad {
-    /// Stop with an error naming the file (and byte offset).
-    Error,
-    /// Skip it, count it and go on.
-    Skip,
-}
-
-/// Which split a document goes to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Split {
-    Train,
-    Val,
-}
 
 /// Everything `lmforge prepare` needs.
 #[derive(Debug, Clone)]
@@ -129,7 +114,7 @@ pub struct PrepareReport {
     pub val_tokens: u64,
     pub bytes_read: u64,
     pub skipped_bad_utf8: u64,
-    /// `name: reason` for each corrupt archive skipped.
+    /// `name: reason` for each corrupt archive (or over-long record) skipped.
     pub bad_archives: Vec<String>,
     pub vocab_size: usize,
     pub seconds: f64,
@@ -147,7 +132,7 @@ pub fn prepare(opts: &PrepareOptions) -> Result<PrepareReport> {
     if opts.inputs.is_empty() {
         return Err(Error::Config("no inputs given".into()));
     }
-    let all_inputs = inputs::expand_inputs(&opts.inputs, &opts.out)?;
+    let all_inputs = documents::expand_inputs(&opts.inputs, Some(&opts.out))?;
     if all_inputs.is_empty() {
         return Err(Error::Config(format!(
             "no input files found in {}",
