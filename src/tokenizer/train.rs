@@ -241,92 +241,153 @@ fn pair_key(a: u32, b: u32) -> u64 {
 /// Step 2: merge until there are `target` tokens (or no pair is left).
 /// Returns the tokens' bytes by id and the merges in order.
 fn learn_merges(words: FxHashMap<String, u64>, target: usize) -> (Vec<Vec<u8>>, Vec<(u32, u32)>) {
-    // Sorted, so that word indices (and everything after) do not depend on hashing.
+    let (mut seqs, counts) = byte_sequences(words);
+    let mut vocab = Vocab::bytes();
+    let mut pairs = PairIndex::new(&seqs, &counts);
+    let mut merges = Vec::new();
+    while vocab.tokens.len() < target {
+        let Some(key) = pairs.pop_most_frequent() else {
+            break;
+        };
+        let (a, b) = ((key >> 32) as u32, key as u32);
+        let new = vocab.merge(a, b);
+        merges.push((a, b));
+        pairs.merge(key, new, &mut seqs, &counts);
+    }
+    (vocab.tokens, merges)
+}
+
+/// Every word as its bytes, with its count, sorted by word so that word
+/// indices (and everything after) do not depend on hashing.
+fn byte_sequences(words: FxHashMap<String, u64>) -> (Vec<Vec<u32>>, Vec<i64>) {
     let mut words: Vec<(String, u64)> = words.into_iter().collect();
     words.sort_unstable();
-    let counts: Vec<i64> = words.iter().map(|&(_, n)| n as i64).collect();
-    let mut seqs: Vec<Vec<u32>> = words
+    let counts = words.iter().map(|&(_, n)| n as i64).collect();
+    let seqs = words
         .into_iter()
         .map(|(w, _)| w.bytes().map(u32::from).collect())
         .collect();
+    (seqs, counts)
+}
 
-    let mut tokens: Vec<Vec<u8>> = (0..=255u8).map(|b| vec![b]).collect();
-    let mut token_ids: FxHashMap<Vec<u8>, u32> = tokens
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (t.clone(), i as u32))
-        .collect();
-    let mut merges = Vec::new();
+/// The tokens by id (their bytes) and the id of each byte string.
+struct Vocab {
+    tokens: Vec<Vec<u8>>,
+    ids: FxHashMap<Vec<u8>, u32>,
+}
 
-    // count(pair), and the words holding it (ascending, no repeats).
-    let mut pair_counts: FxHashMap<u64, i64> = FxHashMap::default();
-    let mut holders: FxHashMap<u64, Vec<u32>> = FxHashMap::default();
-    for (w, seq) in seqs.iter().enumerate() {
-        for p in seq.windows(2) {
-            let key = pair_key(p[0], p[1]);
-            *pair_counts.entry(key).or_default() += counts[w];
-            let list = holders.entry(key).or_default();
-            if list.last() != Some(&(w as u32)) {
-                list.push(w as u32);
+impl Vocab {
+    /// The 256 byte tokens: token `b` is byte `b`.
+    fn bytes() -> Self {
+        let tokens: Vec<Vec<u8>> = (0..=255u8).map(|b| vec![b]).collect();
+        let ids = tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.clone(), i as u32))
+            .collect();
+        Vocab { tokens, ids }
+    }
+
+    /// The id of `bytes(a) + bytes(b)`, new unless that byte string already
+    /// has one: a string reached by two different merges keeps its first id
+    /// (as the Hugging Face trainer does); the merge is still recorded.
+    fn merge(&mut self, a: u32, b: u32) -> u32 {
+        let mut merged = self.tokens[a as usize].clone();
+        merged.extend_from_slice(&self.tokens[b as usize]);
+        match self.ids.entry(merged) {
+            Entry::Occupied(e) => *e.get(),
+            Entry::Vacant(e) => {
+                self.tokens.push(e.key().clone());
+                *e.insert((self.tokens.len() - 1) as u32)
             }
         }
     }
-    // Max-heap on count; `Reverse(key)` puts the smallest pair first on ties.
-    let mut heap: BinaryHeap<(i64, std::cmp::Reverse<u64>)> = pair_counts
-        .iter()
-        .map(|(&key, &count)| (count, std::cmp::Reverse(key)))
-        .collect();
+}
 
-    let mut deltas: Vec<(u64, i64)> = Vec::new();
-    let mut grown: Vec<u64> = Vec::new();
-    while tokens.len() < target {
-        let Some((count, std::cmp::Reverse(key))) = heap.pop() else {
-            break;
-        };
-        let current = pair_counts.get(&key).copied().unwrap_or(0);
-        if current != count {
-            if current > 0 {
-                heap.push((current, std::cmp::Reverse(key)));
-            }
-            continue;
-        }
-        let (a, b) = ((key >> 32) as u32, key as u32);
-        let mut merged = tokens[a as usize].clone();
-        merged.extend_from_slice(&tokens[b as usize]);
-        // A byte string reached by two different merges keeps its first id
-        // (as the Hugging Face trainer does); the merge is still recorded.
-        let new = match token_ids.entry(merged) {
-            Entry::Occupied(e) => *e.get(),
-            Entry::Vacant(e) => {
-                tokens.push(e.key().clone());
-                *e.insert((tokens.len() - 1) as u32)
-            }
-        };
-        merges.push((a, b));
+/// Pair counts, the words holding each pair, and a max-heap to find the most
+/// frequent pair.
+struct PairIndex {
+    /// `count(pair)` by [`pair_key`].
+    counts: FxHashMap<u64, i64>,
+    /// The words holding each pair (ascending, no repeats).
+    holders: FxHashMap<u64, Vec<u32>>,
+    /// Max-heap on count; `Reverse(key)` puts the smallest pair first on ties.
+    /// Entries may be stale: checked against `counts` when popped.
+    heap: BinaryHeap<(i64, std::cmp::Reverse<u64>)>,
+    /// Scratch: the pair changes of one word's merge, and the pairs that grew.
+    deltas: Vec<(u64, i64)>,
+    grown: Vec<u64>,
+}
 
-        grown.clear();
-        for w in holders.remove(&key).unwrap_or_default() {
-            deltas.clear();
-            merge_word(&mut seqs[w as usize], a, b, new, &mut deltas);
-            for &(pair, delta) in &deltas {
-                *pair_counts.entry(pair).or_default() += delta * counts[w as usize];
-                if delta > 0 {
-                    let list = holders.entry(pair).or_default();
-                    if list.last() != Some(&w) {
-                        list.push(w);
-                    }
-                    grown.push(pair);
+impl PairIndex {
+    fn new(seqs: &[Vec<u32>], counts: &[i64]) -> Self {
+        let mut pair_counts: FxHashMap<u64, i64> = FxHashMap::default();
+        let mut holders: FxHashMap<u64, Vec<u32>> = FxHashMap::default();
+        for (w, seq) in seqs.iter().enumerate() {
+            for p in seq.windows(2) {
+                let key = pair_key(p[0], p[1]);
+                *pair_counts.entry(key).or_default() += counts[w];
+                let list = holders.entry(key).or_default();
+                if list.last() != Some(&(w as u32)) {
+                    list.push(w as u32);
                 }
             }
         }
-        pair_counts.remove(&key);
-        grown.sort_unstable();
-        grown.dedup();
-        for &pair in &grown {
-            heap.push((pair_counts[&pair], std::cmp::Reverse(pair)));
+        let heap = pair_counts
+            .iter()
+            .map(|(&key, &count)| (count, std::cmp::Reverse(key)))
+            .collect();
+        PairIndex {
+            counts: pair_counts,
+            holders,
+            heap,
+            deltas: Vec::new(),
+            grown: Vec::new(),
         }
     }
-    (tokens, merges)
+
+    /// The most frequent pair; a popped entry whose count went stale is pushed
+    /// back with its current count (if any is left) and the next one tried.
+    fn pop_most_frequent(&mut self) -> Option<u64> {
+        loop {
+            let (count, std::cmp::Reverse(key)) = self.heap.pop()?;
+            let current = self.counts.get(&key).copied().unwrap_or(0);
+            if current == count {
+                return Some(key);
+            }
+            if current > 0 {
+                self.heap.push((current, std::cmp::Reverse(key)));
+            }
+        }
+    }
+
+    /// Rewrite every word holding pair `key` with token `new` in its place,
+    /// and update the counts, holders and heap of the pairs around it.
+    fn merge(&mut self, key: u64, new: u32, seqs: &mut [Vec<u32>], counts: &[i64]) {
+        let (a, b) = ((key >> 32) as u32, key as u32);
+        self.grown.clear();
+        for w in self.holders.remove(&key).unwrap_or_default() {
+            self.deltas.clear();
+            merge_word(&mut seqs[w as usize], a, b, new, &mut self.deltas);
+            for &(pair, delta) in &self.deltas {
+                *self.counts.entry(pair).or_default() += delta * counts[w as usize];
+                if delta > 0 {
+                    let list = self.holders.entry(pair).or_default();
+                    if list.last() != Some(&w) {
+                        list.push(w);
+                    }
+                    self.grown.push(pair);
+                }
+            }
+        }
+        self.counts.remove(&key);
+        self.grown.sort_unstable();
+        self.grown.dedup();
+        for &pair in &self.grown {
+            self.heap
+                .push((self.counts[&pair], std::cmp::Reverse(pair)));
+        }
+    }
 }
 
 /// Replace every non-overlapping `a b` (left to right) in `word` with `new`,
