@@ -1,12 +1,16 @@
 //! The document reader that every command reads text through: long documents
 //! are cut into bounded pieces in linear time, hard cuts keep UTF-8
 //! characters and CRLF whole, cuts at newlines keep GPT-2's ids, JSON Lines
-//! records are bounded.
+//! records are bounded, and `train --data`, `prepare` and `tokenizer train`
+//! see the same normalised text.
 
 use lmforge::data::documents::{
     self, InputFile, MAX_RECORD_BYTES, OnBad, PIECE_BYTES, Piece, ReadOptions,
 };
-use lmforge::tokenizer::{self, Pattern, Tokenizer};
+use lmforge::data::prepare::{PrepareOptions, prepare};
+use lmforge::data::shards::ShardSet;
+use lmforge::data::{TokenSource, text};
+use lmforge::tokenizer::{self, Pattern, Tokenizer, TokenizerSpec, train};
 use std::path::Path;
 use std::time::Instant;
 
@@ -129,6 +133,57 @@ fn an_over_long_json_lines_record_is_an_error_with_its_line_or_skipped() {
         "{:?}",
         stats.bad_archives
     );
+}
+
+/// `train --data`, `prepare` and `tokenizer train` read the same documents,
+/// normalised the same way.
+#[test]
+fn every_command_sees_the_same_normalised_text() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("corpus");
+    std::fs::create_dir_all(dir.join("sub")).unwrap();
+    std::fs::write(dir.join("a.txt"), "\u{feff}First line\r\nsecond line\r\n").unwrap();
+    std::fs::write(
+        dir.join("sub/b.jsonl"),
+        "{\"text\": \"\\ufeffa record\\r\\nwith CRLF\\r\\n\"}\n{\"text\": \"another\\n\"}\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("notes.md"), "markdown is read too\n").unwrap();
+    // Every document ends with a newline, so joining them adds none, and
+    // every boundary is a place the pre-tokenizer cuts anyway.
+    let want = "First line\nsecond line\nmarkdown is read too\na record\nwith CRLF\nanother\n";
+    assert_eq!(text::read_corpus(&dir).unwrap(), want);
+
+    let mut o = PrepareOptions::new(
+        vec![dir.display().to_string()],
+        TokenizerSpec::Char,
+        &tmp.path().join("shards"),
+    );
+    o.val_fraction = 0.0;
+    prepare(&o).unwrap();
+    let set = ShardSet::open(&o.out).unwrap();
+    let tok = tokenizer::load(set.tokenizer_path().unwrap()).unwrap();
+    let mut ids = vec![0; set.train().len()];
+    set.train().read(0, &mut ids);
+    let docs: Vec<String> = tok
+        .decode(&ids)
+        .split("<|endoftext|>")
+        .filter(|d| !d.is_empty())
+        .map(str::to_string)
+        .collect();
+    assert_eq!(docs.len(), 4, "{docs:?}");
+    assert_eq!(docs.concat(), want);
+
+    let config = train::TrainConfig {
+        vocab_size: 300,
+        pattern: Pattern::Gpt2,
+        specials: vec![],
+        skip_invalid_utf8: false,
+    };
+    let (from_files, report) = train::train_files(std::slice::from_ref(&dir), &config).unwrap();
+    assert_eq!(report.corpus_bytes, want.len() as u64);
+    let (from_text, _) = train::train_text(want, &config).unwrap();
+    assert!(from_files.to_hf_json().unwrap() == from_text.to_hf_json().unwrap());
 }
 
 /// Text whose lines are all separated by blank lines has no newline between

@@ -54,10 +54,12 @@ enum Action {
         /// A special token (repeatable), e.g. `<|endoftext|>`.
         #[arg(long = "special")]
         specials: Vec<String>,
-        /// Skip lines that are not valid UTF-8 (and report how many) instead of failing.
+        /// Skip documents that are not valid UTF-8 (and report how many) instead
+        /// of failing, as `prepare --on-bad-utf8 skip` does.
         #[arg(long)]
         skip_invalid_utf8: bool,
-        /// Text files of the corpus.
+        /// The corpus: files, directories (read recursively) or glob patterns,
+        /// in any format `prepare` reads.
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
@@ -194,10 +196,10 @@ fn train_command(config: &train::TrainConfig, files: &[PathBuf], out: &Path) -> 
     tok.save(out)?;
     let ranks = out.with_extension("tiktoken");
     tok.save_tiktoken(&ranks)?;
-    if report.skipped_lines > 0 {
+    if report.skipped_documents > 0 {
         eprintln!(
-            "skipped {} lines that are not valid UTF-8 ({} bytes)",
-            report.skipped_lines, report.skipped_bytes
+            "skipped {} documents that are not valid UTF-8",
+            report.skipped_documents
         );
     }
     eprintln!(

@@ -1,8 +1,13 @@
 //! Training a byte-level BPE tokenizer on a text corpus.
 //!
-//! 1. Count words. Files are streamed line by line and pre-tokenized in
-//!    batches of a few MB (cut only where no piece can span the cut, so the
-//!    counts equal those of the whole file at once); special tokens are cut
+//! 1. Count words. Files are read by the one document reader
+//!    ([`crate::data::documents`]), so the counts are over exactly the text
+//!    `prepare` and `train` see: every format it reads, documents normalised
+//!    (a leading BOM removed, CRLF → LF) and handed on in pieces of at most
+//!    1 MiB, each pre-tokenized on its own, as `prepare` encodes them (a piece
+//!    cut at a newline between non-white-space characters gives the same
+//!    words as the whole text). Pieces are gathered into batches of a few MB
+//!    and counted in parallel, so memory stays bounded. Special tokens are cut
 //!    out first and never merged. The result is a map word → count.
 //! 2. Merge. Every word starts as its bytes (token `b` = byte `b`). With
 //!    `count(pair)` = Σ over words of (occurrences in the word × word count),
@@ -19,13 +24,13 @@
 
 use super::bpe::BpeTokenizer;
 use super::pretokenize::{Pattern, safe_cuts};
+use crate::data::documents::{self, OnBad, PIECE_BYTES, ReadOptions};
 use crate::error::{Error, Result};
 use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 use std::collections::BinaryHeap;
 use std::collections::hash_map::Entry;
-use std::io::BufRead;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// What to train.
 #[derive(Debug, Clone)]
@@ -35,25 +40,26 @@ pub struct TrainConfig {
     /// Pre-tokenization split.
     pub pattern: Pattern,
     /// Special tokens, e.g. `<|endoftext|>`; ids after the merged tokens, in order.
-    /// They are cut out of each batch of lines, so one holding a newline may be
-    /// missed where it straddles two batches (then its text is counted as words).
+    /// They are cut out of each piece, so one that straddles two pieces (at a
+    /// hard cut, or holding a newline) is counted as words, as `prepare`
+    /// encodes it.
     pub specials: Vec<String>,
-    /// Skip lines that are not valid UTF-8 (counted in the report) instead of failing.
+    /// Skip documents that are not valid UTF-8 (counted in the report), as
+    /// `prepare --on-bad-utf8 skip` does, instead of failing.
     pub skip_invalid_utf8: bool,
 }
 
 /// What training saw and did.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TrainReport {
-    /// Bytes of valid text counted.
+    /// Bytes of (normalised) text counted.
     pub corpus_bytes: u64,
     /// Distinct pre-tokenized words.
     pub distinct_words: usize,
     /// Merges learned.
     pub merges: usize,
-    /// Lines skipped for invalid UTF-8, and their bytes.
-    pub skipped_lines: u64,
-    pub skipped_bytes: u64,
+    /// Documents skipped (from their first invalid piece on) for invalid UTF-8.
+    pub skipped_documents: u64,
 }
 
 impl TrainConfig {
@@ -78,13 +84,26 @@ impl TrainConfig {
     }
 }
 
-/// Train on text files streamed from disk.
+/// Train on files (or directories, or glob patterns), streamed from disk by
+/// the document reader.
 pub fn train_files(files: &[PathBuf], config: &TrainConfig) -> Result<(BpeTokenizer, TrainReport)> {
     config.check()?;
+    let inputs = documents::expand_inputs(files, None)?;
+    let opts = ReadOptions {
+        on_bad_utf8: if config.skip_invalid_utf8 {
+            OnBad::Skip
+        } else {
+            OnBad::Error
+        },
+        ..ReadOptions::default()
+    };
     let mut counter = WordCounter::new(config);
-    for path in files {
-        counter.add_file(path)?;
-    }
+    let stats = documents::read_all(&inputs, &opts, &mut |piece| {
+        counter.add_piece(piece.text);
+        Ok(())
+    })?;
+    counter.flush();
+    counter.report.skipped_documents = stats.skipped_bad_utf8;
     if counter.report.corpus_bytes == 0 {
         let names: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
         return Err(Error::Data(format!(
@@ -95,14 +114,18 @@ pub fn train_files(files: &[PathBuf], config: &TrainConfig) -> Result<(BpeTokeni
     counter.finish()
 }
 
-/// Train on text already in memory.
+/// Train on text already in memory, cut into pieces as files are (but not
+/// normalised: it is taken as given).
 pub fn train_text(text: &str, config: &TrainConfig) -> Result<(BpeTokenizer, TrainReport)> {
     config.check()?;
     if text.is_empty() {
         return Err(Error::Data("empty corpus: no text to train on".into()));
     }
     let mut counter = WordCounter::new(config);
-    counter.add_text(text);
+    for piece in documents::split_text(text, PIECE_BYTES) {
+        counter.add_piece(piece.to_string());
+    }
+    counter.flush();
     counter.finish()
 }
 
@@ -111,10 +134,17 @@ struct WordCounter<'c> {
     config: &'c TrainConfig,
     words: FxHashMap<String, u64>,
     report: TrainReport,
+    /// Pieces waiting to be counted, and their bytes.
+    batch: Vec<String>,
+    batch_bytes: usize,
 }
 
-/// Pre-tokenize batches of about this many bytes.
+/// Count pieces in batches of about this many bytes (enough to keep every
+/// core busy, few enough to keep memory small).
 const BATCH_BYTES: usize = 8 << 20;
+
+/// A piece is pre-tokenized in parts of about this size, in parallel.
+const PART_BYTES: usize = 256 << 10;
 
 impl<'c> WordCounter<'c> {
     fn new(config: &'c TrainConfig) -> Self {
@@ -122,83 +152,60 @@ impl<'c> WordCounter<'c> {
             config,
             words: FxHashMap::default(),
             report: TrainReport::default(),
+            batch: Vec::new(),
+            batch_bytes: 0,
         }
     }
 
-    /// Stream a file line by line. A batch is counted once it is big enough
-    /// and the next line may start a new one: the batch ends in `X\n` and the
-    /// line starts with `Y`, neither white space (see `safe_cuts`).
-    fn add_file(&mut self, path: &Path) -> Result<()> {
-        let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-        let mut reader = std::io::BufReader::with_capacity(1 << 20, file);
-        let mut batch = String::new();
-        let mut line = Vec::new();
-        let mut offset = 0u64;
-        loop {
-            line.clear();
-            let n = reader
-                .read_until(b'\n', &mut line)
-                .map_err(|e| Error::io(path, e))?;
-            if n == 0 {
-                break;
-            }
-            let line_start = offset;
-            offset += n as u64;
-            let text = match std::str::from_utf8(&line) {
-                Ok(text) => text,
-                Err(_) if self.config.skip_invalid_utf8 => {
-                    self.report.skipped_lines += 1;
-                    self.report.skipped_bytes += n as u64;
-                    continue;
-                }
-                Err(e) => {
-                    return Err(Error::NotUtf8 {
-                        path: path.to_path_buf(),
-                        offset: line_start + e.valid_up_to() as u64,
-                    });
-                }
-            };
-            if batch.len() >= BATCH_BYTES && ends_cleanly(&batch) && starts_cleanly(text) {
-                self.add_text(&batch);
-                batch.clear();
-            }
-            batch.push_str(text);
+    /// Add a piece (a whole text: what follows it is counted apart).
+    fn add_piece(&mut self, text: String) {
+        self.batch_bytes += text.len();
+        self.batch.push(text);
+        if self.batch_bytes >= BATCH_BYTES {
+            self.flush();
         }
-        self.add_text(&batch);
-        Ok(())
     }
 
-    /// Count the words of `text` (a whole text: what follows is a new text).
-    fn add_text(&mut self, text: &str) {
-        self.report.corpus_bytes += text.len() as u64;
-        let mut segments = vec![text];
-        for special in &self.config.specials {
-            segments = segments
-                .into_iter()
-                .flat_map(|s| s.split(special.as_str()))
-                .collect();
+    /// Count the words of the pieces gathered so far.
+    fn flush(&mut self) {
+        let batch = std::mem::take(&mut self.batch);
+        self.report.corpus_bytes += self.batch_bytes as u64;
+        self.batch_bytes = 0;
+        // Parts that can be pre-tokenized apart: the pieces, cut at each
+        // special token, cut again where no word can span the cut.
+        let mut parts: Vec<&str> = Vec::new();
+        for piece in &batch {
+            let mut segments = vec![piece.as_str()];
+            for special in &self.config.specials {
+                segments = segments
+                    .into_iter()
+                    .flat_map(|s| s.split(special.as_str()))
+                    .collect();
+            }
+            for segment in segments {
+                let cuts = safe_cuts(segment, segment.len() / PART_BYTES + 1);
+                parts.extend(cuts.windows(2).map(|w| &segment[w[0]..w[1]]));
+            }
         }
         let pattern = self.config.pattern;
-        let chunks = rayon::current_num_threads() * 4;
-        for segment in segments {
-            let cuts = safe_cuts(segment, chunks);
-            let counts = cuts
-                .par_windows(2)
-                .map(|w| {
-                    let mut counts: FxHashMap<&str, u64> = FxHashMap::default();
-                    for piece in pattern.split(&segment[w[0]..w[1]]) {
-                        *counts.entry(piece).or_default() += 1;
+        let counts = parts
+            .par_iter()
+            .fold(
+                FxHashMap::default,
+                |mut counts: FxHashMap<&str, u64>, part| {
+                    for word in pattern.split(part) {
+                        *counts.entry(word).or_default() += 1;
                     }
                     counts
-                })
-                .collect::<Vec<_>>();
-            for counts in counts {
-                for (word, n) in counts {
-                    match self.words.get_mut(word) {
-                        Some(total) => *total += n,
-                        None => {
-                            self.words.insert(word.to_string(), n);
-                        }
+                },
+            )
+            .collect::<Vec<_>>();
+        for counts in counts {
+            for (word, n) in counts {
+                match self.words.get_mut(word) {
+                    Some(total) => *total += n,
+                    None => {
+                        self.words.insert(word.to_string(), n);
                     }
                 }
             }
@@ -222,15 +229,6 @@ impl<'c> WordCounter<'c> {
             BpeTokenizer::from_merges("bpe", self.config.pattern, tokens, merges, specials, false)?;
         Ok((tok, report))
     }
-}
-
-fn ends_cleanly(batch: &str) -> bool {
-    let mut tail = batch.chars().rev();
-    tail.next() == Some('\n') && tail.next().is_some_and(|c| !c.is_whitespace())
-}
-
-fn starts_cleanly(line: &str) -> bool {
-    line.chars().next().is_some_and(|c| !c.is_whitespace())
 }
 
 #[inline]
@@ -492,10 +490,14 @@ mod tests {
             .to_string();
         assert!(err.contains("offset 14"), "{err}");
 
+        // Skipping drops the whole document, as prepare does; BOM and CRLF
+        // are normalised as everywhere else.
+        let good = dir.path().join("good.txt");
+        std::fs::write(&good, "\u{feff}good line\r\n").unwrap();
         let mut skip = config(300);
         skip.skip_invalid_utf8 = true;
-        let (_, report) = train_files(&[bad], &skip).unwrap();
-        assert_eq!((report.skipped_lines, report.skipped_bytes), (1, 11));
-        assert_eq!(report.corpus_bytes, 25);
+        let (_, report) = train_files(&[bad, good], &skip).unwrap();
+        assert_eq!(report.skipped_documents, 1);
+        assert_eq!(report.corpus_bytes, "good line\n".len() as u64);
     }
 }
