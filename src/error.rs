@@ -18,6 +18,10 @@ pub enum Error {
     NotUtf8 { path: PathBuf, offset: u64 },
     #[error("{path}: no .txt files found in this directory")]
     EmptyDirectory { path: PathBuf },
+    #[error(
+        "{path}: no text found in this directory (no files, or only empty ones; names starting with '.' are skipped)"
+    )]
+    NoText { path: PathBuf },
     #[error("invalid config: {0}")]
     Config(String),
     #[error("{0}")]

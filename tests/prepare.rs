@@ -639,3 +639,16 @@ fn parquet_text_column_is_read() {
         "{err}"
     );
 }
+
+/// A document longer than a piece, without a single newline, is read in
+/// bounded pieces and still comes out whole, after one end-of-text token.
+#[test]
+fn a_long_document_without_newlines_is_one_document() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = "abc é 🎉 ".repeat((3 << 20) / 13);
+    let input = write(tmp.path(), "long.txt", text.as_bytes());
+    let out = tmp.path().join("out");
+    let report = prepare(&opts(&[&input], &out)).unwrap();
+    assert_eq!(report.documents, 1);
+    assert!(train_text(&out) == format!("<|endoftext|>{text}"));
+}

@@ -2,6 +2,7 @@
 //! (tokenizer.json and tiktoken ranks), and the CLI trains/encodes/decodes.
 
 use lmforge::tokenizer::{self, Pattern, Tokenizer, train};
+use std::path::Path;
 use std::process::Command;
 
 fn corpus() -> String {
@@ -174,4 +175,106 @@ fn cli_trains_encodes_and_decodes() {
         .unwrap();
     assert!(!too_small.status.success());
     assert!(String::from_utf8_lossy(&too_small.stderr).contains("smaller than 256"));
+}
+
+/// `tokenizer train` and `tokenizer encode` read through the document reader:
+/// a BOM and CRLF line endings are normalised away, as `prepare` and `train`
+/// do, from a file, a compressed file or stdin.
+#[test]
+fn cli_train_and_encode_see_normalised_text() {
+    let exe = env!("CARGO_BIN_EXE_lmforge");
+    let dir = tempfile::tempdir().unwrap();
+    let text = corpus();
+    let lf = dir.path().join("lf.txt");
+    std::fs::write(&lf, &text).unwrap();
+    let crlf = dir.path().join("crlf.txt.gz");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(
+        &mut gz,
+        format!("\u{feff}{}", text.replace('\n', "\r\n")).as_bytes(),
+    )
+    .unwrap();
+    std::fs::write(&crlf, gz.finish().unwrap()).unwrap();
+    let run = |args: &[&str], stdin: Option<&Path>| {
+        let mut cmd = Command::new(exe);
+        cmd.args(args);
+        if let Some(path) = stdin {
+            cmd.stdin(std::fs::File::open(path).unwrap());
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    let path = |p: &Path| p.to_str().unwrap().to_string();
+    let (tok_lf, tok_crlf) = (dir.path().join("lf.json"), dir.path().join("crlf.json"));
+    for (input, out) in [(&lf, &tok_lf), (&crlf, &tok_crlf)] {
+        run(
+            &[
+                "tokenizer",
+                "train",
+                "--vocab-size",
+                "400",
+                "--out",
+                &path(out),
+                &path(input),
+            ],
+            None,
+        );
+    }
+    assert_eq!(
+        std::fs::read(&tok_lf).unwrap(),
+        std::fs::read(&tok_crlf).unwrap()
+    );
+
+    let crlf_plain = dir.path().join("crlf.txt");
+    std::fs::write(
+        &crlf_plain,
+        format!("\u{feff}{}", text.replace('\n', "\r\n")),
+    )
+    .unwrap();
+    for spec in ["gpt2", "char", tok_lf.to_str().unwrap()] {
+        let want = run(
+            &["tokenizer", "encode", "--tokenizer", spec, &path(&lf)],
+            None,
+        );
+        let from_file = run(
+            &["tokenizer", "encode", "--tokenizer", spec, &path(&crlf)],
+            None,
+        );
+        let from_stdin = run(
+            &[
+                "tokenizer",
+                "encode",
+                "--tokenizer",
+                spec,
+                "--threads",
+                "2",
+                "-",
+            ],
+            Some(&crlf_plain),
+        );
+        assert!(want == from_file && want == from_stdin, "{spec}");
+    }
+    let saved = dir.path().join("chars.json");
+    run(
+        &[
+            "tokenizer",
+            "encode",
+            "--tokenizer",
+            "char",
+            "--save-tokenizer",
+            &path(&saved),
+            &path(&crlf),
+        ],
+        None,
+    );
+    let vocab = std::fs::read_to_string(&saved).unwrap();
+    assert!(
+        !vocab.contains("\\r") && !vocab.contains("\\ufeff"),
+        "{vocab}"
+    );
 }

@@ -33,7 +33,8 @@ pub struct PrepareArgs {
     /// Documents that are not valid UTF-8: stop with an error, or skip and count them.
     #[arg(long, value_enum, default_value = "error")]
     on_bad_utf8: OnBadArg,
-    /// Corrupt or truncated archives: stop with an error, or skip and list them.
+    /// Corrupt or truncated archives, and JSON Lines records over 64 MiB: stop
+    /// with an error, or skip and list them.
     #[arg(long, value_enum, default_value = "error")]
     on_bad_archive: OnBadArg,
     /// With --tokenizer char: keep only the N most frequent characters, plus <unk>.

@@ -1,11 +1,13 @@
-//! Reading a text corpus: one UTF-8 file, or every `.txt` file under a
-//! directory (sorted by path, joined with a newline between files).
-//!
-//! Text is normalised the same way everywhere: a leading byte-order mark is
-//! removed and Windows line endings (CRLF) become `\n`.
+//! A whole text corpus in memory, for `lmforge train --data FILE|DIR`: every
+//! document the [`documents`](super::documents) reader finds in a file, or
+//! in every file under a directory (sorted by path, hidden names skipped),
+//! in any format it reads, normalised as it normalises (a leading BOM
+//! removed, CRLF → LF). Documents are joined with a `\n` between two when the
+//! first does not end with one.
 
+use super::documents::{self, ReadOptions};
 use crate::error::{Error, Result};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Tiny Shakespeare (public domain, 1.1 MB), gzip-compressed into the binary so
 /// that `lmforge train` works with no data at hand.
@@ -21,73 +23,26 @@ pub fn demo_corpus() -> String {
     text
 }
 
-/// Remove a UTF-8 byte-order mark and turn CRLF line endings into LF.
-pub fn normalize(text: &str) -> String {
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    if text.contains("\r\n") {
-        text.replace("\r\n", "\n")
-    } else {
-        text.to_owned()
-    }
-}
-
-/// Read one UTF-8 text file, normalised; errors name the file and, for bad
-/// UTF-8, the byte offset of the first invalid byte.
-pub fn read_text_file(path: &Path) -> Result<String> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    if bytes.is_empty() {
-        return Err(Error::EmptyFile { path: path.into() });
-    }
-    let text = std::str::from_utf8(&bytes).map_err(|e| Error::NotUtf8 {
-        path: path.into(),
-        offset: e.valid_up_to() as u64,
-    })?;
-    Ok(normalize(text))
-}
-
-/// All `.txt` files under `dir`, recursively, sorted by path.
-fn txt_files(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut files = Vec::new();
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(d) = pending.pop() {
-        for entry in std::fs::read_dir(&d).map_err(|e| Error::io(&d, e))? {
-            let path = entry.map_err(|e| Error::io(&d, e))?.path();
-            if path.is_dir() {
-                pending.push(path);
-            } else if path.extension().is_some_and(|e| e == "txt") {
-                files.push(path);
-            }
-        }
-    }
-    files.sort();
-    Ok(files)
-}
-
-/// Read a corpus: a text file, or a directory of `.txt` files joined by newlines.
+/// Read a corpus: a file, or every file under a directory, as one text.
+/// Errors name the file: a missing path, an empty file, invalid UTF-8 (with
+/// the offset of the first bad byte), or a directory with no text.
 pub fn read_corpus(path: &Path) -> Result<String> {
     let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
-    if !meta.is_dir() {
-        return read_text_file(path);
-    }
-    let files = txt_files(path)?;
-    if files.is_empty() {
-        return Err(Error::EmptyDirectory { path: path.into() });
-    }
+    let inputs = documents::expand_inputs(&[path], None)?;
     let mut text = String::new();
-    for file in &files {
-        match read_text_file(file) {
-            Err(Error::EmptyFile { .. }) => continue,
-            Err(e) => return Err(e),
-            Ok(t) => {
-                if !text.is_empty() && !text.ends_with('\n') {
-                    text.push('\n');
-                }
-                text.push_str(&t);
-            }
+    documents::read_all(&inputs, &ReadOptions::default(), &mut |piece| {
+        if piece.first && !text.is_empty() && !text.ends_with('\n') {
+            text.push('\n');
         }
-    }
+        text.push_str(&piece.text);
+        Ok(())
+    })?;
     if text.is_empty() {
-        return Err(Error::EmptyFile { path: path.into() });
+        return Err(if meta.is_dir() {
+            Error::NoText { path: path.into() }
+        } else {
+            Error::EmptyFile { path: path.into() }
+        });
     }
     Ok(text)
 }
@@ -95,12 +50,6 @@ pub fn read_corpus(path: &Path) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn bom_and_crlf_are_normalised() {
-        assert_eq!(normalize("\u{feff}a\r\nb\r\n"), "a\nb\n");
-        assert_eq!(normalize("a\rb"), "a\rb");
-    }
 
     #[test]
     fn bad_utf8_reports_offset_and_file() {
@@ -116,30 +65,33 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let empty = dir.path().join("empty.txt");
         std::fs::write(&empty, b"").unwrap();
-        assert!(
-            read_corpus(&empty)
-                .unwrap_err()
-                .to_string()
-                .contains("empty")
-        );
+        let err = read_corpus(&empty).unwrap_err().to_string();
+        assert!(err.contains("empty"), "{err}");
         let missing = dir.path().join("missing.txt");
-        assert!(
-            read_corpus(&missing)
-                .unwrap_err()
-                .to_string()
-                .contains("missing.txt")
-        );
+        let err = read_corpus(&missing).unwrap_err().to_string();
+        assert!(err.contains("missing.txt"), "{err}");
+        let err = read_corpus(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("no text found"), "{err}");
     }
 
     #[test]
-    fn directory_joins_txt_files_in_order() {
+    fn directory_joins_every_file_in_order_normalised() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("sub")).unwrap();
         std::fs::write(dir.path().join("b.txt"), "second").unwrap();
-        std::fs::write(dir.path().join("a.txt"), "first\r\n").unwrap();
-        std::fs::write(dir.path().join("sub/c.txt"), "third").unwrap();
-        std::fs::write(dir.path().join("skip.md"), "not text").unwrap();
-        assert_eq!(read_corpus(dir.path()).unwrap(), "first\nsecond\nthird");
+        std::fs::write(dir.path().join("a.txt"), "\u{feff}first\r\n").unwrap();
+        std::fs::write(dir.path().join("sub/c.md"), "third").unwrap();
+        std::fs::write(
+            dir.path().join("sub/d.jsonl"),
+            "{\"text\": \"x\"}\n{\"text\": \"y\\n\"}\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join(".hidden"), "not read").unwrap();
+        std::fs::write(dir.path().join("empty.txt"), "").unwrap();
+        assert_eq!(
+            read_corpus(dir.path()).unwrap(),
+            "first\nsecond\nthird\nx\ny\n"
+        );
     }
 
     #[test]

@@ -12,7 +12,7 @@
 //! bounded whatever the corpus size, and a slow worker cannot make the reorder
 //! buffer grow.
 
-use super::inputs::{
+use crate::data::documents::{
     Blob, InputFile, InputStats, Piece, ReadOptions, Unit, expand_blob, read_input,
 };
 use crate::error::{Error, Result};

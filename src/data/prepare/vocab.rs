@@ -6,9 +6,9 @@
 //! `--char-vocab-max N`, only the N most frequent characters are kept (ties go to
 //! the smaller character) and `<unk>` is added after `<|endoftext|>`.
 
-use super::inputs::{InputFile, Piece};
 use super::pipeline::{self, Item};
 use super::{PrepareOptions, progress_bar};
+use crate::data::documents::{InputFile, Piece};
 use crate::error::{Error, Result};
 use crate::tokenizer::CharTokenizer;
 use std::collections::HashMap;

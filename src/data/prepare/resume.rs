@@ -1,0 +1,121 @@
+//! Opening prepare's output directory: a new one gets a tokenizer and an
+//! empty manifest; an existing one is checked (same settings, same
+//! tokenizer), cleared of what an interrupted run left unlisted, and its
+//! finished inputs are skipped.
+
+use super::{PrepareOptions, tokenizer_for};
+use crate::data::documents::InputFile;
+use crate::data::shards::{
+    Dtype, MANIFEST_FILE, MANIFEST_VERSION, Manifest, PrepareSettings, TOKENIZER_FILE, fnv1a64,
+};
+use crate::error::{Error, Result};
+use crate::tokenizer::Tokenizer;
+use std::path::Path;
+
+/// The manifest and tokenizer of `opts.out`, created (and saved) if new.
+pub fn open_output(
+    opts: &PrepareOptions,
+    inputs: &[InputFile],
+) -> Result<(Manifest, Box<dyn Tokenizer>)> {
+    let out = &opts.out;
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    let manifest_path = out.join(MANIFEST_FILE);
+    let tokenizer_path = out.join(TOKENIZER_FILE);
+    let (manifest, tokenizer) = if manifest_path.exists() {
+        let manifest = Manifest::load(&manifest_path)?;
+        check_same_settings(&manifest_path, &manifest.settings, &opts.settings())?;
+        let bytes = std::fs::read(&tokenizer_path).map_err(|e| Error::io(&tokenizer_path, e))?;
+        if fnv1a64(&bytes) != manifest.tokenizer_id {
+            return Err(Error::format(
+                &tokenizer_path,
+                "does not match manifest.json's tokenizer id; prepare into a new --out directory",
+            ));
+        }
+        (manifest, crate::tokenizer::load(&tokenizer_path)?)
+    } else {
+        check_fresh_dir(out)?;
+        let tokenizer = tokenizer_for(opts, inputs)?;
+        let bytes = std::fs::read(&tokenizer_path).map_err(|e| Error::io(&tokenizer_path, e))?;
+        let manifest = Manifest {
+            format: Manifest::FORMAT.into(),
+            version: MANIFEST_VERSION,
+            tokenizer_kind: tokenizer.kind().into(),
+            tokenizer_id: fnv1a64(&bytes),
+            vocab_size: tokenizer.vocab_size(),
+            eot_token: tokenizer.eot_token(),
+            dtype: Dtype::for_vocab(tokenizer.vocab_size()),
+            settings: opts.settings(),
+            train: Vec::new(),
+            val: Vec::new(),
+            finished_inputs: Vec::new(),
+        };
+        manifest.save(&manifest_path)?;
+        (manifest, tokenizer)
+    };
+    remove_unlisted_shards(out, &manifest)?;
+    Ok((manifest, tokenizer))
+}
+
+/// The inputs the manifest does not list as finished (same path, same size).
+pub fn unfinished(manifest: &Manifest, inputs: &[InputFile]) -> Vec<InputFile> {
+    let is_finished = |input: &InputFile| {
+        let path = input.path.to_string_lossy();
+        manifest
+            .finished_inputs
+            .iter()
+            .any(|f| f.path == path && f.bytes == input.bytes)
+    };
+    inputs.iter().filter(|i| !is_finished(i)).cloned().collect()
+}
+
+/// A new output directory may only hold what an interrupted first run leaves.
+fn check_fresh_dir(out: &Path) -> Result<()> {
+    for entry in std::fs::read_dir(out).map_err(|e| Error::io(out, e))? {
+        let name = entry.map_err(|e| Error::io(out, e))?.file_name();
+        let name = name.to_string_lossy();
+        if name != TOKENIZER_FILE && !name.contains(".tmp") {
+            return Err(Error::format(
+                out,
+                format!(
+                    "--out directory holds {name:?} but no manifest.json: not a prepare \
+                     directory; use a new or empty directory"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_same_settings(path: &Path, old: &PrepareSettings, new: &PrepareSettings) -> Result<()> {
+    if old == new {
+        return Ok(());
+    }
+    Err(Error::format(
+        path,
+        format!(
+            "this directory was prepared with other settings ({old:?}); resume with the same \
+             --tokenizer, --val-fraction, --seed, --text-field and --char-vocab-max, or use a \
+             new --out ({new:?})"
+        ),
+    ))
+}
+
+/// Delete shard files (and temporary files) an interrupted run left unlisted.
+fn remove_unlisted_shards(out: &Path, manifest: &Manifest) -> Result<()> {
+    let listed: std::collections::HashSet<&str> = manifest
+        .train
+        .iter()
+        .chain(&manifest.val)
+        .map(|s| s.file.as_str())
+        .collect();
+    for entry in std::fs::read_dir(out).map_err(|e| Error::io(out, e))? {
+        let path = entry.map_err(|e| Error::io(out, e))?.path();
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        let ours = (name.starts_with("train_") || name.starts_with("val_"))
+            && (name.ends_with(".bin") || name.ends_with(".bin.tmp"));
+        if ours && !listed.contains(name.as_ref()) {
+            std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+        }
+    }
+    Ok(())
+}

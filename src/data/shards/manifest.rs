@@ -1,0 +1,109 @@
+//! `manifest.json`: what a prepared directory holds, as pretty-printed JSON
+//! with the fields of [`Manifest`]:
+//!
+//! ```text
+//! { "format": "lmforge-shards", "version": 1,
+//!   "tokenizer_kind": "char", "tokenizer_id": <FNV-1a 64 of tokenizer.json>,
+//!   "vocab_size": 66, "eot_token": 65, "dtype": "u16",
+//!   "settings": { "tokenizer", "char_vocab_max", "val_fraction", "seed", "text_field" },
+//!   "train": [{ "file": "train_000000.bin", "tokens": 123 }, ...], "val": [...],
+//!   "finished_inputs": [{ "path", "bytes", "documents", "skipped_bad_utf8", "bad_archive" }, ...] }
+//! ```
+//!
+//! `settings` and `finished_inputs` are what `prepare` needs to resume; they
+//! live here, with the rest of the format, so that reading shards never
+//! depends on the code that writes them.
+
+use super::header::Dtype;
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// Version of `manifest.json` written by this code.
+pub const MANIFEST_VERSION: u32 = 1;
+/// The manifest's file name inside a prepared directory.
+pub const MANIFEST_FILE: &str = "manifest.json";
+/// The tokenizer's file name inside a prepared directory.
+pub const TOKENIZER_FILE: &str = "tokenizer.json";
+
+/// One shard as listed in the manifest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShardEntry {
+    /// File name inside the prepared directory.
+    pub file: String,
+    pub tokens: u64,
+}
+
+/// An input file whose documents are all in listed shards.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FinishedInput {
+    /// The path, as found by `prepare` (made absolute).
+    pub path: String,
+    /// Its size in bytes when it was read: a changed file is read again.
+    pub bytes: u64,
+    pub documents: u64,
+    /// Documents skipped for invalid UTF-8 (`--on-bad-utf8 skip`).
+    pub skipped_bad_utf8: u64,
+    /// What of this input was skipped under `--on-bad-archive skip` (corrupt
+    /// archives, over-long JSON Lines records), if anything.
+    pub bad_archive: Option<String>,
+}
+
+/// The settings a prepared directory was made with; a resume must use the same.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PrepareSettings {
+    /// `char` or the path given to `--tokenizer`.
+    pub tokenizer: String,
+    pub char_vocab_max: Option<usize>,
+    pub val_fraction: f64,
+    pub seed: u64,
+    pub text_field: String,
+}
+
+/// `manifest.json`: what a prepared directory holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Always `lmforge-shards`.
+    pub format: String,
+    pub version: u32,
+    pub tokenizer_kind: String,
+    /// FNV-1a 64 of `tokenizer.json`, also in every shard header.
+    pub tokenizer_id: u64,
+    pub vocab_size: usize,
+    /// The token placed before every document, if the tokenizer has one.
+    pub eot_token: Option<u32>,
+    pub dtype: Dtype,
+    pub settings: PrepareSettings,
+    pub train: Vec<ShardEntry>,
+    pub val: Vec<ShardEntry>,
+    pub finished_inputs: Vec<FinishedInput>,
+}
+
+impl Manifest {
+    pub const FORMAT: &'static str = "lmforge-shards";
+
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let value: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| Error::format(path, format!("not valid JSON: {e}")))?;
+        if value["format"] != Self::FORMAT {
+            return Err(Error::format(path, "not an lmforge shard manifest"));
+        }
+        if value["version"] != MANIFEST_VERSION {
+            return Err(Error::format(
+                path,
+                format!(
+                    "manifest version {}; this lmforge reads version {MANIFEST_VERSION}",
+                    value["version"]
+                ),
+            ));
+        }
+        serde_json::from_value(value).map_err(|e| Error::format(path, format!("bad manifest: {e}")))
+    }
+
+    /// Write atomically.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let bytes = serde_json::to_vec_pretty(self).expect("a manifest always serialises");
+        crate::fsutil::write_atomic_bytes(path, &bytes)
+    }
+}
