@@ -16,8 +16,6 @@ pub enum Error {
     EmptyFile { path: PathBuf },
     #[error("{path}: not valid UTF-8 text (first bad byte at offset {offset})")]
     NotUtf8 { path: PathBuf, offset: u64 },
-    #[error("{path}: no .txt files found in this directory")]
-    EmptyDirectory { path: PathBuf },
     #[error(
         "{path}: no text found in this directory (no files, or only empty ones; names starting with '.' are skipped)"
     )]

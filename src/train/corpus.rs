@@ -3,7 +3,7 @@
 //! from a prepared directory.
 
 use crate::data::TokenSource;
-use crate::data::shards::ShardSet;
+use crate::data::shards::{Layout, ShardSet};
 use crate::data::text;
 use crate::error::{Error, Result};
 use crate::tokenizer::{self, CharTokenizer, Tokenizer, TokenizerSpec};
@@ -37,23 +37,10 @@ impl Corpus {
     }
 }
 
-/// A directory of token shards (rather than of text): it has a
-/// `manifest.json` (lmforge), a `train.bin` (nanoGPT) or `*_train_*.bin` files (llm.c).
-fn is_shard_dir(dir: &Path) -> bool {
-    dir.join("manifest.json").is_file()
-        || dir.join("train.bin").is_file()
-        || std::fs::read_dir(dir).is_ok_and(|entries| {
-            entries.flatten().any(|e| {
-                let name = e.file_name().to_string_lossy().into_owned();
-                name.contains("_train_") && name.ends_with(".bin")
-            })
-        })
-}
-
 /// Read or map `data` (`None`: the demo corpus).
 pub fn open(data: Option<&Path>) -> Result<Source> {
     match data {
-        Some(dir) if dir.is_dir() && is_shard_dir(dir) => Ok(Source::Shards(ShardSet::open(dir)?)),
+        Some(path) if Layout::detect(path)?.is_some() => Ok(Source::Shards(ShardSet::open(path)?)),
         Some(path) => Ok(Source::Text(text::read_corpus(path)?)),
         None => Ok(Source::Text(text::demo_corpus())),
     }
