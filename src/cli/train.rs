@@ -10,8 +10,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 #[derive(clap::Args)]
 pub struct TrainArgs {
-    /// Training text: a UTF-8 file or a directory of .txt files (a BOM is
-    /// removed and CRLF becomes LF). Default: the built-in Tiny Shakespeare.
+    /// Training data: a UTF-8 text file, a directory (every file under it),
+    /// compressed, tar, JSON Lines or Parquet files as `prepare` reads them (a
+    /// BOM is removed and CRLF becomes LF), or a directory of token shards.
+    /// Default: the built-in Tiny Shakespeare.
     #[arg(long)]
     data: Option<PathBuf>,
     /// Starting hyperparameters.
