@@ -1,5 +1,5 @@
 //! A whole text corpus in memory, for `lmforge train --data FILE|DIR`: every
-//! document the [`documents`](super::documents) reader finds in a file, or
+//! document the [`super::documents`] reader finds in a file, or
 //! in every file under a directory (sorted by path, hidden names skipped),
 //! in any format it reads, normalised as it normalises (a leading BOM
 //! removed, CRLF → LF). Documents are joined with a `\n` between two when the

@@ -7,7 +7,7 @@
 //! 2. corpus ([`corpus`]): read or map the data, pick the tokenizer, encode;
 //! 3. the run directory ([`run`]): `train_config.json`, `tokenizer.json`,
 //!    `metrics.jsonl`;
-//! 4. the loop ([`Session::run`]) over [`Trainer::step`].
+//! 4. the loop (`Session::run`) over [`Trainer::step`].
 //!
 //! After `s + 1` updates the loop logs the step, evaluates when
 //! `(s + 1) % eval_interval == 0` (and before the first update, and after the

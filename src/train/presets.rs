@@ -1,5 +1,5 @@
 //! The built-in presets: one enum, one function per preset, each a change
-//! of [`char_cpu`], nanoGPT's Shakespeare-char settings. The README's preset
+//! of `char_cpu`, nanoGPT's Shakespeare-char settings. The README's preset
 //! table says where each comes from.
 
 use super::config::TrainConfig;

@@ -1,4 +1,4 @@
-//! Reading shards: each one memory-mapped ([`MappedShard`]), a split's shards
+//! Reading shards: each one memory-mapped (`MappedShard`), a split's shards
 //! read as one token sequence ([`ShardedTokens`]), and a whole directory of
 //! any [`Layout`] opened as a [`ShardSet`].
 
