@@ -6,11 +6,13 @@
 //! text ([`data::text`]) → [`tokenizer`] → token stream ([`data`]) → batches
 //! ([`data::sampler`]) → [`model`] (forward, loss, backward; kernels in
 //! [`backend`]) → [`optim`] (AdamW, schedules, clipping) → [`train`] (the loop,
-//! evaluation, metrics) → [`checkpoint`] → [`sample`] (text generation).
+//! evaluation, metrics) → [`checkpoint`] → [`sample`] (text generation) → [`chat`] (templates and the
+//! terminal chat).
 //!
 //! A lower stage never imports a higher one.
 
 pub mod backend;
+pub mod chat;
 pub mod checkpoint;
 pub mod data;
 pub mod error;

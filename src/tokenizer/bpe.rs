@@ -275,6 +275,31 @@ impl BpeTokenizer {
             .map(|&(_, id)| id)
     }
 
+    /// A copy with the special tokens `names` appended at ids `vocab_size()..`,
+    /// in order, skipping those it already has (e.g. the chat template's
+    /// `<|user|>`; see [`crate::chat`]). Saved in `tokenizer.json` as
+    /// `added_tokens`. A model using it needs `vocab_size()` embedding rows.
+    pub fn with_added_specials(&self, names: &[&str]) -> Result<BpeTokenizer> {
+        let mut tok = self.clone();
+        for &name in names {
+            if name.is_empty() {
+                return Err(Error::Data("a special token cannot be empty".into()));
+            }
+            if tok.special_id(name).is_some() {
+                continue;
+            }
+            let id = u32::try_from(tok.tokens.len())
+                .map_err(|_| Error::Data("too many tokens for 32-bit token ids".into()))?;
+            tok.tokens.push(name.as_bytes().to_vec());
+            tok.specials.push((name.to_string(), id));
+        }
+        // No longer GPT-2's vocabulary: the name says so in logs and metadata.
+        if tok.tokens.len() != self.tokens.len() {
+            tok.kind = "bpe";
+        }
+        Ok(tok)
+    }
+
     /// Rank and merged id of the pair `(a, b)`.
     #[inline]
     fn pair(&self, a: u32, b: u32) -> (u32, u32) {
@@ -996,6 +1021,14 @@ impl Tokenizer for BpeTokenizer {
 
     fn eot_token(&self) -> Option<u32> {
         self.special_id("<|endoftext|>")
+    }
+
+    fn special_token(&self, content: &str) -> Option<u32> {
+        self.special_id(content)
+    }
+
+    fn encode_ordinary(&self, text: &str) -> Result<Vec<u32>> {
+        Ok(BpeTokenizer::encode_ordinary(self, text))
     }
 
     fn save(&self, path: &Path) -> Result<()> {

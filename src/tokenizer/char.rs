@@ -203,6 +203,15 @@ impl Tokenizer for CharTokenizer {
         self.eot_id()
     }
 
+    /// `<|endoftext|>` and `<unk>`, the only specials a character vocabulary has.
+    fn special_token(&self, content: &str) -> Option<u32> {
+        match content {
+            EOT => self.eot_id(),
+            UNK => self.unk_id(),
+            _ => None,
+        }
+    }
+
     fn kind(&self) -> &'static str {
         "char"
     }

@@ -34,6 +34,18 @@ pub trait Tokenizer: Send + Sync {
     fn eot_token(&self) -> Option<u32> {
         None
     }
+    /// The id of the special token `content` (e.g. `<|endoftext|>`,
+    /// `<|user|>`), if the vocabulary has it as a special token.
+    fn special_token(&self, content: &str) -> Option<u32> {
+        let _ = content;
+        None
+    }
+    /// Encode `text` with special tokens treated as plain text, so that text
+    /// typed by a user can never produce a control token. Tokenizers whose
+    /// [`Tokenizer::encode`] never produces specials use it as is.
+    fn encode_ordinary(&self, text: &str) -> Result<Vec<u32>> {
+        self.encode(text)
+    }
     /// Write the tokenizer as a Hugging Face `tokenizer.json` (atomically).
     fn save(&self, path: &Path) -> Result<()>;
 
