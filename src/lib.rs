@@ -17,6 +17,7 @@ pub mod checkpoint;
 pub mod data;
 pub mod error;
 pub mod fsutil;
+pub mod hf;
 pub mod model;
 pub mod optim;
 pub mod rng;

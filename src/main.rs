@@ -29,6 +29,10 @@ enum Command {
     Bench(cli::bench::BenchArgs),
     /// Tokenize text corpora (plain, compressed, tar, JSON Lines, Parquet) into token shards.
     Prepare(cli::prepare::PrepareArgs),
+    /// Import a Hugging Face GPT-2 folder, or a model in the local Hugging Face cache, as a run.
+    ImportHf(cli::import_hf::ImportArgs),
+    /// Export a run as a Hugging Face folder (LoRA adapters merged into the weights).
+    ExportHf(cli::export_hf::ExportArgs),
 }
 
 fn main() -> ExitCode {
@@ -39,6 +43,8 @@ fn main() -> ExitCode {
         Command::Tokenizer(cmd) => cli::tokenizer::run(cmd).map(|()| ExitCode::SUCCESS),
         Command::Bench(args) => cli::bench::run(args),
         Command::Prepare(args) => cli::prepare::run(args),
+        Command::ImportHf(args) => cli::import_hf::run(args),
+        Command::ExportHf(args) => cli::export_hf::run(args),
     };
     match result {
         Ok(code) => code,

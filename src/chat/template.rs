@@ -28,6 +28,10 @@ use crate::tokenizer::Tokenizer;
 /// The template's special tokens, in the order they are added to a vocabulary.
 pub const SPECIAL_TOKENS: [&str; 4] = ["<|system|>", "<|user|>", "<|assistant|>", "<|end|>"];
 
+/// The same template in Jinja, as `transformers`' `apply_chat_template`
+/// reads it from `tokenizer_config.json` (written by `export-hf`).
+pub const JINJA: &str = "{% for message in messages %}<|{{ message['role'] }}|>{{ message['content'] }}<|end|>{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}";
+
 /// Who wrote a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]

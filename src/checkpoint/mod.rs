@@ -23,6 +23,8 @@ use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use std::collections::HashMap;
 use std::path::Path;
 
+pub mod weights;
+
 pub const MODEL_FILE: &str = "model.safetensors";
 pub const CONFIG_FILE: &str = "config.json";
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
@@ -160,6 +162,7 @@ fn model_config_from_json(json: &serde_json::Value, path: &Path) -> Result<Model
         return serde_json::from_value(ours.clone())
             .map_err(|e| Error::format(path, e.to_string()));
     }
+    check_hf_gpt2(json).map_err(|message| Error::format(path, message))?;
     let field = |name: &str| {
         json.get(name)
             .and_then(|v| v.as_u64())
@@ -200,6 +203,44 @@ fn model_config_from_json(json: &serde_json::Value, path: &Path) -> Result<Model
     })
 }
 
+/// The architectures `import-hf` and `--init-from` read.
+pub const SUPPORTED_MODEL_TYPES: &str =
+    "gpt2 (GPT2LMHeadModel: distilgpt2, gpt2, gpt2-medium, gpt2-large, gpt2-xl)";
+
+/// Refuse a Hugging Face config this GPT-2 cannot reproduce exactly.
+fn check_hf_gpt2(json: &serde_json::Value) -> std::result::Result<(), String> {
+    match json.get("model_type").and_then(|v| v.as_str()) {
+        Some("gpt2") | None => {}
+        Some(other) => {
+            return Err(format!(
+                "model_type {other:?} is not supported; lmforge reads {SUPPORTED_MODEL_TYPES}"
+            ));
+        }
+    }
+    let n_embd = json.get("n_embd").and_then(|v| v.as_u64());
+    if let Some(inner) = json.get("n_inner").and_then(|v| v.as_u64())
+        && Some(inner) != n_embd.map(|c| 4 * c)
+    {
+        return Err(format!(
+            "n_inner = {inner}: lmforge's feed-forward is 4 x n_embd wide"
+        ));
+    }
+    if let Some(eps) = json.get("layer_norm_epsilon").and_then(|v| v.as_f64())
+        && (eps - crate::backend::LAYER_NORM_EPS as f64).abs() > 1e-9
+    {
+        return Err(format!(
+            "layer_norm_epsilon = {eps}: lmforge's layer norm uses {}",
+            crate::backend::LAYER_NORM_EPS
+        ));
+    }
+    for flag in ["scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn"] {
+        if json.get(flag).and_then(|v| v.as_bool()) == Some(true) {
+            return Err(format!("{flag} = true is not supported"));
+        }
+    }
+    Ok(())
+}
+
 /// Write `model.safetensors` and `config.json` into `dir`; `eot_token` is
 /// the tokenizer's end-of-text id, if it has one.
 pub fn save_model(dir: &Path, model: &Model, params: &[f32], eot_token: Option<u32>) -> Result<()> {
@@ -234,21 +275,10 @@ pub fn load_config(dir: &Path) -> Result<ModelConfig> {
     model_config_from_json(&json, &config_path)
 }
 
-/// Load `config.json` and `model.safetensors` from `dir`.
+/// Load `config.json` and the weights (see [`weights`]) from `dir`.
 pub fn load_model(dir: &Path) -> Result<(Model, Vec<f32>)> {
     let model = Model::new(load_config(dir)?)?;
-    let path = dir.join(MODEL_FILE);
-    let bytes = read_file(&path)?;
-    let st = parse(&bytes, &path)?;
-    let mut params = vec![0.0f32; model.num_params()];
-    for t in &model.layout.tensors {
-        // Hugging Face's bare GPT2Model files name tensors without "transformer.".
-        let name = match t.name.strip_prefix("transformer.") {
-            Some(bare) if st.tensor(&t.name).is_err() && st.tensor(bare).is_ok() => bare,
-            _ => t.name.as_str(),
-        };
-        params[t.range.clone()].copy_from_slice(&read_f32(&st, name, t.range.len(), &path)?);
-    }
+    let params = weights::load_params(dir, &model)?;
     Ok((model, params))
 }
 

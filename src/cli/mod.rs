@@ -5,6 +5,8 @@ use lmforge::backend::Device;
 use lmforge::backend::cpu::Cpu;
 
 pub mod bench;
+pub mod export_hf;
+pub mod import_hf;
 pub mod prepare;
 pub mod sample;
 pub mod tokenizer;

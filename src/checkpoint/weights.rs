@@ -1,0 +1,228 @@
+//! Reading a model's weights from safetensors files: lmforge's own
+//! `model.safetensors`, or a Hugging Face `save_pretrained` folder, whose
+//! weights may be split over several files (`model.safetensors.index.json`
+//! maps each tensor name to its file) and stored in `F16` or `BF16`.
+//!
+//! Files are memory-mapped, so a 6 GB checkpoint is read once into the
+//! parameter buffer and never held twice. Half-precision values widen to
+//! `f32` exactly (every f16 and bf16 value is an f32 value).
+//!
+//! Names: lmforge writes `GPT2LMHeadModel` names (`transformer.h.0...`);
+//! a bare `GPT2Model` file has the same names without `transformer.`. Two
+//! kinds of extra tensor are skipped: the causal-mask buffers older
+//! `transformers` versions saved (`attn.bias`, `attn.masked_bias`), and
+//! `lm_head.weight` in a tied model (a copy of the token embedding). Zero
+//! biases lmforge writes for biases a model lacks are skipped too. Any other
+//! tensor the model has no place for is an error: it means a different
+//! architecture, and ignoring it would give a silently wrong model.
+
+use crate::error::{Error, Result};
+use crate::model::Model;
+use safetensors::SafeTensors;
+use safetensors::tensor::Dtype;
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+
+pub const INDEX_FILE: &str = "model.safetensors.index.json";
+
+/// The safetensors files of the model in `dir`: `model.safetensors`, or the
+/// shards its index names.
+pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let single = dir.join(super::MODEL_FILE);
+    if single.exists() {
+        return Ok(vec![single]);
+    }
+    let index_path = dir.join(INDEX_FILE);
+    if !index_path.exists() {
+        return Err(missing_weights(dir));
+    }
+    let text = std::fs::read_to_string(&index_path).map_err(|e| Error::io(&index_path, e))?;
+    let index: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| Error::format(&index_path, e.to_string()))?;
+    let map = index["weight_map"]
+        .as_object()
+        .ok_or_else(|| Error::format(&index_path, "\"weight_map\" is missing or not an object"))?;
+    let mut files: Vec<String> = Vec::new();
+    for (name, file) in map {
+        let file = file
+            .as_str()
+            .filter(|f| is_plain_file_name(f))
+            .ok_or_else(|| {
+                Error::format(
+                    &index_path,
+                    format!("tensor {name:?} maps to {file}, not a file name in this folder"),
+                )
+            })?;
+        if !files.iter().any(|f| f == file) {
+            files.push(file.to_string());
+        }
+    }
+    Ok(files.into_iter().map(|f| dir.join(f)).collect())
+}
+
+/// A shard name must stay inside the folder (the index is untrusted).
+fn is_plain_file_name(name: &str) -> bool {
+    !name.is_empty() && !name.contains(['/', '\\']) && name != "." && name != ".."
+}
+
+fn missing_weights(dir: &Path) -> Error {
+    let pickle = ["pytorch_model.bin", "pytorch_model.bin.index.json"]
+        .iter()
+        .any(|f| dir.join(f).exists());
+    let message = if pickle {
+        "holds only PyTorch pickle weights (pytorch_model.bin), which lmforge does not read \
+         (unpickling runs code). Convert them once with Python: \
+         `from transformers import AutoModelForCausalLM; \
+         AutoModelForCausalLM.from_pretrained(DIR).save_pretrained(DIR, safe_serialization=True)`"
+    } else {
+        "has no model.safetensors or model.safetensors.index.json"
+    };
+    Error::format(dir, message)
+}
+
+/// Widen IEEE half-precision bits to `f32` (subnormals, infinities and NaN included).
+fn f16_to_f32(h: u16) -> f32 {
+    let sign = ((h as u32) & 0x8000) << 16;
+    let exp = ((h >> 10) & 0x1f) as u32;
+    let frac = (h & 0x3ff) as u32;
+    let bits = match (exp, frac) {
+        (0, 0) => sign,
+        (0, _) => {
+            // Subnormal: value = frac * 2^-24, exact in f32.
+            let value = frac as f32 * f32::from_bits(0x3380_0000);
+            return if sign != 0 { -value } else { value };
+        }
+        (0x1f, _) => sign | 0x7f80_0000 | (frac << 13),
+        _ => sign | ((exp + 112) << 23) | (frac << 13),
+    };
+    f32::from_bits(bits)
+}
+
+/// Write a tensor's values into `dst` as `f32`, whatever float type it is stored in.
+fn widen(dtype: Dtype, data: &[u8], dst: &mut [f32]) -> std::result::Result<(), String> {
+    let width = match dtype {
+        Dtype::F32 => 4,
+        Dtype::F16 | Dtype::BF16 => 2,
+        other => return Err(format!("is {other:?}; lmforge reads F32, F16 and BF16")),
+    };
+    if data.len() != dst.len() * width {
+        return Err(format!(
+            "holds {} values, the model expects {}",
+            data.len() / width,
+            dst.len()
+        ));
+    }
+    match dtype {
+        Dtype::F32 => {
+            for (d, b) in dst.iter_mut().zip(data.chunks_exact(4)) {
+                *d = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            }
+        }
+        Dtype::F16 => {
+            for (d, b) in dst.iter_mut().zip(data.chunks_exact(2)) {
+                *d = f16_to_f32(u16::from_le_bytes([b[0], b[1]]));
+            }
+        }
+        _ => {
+            for (d, b) in dst.iter_mut().zip(data.chunks_exact(2)) {
+                *d = f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Tensors the model need not have a place for (see the module doc).
+fn skippable(name: &str, model: &Model) -> bool {
+    name.ends_with(".attn.bias")
+        || name.ends_with(".attn.masked_bias")
+        || (name == "lm_head.weight" && model.config.tie_embeddings)
+        || super::absent_biases(&model.config)
+            .iter()
+            .any(|(absent, _)| absent == name || absent.strip_prefix("transformer.") == Some(name))
+}
+
+/// The model's parameters, read from the weight files in `dir`.
+pub fn load_params(dir: &Path, model: &Model) -> Result<Vec<f32>> {
+    let mut params = vec![0.0f32; model.num_params()];
+    let mut filled: HashSet<&str> = HashSet::new();
+    let by_name: BTreeMap<&str, &crate::model::TensorSpec> = model
+        .layout
+        .tensors
+        .iter()
+        .map(|t| (t.name.as_str(), t))
+        .collect();
+    for path in weight_files(dir)? {
+        let file = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
+        // SAFETY: the map is only read, and only while `file` is open here; a
+        // file truncated underneath would fault, as reading any mmap would.
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(&path, e))?;
+        let st = SafeTensors::deserialize(&map)
+            .map_err(|e| Error::format(&path, format!("not a valid safetensors file: {e}")))?;
+        for (name, view) in st.tensors() {
+            let ours = by_name
+                .get(name.as_str())
+                .or_else(|| by_name.get(format!("transformer.{name}").as_str()));
+            let Some(spec) = ours else {
+                if skippable(&name, model) {
+                    continue;
+                }
+                return Err(Error::format(
+                    &path,
+                    format!(
+                        "tensor {name:?} has no place in this model (a GPT-2 of {} layers): \
+                         the file is of another architecture or size",
+                        model.config.n_layer
+                    ),
+                ));
+            };
+            widen(view.dtype(), view.data(), &mut params[spec.range.clone()])
+                .map_err(|e| Error::format(&path, format!("tensor {name:?} {e}")))?;
+            filled.insert(spec.name.as_str());
+        }
+    }
+    if let Some(missing) = model
+        .layout
+        .tensors
+        .iter()
+        .find(|t| !filled.contains(t.name.as_str()))
+    {
+        return Err(Error::format(
+            dir,
+            format!("the weights have no tensor {:?}", missing.name),
+        ));
+    }
+    Ok(params)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn half_precision_widens_exactly() {
+        assert_eq!(f16_to_f32(0x3c00), 1.0);
+        assert_eq!(f16_to_f32(0xc000), -2.0);
+        assert_eq!(f16_to_f32(0x7bff), 65504.0);
+        assert_eq!(f16_to_f32(0x0001), 2f32.powi(-24));
+        assert_eq!(f16_to_f32(0x8000).to_bits(), (-0.0f32).to_bits());
+        assert!(f16_to_f32(0x7c00).is_infinite() && f16_to_f32(0x7e00).is_nan());
+        let mut out = [0.0f32; 2];
+        widen(Dtype::BF16, &[0x80, 0x3f, 0x40, 0xc0], &mut out).unwrap();
+        assert_eq!(out, [1.0, -3.0]);
+        let err = widen(Dtype::I64, &[0; 16], &mut out).unwrap_err();
+        assert!(err.contains("I64"), "{err}");
+        assert!(
+            widen(Dtype::F16, &[0; 2], &mut out).is_err(),
+            "short data refused"
+        );
+    }
+
+    #[test]
+    fn shard_names_cannot_leave_the_folder() {
+        assert!(is_plain_file_name("model-00001-of-00002.safetensors"));
+        for bad in ["", "..", "../x.safetensors", "/etc/passwd", "a\\b"] {
+            assert!(!is_plain_file_name(bad), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,35 @@
+//! `lmforge import-hf`: a Hugging Face GPT-2 folder (or cached model name) into a run directory.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(clap::Args)]
+pub struct ImportArgs {
+    /// A `save_pretrained` folder, or a model name in the local Hugging Face
+    /// cache (`gpt2`, `openai-community/gpt2-medium`). Nothing is downloaded.
+    source: String,
+    /// Run directory to write (model.safetensors, config.json, tokenizer.json).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+pub fn run(args: ImportArgs) -> anyhow::Result<ExitCode> {
+    let imported = lmforge::hf::import(&args.source, &args.out)?;
+    let c = &imported.model.config;
+    eprintln!(
+        "imported {} ({} layers x {} dims, {} heads, context {}, vocabulary {}, {} parameters) into {}",
+        imported.source.display(),
+        c.n_layer,
+        c.n_embd,
+        c.n_head,
+        c.block_size,
+        c.vocab_size,
+        imported.model.num_params(),
+        args.out.display()
+    );
+    eprintln!(
+        "fine-tune with: lmforge train --init-from {} --data YOUR_TEXT --out runs/mine",
+        args.out.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,168 @@
+//! Hugging Face GPT-2 folders in and out: `import-hf` turns a
+//! `save_pretrained` folder (or a model in the local cache, see [`cache`])
+//! into an lmforge run directory; `export-hf` writes a run as a folder that
+//! `transformers.GPT2LMHeadModel.from_pretrained` and `AutoTokenizer` load.
+//!
+//! What a folder may hold, and what is read:
+//! | file | read as |
+//! |---|---|
+//! | `config.json` | `model_type` must be `gpt2`; sizes from `n_layer`, `n_head`, `n_embd`, `n_positions`, `vocab_size` |
+//! | `model.safetensors`, or `model.safetensors.index.json` + shards | weights, F32/F16/BF16 (see [`crate::checkpoint::weights`]) |
+//! | `tokenizer.json`, or `vocab.json` + `merges.txt` | the byte-level BPE |
+//! | `pytorch_model.bin` alone | refused, with the one-line conversion |
+//!
+//! No file is ever fetched from the network.
+
+pub mod cache;
+
+use crate::checkpoint::{self, CONFIG_FILE, TOKENIZER_FILE};
+use crate::error::{Error, Result};
+use crate::fsutil::write_atomic_bytes;
+use crate::model::Model;
+use crate::tokenizer::{self, BpeTokenizer, Tokenizer};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+
+/// What was imported.
+pub struct Imported {
+    pub source: PathBuf,
+    pub model: Model,
+    pub params: Vec<f32>,
+    pub tokenizer: Box<dyn Tokenizer>,
+}
+
+/// Read the model, weights and tokenizer of a Hugging Face folder, or of a
+/// model name found in the local cache.
+pub fn read(name_or_dir: &str) -> Result<Imported> {
+    let source = cache::resolve(name_or_dir)?;
+    if !source.join(CONFIG_FILE).exists() {
+        return Err(Error::format(
+            &source,
+            "has no config.json: not a save_pretrained folder",
+        ));
+    }
+    let (model, params) = checkpoint::load_model(&source)?;
+    let tokenizer = read_tokenizer(&source)?;
+    if tokenizer.vocab_size() > model.config.vocab_size {
+        return Err(Error::format(
+            &source,
+            format!(
+                "the tokenizer has {} tokens, the model's vocabulary only {}",
+                tokenizer.vocab_size(),
+                model.config.vocab_size
+            ),
+        ));
+    }
+    Ok(Imported {
+        source,
+        model,
+        params,
+        tokenizer,
+    })
+}
+
+/// `tokenizer.json`, or GPT-2's older pair `vocab.json` + `merges.txt`.
+fn read_tokenizer(dir: &Path) -> Result<Box<dyn Tokenizer>> {
+    let file = dir.join(TOKENIZER_FILE);
+    if file.exists() {
+        return tokenizer::load(&file);
+    }
+    let (vocab_path, merges_path) = (dir.join("vocab.json"), dir.join("merges.txt"));
+    if !vocab_path.exists() || !merges_path.exists() {
+        return Err(Error::format(
+            dir,
+            "has no tokenizer.json, nor vocab.json + merges.txt",
+        ));
+    }
+    let text = std::fs::read_to_string(&vocab_path).map_err(|e| Error::io(&vocab_path, e))?;
+    let vocab: Value = serde_json::from_str(&text)
+        .map_err(|e| Error::format(&vocab_path, format!("not valid JSON: {e}")))?;
+    let merges = std::fs::read_to_string(&merges_path).map_err(|e| Error::io(&merges_path, e))?;
+    let merges: Vec<&str> = merges
+        .lines()
+        .filter(|l| !l.starts_with("#version") && !l.trim().is_empty())
+        .collect();
+    let specials: Vec<Value> = vocab
+        .get("<|endoftext|>")
+        .and_then(|id| id.as_u64())
+        .map(|id| json!({"id": id, "content": "<|endoftext|>", "special": true}))
+        .into_iter()
+        .collect();
+    let byte_level = json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true});
+    let assembled = json!({
+        "added_tokens": specials, "normalizer": null, "pre_tokenizer": byte_level,
+        "decoder": byte_level,
+        "model": {"type": "BPE", "vocab": vocab, "merges": merges, "ignore_merges": false},
+    });
+    Ok(Box::new(BpeTokenizer::from_hf_json(
+        &assembled,
+        &vocab_path,
+    )?))
+}
+
+/// SHA-256 of the weight files of the model in `dir`, in hex: how a
+/// fine-tune records which parent it started from.
+pub fn weights_hash(dir: &Path) -> Result<String> {
+    let mut hasher = Sha256::new();
+    for path in checkpoint::weights::weight_files(dir)? {
+        let mut file = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
+        std::io::copy(&mut file, &mut hasher).map_err(|e| Error::io(&path, e))?;
+    }
+    Ok(format!("{:x}", hasher.finalize()))
+}
+
+/// Write `imported` as a run directory `out` (model, config, tokenizer):
+/// ready for `sample`, `chat` and `train --init-from`.
+pub fn import(name_or_dir: &str, out: &Path) -> Result<Imported> {
+    let imported = read(name_or_dir)?;
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    let eot = imported.tokenizer.eot_token();
+    checkpoint::save_model(out, &imported.model, &imported.params, eot)?;
+    imported.tokenizer.save(&out.join(TOKENIZER_FILE))?;
+    Ok(imported)
+}
+
+/// `tokenizer_config.json` for `transformers`' `AutoTokenizer`, with the
+/// chat template (as Jinja) when the vocabulary has its tokens.
+fn tokenizer_config(tok: &dyn Tokenizer, block_size: usize) -> Value {
+    let eot = tok.eot_token().map(|id| tok.decode(&[id]));
+    let class = match tok.kind() {
+        "char" => "PreTrainedTokenizerFast",
+        _ => "GPT2TokenizerFast",
+    };
+    let mut config = json!({
+        "tokenizer_class": class,
+        "model_max_length": block_size,
+        "bos_token": eot, "eos_token": eot, "unk_token": eot,
+        "add_prefix_space": false,
+        "clean_up_tokenization_spaces": false,
+    });
+    if crate::chat::template::ChatTemplate::from_tokenizer(tok).is_some() {
+        config["chat_template"] = crate::chat::template::JINJA.into();
+    }
+    config
+}
+
+/// Write the run in `run` as a Hugging Face folder `out`: `model.safetensors`,
+/// `config.json`, `tokenizer.json`, `tokenizer_config.json`,
+/// `generation_config.json`.
+pub fn export(run: &Path, out: &Path) -> Result<()> {
+    let (model, params) = checkpoint::load_model(run)?;
+    let tok = tokenizer::load(&run.join(TOKENIZER_FILE))?;
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    checkpoint::save_model(out, &model, &params, tok.eot_token())?;
+    tok.save(&out.join(TOKENIZER_FILE))?;
+    let write_json = |name: &str, value: Value| {
+        let bytes = serde_json::to_vec_pretty(&value).expect("JSON serialises");
+        write_atomic_bytes(&out.join(name), &bytes)
+    };
+    write_json(
+        "tokenizer_config.json",
+        tokenizer_config(tok.as_ref(), model.config.block_size),
+    )?;
+    write_json(
+        "generation_config.json",
+        json!({"bos_token_id": tok.eot_token(), "eos_token_id": tok.eot_token()}),
+    )
+}
