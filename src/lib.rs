@@ -16,6 +16,7 @@ pub mod chat;
 pub mod checkpoint;
 pub mod data;
 pub mod error;
+pub mod finetune;
 pub mod fsutil;
 pub mod hf;
 pub mod model;

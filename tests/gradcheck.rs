@@ -17,7 +17,10 @@
 
 use lmforge::backend::Backend;
 use lmforge::backend::cpu::Cpu;
-use lmforge::model::{Activation, Activations, Arch, Mode, Model, ModelConfig, Norm, Window};
+use lmforge::model::{
+    Activation, Activations, Arch, Grads, LoraConfig, LoraTarget, Mode, Model, ModelConfig, Norm,
+    ParamLayout, Window,
+};
 use lmforge::rng::Rng;
 
 fn config(norm: Norm, activation: Activation, tie: bool, dropout: f32) -> ModelConfig {
@@ -35,6 +38,7 @@ fn config(norm: Norm, activation: Activation, tie: bool, dropout: f32) -> ModelC
         bias: true,
         qkv_bias: norm == Norm::Pre,
         lm_head_bias: !tie,
+        lora: None,
     }
 }
 
@@ -93,7 +97,14 @@ fn compare(
 }
 
 fn check<B: Backend>(be: &B, cfg: ModelConfig) {
+    check_trained(be, cfg, |_| 0);
+}
+
+/// As [`check`], with the parameters before `frozen(layout)` frozen: only
+/// the trained ones get (and are checked for) gradients.
+fn check_trained<B: Backend>(be: &B, cfg: ModelConfig, frozen: impl Fn(&ParamLayout) -> usize) {
     let model = Model::new(cfg.clone()).unwrap();
+    let from = frozen(&model.layout);
     let (b, t) = (2, 6);
     let window = Window::batch(b, t);
     let mut rng = Rng::new(42, 0);
@@ -119,8 +130,8 @@ fn check<B: Backend>(be: &B, cfg: ModelConfig) {
     };
     let mut numeric = Vec::new();
     let per_tensor = (64 / model.layout.tensors.len()).max(4);
-    for spec in &model.layout.tensors {
-        // A few entries of every tensor, spread over it.
+    for spec in model.layout.tensors.iter().filter(|t| t.range.start >= from) {
+        // A few entries of every trained tensor, spread over it.
         for k in 0..per_tensor {
             let i = spec.range.start + (k * 7919 + 3) % spec.range.len();
             let saved = host[i];
@@ -134,14 +145,15 @@ fn check<B: Backend>(be: &B, cfg: ModelConfig) {
     }
     let params = be.upload(host).unwrap();
     let mut acts = Activations::training(be, &model.config, b, t).unwrap();
-    let mut grads = be.zeros(model.num_params()).unwrap();
+    let mut grads = Grads::new(be, from, model.num_params()).unwrap();
     model.forward(be, &params, &mut acts, &idx, window, mode);
     let dloss = 1.0 / (b * t) as f32;
     model.backward(
         be, &params, &mut grads, &mut acts, &targets, window, mode, dloss,
     );
     let mut grads_host = vec![0.0; model.num_params()];
-    be.download(B::view(&grads, 0..model.num_params()), &mut grads_host);
+    let n = model.num_params();
+    be.download(B::view(&grads.buf, 0..n - from), &mut grads_host[from..]);
 
     let exact = compare(&model, &grads_host, &numeric, 1.0, atol);
     assert_eq!(exact.failures, 0, "{:?} ({cfg:?})", exact.first_failure);
@@ -189,4 +201,29 @@ fn bigram() {
         ..config(Norm::Pre, Activation::Gelu, true, 0.0)
     };
     check(&Cpu::new(), cfg);
+}
+
+/// LoRA adapters on every target: their gradients (the only trained
+/// tensors) match finite differences of the loss through `W + s·AᵀBᵀ`.
+#[test]
+fn lora_adapters_on_every_target() {
+    for norm in [Norm::Pre, Norm::Post] {
+        let cfg = ModelConfig {
+            lora: Some(LoraConfig {
+                rank: 2,
+                alpha: 3.0,
+                targets: vec![LoraTarget::CAttn, LoraTarget::CProj, LoraTarget::CFc],
+            }),
+            ..config(norm, Activation::Gelu, true, 0.0)
+        };
+        check_trained(&Cpu::new(), cfg, |layout| layout.base_total);
+    }
+}
+
+/// Frozen embeddings and first block: backward stops above them, and the
+/// trained tensors' gradients are still exact.
+#[test]
+fn frozen_embeddings_and_first_block() {
+    let cfg = config(Norm::Pre, Activation::Gelu, false, 0.0);
+    check_trained(&Cpu::new(), cfg, |layout| layout.blocks[1].start());
 }

@@ -21,7 +21,7 @@ use lmforge::backend::cpu::{Cpu, matmul};
 use lmforge::backend::{Accumulate, Activation, AttentionDims, Backend, Epilogue, Mat};
 use lmforge::model::params::{LinearParams, NormParams};
 use lmforge::model::{Activations, Arch, Mode, Model, ModelConfig, Norm, TensorSpec};
-use lmforge::model::{WeightLayout, Window};
+use lmforge::model::{Grads, Weights, WeightLayout, Window};
 use lmforge::optim::{AdamW, AdamWConfig};
 use safetensors::SafeTensors;
 use std::collections::HashMap;
@@ -113,6 +113,11 @@ fn up<B: Backend>(be: &B, host: &[f32]) -> B::Buf {
     be.upload(host.to_vec()).unwrap()
 }
 
+/// Gradients for all of `len` parameters (nothing frozen).
+fn grads_for<B: Backend>(be: &B, len: usize) -> Grads<B> {
+    Grads::new(be, 0, len).unwrap()
+}
+
 fn zeros<B: Backend>(be: &B, len: usize) -> B::Buf {
     be.zeros(len).unwrap()
 }
@@ -194,7 +199,7 @@ fn layernorm_forward_backward<B: Backend>(be: &B) {
         C,
     );
     close("out", &down(be, &out), fx.f("out"));
-    let (mut dx, mut grads, dout) = (zeros(be, n * C), zeros(be, 2 * C), up(be, fx.f("dout")));
+    let (mut dx, mut grads, dout) = (zeros(be, n * C), grads_for(be, 2 * C), up(be, fx.f("dout")));
     let stats = (all::<B>(&mean), all::<B>(&rstd));
     let dx_v = all_mut::<B>(&mut dx);
     norm_params().backward(
@@ -209,7 +214,7 @@ fn layernorm_forward_backward<B: Backend>(be: &B) {
         C,
     );
     close("dx", &down(be, &dx), fx.f("dx"));
-    let grads = down(be, &grads);
+    let grads = down(be, &grads.buf);
     close("dweight", &grads[..C], fx.f("dweight"));
     close("dbias", &grads[C..], fx.f("dbias"));
 }
@@ -223,6 +228,7 @@ fn linear_params(at: usize, fan_in: usize, fan_out: usize) -> LinearParams {
         fan_in,
         fan_out,
         layout: WeightLayout::InOut,
+        lora: None,
     }
 }
 
@@ -233,13 +239,13 @@ fn linear_forward_backward<B: Backend>(be: &B) {
     let params = up(be, &[fx.f("weight"), fx.f("bias")].concat());
     let (x, dout) = (up(be, fx.f("x")), up(be, fx.f("dout")));
     let mut out = zeros(be, n * OC);
-    layer.forward(be, &params, all_mut::<B>(&mut out), all::<B>(&x), n);
+    layer.forward(be, Weights::plain(&params), all_mut::<B>(&mut out), all::<B>(&x), n);
     close("out", &down(be, &out), fx.f("out"));
-    let (mut dx, mut grads) = (zeros(be, n * C), zeros(be, B::len(&params)));
+    let (mut dx, mut grads) = (zeros(be, n * C), grads_for(be, B::len(&params)));
     let dx_v = all_mut::<B>(&mut dx);
     layer.backward(
         be,
-        &params,
+        Weights::plain(&params),
         &mut grads,
         dx_v,
         all::<B>(&dout),
@@ -248,7 +254,7 @@ fn linear_forward_backward<B: Backend>(be: &B) {
         None,
     );
     close("dx", &down(be, &dx), fx.f("dx"));
-    let grads = down(be, &grads);
+    let grads = down(be, &grads.buf);
     close("dweight", &grads[..C * OC], fx.f("dweight"));
     close("dbias", &grads[C * OC..], fx.f("dbias"));
 }
@@ -347,11 +353,11 @@ fn feed_forward_gelu_and_relu<B: Backend>(be: &B) {
         let (mut h, mut a, mut out) =
             (zeros(be, n * 4 * C), zeros(be, n * 4 * C), zeros(be, n * C));
         let (h_v, a_v) = (all_mut::<B>(&mut h), all_mut::<B>(&mut a));
-        c_fc.forward_activated(be, &params, h_v, a_v, all::<B>(&x), n, act);
-        c_proj.forward(be, &params, all_mut::<B>(&mut out), all::<B>(&a), n);
+        c_fc.forward_activated(be, Weights::plain(&params), h_v, a_v, all::<B>(&x), n, act);
+        c_proj.forward(be, Weights::plain(&params), all_mut::<B>(&mut out), all::<B>(&a), n);
         close(&format!("{name} out"), &down(be, &out), fx.f("out"));
         let (mut grads, mut dh, mut dx) = (
-            zeros(be, host.len()),
+            grads_for(be, host.len()),
             zeros(be, n * 4 * C),
             zeros(be, n * C),
         );
@@ -359,7 +365,7 @@ fn feed_forward_gelu_and_relu<B: Backend>(be: &B) {
         let dh_v = all_mut::<B>(&mut dh);
         c_proj.backward(
             be,
-            &params,
+            Weights::plain(&params),
             &mut grads,
             dh_v,
             all::<B>(&dout),
@@ -370,7 +376,7 @@ fn feed_forward_gelu_and_relu<B: Backend>(be: &B) {
         let dx_v = all_mut::<B>(&mut dx);
         c_fc.backward(
             be,
-            &params,
+            Weights::plain(&params),
             &mut grads,
             dx_v,
             all::<B>(&dh),
@@ -379,7 +385,7 @@ fn feed_forward_gelu_and_relu<B: Backend>(be: &B) {
             None,
         );
         close(&format!("{name} dx"), &down(be, &dx), fx.f("dx"));
-        let grads = down(be, &grads);
+        let grads = down(be, &grads.buf);
         let mut at = 0;
         for k in names {
             let expected = fx.f(&format!("grad.{k}"));
@@ -437,7 +443,7 @@ fn adamw_three_steps<B: Backend>(be: &B) {
         eps: meta("eps"),
         weight_decay: meta("weight_decay"),
     };
-    let mut opt = AdamW::new(be, config, &tensors).unwrap();
+    let mut opt = AdamW::new(be, config, &tensors, 0).unwrap();
     let mut params = up(be, &[fx.f("w"), fx.f("b")].concat());
     for step in 1..=3 {
         let grads = up(
@@ -476,6 +482,7 @@ fn model_config(fx: &Fixture, arch: Arch) -> ModelConfig {
             bias: false,
             qkv_bias: false,
             lm_head_bias: false,
+            lora: None,
         };
     }
     let mut json: serde_json::Value = serde_json::from_str(&fx.metadata["config"]).unwrap();
@@ -499,7 +506,7 @@ fn check_model<B: Backend>(be: &B, name: &str, arch: Arch) {
     }
     let mut params = up(be, &host);
     let mut acts = Activations::training(be, &model.config, b, t).unwrap();
-    let mut grads = zeros(be, model.num_params());
+    let mut grads = grads_for(be, model.num_params());
     model.forward(be, &params, &mut acts, idx, window, Mode::Eval);
     let v = model.config.vocab_size;
     let mut logits = vec![0.0; b * t * v];
@@ -531,7 +538,7 @@ fn check_model<B: Backend>(be: &B, name: &str, arch: Arch) {
         MODEL.0,
         MODEL.1,
     );
-    let host_grads = down(be, &grads);
+    let host_grads = down(be, &grads.buf);
     for spec in &model.layout.tensors {
         let what = format!("{name} grad {}", spec.name);
         let expected = fx.f(&format!("grad.{}", spec.name));
@@ -554,11 +561,11 @@ fn check_model<B: Backend>(be: &B, name: &str, arch: Arch) {
         eps: get("eps"),
         weight_decay: get("weight_decay"),
     };
-    let mut opt = AdamW::new(be, config, &model.layout.tensors).unwrap();
+    let mut opt = AdamW::new(be, config, &model.layout.tensors, 0).unwrap();
     params = up(be, &host);
     let (mut losses, mut norms) = (Vec::new(), Vec::new());
     for _ in 0..3 {
-        be.fill(all_mut::<B>(&mut grads), 0.0);
+        be.fill(all_mut::<B>(&mut grads.buf), 0.0);
         model.forward(be, &params, &mut acts, idx, window, Mode::Eval);
         losses.push(model.backward(
             be,
@@ -570,7 +577,7 @@ fn check_model<B: Backend>(be: &B, name: &str, arch: Arch) {
             Mode::Eval,
             dloss,
         ));
-        norms.push(opt.update(be, &mut params, &grads, get("lr"), get("grad_clip")));
+        norms.push(opt.update(be, &mut params, &grads.buf, get("lr"), get("grad_clip")));
     }
     assert_close(
         &format!("{name} losses"),

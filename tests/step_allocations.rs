@@ -148,7 +148,7 @@ fn training_steps_allocate_nothing_of_lmforges_own() {
     config.batch_size = 4;
     config.grad_accum = 2;
     let tokens: Vec<u32> = (0..20_000u32).map(|i| (i * 7 + i / 13) % 65).collect();
-    let mut trainer = Trainer::new(&be, &config, &tokens, &tokens, None).unwrap();
+    let mut trainer = Trainer::new(&be, &config, (&tokens, &tokens), None, None).unwrap();
 
     let first_loss = trainer.step(0).unwrap(); // warm-up: the kernels' scratch
     let steps = 4;

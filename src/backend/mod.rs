@@ -31,6 +31,10 @@ use crate::error::Result;
 use serde::{Deserialize, Serialize};
 use std::ops::Range;
 
+/// A target the loss skips: no loss, no gradient, not in the mean
+/// (the prompt tokens of a supervised fine-tuning example).
+pub const IGNORE_TARGET: u32 = u32::MAX;
+
 /// Added to the variance in every layer norm (GPT-2's `layer_norm_epsilon`).
 pub const LAYER_NORM_EPS: f32 = 1e-5;
 
@@ -214,6 +218,8 @@ pub trait Backend: Sync + Sized {
     fn on_host<R>(&self, src: Self::View<'_>, f: impl FnOnce(&[f32]) -> R) -> R;
     fn fill(&self, dst: Self::ViewMut<'_>, value: f32);
     fn copy(&self, dst: Self::ViewMut<'_>, src: Self::View<'_>);
+    /// `dst *= alpha`.
+    fn scale(&self, dst: Self::ViewMut<'_>, alpha: f32);
     /// `dst = a + b`.
     fn add(&self, dst: Self::ViewMut<'_>, a: Self::View<'_>, b: Self::View<'_>);
 
@@ -255,12 +261,13 @@ pub trait Backend: Sync + Sized {
         n: usize,
         c: usize,
     );
-    /// Accumulates into `dinp` (a residual stream's gradient), `dweight` and `dbias`.
+    /// Accumulates into `dinp` (a residual stream's gradient), `dweight` and
+    /// `dbias` (both `None` for a frozen norm).
     #[allow(clippy::too_many_arguments)]
     fn layernorm_backward(
         &self,
         dinp: Self::ViewMut<'_>,
-        dweight: Self::ViewMut<'_>,
+        dweight: Option<Self::ViewMut<'_>>,
         dbias: Option<Self::ViewMut<'_>>,
         dout: Self::View<'_>,
         inp: Self::View<'_>,
@@ -308,7 +315,8 @@ pub trait Backend: Sync + Sized {
     /// `x = x * mask / (1 - p)` in place (an activation going forward, its gradient going back).
     fn dropout(&self, x: Self::ViewMut<'_>, dropout: Dropout);
     /// Softmax + cross-entropy of `n` rows of `v` logits against `targets`:
-    /// per-position losses into `losses`, and their mean returned. With
+    /// per-position losses into `losses`, and their mean returned (over the
+    /// targets that are not [`IGNORE_TARGET`], which get loss and gradient 0). With
     /// `dloss = Some(w)`, the logits are overwritten by the gradient of
     /// `w * sum of losses` (fused, as llm.c does).
     fn cross_entropy(

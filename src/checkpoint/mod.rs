@@ -72,7 +72,7 @@ fn metadata(bytes: &[u8], path: &Path) -> Result<HashMap<String, String>> {
 }
 
 /// Copy an f32 tensor of exactly `len` values out of a file.
-fn read_f32(st: &SafeTensors, name: &str, len: usize, path: &Path) -> Result<Vec<f32>> {
+pub fn read_f32(st: &SafeTensors, name: &str, len: usize, path: &Path) -> Result<Vec<f32>> {
     let t = st
         .tensor(name)
         .map_err(|_| Error::format(path, format!("tensor {name:?} is missing")))?;
@@ -200,6 +200,7 @@ fn model_config_from_json(json: &serde_json::Value, path: &Path) -> Result<Model
         bias: true,
         qkv_bias: true,
         lm_head_bias: false,
+        lora: None,
     })
 }
 
@@ -261,8 +262,12 @@ pub fn save_model(dir: &Path, model: &Model, params: &[f32], eot_token: Option<u
     }
     let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
     serialize(tensors, metadata, &dir.join(MODEL_FILE))?;
-    let json =
-        serde_json::to_vec_pretty(&hf_config(&model.config, eot_token)).expect("config serialises");
+    save_config(dir, &model.config, eot_token)
+}
+
+/// Write `config.json` (a `transformers` GPT-2 config with lmforge's inside) into `dir`.
+pub fn save_config(dir: &Path, cfg: &ModelConfig, eot_token: Option<u32>) -> Result<()> {
+    let json = serde_json::to_vec_pretty(&hf_config(cfg, eot_token)).expect("config serialises");
     write_atomic_bytes(&dir.join(CONFIG_FILE), &json)
 }
 
@@ -288,6 +293,8 @@ pub struct TrainState {
     pub step: u64,
     /// Training wall time so far, summed over resumed sessions.
     pub elapsed_s: f64,
+    /// The trained parameters: all of them, or a fine-tune's unfrozen tail
+    /// (its frozen head is the parent's, rebuilt on resume).
     pub params: Vec<f32>,
     pub m: Vec<f32>,
     pub v: Vec<f32>,
@@ -317,7 +324,7 @@ pub fn save_train_state(
     serialize(tensors, metadata, &dir.join(STATE_FILE))
 }
 
-/// Read `train_state.safetensors` for a model with `num_params` parameters.
+/// Read `train_state.safetensors` for a model that trains `num_params` parameters.
 pub fn load_train_state(dir: &Path, num_params: usize) -> Result<TrainState> {
     let path = dir.join(STATE_FILE);
     let bytes = read_file(&path)?;
@@ -368,6 +375,7 @@ mod tests {
             bias,
             qkv_bias: false,
             lm_head_bias: !tie,
+            lora: None,
         })
         .unwrap()
     }

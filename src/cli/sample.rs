@@ -37,7 +37,7 @@ pub struct SampleArgs {
 
 pub fn run(args: SampleArgs) -> anyhow::Result<ExitCode> {
     let (backend, _) = super::backend(args.device, args.threads)?;
-    let (model, params) = checkpoint::load_model(&args.run)
+    let (model, params) = lmforge::finetune::load_run(&args.run)
         .with_context(|| format!("loading the model from {}", args.run.display()))?;
     let tokenizer = lmforge::tokenizer::load(&args.run.join(checkpoint::TOKENIZER_FILE))?;
     let prompt_text = args.prompt.unwrap_or_else(|| "\n".to_string());

@@ -2,7 +2,8 @@
 
 use anyhow::Context;
 use lmforge::backend::Device;
-use lmforge::train::{Preset, Start, TrainJob, TrainOverrides, config};
+use lmforge::model::{LoraConfig, LoraTarget};
+use lmforge::train::{FineTuneRequest, Preset, Start, TrainConfig, TrainJob, TrainOverrides, config};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -39,12 +40,81 @@ pub struct TrainArgs {
     #[arg(long, short)]
     quiet: bool,
     #[command(flatten)]
+    finetune: FineTuneArgs,
+    #[command(flatten)]
     overrides: TrainOverrides,
+}
+
+/// Fine-tuning: start from a trained model instead of random weights.
+#[derive(clap::Args)]
+struct FineTuneArgs {
+    /// Start from this model: a run directory, a Hugging Face save_pretrained
+    /// folder, or a model name in the local Hugging Face cache (`gpt2`).
+    /// Uses the `finetune` preset unless --preset is given.
+    #[arg(long, value_name = "RUN|DIR|NAME", conflicts_with = "resume")]
+    init_from: Option<String>,
+    /// Freeze the token and position embeddings (a head tied to them too).
+    #[arg(long, requires = "init_from")]
+    freeze_embeddings: bool,
+    /// Freeze the embeddings and the first N blocks.
+    #[arg(long, value_name = "N", default_value_t = 0, requires = "init_from")]
+    freeze_layers: usize,
+    /// Train low-rank adapters of this rank instead of the weights (LoRA).
+    #[arg(long, value_name = "R", requires = "init_from")]
+    lora_rank: Option<usize>,
+    /// LoRA's alpha: the adapters' product is scaled by alpha / rank (default: 2 x rank).
+    #[arg(long, requires = "lora_rank")]
+    lora_alpha: Option<f32>,
+    /// The layers LoRA adapts.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "c_attn,c_proj,c_fc")]
+    lora_targets: Vec<LoraTarget>,
+    /// Train on conversations: a JSON Lines file of {"prompt", "response"} or
+    /// {"messages": [{"role", "content"}]}; the loss counts the replies only.
+    #[arg(long, value_name = "FILE.jsonl", conflicts_with = "data", requires = "init_from")]
+    sft: Option<PathBuf>,
+}
+
+/// The fine-tune `args` asks for, with its training options.
+fn fine_tune_request(args: &TrainArgs, init_from: &str) -> anyhow::Result<FineTuneRequest> {
+    let ft = &args.finetune;
+    let lora = ft.lora_rank.map(|rank| LoraConfig {
+        rank,
+        alpha: ft.lora_alpha.unwrap_or(2.0 * rank as f32),
+        targets: ft.lora_targets.clone(),
+    });
+    let mut given = args.overrides.clone();
+    if lora.is_some() && given.lr.is_none() {
+        given.lr = Some(2e-4); // adapters start at zero and want a larger step
+    }
+    let preset = args.preset.unwrap_or(Preset::Finetune);
+    let mut config: TrainConfig = config::resolve(preset, args.config.as_deref(), &given)?;
+    config.sft = ft.sft.is_some();
+    Ok(FineTuneRequest {
+        config,
+        given: args.overrides.clone(),
+        init_from: init_from.to_string(),
+        freeze_embeddings: ft.freeze_embeddings,
+        freeze_layers: ft.freeze_layers,
+        lora,
+    })
 }
 
 pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
     let (backend, _) = super::backend(args.device, args.threads)?;
-    let (out, start) = match &args.resume {
+    let data = args.finetune.sft.clone().or(args.data.clone());
+    let (out, start) = match (&args.resume, &args.finetune.init_from) {
+        (None, Some(init_from)) => {
+            let out = args.out.clone().unwrap_or_else(|| PathBuf::from("runs/finetune"));
+            (out, Start::FineTune(fine_tune_request(&args, init_from)?))
+        }
+        _ => plain_start(&args)?,
+    };
+    run_training(backend, args.quiet, data, out, start)
+}
+
+/// A new run from a preset, or the resumption of one.
+fn plain_start(args: &TrainArgs) -> anyhow::Result<(PathBuf, Start)> {
+    Ok(match &args.resume {
         Some(dir) => {
             let mut overrides = Vec::new();
             if let Some(path) = &args.config {
@@ -59,8 +129,16 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
             let default_out = PathBuf::from("runs").join(preset.to_string());
             (args.out.clone().unwrap_or(default_out), Start::New(cfg))
         }
-    };
+    })
+}
 
+fn run_training(
+    backend: lmforge::backend::cpu::Cpu,
+    quiet: bool,
+    data: Option<PathBuf>,
+    out: PathBuf,
+    start: Start,
+) -> anyhow::Result<ExitCode> {
     let stop = Arc::new(AtomicBool::new(false));
     let handler_flag = stop.clone();
     ctrlc::set_handler(move || {
@@ -78,10 +156,10 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
     let summary = lmforge::train::train(
         &backend,
         TrainJob {
-            data: args.data,
+            data,
             out: out.clone(),
             start,
-            progress: !args.quiet,
+            progress: !quiet,
             stop: &stop,
         },
     )

@@ -21,7 +21,6 @@ use crate::fsutil::write_atomic_bytes;
 use crate::model::Model;
 use crate::tokenizer::{self, BpeTokenizer, Tokenizer};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
 /// What was imported.
@@ -63,7 +62,7 @@ pub fn read(name_or_dir: &str) -> Result<Imported> {
 }
 
 /// `tokenizer.json`, or GPT-2's older pair `vocab.json` + `merges.txt`.
-fn read_tokenizer(dir: &Path) -> Result<Box<dyn Tokenizer>> {
+pub fn read_tokenizer(dir: &Path) -> Result<Box<dyn Tokenizer>> {
     let file = dir.join(TOKENIZER_FILE);
     if file.exists() {
         return tokenizer::load(&file);
@@ -99,17 +98,6 @@ fn read_tokenizer(dir: &Path) -> Result<Box<dyn Tokenizer>> {
         &assembled,
         &vocab_path,
     )?))
-}
-
-/// SHA-256 of the weight files of the model in `dir`, in hex: how a
-/// fine-tune records which parent it started from.
-pub fn weights_hash(dir: &Path) -> Result<String> {
-    let mut hasher = Sha256::new();
-    for path in checkpoint::weights::weight_files(dir)? {
-        let mut file = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
-        std::io::copy(&mut file, &mut hasher).map_err(|e| Error::io(&path, e))?;
-    }
-    Ok(format!("{:x}", hasher.finalize()))
 }
 
 /// Write `imported` as a run directory `out` (model, config, tokenizer):
@@ -148,7 +136,7 @@ fn tokenizer_config(tok: &dyn Tokenizer, block_size: usize) -> Value {
 /// `config.json`, `tokenizer.json`, `tokenizer_config.json`,
 /// `generation_config.json`.
 pub fn export(run: &Path, out: &Path) -> Result<()> {
-    let (model, params) = checkpoint::load_model(run)?;
+    let (model, params) = crate::finetune::load_run(run)?;
     let tok = tokenizer::load(&run.join(TOKENIZER_FILE))?;
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     checkpoint::save_model(out, &model, &params, tok.eot_token())?;

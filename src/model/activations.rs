@@ -18,6 +18,7 @@
 //!   position only. For GPT-2 at 1024 positions that is 160 MB instead of 1.3 GB.
 
 use super::config::{Arch, ModelConfig};
+use super::lora::LoraScratch;
 use crate::backend::Backend;
 use crate::error::Result;
 use std::ops::Range;
@@ -305,6 +306,23 @@ pub struct Activations<B: Backend> {
     /// `(N)` token ids of the window's positions, and the next-token targets.
     pub tokens: B::Ids,
     pub targets: B::Ids,
+    /// Where adapted layers form their effective weights (LoRA models only).
+    pub lora: Option<std::sync::Arc<LoraScratch<B>>>,
+}
+
+/// LoRA's scratch, sized for the widest adapted layer (`4C x C` at most,
+/// `B` at most `4C x r`) and `rows` positions.
+fn lora_scratch<B: Backend>(
+    be: &B,
+    cfg: &ModelConfig,
+    rows: usize,
+) -> Result<Option<std::sync::Arc<LoraScratch<B>>>> {
+    let Some(lora) = &cfg.lora else {
+        return Ok(None);
+    };
+    let (c, r) = (cfg.n_embd, lora.rank);
+    let scratch = LoraScratch::new(be, 4 * c * c, 4 * c * r, rows * r)?;
+    Ok(Some(std::sync::Arc::new(scratch)))
 }
 
 impl<B: Backend> Activations<B> {
@@ -346,6 +364,7 @@ impl<B: Backend> Activations<B> {
             scratch,
             tokens: be.ids(rows)?,
             targets: be.ids(targets)?,
+            lora: lora_scratch(be, cfg, rows)?,
         })
     }
 

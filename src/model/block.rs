@@ -21,6 +21,7 @@
 use super::activations::{ActTensors, NormActs, Rows, Scratch, Tensor};
 use super::config::Norm;
 use super::gpt::{Model, Pass};
+use super::grads::Grads;
 use super::params::NormParams;
 use crate::backend::{AttentionDims, Backend, Dropout};
 
@@ -111,7 +112,7 @@ fn norm_forward<B: Backend>(
 fn norm_backward<B: Backend>(
     pass: &Pass<B>,
     p: &NormParams,
-    grads: &mut B::Buf,
+    grads: &mut Grads<B>,
     saved: &NormActs<Tensor<B>>,
     l: usize,
     (dinp, dout): (B::ViewMut<'_>, B::View<'_>),
@@ -164,7 +165,7 @@ impl Model {
         l: usize,
         a: &mut ActTensors<Tensor<B>>,
     ) {
-        let (be, params, w) = (pass.be, pass.params, pass.window);
+        let (be, params, w) = (pass.be, pass.weights(), pass.window);
         let (norm, c, p) = (self.config.norm, self.config.n_embd, &self.layout.blocks[l]);
         let (rows, n, site) = (w.rows(), w.n(), 1 + 3 * l as u64);
         let ActTensors {
@@ -210,7 +211,7 @@ impl Model {
     /// `res_mlp = h + drop(mlp(ln_2(h) or h))`, with `h = res_attn`
     /// (pre-norm) or `ln_1(res_attn)` (post-norm); post-norm then `ln_2(res_mlp)`.
     fn mlp_forward<B: Backend>(&self, pass: &Pass<B>, l: usize, a: &mut ActTensors<Tensor<B>>) {
-        let (be, params, w) = (pass.be, pass.params, pass.window);
+        let (be, params, w) = (pass.be, pass.weights(), pass.window);
         let (norm, c, p) = (self.config.norm, self.config.n_embd, &self.layout.blocks[l]);
         let (rows, n, site) = (w.rows(), w.n(), 1 + 3 * l as u64);
         let ActTensors {
@@ -253,7 +254,7 @@ impl Model {
         &self,
         pass: &Pass<B>,
         l: usize,
-        grads: &mut B::Buf,
+        grads: &mut Grads<B>,
         a: &ActTensors<Tensor<B>>,
         s: &mut Scratch<Tensor<B>>,
     ) {
@@ -267,7 +268,7 @@ impl Model {
         &self,
         pass: &Pass<B>,
         l: usize,
-        grads: &mut B::Buf,
+        grads: &mut Grads<B>,
         a: &ActTensors<Tensor<B>>,
         s: &mut Scratch<Tensor<B>>,
     ) {
@@ -300,7 +301,7 @@ impl Model {
         &self,
         pass: &Pass<B>,
         l: usize,
-        grads: &mut B::Buf,
+        grads: &mut Grads<B>,
         a: &ActTensors<Tensor<B>>,
         s: &mut Scratch<Tensor<B>>,
     ) {
@@ -355,13 +356,13 @@ impl Model {
         &self,
         pass: &Pass<B>,
         l: usize,
-        grads: &mut B::Buf,
+        grads: &mut Grads<B>,
         a: &ActTensors<Tensor<B>>,
         s: &mut Scratch<Tensor<B>>,
         incoming: Incoming,
         mlp_in: B::View<'_>,
     ) {
-        let (be, params, p) = (pass.be, pass.params, &self.layout.blocks[l]);
+        let (be, params, p) = (pass.be, pass.weights(), &self.layout.blocks[l]);
         let (rows, n) = (pass.window.rows(), pass.window.n());
         let Scratch {
             d_res,
@@ -389,13 +390,13 @@ impl Model {
         &self,
         pass: &Pass<B>,
         l: usize,
-        grads: &mut B::Buf,
+        grads: &mut Grads<B>,
         a: &ActTensors<Tensor<B>>,
         s: &mut Scratch<Tensor<B>>,
         incoming: Incoming,
         attn_in: B::View<'_>,
     ) {
-        let (be, params, p) = (pass.be, pass.params, &self.layout.blocks[l]);
+        let (be, params, p) = (pass.be, pass.weights(), &self.layout.blocks[l]);
         let (rows, n, site) = (pass.window.rows(), pass.window.n(), 1 + 3 * l as u64);
         let Scratch {
             d_res,

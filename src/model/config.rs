@@ -50,6 +50,35 @@ pub struct ModelConfig {
     pub qkv_bias: bool,
     /// Bias in the LM head.
     pub lm_head_bias: bool,
+    /// Low-rank adapters on the block's linear layers (see [`super::lora`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lora: Option<LoraConfig>,
+}
+
+/// A block linear layer LoRA can adapt, by its Hugging Face name (as PEFT's
+/// `target_modules`: `c_proj` is both attention's and the MLP's output projection).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
+pub enum LoraTarget {
+    CAttn,
+    CProj,
+    CFc,
+}
+
+/// Rank `r` adapters `W + (alpha / r) A^T B^T` on the `targets`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoraConfig {
+    pub rank: usize,
+    pub alpha: f32,
+    pub targets: Vec<LoraTarget>,
+}
+
+impl LoraConfig {
+    /// The factor on the low-rank product: `alpha / rank`.
+    pub fn scale(&self) -> f32 {
+        self.alpha / self.rank as f32
+    }
 }
 
 impl ModelConfig {
@@ -71,7 +100,18 @@ impl ModelConfig {
             return bad(format!("dropout must be in [0, 1), got {}", self.dropout));
         }
         if self.arch == Arch::Bigram {
-            return Ok(());
+            return match self.lora {
+                Some(_) => bad("LoRA adapts a GPT's linear layers; the bigram model has none".into()),
+                None => Ok(()),
+            };
+        }
+        if let Some(lora) = &self.lora
+            && (lora.rank == 0 || lora.targets.is_empty() || !lora.alpha.is_finite() || lora.alpha <= 0.0)
+        {
+            return bad(format!(
+                "--lora-rank must be at least 1, --lora-alpha a positive number and --lora-targets not empty (got rank {}, alpha {}, {} targets)",
+                lora.rank, lora.alpha, lora.targets.len()
+            ));
         }
         if self.n_layer == 0 || self.n_head == 0 || self.n_embd == 0 {
             return bad(format!(
@@ -108,6 +148,7 @@ mod tests {
             bias: true,
             qkv_bias: true,
             lm_head_bias: false,
+            lora: None,
         }
     }
 

@@ -22,6 +22,9 @@
 
 use super::activations::{Activations, NormActs, Purpose, Window};
 use super::block;
+use super::grads::Grads;
+use super::layers::Weights;
+use super::lora::LoraScratch;
 use super::config::{Arch, ModelConfig};
 use super::params::ParamLayout;
 use crate::backend::{Backend, Dropout};
@@ -51,6 +54,18 @@ pub(super) struct Pass<'p, B: Backend> {
     pub params: &'p B::Buf,
     pub window: Window,
     pub mode: Mode,
+    /// LoRA's scratch, shared with the activations (adapted models only).
+    pub lora: Option<std::sync::Arc<LoraScratch<B>>>,
+}
+
+impl<B: Backend> Pass<'_, B> {
+    /// The parameters as the linear layers read them.
+    pub fn weights(&self) -> Weights<'_, B> {
+        Weights {
+            params: self.params,
+            lora: self.lora.as_deref(),
+        }
+    }
 }
 
 impl Model {
@@ -105,6 +120,7 @@ impl Model {
             params,
             window,
             mode,
+            lora: acts.lora.clone(),
         };
         if self.config.arch == Arch::Bigram {
             return self.bigram_forward(&pass, acts);
@@ -155,7 +171,7 @@ impl Model {
         let (out, mean, rstd) = (out.at_mut(0, dst), mean.at_mut(0, dst), rstd.at_mut(0, dst));
         ln_f.forward(be, params, out, mean, rstd, x, dst.len(), c);
         let logits = a.logits.at_mut(0, dst);
-        head.forward(be, params, logits, a.ln_f.out.at(0, dst), dst.len());
+        head.forward(be, Weights::plain(params), logits, a.ln_f.out.at(0, dst), dst.len());
     }
 
     /// Mean cross-entropy of the logits left by [`Model::forward`] (training
@@ -201,7 +217,7 @@ impl Model {
         &self,
         be: &B,
         params: &B::Buf,
-        grads: &mut B::Buf,
+        grads: &mut Grads<B>,
         acts: &mut Activations<B>,
         targets: &[u32],
         window: Window,
@@ -215,17 +231,20 @@ impl Model {
             params,
             window,
             mode,
+            lora: acts.lora.clone(),
         };
         if self.config.arch == Arch::Bigram {
             let rows = window.rows();
-            let dtable = B::view_mut(grads, self.layout.wte.clone());
+            let Some(dtable) = grads.get(&self.layout.wte) else {
+                return mean_loss;
+            };
             let idx = B::ids_view(&acts.tokens, rows.into());
             let dlogits = acts.tensors.logits.at(0, rows);
             be.embedding_backward(dtable, None, dlogits, idx, 1, self.config.vocab_size);
             return mean_loss;
         }
         self.head_backward(&pass, grads, acts);
-        for l in (0..self.config.n_layer).rev() {
+        for l in (self.lowest_trained_block(grads)..self.config.n_layer).rev() {
             self.block_backward(&pass, l, grads, &acts.tensors, &mut acts.scratch);
         }
         self.embed_backward(&pass, grads, acts);
@@ -234,10 +253,23 @@ impl Model {
 
     /// Through the LM head and `ln_f`: leaves the gradient of the last
     /// block's output in `d_res`.
+    /// Backward stops above the blocks that neither train nor lead to a
+    /// tensor that does: frozen blocks over frozen embeddings (without LoRA,
+    /// whose adapters train in every block).
+    fn lowest_trained_block<B: Backend>(&self, grads: &Grads<B>) -> usize {
+        if self.config.lora.is_some() || !grads.is_frozen(&self.layout.wte) {
+            return 0;
+        }
+        let blocks = &self.layout.blocks;
+        (0..blocks.len())
+            .find(|&l| !grads.is_frozen(&(blocks[l].start()..blocks[l].start() + 1)))
+            .unwrap_or(blocks.len())
+    }
+
     fn head_backward<B: Backend>(
         &self,
         pass: &Pass<B>,
-        grads: &mut B::Buf,
+        grads: &mut Grads<B>,
         acts: &mut Activations<B>,
     ) {
         let (be, params) = (pass.be, pass.params);
@@ -250,7 +282,7 @@ impl Model {
         let (dlogits, ln_f_out) = (a.logits.at(0, rows), a.ln_f.out.at(0, rows));
         head.backward(
             be,
-            params,
+            Weights::plain(params),
             grads,
             s.d_ln.at_mut(0, rows),
             dlogits,
@@ -269,17 +301,22 @@ impl Model {
     fn embed_backward<B: Backend>(
         &self,
         pass: &Pass<B>,
-        grads: &mut B::Buf,
+        grads: &mut Grads<B>,
         acts: &mut Activations<B>,
     ) {
         let (be, w) = (pass.be, pass.window);
         let rows = w.rows();
+        if grads.is_frozen(&self.layout.wte) {
+            return;
+        }
         let d_encoded = &mut acts.scratch.d_res;
         if let Some(d) = self.dropout(pass.mode, 0) {
             be.dropout(d_encoded.at_mut(0, rows), d);
         }
         let lay = &self.layout;
-        let (dwte, dwpe) = B::view_pair_mut(grads, lay.wte.clone(), lay.wpe.clone());
+        let Some((dwte, dwpe)) = grads.pair(&lay.wte, &lay.wpe) else {
+            return; // frozen embeddings
+        };
         let idx = B::ids_view(&acts.tokens, rows.into());
         let c = self.config.n_embd;
         be.embedding_backward(dwte, Some(dwpe), d_encoded.at(0, rows), idx, w.t, c);
@@ -316,6 +353,7 @@ mod tests {
                 bias: true,
                 qkv_bias: false,
                 lm_head_bias: !tie,
+                lora: None,
             };
             let (be, model) = (Cpu::new(), Model::new(cfg).unwrap());
             let mut rng = Rng::new(5, 0);

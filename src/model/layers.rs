@@ -7,19 +7,58 @@
 //! dinp = dout @ W^T                [times act'(pre), in the epilogue]
 //! dW  += inp^T @ dout              db += sum_n dout[n, :]
 //! ```
+//! With LoRA the product uses `W_eff = W + s·AᵀBᵀ` and backward adds the
+//! adapters' gradients instead of `dW` (math in [`super::lora`]).
+//!
 //! Layer norm: one kernel each way (math in `backend/cpu/layernorm.rs`).
+//!
+//! A frozen tensor (before [`Grads::from`]) gets no gradient: its layer
+//! still passes the gradient of its input on.
 
+use super::grads::Grads;
+use super::lora::LoraScratch;
 use super::params::{LinearParams, NormParams, WeightLayout};
 use crate::backend::{Accumulate, Activation, Backend, Epilogue, Mat};
 
+/// What a layer reads its weights from: the flat parameters and, for
+/// adapted layers, the LoRA scratch its effective weight is formed in.
+pub struct Weights<'p, B: Backend> {
+    pub params: &'p B::Buf,
+    pub lora: Option<&'p LoraScratch<B>>,
+}
+
+impl<B: Backend> Clone for Weights<'_, B> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<B: Backend> Copy for Weights<'_, B> {}
+
+impl<'p, B: Backend> Weights<'p, B> {
+    /// Parameters without adapters.
+    pub fn plain(params: &'p B::Buf) -> Self {
+        Weights { params, lora: None }
+    }
+}
+
 impl LinearParams {
-    /// The weight as an `(IN, OUT)` matrix view (a transposed view for `OutIn`).
-    fn weight<'b, B: Backend>(&self, params: &'b B::Buf) -> Mat<B::View<'b>> {
-        let w = B::view(params, self.weight.clone());
-        match self.layout {
-            WeightLayout::InOut => Mat::new(w, self.fan_in, self.fan_out),
-            WeightLayout::OutIn => Mat::new(w, self.fan_out, self.fan_in).t(),
+    /// Run `f` with the weight as an `(IN, OUT)` matrix view (a transposed
+    /// view for `OutIn`; `W_eff` for an adapted layer).
+    fn with_weight<B: Backend, R>(
+        &self,
+        be: &B,
+        w: Weights<'_, B>,
+        f: impl FnOnce(Mat<B::View<'_>>) -> R,
+    ) -> R {
+        if let (Some(lora), Some(scratch)) = (&self.lora, w.lora) {
+            let shape = (self.weight.clone(), self.fan_in, self.fan_out);
+            return lora.with_weight(be, w.params, scratch, shape, f);
         }
+        let view = B::view(w.params, self.weight.clone());
+        f(match self.layout {
+            WeightLayout::InOut => Mat::new(view, self.fan_in, self.fan_out),
+            WeightLayout::OutIn => Mat::new(view, self.fan_out, self.fan_in).t(),
+        })
     }
 
     fn bias_of<'b, B: Backend>(&self, params: &'b B::Buf) -> Option<B::View<'b>> {
@@ -30,23 +69,19 @@ impl LinearParams {
     pub fn forward<B: Backend>(
         &self,
         be: &B,
-        params: &B::Buf,
+        w: Weights<'_, B>,
         out: B::ViewMut<'_>,
         inp: B::View<'_>,
         n: usize,
     ) {
-        let epilogue = match self.bias_of::<B>(params) {
+        let epilogue = match self.bias_of::<B>(w.params) {
             Some(bias) => Epilogue::Bias(bias),
             None => Epilogue::None,
         };
         let inp = Mat::new(inp, n, self.fan_in);
-        be.matmul(
-            out,
-            inp,
-            self.weight::<B>(params),
-            Accumulate::Overwrite,
-            epilogue,
-        );
+        self.with_weight(be, w, |weight| {
+            be.matmul(out, inp, weight, Accumulate::Overwrite, epilogue)
+        });
     }
 
     /// `pre = inp @ W + b` and `out = act(pre)`, both kept.
@@ -54,7 +89,7 @@ impl LinearParams {
     pub fn forward_activated<B: Backend>(
         &self,
         be: &B,
-        params: &B::Buf,
+        w: Weights<'_, B>,
         pre: B::ViewMut<'_>,
         out: B::ViewMut<'_>,
         inp: B::View<'_>,
@@ -62,45 +97,48 @@ impl LinearParams {
         act: Activation,
     ) {
         let epilogue = Epilogue::Activation {
-            bias: self.bias_of::<B>(params),
+            bias: self.bias_of::<B>(w.params),
             act,
             out,
         };
         let inp = Mat::new(inp, n, self.fan_in);
-        be.matmul(
-            pre,
-            inp,
-            self.weight::<B>(params),
-            Accumulate::Overwrite,
-            epilogue,
-        );
+        self.with_weight(be, w, |weight| {
+            be.matmul(pre, inp, weight, Accumulate::Overwrite, epilogue)
+        });
     }
 
     /// Overwrites `dinp` (with `through = Some((act, pre))`: the gradient of
     /// `pre`, whose activation was this layer's input) and accumulates into
-    /// the weight and bias gradients in `grads`.
+    /// the weight and bias gradients (or the adapters') in `grads`.
     #[allow(clippy::too_many_arguments)]
     pub fn backward<B: Backend>(
         &self,
         be: &B,
-        params: &B::Buf,
-        grads: &mut B::Buf,
+        w: Weights<'_, B>,
+        grads: &mut Grads<B>,
         dinp: B::ViewMut<'_>,
         dout: B::View<'_>,
         inp: B::View<'_>,
         n: usize,
         through: Option<(Activation, B::View<'_>)>,
     ) {
-        let (fan_in, fan_out) = (self.fan_in, self.fan_out);
-        let dout_mat = Mat::new(dout, n, fan_out);
+        let dout_mat = Mat::new(dout, n, self.fan_out);
         let epilogue = match through {
             Some((act, pre)) => Epilogue::ActivationGrad { act, pre },
             None => Epilogue::None,
         };
-        let w_t = self.weight::<B>(params).t();
-        be.matmul(dinp, dout_mat, w_t, Accumulate::Overwrite, epilogue);
-        let (dw, db) = pair_mut::<B>(grads, &self.weight, self.bias.as_ref());
-        let inp_mat = Mat::new(inp, n, fan_in);
+        self.with_weight(be, w, |weight| {
+            be.matmul(dinp, dout_mat, weight.t(), Accumulate::Overwrite, epilogue)
+        });
+        let inp_mat = Mat::new(inp, n, self.fan_in);
+        if let (Some(lora), Some(scratch)) = (&self.lora, w.lora)
+            && let Some(dadapters) = grads.pair(&lora.a, &lora.b)
+        {
+            lora.backward(be, w.params, scratch, dadapters, inp_mat, dout_mat);
+        }
+        let Some((dw, db)) = grads.weight_and_bias(&self.weight, self.bias.as_ref()) else {
+            return;
+        };
         match self.layout {
             WeightLayout::InOut => {
                 be.matmul(dw, inp_mat.t(), dout_mat, Accumulate::Add, Epilogue::None)
@@ -110,7 +148,7 @@ impl LinearParams {
             }
         }
         if let Some(db) = db {
-            be.bias_backward(db, dout, n, fan_out);
+            be.bias_backward(db, dout, n, self.fan_out);
         }
     }
 }
@@ -140,7 +178,7 @@ impl NormParams {
         &self,
         be: &B,
         params: &B::Buf,
-        grads: &mut B::Buf,
+        grads: &mut Grads<B>,
         dinp: B::ViewMut<'_>,
         dout: B::View<'_>,
         inp: B::View<'_>,
@@ -149,24 +187,11 @@ impl NormParams {
         c: usize,
     ) {
         let weight = B::view(params, self.weight.clone());
-        let (dw, db) = pair_mut::<B>(grads, &self.weight, self.bias.as_ref());
+        let (dw, db) = match grads.weight_and_bias(&self.weight, self.bias.as_ref()) {
+            Some((dw, db)) => (Some(dw), db),
+            None => (None, None),
+        };
         let (mean, rstd) = stats;
         be.layernorm_backward(dinp, dw, db, dout, inp, weight, mean, rstd, n, c);
-    }
-}
-
-/// Writable views of a weight's gradient and, when there is one, its bias's
-/// (stored after it).
-pub fn pair_mut<'g, B: Backend>(
-    grads: &'g mut B::Buf,
-    weight: &std::ops::Range<usize>,
-    bias: Option<&std::ops::Range<usize>>,
-) -> (B::ViewMut<'g>, Option<B::ViewMut<'g>>) {
-    match bias {
-        None => (B::view_mut(grads, weight.clone()), None),
-        Some(bias) => {
-            let (w, b) = B::view_pair_mut(grads, weight.clone(), bias.clone());
-            (w, Some(b))
-        }
     }
 }

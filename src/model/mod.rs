@@ -8,11 +8,15 @@ pub mod activations;
 pub mod block;
 pub mod config;
 pub mod gpt;
+pub mod grads;
 pub mod init;
 pub mod layers;
+pub mod lora;
 pub mod params;
 
 pub use activations::{Activations, Purpose, Window};
-pub use config::{Activation, Arch, ModelConfig, Norm};
+pub use config::{Activation, Arch, LoraConfig, LoraTarget, ModelConfig, Norm};
+pub use grads::Grads;
+pub use layers::Weights;
 pub use gpt::{Mode, Model};
 pub use params::{ParamLayout, TensorSpec, WeightLayout};

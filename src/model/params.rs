@@ -22,8 +22,14 @@
 //! | `lm_head.bias` (if enabled) | `(V)` | `lm_head.bias` |
 //!
 //! The bigram model has one tensor, `token_embedding_table.weight` `(V, V)`.
+//!
+//! With LoRA (see [`super::lora`]), the adapters follow every base tensor, for
+//! each layer `l` and target `m` (`attn.c_attn`, `attn.c_proj`, `mlp.c_fc`,
+//! `mlp.c_proj`), named as PEFT names them under `base_model.model.`:
+//! `transformer.h.{l}.{m}.lora_A.weight` `(r, IN)` and `...lora_B.weight` `(OUT, r)`.
 
-use super::config::{Arch, ModelConfig};
+use super::config::{Arch, LoraTarget, ModelConfig};
+use super::lora::LoraParams;
 use std::ops::Range;
 
 /// One named tensor: its shape and where it sits in the flat buffers.
@@ -67,6 +73,8 @@ pub struct LinearParams {
     pub fan_in: usize,
     pub fan_out: usize,
     pub layout: WeightLayout,
+    /// Low-rank adapters, when LoRA targets this layer.
+    pub lora: Option<LoraParams>,
 }
 
 /// One transformer block.
@@ -85,6 +93,8 @@ pub struct BlockParams {
 pub struct ParamLayout {
     pub tensors: Vec<TensorSpec>,
     pub total: usize,
+    /// The end of the base model's tensors (= `total` without LoRA; the adapters follow).
+    pub base_total: usize,
     /// Token embedding (GPT) or the bigram table.
     pub wte: Range<usize>,
     pub wpe: Range<usize>,
@@ -131,7 +141,35 @@ impl Builder {
             fan_in,
             fan_out,
             layout: WeightLayout::InOut,
+            lora: None,
         }
+    }
+
+    /// Append `linear`'s adapters, named after its weight.
+    fn adapt(&mut self, linear: &mut LinearParams, rank: usize, scale: f32) {
+        let prefix = self.tensors[self.tensors.iter().position(|t| t.range == linear.weight).expect("the weight is laid out")]
+            .name
+            .trim_end_matches(".weight")
+            .to_string();
+        let a = self.add(format!("{prefix}.lora_A.weight"), &[rank, linear.fan_in]);
+        let b = self.add(format!("{prefix}.lora_B.weight"), &[linear.fan_out, rank]);
+        linear.lora = Some(LoraParams { a, b, rank, scale });
+    }
+}
+
+impl BlockParams {
+    /// The linear layers a LoRA target names in this block.
+    fn targets_mut(&mut self, target: LoraTarget) -> Vec<&mut LinearParams> {
+        match target {
+            LoraTarget::CAttn => vec![&mut self.c_attn],
+            LoraTarget::CProj => vec![&mut self.attn_proj, &mut self.mlp_proj],
+            LoraTarget::CFc => vec![&mut self.c_fc],
+        }
+    }
+
+    /// The first parameter of the block (its first layer norm's gain).
+    pub fn start(&self) -> usize {
+        self.ln_1.weight.start
     }
 }
 
@@ -147,6 +185,7 @@ impl ParamLayout {
             return ParamLayout {
                 tensors: b.tensors,
                 total: b.total,
+                base_total: b.total,
                 wte,
                 wpe: 0..0,
                 blocks: Vec::new(),
@@ -156,7 +195,7 @@ impl ParamLayout {
         }
         let wte = b.add("transformer.wte.weight".into(), &[v, c]);
         let wpe = b.add("transformer.wpe.weight".into(), &[cfg.block_size, c]);
-        let blocks = (0..cfg.n_layer)
+        let mut blocks: Vec<BlockParams> = (0..cfg.n_layer)
             .map(|l| {
                 let p = format!("transformer.h.{l}");
                 BlockParams {
@@ -177,10 +216,22 @@ impl ParamLayout {
             fan_in: c,
             fan_out: v,
             layout: WeightLayout::OutIn,
+            lora: None,
         });
+        let base_total = b.total;
+        if let Some(lora) = &cfg.lora {
+            for block in &mut blocks {
+                for target in &lora.targets {
+                    for linear in block.targets_mut(*target) {
+                        b.adapt(linear, lora.rank, lora.scale());
+                    }
+                }
+            }
+        }
         ParamLayout {
             tensors: b.tensors,
             total: b.total,
+            base_total,
             wte,
             wpe,
             blocks,
@@ -215,6 +266,7 @@ mod tests {
             bias: true,
             qkv_bias: true,
             lm_head_bias: false,
+            lora: None,
         };
         let layout = ParamLayout::new(&cfg);
         assert_eq!(layout.total, 124_439_808);

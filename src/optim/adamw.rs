@@ -1,5 +1,6 @@
 //! AdamW's state and settings: the two moments (laid out like the
-//! parameters), the update count, and which tensors decay. The update itself
+//! trainable parameters: those from `from` on, see [`crate::model::Grads`]),
+//! the update count, and which tensors decay. The update itself
 //! is the backend's kernel (its math: `backend/cpu/adamw.rs`).
 
 use crate::backend::{AdamWStep, Backend, ParamGroup};
@@ -22,31 +23,40 @@ pub struct AdamW<B: Backend> {
     pub v: B::Buf,
     /// Number of updates applied so far.
     pub step: u64,
-    /// Each tensor's range and whether weight decay applies to it (matrices
-    /// decay; biases and layer-norm gains do not).
+    /// Each trainable tensor's range (counted from `from`) and whether weight
+    /// decay applies to it (matrices decay; biases and layer-norm gains do not).
     groups: Vec<ParamGroup>,
+    /// The first trained parameter; those before it are frozen.
+    pub from: usize,
 }
 
-fn groups(tensors: &[TensorSpec]) -> Vec<ParamGroup> {
+fn groups(tensors: &[TensorSpec], from: usize) -> Vec<ParamGroup> {
     tensors
         .iter()
+        .filter(|t| t.range.start >= from)
         .map(|t| ParamGroup {
-            range: t.range.clone(),
+            range: t.range.start - from..t.range.end - from,
             decays: t.decays(),
         })
         .collect()
 }
 
+/// Number of trained parameters: those of `tensors` from `from` on.
+fn trained(tensors: &[TensorSpec], from: usize) -> usize {
+    tensors.iter().map(|t| t.range.end).max().unwrap_or(0).saturating_sub(from)
+}
+
 impl<B: Backend> AdamW<B> {
-    /// Fresh state (zero moments) for the parameters `tensors` lay out.
-    pub fn new(be: &B, config: AdamWConfig, tensors: &[TensorSpec]) -> Result<Self> {
-        let total = tensors.iter().map(|t| t.range.end).max().unwrap_or(0);
+    /// Fresh state (zero moments) for the parameters `tensors` lay out, from `from` on.
+    pub fn new(be: &B, config: AdamWConfig, tensors: &[TensorSpec], from: usize) -> Result<Self> {
+        let total = trained(tensors, from);
         Ok(AdamW {
             config,
             m: be.zeros(total)?,
             v: be.zeros(total)?,
             step: 0,
-            groups: groups(tensors),
+            groups: groups(tensors, from),
+            from,
         })
     }
 
@@ -55,13 +65,14 @@ impl<B: Backend> AdamW<B> {
         be: &B,
         config: AdamWConfig,
         tensors: &[TensorSpec],
+        from: usize,
         (m, v): (Vec<f32>, Vec<f32>),
         step: u64,
     ) -> Result<Self> {
-        let total = tensors.iter().map(|t| t.range.end).max().unwrap_or(0);
+        let total = trained(tensors, from);
         if m.len() != total || v.len() != total {
             return Err(Error::Data(format!(
-                "saved AdamW moments hold {} and {} values, the model has {total} parameters",
+                "saved AdamW moments hold {} and {} values, the model trains {total} parameters",
                 m.len(),
                 v.len()
             )));
@@ -71,11 +82,13 @@ impl<B: Backend> AdamW<B> {
             m: be.upload(m)?,
             v: be.upload(v)?,
             step,
-            groups: groups(tensors),
+            groups: groups(tensors, from),
+            from,
         })
     }
 
-    /// One update with learning rate `lr`. If `grad_clip > 0`, gradients are
+    /// One update of the trained parameters (`from` on) with learning rate
+    /// `lr`; `grads` holds their gradients only. If `grad_clip > 0`, gradients are
     /// first scaled so their norm is at most `grad_clip`. Returns the gradient
     /// norm before clipping.
     pub fn update(
@@ -97,9 +110,9 @@ impl<B: Backend> AdamW<B> {
             grad_clip,
             t: self.step,
         };
-        let n = B::len(params);
+        let (n, from) = (B::len(grads), self.from);
         be.adamw(
-            B::view_mut(params, 0..n),
+            B::view_mut(params, from..from + n),
             B::view(grads, 0..n),
             B::view_mut(&mut self.m, 0..n),
             B::view_mut(&mut self.v, 0..n),

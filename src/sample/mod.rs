@@ -240,6 +240,7 @@ mod tests {
             bias: true,
             qkv_bias: true,
             lm_head_bias: false,
+            lora: None,
         };
         let model = Model::new(cfg).unwrap();
         let mut rng = Rng::new(11, 0);

@@ -1023,6 +1023,10 @@ impl Tokenizer for BpeTokenizer {
         self.special_id("<|endoftext|>")
     }
 
+    fn with_specials(&self, names: &[&str]) -> Result<Box<dyn Tokenizer>> {
+        Ok(Box::new(self.with_added_specials(names)?))
+    }
+
     fn special_token(&self, content: &str) -> Option<u32> {
         self.special_id(content)
     }

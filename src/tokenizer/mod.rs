@@ -46,6 +46,15 @@ pub trait Tokenizer: Send + Sync {
     fn encode_ordinary(&self, text: &str) -> Result<Vec<u32>> {
         self.encode(text)
     }
+    /// A copy with special tokens appended (those missing) at ids
+    /// `vocab_size()..`: how fine-tuning adds the chat template's tokens.
+    fn with_specials(&self, names: &[&str]) -> Result<Box<dyn Tokenizer>> {
+        let _ = names;
+        Err(Error::Config(format!(
+            "the {} tokenizer cannot add special tokens; conversations (--sft) need a BPE tokenizer such as GPT-2's",
+            self.kind()
+        )))
+    }
     /// Write the tokenizer as a Hugging Face `tokenizer.json` (atomically).
     fn save(&self, path: &Path) -> Result<()>;
 

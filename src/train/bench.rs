@@ -37,7 +37,7 @@ pub fn bench<B: Backend>(
     let tokens: Vec<u32> = (0..(config.model.block_size + 1) * 64)
         .map(|_| rng.below(vocab_size as u64) as u32)
         .collect();
-    let mut trainer = Trainer::new(be, &config, &tokens, &tokens, None)?;
+    let mut trainer = Trainer::new(be, &config, (&tokens, &tokens), None, None)?;
     let mut times = Vec::with_capacity(steps as usize);
     for step in 0..warmup + steps {
         let t0 = Instant::now();

@@ -4,6 +4,7 @@
 //! ([`TrainOverrides`]).
 
 use super::presets::Preset;
+use crate::finetune::FineTune;
 use crate::error::{Error, Result};
 use crate::model::{Activation, Arch, ModelConfig, Norm};
 use crate::optim::{AdamWConfig, LrSchedule, ScheduleKind};
@@ -46,6 +47,12 @@ pub struct TrainConfig {
     pub eval_iters: u64,
     pub checkpoint_interval: u64,
     pub seed: u64,
+    /// Set when the run fine-tunes a parent model (`--init-from`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finetune: Option<FineTune>,
+    /// The data is conversations (`--sft`): the loss counts the assistant's tokens only.
+    #[serde(default)]
+    pub sft: bool,
 }
 
 fn default_tokenizer() -> TokenizerSpec {

@@ -98,3 +98,19 @@ fn split(tokens: Vec<u32>, val_fraction: f64) -> (Vec<u32>, Vec<u32>) {
     let val = train.split_off(train.len() - n_val.min(train.len()));
     (train, val)
 }
+
+/// Conversations for supervised fine-tuning (`--sft`), rendered with the
+/// chat template and packed (see [`crate::finetune::sft`]).
+pub fn conversations(
+    path: &Path,
+    tokenizer: &dyn Tokenizer,
+    val_fraction: f64,
+    block_size: usize,
+) -> Result<Corpus> {
+    let template = crate::chat::template::ChatTemplate::from_tokenizer(tokenizer).ok_or_else(|| {
+        Error::Config("the tokenizer has no chat template tokens (<|user|>, ...)".into())
+    })?;
+    let examples = crate::finetune::sft::read(path, tokenizer, &template)?;
+    let (train, val) = crate::finetune::sft::pack(examples, val_fraction, block_size + 2);
+    Ok(Corpus::Text { train, val })
+}

@@ -31,6 +31,7 @@ pub use trainer::{Split, Trainer};
 
 use crate::backend::Backend;
 use crate::checkpoint::{self, TrainState};
+use crate::finetune;
 use crate::error::{Error, Result};
 use crate::model::ModelConfig;
 use crate::tokenizer::{self, Tokenizer};
@@ -40,17 +41,33 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-/// A new run, or the continuation of the one in the output directory.
+/// A new run, a fine-tune of a trained model, or the continuation of the
+/// run in the output directory.
 pub enum Start {
     New(TrainConfig),
+    FineTune(FineTuneRequest),
     /// Continue from the last checkpoint, with the saved configuration changed
     /// by these overrides, applied in order (training options only, e.g. `max_iters`).
     Resume(Vec<TrainOverrides>),
 }
 
+/// What `train --init-from` asks for.
+pub struct FineTuneRequest {
+    /// The training options (the `finetune` preset, a TOML file, flags).
+    pub config: TrainConfig,
+    /// The overrides as given: model-shape flags are refused (the parent decides the shape).
+    pub given: TrainOverrides,
+    /// A run, a Hugging Face folder, or a model name in the local cache.
+    pub init_from: String,
+    pub freeze_embeddings: bool,
+    pub freeze_layers: usize,
+    pub lora: Option<crate::model::LoraConfig>,
+}
+
 /// What to train, where to write it, and how to report.
 pub struct TrainJob<'a> {
-    /// The corpus; `None` means the built-in demo corpus (or, on resume, the run's own corpus).
+    /// The corpus (with `config.sft`: a JSON Lines file of conversations);
+    /// `None` means the built-in demo corpus (or, on resume, the run's own corpus).
     pub data: Option<PathBuf>,
     pub out: PathBuf,
     pub start: Start,
@@ -75,8 +92,12 @@ pub struct TrainSummary {
 struct Plan {
     config: TrainConfig,
     data: Option<PathBuf>,
-    /// A resumed run's tokenizer and checkpoint; `None` for a new run.
-    resumed: Option<(Box<dyn Tokenizer>, TrainState)>,
+    /// The tokenizer, when it is not made from the corpus (resume, fine-tune).
+    tokenizer: Option<Box<dyn Tokenizer>>,
+    /// A fine-tune's starting weights.
+    start: Option<Vec<f32>>,
+    /// A resumed run's checkpoint.
+    state: Option<TrainState>,
 }
 
 impl Plan {
@@ -85,7 +106,9 @@ impl Plan {
         Ok(Plan {
             config: config.clone(),
             data,
-            resumed: None,
+            tokenizer: None,
+            start: None,
+            state: None,
         })
     }
 
@@ -117,8 +140,10 @@ impl Plan {
             )));
         }
         config.model = saved;
-        let n_params = crate::model::ParamLayout::new(&config.model).total;
-        let state = checkpoint::load_train_state(out, n_params)?;
+        let layout = crate::model::ParamLayout::new(&config.model);
+        let lora = config.model.lora.is_some();
+        let from = finetune::trainable_from(config.finetune.as_ref(), &layout, lora)?;
+        let state = checkpoint::load_train_state(out, layout.total - from)?;
         if state.step >= config.max_iters {
             return Err(Error::Config(format!(
                 "{} is already trained for {} iterations; pass a larger --max-iters to continue",
@@ -126,13 +151,110 @@ impl Plan {
                 state.step
             )));
         }
+        let start = match &config.finetune {
+            Some(ft) => {
+                let parent = finetune::reload_parent(&ft.init_from)?;
+                Some(fine_tune_start((&parent.model, &parent.params), &config)?)
+            }
+            None => None,
+        };
         let tokenizer = tokenizer::load(&out.join(checkpoint::TOKENIZER_FILE))?;
         Ok(Plan {
             config,
             data: data.or(run.data),
-            resumed: Some((tokenizer, state)),
+            tokenizer: Some(tokenizer),
+            start,
+            state: Some(state),
         })
     }
+
+    /// A fine-tune of the model `req.init_from` names: its shape, its
+    /// tokenizer (with the chat tokens added for conversations), its weights.
+    fn fine_tune(req: &FineTuneRequest, data: Option<PathBuf>) -> Result<Self> {
+        let parent = finetune::load_parent(&req.init_from)?;
+        let mut config = fine_tune_config(req, &parent)?;
+        let finetune::Loaded {
+            model,
+            params,
+            tokenizer,
+            ..
+        } = parent;
+        let tokenizer = match config.sft {
+            true => tokenizer.with_specials(&crate::chat::template::SPECIAL_TOKENS)?,
+            false => tokenizer,
+        };
+        config.model.vocab_size = config.model.vocab_size.max(tokenizer.vocab_size());
+        config.validate()?;
+        let start = fine_tune_start((&model, &params), &config)?;
+        Ok(Plan {
+            config,
+            data,
+            tokenizer: Some(tokenizer),
+            start: Some(start),
+            state: None,
+        })
+    }
+}
+
+/// The fine-tune's configuration: the parent's model (context and dropout
+/// may change) and the requested training options.
+fn fine_tune_config(req: &FineTuneRequest, parent: &finetune::Loaded) -> Result<TrainConfig> {
+    let g = &req.given;
+    let shape_flags = [
+        ("--tokenizer", g.tokenizer.is_some()),
+        ("--arch", g.arch.is_some()),
+        ("--n-layer", g.n_layer.is_some()),
+        ("--n-head", g.n_head.is_some()),
+        ("--n-embd", g.n_embd.is_some()),
+        ("--norm", g.norm.is_some()),
+        ("--activation", g.activation.is_some()),
+        ("--tie-embeddings", g.tie_embeddings.is_some()),
+        ("--bias", g.bias.is_some()),
+        ("--qkv-bias", g.qkv_bias.is_some()),
+        ("--lm-head-bias", g.lm_head_bias.is_some()),
+    ];
+    if let Some((flag, _)) = shape_flags.iter().find(|(_, given)| *given) {
+        return Err(Error::Config(format!(
+            "{flag} cannot be used with --init-from: a fine-tune keeps its parent's model and \
+             tokenizer ({}), whose weights are tied to their shapes and token ids",
+            parent.parent.path.display()
+        )));
+    }
+    let mut config = req.config.clone();
+    let parent_block = parent.model.config.block_size;
+    let block = match g.block_size {
+        Some(b) if b > parent_block => {
+            return Err(Error::Config(format!(
+                "--block {b} is longer than the parent's context of {parent_block} positions"
+            )));
+        }
+        Some(b) => b,
+        None => config.model.block_size.min(parent_block),
+    };
+    config.model = ModelConfig {
+        block_size: block,
+        dropout: config.model.dropout,
+        lora: req.lora.clone(),
+        ..parent.model.config.clone()
+    };
+    config.tokenizer = tokenizer::TokenizerSpec::File(parent.parent.path.join(checkpoint::TOKENIZER_FILE));
+    config.finetune = Some(finetune::FineTune {
+        init_from: parent.parent.clone(),
+        freeze_embeddings: req.freeze_embeddings,
+        freeze_layers: req.freeze_layers,
+    });
+    let layout = crate::model::ParamLayout::new(&config.model);
+    finetune::trainable_from(config.finetune.as_ref(), &layout, req.lora.is_some())?;
+    Ok(config)
+}
+
+/// The starting weights of the fine-tune `config` describes.
+fn fine_tune_start(
+    (parent, params): (&crate::model::Model, &[f32]),
+    config: &TrainConfig,
+) -> Result<Vec<f32>> {
+    let model = crate::model::Model::new(config.model.clone())?;
+    finetune::start_params(parent, params, &model, config.seed)
 }
 
 /// Run (or resume) training on backend `be`. Writes checkpoints and
@@ -141,38 +263,26 @@ pub fn train<B: Backend>(be: &B, job: TrainJob) -> Result<TrainSummary> {
     let out = job.out.as_path();
     let plan = match &job.start {
         Start::New(config) => Plan::new(config, job.data.clone())?,
+        Start::FineTune(req) => Plan::fine_tune(req, job.data.clone())?,
         Start::Resume(overrides) => Plan::resume(out, overrides, job.data.clone())?,
     };
     let Plan {
         mut config,
         data,
-        resumed,
+        tokenizer,
+        start,
+        state,
     } = plan;
-    let source = corpus::open(data.as_deref())?;
-    let (tokenizer, state) = match resumed {
-        Some((tokenizer, state)) => (tokenizer, Some(state)),
-        None => (
-            corpus::new_tokenizer(&source, &config.tokenizer, data.as_deref())?,
-            None,
-        ),
-    };
-    let (corpus, vocab_size) = corpus::tokenize(source, tokenizer.as_ref(), config.val_fraction)?;
-    if state.is_some() && vocab_size != config.model.vocab_size {
-        return Err(Error::Config(format!(
-            "{}: the data needs a vocabulary of {vocab_size} tokens, the run's model has {}",
-            out.display(),
-            config.model.vocab_size
-        )));
-    }
-    config.model.vocab_size = vocab_size;
+    let (corpus, tokenizer) = read_corpus(&mut config, data.as_deref(), tokenizer, state.is_some())?;
     let (train_tokens, val_tokens) = corpus.splits();
     let resumed_at = state.as_ref().map(|s| (s.step, s.elapsed_s));
-    let trainer = Trainer::new(be, &config, train_tokens, val_tokens, state)?;
+    let trainer = Trainer::new(be, &config, (train_tokens, val_tokens), start, state)?;
     RunFile::new(data.as_deref(), &config).write(out, tokenizer.as_ref())?;
     let progress = Progress::new(job.progress, trainer.steps_done(), config.max_iters);
     progress.line(format!(
-        "{} parameters, vocabulary {}, {} training / {} validation tokens, {} threads",
+        "{} parameters ({} trained), vocabulary {}, {} training / {} validation tokens, {} threads",
         trainer.model.num_params(),
+        trainer.trained_params(),
         tokenizer.vocab_size(),
         train_tokens.len(),
         val_tokens.len(),
@@ -194,6 +304,42 @@ pub fn train<B: Backend>(be: &B, job: TrainJob) -> Result<TrainSummary> {
         },
     };
     session.run(trainer)
+}
+
+/// Read and encode the corpus (conversations with `config.sft`), with the
+/// given tokenizer or one made for it; sets a new run's vocabulary size.
+fn read_corpus(
+    config: &mut TrainConfig,
+    data: Option<&Path>,
+    tokenizer: Option<Box<dyn Tokenizer>>,
+    resumed: bool,
+) -> Result<(corpus::Corpus, Box<dyn Tokenizer>)> {
+    if config.sft {
+        let path = data.ok_or_else(|| Error::Config("--sft needs a JSON Lines file".into()))?;
+        let tokenizer = tokenizer.ok_or_else(|| {
+            Error::Config("--sft fine-tunes a trained model: give --init-from".into())
+        })?;
+        let block = config.model.block_size;
+        let corpus = corpus::conversations(path, tokenizer.as_ref(), config.val_fraction, block)?;
+        return Ok((corpus, tokenizer));
+    }
+    let source = corpus::open(data)?;
+    let fixed_vocab = tokenizer.is_some();
+    let tokenizer = match tokenizer {
+        Some(t) => t,
+        None => corpus::new_tokenizer(&source, &config.tokenizer, data)?,
+    };
+    let (corpus, vocab_size) = corpus::tokenize(source, tokenizer.as_ref(), config.val_fraction)?;
+    if (resumed || fixed_vocab) && vocab_size > config.model.vocab_size {
+        return Err(Error::Config(format!(
+            "the data needs a vocabulary of {vocab_size} tokens, the model has {}",
+            config.model.vocab_size
+        )));
+    }
+    if !fixed_vocab {
+        config.model.vocab_size = vocab_size;
+    }
+    Ok((corpus, tokenizer))
 }
 
 /// One session of training: the loop and what it reports.

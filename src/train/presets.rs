@@ -22,6 +22,9 @@ pub enum Preset {
     CharBaby,
     /// GPT-2 124M with the GPT-2 tokenizer, nanoGPT's train_gpt2 settings.
     Gpt2,
+    /// Fine-tuning (the default with --init-from): the parent's model, block
+    /// up to 256, batch 4, lr 5e-5 (2e-4 with LoRA), 500 iterations, no dropout.
+    Finetune,
 }
 
 impl Preset {
@@ -33,6 +36,7 @@ impl Preset {
             Preset::CharCpu => char_cpu(),
             Preset::CharBaby => char_baby(),
             Preset::Gpt2 => gpt2(),
+            Preset::Finetune => finetune(),
         };
         TrainConfig {
             preset: self,
@@ -69,6 +73,7 @@ fn char_cpu() -> TrainConfig {
             bias: false,
             qkv_bias: false,
             lm_head_bias: false,
+            lora: None,
         },
         batch_size: 12,
         val_fraction: 0.1,
@@ -88,6 +93,8 @@ fn char_cpu() -> TrainConfig {
         eval_iters: 20,
         checkpoint_interval: 250,
         seed: 1337,
+        finetune: None,
+        sft: false,
     }
 }
 
@@ -125,6 +132,7 @@ fn course() -> TrainConfig {
             bias: true,
             qkv_bias: false,
             lm_head_bias: true,
+            lora: None,
             ..base.model
         },
         batch_size: 8,
@@ -216,5 +224,31 @@ mod tests {
             (12, 768, 1024)
         );
         assert_eq!(c.tokenizer, TokenizerSpec::Gpt2);
+    }
+}
+
+/// Fine-tuning a pretrained model on a small data set (the model fields are
+/// replaced by the parent's; the block is capped at 256 unless `--block` says).
+fn finetune() -> TrainConfig {
+    let base = char_cpu();
+    TrainConfig {
+        preset: Preset::Finetune,
+        model: ModelConfig {
+            block_size: 256,
+            dropout: 0.0,
+            ..base.model
+        },
+        batch_size: 4,
+        val_fraction: 0.1,
+        max_iters: 500,
+        lr: 5e-5,
+        min_lr: 5e-6,
+        warmup_iters: 20,
+        grad_clip: 1.0,
+        weight_decay: 0.0,
+        eval_interval: 50,
+        eval_iters: 20,
+        checkpoint_interval: 100,
+        ..base
     }
 }

@@ -7,12 +7,13 @@
 //! draws exactly what it drew the first time.
 
 use super::config::TrainConfig;
-use crate::backend::Backend;
+use crate::backend::{Backend, IGNORE_TARGET};
+use crate::finetune::sft::PROMPT_BIT;
 use crate::checkpoint::{self, TrainState};
 use crate::data::TokenSource;
 use crate::data::sampler::BatchSampler;
 use crate::error::{Error, Result};
-use crate::model::{Activations, Mode, Model, Window};
+use crate::model::{Activations, Grads, Mode, Model, Window};
 use crate::optim::AdamW;
 use crate::rng::mix64;
 use std::path::Path;
@@ -20,6 +21,25 @@ use std::path::Path;
 const STREAM_TRAIN: u64 = 1;
 const STREAM_EVAL_TRAIN: u64 = 2;
 const STREAM_EVAL_VAL: u64 = 3;
+
+/// Conversations mark the targets the loss skips (see
+/// [`crate::finetune::sft`]): clear the mark from the inputs, turn marked
+/// targets into [`IGNORE_TARGET`]. Returns the number of counted targets.
+fn unmark_prompts(sft: bool, inputs: &mut [u32], targets: &mut [u32]) -> usize {
+    if !sft {
+        return targets.len();
+    }
+    inputs.iter_mut().for_each(|id| *id &= !PROMPT_BIT);
+    let mut counted = 0;
+    for id in targets.iter_mut() {
+        if *id & PROMPT_BIT != 0 {
+            *id = IGNORE_TARGET;
+        } else {
+            counted += 1;
+        }
+    }
+    counted
+}
 
 /// Which split an evaluation reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,7 +55,7 @@ pub struct Trainer<'a, B: Backend> {
     pub model: Model,
     pub config: TrainConfig,
     params: B::Buf,
-    grads: B::Buf,
+    grads: Grads<B>,
     opt: AdamW<B>,
     acts: Activations<B>,
     inputs: Vec<u32>,
@@ -47,33 +67,42 @@ pub struct Trainer<'a, B: Backend> {
 
 impl<'a, B: Backend> Trainer<'a, B> {
     /// Start training `config.model` (its vocabulary size set) from
-    /// `resumed`, or from fresh weights (seeded by `config.seed`).
+    /// `start` (a fine-tune's starting weights; `None`: fresh weights seeded
+    /// by `config.seed`), continued from `resumed` if given: its parameters
+    /// replace the trained ones (all, or a fine-tune's unfrozen tail).
     pub fn new(
         be: &'a B,
         config: &TrainConfig,
-        train: &'a dyn TokenSource,
-        val: &'a dyn TokenSource,
+        (train, val): (&'a dyn TokenSource, &'a dyn TokenSource),
+        start: Option<Vec<f32>>,
         resumed: Option<TrainState>,
     ) -> Result<Self> {
         let model = Model::new(config.model.clone())?;
         let (b, t, seed) = (config.batch_size, config.model.block_size, config.seed);
         let train = BatchSampler::new(train, b, t, seed, "training")?;
         let val = BatchSampler::new(val, b, t, seed, "validation")?;
-        let adamw = config.adamw();
-        let (params, opt) = match resumed {
+        let (adamw, tensors) = (config.adamw(), &model.layout.tensors);
+        let lora = config.model.lora.is_some();
+        let from = crate::finetune::trainable_from(config.finetune.as_ref(), &model.layout, lora)?;
+        let mut params = start.unwrap_or_else(|| model.init_params(seed));
+        let opt = match resumed {
             Some(state) => {
-                let moments = (state.m, state.v);
-                let opt = AdamW::from_state(be, adamw, &model.layout.tensors, moments, state.step)?;
-                (be.upload(state.params)?, opt)
+                if state.params.len() != params.len() - from {
+                    return Err(Error::Data(format!(
+                        "the checkpoint holds {} trained parameters, this run trains {}",
+                        state.params.len(),
+                        params.len() - from
+                    )));
+                }
+                params[from..].copy_from_slice(&state.params);
+                AdamW::from_state(be, adamw, tensors, from, (state.m, state.v), state.step)?
             }
-            None => (
-                be.upload(model.init_params(seed))?,
-                AdamW::new(be, adamw, &model.layout.tensors)?,
-            ),
+            None => AdamW::new(be, adamw, tensors, from)?,
         };
+        let params = be.upload(params)?;
         Ok(Trainer {
             be,
-            grads: be.zeros(model.num_params())?,
+            grads: Grads::new(be, from, model.num_params())?,
             acts: Activations::training(be, &model.config, b, t)?,
             inputs: vec![0; b * t],
             targets: vec![0; b * t],
@@ -85,6 +114,11 @@ impl<'a, B: Backend> Trainer<'a, B> {
             train,
             val,
         })
+    }
+
+    /// Parameters the optimizer updates (all, or a fine-tune's unfrozen ones).
+    pub fn trained_params(&self) -> usize {
+        self.model.num_params() - self.grads.from
     }
 
     /// Updates applied so far (the step a resumed run continues from).
@@ -100,7 +134,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
             .inputs
             .iter()
             .chain(&self.targets)
-            .find(|&&id| id as usize >= v)
+            .find(|&&id| id as usize >= v && id != IGNORE_TARGET)
         {
             Some(id) => Err(Error::Data(format!(
                 "token id {id} in the data is outside the vocabulary of {v} tokens"
@@ -119,14 +153,16 @@ impl<'a, B: Backend> Trainer<'a, B> {
         let (be, cfg) = (self.be, &self.config);
         let (b, t, accum) = (cfg.batch_size, cfg.model.block_size, cfg.grad_accum);
         let window = Window::batch(b, t);
-        let n = self.model.num_params();
-        be.fill(B::view_mut(&mut self.grads, 0..n), 0.0);
-        let dloss = 1.0 / (b * t * accum) as f32;
+        let n = B::len(&self.grads.buf);
+        be.fill(B::view_mut(&mut self.grads.buf, 0..n), 0.0);
         let mut loss = 0.0;
         for micro in 0..accum as u64 {
             let stream = STREAM_TRAIN + micro * 16;
             self.train
                 .fill(stream, step, &mut self.inputs, &mut self.targets);
+            // Each micro-batch's mean loss weighs 1 / accum (b * t counted targets in pretraining).
+            let counted = unmark_prompts(cfg.sft, &mut self.inputs, &mut self.targets).max(1);
+            let dloss = 1.0 / (counted * accum) as f32;
             self.check_token_ids()?;
             let mode = Mode::Train {
                 seed: self.dropout_seed,
@@ -139,7 +175,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
         }
         let lr = cfg.schedule().at(step);
         self.opt
-            .update(be, &mut self.params, &self.grads, lr, cfg.grad_clip);
+            .update(be, &mut self.params, &self.grads.buf, lr, cfg.grad_clip);
         Ok(loss / accum as f32)
     }
 
@@ -164,6 +200,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
                 &mut self.inputs,
                 &mut self.targets,
             );
+            unmark_prompts(self.config.sft, &mut self.inputs, &mut self.targets);
             self.check_token_ids()?;
             let (model, acts) = (&self.model, &mut self.acts);
             model.forward(be, &self.params, acts, &self.inputs, window, Mode::Eval);
@@ -172,15 +209,23 @@ impl<'a, B: Backend> Trainer<'a, B> {
         Ok((total / iters as f64) as f32)
     }
 
-    /// Write the model files and the training state into the run directory `out`.
+    /// Write the model files (a LoRA run: its adapters) and the training
+    /// state (the trained parameters) into the run directory `out`.
     pub fn save(&self, out: &Path, elapsed_s: f64, eot_token: Option<u32>) -> Result<()> {
-        let (be, n) = (self.be, self.model.num_params());
-        let all = |buf| B::view(buf, 0..n);
-        be.on_host(all(&self.params), |params| {
-            checkpoint::save_model(out, &self.model, params, eot_token)?;
-            be.on_host(all(&self.opt.m), |m| {
-                be.on_host(all(&self.opt.v), |v| {
-                    checkpoint::save_train_state(out, self.opt.step, elapsed_s, params, m, v)
+        let (be, n, from) = (self.be, self.model.num_params(), self.grads.from);
+        let moments = |buf| B::view(buf, 0..n - from);
+        be.on_host(B::view(&self.params, 0..n), |params| {
+            match (&self.config.finetune, self.model.config.lora.is_some()) {
+                (Some(ft), true) => {
+                    let parent = &ft.init_from.path;
+                    crate::finetune::adapters::save_adapters(out, &self.model, params, parent, eot_token)?
+                }
+                _ => checkpoint::save_model(out, &self.model, params, eot_token)?,
+            }
+            be.on_host(moments(&self.opt.m), |m| {
+                be.on_host(moments(&self.opt.v), |v| {
+                    let trained = &params[from..];
+                    checkpoint::save_train_state(out, self.opt.step, elapsed_s, trained, m, v)
                 })
             })
         })

@@ -47,11 +47,12 @@ pub fn forward(
         });
 }
 
-/// Accumulates into `dinp` (it is a residual stream's gradient), `dweight` and `dbias`.
+/// Accumulates into `dinp` (it is a residual stream's gradient), `dweight` and
+/// `dbias`; a frozen norm (`dweight = None`) only passes its gradient on.
 #[allow(clippy::too_many_arguments)]
 pub fn backward(
     dinp: &mut [f32],
-    dweight: &mut [f32],
+    dweight: Option<&mut [f32]>,
     dbias: Option<&mut [f32]>,
     dout: &[f32],
     inp: &[f32],
@@ -95,6 +96,7 @@ pub fn backward(
             db.iter_mut().zip(&sum_b).for_each(|(d, s)| *d += s);
         }
     };
+    let Some(dweight) = dweight else { return };
     match dbias {
         Some(dbias) => dweight
             .par_chunks_mut(CHANNELS)

@@ -8,8 +8,12 @@
 //! Training never needs the probabilities themselves, so the fused kernel
 //! overwrites the logits with their gradient (as llm.c does): one (N, V)
 //! buffer instead of three.
+//!
+//! A target of [`IGNORE_TARGET`] (a prompt token in supervised fine-tuning)
+//! has loss 0 and gradient 0, and is left out of the mean.
 
 use super::math::exp;
+use crate::backend::IGNORE_TARGET;
 use rayon::prelude::*;
 
 /// Per-position losses (`losses: (N)`), logits left unchanged.
@@ -19,6 +23,10 @@ pub fn forward(losses: &mut [f32], logits: &[f32], targets: &[u32], v: usize) {
         .zip(logits.par_chunks(v))
         .zip(targets.par_iter())
         .for_each(|((loss, row), &target)| {
+            if target == IGNORE_TARGET {
+                *loss = 0.0;
+                return;
+            }
             let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
             let sum: f32 = row.iter().map(|&x| exp(x - max)).sum();
             *loss = sum.ln() + max - row[target as usize];
@@ -39,6 +47,11 @@ pub fn forward_backward_inplace(
         .zip(logits.par_chunks_mut(v))
         .zip(targets.par_iter())
         .for_each(|((loss, row), &target)| {
+            if target == IGNORE_TARGET {
+                *loss = 0.0;
+                row.fill(0.0);
+                return;
+            }
             let target = target as usize;
             let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
             let target_logit = row[target] - max;
@@ -56,7 +69,8 @@ pub fn forward_backward_inplace(
         });
 }
 
-/// Mean of per-position losses, summed in a fixed order.
-pub fn mean(losses: &[f32]) -> f32 {
-    (losses.iter().map(|&l| l as f64).sum::<f64>() / losses.len() as f64) as f32
+/// Mean of the per-position losses of counted targets, summed in a fixed order.
+pub fn mean(losses: &[f32], targets: &[u32]) -> f32 {
+    let counted = targets.iter().filter(|&&t| t != IGNORE_TARGET).count();
+    (losses.iter().map(|&l| l as f64).sum::<f64>() / counted.max(1) as f64) as f32
 }

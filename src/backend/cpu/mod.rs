@@ -135,6 +135,10 @@ impl Backend for Cpu {
         dst.copy_from_slice(src);
     }
 
+    fn scale(&self, dst: &mut [f32], alpha: f32) {
+        dst.iter_mut().for_each(|x| *x *= alpha);
+    }
+
     fn add(&self, dst: &mut [f32], a: &[f32], b: &[f32]) {
         for ((o, x), y) in dst.iter_mut().zip(a).zip(b) {
             *o = x + y;
@@ -183,7 +187,7 @@ impl Backend for Cpu {
     fn layernorm_backward(
         &self,
         dinp: &mut [f32],
-        dweight: &mut [f32],
+        dweight: Option<&mut [f32]>,
         dbias: Option<&mut [f32]>,
         dout: &[f32],
         inp: &[f32],
@@ -282,7 +286,7 @@ impl Backend for Cpu {
             Some(w) => loss::forward_backward_inplace(losses, logits, targets, v, w),
             None => loss::forward(losses, logits, targets, v),
         }
-        loss::mean(losses)
+        loss::mean(losses, targets)
     }
 
     fn adamw(
