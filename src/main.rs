@@ -33,6 +33,8 @@ enum Command {
     ImportHf(cli::import_hf::ImportArgs),
     /// Export a run as a Hugging Face folder (LoRA adapters merged into the weights).
     ExportHf(cli::export_hf::ExportArgs),
+    /// Merge a LoRA run's adapters into its parent's weights, as an ordinary run.
+    MergeLora(cli::merge_lora::MergeArgs),
 }
 
 fn main() -> ExitCode {
@@ -45,6 +47,7 @@ fn main() -> ExitCode {
         Command::Prepare(args) => cli::prepare::run(args),
         Command::ImportHf(args) => cli::import_hf::run(args),
         Command::ExportHf(args) => cli::export_hf::run(args),
+        Command::MergeLora(args) => cli::merge_lora::run(args),
     };
     match result {
         Ok(code) => code,

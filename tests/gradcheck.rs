@@ -130,7 +130,12 @@ fn check_trained<B: Backend>(be: &B, cfg: ModelConfig, frozen: impl Fn(&ParamLay
     };
     let mut numeric = Vec::new();
     let per_tensor = (64 / model.layout.tensors.len()).max(4);
-    for spec in model.layout.tensors.iter().filter(|t| t.range.start >= from) {
+    for spec in model
+        .layout
+        .tensors
+        .iter()
+        .filter(|t| t.range.start >= from)
+    {
         // A few entries of every trained tensor, spread over it.
         for k in 0..per_tensor {
             let i = spec.range.start + (k * 7919 + 3) % spec.range.len();

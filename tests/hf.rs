@@ -134,6 +134,34 @@ fn import_from_the_cache_and_export_round_trip() {
         "{}",
         stderr(&out)
     );
+    // --init-from finds the same name in the cache, without import.
+    std::fs::write(
+        tmp.path().join("notes.txt"),
+        "some notes of mine, about cats. ".repeat(60),
+    )
+    .unwrap();
+    let ft = tmp.path().join("ft");
+    let out = lmforge(
+        &[
+            "train",
+            "--init-from",
+            "tiny-gpt2",
+            "--data",
+            tmp.path().join("notes.txt").to_str().unwrap(),
+            "--max-iters",
+            "3",
+            "--block",
+            "16",
+            "--eval-interval",
+            "3",
+            "--quiet",
+            "--out",
+            ft.to_str().unwrap(),
+        ],
+        &[("HF_HUB_CACHE", &hub)],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(ft.join("model.safetensors").exists());
     let missing = lmforge(
         &[
             "import-hf",

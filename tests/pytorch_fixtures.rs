@@ -19,9 +19,10 @@
 
 use lmforge::backend::cpu::{Cpu, matmul};
 use lmforge::backend::{Accumulate, Activation, AttentionDims, Backend, Epilogue, Mat};
+use lmforge::model::lora::{LoraParams, LoraScratch};
 use lmforge::model::params::{LinearParams, NormParams};
 use lmforge::model::{Activations, Arch, Mode, Model, ModelConfig, Norm, TensorSpec};
-use lmforge::model::{Grads, Weights, WeightLayout, Window};
+use lmforge::model::{Grads, WeightLayout, Weights, Window};
 use lmforge::optim::{AdamW, AdamWConfig};
 use safetensors::SafeTensors;
 use std::collections::HashMap;
@@ -239,7 +240,13 @@ fn linear_forward_backward<B: Backend>(be: &B) {
     let params = up(be, &[fx.f("weight"), fx.f("bias")].concat());
     let (x, dout) = (up(be, fx.f("x")), up(be, fx.f("dout")));
     let mut out = zeros(be, n * OC);
-    layer.forward(be, Weights::plain(&params), all_mut::<B>(&mut out), all::<B>(&x), n);
+    layer.forward(
+        be,
+        Weights::plain(&params),
+        all_mut::<B>(&mut out),
+        all::<B>(&x),
+        n,
+    );
     close("out", &down(be, &out), fx.f("out"));
     let (mut dx, mut grads) = (zeros(be, n * C), grads_for(be, B::len(&params)));
     let dx_v = all_mut::<B>(&mut dx);
@@ -257,6 +264,56 @@ fn linear_forward_backward<B: Backend>(be: &B) {
     let grads = down(be, &grads.buf);
     close("dweight", &grads[..C * OC], fx.f("dweight"));
     close("dbias", &grads[C * OC..], fx.f("dbias"));
+}
+
+/// A frozen linear layer with LoRA adapters, against PEFT's unmerged formula:
+/// the output, the input's gradient, and the adapters' (the only trained tensors).
+fn lora_forward_backward<B: Backend>(be: &B) {
+    let fx = Fixture::load("lora");
+    let (rank, alpha): (usize, f32) = (
+        fx.metadata["rank"].parse().unwrap(),
+        fx.metadata["alpha"].parse().unwrap(),
+    );
+    let n = B * T;
+    let mut layer = linear_params(0, C, OC);
+    let base = C * OC + OC;
+    let (a, b) = (
+        base..base + rank * C,
+        base + rank * C..base + rank * C + OC * rank,
+    );
+    layer.lora = Some(LoraParams {
+        a,
+        b,
+        rank,
+        scale: alpha / rank as f32,
+    });
+    let host = [fx.f("weight"), fx.f("bias"), fx.f("lora_A"), fx.f("lora_B")].concat();
+    let params = up(be, &host);
+    let scratch = LoraScratch::new(be, C * OC, OC * rank, n * rank).unwrap();
+    let weights = Weights {
+        params: &params,
+        lora: Some(&scratch),
+    };
+    let (x, dout) = (up(be, fx.f("x")), up(be, fx.f("dout")));
+    let mut out = zeros(be, n * OC);
+    layer.forward(be, weights, all_mut::<B>(&mut out), all::<B>(&x), n);
+    close("out", &down(be, &out), fx.f("out"));
+    let (mut dx, mut grads) = (zeros(be, n * C), Grads::new(be, base, host.len()).unwrap());
+    let dx_v = all_mut::<B>(&mut dx);
+    layer.backward(
+        be,
+        weights,
+        &mut grads,
+        dx_v,
+        all::<B>(&dout),
+        all::<B>(&x),
+        n,
+        None,
+    );
+    close("dx", &down(be, &dx), fx.f("dx"));
+    let grads = down(be, &grads.buf);
+    close("dlora_A", &grads[..rank * C], fx.f("dlora_A"));
+    close("dlora_B", &grads[rank * C..], fx.f("dlora_B"));
 }
 
 fn attention_forward_backward<B: Backend>(be: &B) {
@@ -354,7 +411,13 @@ fn feed_forward_gelu_and_relu<B: Backend>(be: &B) {
             (zeros(be, n * 4 * C), zeros(be, n * 4 * C), zeros(be, n * C));
         let (h_v, a_v) = (all_mut::<B>(&mut h), all_mut::<B>(&mut a));
         c_fc.forward_activated(be, Weights::plain(&params), h_v, a_v, all::<B>(&x), n, act);
-        c_proj.forward(be, Weights::plain(&params), all_mut::<B>(&mut out), all::<B>(&a), n);
+        c_proj.forward(
+            be,
+            Weights::plain(&params),
+            all_mut::<B>(&mut out),
+            all::<B>(&a),
+            n,
+        );
         close(&format!("{name} out"), &down(be, &out), fx.f("out"));
         let (mut grads, mut dh, mut dx) = (
             grads_for(be, host.len()),
@@ -630,6 +693,7 @@ on_cpu! {
     embedding_on_cpu => embedding_forward_backward::<Cpu>;
     layernorm_on_cpu => layernorm_forward_backward::<Cpu>;
     linear_on_cpu => linear_forward_backward::<Cpu>;
+    lora_on_cpu => lora_forward_backward::<Cpu>;
     attention_on_cpu => attention_forward_backward::<Cpu>;
     gelu_and_relu_on_cpu => gelu_and_relu_forward_backward::<Cpu>;
     feed_forward_on_cpu => feed_forward_gelu_and_relu::<Cpu>;

@@ -156,6 +156,24 @@ def fx_linear():
                                      dx=x.grad, dweight=w.grad, dbias=b.grad))
 
 
+def fx_lora():
+    """A frozen linear layer with LoRA adapters, computed the way PEFT does:
+    the low-rank path beside the frozen product, never a merged weight."""
+    r = Rng(21)
+    rank, alpha = 3, 6.0
+    x = leaf(r.randn(B, T, C, mean=0.3))
+    w = r.randn(C, OC, scale=1.0 / math.sqrt(C))
+    b = r.randn(OC, scale=0.5)
+    lora_a = leaf(r.randn(rank, C, scale=0.5))
+    lora_b = leaf(r.randn(OC, rank, scale=0.5))
+    dout = r.randn(B, T, OC)
+    out = x @ w + b + (x @ lora_a.T @ lora_b.T) * (alpha / rank)
+    (out * dout).sum().backward()
+    store("lora.safetensors", dict(x=x, weight=w, bias=b, lora_A=lora_a, lora_B=lora_b, dout=dout,
+                                   out=out, dx=x.grad, dlora_A=lora_a.grad, dlora_B=lora_b.grad),
+          {"rank": rank, "alpha": alpha})
+
+
 def attention_ref(qkv, n_head):
     Bq, Tq, C3 = qkv.shape
     Cq = C3 // 3
@@ -382,6 +400,7 @@ def main():
     fx_embedding()
     fx_layernorm()
     fx_linear()
+    fx_lora()
     fx_attention()
     fx_activation("gelu", gelu_tanh, 5)
     # sanity: explicit formula == F.gelu(approximate="tanh")

@@ -7,6 +7,7 @@ use lmforge::backend::cpu::Cpu;
 pub mod bench;
 pub mod export_hf;
 pub mod import_hf;
+pub mod merge_lora;
 pub mod prepare;
 pub mod sample;
 pub mod tokenizer;

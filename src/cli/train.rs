@@ -3,7 +3,9 @@
 use anyhow::Context;
 use lmforge::backend::Device;
 use lmforge::model::{LoraConfig, LoraTarget};
-use lmforge::train::{FineTuneRequest, Preset, Start, TrainConfig, TrainJob, TrainOverrides, config};
+use lmforge::train::{
+    FineTuneRequest, Preset, Start, TrainConfig, TrainJob, TrainOverrides, config,
+};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -66,11 +68,21 @@ struct FineTuneArgs {
     #[arg(long, requires = "lora_rank")]
     lora_alpha: Option<f32>,
     /// The layers LoRA adapts.
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "c_attn,c_proj,c_fc")]
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "c_attn,c_proj,c_fc"
+    )]
     lora_targets: Vec<LoraTarget>,
     /// Train on conversations: a JSON Lines file of {"prompt", "response"} or
     /// {"messages": [{"role", "content"}]}; the loss counts the replies only.
-    #[arg(long, value_name = "FILE.jsonl", conflicts_with = "data", requires = "init_from")]
+    #[arg(
+        long,
+        value_name = "FILE.jsonl",
+        conflicts_with = "data",
+        requires = "init_from"
+    )]
     sft: Option<PathBuf>,
 }
 
@@ -104,8 +116,14 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
     let data = args.finetune.sft.clone().or(args.data.clone());
     let (out, start) = match (&args.resume, &args.finetune.init_from) {
         (None, Some(init_from)) => {
-            let out = args.out.clone().unwrap_or_else(|| PathBuf::from("runs/finetune"));
-            (out, Start::FineTune(fine_tune_request(&args, init_from)?))
+            let out = args
+                .out
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("runs/finetune"));
+            (
+                out,
+                Start::FineTune(Box::new(fine_tune_request(&args, init_from)?)),
+            )
         }
         _ => plain_start(&args)?,
     };

@@ -61,7 +61,12 @@ pub fn save_adapters(
         .collect();
     let bytes: Vec<Vec<u8>> = adapters
         .iter()
-        .map(|t| params[t.range.clone()].iter().flat_map(|v| v.to_le_bytes()).collect())
+        .map(|t| {
+            params[t.range.clone()]
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect()
+        })
         .collect();
     let views: Vec<(String, TensorView)> = adapters
         .iter()
@@ -73,7 +78,8 @@ pub fn save_adapters(
         .collect();
     let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
     let path = dir.join(ADAPTER_FILE);
-    let file = safetensors::serialize(views, Some(meta)).map_err(|e| Error::format(&path, e.to_string()))?;
+    let file = safetensors::serialize(views, Some(meta))
+        .map_err(|e| Error::format(&path, e.to_string()))?;
     write_atomic_bytes(&path, &file)?;
     let config = serde_json::json!({
         "peft_type": "LORA", "task_type": "CAUSAL_LM",
@@ -92,7 +98,12 @@ fn read_adapters(dir: &Path, model: &Model, params: &mut [f32]) -> Result<()> {
     let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
     let st = SafeTensors::deserialize(&bytes)
         .map_err(|e| Error::format(&path, format!("not a valid safetensors file: {e}")))?;
-    for t in model.layout.tensors.iter().filter(|t| t.name.contains(".lora_")) {
+    for t in model
+        .layout
+        .tensors
+        .iter()
+        .filter(|t| t.name.contains(".lora_"))
+    {
         let name = format!("{PEFT_PREFIX}{}", t.name);
         let values = checkpoint::read_f32(&st, &name, t.range.len(), &path)?;
         params[t.range.clone()].copy_from_slice(&values);
@@ -104,10 +115,18 @@ fn read_adapters(dir: &Path, model: &Model, params: &mut [f32]) -> Result<()> {
 pub fn merge(model: &Model, mut params: Vec<f32>) -> Result<(Model, Vec<f32>)> {
     let be = Cpu::new();
     for block in &model.layout.blocks {
-        for linear in [&block.c_attn, &block.attn_proj, &block.c_fc, &block.mlp_proj] {
+        for linear in [
+            &block.c_attn,
+            &block.attn_proj,
+            &block.c_fc,
+            &block.mlp_proj,
+        ] {
             let Some(lora) = &linear.lora else { continue };
             let (fan_in, fan_out, r) = (linear.fan_in, linear.fan_out, lora.rank);
-            let scaled_b: Vec<f32> = params[lora.b.clone()].iter().map(|x| x * lora.scale).collect();
+            let scaled_b: Vec<f32> = params[lora.b.clone()]
+                .iter()
+                .map(|x| x * lora.scale)
+                .collect();
             let a = params[lora.a.clone()].to_vec();
             let a_t = Mat::new(&a[..], r, fan_in).t();
             let b_t = Mat::new(&scaled_b[..], fan_out, r).t();
@@ -115,7 +134,10 @@ pub fn merge(model: &Model, mut params: Vec<f32>) -> Result<(Model, Vec<f32>)> {
             be.matmul(w, a_t, b_t, Accumulate::Add, Epilogue::None);
         }
     }
-    let plain = Model::new(ModelConfig { lora: None, ..model.config.clone() })?;
+    let plain = Model::new(ModelConfig {
+        lora: None,
+        ..model.config.clone()
+    })?;
     params.truncate(plain.num_params());
     Ok((plain, params))
 }
@@ -127,7 +149,10 @@ fn recorded_finetune(dir: &Path) -> Result<FineTune> {
     let json: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| Error::format(&path, e.to_string()))?;
     serde_json::from_value(json["config"]["finetune"].clone()).map_err(|e| {
-        Error::format(&path, format!("a LoRA run must record its parent under config.finetune: {e}"))
+        Error::format(
+            &path,
+            format!("a LoRA run must record its parent under config.finetune: {e}"),
+        )
     })
 }
 
@@ -139,7 +164,10 @@ pub fn load_run(dir: &Path) -> Result<(Model, Vec<f32>)> {
     }
     let model = Model::new(checkpoint::load_config(dir)?)?;
     if model.config.lora.is_none() {
-        return Err(Error::format(dir.join(checkpoint::CONFIG_FILE), "has no \"lora\" settings, but the run has adapters"));
+        return Err(Error::format(
+            dir.join(checkpoint::CONFIG_FILE),
+            "has no \"lora\" settings, but the run has adapters",
+        ));
     }
     let parent = super::reload_parent(&recorded_finetune(dir)?.init_from)?;
     let mut params = super::start_params(&parent.model, &parent.params, &model, 0)?;

@@ -70,7 +70,12 @@ pub fn load_parent(name: &str) -> Result<Loaded> {
         path: std::fs::canonicalize(&path).unwrap_or(path),
         weights_sha256,
     };
-    Ok(Loaded { parent, model, params, tokenizer })
+    Ok(Loaded {
+        parent,
+        model,
+        params,
+        tokenizer,
+    })
 }
 
 /// Load the parent a fine-tune recorded, refusing one whose weights changed.
@@ -119,7 +124,9 @@ fn transplant_rows(dst: &mut [f32], src: &[f32], width: usize, mean_fill: bool) 
     let mut mean = vec![0.0f64; width];
     if mean_fill {
         for row in src.chunks_exact(width) {
-            mean.iter_mut().zip(row).for_each(|(m, &x)| *m += x as f64 / rows as f64);
+            mean.iter_mut()
+                .zip(row)
+                .for_each(|(m, &x)| *m += x as f64 / rows as f64);
         }
     }
     for row in dst[kept..].chunks_exact_mut(width) {
@@ -135,11 +142,17 @@ fn init_adapter(spec: &TensorSpec, dst: &mut [f32], seed: u64, index: usize) {
     }
     let bound = 1.0 / (spec.shape[1] as f32).sqrt();
     let mut rng = Rng::new(seed, 7000 + index as u64);
-    dst.iter_mut().for_each(|x| *x = (rng.next_f32() * 2.0 - 1.0) * bound);
+    dst.iter_mut()
+        .for_each(|x| *x = (rng.next_f32() * 2.0 - 1.0) * bound);
 }
 
 /// `model`'s starting weights from the parent's (see the module doc).
-pub fn start_params(parent: &Model, parent_params: &[f32], model: &Model, seed: u64) -> Result<Vec<f32>> {
+pub fn start_params(
+    parent: &Model,
+    parent_params: &[f32],
+    model: &Model,
+    seed: u64,
+) -> Result<Vec<f32>> {
     let mut params = vec![0.0f32; model.num_params()];
     for (i, spec) in model.layout.tensors.iter().enumerate() {
         let dst = &mut params[spec.range.clone()];

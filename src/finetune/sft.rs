@@ -43,7 +43,9 @@ fn parse_line(text: &str, number: usize, path: &Path) -> Result<Vec<Message>> {
         ],
     };
     if !messages.iter().any(|m| m.role == Role::Assistant) {
-        return Err(at("the conversation has no assistant message to learn from".into()));
+        return Err(at(
+            "the conversation has no assistant message to learn from".into(),
+        ));
     }
     Ok(messages)
 }
@@ -69,7 +71,10 @@ pub fn read(path: &Path, tok: &dyn Tokenizer, template: &ChatTemplate) -> Result
     if examples.len() < 2 {
         return Err(Error::format(
             path,
-            format!("{} conversations; at least 2 are needed (one to validate on)", examples.len()),
+            format!(
+                "{} conversations; at least 2 are needed (one to validate on)",
+                examples.len()
+            ),
         ));
     }
     Ok(examples)
@@ -79,7 +84,8 @@ pub fn read(path: &Path, tok: &dyn Tokenizer, template: &ChatTemplate) -> Result
 /// `val_fraction` of them (at least one) validate. A stream shorter than
 /// `min_len` tokens repeats until it is that long.
 pub fn pack(examples: Vec<Vec<u32>>, val_fraction: f64, min_len: usize) -> (Vec<u32>, Vec<u32>) {
-    let n_val = ((examples.len() as f64 * val_fraction).round() as usize).clamp(1, examples.len() - 1);
+    let n_val =
+        ((examples.len() as f64 * val_fraction).round() as usize).clamp(1, examples.len() - 1);
     let (train, val) = examples.split_at(examples.len() - n_val);
     let stream = |part: &[Vec<u32>]| {
         let once: Vec<u32> = part.concat();
@@ -103,11 +109,26 @@ mod tests {
         assert_eq!(pair[1], Message::new(Role::Assistant, "Hello!"));
         let chat = r#"{"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hey"}]}"#;
         assert_eq!(parse_line(chat, 2, path).unwrap().len(), 3);
-        let err = parse_line(r#"{"prompt": "Hi"}"#, 7, path).unwrap_err().to_string();
+        let err = parse_line(r#"{"prompt": "Hi"}"#, 7, path)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("chats.jsonl: line 7"), "{err}");
-        let err = parse_line(r#"{"messages": [{"role": "user", "content": "x"}]}"#, 3, path);
-        assert!(err.unwrap_err().to_string().contains("no assistant message"));
-        assert!(parse_line("not json", 4, path).unwrap_err().to_string().contains("line 4"));
+        let err = parse_line(
+            r#"{"messages": [{"role": "user", "content": "x"}]}"#,
+            3,
+            path,
+        );
+        assert!(
+            err.unwrap_err()
+                .to_string()
+                .contains("no assistant message")
+        );
+        assert!(
+            parse_line("not json", 4, path)
+                .unwrap_err()
+                .to_string()
+                .contains("line 4")
+        );
     }
 
     #[test]

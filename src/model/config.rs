@@ -101,16 +101,23 @@ impl ModelConfig {
         }
         if self.arch == Arch::Bigram {
             return match self.lora {
-                Some(_) => bad("LoRA adapts a GPT's linear layers; the bigram model has none".into()),
+                Some(_) => {
+                    bad("LoRA adapts a GPT's linear layers; the bigram model has none".into())
+                }
                 None => Ok(()),
             };
         }
         if let Some(lora) = &self.lora
-            && (lora.rank == 0 || lora.targets.is_empty() || !lora.alpha.is_finite() || lora.alpha <= 0.0)
+            && (lora.rank == 0
+                || lora.targets.is_empty()
+                || !lora.alpha.is_finite()
+                || lora.alpha <= 0.0)
         {
             return bad(format!(
                 "--lora-rank must be at least 1, --lora-alpha a positive number and --lora-targets not empty (got rank {}, alpha {}, {} targets)",
-                lora.rank, lora.alpha, lora.targets.len()
+                lora.rank,
+                lora.alpha,
+                lora.targets.len()
             ));
         }
         if self.n_layer == 0 || self.n_head == 0 || self.n_embd == 0 {

@@ -22,10 +22,10 @@
 
 use super::activations::{Activations, NormActs, Purpose, Window};
 use super::block;
+use super::config::{Arch, ModelConfig};
 use super::grads::Grads;
 use super::layers::Weights;
 use super::lora::LoraScratch;
-use super::config::{Arch, ModelConfig};
 use super::params::ParamLayout;
 use crate::backend::{Backend, Dropout};
 use crate::error::Result;
@@ -171,7 +171,13 @@ impl Model {
         let (out, mean, rstd) = (out.at_mut(0, dst), mean.at_mut(0, dst), rstd.at_mut(0, dst));
         ln_f.forward(be, params, out, mean, rstd, x, dst.len(), c);
         let logits = a.logits.at_mut(0, dst);
-        head.forward(be, Weights::plain(params), logits, a.ln_f.out.at(0, dst), dst.len());
+        head.forward(
+            be,
+            Weights::plain(params),
+            logits,
+            a.ln_f.out.at(0, dst),
+            dst.len(),
+        );
     }
 
     /// Mean cross-entropy of the logits left by [`Model::forward`] (training

@@ -73,7 +73,10 @@ impl LoraParams {
         let mut w_eff = scratch.w_eff.lock().unwrap_or_else(|e| e.into_inner());
         let mut scaled_b = scratch.scaled_b.lock().unwrap_or_else(|e| e.into_inner());
         be.copy(B::view_mut(&mut w_eff, 0..n_w), B::view(params, weight));
-        be.copy(B::view_mut(&mut scaled_b, 0..n_b), B::view(params, self.b.clone()));
+        be.copy(
+            B::view_mut(&mut scaled_b, 0..n_b),
+            B::view(params, self.b.clone()),
+        );
         be.scale(B::view_mut(&mut scaled_b, 0..n_b), self.scale);
         let b_t = Mat::new(B::view(&scaled_b, 0..n_b), fan_out, self.rank).t();
         let a_t = self.a_t::<B>(params, fan_in);
@@ -98,12 +101,24 @@ impl LoraParams {
         let mut guard = scratch.uv.lock().unwrap_or_else(|e| e.into_inner());
         let (u, v) = &mut *guard;
         let a_t = self.a_t::<B>(params, fan_in);
-        be.matmul(B::view_mut(u, 0..n * r), x, a_t, Accumulate::Overwrite, Epilogue::None);
+        be.matmul(
+            B::view_mut(u, 0..n * r),
+            x,
+            a_t,
+            Accumulate::Overwrite,
+            Epilogue::None,
+        );
         be.scale(B::view_mut(u, 0..n * r), self.scale);
         let u_mat = Mat::new(B::view(u, 0..n * r), n, r);
         be.matmul(db, dy.t(), u_mat, Accumulate::Add, Epilogue::None);
         let b = Mat::new(B::view(params, self.b.clone()), fan_out, r);
-        be.matmul(B::view_mut(v, 0..n * r), dy, b, Accumulate::Overwrite, Epilogue::None);
+        be.matmul(
+            B::view_mut(v, 0..n * r),
+            dy,
+            b,
+            Accumulate::Overwrite,
+            Epilogue::None,
+        );
         be.scale(B::view_mut(v, 0..n * r), self.scale);
         let v_mat = Mat::new(B::view(v, 0..n * r), n, r);
         be.matmul(da, v_mat.t(), x, Accumulate::Add, Epilogue::None);

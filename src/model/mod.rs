@@ -16,7 +16,7 @@ pub mod params;
 
 pub use activations::{Activations, Purpose, Window};
 pub use config::{Activation, Arch, LoraConfig, LoraTarget, ModelConfig, Norm};
+pub use gpt::{Mode, Model};
 pub use grads::Grads;
 pub use layers::Weights;
-pub use gpt::{Mode, Model};
 pub use params::{ParamLayout, TensorSpec, WeightLayout};

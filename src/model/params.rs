@@ -147,10 +147,14 @@ impl Builder {
 
     /// Append `linear`'s adapters, named after its weight.
     fn adapt(&mut self, linear: &mut LinearParams, rank: usize, scale: f32) {
-        let prefix = self.tensors[self.tensors.iter().position(|t| t.range == linear.weight).expect("the weight is laid out")]
-            .name
-            .trim_end_matches(".weight")
-            .to_string();
+        let prefix = self.tensors[self
+            .tensors
+            .iter()
+            .position(|t| t.range == linear.weight)
+            .expect("the weight is laid out")]
+        .name
+        .trim_end_matches(".weight")
+        .to_string();
         let a = self.add(format!("{prefix}.lora_A.weight"), &[rank, linear.fan_in]);
         let b = self.add(format!("{prefix}.lora_B.weight"), &[linear.fan_out, rank]);
         linear.lora = Some(LoraParams { a, b, rank, scale });

@@ -43,7 +43,12 @@ fn groups(tensors: &[TensorSpec], from: usize) -> Vec<ParamGroup> {
 
 /// Number of trained parameters: those of `tensors` from `from` on.
 fn trained(tensors: &[TensorSpec], from: usize) -> usize {
-    tensors.iter().map(|t| t.range.end).max().unwrap_or(0).saturating_sub(from)
+    tensors
+        .iter()
+        .map(|t| t.range.end)
+        .max()
+        .unwrap_or(0)
+        .saturating_sub(from)
 }
 
 impl<B: Backend> AdamW<B> {

@@ -4,8 +4,8 @@
 //! ([`TrainOverrides`]).
 
 use super::presets::Preset;
-use crate::finetune::FineTune;
 use crate::error::{Error, Result};
+use crate::finetune::FineTune;
 use crate::model::{Activation, Arch, ModelConfig, Norm};
 use crate::optim::{AdamWConfig, LrSchedule, ScheduleKind};
 use crate::tokenizer::TokenizerSpec;

@@ -107,9 +107,10 @@ pub fn conversations(
     val_fraction: f64,
     block_size: usize,
 ) -> Result<Corpus> {
-    let template = crate::chat::template::ChatTemplate::from_tokenizer(tokenizer).ok_or_else(|| {
-        Error::Config("the tokenizer has no chat template tokens (<|user|>, ...)".into())
-    })?;
+    let template =
+        crate::chat::template::ChatTemplate::from_tokenizer(tokenizer).ok_or_else(|| {
+            Error::Config("the tokenizer has no chat template tokens (<|user|>, ...)".into())
+        })?;
     let examples = crate::finetune::sft::read(path, tokenizer, &template)?;
     let (train, val) = crate::finetune::sft::pack(examples, val_fraction, block_size + 2);
     Ok(Corpus::Text { train, val })

@@ -31,8 +31,8 @@ pub use trainer::{Split, Trainer};
 
 use crate::backend::Backend;
 use crate::checkpoint::{self, TrainState};
-use crate::finetune;
 use crate::error::{Error, Result};
+use crate::finetune;
 use crate::model::ModelConfig;
 use crate::tokenizer::{self, Tokenizer};
 use progress::Progress;
@@ -45,7 +45,7 @@ use std::time::Instant;
 /// run in the output directory.
 pub enum Start {
     New(TrainConfig),
-    FineTune(FineTuneRequest),
+    FineTune(Box<FineTuneRequest>),
     /// Continue from the last checkpoint, with the saved configuration changed
     /// by these overrides, applied in order (training options only, e.g. `max_iters`).
     Resume(Vec<TrainOverrides>),
@@ -237,7 +237,8 @@ fn fine_tune_config(req: &FineTuneRequest, parent: &finetune::Loaded) -> Result<
         lora: req.lora.clone(),
         ..parent.model.config.clone()
     };
-    config.tokenizer = tokenizer::TokenizerSpec::File(parent.parent.path.join(checkpoint::TOKENIZER_FILE));
+    config.tokenizer =
+        tokenizer::TokenizerSpec::File(parent.parent.path.join(checkpoint::TOKENIZER_FILE));
     config.finetune = Some(finetune::FineTune {
         init_from: parent.parent.clone(),
         freeze_embeddings: req.freeze_embeddings,
@@ -273,7 +274,8 @@ pub fn train<B: Backend>(be: &B, job: TrainJob) -> Result<TrainSummary> {
         start,
         state,
     } = plan;
-    let (corpus, tokenizer) = read_corpus(&mut config, data.as_deref(), tokenizer, state.is_some())?;
+    let (corpus, tokenizer) =
+        read_corpus(&mut config, data.as_deref(), tokenizer, state.is_some())?;
     let (train_tokens, val_tokens) = corpus.splits();
     let resumed_at = state.as_ref().map(|s| (s.step, s.elapsed_s));
     let trainer = Trainer::new(be, &config, (train_tokens, val_tokens), start, state)?;

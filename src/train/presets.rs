@@ -199,6 +199,32 @@ fn gpt2() -> TrainConfig {
     }
 }
 
+/// Fine-tuning a pretrained model on a small data set (the model fields are
+/// replaced by the parent's; the block is capped at 256 unless `--block` says).
+fn finetune() -> TrainConfig {
+    let base = char_cpu();
+    TrainConfig {
+        preset: Preset::Finetune,
+        model: ModelConfig {
+            block_size: 256,
+            dropout: 0.0,
+            ..base.model
+        },
+        batch_size: 4,
+        val_fraction: 0.1,
+        max_iters: 500,
+        lr: 5e-5,
+        min_lr: 5e-6,
+        warmup_iters: 20,
+        grad_clip: 1.0,
+        weight_decay: 0.0,
+        eval_interval: 50,
+        eval_iters: 20,
+        checkpoint_interval: 100,
+        ..base
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,31 +250,5 @@ mod tests {
             (12, 768, 1024)
         );
         assert_eq!(c.tokenizer, TokenizerSpec::Gpt2);
-    }
-}
-
-/// Fine-tuning a pretrained model on a small data set (the model fields are
-/// replaced by the parent's; the block is capped at 256 unless `--block` says).
-fn finetune() -> TrainConfig {
-    let base = char_cpu();
-    TrainConfig {
-        preset: Preset::Finetune,
-        model: ModelConfig {
-            block_size: 256,
-            dropout: 0.0,
-            ..base.model
-        },
-        batch_size: 4,
-        val_fraction: 0.1,
-        max_iters: 500,
-        lr: 5e-5,
-        min_lr: 5e-6,
-        warmup_iters: 20,
-        grad_clip: 1.0,
-        weight_decay: 0.0,
-        eval_interval: 50,
-        eval_iters: 20,
-        checkpoint_interval: 100,
-        ..base
     }
 }

@@ -8,11 +8,11 @@
 
 use super::config::TrainConfig;
 use crate::backend::{Backend, IGNORE_TARGET};
-use crate::finetune::sft::PROMPT_BIT;
 use crate::checkpoint::{self, TrainState};
 use crate::data::TokenSource;
 use crate::data::sampler::BatchSampler;
 use crate::error::{Error, Result};
+use crate::finetune::sft::PROMPT_BIT;
 use crate::model::{Activations, Grads, Mode, Model, Window};
 use crate::optim::AdamW;
 use crate::rng::mix64;
@@ -218,7 +218,13 @@ impl<'a, B: Backend> Trainer<'a, B> {
             match (&self.config.finetune, self.model.config.lora.is_some()) {
                 (Some(ft), true) => {
                     let parent = &ft.init_from.path;
-                    crate::finetune::adapters::save_adapters(out, &self.model, params, parent, eot_token)?
+                    crate::finetune::adapters::save_adapters(
+                        out,
+                        &self.model,
+                        params,
+                        parent,
+                        eot_token,
+                    )?
                 }
                 _ => checkpoint::save_model(out, &self.model, params, eot_token)?,
             }
