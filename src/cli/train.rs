@@ -145,7 +145,7 @@ fn plain_start(args: &TrainArgs) -> anyhow::Result<(PathBuf, Start)> {
             let preset = args.preset.unwrap_or(Preset::CharCpu);
             let cfg = config::resolve(preset, args.config.as_deref(), &args.overrides)?;
             let default_out = PathBuf::from("runs").join(preset.to_string());
-            (args.out.clone().unwrap_or(default_out), Start::New(cfg))
+            (args.out.clone().unwrap_or(default_out), Start::New(Box::new(cfg)))
         }
     })
 }

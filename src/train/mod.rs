@@ -44,7 +44,7 @@ use std::time::Instant;
 /// A new run, a fine-tune of a trained model, or the continuation of the
 /// run in the output directory.
 pub enum Start {
-    New(TrainConfig),
+    New(Box<TrainConfig>),
     FineTune(Box<FineTuneRequest>),
     /// Continue from the last checkpoint, with the saved configuration changed
     /// by these overrides, applied in order (training options only, e.g. `max_iters`).
