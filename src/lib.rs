@@ -13,8 +13,10 @@
 pub mod backend;
 pub mod checkpoint;
 pub mod data;
+pub mod diag;
 pub mod error;
 pub mod fsutil;
+pub mod memory;
 pub mod model;
 pub mod optim;
 pub mod rng;
