@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use lmforge::backend::Device;
-use lmforge::train::{Preset, Start, TrainJob, TrainOverrides, config};
+use lmforge::train::{OnNan, Preset, Safeguards, Start, TrainJob, TrainOverrides, config};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -38,6 +38,16 @@ pub struct TrainArgs {
     /// No progress output.
     #[arg(long, short)]
     quiet: bool,
+    /// Replace the run already in --out (its checkpoint and metrics are deleted).
+    #[arg(long, conflicts_with = "resume")]
+    overwrite: bool,
+    /// A step whose loss or gradient norm is NaN or infinite: stop (keeping
+    /// the last checkpoint), or skip it without updating the weights.
+    #[arg(long, value_enum, default_value = "stop")]
+    on_nan: OnNan,
+    /// Start even if the model looks too big for the memory available.
+    #[arg(long)]
+    ignore_memory_check: bool,
     #[command(flatten)]
     overrides: TrainOverrides,
 }
@@ -83,6 +93,11 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
             start,
             progress: !args.quiet,
             stop: &stop,
+            guards: Safeguards {
+                overwrite: args.overwrite,
+                on_nan: args.on_nan,
+                ignore_memory_check: args.ignore_memory_check,
+            },
         },
     )
     .with_context(|| format!("training into {}", out.display()))?;
