@@ -6,12 +6,12 @@
 //!
 //! Every count is taken in `u128` and checked: a configuration whose size
 //! does not fit in 64 bits is reported as such. The activations come from the
-//! model's one size table ([`crate::model::activations::sizes`]); parameters
-//! from its one layout ([`ParamLayout`]) once a bound shows it cannot overflow.
+//! model's one size table ([`crate::model::activations::sizes`]); the
+//! parameter count follows the layout ([`crate::model::ParamLayout`]) term by term.
 
 use crate::error::{Error, Result};
 use crate::model::activations::{Purpose, Shape, sizes};
-use crate::model::{Arch, ModelConfig, ParamLayout};
+use crate::model::{Arch, ModelConfig};
 use std::path::Path;
 
 const F32: u128 = 4;
@@ -57,9 +57,10 @@ fn overflow(cfg: &ModelConfig) -> Error {
 }
 
 /// The number of parameters, or an error if the model is too large to count
-/// in a `usize` (with room for its gradients and moments). A bound taken in
-/// `u128` first (each block holds at most `12 C^2 + 13 C` values), so that the
-/// exact layout is only computed when its arithmetic cannot overflow.
+/// in a `usize` (with room for its gradients and moments). Counted in `u128`
+/// from the config, term by term as [`crate::model::ParamLayout::new`] lays the tensors
+/// out (a test holds the two equal), because building the layout of a
+/// hostile config (a billion layers) would itself exhaust memory.
 pub fn param_count(cfg: &ModelConfig) -> Result<usize> {
     let (v, t, c, l) = (
         cfg.vocab_size as u128,
@@ -67,16 +68,21 @@ pub fn param_count(cfg: &ModelConfig) -> Result<usize> {
         cfg.n_embd as u128,
         cfg.n_layer as u128,
     );
-    let bound = match cfg.arch {
+    let on = |present: bool, n: u128| if present { n } else { 0 };
+    let count = match cfg.arch {
         Arch::Bigram => v * v,
-        // wte + lm_head (+ its bias), wpe, blocks, ln_f.
-        Arch::Gpt => 2 * v * c + v + t * c + l * (12 * c * c + 13 * c) + 2 * c,
+        Arch::Gpt => {
+            // Two norm gains, the four matrices, then the optional biases.
+            let block = 12 * c * c + 2 * c + on(cfg.qkv_bias, 3 * c) + on(cfg.bias, 8 * c);
+            let head = on(!cfg.tie_embeddings, v * c) + on(cfg.lm_head_bias, v);
+            v * c + t * c + l * block + c + on(cfg.bias, c) + head
+        }
     };
     // 16 bytes a parameter (weights, gradients, two moments) must be addressable.
-    if bound * 4 * F32 > isize::MAX as u128 {
+    if count * 4 * F32 > isize::MAX as u128 {
         return Err(overflow(cfg));
     }
-    Ok(ParamLayout::new(cfg).total)
+    Ok(count as usize)
 }
 
 /// Floats of every activation in the size table for `rows` positions.
@@ -249,7 +255,7 @@ pub fn check(estimate: &Estimate, what: &str, available: Option<&Available>) -> 
 mod tests {
     use super::*;
     use crate::backend::AttentionDims;
-    use crate::model::{Activation, Norm};
+    use crate::model::{Activation, Norm, ParamLayout};
 
     fn cfg(n_layer: usize, n_embd: usize, block: usize) -> ModelConfig {
         ModelConfig {
@@ -270,14 +276,30 @@ mod tests {
     }
 
     #[test]
-    fn parameter_bound_holds_the_exact_count() {
-        let c = cfg(3, 24, 16);
-        assert_eq!(param_count(&c).unwrap(), ParamLayout::new(&c).total);
+    fn parameter_count_is_the_layouts() {
+        for bits in 0..16u32 {
+            let c = ModelConfig {
+                bias: bits & 1 != 0,
+                qkv_bias: bits & 2 != 0,
+                tie_embeddings: bits & 4 != 0,
+                lm_head_bias: bits & 8 != 0,
+                ..cfg(3, 24, 16)
+            };
+            assert_eq!(
+                param_count(&c).unwrap(),
+                ParamLayout::new(&c).total,
+                "{c:?}"
+            );
+        }
         let bigram = ModelConfig {
             arch: Arch::Bigram,
-            ..c
+            ..cfg(3, 24, 16)
         };
         assert_eq!(param_count(&bigram).unwrap(), 65 * 65);
+        assert_eq!(
+            param_count(&bigram).unwrap(),
+            ParamLayout::new(&bigram).total
+        );
     }
 
     #[test]

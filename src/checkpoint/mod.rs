@@ -297,10 +297,24 @@ pub fn load_config(dir: &Path) -> Result<ModelConfig> {
 /// verified (the file's own, and the config's it recorded), every tensor
 /// present with its shape's size, every value finite.
 pub fn load_model(dir: &Path) -> Result<(Model, Vec<f32>)> {
-    let model = Model::new(load_config(dir)?)?;
+    let config = load_config(dir)?;
     let path = dir.join(MODEL_FILE);
     let bytes = read_file(&path)?;
     let st = parse(&bytes, &path)?;
+    // Each layer has tensors in the file: a config.json with more layers
+    // than that must not get to lay them out (a billion names).
+    if config.arch == Arch::Gpt && config.n_layer > st.len() {
+        return Err(Error::format(
+            &path,
+            format!(
+                "holds {} tensors, too few for the {} layers of {CONFIG_FILE}: the files do \
+                 not belong together",
+                st.len(),
+                config.n_layer
+            ),
+        ));
+    }
+    let model = Model::new(config)?;
     let meta = metadata(&bytes, &path)?;
     integrity::verify(&st, &meta, &path)?;
     let config_json = serde_json::to_vec(&model.config).expect("a model config serialises");
