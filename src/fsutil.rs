@@ -53,18 +53,22 @@ fn process_alive(pid: u32) -> bool {
 }
 
 /// The process id in a temporary name written by [`write_atomic`]
-/// (`NAME.tmp.PID`), if `name` is one.
-fn temp_owner(name: &str) -> Option<u32> {
-    let (_, pid) = name.rsplit_once(".tmp.")?;
+/// (`NAME.tmp.PID`) for one of the files `names`, if `name` is one.
+fn temp_owner(name: &str, names: &[&str]) -> Option<u32> {
+    let (base, pid) = name.rsplit_once(".tmp.")?;
+    if !names.contains(&base) {
+        return None;
+    }
     pid.parse().ok()
 }
 
-/// Delete the temporary files that [`write_atomic`] left in `dir` when its
-/// process was killed (`kill -9`, power loss) before it could rename or
-/// remove them; those of a process still running are left alone. Returns the
-/// names removed. A checkpoint's temporary is as big as the checkpoint, so
-/// leaving them would fill the disk one crash at a time.
-pub fn remove_stale_temps(dir: &Path) -> Result<Vec<String>> {
+/// Delete the temporary files that [`write_atomic`] left in `dir` for the
+/// files `names` when its process was killed (`kill -9`, power loss) before
+/// it could rename or remove them; those of a process still running, and
+/// any other file, are left alone. Returns the names removed. A
+/// checkpoint's temporary is as big as the checkpoint, so leaving them
+/// would fill the disk one crash at a time.
+pub fn remove_stale_temps(dir: &Path, names: &[&str]) -> Result<Vec<String>> {
     let mut removed = Vec::new();
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
@@ -74,7 +78,7 @@ pub fn remove_stale_temps(dir: &Path) -> Result<Vec<String>> {
     for entry in entries {
         let path = entry.map_err(|e| Error::io(dir, e))?.path();
         let name = path.file_name().unwrap_or_default().to_string_lossy();
-        if temp_owner(&name).is_some_and(|pid| !process_alive(pid)) && path.is_file() {
+        if temp_owner(&name, names).is_some_and(|pid| !process_alive(pid)) && path.is_file() {
             std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
             removed.push(name.into_owned());
         }
@@ -121,22 +125,28 @@ mod tests {
         let ours = format!("model.safetensors.tmp.{}", std::process::id());
         // A pid above the kernel's maximum (4194304) never runs.
         let dead = "train_state.safetensors.tmp.999999999";
-        for name in [ours.as_str(), dead, "notes.tmp.txt", "model.safetensors"] {
+        let other = "notes.txt.tmp.999999999";
+        for name in [
+            ours.as_str(),
+            dead,
+            other,
+            "notes.tmp.txt",
+            "model.safetensors",
+        ] {
             std::fs::write(dir.path().join(name), b"x").unwrap();
         }
-        let removed = remove_stale_temps(dir.path()).unwrap();
+        let names = ["model.safetensors", "train_state.safetensors"];
+        let removed = remove_stale_temps(dir.path(), &names).unwrap();
         assert_eq!(removed, vec![dead.to_string()]);
         assert!(
             dir.path().join(&ours).exists(),
             "a live writer's file stays"
         );
+        assert!(dir.path().join(other).exists(), "not one of ours");
         assert!(dir.path().join("notes.tmp.txt").exists());
         assert!(dir.path().join("model.safetensors").exists());
-        assert!(
-            remove_stale_temps(&dir.path().join("missing"))
-                .unwrap()
-                .is_empty()
-        );
+        let missing = dir.path().join("missing");
+        assert!(remove_stale_temps(&missing, &names).unwrap().is_empty());
     }
 
     #[test]

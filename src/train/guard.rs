@@ -14,7 +14,7 @@ use std::path::Path;
 pub const METRICS_FILE: &str = "metrics.jsonl";
 
 /// Every file a run directory holds: what `--overwrite` replaces.
-const RUN_FILES: [&str; 6] = [
+pub const RUN_FILES: [&str; 6] = [
     TRAIN_CONFIG_FILE,
     MODEL_FILE,
     STATE_FILE,
@@ -127,18 +127,30 @@ pub fn non_finite(loss: f32, grad_norm: f32) -> Option<String> {
     None
 }
 
-/// The error that stops a run at a non-finite step.
-pub fn stopped_at(step: u64, why: &str, out: &Path, last_checkpoint: Option<u64>) -> Error {
+/// The error that stops a run at a non-finite step; `skipping` when
+/// `--on-nan skip` gave up (then it is not suggested again).
+pub fn stopped_at(
+    step: u64,
+    why: &str,
+    out: &Path,
+    last_checkpoint: Option<u64>,
+    skipping: bool,
+) -> Error {
     let kept = match last_checkpoint {
         Some(s) => format!(
-            "the last checkpoint (step {s}) in {} is kept as it was",
+            "the last checkpoint in {}, of step {s}, is unchanged",
             out.display()
         ),
         None => "no checkpoint had been saved yet".to_string(),
     };
+    let skip = if skipping {
+        ""
+    } else {
+        ", or --on-nan skip to drop such steps"
+    };
     Error::NonFinite(format!(
-        "step {step}: {why}; training stopped without saving ({kept}). \
-         Try a lower --lr, a --grad-clip, a larger --eps, or --on-nan skip to drop such steps"
+        "step {step}: {why}; training stopped without saving: {kept}. Try a lower --lr, a \
+         --grad-clip, a larger --eps{skip}"
     ))
 }
 
@@ -184,7 +196,7 @@ mod tests {
         assert_eq!(non_finite(1.5, 0.3), None);
         assert!(non_finite(f32::NAN, 0.3).is_some());
         assert!(non_finite(1.5, f32::INFINITY).is_some());
-        let err = stopped_at(7, "the loss is NaN", Path::new("r"), Some(5)).to_string();
+        let err = stopped_at(7, "the loss is NaN", Path::new("r"), Some(5), false).to_string();
         assert!(err.contains("step 7") && err.contains("step 5"), "{err}");
     }
 }

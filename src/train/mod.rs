@@ -175,7 +175,7 @@ pub fn train<B: Backend>(be: &B, job: TrainJob) -> Result<TrainSummary> {
     if new_run && !job.guards.overwrite {
         guard::prepare_new_run(out, false)?; // refuse early, before reading any data
     }
-    crate::fsutil::remove_stale_temps(out)?;
+    crate::fsutil::remove_stale_temps(out, &guard::RUN_FILES)?;
     let plan = match &job.start {
         Start::New(config) => Plan::new(config, job.data.clone(), &job.guards)?,
         Start::Resume(overrides) => Plan::resume(out, overrides, job.data.clone(), &job.guards)?,
@@ -266,12 +266,9 @@ impl Session<'_> {
         let val_loss = trainer.evaluate(Split::Val, step)?;
         if !(train_loss.is_finite() && val_loss.is_finite()) {
             let why = format!("the evaluation gave train loss {train_loss}, val loss {val_loss}");
-            return Err(guard::stopped_at(
-                step,
-                &why,
-                &self.job.out,
-                self.last_checkpoint,
-            ));
+            let skipping = self.job.guards.on_nan == OnNan::Skip;
+            let (out, last) = (&self.job.out, self.last_checkpoint);
+            return Err(guard::stopped_at(step, &why, out, last, skipping));
         }
         self.progress.line(format!(
             "step {step}: train loss {train_loss:.4}, val loss {val_loss:.4}"
@@ -288,12 +285,24 @@ impl Session<'_> {
     fn drop_step(&mut self, done: u64, why: &str, lr: f32) -> Result<()> {
         let out = &self.job.out;
         if self.job.guards.on_nan == OnNan::Stop {
-            return Err(guard::stopped_at(done, why, out, self.last_checkpoint));
+            return Err(guard::stopped_at(
+                done,
+                why,
+                out,
+                self.last_checkpoint,
+                false,
+            ));
         }
         self.skipped_in_a_row += 1;
         if self.skipped_in_a_row > guard::MAX_SKIPPED_IN_A_ROW {
             let why = format!("{why}, {} steps in a row", self.skipped_in_a_row);
-            return Err(guard::stopped_at(done, &why, out, self.last_checkpoint));
+            return Err(guard::stopped_at(
+                done,
+                &why,
+                out,
+                self.last_checkpoint,
+                true,
+            ));
         }
         self.progress
             .line(format!("step {done}: {why}: step dropped (--on-nan skip)"));

@@ -19,7 +19,7 @@ pub fn open_output(
 ) -> Result<(Manifest, Box<dyn Tokenizer>)> {
     let out = &opts.out;
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-    crate::fsutil::remove_stale_temps(out)?;
+    crate::fsutil::remove_stale_temps(out, &[MANIFEST_FILE, TOKENIZER_FILE])?;
     let manifest_path = out.join(MANIFEST_FILE);
     let tokenizer_path = out.join(TOKENIZER_FILE);
     let (manifest, tokenizer) = if manifest_path.exists() {
@@ -138,8 +138,8 @@ fn check_same_settings(path: &Path, old: &PrepareSettings, new: &PrepareSettings
     Err(Error::format(
         path,
         format!(
-            "this directory was prepared with {}; resume with the same settings, or prepare \
-             into a new --out",
+            "this directory was prepared with other settings: {}; resume with the same \
+             settings, or prepare into a new --out",
             differ.join(", ")
         ),
     ))
