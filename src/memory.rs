@@ -50,9 +50,9 @@ pub fn format_bytes(bytes: u128) -> String {
 
 fn overflow(cfg: &ModelConfig) -> Error {
     Error::Memory(format!(
-        "the model's size overflows a 64-bit count (n_layer {}, n_embd {}, block {}, \
-         vocabulary {}): no machine can hold it; use smaller --n-layer, --n-embd or --block",
-        cfg.n_layer, cfg.n_embd, cfg.block_size, cfg.vocab_size
+        "the model's size overflows a 64-bit count (n_layer {}, n_embd {}, block {}): no \
+         machine can hold it; use smaller --n-layer, --n-embd or --block",
+        cfg.n_layer, cfg.n_embd, cfg.block_size
     ))
 }
 

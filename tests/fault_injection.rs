@@ -141,10 +141,16 @@ fn killed_and_resumed_runs_end_bit_identical_with_no_temporaries() {
 
     for file in ["model.safetensors", "train_state.safetensors"] {
         let (a, b) = (tensors(&full.join(file)), tensors(&killed.join(file)));
-        assert!(a == b, "{file}: weights differ after {kills} kills (seed {seed})");
+        assert!(
+            a == b,
+            "{file}: weights differ after {kills} kills (seed {seed})"
+        );
     }
     let model = |d: &Path| std::fs::read(d.join("model.safetensors")).unwrap();
-    assert!(model(&full) == model(&killed), "model.safetensors bytes differ");
+    assert!(
+        model(&full) == model(&killed),
+        "model.safetensors bytes differ"
+    );
     assert_eq!(losses(&full), losses(&killed), "seed {seed}");
     let left: Vec<String> = std::fs::read_dir(&killed)
         .unwrap()
