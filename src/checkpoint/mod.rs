@@ -503,6 +503,20 @@ mod tests {
         }
     }
 
+    /// A diverged model is never written over a good checkpoint.
+    #[test]
+    fn non_finite_weights_are_not_saved() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = tiny(true, true);
+        let mut params = vec![0.5f32; model.num_params()];
+        save_model(dir.path(), &model, &params, None).unwrap();
+        let good = std::fs::read(dir.path().join(MODEL_FILE)).unwrap();
+        params[3] = f32::INFINITY;
+        let err = save_model(dir.path(), &model, &params, None).unwrap_err();
+        assert!(matches!(err, Error::NonFinite(_)), "{err}");
+        assert_eq!(std::fs::read(dir.path().join(MODEL_FILE)).unwrap(), good);
+    }
+
     #[test]
     fn train_state_round_trips_and_rejects_other_files() {
         let dir = tempfile::tempdir().unwrap();
