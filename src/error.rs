@@ -28,6 +28,20 @@ pub enum Error {
     OutOfVocabulary(String),
     #[error("{path}: {message}")]
     Format { path: PathBuf, message: String },
+    /// `train --out` onto a directory that already holds a run.
+    #[error(
+        "{path} already holds a training run ({files}); continue it with \
+         `lmforge train --resume {path}`, or pass --overwrite to replace it"
+    )]
+    RunExists { path: PathBuf, files: String },
+    /// A loss or gradient norm that is NaN or infinite: training stops
+    /// rather than write a model full of NaN.
+    #[error("{0}")]
+    NonFinite(String),
+    /// A configuration that needs more memory than the machine has, or whose
+    /// size does not even fit in a 64-bit count.
+    #[error("{0}")]
+    Memory(String),
 }
 
 impl Error {

@@ -328,7 +328,8 @@ pub trait Backend: Sync + Sized {
         dloss: Option<f32>,
     ) -> f32;
     /// One AdamW update of `params` from `grads` (moments `m`, `v`), with the
-    /// gradient-norm clipping folded in. Returns the norm before clipping.
+    /// gradient-norm clipping folded in. Returns the norm before clipping;
+    /// when it is not finite (a NaN or infinite gradient) nothing is updated.
     fn adamw(
         &self,
         params: Self::ViewMut<'_>,

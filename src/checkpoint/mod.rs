@@ -15,6 +15,11 @@
 //! Biases a model does not have (e.g. `bias = false`, as nanoGPT) are written
 //! as zeros, so `transformers.GPT2LMHeadModel.from_pretrained(run_dir)` loads
 //! pre-norm GELU models exactly; lmforge ignores them when loading.
+//!
+//! Each safetensors file carries a checksum, verified at load, and only
+//! finite values are ever written or loaded ([`integrity`]).
+
+pub mod integrity;
 
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomic_bytes;
@@ -44,16 +49,44 @@ fn view<'a>(bytes: &'a [u8], shape: &[usize]) -> TensorView<'a> {
 
 fn serialize(
     tensors: Vec<(String, Vec<u8>, Vec<usize>)>,
-    metadata: HashMap<String, String>,
+    mut metadata: HashMap<String, String>,
     path: &Path,
 ) -> Result<()> {
+    integrity::seal(&tensors, &mut metadata);
     let views: Vec<(String, TensorView)> = tensors
         .iter()
         .map(|(n, b, s)| (n.clone(), view(b, s)))
         .collect();
     let bytes = safetensors::serialize(views, Some(metadata))
         .map_err(|e| Error::format(path, e.to_string()))?;
-    write_atomic_bytes(path, &bytes)
+    let (header, data) = sorted_header(&bytes);
+    crate::fsutil::write_atomic(path, |w| {
+        w.write_all(&(header.len() as u64).to_le_bytes())?;
+        w.write_all(&header)?;
+        w.write_all(data)
+    })
+}
+
+/// The header of a file `safetensors::serialize` made, its metadata sorted
+/// by key, and the data after it. safetensors writes the metadata map in
+/// hash order, different in every process; sorted, the same weights always
+/// give the same bytes (runs can be compared with `cmp`).
+fn sorted_header(bytes: &[u8]) -> (Vec<u8>, &[u8]) {
+    let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
+    let mut header: serde_json::Value =
+        serde_json::from_slice(&bytes[8..8 + n]).expect("safetensors wrote JSON");
+    if let Some(meta) = header
+        .get_mut("__metadata__")
+        .and_then(|m| m.as_object_mut())
+    {
+        let mut entries: Vec<_> = std::mem::take(meta).into_iter().collect();
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        meta.extend(entries);
+    }
+    let mut json = serde_json::to_vec(&header).expect("JSON serialises");
+    // As safetensors does: spaces up to a multiple of 8 bytes, so the data stays aligned.
+    json.resize(json.len().next_multiple_of(8), b' ');
+    (json, &bytes[8 + n..])
 }
 
 fn read_file(path: &Path) -> Result<Vec<u8>> {
@@ -243,8 +276,17 @@ fn check_hf_gpt2(json: &serde_json::Value) -> std::result::Result<(), String> {
 }
 
 /// Write `model.safetensors` and `config.json` into `dir`; `eot_token` is
-/// the tokenizer's end-of-text id, if it has one.
+/// the tokenizer's end-of-text id, if it has one. Weights that are NaN or
+/// infinite are refused: a diverged run must not replace a good checkpoint.
+/// The model file records the CRC-32 of the config and of `dir`'s
+/// `tokenizer.json` (when there is one), checked by [`load_model`] and
+/// [`load_tokenizer`].
 pub fn save_model(dir: &Path, model: &Model, params: &[f32], eot_token: Option<u32>) -> Result<()> {
+    let path = dir.join(MODEL_FILE);
+    for t in &model.layout.tensors {
+        integrity::check_finite(&params[t.range.clone()], &t.name, &path)
+            .map_err(|e| Error::NonFinite(format!("not saving the model: {e}")))?;
+    }
     let mut tensors: Vec<(String, Vec<u8>, Vec<usize>)> = model
         .layout
         .tensors
@@ -260,8 +302,19 @@ pub fn save_model(dir: &Path, model: &Model, params: &[f32], eot_token: Option<u
     for (name, len) in absent_biases(&model.config) {
         tensors.push((name, vec![0u8; len * 4], vec![len]));
     }
-    let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
-    serialize(tensors, metadata, &dir.join(MODEL_FILE))?;
+    let config_json = serde_json::to_vec(&model.config).expect("a model config serialises");
+    let mut metadata = HashMap::from([
+        ("format".to_string(), "pt".to_string()),
+        (
+            integrity::CONFIG_KEY.to_string(),
+            integrity::crc32_hex(&config_json),
+        ),
+    ]);
+    if let Ok(tokenizer) = std::fs::read(dir.join(TOKENIZER_FILE)) {
+        let crc = integrity::crc32_hex(&tokenizer);
+        metadata.insert(integrity::TOKENIZER_KEY.to_string(), crc);
+    }
+    serialize(tensors, metadata, &path)?;
     save_config(dir, &model.config, eot_token)
 }
 
@@ -271,20 +324,77 @@ pub fn save_config(dir: &Path, cfg: &ModelConfig, eot_token: Option<u32>) -> Res
     write_atomic_bytes(&dir.join(CONFIG_FILE), &json)
 }
 
-/// Read the model config of the run in `dir` (`config.json`) without its weights.
+/// Read the model config of the run in `dir` (`config.json`) without its
+/// weights. A config that cannot be built, or whose size does not fit in a
+/// 64-bit count, is an error naming the file.
 pub fn load_config(dir: &Path) -> Result<ModelConfig> {
     let config_path = dir.join(CONFIG_FILE);
     let text = std::fs::read_to_string(&config_path).map_err(|e| Error::io(&config_path, e))?;
     let json: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| Error::format(&config_path, e.to_string()))?;
-    model_config_from_json(&json, &config_path)
+    let cfg = model_config_from_json(&json, &config_path)?;
+    let named = |e: Error| Error::format(&config_path, e.to_string());
+    cfg.validate().map_err(named)?;
+    crate::memory::param_count(&cfg).map_err(named)?;
+    Ok(cfg)
 }
 
-/// Load `config.json` and the weights (see [`weights`]) from `dir`.
+/// Load `config.json` and the weights (see [`weights`]) from `dir`: the
+/// checksums verified (each file's own, and the config's that lmforge's
+/// `model.safetensors` recorded), every tensor present, every value finite.
 pub fn load_model(dir: &Path) -> Result<(Model, Vec<f32>)> {
-    let model = Model::new(load_config(dir)?)?;
+    let config = load_config(dir)?;
+    weights::check_size(dir, &config)?;
+    let model = Model::new(config)?;
     let params = weights::load_params(dir, &model)?;
+    let path = dir.join(MODEL_FILE);
+    if path.exists() {
+        let meta = integrity::header_metadata(&path)?;
+        let config_json = serde_json::to_vec(&model.config).expect("a model config serialises");
+        let config_path = dir.join(CONFIG_FILE);
+        let what = "model config";
+        integrity::verify_companion(
+            &meta,
+            integrity::CONFIG_KEY,
+            &config_json,
+            &config_path,
+            what,
+        )?;
+    }
     Ok((model, params))
+}
+
+/// Load `dir`'s `tokenizer.json` for `model`: it must be the one the model
+/// was saved with (when the model file recorded its checksum) and have the
+/// model's vocabulary size. Only a Hugging Face model (a `config.json`
+/// without lmforge's own config) may have more embeddings than tokens
+/// (vocabularies padded to a round number).
+pub fn load_tokenizer(dir: &Path, model: &Model) -> Result<Box<dyn crate::tokenizer::Tokenizer>> {
+    let path = dir.join(TOKENIZER_FILE);
+    let bytes = read_file(&path)?;
+    let meta = integrity::header_metadata(&dir.join(MODEL_FILE))?;
+    integrity::verify_companion(&meta, integrity::TOKENIZER_KEY, &bytes, &path, "tokenizer")?;
+    let tokenizer = crate::tokenizer::load(&path)?;
+    let (tokens, v) = (tokenizer.vocab_size(), model.config.vocab_size);
+    let padded_hf = tokens < v && !is_lmforge_config(dir);
+    if tokens != v && !padded_hf {
+        return Err(Error::format(
+            &path,
+            format!(
+                "has {tokens} tokens, the model in {MODEL_FILE} a vocabulary of {v}: they do not \
+                 belong together (a tokenizer from another run, or a damaged file)"
+            ),
+        ));
+    }
+    Ok(tokenizer)
+}
+
+/// Whether `dir`'s `config.json` carries lmforge's own model config.
+fn is_lmforge_config(dir: &Path) -> bool {
+    std::fs::read(dir.join(CONFIG_FILE))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .is_some_and(|json| json.get("lmforge").is_some())
 }
 
 /// Everything needed to continue training exactly where it stopped.
@@ -347,12 +457,18 @@ pub fn load_train_state(dir: &Path, num_params: usize) -> Result<TrainState> {
             .ok_or_else(|| Error::format(&path, format!("metadata {key:?} is missing")))
     };
     let st = parse(&bytes, &path)?;
+    integrity::verify(&st, &meta, &path)?;
+    let finite = |name: &str| {
+        let values = read_f32(&st, name, num_params, &path)?;
+        integrity::check_finite(&values, name, &path)?;
+        Ok::<_, Error>(values)
+    };
     Ok(TrainState {
         step: number("step")? as u64,
         elapsed_s: number("elapsed_s")?,
-        params: read_f32(&st, "params", num_params, &path)?,
-        m: read_f32(&st, "adam.m", num_params, &path)?,
-        v: read_f32(&st, "adam.v", num_params, &path)?,
+        params: finite("params")?,
+        m: finite("adam.m")?,
+        v: finite("adam.v")?,
     })
 }
 
@@ -400,6 +516,20 @@ mod tests {
             );
             assert_eq!(st.tensor("lm_head.weight").is_ok(), !tie);
         }
+    }
+
+    /// A diverged model is never written over a good checkpoint.
+    #[test]
+    fn non_finite_weights_are_not_saved() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = tiny(true, true);
+        let mut params = vec![0.5f32; model.num_params()];
+        save_model(dir.path(), &model, &params, None).unwrap();
+        let good = std::fs::read(dir.path().join(MODEL_FILE)).unwrap();
+        params[3] = f32::INFINITY;
+        let err = save_model(dir.path(), &model, &params, None).unwrap_err();
+        assert!(matches!(err, Error::NonFinite(_)), "{err}");
+        assert_eq!(std::fs::read(dir.path().join(MODEL_FILE)).unwrap(), good);
     }
 
     #[test]

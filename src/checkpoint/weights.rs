@@ -16,6 +16,7 @@
 //! tensor the model has no place for is an error: it means a different
 //! architecture, and ignoring it would give a silently wrong model.
 
+use super::integrity;
 use crate::error::{Error, Result};
 use crate::model::Model;
 use safetensors::SafeTensors;
@@ -142,6 +143,33 @@ fn skippable(name: &str, model: &Model) -> bool {
             .any(|(absent, _)| absent == name || absent.strip_prefix("transformer.") == Some(name))
 }
 
+/// Refuse a config naming a far larger model than the weight files can
+/// hold (at least 2 bytes a parameter), before anything is laid out or allocated.
+pub fn check_size(dir: &Path, config: &crate::model::ModelConfig) -> Result<()> {
+    let files = weight_files(dir)?;
+    let mut bytes = 0u64;
+    for path in &files {
+        bytes += std::fs::metadata(path)
+            .map_err(|e| Error::io(path, e))?
+            .len();
+    }
+    let params = crate::memory::param_count(config)? as u64;
+    if params.saturating_mul(2) > bytes {
+        let named = match &files[..] {
+            [one] => one.clone(),
+            _ => dir.join(INDEX_FILE),
+        };
+        return Err(Error::format(
+            named,
+            format!(
+                "the weights hold {bytes} bytes, too few for the {params} parameters of \
+                 config.json: the files do not belong together"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// The model's parameters, read from the weight files in `dir`.
 pub fn load_params(dir: &Path, model: &Model) -> Result<Vec<f32>> {
     let mut params = vec![0.0f32; model.num_params()];
@@ -159,6 +187,9 @@ pub fn load_params(dir: &Path, model: &Model) -> Result<Vec<f32>> {
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(&path, e))?;
         let st = SafeTensors::deserialize(&map)
             .map_err(|e| Error::format(&path, format!("not a valid safetensors file: {e}")))?;
+        let (_, meta) =
+            SafeTensors::read_metadata(&map).map_err(|e| Error::format(&path, e.to_string()))?;
+        integrity::verify(&st, &meta.metadata().clone().unwrap_or_default(), &path)?;
         for (name, view) in st.tensors() {
             let ours = by_name
                 .get(name.as_str())
@@ -176,8 +207,10 @@ pub fn load_params(dir: &Path, model: &Model) -> Result<Vec<f32>> {
                     ),
                 ));
             };
-            widen(view.dtype(), view.data(), &mut params[spec.range.clone()])
+            let dst = &mut params[spec.range.clone()];
+            widen(view.dtype(), view.data(), dst)
                 .map_err(|e| Error::format(&path, format!("tensor {name:?} {e}")))?;
+            integrity::check_finite(dst, &spec.name, &path)?;
             filled.insert(spec.name.as_str());
         }
     }

@@ -33,23 +33,40 @@ pub struct SampleArgs {
     /// Compute device.
     #[arg(long, value_enum, default_value = "cpu")]
     device: Device,
+    /// Load the model even if it looks too big for the memory available.
+    #[arg(long)]
+    ignore_memory_check: bool,
 }
 
 pub fn run(args: SampleArgs) -> anyhow::Result<ExitCode> {
-    let (backend, _) = super::backend(args.device, args.threads)?;
-    let (model, params) = lmforge::finetune::load_run(&args.run)
-        .with_context(|| format!("loading the model from {}", args.run.display()))?;
-    let tokenizer = lmforge::tokenizer::load(&args.run.join(checkpoint::TOKENIZER_FILE))?;
-    let prompt_text = args.prompt.unwrap_or_else(|| "\n".to_string());
-    let prompt = tokenizer
-        .encode(&prompt_text)
-        .context("encoding the prompt")?;
     let opts = SampleOptions {
         max_new_tokens: args.max_new_tokens,
         temperature: args.temperature,
         top_k: args.top_k,
         seed: args.seed,
     };
+    opts.validate()?;
+    let (backend, _) = super::backend(args.device, args.threads)?;
+    let loading = || format!("loading the model from {}", args.run.display());
+    let config = checkpoint::load_config(&args.run).with_context(loading)?;
+    let estimate = lmforge::memory::sampling(&config)?;
+    if !args.ignore_memory_check {
+        let available = lmforge::memory::available();
+        lmforge::memory::check(&estimate, "sampling this model", available.as_ref())?;
+    }
+    let (model, params) = lmforge::finetune::load_run(&args.run).with_context(loading)?;
+    let tokenizer = checkpoint::load_tokenizer(&args.run, &model)?;
+    let default_prompt = args.prompt.is_none();
+    let prompt_text = args.prompt.unwrap_or_else(|| "\n".to_string());
+    let prompt = tokenizer.encode(&prompt_text).with_context(|| {
+        if default_prompt {
+            "encoding the default prompt, a newline (this model's text had none): \
+             pass --prompt with characters it knows"
+        } else {
+            "encoding the prompt"
+        }
+    })?;
+    lmforge::sample::check(&model, &prompt, &opts)?;
 
     let mut stdout = std::io::stdout().lock();
     let mut pending: Vec<u8> = Vec::new();

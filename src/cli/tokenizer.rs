@@ -313,6 +313,16 @@ fn train_command(config: &train::TrainConfig, files: &[PathBuf], out: &Path) -> 
     tok.save(out)?;
     let ranks = out.with_extension("tiktoken");
     tok.save_tiktoken(&ranks)?;
+    if tok.vocab_size() < config.vocab_size {
+        lmforge::diag::warn(format!(
+            "the vocabulary has {} tokens, not the {} of --vocab-size: after {} merges every \
+             word of this corpus is a single token, so nothing is left to merge (a larger \
+             corpus gives more)",
+            tok.vocab_size(),
+            config.vocab_size,
+            report.merges
+        ));
+    }
     if report.skipped_documents > 0 {
         eprintln!(
             "skipped {} documents that are not valid UTF-8",

@@ -4,7 +4,8 @@ use anyhow::Context;
 use lmforge::backend::Device;
 use lmforge::model::{LoraConfig, LoraTarget};
 use lmforge::train::{
-    FineTuneRequest, Preset, Start, TrainConfig, TrainJob, TrainOverrides, config,
+    FineTuneRequest, OnNan, Preset, Safeguards, Start, TrainConfig, TrainJob, TrainOverrides,
+    config,
 };
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -41,6 +42,16 @@ pub struct TrainArgs {
     /// No progress output.
     #[arg(long, short)]
     quiet: bool,
+    /// Replace the run already in --out (its checkpoint and metrics are deleted).
+    #[arg(long, conflicts_with = "resume")]
+    overwrite: bool,
+    /// A step whose loss or gradient norm is NaN or infinite: stop (keeping
+    /// the last checkpoint), or skip it without updating the weights.
+    #[arg(long, value_enum, default_value = "stop")]
+    on_nan: OnNan,
+    /// Start even if the model looks too big for the memory available.
+    #[arg(long)]
+    ignore_memory_check: bool,
     #[command(flatten)]
     finetune: FineTuneArgs,
     #[command(flatten)]
@@ -127,7 +138,12 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
         }
         _ => plain_start(&args)?,
     };
-    run_training(backend, args.quiet, data, out, start)
+    let guards = Safeguards {
+        overwrite: args.overwrite,
+        on_nan: args.on_nan,
+        ignore_memory_check: args.ignore_memory_check,
+    };
+    run_training(backend, (args.quiet, guards), data, out, start)
 }
 
 /// A new run from a preset, or the resumption of one.
@@ -145,14 +161,17 @@ fn plain_start(args: &TrainArgs) -> anyhow::Result<(PathBuf, Start)> {
             let preset = args.preset.unwrap_or(Preset::CharCpu);
             let cfg = config::resolve(preset, args.config.as_deref(), &args.overrides)?;
             let default_out = PathBuf::from("runs").join(preset.to_string());
-            (args.out.clone().unwrap_or(default_out), Start::New(Box::new(cfg)))
+            (
+                args.out.clone().unwrap_or(default_out),
+                Start::New(Box::new(cfg)),
+            )
         }
     })
 }
 
 fn run_training(
     backend: lmforge::backend::cpu::Cpu,
-    quiet: bool,
+    (quiet, guards): (bool, Safeguards),
     data: Option<PathBuf>,
     out: PathBuf,
     start: Start,
@@ -179,6 +198,7 @@ fn run_training(
             start,
             progress: !quiet,
             stop: &stop,
+            guards,
         },
     )
     .with_context(|| format!("training into {}", out.display()))?;

@@ -121,6 +121,12 @@ pub struct Tensor<B: Backend> {
 }
 
 impl<B: Backend> Tensor<B> {
+    /// Floats allocated (to check the memory estimate against).
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        B::len(&self.buf)
+    }
+
     /// Where rows `rows` of layer `layer`'s slot sit in the buffer.
     fn range(&self, layer: usize, rows: Rows) -> Range<usize> {
         let Shape {
@@ -207,8 +213,9 @@ impl<T> NormActs<T> {
 }
 
 impl<T> ActTensors<T> {
-    /// The same table with every entry passed through `f`.
-    fn try_map<U>(self, mut f: impl FnMut(T) -> Result<U>) -> Result<ActTensors<U>> {
+    /// The same table with every entry passed through `f` (also how
+    /// [`crate::memory`] sums the table).
+    pub(crate) fn try_map<U>(self, mut f: impl FnMut(T) -> Result<U>) -> Result<ActTensors<U>> {
         Ok(ActTensors {
             encoded: f(self.encoded)?,
             ln_1: self.ln_1.try_map(&mut f)?,
@@ -228,7 +235,7 @@ impl<T> ActTensors<T> {
 }
 
 impl<T> Scratch<T> {
-    fn try_map<U>(self, mut f: impl FnMut(T) -> Result<U>) -> Result<Scratch<U>> {
+    pub(crate) fn try_map<U>(self, mut f: impl FnMut(T) -> Result<U>) -> Result<Scratch<U>> {
         Ok(Scratch {
             d_res: f(self.d_res)?,
             d_sum: f(self.d_sum)?,

@@ -92,10 +92,15 @@ impl<B: Backend> AdamW<B> {
         })
     }
 
+    /// Count a step that makes no update (its loss was not finite).
+    pub fn skip(&mut self) {
+        self.step += 1;
+    }
+
     /// One update of the trained parameters (`from` on) with learning rate
     /// `lr`; `grads` holds their gradients only. If `grad_clip > 0`, gradients are
     /// first scaled so their norm is at most `grad_clip`. Returns the gradient
-    /// norm before clipping.
+    /// norm before clipping; when it is not finite nothing was updated.
     pub fn update(
         &mut self,
         be: &B,

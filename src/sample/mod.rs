@@ -111,22 +111,31 @@ impl<'m, B: Backend> Context<'m, B> {
     }
 }
 
-/// Check the options and the prompt before generating.
-fn check(model: &Model, prompt: &[u32], opts: &SampleOptions) -> Result<()> {
+impl SampleOptions {
+    /// Reject settings sampling cannot use, naming the flag.
+    pub fn validate(&self) -> Result<()> {
+        if !self.temperature.is_finite() || self.temperature < 0.0 {
+            return Err(Error::Config(format!(
+                "--temperature must be a finite number at least 0, got {}",
+                self.temperature
+            )));
+        }
+        if self.top_k == Some(0) {
+            return Err(Error::Config("--top-k must be at least 1".into()));
+        }
+        Ok(())
+    }
+}
+
+/// Check the options and the prompt before generating (callers that print
+/// the prompt call it first, so nothing is printed for a run that cannot start).
+pub fn check(model: &Model, prompt: &[u32], opts: &SampleOptions) -> Result<()> {
     if prompt.is_empty() {
         return Err(Error::Data(
             "the prompt must contain at least one token".into(),
         ));
     }
-    if !opts.temperature.is_finite() || opts.temperature < 0.0 {
-        return Err(Error::Config(format!(
-            "--temperature must be a finite number at least 0, got {}",
-            opts.temperature
-        )));
-    }
-    if opts.top_k == Some(0) {
-        return Err(Error::Config("--top-k must be at least 1".into()));
-    }
+    opts.validate()?;
     let v = model.config.vocab_size;
     if let Some(&bad) = prompt.iter().find(|&&id| id as usize >= v) {
         return Err(Error::Data(format!(
@@ -164,7 +173,15 @@ fn generate_with<B: Backend>(
     let mut rng = Rng::new(opts.seed, SAMPLE_STREAM);
     let mut tokens = prompt.to_vec();
     for _ in 0..opts.max_new_tokens {
-        let next = choose(context.logits_after(be, &tokens, use_cache), opts, &mut rng);
+        let logits = context.logits_after(be, &tokens, use_cache);
+        if let Some(bad) = logits.iter().find(|x| !x.is_finite()) {
+            return Err(Error::NonFinite(format!(
+                "the model's logits hold {bad} after {} tokens: its weights give no usable \
+                 probabilities (a run that diverged?)",
+                tokens.len()
+            )));
+        }
+        let next = choose(logits, opts, &mut rng);
         tokens.push(next);
         emit(next)?;
     }

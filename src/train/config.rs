@@ -374,7 +374,14 @@ pub fn resolve(preset: Preset, toml: Option<&Path>, flags: &TrainOverrides) -> R
         TrainOverrides::from_toml_file(path)?.apply(&mut cfg);
     }
     flags.apply(&mut cfg);
-    cfg.validate()?;
+    cfg.validate().map_err(|e| match toml {
+        // The bad value may come from the file: say which file.
+        Some(path) => Error::format(
+            path,
+            format!("{e} (with this file's settings and the flags)"),
+        ),
+        None => e,
+    })?;
     Ok(cfg)
 }
 

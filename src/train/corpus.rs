@@ -2,6 +2,7 @@
 //! encoded in memory and split head/tail, or token shards memory-mapped
 //! from a prepared directory.
 
+use super::TrainConfig;
 use crate::data::TokenSource;
 use crate::data::shards::{Layout, ShardSet};
 use crate::data::text;
@@ -47,19 +48,27 @@ pub fn open(data: Option<&Path>) -> Result<Source> {
 }
 
 /// The tokenizer of a new run: the shards' own, a character vocabulary of the
-/// text, or the one `spec` names.
+/// text, or the one `config.tokenizer` names. With shards that carry a
+/// tokenizer, `config.tokenizer` is set to what they hold, so the run
+/// records the tokenizer it really trained with.
 pub fn new_tokenizer(
     source: &Source,
-    spec: &TokenizerSpec,
+    config: &mut TrainConfig,
     data: Option<&Path>,
 ) -> Result<Box<dyn Tokenizer>> {
+    let spec = &config.tokenizer;
+    let shown = || data.map(|d| d.display().to_string()).unwrap_or_default();
     match source {
         Source::Shards(set) => match set.tokenizer_path() {
-            Some(path) => tokenizer::load(path),
+            Some(path) => {
+                let (tokenizer, spec) = shard_tokenizer(path, config, &shown())?;
+                config.tokenizer = spec;
+                Ok(tokenizer)
+            }
             None if *spec == TokenizerSpec::Char => Err(Error::Config(format!(
                 "{}: these shards carry no tokenizer.json (nanoGPT or llm.c layout); \
                  pass --tokenizer gpt2 or --tokenizer PATH to say which made them",
-                data.map(|d| d.display().to_string()).unwrap_or_default()
+                shown()
             ))),
             None => spec.load(),
         },
@@ -68,6 +77,56 @@ pub fn new_tokenizer(
         }
         Source::Text(_) => spec.load(),
     }
+}
+
+/// Whether two tokenizers are the same vocabulary: the same size, the
+/// same bytes for every id.
+fn same_vocabulary(a: &dyn Tokenizer, b: &dyn Tokenizer) -> bool {
+    a.vocab_size() == b.vocab_size()
+        && (0..a.vocab_size() as u32).all(|id| a.decode_bytes(&[id]) == b.decode_bytes(&[id]))
+}
+
+/// The tokenizer of prepared shards (at `path`) and the spec to record for
+/// it. A `--tokenizer` naming another vocabulary is an error; the preset's
+/// default `char` gives way to the shards' own tokenizer with a warning.
+fn shard_tokenizer(
+    path: &Path,
+    config: &TrainConfig,
+    data: &str,
+) -> Result<(Box<dyn Tokenizer>, TokenizerSpec)> {
+    let tokenizer = tokenizer::load(path)?;
+    let (spec, kind, n) = (&config.tokenizer, tokenizer.kind(), tokenizer.vocab_size());
+    if *spec == TokenizerSpec::Char && kind == "char" {
+        return Ok((tokenizer, TokenizerSpec::Char));
+    }
+    let gpt2 = TokenizerSpec::Gpt2.load()?;
+    let recorded = if same_vocabulary(tokenizer.as_ref(), gpt2.as_ref()) {
+        TokenizerSpec::Gpt2
+    } else {
+        TokenizerSpec::File(std::fs::canonicalize(path).unwrap_or_else(|_| path.into()))
+    };
+    if *spec == TokenizerSpec::Char {
+        if config.preset.config().tokenizer != TokenizerSpec::Char {
+            return Err(Error::Config(format!(
+                "{data}: these shards were made with a {kind} tokenizer of {n} tokens, not \
+                 --tokenizer char; leave --tokenizer out to train with theirs"
+            )));
+        }
+        crate::diag::warn(format!(
+            "{data}: these shards were made with a {kind} tokenizer of {n} tokens ({recorded}); \
+             training with it (the preset's char tokenizer does not apply to shards)"
+        ));
+        return Ok((tokenizer, recorded));
+    }
+    let asked = spec.load()?;
+    if !same_vocabulary(tokenizer.as_ref(), asked.as_ref()) {
+        return Err(Error::Config(format!(
+            "{data}: these shards were made with a {kind} tokenizer of {n} tokens, not with \
+             --tokenizer {spec} ({} tokens); leave --tokenizer out to train with theirs",
+            asked.vocab_size()
+        )));
+    }
+    Ok((tokenizer, spec.clone()))
 }
 
 /// Encode the text (shards are already tokens) and split it. Returns the

@@ -19,6 +19,7 @@
 mod bench;
 pub mod config;
 pub mod corpus;
+pub mod guard;
 pub mod presets;
 mod progress;
 pub mod run;
@@ -26,6 +27,7 @@ pub mod trainer;
 
 pub use bench::{BenchReport, bench};
 pub use config::{TrainConfig, TrainOverrides};
+pub use guard::{OnNan, Safeguards};
 pub use presets::Preset;
 pub use trainer::{Split, Trainer};
 
@@ -75,6 +77,8 @@ pub struct TrainJob<'a> {
     pub progress: bool,
     /// Set (e.g. by Ctrl-C) to checkpoint and stop after the current step.
     pub stop: &'a AtomicBool,
+    /// Overwriting a run, non-finite steps, the memory check.
+    pub guards: Safeguards,
 }
 
 /// How a run ended.
@@ -101,8 +105,9 @@ struct Plan {
 }
 
 impl Plan {
-    fn new(config: &TrainConfig, data: Option<PathBuf>) -> Result<Self> {
+    fn new(config: &TrainConfig, data: Option<PathBuf>, guards: &Safeguards) -> Result<Self> {
         config.validate()?;
+        guard::check_memory(config, guards)?;
         Ok(Plan {
             config: config.clone(),
             data,
@@ -115,7 +120,13 @@ impl Plan {
     /// The saved run in `out`, changed by `overrides`, with its checkpoint:
     /// refused if an override changes the tokenizer or the model, or if the
     /// run is already as long as asked.
-    fn resume(out: &Path, overrides: &[TrainOverrides], data: Option<PathBuf>) -> Result<Self> {
+    fn resume(
+        out: &Path,
+        overrides: &[TrainOverrides],
+        data: Option<PathBuf>,
+        guards: &Safeguards,
+    ) -> Result<Self> {
+        guard::check_resumable(out)?;
         let run = RunFile::load(out)?;
         let mut config = run.config.clone();
         overrides.iter().for_each(|o| o.apply(&mut config));
@@ -140,6 +151,7 @@ impl Plan {
             )));
         }
         config.model = saved;
+        guard::check_memory(&config, guards)?;
         let layout = crate::model::ParamLayout::new(&config.model);
         let lora = config.model.lora.is_some();
         let from = finetune::trainable_from(config.finetune.as_ref(), &layout, lora)?;
@@ -159,6 +171,9 @@ impl Plan {
             None => None,
         };
         let tokenizer = tokenizer::load(&out.join(checkpoint::TOKENIZER_FILE))?;
+        if let Some(new) = &data {
+            warn_if_other_data(out, new, run.data.as_deref());
+        }
         Ok(Plan {
             config,
             data: data.or(run.data),
@@ -258,14 +273,36 @@ fn fine_tune_start(
     finetune::start_params(parent, params, &model, config.seed)
 }
 
+/// A resumed run given `--data` other than what it trained on goes on with
+/// the new data (to fine-tune, say), but not without saying so.
+fn warn_if_other_data(out: &Path, new: &Path, old: Option<&Path>) {
+    let new = std::fs::canonicalize(new).unwrap_or_else(|_| new.to_path_buf());
+    if old == Some(new.as_path()) {
+        return;
+    }
+    let old = old.map_or("the built-in demo corpus".to_string(), |p| {
+        p.display().to_string()
+    });
+    crate::diag::warn(format!(
+        "{} was trained on {old}; this session continues on {}",
+        out.display(),
+        new.display()
+    ));
+}
+
 /// Run (or resume) training on backend `be`. Writes checkpoints and
 /// `metrics.jsonl` into `job.out`.
 pub fn train<B: Backend>(be: &B, job: TrainJob) -> Result<TrainSummary> {
     let out = job.out.as_path();
+    let new_run = matches!(job.start, Start::New(_) | Start::FineTune(_));
+    if new_run && !job.guards.overwrite {
+        guard::prepare_new_run(out, false)?; // refuse early, before reading any data
+    }
+    crate::fsutil::remove_stale_temps(out, &guard::RUN_FILES)?;
     let plan = match &job.start {
-        Start::New(config) => Plan::new(config, job.data.clone())?,
+        Start::New(config) => Plan::new(config, job.data.clone(), &job.guards)?,
         Start::FineTune(req) => Plan::fine_tune(req, job.data.clone())?,
-        Start::Resume(overrides) => Plan::resume(out, overrides, job.data.clone())?,
+        Start::Resume(overrides) => Plan::resume(out, overrides, job.data.clone(), &job.guards)?,
     };
     let Plan {
         mut config,
@@ -276,9 +313,13 @@ pub fn train<B: Backend>(be: &B, job: TrainJob) -> Result<TrainSummary> {
     } = plan;
     let (corpus, tokenizer) =
         read_corpus(&mut config, data.as_deref(), tokenizer, state.is_some())?;
+    guard::check_memory(&config, &job.guards)?;
     let (train_tokens, val_tokens) = corpus.splits();
     let resumed_at = state.as_ref().map(|s| (s.step, s.elapsed_s));
     let trainer = Trainer::new(be, &config, (train_tokens, val_tokens), start, state)?;
+    if new_run {
+        guard::prepare_new_run(out, job.guards.overwrite)?;
+    }
     RunFile::new(data.as_deref(), &config).write(out, tokenizer.as_ref())?;
     let progress = Progress::new(job.progress, trainer.steps_done(), config.max_iters);
     progress.line(format!(
@@ -297,6 +338,8 @@ pub fn train<B: Backend>(be: &B, job: TrainJob) -> Result<TrainSummary> {
         started: Instant::now(),
         elapsed_before: resumed_at.map_or(0.0, |(_, elapsed)| elapsed),
         eot_token: tokenizer.eot_token(),
+        last_checkpoint: resumed_at.map(|(step, _)| step),
+        skipped_in_a_row: 0,
         summary: TrainSummary {
             step: trainer.steps_done(),
             train_loss: None,
@@ -329,7 +372,7 @@ fn read_corpus(
     let fixed_vocab = tokenizer.is_some();
     let tokenizer = match tokenizer {
         Some(t) => t,
-        None => corpus::new_tokenizer(&source, &config.tokenizer, data)?,
+        None => corpus::new_tokenizer(&source, config, data)?,
     };
     let (corpus, vocab_size) = corpus::tokenize(source, tokenizer.as_ref(), config.val_fraction)?;
     if (resumed || fixed_vocab) && vocab_size > config.model.vocab_size {
@@ -353,6 +396,10 @@ struct Session<'j> {
     /// Training wall time of earlier sessions of this run.
     elapsed_before: f64,
     eot_token: Option<u32>,
+    /// The step of the last checkpoint on disk (this session's or the resumed one).
+    last_checkpoint: Option<u64>,
+    /// Non-finite steps dropped in a row (`--on-nan skip`).
+    skipped_in_a_row: u32,
     summary: TrainSummary,
 }
 
@@ -365,6 +412,12 @@ impl Session<'_> {
     fn evaluate<B: Backend>(&mut self, trainer: &mut Trainer<B>, step: u64) -> Result<()> {
         let train_loss = trainer.evaluate(Split::Train, step)?;
         let val_loss = trainer.evaluate(Split::Val, step)?;
+        if !(train_loss.is_finite() && val_loss.is_finite()) {
+            let why = format!("the evaluation gave train loss {train_loss}, val loss {val_loss}");
+            let skipping = self.job.guards.on_nan == OnNan::Skip;
+            let (out, last) = (&self.job.out, self.last_checkpoint);
+            return Err(guard::stopped_at(step, &why, out, last, skipping));
+        }
         self.progress.line(format!(
             "step {step}: train loss {train_loss:.4}, val loss {val_loss:.4}"
         ));
@@ -372,6 +425,37 @@ impl Session<'_> {
         self.summary.val_loss = Some(val_loss);
         let elapsed_s = self.elapsed();
         self.metrics.log(serde_json::json!({"step": step, "eval": true, "train_loss": train_loss, "val_loss": val_loss, "elapsed_s": elapsed_s}))
+    }
+
+    /// A step whose loss or gradient norm is not finite (the trainer made no
+    /// update): stop with an error, or with `--on-nan skip` log it and go
+    /// on, unless too many came in a row.
+    fn drop_step(&mut self, done: u64, why: &str, lr: f32) -> Result<()> {
+        let out = &self.job.out;
+        if self.job.guards.on_nan == OnNan::Stop {
+            return Err(guard::stopped_at(
+                done,
+                why,
+                out,
+                self.last_checkpoint,
+                false,
+            ));
+        }
+        self.skipped_in_a_row += 1;
+        if self.skipped_in_a_row > guard::MAX_SKIPPED_IN_A_ROW {
+            let why = format!("{why}, {} steps in a row", self.skipped_in_a_row);
+            return Err(guard::stopped_at(
+                done,
+                &why,
+                out,
+                self.last_checkpoint,
+                true,
+            ));
+        }
+        self.progress
+            .line(format!("step {done}: {why}: step dropped (--on-nan skip)"));
+        self.metrics
+            .log(serde_json::json!({"step": done, "skipped": true, "lr": lr}))
     }
 
     /// Train to `max_iters` (or until asked to stop), evaluating and
@@ -393,9 +477,15 @@ impl Session<'_> {
             trained_time += dt;
             let (done, tokens_per_sec) = (step + 1, tokens_per_step / dt);
             let elapsed_s = self.elapsed();
-            self.metrics.log(serde_json::json!({"step": done, "train_loss": loss, "lr": lr, "tokens_per_sec": tokens_per_sec, "elapsed_s": elapsed_s}))?;
-            let message = format!("loss {loss:.4} lr {lr:.2e} {tokens_per_sec:.0} tok/s");
-            self.progress.step(done, message);
+            match guard::non_finite(loss, trainer.last_grad_norm) {
+                None => {
+                    self.skipped_in_a_row = 0;
+                    self.metrics.log(serde_json::json!({"step": done, "train_loss": loss, "lr": lr, "tokens_per_sec": tokens_per_sec, "elapsed_s": elapsed_s}))?;
+                    let message = format!("loss {loss:.4} lr {lr:.2e} {tokens_per_sec:.0} tok/s");
+                    self.progress.step(done, message);
+                }
+                Some(why) => self.drop_step(done, &why, lr)?,
+            }
             self.summary.step = done;
             if done % config.eval_interval == 0 || done == config.max_iters {
                 self.evaluate(&mut trainer, done)?;
@@ -403,6 +493,7 @@ impl Session<'_> {
             let stop = self.job.stop.load(Ordering::SeqCst);
             if done % config.checkpoint_interval == 0 || done == config.max_iters || stop {
                 trainer.save(&self.job.out, self.elapsed(), self.eot_token)?;
+                self.last_checkpoint = Some(done);
             }
             if stop {
                 self.progress.line(format!(

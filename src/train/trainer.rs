@@ -63,6 +63,9 @@ pub struct Trainer<'a, B: Backend> {
     train: BatchSampler<'a>,
     val: BatchSampler<'a>,
     dropout_seed: u64,
+    /// The last step's gradient norm before clipping; NaN when its loss was
+    /// not finite. A non-finite step makes no update (see [`Trainer::step`]).
+    pub last_grad_norm: f32,
 }
 
 impl<'a, B: Backend> Trainer<'a, B> {
@@ -107,6 +110,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
             inputs: vec![0; b * t],
             targets: vec![0; b * t],
             dropout_seed: mix64(seed ^ 0xD50F),
+            last_grad_norm: 0.0,
             params,
             opt,
             model,
@@ -143,7 +147,10 @@ impl<'a, B: Backend> Trainer<'a, B> {
         }
     }
 
-    /// One optimizer update (with gradient accumulation); returns the mean loss.
+    /// One optimizer update (with gradient accumulation); returns the mean
+    /// loss. A step whose loss or gradient norm is NaN or infinite changes
+    /// no weight and no moment (it still counts as a step): the caller sees
+    /// it in the loss and [`Trainer::last_grad_norm`] and decides.
     pub fn step(&mut self, step: u64) -> Result<f32> {
         let be = self.be;
         be.run(|| self.step_here(step))
@@ -173,10 +180,15 @@ impl<'a, B: Backend> Trainer<'a, B> {
             let grads = &mut self.grads;
             loss += model.backward(be, params, grads, acts, &self.targets, window, mode, dloss);
         }
-        let lr = cfg.schedule().at(step);
-        self.opt
-            .update(be, &mut self.params, &self.grads.buf, lr, cfg.grad_clip);
-        Ok(loss / accum as f32)
+        let (lr, loss) = (cfg.schedule().at(step), loss / accum as f32);
+        self.last_grad_norm = if loss.is_finite() {
+            self.opt
+                .update(be, &mut self.params, &self.grads.buf, lr, cfg.grad_clip)
+        } else {
+            self.opt.skip();
+            f32::NAN
+        };
+        Ok(loss)
     }
 
     /// Mean loss over `eval_iters` batches of one split, dropout off.

@@ -11,6 +11,10 @@
 //! ```
 //! Clipping (as `torch.nn.utils.clip_grad_norm_`): with `norm = ||g||_2` over
 //! all parameters, gradients are scaled by `min(1, clip / (norm + 1e-6))`.
+//!
+//! A gradient holding a NaN or an infinity (a non-finite norm) updates
+//! nothing: one bad batch must not turn every weight and moment into NaN.
+//! The norm is returned, and the training loop stops or drops the step.
 
 use crate::backend::{AdamWStep, ParamGroup};
 use rayon::prelude::*;
@@ -40,6 +44,9 @@ pub fn update(
     partials: &mut Vec<f64>,
 ) -> f32 {
     let norm = grad_norm(grads, partials);
+    if !norm.is_finite() {
+        return norm;
+    }
     let scale = if s.grad_clip > 0.0 {
         (s.grad_clip / (norm + 1e-6)).min(1.0)
     } else {
@@ -100,4 +107,49 @@ fn sum_of_squares(grads: &[f32]) -> f64 {
         }
     }
     lanes.iter().sum::<f64>() + tail
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step() -> AdamWStep {
+        AdamWStep {
+            lr: 0.1,
+            beta1: 0.9,
+            beta2: 0.99,
+            eps: 1e-8,
+            weight_decay: 0.1,
+            grad_clip: 1.0,
+            t: 1,
+        }
+    }
+
+    #[test]
+    fn a_non_finite_gradient_updates_nothing() {
+        let groups = [ParamGroup {
+            range: 0..3,
+            decays: true,
+        }];
+        let (mut p, mut m, mut v) = (vec![1.0, 2.0, 3.0], vec![0.5; 3], vec![0.25; 3]);
+        for bad in [f32::NAN, f32::INFINITY] {
+            let g = [0.1, bad, 0.3];
+            let norm = update(&mut p, &g, &mut m, &mut v, &groups, step(), &mut Vec::new());
+            assert!(!norm.is_finite());
+            assert_eq!(
+                (&p[..], &m[..], &v[..]),
+                (&[1.0, 2.0, 3.0][..], &[0.5; 3][..], &[0.25; 3][..])
+            );
+        }
+        let norm = update(
+            &mut p,
+            &[0.1, 0.2, 0.3],
+            &mut m,
+            &mut v,
+            &groups,
+            step(),
+            &mut Vec::new(),
+        );
+        assert!(norm.is_finite() && p[0] != 1.0, "a finite gradient updates");
+    }
 }

@@ -10,16 +10,20 @@ pub struct InputFile {
     /// Absolute path.
     pub path: PathBuf,
     pub bytes: u64,
+    /// Last modification, in nanoseconds since 1970, where the system tells.
+    pub modified_ns: Option<u64>,
 }
 
 /// Expand files, directories and globs into input files, in argument order
 /// (sorted within each argument), without duplicates and without anything
-/// under `exclude` (prepare's output directory).
+/// under `exclude` (prepare's output directory). A file reached twice
+/// through links (the same canonical path) is read once, with a warning.
 pub fn expand_inputs<P: AsRef<Path>>(args: &[P], exclude: Option<&Path>) -> Result<Vec<InputFile>> {
     let exclude = exclude
         .map(|e| std::path::absolute(e).map_err(|err| Error::io(e, err)))
         .transpose()?;
     let mut seen = std::collections::HashSet::new();
+    let mut canonical: std::collections::HashMap<PathBuf, PathBuf> = Default::default();
     let mut out = Vec::new();
     for arg in args {
         let mut found = expand_one(arg.as_ref())?;
@@ -29,10 +33,27 @@ pub fn expand_inputs<P: AsRef<Path>>(args: &[P], exclude: Option<&Path>) -> Resu
             if exclude.as_ref().is_some_and(|e| abs.starts_with(e)) || !seen.insert(abs.clone()) {
                 continue;
             }
-            let bytes = std::fs::metadata(&abs)
-                .map_err(|e| Error::io(&abs, e))?
-                .len();
-            out.push(InputFile { path: abs, bytes });
+            let real = std::fs::canonicalize(&abs).map_err(|e| Error::io(&abs, e))?;
+            if let Some(first) = canonical.get(&real) {
+                crate::diag::warn(format!(
+                    "{} is {} again (through a link); reading it once",
+                    abs.display(),
+                    first.display()
+                ));
+                continue;
+            }
+            canonical.insert(real, abs.clone());
+            let meta = std::fs::metadata(&abs).map_err(|e| Error::io(&abs, e))?;
+            let modified_ns = meta
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .and_then(|d| u64::try_from(d.as_nanos()).ok());
+            out.push(InputFile {
+                path: abs,
+                bytes: meta.len(),
+                modified_ns,
+            });
         }
     }
     Ok(out)
@@ -67,11 +88,25 @@ fn expand_one(path: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// Every file under `dir`, recursively, skipping hidden names.
+/// Every file under `dir`, recursively, skipping hidden names. A directory
+/// reached a second time (a symbolic link to a parent or to a directory
+/// already walked) is skipped with a warning, so a link loop is neither
+/// followed until `ELOOP` nor read over and over.
 fn walk(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
+    let mut visited: std::collections::HashMap<PathBuf, PathBuf> = Default::default();
     let mut pending = vec![dir.to_path_buf()];
     while let Some(d) = pending.pop() {
+        let real = std::fs::canonicalize(&d).map_err(|e| Error::io(&d, e))?;
+        if let Some(first) = visited.get(&real) {
+            crate::diag::warn(format!(
+                "{} is the directory {} again (a symbolic link loop?); skipping it",
+                d.display(),
+                first.display()
+            ));
+            continue;
+        }
+        visited.insert(real, d.clone());
         for entry in std::fs::read_dir(&d).map_err(|e| Error::io(&d, e))? {
             let path = entry.map_err(|e| Error::io(&d, e))?.path();
             if path

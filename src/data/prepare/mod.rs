@@ -92,6 +92,12 @@ impl PrepareOptions {
         if self.inputs.is_empty() {
             return Err(Error::Config("no inputs given".into()));
         }
+        if self.threads == 0 {
+            return Err(Error::Config("--threads must be at least 1".into()));
+        }
+        if self.shard_tokens == 0 {
+            return Err(Error::Config("--shard-tokens must be at least 1".into()));
+        }
         if self.char_vocab_max.is_some() && self.tokenizer != TokenizerSpec::Char {
             return Err(Error::Config(
                 "--char-vocab-max only applies to --tokenizer char".into(),
@@ -150,7 +156,7 @@ pub fn prepare(opts: &PrepareOptions) -> Result<PrepareReport> {
         )));
     }
     let (mut manifest, tokenizer) = resume::open_output(opts, &all_inputs)?;
-    let todo = resume::unfinished(&manifest, &all_inputs);
+    let todo = resume::unfinished(&manifest, &all_inputs, &opts.out)?;
     let mut report = PrepareReport {
         inputs_skipped: all_inputs.len() - todo.len(),
         vocab_size: tokenizer.vocab_size(),

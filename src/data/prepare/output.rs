@@ -187,6 +187,7 @@ impl<'a> Sink<'a> {
                 self.pending.push(FinishedInput {
                     path: input.path.to_string_lossy().into_owned(),
                     bytes: input.bytes,
+                    modified_ns: input.modified_ns,
                     documents: stats.documents,
                     skipped_bad_utf8: stats.skipped_bad_utf8,
                     bad_archive: (!stats.bad_archives.is_empty())

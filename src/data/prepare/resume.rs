@@ -19,6 +19,7 @@ pub fn open_output(
 ) -> Result<(Manifest, Box<dyn Tokenizer>)> {
     let out = &opts.out;
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    crate::fsutil::remove_stale_temps(out, &[MANIFEST_FILE, TOKENIZER_FILE])?;
     let manifest_path = out.join(MANIFEST_FILE);
     let tokenizer_path = out.join(TOKENIZER_FILE);
     let (manifest, tokenizer) = if manifest_path.exists() {
@@ -56,16 +57,35 @@ pub fn open_output(
     Ok((manifest, tokenizer))
 }
 
-/// The inputs the manifest does not list as finished (same path, same size).
-pub fn unfinished(manifest: &Manifest, inputs: &[InputFile]) -> Vec<InputFile> {
-    let is_finished = |input: &InputFile| {
+/// The inputs the manifest does not list as finished. An input it lists
+/// that has changed since (another size or modification time) is an error:
+/// its earlier tokens are in the shards, and reading it again would count
+/// it twice.
+pub fn unfinished(manifest: &Manifest, inputs: &[InputFile], out: &Path) -> Result<Vec<InputFile>> {
+    let mut todo = Vec::new();
+    for input in inputs {
         let path = input.path.to_string_lossy();
-        manifest
-            .finished_inputs
-            .iter()
-            .any(|f| f.path == path && f.bytes == input.bytes)
-    };
-    inputs.iter().filter(|i| !is_finished(i)).cloned().collect()
+        let Some(done) = manifest.finished_inputs.iter().find(|f| f.path == path) else {
+            todo.push(input.clone());
+            continue;
+        };
+        let same_time = match (done.modified_ns, input.modified_ns) {
+            (Some(then), Some(now)) => then == now,
+            _ => true, // not recorded (an earlier version), or not known here
+        };
+        if done.bytes != input.bytes || !same_time {
+            return Err(Error::Data(format!(
+                "{path} changed since it was prepared into {} ({} bytes then, {} now{}): its \
+                 earlier tokens are in the shards already, and reading it again would count it \
+                 twice; put the file back as it was, or prepare into a new --out directory",
+                out.display(),
+                done.bytes,
+                input.bytes,
+                if same_time { "" } else { ", modified since" }
+            )));
+        }
+    }
+    Ok(todo)
 }
 
 /// A new output directory may only hold what an interrupted first run leaves.
@@ -87,15 +107,40 @@ fn check_fresh_dir(out: &Path) -> Result<()> {
 }
 
 fn check_same_settings(path: &Path, old: &PrepareSettings, new: &PrepareSettings) -> Result<()> {
-    if old == new {
+    let limit = |v: Option<usize>| v.map_or("none".to_string(), |n| n.to_string());
+    let pairs = [
+        ("--tokenizer", old.tokenizer.clone(), new.tokenizer.clone()),
+        (
+            "--char-vocab-max",
+            limit(old.char_vocab_max),
+            limit(new.char_vocab_max),
+        ),
+        (
+            "--val-fraction",
+            old.val_fraction.to_string(),
+            new.val_fraction.to_string(),
+        ),
+        ("--seed", old.seed.to_string(), new.seed.to_string()),
+        (
+            "--text-field",
+            old.text_field.clone(),
+            new.text_field.clone(),
+        ),
+    ];
+    let differ: Vec<String> = pairs
+        .iter()
+        .filter(|(_, then, now)| then != now)
+        .map(|(flag, then, now)| format!("{flag} {then} (now {now})"))
+        .collect();
+    if differ.is_empty() {
         return Ok(());
     }
     Err(Error::format(
         path,
         format!(
-            "this directory was prepared with other settings ({old:?}); resume with the same \
-             --tokenizer, --val-fraction, --seed, --text-field and --char-vocab-max, or use a \
-             new --out ({new:?})"
+            "this directory was prepared with other settings: {}; resume with the same \
+             settings, or prepare into a new --out",
+            differ.join(", ")
         ),
     ))
 }

@@ -39,8 +39,12 @@ pub struct ShardEntry {
 pub struct FinishedInput {
     /// The path, as found by `prepare` (made absolute).
     pub path: String,
-    /// Its size in bytes when it was read: a changed file is read again.
+    /// Its size in bytes when it was read: a file of another size has changed.
     pub bytes: u64,
+    /// Its modification time when it was read (nanoseconds since 1970;
+    /// absent in manifests of earlier versions): another time means it changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modified_ns: Option<u64>,
     pub documents: u64,
     /// Documents skipped for invalid UTF-8 (`--on-bad-utf8 skip`).
     pub skipped_bad_utf8: u64,

@@ -1,10 +1,12 @@
 //! Writing one lmforge shard ([`super::header`] gives the layout) so that a
 //! file under a shard's final name is always complete: it is written under a
 //! `.tmp` name, its header's token count filled in at the end, flushed to
-//! disk and only then renamed.
+//! disk and only then renamed. A writer dropped before it finishes (an
+//! error such as a full disk) deletes its temporary file.
 
 use super::header::{Dtype, ShardHeader};
 use crate::error::{Error, Result};
+use crate::fsutil::TempGuard;
 use std::fs::File;
 use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -14,6 +16,8 @@ use std::path::{Path, PathBuf};
 pub struct ShardWriter {
     path: PathBuf,
     tmp: PathBuf,
+    /// Deletes `tmp` unless the shard was renamed into place.
+    guard: TempGuard,
     file: BufWriter<File>,
     header: ShardHeader,
 }
@@ -25,12 +29,14 @@ impl ShardWriter {
         tmp.push(".tmp");
         let tmp = PathBuf::from(tmp);
         let file = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        let guard = TempGuard::new(tmp.clone());
         let mut file = BufWriter::with_capacity(1 << 20, file);
         file.write_all(&header.to_bytes())
             .map_err(|e| Error::io(&tmp, e))?;
         Ok(ShardWriter {
             path: path.to_path_buf(),
             tmp,
+            guard,
             file,
             header: ShardHeader {
                 tokens: 0,
@@ -63,6 +69,7 @@ impl ShardWriter {
         let ShardWriter {
             path,
             tmp,
+            guard,
             file,
             header,
         } = self;
@@ -74,9 +81,9 @@ impl ShardWriter {
             std::fs::rename(&tmp, &path)
         })();
         if let Err(e) = result {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(Error::io(&path, e));
+            return Err(Error::io(&path, e)); // the guard deletes the temporary
         }
+        guard.keep();
         Ok(header.tokens)
     }
 }
@@ -105,5 +112,26 @@ mod tests {
         assert_eq!(bytes.len(), HEADER_BYTES + 4);
         assert_eq!(u64::from_le_bytes(bytes[16..24].try_into().unwrap()), 2);
         assert_eq!(&bytes[HEADER_BYTES..], &[1, 0, 2, 0]);
+    }
+
+    /// A shard abandoned half-way (a write error, e.g. a full disk, drops
+    /// the writer) leaves no `.tmp` file to fill the disk.
+    #[test]
+    fn an_unfinished_shard_leaves_no_temporary() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("train_000000.bin");
+        let header = ShardHeader {
+            dtype: Dtype::U16,
+            tokens: 0,
+            vocab_size: 3,
+            tokenizer_id: 42,
+            tokenizer_kind: "char".into(),
+        };
+        let mut w = ShardWriter::create(&path, header).unwrap();
+        w.write_encoded(&[1, 0], 1).unwrap();
+        assert!(dir.path().join("train_000000.bin.tmp").exists());
+        drop(w);
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert!(left.is_empty(), "{left:?}");
     }
 }

@@ -1,0 +1,408 @@
+//! Memory: estimated from the configuration before anything is allocated,
+//! and compared with what the machine has, so that a configuration too big
+//! for it is an error that says so, not an abort (`memory allocation of N
+//! bytes failed`), a panic (`capacity overflow`) or an hour of swapping
+//! ending in the OOM killer.
+//!
+//! Every count is taken in `u128` and checked: a configuration whose size
+//! does not fit in 64 bits is reported as such. The activations come from the
+//! model's one size table ([`crate::model::activations::sizes`]); the
+//! parameter count follows the layout ([`crate::model::ParamLayout`]) term by term.
+
+use crate::error::{Error, Result};
+use crate::model::activations::{Purpose, Shape, sizes};
+use crate::model::{Arch, ModelConfig};
+use std::path::Path;
+
+const F32: u128 = 4;
+
+/// An estimate: named parts, in bytes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Estimate {
+    pub parts: Vec<(&'static str, u128)>,
+}
+
+impl Estimate {
+    pub fn total(&self) -> u128 {
+        self.parts.iter().map(|(_, bytes)| bytes).sum()
+    }
+
+    fn describe(&self) -> String {
+        let parts: Vec<String> = self
+            .parts
+            .iter()
+            .filter(|(_, bytes)| *bytes > 0)
+            .map(|(name, bytes)| format!("{name} {}", format_bytes(*bytes)))
+            .collect();
+        parts.join(", ")
+    }
+}
+
+/// `bytes` for people: `26.1 GB`, `63.2 kB` (powers of 1000).
+pub fn format_bytes(bytes: u128) -> String {
+    let units = [("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)];
+    let b = bytes as f64;
+    match units.iter().find(|(_, size)| b >= *size) {
+        Some((unit, size)) => format!("{:.1} {unit}", b / size),
+        None => format!("{bytes} B"),
+    }
+}
+
+fn overflow(cfg: &ModelConfig) -> Error {
+    Error::Memory(format!(
+        "the model's size overflows a 64-bit count (n_layer {}, n_embd {}, block {}): no \
+         machine can hold it; use smaller --n-layer, --n-embd or --block",
+        cfg.n_layer, cfg.n_embd, cfg.block_size
+    ))
+}
+
+/// The number of parameters, or an error if the model is too large to count
+/// in a `usize` (with room for its gradients and moments). Counted in `u128`
+/// from the config, term by term as [`crate::model::ParamLayout::new`] lays the tensors
+/// out (a test holds the two equal), because building the layout of a
+/// hostile config (a billion layers) would itself exhaust memory.
+pub fn param_count(cfg: &ModelConfig) -> Result<usize> {
+    let (v, t, c, l) = (
+        cfg.vocab_size as u128,
+        cfg.block_size as u128,
+        cfg.n_embd as u128,
+        cfg.n_layer as u128,
+    );
+    let on = |present: bool, n: u128| if present { n } else { 0 };
+    let count = match cfg.arch {
+        Arch::Bigram => v * v,
+        Arch::Gpt => {
+            // Two norm gains, the four matrices, then the optional biases.
+            let block = 12 * c * c + 2 * c + on(cfg.qkv_bias, 3 * c) + on(cfg.bias, 8 * c);
+            let head = on(!cfg.tie_embeddings, v * c) + on(cfg.lm_head_bias, v);
+            v * c + t * c + l * block + c + on(cfg.bias, c) + head + l * lora_per_block(cfg)
+        }
+    };
+    // 16 bytes a parameter (weights, gradients, two moments) must be addressable.
+    if count * 4 * F32 > isize::MAX as u128 {
+        return Err(overflow(cfg));
+    }
+    Ok(count as usize)
+}
+
+/// LoRA adapter parameters in one block: `r * (IN + OUT)` per adapted layer.
+fn lora_per_block(cfg: &ModelConfig) -> u128 {
+    use crate::model::LoraTarget;
+    let Some(lora) = &cfg.lora else { return 0 };
+    let (c, r) = (cfg.n_embd as u128, lora.rank as u128);
+    let per_target = |t: &LoraTarget| match t {
+        LoraTarget::CAttn => r * 4 * c,
+        LoraTarget::CProj => r * 2 * c + r * 5 * c,
+        LoraTarget::CFc => r * 5 * c,
+    };
+    lora.targets.iter().map(per_target).sum()
+}
+
+/// Floats of every activation in the size table for `rows` positions.
+fn activation_floats(cfg: &ModelConfig, rows: usize, purpose: Purpose) -> u128 {
+    let mut total = 0u128;
+    let mut add = |s: Shape| {
+        total += s.layers as u128 * s.rows as u128 * s.width as u128;
+        Ok(())
+    };
+    let (tensors, scratch) = sizes(cfg, rows, purpose);
+    // `add` cannot fail; the maps only walk the table.
+    let _ = tensors.try_map(&mut add);
+    let _ = scratch.try_map(&mut add);
+    total
+}
+
+/// The CPU attention kernel's scratch for `b` sequences of `t` positions:
+/// `3 * b * t * t` floats (the probabilities, their gradient, a dropped-out
+/// copy; `backend::cpu::attention::scratch_len`).
+fn attention_scratch_floats(cfg: &ModelConfig, b: usize, t: usize) -> u128 {
+    if cfg.arch != Arch::Gpt {
+        return 0;
+    }
+    3 * b as u128 * t as u128 * t as u128
+}
+
+/// What training `cfg` with batches of `batch` sequences needs: the weights,
+/// and the gradients and AdamW moments of the `trained` parameters (all, or a
+/// fine-tune's unfrozen ones); the activations; the attention scratch; and
+/// the host copies a checkpoint is written from (or a resume read into):
+/// trained weights and moments as bytes, then serialised, 24 bytes a parameter.
+pub fn training(cfg: &ModelConfig, batch: usize, trained: Option<usize>) -> Result<Estimate> {
+    let p = param_count(cfg)? as u128;
+    let trained = trained.map_or(p, |n| n as u128);
+    let (b, t) = (batch, cfg.block_size);
+    let rows = b.checked_mul(t).ok_or_else(|| overflow(cfg))?;
+    let estimate = Estimate {
+        parts: vec![
+            (
+                "parameters, gradients and AdamW moments",
+                (p + 3 * trained) * F32,
+            ),
+            (
+                "activations",
+                activation_floats(cfg, rows, Purpose::Training) * F32,
+            ),
+            (
+                "attention scratch",
+                attention_scratch_floats(cfg, b, t) * F32,
+            ),
+            ("checkpoint copies", 6 * trained * F32),
+            ("token batches", 4 * rows as u128 * 4),
+        ],
+    };
+    addressable(estimate, cfg)
+}
+
+/// What sampling from `cfg` needs: the weights, the file they are read from,
+/// the inference activations with the KV cache (every layer's `qkv` rows),
+/// and the attention scratch of one sequence.
+pub fn sampling(cfg: &ModelConfig) -> Result<Estimate> {
+    let p = param_count(cfg)? as u128;
+    let t = cfg.block_size;
+    let estimate = Estimate {
+        parts: vec![
+            ("parameters and the file they are read from", 2 * p * F32),
+            (
+                "activations and KV cache",
+                activation_floats(cfg, t, Purpose::Inference) * F32,
+            ),
+            (
+                "attention scratch",
+                attention_scratch_floats(cfg, 1, t) * F32,
+            ),
+        ],
+    };
+    addressable(estimate, cfg)
+}
+
+/// An estimate beyond what a process can address is an overflow whatever
+/// the machine: allocating it would abort.
+fn addressable(estimate: Estimate, cfg: &ModelConfig) -> Result<Estimate> {
+    if estimate.total() > isize::MAX as u128 {
+        return Err(overflow(cfg));
+    }
+    Ok(estimate)
+}
+
+/// Memory the machine can give this process, and where that figure comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Available {
+    pub bytes: u128,
+    pub source: String,
+}
+
+/// The first number in a `/proc/meminfo` line `key: N kB`, in bytes.
+fn meminfo_bytes(text: &str, key: &str) -> Option<u128> {
+    let line = text.lines().find(|l| l.starts_with(key))?;
+    let kb: u128 = line[key.len()..]
+        .trim_start_matches(':')
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
+}
+
+/// `limit - usage` of a cgroup, from its two files (`max` means no limit).
+fn cgroup_room(limit: &Path, usage: &Path) -> Option<u128> {
+    let limit: u128 = std::fs::read_to_string(limit).ok()?.trim().parse().ok()?;
+    let usage: u128 = std::fs::read_to_string(usage)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    Some(limit.saturating_sub(usage))
+}
+
+/// What is available now: `MemAvailable` from `/proc/meminfo`, or less when
+/// a cgroup (a container, a systemd slice) limits this process (v2
+/// `memory.max`, v1 `memory.limit_in_bytes`). `None` where none of these
+/// can be read (not Linux): then nothing is checked.
+pub fn available() -> Option<Available> {
+    let mut best: Option<Available> = None;
+    let mut consider = |bytes: Option<u128>, source: &str| {
+        if let Some(bytes) = bytes
+            && best.as_ref().is_none_or(|b| bytes < b.bytes)
+        {
+            best = Some(Available {
+                bytes,
+                source: source.to_string(),
+            });
+        }
+    };
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok();
+    consider(
+        meminfo.and_then(|t| meminfo_bytes(&t, "MemAvailable")),
+        "MemAvailable in /proc/meminfo",
+    );
+    let v2 = Path::new("/sys/fs/cgroup");
+    consider(
+        cgroup_room(&v2.join("memory.max"), &v2.join("memory.current")),
+        "the cgroup limit in /sys/fs/cgroup/memory.max",
+    );
+    let v1 = Path::new("/sys/fs/cgroup/memory");
+    consider(
+        cgroup_room(
+            &v1.join("memory.limit_in_bytes"),
+            &v1.join("memory.usage_in_bytes"),
+        ),
+        "the cgroup limit in /sys/fs/cgroup/memory/memory.limit_in_bytes",
+    );
+    best
+}
+
+/// Refuse `estimate` (of `what`, e.g. "training") when it exceeds `available`.
+pub fn check(estimate: &Estimate, what: &str, available: Option<&Available>) -> Result<()> {
+    let Some(available) = available else {
+        return Ok(());
+    };
+    let needed = estimate.total();
+    if needed <= available.bytes {
+        return Ok(());
+    }
+    Err(Error::Memory(format!(
+        "{what} needs about {} of memory ({}), but {} is available ({}); use a smaller \
+         --n-layer, --n-embd, --block or --batch, or pass --ignore-memory-check to try anyway",
+        format_bytes(needed),
+        estimate.describe(),
+        format_bytes(available.bytes),
+        available.source
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::AttentionDims;
+    use crate::model::{Activation, Norm, ParamLayout};
+
+    fn cfg(n_layer: usize, n_embd: usize, block: usize) -> ModelConfig {
+        ModelConfig {
+            arch: Arch::Gpt,
+            vocab_size: 65,
+            block_size: block,
+            n_layer,
+            n_head: 1,
+            n_embd,
+            dropout: 0.0,
+            norm: Norm::Pre,
+            activation: Activation::Gelu,
+            tie_embeddings: false,
+            bias: true,
+            qkv_bias: true,
+            lm_head_bias: true,
+            lora: None,
+        }
+    }
+
+    #[test]
+    fn parameter_count_is_the_layouts() {
+        for bits in 0..16u32 {
+            let c = ModelConfig {
+                bias: bits & 1 != 0,
+                qkv_bias: bits & 2 != 0,
+                tie_embeddings: bits & 4 != 0,
+                lm_head_bias: bits & 8 != 0,
+                lora: None,
+                ..cfg(3, 24, 16)
+            };
+            assert_eq!(
+                param_count(&c).unwrap(),
+                ParamLayout::new(&c).total,
+                "{c:?}"
+            );
+        }
+        let bigram = ModelConfig {
+            arch: Arch::Bigram,
+            ..cfg(3, 24, 16)
+        };
+        assert_eq!(param_count(&bigram).unwrap(), 65 * 65);
+        assert_eq!(
+            param_count(&bigram).unwrap(),
+            ParamLayout::new(&bigram).total
+        );
+    }
+
+    #[test]
+    fn attention_scratch_matches_the_kernel() {
+        let d = AttentionDims {
+            b: 3,
+            t: 7,
+            pos: 0,
+            c: 8,
+            n_head: 2,
+        };
+        let c = cfg(1, 8, 7);
+        assert_eq!(
+            attention_scratch_floats(&c, 3, 7),
+            crate::backend::cpu::attention::scratch_len(d) as u128
+        );
+    }
+
+    /// The activations counted are those `Activations` allocates.
+    #[test]
+    fn activations_match_what_is_allocated() {
+        use crate::backend::cpu::Cpu;
+        use crate::model::Activations;
+        let c = cfg(2, 8, 5);
+        let acts = Activations::training(&Cpu::new(), &c, 3, 5).unwrap();
+        let mut allocated = 0u128;
+        let _ = acts.tensors.try_map(|t| {
+            allocated += t.len() as u128;
+            Ok(())
+        });
+        let _ = acts.scratch.try_map(|t| {
+            allocated += t.len() as u128;
+            Ok(())
+        });
+        assert_eq!(allocated, activation_floats(&c, 15, Purpose::Training));
+    }
+
+    #[test]
+    fn sizes_beyond_64_bits_are_errors_not_panics() {
+        let err = training(&cfg(1, 1 << 31, 64), 12, None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("overflows"), "{err}");
+        let err = training(&cfg(1, 64, usize::MAX / 2), 12, None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("overflows"), "{err}");
+        let err = sampling(&cfg(1, 1 << 62, 64)).unwrap_err().to_string();
+        assert!(err.contains("overflows"), "{err}");
+    }
+
+    #[test]
+    fn too_big_for_the_machine_names_both_numbers_and_the_flag() {
+        // 8 layers of 4096: about 1.6 G parameters, 26 GB before activations.
+        let estimate = training(&cfg(8, 4096, 64), 12, None).unwrap();
+        assert!(estimate.total() > 26_000_000_000, "{estimate:?}");
+        let machine = Available {
+            bytes: 8_000_000_000,
+            source: "a test".into(),
+        };
+        let err = check(&estimate, "training", Some(&machine))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("8.0 GB is available (a test)"), "{err}");
+        assert!(err.contains("--ignore-memory-check"), "{err}");
+        assert!(err.contains(&format_bytes(estimate.total())), "{err}");
+        let small = training(&cfg(1, 32, 16), 4, None).unwrap();
+        check(&small, "training", Some(&machine)).unwrap();
+        check(&estimate, "training", None).expect("nothing known, nothing refused");
+    }
+
+    #[test]
+    fn meminfo_and_cgroup_files_parse() {
+        let text = "MemTotal:       16384 kB\nMemAvailable:    2048 kB\n";
+        assert_eq!(meminfo_bytes(text, "MemAvailable"), Some(2048 * 1024));
+        assert_eq!(meminfo_bytes(text, "SwapFree"), None);
+        let dir = tempfile::tempdir().unwrap();
+        let (limit, usage) = (dir.path().join("max"), dir.path().join("current"));
+        std::fs::write(&limit, "max\n").unwrap();
+        assert_eq!(cgroup_room(&limit, &usage), None, "no limit");
+        std::fs::write(&limit, "1000\n").unwrap();
+        std::fs::write(&usage, "400\n").unwrap();
+        assert_eq!(cgroup_room(&limit, &usage), Some(600));
+        assert!(available().is_none_or(|a| a.bytes > 0));
+    }
+}
