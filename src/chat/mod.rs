@@ -5,3 +5,12 @@
 pub mod template;
 
 pub use self::template::{ChatTemplate, Message, Rendered, Role, SPECIAL_TOKENS};
+
+use crate::tokenizer::Tokenizer;
+
+/// The tokens that end a reply: the end of text and, for a tokenizer with
+/// the chat template, `<|end|>`.
+pub fn stop_tokens(tok: &dyn Tokenizer) -> Vec<u32> {
+    let end = ChatTemplate::from_tokenizer(tok).map(|t| t.end_token());
+    tok.eot_token().into_iter().chain(end).collect()
+}
