@@ -5,6 +5,7 @@ use lmforge::backend::Device;
 use lmforge::backend::cpu::Cpu;
 
 pub mod bench;
+pub mod chat;
 pub mod prepare;
 pub mod sample;
 pub mod tokenizer;
