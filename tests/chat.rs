@@ -137,7 +137,8 @@ fn terminal_session_replies_resets_and_quits() {
     p.send_line("ROMEO:").unwrap();
     p.exp_string(r#"[prompt: 7 tokens (continue): "ROMEO:\n"]"#)
         .unwrap();
-    p.exp_string("[stats] prompt_tokens=7 ttft_ms=").unwrap();
+    p.exp_string("[stats] prompt_tokens=7 reused=0 ttft_ms=")
+        .unwrap();
     p.exp_string("> ").unwrap();
     // The second prompt holds the first turn...
     p.send_line("JULIET:").unwrap();
@@ -213,7 +214,7 @@ fn piped_input_prints_only_the_replies() {
     let dir = tempfile::tempdir().unwrap();
     let run = char_run(dir.path());
     let args = ["chat", "--max-new-tokens", "20", "--verbose"];
-    let out = piped(&args, &run, "ROMEO:\n\nJULIET:\n/quit\nIGNORED\n");
+    let out = piped(&args, &run, "ROMEO:\n\n☃\nJULIET:\n/quit\nIGNORED\n");
     assert!(out.status.success(), "{}", text(&out.stderr));
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     assert_eq!(stdout.matches("\n---\n").count(), 2, "{stdout:?}");
@@ -222,6 +223,10 @@ fn piped_input_prints_only_the_replies() {
     assert_eq!(stderr.matches("[prompt:").count(), 2, "{stderr}");
     assert!(!stderr.contains("IGNORED"), "nothing after /quit: {stderr}");
     assert!(!stderr.contains("lmforge chat"), "no banner: {stderr}");
+    assert!(
+        stderr.contains("(the model's vocabulary has no '☃'"),
+        "{stderr}"
+    );
     // Without /quit: the end of input ends the session.
     let out = piped(&args, &run, "ROMEO:");
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -264,6 +269,8 @@ fn a_chat_model_talks_through_its_template() {
     assert!(stderr.contains(first), "{stderr}");
     assert!(stderr.contains(second), "{stderr}");
     assert_eq!(stderr.matches(" tokens=0 ").count(), 2, "{stderr}");
+    // The second turn starts with the whole first prompt: the KV cache has it.
+    assert!(stderr.contains("prompt_tokens=14 reused=9 "), "{stderr}");
     assert_eq!(text(&out.stdout), "\n---\n\n---\n");
 }
 

@@ -272,7 +272,11 @@ impl<'a, B: Backend> Session<'a, B> {
             eprintln!("(reply stopped)");
         }
         if self.opts.stats {
-            eprintln!("{}", timing.line(fitted.ids.len(), reply.tokens.len()));
+            let reused = self.generator.reused_positions();
+            eprintln!(
+                "{}",
+                timing.line(fitted.ids.len(), reused, reply.tokens.len())
+            );
         }
         self.chat.push(user, &reply.text);
         Ok(())
@@ -349,10 +353,11 @@ impl Timing {
         self.first.get_or_insert_with(Instant::now);
     }
 
-    /// `[stats] prompt_tokens=P ttft_ms=T tokens=N tok/s=R`: the time to the
-    /// first token (the whole prompt's forward, then one draw) and the rate
-    /// of the tokens after it.
-    fn line(&self, prompt_tokens: usize, tokens: usize) -> String {
+    /// `[stats] prompt_tokens=P reused=C ttft_ms=T tokens=N tok/s=R`: the
+    /// time to the first token (the forward of the prompt's positions not
+    /// reused from the KV cache, then one draw) and the rate of the tokens
+    /// after it.
+    fn line(&self, prompt_tokens: usize, reused: usize, tokens: usize) -> String {
         let end = self.end.unwrap_or_else(Instant::now);
         let first = self.first.unwrap_or(end);
         let ttft = first.duration_since(self.start).as_secs_f64() * 1e3;
@@ -363,7 +368,7 @@ impl Timing {
             0.0
         };
         format!(
-            "[stats] prompt_tokens={prompt_tokens} ttft_ms={ttft:.1} tokens={tokens} tok/s={rate:.1}"
+            "[stats] prompt_tokens={prompt_tokens} reused={reused} ttft_ms={ttft:.1} tokens={tokens} tok/s={rate:.1}"
         )
     }
 }

@@ -219,6 +219,8 @@ pub struct Generator<'m, B: Backend> {
     stop_tokens: Vec<u32>,
     /// The last sequence: prompt and reply of the previous call.
     tokens: Vec<u32>,
+    /// Prompt positions the last call took from the cache.
+    reused: usize,
 }
 
 impl<'m, B: Backend> Generator<'m, B> {
@@ -238,12 +240,18 @@ impl<'m, B: Backend> Generator<'m, B> {
             rng: Rng::new(seed, SAMPLE_STREAM),
             stop_tokens,
             tokens: Vec::new(),
+            reused: 0,
         })
     }
 
     /// How many positions of the last sequence are in the KV cache.
     pub fn cached_positions(&self) -> usize {
         self.context.cached
+    }
+
+    /// How many positions of the last prompt were not computed again.
+    pub fn reused_positions(&self) -> usize {
+        self.reused
     }
 
     /// Draw up to `opts.max_new_tokens` tokens after `prompt`, calling `emit`
@@ -260,6 +268,8 @@ impl<'m, B: Backend> Generator<'m, B> {
         check_prompt(self.context.model, prompt)?;
         let shared = common_prefix(&self.tokens, prompt);
         self.context.cached = self.context.cached.min(shared);
+        // The last prompt position is always computed: its logits are needed.
+        self.reused = self.context.cached.min(prompt.len() - 1);
         self.tokens.clear();
         self.tokens.extend_from_slice(prompt);
         let block = self.context.model.config.block_size;
@@ -476,8 +486,9 @@ mod tests {
             .generate(&[5, 6, 7], &greedy, |_| Ok(Flow::Continue))
             .unwrap();
         assert_eq!(reused.cached_positions(), 3 + first.len() - 1);
+        assert_eq!(reused.reused_positions(), 0);
         let longer: Vec<u32> = [&[5, 6, 7][..], &first, &[2, 9]].concat();
-        for prompt in [longer, vec![5, 6, 1, 1], vec![8]] {
+        for (prompt, reuses) in [(longer, 6), (vec![5, 6, 1, 1], 2), (vec![8], 0)] {
             let (again, _) = reused
                 .generate(&prompt, &greedy, |_| Ok(Flow::Continue))
                 .unwrap();
@@ -486,6 +497,7 @@ mod tests {
                 .generate(&prompt, &greedy, |_| Ok(Flow::Continue))
                 .unwrap();
             assert_eq!(again, want, "prompt {prompt:?}");
+            assert_eq!(reused.reused_positions(), reuses, "prompt {prompt:?}");
         }
     }
 
