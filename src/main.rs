@@ -22,6 +22,9 @@ enum Command {
     /// Generate text from a trained run.
     #[command(allow_negative_numbers = true)]
     Sample(cli::sample::SampleArgs),
+    /// Chat with a trained run in the terminal (or answer lines piped in).
+    #[command(allow_negative_numbers = true)]
+    Chat(cli::chat::ChatArgs),
     /// Encode, decode and train tokenizers.
     Tokenizer(cli::tokenizer::TokenizerCommand),
     /// Measure speed.
@@ -42,6 +45,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Train(args) => cli::train::run(args),
         Command::Sample(args) => cli::sample::run(args),
+        Command::Chat(args) => cli::chat::run(args),
         Command::Tokenizer(cmd) => cli::tokenizer::run(cmd).map(|()| ExitCode::SUCCESS),
         Command::Bench(args) => cli::bench::run(args),
         Command::Prepare(args) => cli::prepare::run(args),

@@ -372,8 +372,10 @@ pub fn load_model(dir: &Path) -> Result<(Model, Vec<f32>)> {
 pub fn load_tokenizer(dir: &Path, model: &Model) -> Result<Box<dyn crate::tokenizer::Tokenizer>> {
     let path = dir.join(TOKENIZER_FILE);
     let bytes = read_file(&path)?;
-    let meta = integrity::header_metadata(&dir.join(MODEL_FILE))?;
-    integrity::verify_companion(&meta, integrity::TOKENIZER_KEY, &bytes, &path, "tokenizer")?;
+    if dir.join(MODEL_FILE).exists() {
+        let meta = integrity::header_metadata(&dir.join(MODEL_FILE))?;
+        integrity::verify_companion(&meta, integrity::TOKENIZER_KEY, &bytes, &path, "tokenizer")?;
+    }
     let tokenizer = crate::tokenizer::load(&path)?;
     let (tokens, v) = (tokenizer.vocab_size(), model.config.vocab_size);
     let padded_hf = tokens < v && !is_lmforge_config(dir);

@@ -5,6 +5,7 @@ use lmforge::backend::Device;
 use lmforge::backend::cpu::Cpu;
 
 pub mod bench;
+pub mod chat;
 pub mod export_hf;
 pub mod import_hf;
 pub mod merge_lora;

@@ -1,12 +1,55 @@
 //! `lmforge sample`: generate text from a trained run, streamed to stdout.
 
 use anyhow::Context;
-use lmforge::backend::Device;
-use lmforge::checkpoint;
-use lmforge::sample::{SampleOptions, generate};
+use lmforge::backend::{Backend, Device};
+use lmforge::sample::{Flow, Generator, SampleOptions};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
+
+/// The sampling flags, shared by `sample` and `chat`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct SamplingArgs {
+    /// Softmax temperature: below 1 is more conservative, above 1 more random, 0 always picks the likeliest.
+    #[arg(long, default_value_t = 1.0)]
+    pub temperature: f32,
+    /// Sample only among the k likeliest tokens.
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    /// Sample only among the likeliest tokens that together hold this probability (nucleus sampling, 0 < p <= 1).
+    #[arg(long)]
+    pub top_p: Option<f32>,
+    /// Drop tokens less likely than this fraction of the likeliest token's probability (0..=1).
+    #[arg(long)]
+    pub min_p: Option<f32>,
+    /// Make tokens already in the context less likely: positive logits are divided by it, negative ones multiplied (1 = off; 1.1-1.3 is typical).
+    #[arg(long, default_value_t = 1.0)]
+    pub repetition_penalty: f32,
+    /// Stop when the text contains this string (not printed). Repeatable.
+    #[arg(long = "stop", value_name = "STRING")]
+    pub stop: Vec<String>,
+    /// Random seed: the same seed gives the same text.
+    #[arg(long, default_value_t = 1337)]
+    pub seed: u64,
+}
+
+impl SamplingArgs {
+    /// The options, with at most `max_new_tokens` new tokens, checked.
+    pub fn options(&self, max_new_tokens: usize) -> lmforge::Result<SampleOptions> {
+        let opts = SampleOptions {
+            max_new_tokens,
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            min_p: self.min_p,
+            repetition_penalty: self.repetition_penalty,
+            stop: self.stop.clone(),
+            seed: self.seed,
+        };
+        opts.validate()?;
+        Ok(opts)
+    }
+}
 
 #[derive(clap::Args)]
 pub struct SampleArgs {
@@ -15,18 +58,11 @@ pub struct SampleArgs {
     /// Text to continue (default: a newline). Longer than the context: only its last block_size tokens are used.
     #[arg(long)]
     prompt: Option<String>,
-    /// Number of tokens to generate.
+    /// Most tokens to generate (it stops earlier at the end-of-text token or a --stop string).
     #[arg(long, default_value_t = 500)]
     max_new_tokens: usize,
-    /// Softmax temperature: below 1 is more conservative, above 1 more random, 0 always picks the likeliest.
-    #[arg(long, default_value_t = 1.0)]
-    temperature: f32,
-    /// Sample only among the k likeliest tokens.
-    #[arg(long)]
-    top_k: Option<usize>,
-    /// Random seed: the same seed gives the same text.
-    #[arg(long, default_value_t = 1337)]
-    seed: u64,
+    #[command(flatten)]
+    sampling: SamplingArgs,
     /// Worker threads (default: one per core).
     #[arg(long)]
     threads: Option<usize>,
@@ -39,23 +75,16 @@ pub struct SampleArgs {
 }
 
 pub fn run(args: SampleArgs) -> anyhow::Result<ExitCode> {
-    let opts = SampleOptions {
-        max_new_tokens: args.max_new_tokens,
-        temperature: args.temperature,
-        top_k: args.top_k,
-        seed: args.seed,
-    };
-    opts.validate()?;
+    let opts = args.sampling.options(args.max_new_tokens)?;
     let (backend, _) = super::backend(args.device, args.threads)?;
-    let loading = || format!("loading the model from {}", args.run.display());
-    let config = checkpoint::load_config(&args.run).with_context(loading)?;
-    let estimate = lmforge::memory::sampling(&config)?;
+    let loading = || format!("loading the run {}", args.run.display());
+    let config = lmforge::checkpoint::load_config(&args.run).with_context(loading)?;
     if !args.ignore_memory_check {
+        let estimate = lmforge::memory::sampling(&config)?;
         let available = lmforge::memory::available();
         lmforge::memory::check(&estimate, "sampling this model", available.as_ref())?;
     }
-    let (model, params) = lmforge::finetune::load_run(&args.run).with_context(loading)?;
-    let tokenizer = checkpoint::load_tokenizer(&args.run, &model)?;
+    let (model, params, tokenizer) = lmforge::sample::load_run(&args.run).with_context(loading)?;
     let default_prompt = args.prompt.is_none();
     let prompt_text = args.prompt.unwrap_or_else(|| "\n".to_string());
     let prompt = tokenizer.encode(&prompt_text).with_context(|| {
@@ -66,32 +95,23 @@ pub fn run(args: SampleArgs) -> anyhow::Result<ExitCode> {
             "encoding the prompt"
         }
     })?;
-    lmforge::sample::check(&model, &prompt, &opts)?;
+    lmforge::sample::check_prompt(&model, &prompt).context("--prompt")?;
+    let params = backend.upload(params)?;
+    let stops = lmforge::chat::stop_tokens(tokenizer.as_ref());
+    let mut generator = Generator::new(&backend, &model, &params, opts.seed, stops)?;
 
     let mut stdout = std::io::stdout().lock();
-    let mut pending: Vec<u8> = Vec::new();
     let stdout_err = |e: std::io::Error| lmforge::Error::io("<stdout>", e);
     stdout
         .write_all(prompt_text.as_bytes())
         .map_err(stdout_err)?;
-    let params = lmforge::backend::Backend::upload(&backend, params)?;
-    generate(&backend, &model, &params, &prompt, &opts, |token| {
-        // Print whole UTF-8 characters as soon as they are complete.
-        pending.extend(tokenizer.decode_bytes(&[token]));
-        let valid = match std::str::from_utf8(&pending) {
-            Ok(s) => s.len(),
-            Err(e) => e.valid_up_to(),
-        };
+    generator.generate_text(tokenizer.as_ref(), &prompt, &opts, |piece| {
         stdout
-            .write_all(&pending[..valid])
+            .write_all(piece.as_bytes())
             .and_then(|_| stdout.flush())
             .map_err(stdout_err)?;
-        pending.drain(..valid);
-        Ok(())
+        Ok(Flow::Continue)
     })?;
-    stdout
-        .write_all(&pending)
-        .and_then(|_| stdout.write_all(b"\n"))
-        .map_err(stdout_err)?;
+    stdout.write_all(b"\n").map_err(stdout_err)?;
     Ok(ExitCode::SUCCESS)
 }

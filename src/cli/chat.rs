@@ -1,0 +1,54 @@
+//! `lmforge chat`: talk to a trained run in the terminal (or answer piped lines).
+
+use lmforge::backend::Device;
+use lmforge::chat::ChatOptions;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(clap::Args)]
+pub struct ChatArgs {
+    /// Run directory written by `lmforge train`. A model whose tokenizer has the chat
+    /// template's special tokens talks through it; a base model continues your text,
+    /// each reply ending at a blank line.
+    run: PathBuf,
+    /// Most tokens in one reply.
+    #[arg(long, default_value_t = 256)]
+    max_new_tokens: usize,
+    #[command(flatten)]
+    sampling: super::sample::SamplingArgs,
+    /// The system message to start with (also: /system TEXT).
+    #[arg(long)]
+    system: Option<String>,
+    /// Line history file (default: ~/.lmforge_history).
+    #[arg(long)]
+    history: Option<PathBuf>,
+    /// After each reply, print the time to first token and tokens/s (to stderr).
+    #[arg(long)]
+    stats: bool,
+    /// Before each reply, print the prompt's token count and text (to stderr).
+    #[arg(long)]
+    verbose: bool,
+    /// Worker threads (default: one per core).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Compute device.
+    #[arg(long, value_enum, default_value = "cpu")]
+    device: Device,
+}
+
+pub fn run(args: ChatArgs) -> anyhow::Result<ExitCode> {
+    let sampling = args.sampling.options(args.max_new_tokens)?;
+    let (backend, _) = super::backend(args.device, args.threads)?;
+    let history = args.history.or_else(|| {
+        std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".lmforge_history"))
+    });
+    let opts = ChatOptions {
+        sampling,
+        system: args.system,
+        history,
+        stats: args.stats,
+        verbose: args.verbose,
+    };
+    lmforge::chat::run(&backend, &args.run, opts)?;
+    Ok(ExitCode::SUCCESS)
+}
