@@ -540,8 +540,14 @@ impl BpeTokenizer {
         use serde_json::json;
         let table = byte_to_char();
         let mut vocab = serde_json::Map::new();
+        // A special token inside the ordinary ids' range is listed in the vocabulary
+        // too (as GPT-2's files do): Hugging Face tokenizers mishandle a hole there.
+        let last_ordinary = (0..self.tokens.len())
+            .rev()
+            .find(|&id| !self.special_id_of(id as u32))
+            .unwrap_or(0);
         for (id, token) in self.tokens.iter().enumerate() {
-            if !self.special_id_of(id as u32) {
+            if !self.special_id_of(id as u32) || id < last_ordinary {
                 vocab.insert(bytes_to_unicode(token, &table), id.into());
             }
         }
