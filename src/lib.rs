@@ -17,6 +17,8 @@ pub mod error;
 pub mod fsutil;
 pub mod model;
 pub mod optim;
+pub mod plot;
+pub mod report;
 pub mod rng;
 pub mod sample;
 pub mod tokenizer;

@@ -29,6 +29,12 @@ enum Command {
     Bench(cli::bench::BenchArgs),
     /// Tokenize text corpora (plain, compressed, tar, JSON Lines, Parquet) into token shards.
     Prepare(cli::prepare::PrepareArgs),
+    /// Draw the loss curves of runs (PNG or SVG); several runs overlay.
+    Plot(cli::plot::PlotArgs),
+    /// List the runs in a folder: model, tokenizer, steps, best loss, time.
+    Runs(cli::runs::RunsArgs),
+    /// Write a self-contained HTML report of a run.
+    Report(cli::report::ReportArgs),
 }
 
 fn main() -> ExitCode {
@@ -39,6 +45,9 @@ fn main() -> ExitCode {
         Command::Tokenizer(cmd) => cli::tokenizer::run(cmd).map(|()| ExitCode::SUCCESS),
         Command::Bench(args) => cli::bench::run(args),
         Command::Prepare(args) => cli::prepare::run(args),
+        Command::Plot(args) => cli::plot::run(args),
+        Command::Runs(args) => cli::runs::run(args),
+        Command::Report(args) => cli::report::run(args),
     };
     match result {
         Ok(code) => code,

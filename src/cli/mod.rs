@@ -5,7 +5,10 @@ use lmforge::backend::Device;
 use lmforge::backend::cpu::Cpu;
 
 pub mod bench;
+pub mod plot;
 pub mod prepare;
+pub mod report;
+pub mod runs;
 pub mod sample;
 pub mod tokenizer;
 pub mod train;

@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use lmforge::backend::Device;
-use lmforge::train::{Preset, Start, TrainJob, TrainOverrides, config};
+use lmforge::train::{Observe, Preset, Start, TrainJob, TrainOverrides, config};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -38,6 +38,13 @@ pub struct TrainArgs {
     /// No progress output.
     #[arg(long, short)]
     quiet: bool,
+    /// Do not redraw loss.png in the run directory at each evaluation.
+    #[arg(long)]
+    no_plot: bool,
+    /// At each evaluation, store a short sample of the model's text in the
+    /// run's samples.jsonl (shown by `lmforge report`).
+    #[arg(long)]
+    sample_every_eval: bool,
     #[command(flatten)]
     overrides: TrainOverrides,
 }
@@ -83,6 +90,10 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
             start,
             progress: !args.quiet,
             stop: &stop,
+            observe: Observe {
+                plot: !args.no_plot,
+                sample_every_eval: args.sample_every_eval,
+            },
         },
     )
     .with_context(|| format!("training into {}", out.display()))?;

@@ -19,6 +19,7 @@
 mod bench;
 pub mod config;
 pub mod corpus;
+pub mod observe;
 pub mod presets;
 mod progress;
 pub mod run;
@@ -26,6 +27,7 @@ pub mod trainer;
 
 pub use bench::{BenchReport, bench};
 pub use config::{TrainConfig, TrainOverrides};
+pub use observe::Observe;
 pub use presets::Preset;
 pub use trainer::{Split, Trainer};
 
@@ -34,6 +36,7 @@ use crate::checkpoint::{self, TrainState};
 use crate::error::{Error, Result};
 use crate::model::ModelConfig;
 use crate::tokenizer::{self, Tokenizer};
+use observe::Observer;
 use progress::Progress;
 use run::{Metrics, RunFile};
 use std::path::{Path, PathBuf};
@@ -58,6 +61,8 @@ pub struct TrainJob<'a> {
     pub progress: bool,
     /// Set (e.g. by Ctrl-C) to checkpoint and stop after the current step.
     pub stop: &'a AtomicBool,
+    /// What to produce at each evaluation (the loss plot, samples).
+    pub observe: Observe,
 }
 
 /// How a run ended.
@@ -178,9 +183,11 @@ pub fn train<B: Backend>(be: &B, job: TrainJob) -> Result<TrainSummary> {
         val_tokens.len(),
         rayon::current_num_threads()
     ));
+    let resumed_step = resumed_at.map(|(step, _)| step);
     let session = Session {
         job: &job,
-        metrics: Metrics::open(out, resumed_at.map(|(step, _)| step))?,
+        metrics: Metrics::open(out, resumed_step)?,
+        observer: Observer::new(out, job.observe, tokenizer.as_ref(), resumed_step)?,
         progress,
         started: Instant::now(),
         elapsed_before: resumed_at.map_or(0.0, |(_, elapsed)| elapsed),
@@ -200,6 +207,7 @@ pub fn train<B: Backend>(be: &B, job: TrainJob) -> Result<TrainSummary> {
 struct Session<'j> {
     job: &'j TrainJob<'j>,
     metrics: Metrics,
+    observer: Observer<'j>,
     progress: Progress,
     started: Instant,
     /// Training wall time of earlier sessions of this run.
@@ -217,13 +225,19 @@ impl Session<'_> {
     fn evaluate<B: Backend>(&mut self, trainer: &mut Trainer<B>, step: u64) -> Result<()> {
         let train_loss = trainer.evaluate(Split::Train, step)?;
         let val_loss = trainer.evaluate(Split::Val, step)?;
-        self.progress.line(format!(
-            "step {step}: train loss {train_loss:.4}, val loss {val_loss:.4}"
-        ));
+        let peak_rss_mb = observe::peak_rss_mb();
+        let line = self
+            .observer
+            .eval_line(step, train_loss, val_loss, peak_rss_mb);
+        self.progress.line(line);
         self.summary.train_loss = Some(train_loss);
         self.summary.val_loss = Some(val_loss);
         let elapsed_s = self.elapsed();
-        self.metrics.log(serde_json::json!({"step": step, "eval": true, "train_loss": train_loss, "val_loss": val_loss, "elapsed_s": elapsed_s}))
+        self.metrics.log(serde_json::json!({"step": step, "eval": true, "train_loss": train_loss, "val_loss": val_loss, "elapsed_s": elapsed_s, "peak_rss_mb": peak_rss_mb}))?;
+        for warning in self.observer.after_eval(trainer, step) {
+            self.progress.line(warning);
+        }
+        Ok(())
     }
 
     /// Train to `max_iters` (or until asked to stop), evaluating and
