@@ -85,11 +85,11 @@ fn round_to(v: f64, step: f64) -> f64 {
     (v * scale).round() / scale
 }
 
-/// Powers of ten within `[lo, hi]`; with 1, 2 and 5 between them when the
-/// range spans fewer than three decades.
+/// Powers of ten within `[lo, hi]`; with 2 and 5 between them when the
+/// range spans at most three decades.
 pub fn log_ticks(lo: f64, hi: f64) -> Vec<f64> {
     let (a, b) = (lo.log10().floor() as i32, hi.log10().ceil() as i32);
-    let mantissas: &[f64] = if b - a <= 2 { &[1.0, 2.0, 5.0] } else { &[1.0] };
+    let mantissas: &[f64] = if b - a <= 3 { &[1.0, 2.0, 5.0] } else { &[1.0] };
     (a..=b)
         .flat_map(|e| mantissas.iter().map(move |m| m * 10f64.powi(e)))
         .filter(|v| *v >= lo * (1.0 - 1e-9) && *v <= hi * (1.0 + 1e-9))

@@ -18,8 +18,10 @@ use std::path::{Path, PathBuf};
 
 /// The file `--sample-every-eval` appends to, one JSON line per evaluation.
 pub const SAMPLES_FILE: &str = "samples.jsonl";
-/// Tokens in each evaluation sample.
+/// Tokens in each evaluation sample, and how they are drawn.
 const SAMPLE_TOKENS: usize = 200;
+const SAMPLE_TEMPERATURE: f64 = 0.8;
+const SAMPLE_TOP_K: usize = 40;
 
 /// What to produce at each evaluation.
 #[derive(Debug, Clone, Copy)]
@@ -126,8 +128,8 @@ impl<'t> Observer<'t> {
         };
         let opts = SampleOptions {
             max_new_tokens: SAMPLE_TOKENS,
-            temperature: 0.8,
-            top_k: Some(40),
+            temperature: SAMPLE_TEMPERATURE as f32,
+            top_k: Some(SAMPLE_TOP_K),
             seed: step,
         };
         let be = trainer.backend();
@@ -135,7 +137,7 @@ impl<'t> Observer<'t> {
             Ok(())
         })?;
         let text = String::from_utf8_lossy(&self.tokenizer.decode_bytes(&tokens)).into_owned();
-        let line = serde_json::json!({"step": step, "temperature": opts.temperature, "top_k": opts.top_k, "text": text});
+        let line = serde_json::json!({"step": step, "temperature": SAMPLE_TEMPERATURE, "top_k": SAMPLE_TOP_K, "text": text});
         let path = self.out.join(SAMPLES_FILE);
         let mut file = std::fs::OpenOptions::new()
             .create(true)
