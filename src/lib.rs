@@ -7,6 +7,8 @@
 //! ([`data::sampler`]) → [`model`] (forward, loss, backward; kernels in
 //! [`backend`]) → [`optim`] (AdamW, schedules, clipping) → [`train`] (the loop,
 //! evaluation, metrics) → [`checkpoint`] → [`sample`] (text generation).
+//! Beside the pipeline, [`plot`] draws a run's loss curves and [`report`]
+//! lists runs and writes a run's HTML report.
 //!
 //! A lower stage never imports a higher one.
 

@@ -13,9 +13,8 @@ pub struct RunsArgs {
 }
 
 pub fn run(args: RunsArgs) -> anyhow::Result<ExitCode> {
-    let runs = lmforge::report::list_runs(&args.dir)
+    let table = lmforge::report::runs::runs_table(&args.dir)
         .with_context(|| format!("listing runs in {}", args.dir.display()))?;
-    let table = lmforge::report::runs::table(&runs, &args.dir);
     std::io::stdout().write_all(table.as_bytes())?;
     Ok(ExitCode::SUCCESS)
 }

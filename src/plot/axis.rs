@@ -137,10 +137,11 @@ mod tests {
     #[test]
     fn linear_ticks_are_nice_and_inside() {
         assert_eq!(linear_ticks(1.83, 4.21, 6), vec![2.0, 2.5, 3.0, 3.5, 4.0]);
-        assert_eq!(
-            linear_ticks(0.0, 2000.0, 6),
-            vec![0.0, 500.0, 1000.0, 1500.0, 2000.0]
-        );
+        // 2000 / 6 = 333 rounds to the nice step 200.
+        let expected: Vec<f64> = (0..=10).map(|k| k as f64 * 200.0).collect();
+        assert_eq!(linear_ticks(0.0, 2000.0, 6), expected);
+        assert_eq!(nice_step(1.0, 4), 0.2);
+        assert_eq!(nice_step(7.9, 1), 10.0);
     }
 
     #[test]

@@ -480,3 +480,52 @@ fn draw_legend(svg: &mut Svg, runs: &[RunSeries], layout: &Layout, single: bool)
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_series_keep_each_pixel_columns_extremes() {
+        let x = Axis {
+            lo: 0.0,
+            hi: 10_000.0,
+            scale: Scale::Linear,
+            from: 0.0,
+            to: 100.0,
+        };
+        let y = Axis {
+            lo: 0.0,
+            hi: 1.0,
+            scale: Scale::Linear,
+            from: 100.0,
+            to: 0.0,
+        };
+        // A sawtooth: every column holds values from 0 to 0.99.
+        let points: Vec<(f64, f64)> = (0..10_000)
+            .map(|i| (i as f64, (i % 100) as f64 / 100.0))
+            .collect();
+        let pixels = to_pixels(&points, &x, &y);
+        assert!(pixels.len() <= 2 * 101, "{} points kept", pixels.len());
+        let top = pixels.iter().map(|p| p.1).fold(f64::INFINITY, f64::min);
+        let bottom = pixels.iter().map(|p| p.1).fold(0.0, f64::max);
+        assert!(
+            (top - 1.0).abs() < 1e-9 && (bottom - 100.0).abs() < 1e-9,
+            "{top} {bottom}"
+        );
+    }
+
+    #[test]
+    fn log_axis_only_when_the_fall_is_early() {
+        let curves = |tau: f64| Curves {
+            steps: (1..=2000)
+                .map(|s| (s as f64, 1.5 + 2.7 * (-(s as f64) / tau).exp()))
+                .collect(),
+            eval_train: vec![],
+            val: vec![],
+            lr: vec![],
+        };
+        assert!(log_reads_better(&curves(30.0), 2000.0));
+        assert!(!log_reads_better(&curves(600.0), 2000.0));
+    }
+}

@@ -113,6 +113,11 @@ pub fn list_runs(dir: &Path) -> Result<Vec<RunSummary>> {
     Ok(dirs.iter().map(|d| RunSummary::read(d)).collect())
 }
 
+/// The table `lmforge runs DIR` prints: [`list_runs`] then [`table`].
+pub fn runs_table(dir: &Path) -> Result<String> {
+    Ok(table(&list_runs(dir)?, dir))
+}
+
 /// Seconds as `42s`, `3m05s`, `1h02m`.
 pub fn format_duration(seconds: f64) -> String {
     let s = seconds.round() as u64;

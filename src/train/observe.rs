@@ -169,3 +169,42 @@ fn keep_samples_until(path: &Path, resumed_at: Option<u64>) -> Result<()> {
     };
     write_atomic_bytes(path, kept.as_bytes())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tokenizer::CharTokenizer;
+
+    #[test]
+    fn the_eval_line_tracks_the_best_validation_loss() {
+        let tokenizer = CharTokenizer::from_text("abc").unwrap();
+        let dir = std::env::temp_dir().join(format!("lmforge-observe-{}", std::process::id()));
+        let mut o = Observer::new(&dir, Observe::default(), &tokenizer, None).unwrap();
+        assert_eq!(
+            o.eval_line(0, 4.2, 4.1, Some(40.0)),
+            "step 0: train loss 4.2000, val loss 4.1000 (new best), peak memory 40 MiB"
+        );
+        assert!(o.eval_line(10, 3.0, 3.5, None).ends_with("(new best)"));
+        assert_eq!(
+            o.eval_line(20, 2.9, 3.6, None),
+            "step 20: train loss 2.9000, val loss 3.6000 (best 3.5000 at step 10)"
+        );
+        assert_eq!(
+            o.warn("x".into()),
+            Some("warning: x (training goes on)".into())
+        );
+        assert_eq!(
+            o.warn("x".into()),
+            None,
+            "a repeated warning is printed once"
+        );
+    }
+
+    #[test]
+    fn peak_rss_is_read_on_linux() {
+        if cfg!(target_os = "linux") {
+            let mb = peak_rss_mb().unwrap();
+            assert!(mb > 1.0 && mb < 1e6, "{mb}");
+        }
+    }
+}
