@@ -60,16 +60,23 @@ impl RunMetrics {
     }
 
     /// Parse the text of a metrics log; `path` is for error messages.
-    /// Blank lines are skipped; a torn last line (a run killed mid-write) is
-    /// an error like any other, naming its line.
+    /// Blank lines are skipped. A last line without its newline that is not
+    /// JSON is one still being written (training runs while you plot) and is
+    /// left out; any other bad line is an error naming its line.
     pub fn parse(text: &str, path: &Path) -> Result<Self> {
         let mut metrics = RunMetrics::default();
+        let lines = text.lines().count();
         for (i, line) in text.lines().enumerate() {
             if line.trim().is_empty() {
                 continue;
             }
             let bad = |message: String| line_error(path, i + 1, message);
-            let value: Value = serde_json::from_str(line).map_err(|e| bad(e.to_string()))?;
+            let being_written = i + 1 == lines && !text.ends_with('\n');
+            let value: Value = match serde_json::from_str(line) {
+                Ok(value) => value,
+                Err(_) if being_written => break,
+                Err(e) => return Err(bad(e.to_string())),
+            };
             let step = value["step"]
                 .as_u64()
                 .ok_or_else(|| bad("no \"step\" number".into()))?;
@@ -142,4 +149,42 @@ fn line_error(path: &Path, line: usize, message: String) -> Error {
         PathBuf::from(format!("{}:{line}", path.display())),
         format!("bad metrics line: {message}"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STEP: &str = r#"{"step":1,"train_loss":3.0,"lr":0.001}"#;
+    const EVAL: &str = r#"{"step":1,"eval":true,"train_loss":2.9,"val_loss":3.1,"later":{"x":1}}"#;
+
+    #[test]
+    fn reads_steps_and_evaluations_and_ignores_unknown_fields() {
+        let m = RunMetrics::parse(&format!("{STEP}\n\n{EVAL}\n"), Path::new("m")).unwrap();
+        assert_eq!((m.steps.len(), m.evals.len()), (1, 1));
+        assert_eq!(m.steps[0].lr, Some(0.001));
+        assert_eq!(m.best_val(), Some((1, 3.1)));
+        assert_eq!(m.last_step(), 1);
+    }
+
+    #[test]
+    fn a_line_being_written_is_left_out_a_bad_line_is_an_error() {
+        let torn = format!("{STEP}\n{{\"step\":2,\"tra");
+        assert_eq!(
+            RunMetrics::parse(&torn, Path::new("m"))
+                .unwrap()
+                .steps
+                .len(),
+            1
+        );
+        let bad = format!("{STEP}\n{{\"step\":2,\"tra\n{STEP}\n");
+        let e = RunMetrics::parse(&bad, Path::new("m"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("m:2: bad metrics line"), "{e}");
+        let e = RunMetrics::parse("{\"step\":1}\n", Path::new("m"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("train_loss"), "{e}");
+    }
 }
