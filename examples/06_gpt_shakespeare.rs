@@ -70,9 +70,12 @@ pub fn run(tiny: bool, out: &Path, seconds: u64) -> lmforge::Result<(TrainSummar
         let _ = timer.join();
         summary
     })?;
+    let val = summary
+        .val_loss
+        .map_or("-".to_string(), |v| format!("{v:.4}"));
     println!(
-        "stopped at step {}: val loss {:?}, {:.0} tokens/s",
-        summary.step, summary.val_loss, summary.tokens_per_sec
+        "stopped at step {}: last validation loss {val}, {:.0} tokens/s",
+        summary.step, summary.tokens_per_sec
     );
     println!("loss plot: {}", out.join("loss.png").display());
 

@@ -20,6 +20,11 @@ const NEW_TEXT: &str = "The river runs down to the sea, and the sea is wide and 
     We walked by the water in the morning, and the birds were loud.\n\
     A boat came in with fish; the men were tired, but they sang.\n";
 
+/// A loss with four decimals, or `-` if there was no evaluation.
+fn loss(value: Option<f32>) -> String {
+    value.map_or("-".into(), |v| format!("{v:.4}"))
+}
+
 fn job<'a>(out: &Path, data: Option<&Path>, start: Start, stop: &'a AtomicBool) -> TrainJob<'a> {
     TrainJob {
         data: data.map(Path::to_path_buf),
@@ -55,8 +60,9 @@ pub fn run(tiny: bool, dir: &Path) -> lmforge::Result<(TrainSummary, TrainSummar
     let be = Cpu::new();
     let base = lmforge::train::train(&be, job(&run_dir, None, Start::New(config), &stop))?;
     println!(
-        "trained on Shakespeare: {} steps, val loss {:?}",
-        base.step, base.val_loss
+        "trained on Shakespeare: {} steps, val loss {}",
+        base.step,
+        loss(base.val_loss)
     );
 
     let new_text = dir.join("new_text.txt");
@@ -73,8 +79,9 @@ pub fn run(tiny: bool, dir: &Path) -> lmforge::Result<(TrainSummary, TrainSummar
         job(&run_dir, Some(&new_text), Start::Resume(vec![more]), &stop),
     )?;
     println!(
-        "continued on the new text: {} steps, val loss on the new text {:?}",
-        tuned.step, tuned.val_loss
+        "continued on the new text: {} steps, val loss on the new text {}",
+        tuned.step,
+        loss(tuned.val_loss)
     );
     Ok((base, tuned))
 }

@@ -276,6 +276,9 @@ impl Session<'_> {
                     self.job.out.display()
                 ));
                 self.summary.interrupted = true;
+                if let Some(warning) = self.observer.redraw() {
+                    self.progress.line(warning);
+                }
                 break;
             }
         }

@@ -100,18 +100,24 @@ impl<'t> Observer<'t> {
 
     /// Draw the plot and take the sample; returns the warnings to print.
     pub fn after_eval<B: Backend>(&mut self, trainer: &Trainer<B>, step: u64) -> Vec<String> {
-        let mut warnings = Vec::new();
-        if self.options.plot
-            && let Err(e) = crate::plot::write_run_plot(&self.out)
-        {
-            warnings.extend(self.warn(format!("could not draw the loss plot: {e}")));
-        }
+        let mut warnings: Vec<String> = self.redraw().into_iter().collect();
         if self.options.sample_every_eval
             && let Err(e) = self.sample(trainer, step)
         {
             warnings.extend(self.warn(format!("could not sample at step {step}: {e}")));
         }
         warnings
+    }
+
+    /// Redraw `loss.png` (if plotting is on); returns a warning if that failed.
+    /// Also called when a run stops between evaluations, so the picture
+    /// shows its last steps.
+    pub fn redraw(&mut self) -> Option<String> {
+        if !self.options.plot {
+            return None;
+        }
+        let error = crate::plot::write_run_plot(&self.out).err()?;
+        self.warn(format!("could not draw the loss plot: {error}"))
     }
 
     fn warn(&mut self, message: String) -> Option<String> {
