@@ -86,10 +86,10 @@ fn round_to(v: f64, step: f64) -> f64 {
 }
 
 /// Powers of ten within `[lo, hi]`; with 2 and 5 between them when the
-/// range spans at most three decades.
+/// range spans at most four decades (about 11 labels at most).
 pub fn log_ticks(lo: f64, hi: f64) -> Vec<f64> {
     let (a, b) = (lo.log10().floor() as i32, hi.log10().ceil() as i32);
-    let mantissas: &[f64] = if b - a <= 3 { &[1.0, 2.0, 5.0] } else { &[1.0] };
+    let mantissas: &[f64] = if b - a <= 4 { &[1.0, 2.0, 5.0] } else { &[1.0] };
     (a..=b)
         .flat_map(|e| mantissas.iter().map(move |m| m * 10f64.powi(e)))
         .filter(|v| *v >= lo * (1.0 - 1e-9) && *v <= hi * (1.0 + 1e-9))
@@ -146,7 +146,11 @@ mod tests {
 
     #[test]
     fn log_ticks_are_decades_on_wide_ranges() {
-        assert_eq!(log_ticks(1.0, 5000.0), vec![1.0, 10.0, 100.0, 1000.0]);
+        assert_eq!(
+            log_ticks(1.0, 50000.0),
+            vec![1.0, 10.0, 100.0, 1000.0, 10000.0]
+        );
+        assert_eq!(log_ticks(1.0, 2000.0).len(), 11);
         assert_eq!(log_ticks(10.0, 300.0), vec![10.0, 20.0, 50.0, 100.0, 200.0]);
     }
 
