@@ -294,11 +294,12 @@ fn runs_lists_two_runs_and_report_is_self_contained() {
         html.contains("<svg") && html.contains("loss (nats per token)"),
         "the plot is inline"
     );
+    // The configuration, escaped for HTML, exactly as train_config.json holds it.
     assert!(
-        html.contains("&quot;n_embd&quot;:32")
-            || html.contains("\"n_embd\":32")
-            || html.contains("n_embd")
+        html.contains("&quot;n_embd&quot;:32,&quot;n_head&quot;:2"),
+        "the config is in the page"
     );
+    assert!(html.contains("best validation loss"), "the plot's title");
     assert!(
         html.contains("123 MiB") && html.contains("5000 tokens/s"),
         "memory and throughput"
