@@ -79,12 +79,19 @@ pub fn run(tiny: bool, out: &Path, seconds: u64) -> lmforge::Result<(TrainSummar
     );
     println!("loss plot: {}", out.join("loss.png").display());
 
+    let text = sample(out, if tiny { 30 } else { 400 })?;
+    Ok((summary, text))
+}
+
+/// Load the run's model and tokenizer, as `lmforge sample` does, and
+/// write `tokens` characters after "ROMEO:".
+fn sample(out: &Path, tokens: usize) -> lmforge::Result<String> {
     let (model, params) = checkpoint::load_model(out)?;
     let tokenizer = lmforge::tokenizer::load(&out.join(checkpoint::TOKENIZER_FILE))?;
     let be = Cpu::new();
     let params = lmforge::backend::Backend::upload(&be, params)?;
     let opts = SampleOptions {
-        max_new_tokens: if tiny { 30 } else { 400 },
+        max_new_tokens: tokens,
         temperature: 0.8,
         top_k: Some(40),
         seed: 1,
@@ -93,7 +100,7 @@ pub fn run(tiny: bool, out: &Path, seconds: u64) -> lmforge::Result<(TrainSummar
     let new = generate(&be, &model, &params, &prompt, &opts, |_| Ok(()))?;
     let text = String::from_utf8_lossy(&tokenizer.decode_bytes(&new)).into_owned();
     println!("--- sample ---\nROMEO:{text}");
-    Ok((summary, text))
+    Ok(text)
 }
 
 fn main() -> lmforge::Result<()> {
