@@ -387,4 +387,48 @@ fn a_short_training_run_leaves_a_plot_samples_and_a_report() {
         html.contains("<h3>step 8</h3>"),
         "samples are in the report"
     );
+
+    // --plot svg draws loss.svg instead; --plot none draws nothing.
+    for (choice, drawn) in [("svg", true), ("none", false)] {
+        let run_dir = dir.path().join(choice);
+        let out = run(&[
+            "train",
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            run_dir.to_str().unwrap(),
+            "--n-layer",
+            "1",
+            "--n-head",
+            "2",
+            "--n-embd",
+            "16",
+            "--block",
+            "16",
+            "--batch",
+            "4",
+            "--max-iters",
+            "2",
+            "--eval-interval",
+            "2",
+            "--eval-iters",
+            "1",
+            "--threads",
+            "1",
+            "-q",
+            "--plot",
+            choice,
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(!run_dir.join("loss.png").exists(), "--plot {choice}");
+        assert_eq!(run_dir.join("loss.svg").is_file(), drawn, "--plot {choice}");
+    }
+    let out = run(&[
+        "train",
+        "--plot",
+        "gif",
+        "--out",
+        dir.path().join("x").to_str().unwrap(),
+    ]);
+    assert!(!out.status.success() && stderr(&out).contains("expected png, svg or none"));
 }

@@ -38,9 +38,10 @@ pub struct TrainArgs {
     /// No progress output.
     #[arg(long, short)]
     quiet: bool,
-    /// Do not redraw loss.png in the run directory at each evaluation.
-    #[arg(long)]
-    no_plot: bool,
+    /// The loss plot redrawn in the run directory at each evaluation:
+    /// loss.png, loss.svg, or none.
+    #[arg(long, value_name = "png|svg|none", default_value = "png", value_parser = parse_plot)]
+    plot: PlotChoice,
     /// At each evaluation, store a short sample of the model's text in the
     /// run's samples.jsonl (shown by `lmforge report`).
     #[arg(long)]
@@ -91,7 +92,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
             progress: !args.quiet,
             stop: &stop,
             observe: Observe {
-                plot: !args.no_plot,
+                plot: args.plot.0,
                 sample_every_eval: args.sample_every_eval,
             },
         },
@@ -111,4 +112,17 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
     }
     eprintln!("sample with: lmforge sample {}", out.display());
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--plot`: a picture format, or none.
+#[derive(Clone, Copy)]
+struct PlotChoice(Option<lmforge::plot::Format>);
+
+fn parse_plot(text: &str) -> Result<PlotChoice, String> {
+    match text {
+        "png" => Ok(PlotChoice(Some(lmforge::plot::Format::Png))),
+        "svg" => Ok(PlotChoice(Some(lmforge::plot::Format::Svg))),
+        "none" => Ok(PlotChoice(None)),
+        other => Err(format!("{other:?}: expected png, svg or none")),
+    }
 }

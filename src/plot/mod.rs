@@ -24,9 +24,6 @@ use crate::error::{Error, Result};
 use crate::fsutil::write_atomic_bytes;
 use std::path::{Path, PathBuf};
 
-/// The picture training leaves in its run directory.
-pub const RUN_PLOT_FILE: &str = "loss.png";
-
 /// A picture file format, known from the file name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -35,6 +32,14 @@ pub enum Format {
 }
 
 impl Format {
+    /// The picture training leaves in its run directory: `loss.png` or `loss.svg`.
+    pub fn run_plot_file(self) -> &'static str {
+        match self {
+            Format::Png => "loss.png",
+            Format::Svg => "loss.svg",
+        }
+    }
+
     /// `.png` or `.svg` (any case); anything else is an error.
     pub fn from_path(path: &Path) -> Result<Self> {
         let ext = path
@@ -111,10 +116,10 @@ pub fn plot_runs(runs: &[PathBuf], out: &Path, opts: &PlotOptions) -> Result<()>
     write_atomic_bytes(out, &bytes)
 }
 
-/// Draw the run directory's own `loss.png` (what training does at each
-/// evaluation). Returns the picture's path.
-pub fn write_run_plot(run: &Path) -> Result<PathBuf> {
-    let out = run.join(RUN_PLOT_FILE);
+/// Draw the run directory's own `loss.png` (or `loss.svg`), what training
+/// does at each evaluation. Returns the picture's path.
+pub fn write_run_plot(run: &Path, format: Format) -> Result<PathBuf> {
+    let out = run.join(format.run_plot_file());
     plot_runs(&[run.to_path_buf()], &out, &PlotOptions::default())?;
     Ok(out)
 }

@@ -10,7 +10,7 @@ use super::Trainer;
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomic_bytes;
-use crate::plot::RunMetrics;
+use crate::plot::{Format, RunMetrics};
 use crate::sample::{SampleOptions, generate};
 use crate::tokenizer::Tokenizer;
 use std::io::Write;
@@ -26,8 +26,8 @@ const SAMPLE_TOP_K: usize = 40;
 /// What to produce at each evaluation.
 #[derive(Debug, Clone, Copy)]
 pub struct Observe {
-    /// Redraw the run directory's `loss.png`.
-    pub plot: bool,
+    /// Redraw the run directory's `loss.png` (or `loss.svg`); `None`: no plot.
+    pub plot: Option<Format>,
     /// Append a short sample of the model's text to `samples.jsonl`.
     pub sample_every_eval: bool,
 }
@@ -35,7 +35,7 @@ pub struct Observe {
 impl Default for Observe {
     fn default() -> Self {
         Observe {
-            plot: true,
+            plot: Some(Format::Png),
             sample_every_eval: false,
         }
     }
@@ -113,10 +113,8 @@ impl<'t> Observer<'t> {
     /// Also called when a run stops between evaluations, so the picture
     /// shows its last steps.
     pub fn redraw(&mut self) -> Option<String> {
-        if !self.options.plot {
-            return None;
-        }
-        let error = crate::plot::write_run_plot(&self.out).err()?;
+        let format = self.options.plot?;
+        let error = crate::plot::write_run_plot(&self.out, format).err()?;
         self.warn(format!("could not draw the loss plot: {error}"))
     }
 
