@@ -432,3 +432,64 @@ fn a_short_training_run_leaves_a_plot_samples_and_a_report() {
     ]);
     assert!(!out.status.success() && stderr(&out).contains("expected png, svg or none"));
 }
+
+#[test]
+fn ctrl_c_between_evaluations_redraws_the_plot() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("corpus.txt");
+    let text: String = (0..400)
+        .map(|i| format!("line {i}: to be or not to be.\n"))
+        .collect();
+    std::fs::write(&data, text).unwrap();
+    let out_dir = dir.path().join("run");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lmforge"))
+        .args([
+            "train",
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            out_dir.to_str().unwrap(),
+            "--n-layer",
+            "1",
+            "--n-head",
+            "2",
+            "--n-embd",
+            "16",
+            "--block",
+            "16",
+            "--batch",
+            "4",
+            "--max-iters",
+            "100000",
+            "--eval-interval",
+            "50000",
+            "--eval-iters",
+            "1",
+            "--threads",
+            "1",
+            "-q",
+            "--plot",
+            "svg",
+        ])
+        .spawn()
+        .unwrap();
+    // The evaluation before the first step draws a plot with no line yet.
+    let metrics = out_dir.join("metrics.jsonl");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::fs::read_to_string(&metrics).map_or(0, |t| t.lines().count()) < 20 {
+        assert!(child.try_wait().unwrap().is_none(), "training exited early");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "training did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    assert!(kill.unwrap().success());
+    assert_eq!(child.wait().unwrap().code(), Some(130));
+    // Stopped between evaluations: the picture was redrawn with the steps and the learning rate.
+    let svg = std::fs::read_to_string(out_dir.join("loss.svg")).unwrap();
+    assert!(svg.matches("<polyline").count() >= 2, "{svg}");
+}
