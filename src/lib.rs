@@ -7,7 +7,8 @@
 //! ([`data::sampler`]) → [`model`] (forward, loss, backward; kernels in
 //! [`backend`]) → [`optim`] (AdamW, schedules, clipping) → [`train`] (the loop,
 //! evaluation, metrics) → [`checkpoint`] → [`sample`] (text generation) → [`chat`] (templates and the
-//! terminal chat).
+//! terminal chat). Beside the pipeline, [`plot`] draws a run's loss curves and [`report`]
+//! lists runs and writes a run's HTML report.
 //!
 //! A lower stage never imports a higher one.
 
@@ -23,6 +24,8 @@ pub mod hf;
 pub mod memory;
 pub mod model;
 pub mod optim;
+pub mod plot;
+pub mod report;
 pub mod rng;
 pub mod sample;
 pub mod tokenizer;

@@ -38,6 +38,12 @@ enum Command {
     ExportHf(cli::export_hf::ExportArgs),
     /// Merge a LoRA run's adapters into its parent's weights, as an ordinary run.
     MergeLora(cli::merge_lora::MergeArgs),
+    /// Draw the loss curves of runs (PNG or SVG); several runs overlay.
+    Plot(cli::plot::PlotArgs),
+    /// List the runs in a folder: model, tokenizer, steps, best loss, time.
+    Runs(cli::runs::RunsArgs),
+    /// Write a self-contained HTML report of a run.
+    Report(cli::report::ReportArgs),
 }
 
 fn main() -> ExitCode {
@@ -52,6 +58,9 @@ fn main() -> ExitCode {
         Command::ImportHf(args) => cli::import_hf::run(args),
         Command::ExportHf(args) => cli::export_hf::run(args),
         Command::MergeLora(args) => cli::merge_lora::run(args),
+        Command::Plot(args) => cli::plot::run(args),
+        Command::Runs(args) => cli::runs::run(args),
+        Command::Report(args) => cli::report::run(args),
     };
     match result {
         Ok(code) => code,

@@ -4,8 +4,8 @@ use anyhow::Context;
 use lmforge::backend::Device;
 use lmforge::model::{LoraConfig, LoraTarget};
 use lmforge::train::{
-    FineTuneRequest, OnNan, Preset, Safeguards, Start, TrainConfig, TrainJob, TrainOverrides,
-    config,
+    FineTuneRequest, Observe, OnNan, Preset, Safeguards, Start, TrainConfig, TrainJob,
+    TrainOverrides, config,
 };
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -54,6 +54,14 @@ pub struct TrainArgs {
     ignore_memory_check: bool,
     #[command(flatten)]
     finetune: FineTuneArgs,
+    /// The loss plot redrawn in the run directory at each evaluation:
+    /// loss.png, loss.svg, or none.
+    #[arg(long, value_name = "png|svg|none", default_value = "png", value_parser = parse_plot)]
+    plot: PlotChoice,
+    /// At each evaluation, store a short sample of the model's text in the
+    /// run's samples.jsonl (shown by `lmforge report`).
+    #[arg(long)]
+    sample_every_eval: bool,
     #[command(flatten)]
     overrides: TrainOverrides,
 }
@@ -143,7 +151,11 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
         on_nan: args.on_nan,
         ignore_memory_check: args.ignore_memory_check,
     };
-    run_training(backend, (args.quiet, guards), data, out, start)
+    let observe = Observe {
+        plot: args.plot.0,
+        sample_every_eval: args.sample_every_eval,
+    };
+    run_training(backend, (args.quiet, guards, observe), data, out, start)
 }
 
 /// A new run from a preset, or the resumption of one.
@@ -171,7 +183,7 @@ fn plain_start(args: &TrainArgs) -> anyhow::Result<(PathBuf, Start)> {
 
 fn run_training(
     backend: lmforge::backend::cpu::Cpu,
-    (quiet, guards): (bool, Safeguards),
+    (quiet, guards, observe): (bool, Safeguards, Observe),
     data: Option<PathBuf>,
     out: PathBuf,
     start: Start,
@@ -199,6 +211,7 @@ fn run_training(
             progress: !quiet,
             stop: &stop,
             guards,
+            observe,
         },
     )
     .with_context(|| format!("training into {}", out.display()))?;
@@ -216,4 +229,17 @@ fn run_training(
     }
     eprintln!("sample with: lmforge sample {}", out.display());
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--plot`: a picture format, or none.
+#[derive(Clone, Copy)]
+struct PlotChoice(Option<lmforge::plot::Format>);
+
+fn parse_plot(text: &str) -> Result<PlotChoice, String> {
+    match text {
+        "png" => Ok(PlotChoice(Some(lmforge::plot::Format::Png))),
+        "svg" => Ok(PlotChoice(Some(lmforge::plot::Format::Svg))),
+        "none" => Ok(PlotChoice(None)),
+        other => Err(format!("{other:?}: expected png, svg or none")),
+    }
 }

@@ -20,6 +20,7 @@ mod bench;
 pub mod config;
 pub mod corpus;
 pub mod guard;
+pub mod observe;
 pub mod presets;
 mod progress;
 pub mod run;
@@ -28,6 +29,7 @@ pub mod trainer;
 pub use bench::{BenchReport, bench};
 pub use config::{TrainConfig, TrainOverrides};
 pub use guard::{OnNan, Safeguards};
+pub use observe::Observe;
 pub use presets::Preset;
 pub use trainer::{Split, Trainer};
 
@@ -37,6 +39,7 @@ use crate::error::{Error, Result};
 use crate::finetune;
 use crate::model::ModelConfig;
 use crate::tokenizer::{self, Tokenizer};
+use observe::Observer;
 use progress::Progress;
 use run::{Metrics, RunFile};
 use std::path::{Path, PathBuf};
@@ -79,6 +82,8 @@ pub struct TrainJob<'a> {
     pub stop: &'a AtomicBool,
     /// Overwriting a run, non-finite steps, the memory check.
     pub guards: Safeguards,
+    /// What to produce at each evaluation (the loss plot, samples).
+    pub observe: Observe,
 }
 
 /// How a run ended.
@@ -331,9 +336,11 @@ pub fn train<B: Backend>(be: &B, job: TrainJob) -> Result<TrainSummary> {
         val_tokens.len(),
         rayon::current_num_threads()
     ));
+    let resumed_step = resumed_at.map(|(step, _)| step);
     let session = Session {
         job: &job,
-        metrics: Metrics::open(out, resumed_at.map(|(step, _)| step))?,
+        metrics: Metrics::open(out, resumed_step)?,
+        observer: Observer::new(out, job.observe, tokenizer.as_ref(), resumed_step)?,
         progress,
         started: Instant::now(),
         elapsed_before: resumed_at.map_or(0.0, |(_, elapsed)| elapsed),
@@ -391,6 +398,7 @@ fn read_corpus(
 struct Session<'j> {
     job: &'j TrainJob<'j>,
     metrics: Metrics,
+    observer: Observer<'j>,
     progress: Progress,
     started: Instant,
     /// Training wall time of earlier sessions of this run.
@@ -418,13 +426,19 @@ impl Session<'_> {
             let (out, last) = (&self.job.out, self.last_checkpoint);
             return Err(guard::stopped_at(step, &why, out, last, skipping));
         }
-        self.progress.line(format!(
-            "step {step}: train loss {train_loss:.4}, val loss {val_loss:.4}"
-        ));
+        let peak_rss_mb = observe::peak_rss_mb();
+        let line = self
+            .observer
+            .eval_line(step, train_loss, val_loss, peak_rss_mb);
+        self.progress.line(line);
         self.summary.train_loss = Some(train_loss);
         self.summary.val_loss = Some(val_loss);
         let elapsed_s = self.elapsed();
-        self.metrics.log(serde_json::json!({"step": step, "eval": true, "train_loss": train_loss, "val_loss": val_loss, "elapsed_s": elapsed_s}))
+        self.metrics.log(serde_json::json!({"step": step, "eval": true, "train_loss": train_loss, "val_loss": val_loss, "elapsed_s": elapsed_s, "peak_rss_mb": peak_rss_mb}))?;
+        for warning in self.observer.after_eval(trainer, step) {
+            self.progress.line(warning);
+        }
+        Ok(())
     }
 
     /// A step whose loss or gradient norm is not finite (the trainer made no
@@ -501,6 +515,9 @@ impl Session<'_> {
                     self.job.out.display()
                 ));
                 self.summary.interrupted = true;
+                if let Some(warning) = self.observer.redraw() {
+                    self.progress.line(warning);
+                }
                 break;
             }
         }

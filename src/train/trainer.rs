@@ -125,6 +125,16 @@ impl<'a, B: Backend> Trainer<'a, B> {
         self.model.num_params() - self.grads.from
     }
 
+    /// The backend the buffers live on.
+    pub fn backend(&self) -> &'a B {
+        self.be
+    }
+
+    /// The parameters as they are now (for sampling at an evaluation).
+    pub fn params(&self) -> &B::Buf {
+        &self.params
+    }
+
     /// Updates applied so far (the step a resumed run continues from).
     pub fn steps_done(&self) -> u64 {
         self.opt.step
