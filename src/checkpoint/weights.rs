@@ -228,6 +228,53 @@ pub fn load_params(dir: &Path, model: &Model) -> Result<Vec<f32>> {
     Ok(params)
 }
 
+/// The weight files of a model folder, memory-mapped and checksum-verified,
+/// read one tensor at a time: how a fine-tune copies a large parent into
+/// its own layout without holding the parent's weights a second time.
+pub struct TensorFiles {
+    maps: Vec<(PathBuf, memmap2::Mmap)>,
+}
+
+impl TensorFiles {
+    pub fn open(dir: &Path) -> Result<Self> {
+        let mut maps = Vec::new();
+        for path in weight_files(dir)? {
+            let file = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
+            // SAFETY: read-only, as in `load_params`.
+            let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(&path, e))?;
+            let st = SafeTensors::deserialize(&map)
+                .map_err(|e| Error::format(&path, format!("not a valid safetensors file: {e}")))?;
+            let (_, meta) = SafeTensors::read_metadata(&map)
+                .map_err(|e| Error::format(&path, e.to_string()))?;
+            integrity::verify(&st, &meta.metadata().clone().unwrap_or_default(), &path)?;
+            drop(st);
+            maps.push((path, map));
+        }
+        Ok(TensorFiles { maps })
+    }
+
+    /// The tensor `name` (or its bare `GPT2Model` name), widened to `f32`:
+    /// its shape and values, or `None` if no file holds it.
+    pub fn read(&self, name: &str) -> Result<Option<(Vec<usize>, Vec<f32>)>> {
+        let bare = name.strip_prefix("transformer.");
+        for (path, map) in &self.maps {
+            let st = SafeTensors::deserialize(map)
+                .map_err(|e| Error::format(path, format!("not a valid safetensors file: {e}")))?;
+            let found = st
+                .tensor(name)
+                .or_else(|e| bare.map_or(Err(e), |b| st.tensor(b)));
+            if let Ok(view) = found {
+                let mut values = vec![0.0f32; view.shape().iter().product()];
+                widen(view.dtype(), view.data(), &mut values)
+                    .map_err(|e| Error::format(path, format!("tensor {name:?} {e}")))?;
+                integrity::check_finite(&values, name, path)?;
+                return Ok(Some((view.shape().to_vec(), values)));
+            }
+        }
+        Ok(None)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -170,7 +170,7 @@ pub fn load_run(dir: &Path) -> Result<(Model, Vec<f32>)> {
         ));
     }
     let parent = super::reload_parent(&recorded_finetune(dir)?.init_from)?;
-    let mut params = super::start_params(&parent.model, &parent.params, &model, 0)?;
+    let mut params = super::start_params(&parent, &model, 0)?;
     read_adapters(dir, &model, &mut params)?;
     merge(&model, params)
 }

@@ -18,6 +18,7 @@
 pub mod adapters;
 pub mod sft;
 
+use crate::checkpoint::{self, weights::TensorFiles};
 use crate::error::{Error, Result};
 use crate::model::{Model, ParamLayout, TensorSpec};
 use crate::rng::Rng;
@@ -50,12 +51,35 @@ pub struct FineTune {
     pub freeze_layers: usize,
 }
 
-/// A parent model, loaded.
+/// Where a parent's weights are read from.
+pub enum ParentWeights {
+    /// In memory (a LoRA parent, its adapters merged).
+    Loaded(Vec<f32>),
+    /// Memory-mapped files, read tensor by tensor (so a 6 GB parent is never
+    /// held twice while the fine-tune's own weights are built).
+    Files(TensorFiles),
+}
+
+/// A parent model, opened.
 pub struct Loaded {
     pub parent: Parent,
     pub model: Model,
-    pub params: Vec<f32>,
+    pub weights: ParentWeights,
     pub tokenizer: Box<dyn Tokenizer>,
+}
+
+impl Loaded {
+    /// One of the parent's tensors by name: shape and values.
+    fn tensor(&self, name: &str) -> Result<Option<(Vec<usize>, Vec<f32>)>> {
+        match &self.weights {
+            ParentWeights::Files(files) => files.read(name),
+            ParentWeights::Loaded(params) => Ok(self
+                .model
+                .layout
+                .get(name)
+                .map(|t| (t.shape.clone(), params[t.range.clone()].to_vec()))),
+        }
+    }
 }
 
 /// Load the model `name` names (a run, a Hugging Face folder, a cached
@@ -63,7 +87,18 @@ pub struct Loaded {
 pub fn load_parent(name: &str) -> Result<Loaded> {
     let path = crate::hf::cache::resolve(name)?;
     let weights_sha256 = adapters::weights_hash(&path)?;
-    let (model, params) = load_run(&path)?;
+    let (model, weights) = match path.join(adapters::ADAPTER_CONFIG_FILE).exists() {
+        true => {
+            let (model, params) = load_run(&path)?;
+            (model, ParentWeights::Loaded(params))
+        }
+        false => {
+            let config = checkpoint::load_config(&path)?;
+            checkpoint::weights::check_size(&path, &config)?;
+            let files = TensorFiles::open(&path)?;
+            (Model::new(config)?, ParentWeights::Files(files))
+        }
+    };
     let tokenizer = crate::hf::read_tokenizer(&path)?;
     let parent = Parent {
         name: name.to_string(),
@@ -73,7 +108,7 @@ pub fn load_parent(name: &str) -> Result<Loaded> {
     Ok(Loaded {
         parent,
         model,
-        params,
+        weights,
         tokenizer,
     })
 }
@@ -146,13 +181,9 @@ fn init_adapter(spec: &TensorSpec, dst: &mut [f32], seed: u64, index: usize) {
         .for_each(|x| *x = (rng.next_f32() * 2.0 - 1.0) * bound);
 }
 
-/// `model`'s starting weights from the parent's (see the module doc).
-pub fn start_params(
-    parent: &Model,
-    parent_params: &[f32],
-    model: &Model,
-    seed: u64,
-) -> Result<Vec<f32>> {
+/// `model`'s starting weights from the parent's (see the module doc),
+/// read one tensor at a time.
+pub fn start_params(parent: &Loaded, model: &Model, seed: u64) -> Result<Vec<f32>> {
     let mut params = vec![0.0f32; model.num_params()];
     for (i, spec) in model.layout.tensors.iter().enumerate() {
         let dst = &mut params[spec.range.clone()];
@@ -160,18 +191,16 @@ pub fn start_params(
             init_adapter(spec, dst, seed, i);
             continue;
         }
-        let from = parent.layout.get(&spec.name).ok_or_else(|| {
-            Error::Config(format!("the parent model has no tensor {:?}", spec.name))
-        })?;
-        let src = &parent_params[from.range.clone()];
-        if from.shape[1..] != spec.shape[1..] {
+        let missing = || Error::Config(format!("the parent model has no tensor {:?}", spec.name));
+        let (shape, src) = parent.tensor(&spec.name)?.ok_or_else(missing)?;
+        if shape.len() != spec.shape.len() || shape[1..] != spec.shape[1..] {
             return Err(Error::Config(format!(
-                "tensor {:?} is {:?} in the parent, {:?} here: only the vocabulary and the context can change",
-                spec.name, from.shape, spec.shape
+                "tensor {:?} is {shape:?} in the parent, {:?} here: only the vocabulary and the context can change",
+                spec.name, spec.shape
             )));
         }
         let width = spec.shape[1..].iter().product::<usize>().max(1);
-        transplant_rows(dst, src, width, spec.shape.len() > 1);
+        transplant_rows(dst, &src, width, spec.shape.len() > 1);
     }
     Ok(params)
 }

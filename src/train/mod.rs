@@ -171,7 +171,7 @@ impl Plan {
         let start = match &config.finetune {
             Some(ft) => {
                 let parent = finetune::reload_parent(&ft.init_from)?;
-                Some(fine_tune_start((&parent.model, &parent.params), &config)?)
+                Some(fine_tune_start(&parent, &config)?)
             }
             None => None,
         };
@@ -193,19 +193,19 @@ impl Plan {
     fn fine_tune(req: &FineTuneRequest, data: Option<PathBuf>) -> Result<Self> {
         let parent = finetune::load_parent(&req.init_from)?;
         let mut config = fine_tune_config(req, &parent)?;
-        let finetune::Loaded {
-            model,
-            params,
-            tokenizer,
-            ..
-        } = parent;
-        let tokenizer = match config.sft {
-            true => tokenizer.with_specials(&crate::chat::template::SPECIAL_TOKENS)?,
-            false => tokenizer,
+        let grown = match config.sft {
+            true => Some(
+                parent
+                    .tokenizer
+                    .with_specials(&crate::chat::template::SPECIAL_TOKENS)?,
+            ),
+            false => None,
         };
-        config.model.vocab_size = config.model.vocab_size.max(tokenizer.vocab_size());
+        let vocab = grown.as_ref().unwrap_or(&parent.tokenizer).vocab_size();
+        config.model.vocab_size = config.model.vocab_size.max(vocab);
         config.validate()?;
-        let start = fine_tune_start((&model, &params), &config)?;
+        let start = fine_tune_start(&parent, &config)?;
+        let tokenizer = grown.unwrap_or(parent.tokenizer);
         Ok(Plan {
             config,
             data,
@@ -270,12 +270,9 @@ fn fine_tune_config(req: &FineTuneRequest, parent: &finetune::Loaded) -> Result<
 }
 
 /// The starting weights of the fine-tune `config` describes.
-fn fine_tune_start(
-    (parent, params): (&crate::model::Model, &[f32]),
-    config: &TrainConfig,
-) -> Result<Vec<f32>> {
+fn fine_tune_start(parent: &finetune::Loaded, config: &TrainConfig) -> Result<Vec<f32>> {
     let model = crate::model::Model::new(config.model.clone())?;
-    finetune::start_params(parent, params, &model, config.seed)
+    finetune::start_params(parent, &model, config.seed)
 }
 
 /// A resumed run given `--data` other than what it trained on goes on with
