@@ -228,6 +228,15 @@ pub fn load_params(dir: &Path, model: &Model) -> Result<Vec<f32>> {
     Ok(params)
 }
 
+/// Let the kernel drop a map's pages from memory once read: they are the
+/// file's (read again from disk if touched), and would otherwise count in
+/// the process's memory beside the copy just made of them.
+fn release(map: &memmap2::Mmap) {
+    // SAFETY: a read-only, shared file mapping: dropped pages are re-read
+    // from the file on the next access, so no value seen through it changes.
+    let _ = unsafe { map.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) };
+}
+
 /// The weight files of a model folder, memory-mapped and checksum-verified,
 /// read one tensor at a time: how a fine-tune copies a large parent into
 /// its own layout without holding the parent's weights a second time.
@@ -248,6 +257,7 @@ impl TensorFiles {
                 .map_err(|e| Error::format(&path, e.to_string()))?;
             integrity::verify(&st, &meta.metadata().clone().unwrap_or_default(), &path)?;
             drop(st);
+            release(&map);
             maps.push((path, map));
         }
         Ok(TensorFiles { maps })
@@ -268,7 +278,9 @@ impl TensorFiles {
                 widen(view.dtype(), view.data(), &mut values)
                     .map_err(|e| Error::format(path, format!("tensor {name:?} {e}")))?;
                 integrity::check_finite(&values, name, path)?;
-                return Ok(Some((view.shape().to_vec(), values)));
+                let shape = view.shape().to_vec();
+                release(map);
+                return Ok(Some((shape, values)));
             }
         }
         Ok(None)
