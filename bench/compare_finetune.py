@@ -59,8 +59,12 @@ def lmforge_run(args, folder, text, out):
     wall = time.time() - t0
     if p.returncode != 0:
         sys.exit(f"lmforge failed: {p.stderr}")
-    line = [l for l in p.stderr.splitlines() if "tokens/s" in l][-1]
-    tok_s = float(line.rsplit(",", 1)[1].split()[0])
+    # The steps after the first (as on the PyTorch side, which warms up once),
+    # from the run's own per-step log.
+    import json
+    with open(os.path.join(out, "metrics.jsonl")) as f:
+        steps = [json.loads(l) for l in f if '"tokens_per_sec"' in l]
+    tok_s = statistics.median(s["tokens_per_sec"] for s in steps[1:])
     rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return tok_s, max(rss, before) / 1024, wall
 
@@ -104,7 +108,7 @@ def main():
     ap.add_argument("--lora-rank", type=int, default=0)
     ap.add_argument("--block", type=int, default=256)
     ap.add_argument("--batch", type=int, default=1)
-    ap.add_argument("--steps", type=int, default=4)
+    ap.add_argument("--steps", type=int, default=4, help="timed steps, after one warm-up step")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--no-torch", action="store_true", help="lmforge only (e.g. for memory)")
