@@ -180,40 +180,30 @@ pub fn load_params(dir: &Path, model: &Model) -> Result<Vec<f32>> {
         .iter()
         .map(|t| (t.name.as_str(), t))
         .collect();
-    for path in weight_files(dir)? {
-        let file = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
-        // SAFETY: the map is only read, and only while `file` is open here; a
-        // file truncated underneath would fault, as reading any mmap would.
-        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(&path, e))?;
-        let st = SafeTensors::deserialize(&map)
-            .map_err(|e| Error::format(&path, format!("not a valid safetensors file: {e}")))?;
-        let (_, meta) =
-            SafeTensors::read_metadata(&map).map_err(|e| Error::format(&path, e.to_string()))?;
-        integrity::verify(&st, &meta.metadata().clone().unwrap_or_default(), &path)?;
-        for (name, view) in st.tensors() {
-            let ours = by_name
-                .get(name.as_str())
-                .or_else(|| by_name.get(format!("transformer.{name}").as_str()));
-            let Some(spec) = ours else {
-                if skippable(&name, model) {
-                    continue;
-                }
-                return Err(Error::format(
-                    &path,
-                    format!(
-                        "tensor {name:?} has no place in this model (a GPT-2 of {} layers): \
-                         the file is of another architecture or size",
-                        model.config.n_layer
-                    ),
-                ));
-            };
-            let dst = &mut params[spec.range.clone()];
-            widen(view.dtype(), view.data(), dst)
-                .map_err(|e| Error::format(&path, format!("tensor {name:?} {e}")))?;
-            integrity::check_finite(dst, &spec.name, &path)?;
-            filled.insert(spec.name.as_str());
-        }
-    }
+    TensorFiles::open(dir)?.each(|path, name, view| {
+        let ours = by_name
+            .get(name)
+            .or_else(|| by_name.get(format!("transformer.{name}").as_str()));
+        let Some(spec) = ours else {
+            if skippable(name, model) {
+                return Ok(());
+            }
+            return Err(Error::format(
+                path,
+                format!(
+                    "tensor {name:?} has no place in this model (a GPT-2 of {} layers): \
+                     the file is of another architecture or size",
+                    model.config.n_layer
+                ),
+            ));
+        };
+        let dst = &mut params[spec.range.clone()];
+        widen(view.dtype(), view.data(), dst)
+            .map_err(|e| Error::format(path, format!("tensor {name:?} {e}")))?;
+        integrity::check_finite(dst, &spec.name, path)?;
+        filled.insert(spec.name.as_str());
+        Ok(())
+    })?;
     if let Some(missing) = model
         .layout
         .tensors
@@ -237,9 +227,16 @@ fn release(map: &memmap2::Mmap) {
     let _ = unsafe { map.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) };
 }
 
+/// The safetensors file mapped at `map`.
+fn parse<'m>(path: &Path, map: &'m memmap2::Mmap) -> Result<SafeTensors<'m>> {
+    SafeTensors::deserialize(map)
+        .map_err(|e| Error::format(path, format!("not a valid safetensors file: {e}")))
+}
+
 /// The weight files of a model folder, memory-mapped and checksum-verified,
-/// read one tensor at a time: how a fine-tune copies a large parent into
-/// its own layout without holding the parent's weights a second time.
+/// read one tensor at a time (a fine-tune copies a large parent into its
+/// own layout this way, without holding the parent's weights a second time)
+/// or all at once ([`load_params`]).
 pub struct TensorFiles {
     maps: Vec<(PathBuf, memmap2::Mmap)>,
 }
@@ -249,10 +246,10 @@ impl TensorFiles {
         let mut maps = Vec::new();
         for path in weight_files(dir)? {
             let file = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
-            // SAFETY: read-only, as in `load_params`.
+            // SAFETY: the map is only read; a file truncated underneath would
+            // fault, as reading any mmap would.
             let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(&path, e))?;
-            let st = SafeTensors::deserialize(&map)
-                .map_err(|e| Error::format(&path, format!("not a valid safetensors file: {e}")))?;
+            let st = parse(&path, &map)?;
             let (_, meta) = SafeTensors::read_metadata(&map)
                 .map_err(|e| Error::format(&path, e.to_string()))?;
             integrity::verify(&st, &meta.metadata().clone().unwrap_or_default(), &path)?;
@@ -263,13 +260,26 @@ impl TensorFiles {
         Ok(TensorFiles { maps })
     }
 
+    /// Call `f` with every tensor of every file (and the file's path).
+    pub fn each(
+        &self,
+        mut f: impl FnMut(&Path, &str, safetensors::tensor::TensorView) -> Result<()>,
+    ) -> Result<()> {
+        for (path, map) in &self.maps {
+            for (name, view) in parse(path, map)?.tensors() {
+                f(path, &name, view)?;
+            }
+            release(map);
+        }
+        Ok(())
+    }
+
     /// The tensor `name` (or its bare `GPT2Model` name), widened to `f32`:
     /// its shape and values, or `None` if no file holds it.
     pub fn read(&self, name: &str) -> Result<Option<(Vec<usize>, Vec<f32>)>> {
         let bare = name.strip_prefix("transformer.");
         for (path, map) in &self.maps {
-            let st = SafeTensors::deserialize(map)
-                .map_err(|e| Error::format(path, format!("not a valid safetensors file: {e}")))?;
+            let st = parse(path, map)?;
             let found = st
                 .tensor(name)
                 .or_else(|e| bare.map_or(Err(e), |b| st.tensor(b)));
