@@ -30,10 +30,12 @@ enum Line {
 /// The conversation of one JSON line (`number` counts from 1, for errors).
 fn parse_line(text: &str, number: usize, path: &Path) -> Result<Vec<Message>> {
     let at = |message: String| Error::format(path, format!("line {number}: {message}"));
-    let line: Line = serde_json::from_str(text).map_err(|e| {
-        at(format!(
-            "{e}; expected {{\"prompt\", \"response\"}} or {{\"messages\": [{{\"role\", \"content\"}}]}}"
-        ))
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| at(format!("not valid JSON: {e}")))?;
+    let line: Line = serde_json::from_value(value).map_err(|_| {
+        at("expected {\"prompt\": TEXT, \"response\": TEXT} or \
+            {\"messages\": [{\"role\": \"system\"|\"user\"|\"assistant\", \"content\": TEXT}, ...]}"
+            .into())
     })?;
     let messages = match line {
         Line::Messages { messages } => messages,
