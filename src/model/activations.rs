@@ -16,6 +16,9 @@
 //!   The other tensors are one slot reused by every layer (a block reads its
 //!   input before it overwrites it), and logits are kept for the last
 //!   position only. For GPT-2 at 1024 positions that is 160 MB instead of 1.3 GB.
+//! - [`Purpose::Decoding`]: one row per sequence of a decoding batch, every
+//!   tensor one reused slot (`qkv` holds the new rows before they are copied
+//!   into each sequence's cache), logits for every row.
 
 use super::config::{Arch, ModelConfig};
 use super::lora::LoraScratch;
@@ -30,6 +33,10 @@ pub enum Purpose {
     Training,
     /// Forward only, one sequence of up to `block_size` positions, with the KV cache.
     Inference,
+    /// Forward only, one new position for each of up to `B` sequences whose
+    /// KV caches are in their own [`Purpose::Inference`] activations (a
+    /// server decoding many requests together); logits for every row.
+    Decoding,
 }
 
 /// The positions one forward pass computes: `b` sequences of `t` new tokens
@@ -256,6 +263,7 @@ pub fn sizes(
     purpose: Purpose,
 ) -> (ActTensors<Shape>, Scratch<Shape>) {
     let training = purpose == Purpose::Training;
+    let decoding = purpose == Purpose::Decoding;
     let gpt = cfg.arch == Arch::Gpt;
     let (c, v, nh) = (cfg.n_embd, cfg.vocab_size, cfg.n_head);
     let layers = if gpt { cfg.n_layer } else { 0 };
@@ -274,11 +282,12 @@ pub fn sizes(
     };
     let gpt_only = |s: Shape| if gpt { s } else { shape(0, 0, 0) };
     let scratch = |width: usize| gpt_only(shape(training as usize, rows, width));
-    let head_rows = if training { rows } else { 1 };
+    let head_rows = if training || decoding { rows } else { 1 };
+    let cached_layers = if decoding { kept } else { layers };
     let tensors = ActTensors {
         encoded: gpt_only(shape(1, rows, c)),
         ln_1: norm(kept, rows),
-        qkv: shape(layers, rows, 3 * c),
+        qkv: shape(cached_layers, rows, 3 * c),
         att_lse: block(nh),
         atty: block(c),
         res_attn: block(c),
@@ -348,6 +357,12 @@ impl<B: Backend> Activations<B> {
         Self::new(be, cfg, Purpose::Inference, 1, cfg.block_size)
     }
 
+    /// Buffers for one decoding step of up to `sequences` sequences at once
+    /// (their caches: [`Activations::inference`] each).
+    pub fn decoding(be: &B, cfg: &ModelConfig, sequences: usize) -> Result<Self> {
+        Self::new(be, cfg, Purpose::Decoding, sequences, 1)
+    }
+
     fn new(be: &B, cfg: &ModelConfig, purpose: Purpose, b: usize, t: usize) -> Result<Self> {
         let rows = b * t;
         let allocate = |shape: Shape| {
@@ -382,6 +397,7 @@ impl<B: Backend> Activations<B> {
                 window.pos == 0 && window.b <= self.batch_size && window.t <= self.block_size
             }
             Purpose::Inference => window.b == 1 && window.pos + window.t <= self.block_size,
+            Purpose::Decoding => window.pos == 0 && window.t == 1 && window.b <= self.batch_size,
         };
         assert!(
             fits && window.t > 0,
@@ -396,7 +412,7 @@ impl<B: Backend> Activations<B> {
     /// (`ln_f`, logits): every row in training, the last position when decoding.
     pub(super) fn head_rows(&self, window: Window) -> (Rows, Rows) {
         match self.purpose {
-            Purpose::Training => (window.rows(), window.rows()),
+            Purpose::Training | Purpose::Decoding => (window.rows(), window.rows()),
             Purpose::Inference => {
                 let last = window.rows().end - 1;
                 ((last..last + 1).into(), (0..1).into())

@@ -165,16 +165,61 @@ impl Model {
         l: usize,
         a: &mut ActTensors<Tensor<B>>,
     ) {
-        let (be, params, w) = (pass.be, pass.weights(), pass.window);
+        self.attention_input(pass, l, a);
+        let (w, dims) = (pass.window, self.attention_dims(pass));
+        let rows = w.rows();
+        let ActTensors {
+            qkv, att_lse, atty, ..
+        } = a;
+        let seen = qkv.at(l, 0..w.b * dims.keys());
+        let drop = self.dropout(pass.mode, 1 + 3 * l as u64);
+        let lse = att_lse.at_mut(l, 0..w.n());
+        pass.be
+            .attention_forward(atty.at_mut(l, rows), lse, seen, dims, drop);
+        self.attention_output(pass, l, a);
+    }
+
+    /// Block `l` for a decoding batch: one new position per sequence (the
+    /// window's rows are the sequences), each attending over its own KV
+    /// cache `caches[i]` at position `positions[i]`, where its new keys and
+    /// values are written first. Everything but attention is the same as
+    /// [`Model::block_forward`], over all the sequences' rows at once.
+    pub(super) fn block_decode<B: Backend>(
+        &self,
+        pass: &Pass<B>,
+        l: usize,
+        a: &mut ActTensors<Tensor<B>>,
+        caches: &mut [&mut ActTensors<Tensor<B>>],
+        positions: &[usize],
+    ) {
+        self.attention_input(pass, l, a);
+        let (c, n_head) = (self.config.n_embd, self.config.n_head);
+        for (i, (cache, &pos)) in caches.iter_mut().zip(positions).enumerate() {
+            let dims = AttentionDims {
+                b: 1,
+                t: 1,
+                pos,
+                c,
+                n_head,
+            };
+            pass.be
+                .copy(cache.qkv.at_mut(l, pos..pos + 1), a.qkv.at(l, i..i + 1));
+            let (out, lse) = (a.atty.at_mut(l, i..i + 1), a.att_lse.at_mut(l, i..i + 1));
+            let seen = cache.qkv.at(l, 0..dims.keys());
+            pass.be.attention_forward(out, lse, seen, dims, None);
+        }
+        self.attention_output(pass, l, a);
+        self.mlp_forward(pass, l, a);
+    }
+
+    /// Attention's input: `qkv = c_attn(ln_1(x) or x)` for the window's rows.
+    fn attention_input<B: Backend>(&self, pass: &Pass<B>, l: usize, a: &mut ActTensors<Tensor<B>>) {
         let (norm, c, p) = (self.config.norm, self.config.n_embd, &self.layout.blocks[l]);
-        let (rows, n, site) = (w.rows(), w.n(), 1 + 3 * l as u64);
+        let rows = pass.window.rows();
         let ActTensors {
             encoded,
             ln_1,
             qkv,
-            att_lse,
-            atty,
-            res_attn,
             ln_2,
             res_mlp,
             ..
@@ -187,18 +232,34 @@ impl Model {
             Norm::Pre => ln_1.out.at(l, rows),
             Norm::Post => x,
         };
-        p.c_attn
-            .forward(be, params, qkv.at_mut(l, rows), attn_in, n);
-        let dims = self.attention_dims(pass);
-        let seen = qkv.at(l, 0..w.b * dims.keys());
-        let drop = self.dropout(pass.mode, site);
-        be.attention_forward(
-            atty.at_mut(l, rows),
-            att_lse.at_mut(l, 0..n),
-            seen,
-            dims,
-            drop,
+        p.c_attn.forward(
+            pass.be,
+            pass.weights(),
+            qkv.at_mut(l, rows),
+            attn_in,
+            rows.len(),
         );
+    }
+
+    /// Attention's output: `res_attn = x + drop(proj(atty))`.
+    fn attention_output<B: Backend>(
+        &self,
+        pass: &Pass<B>,
+        l: usize,
+        a: &mut ActTensors<Tensor<B>>,
+    ) {
+        let (be, params, w) = (pass.be, pass.weights(), pass.window);
+        let (norm, p) = (self.config.norm, &self.layout.blocks[l]);
+        let (rows, n, site) = (w.rows(), w.n(), 1 + 3 * l as u64);
+        let ActTensors {
+            encoded,
+            atty,
+            res_attn,
+            ln_2,
+            res_mlp,
+            ..
+        } = a;
+        let x = input(encoded, res_mlp, &ln_2.out, norm, l, rows);
         p.attn_proj
             .forward(be, params, res_attn.at_mut(l, rows), atty.at(l, rows), n);
         be.residual(

@@ -132,6 +132,65 @@ impl Model {
         self.head_forward(&pass, acts);
     }
 
+    /// One decoding step for several sequences at once: sequence `i` adds
+    /// the token `tokens[i]` at position `positions[i]`, with its earlier
+    /// positions' keys and values in `caches[i]` (inference activations
+    /// filled by [`Model::forward`]). The new keys and values go into each
+    /// cache and the logits into row `i` of `batch` (decoding activations).
+    /// The layers run once over all the rows (the weights are read once for
+    /// the batch); only attention runs per sequence, over its own cache.
+    pub fn forward_batch<B: Backend>(
+        &self,
+        be: &B,
+        params: &B::Buf,
+        batch: &mut Activations<B>,
+        caches: &mut [&mut Activations<B>],
+        tokens: &[u32],
+        positions: &[usize],
+    ) {
+        let window = Window::batch(tokens.len(), 1);
+        assert_eq!(
+            batch.purpose,
+            Purpose::Decoding,
+            "a batch needs decoding activations"
+        );
+        assert!(caches.len() == tokens.len() && positions.len() == tokens.len());
+        batch.check(window);
+        for (cache, &pos) in caches.iter().zip(positions) {
+            cache.check(Window::continuing(pos, 1));
+        }
+        be.upload_ids(&mut batch.tokens, 0, tokens);
+        let pass = Pass {
+            be,
+            params,
+            window,
+            mode: Mode::Eval,
+            lora: batch.lora.clone(),
+        };
+        if self.config.arch == Arch::Bigram {
+            return self.bigram_forward(&pass, batch);
+        }
+        self.embed_at(&pass, batch, positions);
+        let mut caches: Vec<_> = caches.iter_mut().map(|a| &mut a.tensors).collect();
+        for l in 0..self.config.n_layer {
+            self.block_decode(&pass, l, &mut batch.tensors, &mut caches, positions);
+        }
+        self.head_forward(&pass, batch);
+    }
+
+    /// `encoded[i] = wte[idx[i]] + wpe[positions[i]]`: one row per sequence.
+    fn embed_at<B: Backend>(&self, pass: &Pass<B>, acts: &mut Activations<B>, positions: &[usize]) {
+        let wte = B::view(pass.params, self.layout.wte.clone());
+        let c = self.config.n_embd;
+        for (i, &pos) in positions.iter().enumerate() {
+            let wpe = B::view(pass.params, self.layout.wpe.clone());
+            let idx = B::ids_view(&acts.tokens, i..i + 1);
+            let row = acts.tensors.encoded.at_mut(0, i..i + 1);
+            pass.be
+                .embedding_forward(row, idx, wte, Some(wpe), pos, 1, c);
+        }
+    }
+
     /// `logits = table[idx]`: the token's row of the bigram table.
     fn bigram_forward<B: Backend>(&self, pass: &Pass<B>, acts: &mut Activations<B>) {
         let (src, dst) = acts.head_rows(pass.window);
@@ -393,6 +452,76 @@ mod tests {
                 for (a, e) in got.iter().zip(expected) {
                     assert!((a - e).abs() < 1e-5, "{norm:?} position {pos}: {a} vs {e}");
                 }
+            }
+        }
+    }
+
+    /// A decoding batch of three sequences at different positions gives each
+    /// the logits that decoding it alone from its cache gives, step after
+    /// step (and leaves the same keys and values in its cache).
+    #[test]
+    fn batched_decoding_matches_one_sequence_at_a_time() {
+        for norm in [Norm::Pre, Norm::Post] {
+            let cfg = ModelConfig {
+                arch: Arch::Gpt,
+                vocab_size: 17,
+                block_size: 12,
+                n_layer: 2,
+                n_head: 2,
+                n_embd: 8,
+                dropout: 0.0,
+                norm,
+                activation: Activation::Gelu,
+                tie_embeddings: true,
+                bias: true,
+                qkv_bias: false,
+                lm_head_bias: false,
+                lora: None,
+            };
+            let (be, model) = (Cpu::new(), Model::new(cfg).unwrap());
+            let mut rng = Rng::new(9, 0);
+            let params: Vec<f32> = (0..model.num_params())
+                .map(|_| rng.next_f32() - 0.5)
+                .collect();
+            let seqs: Vec<Vec<u32>> = [2, 5, 3]
+                .iter()
+                .map(|&n| (0..n + 4).map(|_| rng.below(17) as u32).collect())
+                .collect();
+            let prompt_lens = [2, 5, 3];
+            let new_acts = || Activations::inference(&be, &model.config).unwrap();
+            let (mut alone, mut batched): (Vec<_>, Vec<_>) =
+                (0..3).map(|_| (new_acts(), new_acts())).unzip();
+            for (i, seq) in seqs.iter().enumerate() {
+                let prompt = &seq[..prompt_lens[i]];
+                let w = Window::continuing(0, prompt.len());
+                model.forward(&be, &params, &mut alone[i], prompt, w, Mode::Eval);
+                model.forward(&be, &params, &mut batched[i], prompt, w, Mode::Eval);
+            }
+            let mut batch = Activations::decoding(&be, &model.config, 4).unwrap();
+            for step in 0..4 {
+                let positions: Vec<usize> = prompt_lens.iter().map(|&p| p + step).collect();
+                let tokens: Vec<u32> = positions.iter().zip(&seqs).map(|(&p, s)| s[p]).collect();
+                let mut caches: Vec<_> = batched.iter_mut().collect();
+                model.forward_batch(&be, &params, &mut batch, &mut caches, &tokens, &positions);
+                for i in 0..3 {
+                    let (pos, tok) = (positions[i], &tokens[i..=i]);
+                    let w = Window::continuing(pos, 1);
+                    model.forward(&be, &params, &mut alone[i], tok, w, Mode::Eval);
+                    let (got, expected) = (batch.logits_row(i), alone[i].logits_row(0));
+                    for (a, e) in got.iter().zip(expected) {
+                        assert!(
+                            (a - e).abs() < 1e-5,
+                            "{norm:?} seq {i} step {step}: {a} vs {e}"
+                        );
+                    }
+                }
+            }
+            for (b, a) in batched.iter().zip(&alone) {
+                let (b, a) = (b.tensors.qkv.at(1, 0..8), a.tensors.qkv.at(1, 0..8));
+                assert!(
+                    b.iter().zip(a).all(|(x, y)| (x - y).abs() < 1e-5),
+                    "caches differ"
+                );
             }
         }
     }
