@@ -25,6 +25,8 @@ enum Command {
     /// Chat with a trained run in the terminal (or answer lines piped in).
     #[command(allow_negative_numbers = true)]
     Chat(cli::chat::ChatArgs),
+    /// Serve runs over an OpenAI-compatible HTTP API, with a chat page in the browser.
+    Serve(cli::serve::ServeArgs),
     /// Encode, decode and train tokenizers.
     Tokenizer(cli::tokenizer::TokenizerCommand),
     /// Measure speed.
@@ -52,6 +54,7 @@ fn main() -> ExitCode {
         Command::Train(args) => cli::train::run(args),
         Command::Sample(args) => cli::sample::run(args),
         Command::Chat(args) => cli::chat::run(args),
+        Command::Serve(args) => cli::serve::run(args),
         Command::Tokenizer(cmd) => cli::tokenizer::run(cmd).map(|()| ExitCode::SUCCESS),
         Command::Bench(args) => cli::bench::run(args),
         Command::Prepare(args) => cli::prepare::run(args),

@@ -175,6 +175,29 @@ pub fn sampling(cfg: &ModelConfig) -> Result<Estimate> {
     addressable(estimate, cfg)
 }
 
+/// What serving `cfg` to `slots` sequences at once needs: the weights, one
+/// KV cache (inference activations) per slot, and a decoding batch.
+pub fn serving(cfg: &ModelConfig, slots: usize) -> Result<Estimate> {
+    let p = param_count(cfg)? as u128;
+    let t = cfg.block_size;
+    let per_slot = activation_floats(cfg, t, Purpose::Inference) * F32;
+    let estimate = Estimate {
+        parts: vec![
+            ("parameters and the file they are read from", 2 * p * F32),
+            ("a KV cache per --parallel slot", slots as u128 * per_slot),
+            (
+                "the decoding batch",
+                activation_floats(cfg, slots, Purpose::Decoding) * F32,
+            ),
+            (
+                "attention scratch",
+                attention_scratch_floats(cfg, 1, t) * F32,
+            ),
+        ],
+    };
+    addressable(estimate, cfg)
+}
+
 /// An estimate beyond what a process can address is an overflow whatever
 /// the machine: allocating it would abort.
 fn addressable(estimate: Estimate, cfg: &ModelConfig) -> Result<Estimate> {

@@ -101,10 +101,7 @@ impl Conversation {
 
     /// The whole prompt, turns and all.
     fn render(&self, tok: &dyn Tokenizer, user: &str) -> Result<Vec<u32>> {
-        match &self.template {
-            Some(template) => template.prompt(tok, &self.messages(user)),
-            None => tok.encode(&self.transcript(user)),
-        }
+        prompt_for(self.template.as_ref(), tok, &self.messages(user))
     }
 
     /// The messages of the template form.
@@ -121,24 +118,34 @@ impl Conversation {
             .chain([Message::new(Role::User, user)])
             .collect()
     }
+}
 
-    /// The text of the continue form.
-    fn transcript(&self, user: &str) -> String {
-        let mut text = String::new();
-        if let Some(system) = &self.system {
-            text.push_str(system);
-            text.push('\n');
-        }
-        for (u, a) in &self.turns {
-            text.push_str(u);
-            text.push('\n');
-            text.push_str(a);
-            text.push_str(BASE_STOP);
-        }
-        text.push_str(user);
-        text.push('\n');
-        text
+/// The prompt asking for the reply to `messages` (the last one the user's):
+/// through the template if there is one, else as the continue form's
+/// transcript (what `lmforge chat` and `lmforge serve` both send the model).
+pub fn prompt_for(
+    template: Option<&ChatTemplate>,
+    tok: &dyn Tokenizer,
+    messages: &[Message],
+) -> Result<Vec<u32>> {
+    match template {
+        Some(template) => template.prompt(tok, messages),
+        None => tok.encode(&transcript(messages)),
     }
+}
+
+/// The text of the continue form: the system text and each user message on
+/// a line of its own, each reply followed by a blank line.
+fn transcript(messages: &[Message]) -> String {
+    let mut text = String::new();
+    for message in messages {
+        text.push_str(&message.content);
+        text.push_str(match message.role {
+            Role::System | Role::User => "\n",
+            Role::Assistant => BASE_STOP,
+        });
+    }
+    text
 }
 
 #[cfg(test)]

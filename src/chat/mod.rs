@@ -8,7 +8,7 @@ pub mod conversation;
 pub mod template;
 pub mod terminal;
 
-pub use self::conversation::Conversation;
+pub use self::conversation::{Conversation, prompt_for};
 pub use self::template::{ChatTemplate, Message, Rendered, Role, SPECIAL_TOKENS};
 pub use self::terminal::{ChatOptions, run};
 

@@ -14,6 +14,7 @@ pub mod prepare;
 pub mod report;
 pub mod runs;
 pub mod sample;
+pub mod serve;
 pub mod tokenizer;
 pub mod train;
 

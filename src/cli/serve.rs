@@ -1,0 +1,78 @@
+//! `lmforge serve`: serve runs over an OpenAI-compatible HTTP API, with a
+//! chat page at `/`.
+
+use lmforge::backend::Device;
+use lmforge::serve::{LongPrompts, ServeOptions};
+use std::io::Write;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    /// Run directories to serve (each is a model, named by its directory).
+    #[arg(required = true)]
+    runs: Vec<PathBuf>,
+    /// Address to listen on: 127.0.0.1 (this machine only) unless you open it up, e.g. 0.0.0.0.
+    #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
+    host: IpAddr,
+    /// Port to listen on (0: any free one; the address is printed).
+    #[arg(long, default_value_t = 8080)]
+    port: u16,
+    /// Require `Authorization: Bearer KEY` on /v1/ requests (default: the LMFORGE_API_KEY variable, if set).
+    #[arg(long, env = "LMFORGE_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// Sequences each model decodes together (each holds a KV cache of the model's context).
+    #[arg(long, default_value_t = 8)]
+    parallel: usize,
+    /// Requests that may wait for a free slot; beyond that the server answers 503 with Retry-After.
+    #[arg(long, default_value_t = 64)]
+    queue: usize,
+    /// The most tokens a request may ask for (and the default when it does not say).
+    #[arg(long, default_value_t = 512)]
+    max_tokens: usize,
+    /// The largest request body, in bytes.
+    #[arg(long, default_value_t = 1 << 20)]
+    max_body: usize,
+    /// A prompt longer than the model's context: keep its end (cut) or answer 400 (refuse).
+    #[arg(long, value_enum, default_value = "cut")]
+    long_prompts: LongPrompts,
+    /// Worker threads (default: one per core).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Compute device.
+    #[arg(long, value_enum, default_value = "cpu")]
+    device: Device,
+    /// Start even if the models look too big for the memory available.
+    #[arg(long)]
+    ignore_memory_check: bool,
+}
+
+pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let (_, threads) = super::backend(args.device, args.threads)?;
+    if !args.host.is_loopback() && args.api_key.is_none() {
+        eprintln!(
+            "warning: listening on {} without --api-key: anyone who can reach this machine can use the models",
+            args.host
+        );
+    }
+    let opts = ServeOptions {
+        runs: args.runs,
+        addr: SocketAddr::new(args.host, args.port),
+        api_key: args.api_key,
+        parallel: args.parallel,
+        queue: args.queue,
+        max_tokens: args.max_tokens,
+        max_body: args.max_body,
+        long_prompts: args.long_prompts,
+        ignore_memory_check: args.ignore_memory_check,
+    };
+    let names = opts.runs.len();
+    lmforge::serve::serve(lmforge::backend::cpu::Cpu::new, opts, |addr| {
+        println!("lmforge serve: {names} model(s) on http://{addr} ({threads} threads)");
+        println!("  chat page:  http://{addr}/");
+        println!("  OpenAI API: base_url=http://{addr}/v1");
+        let _ = std::io::stdout().flush();
+    })?;
+    Ok(ExitCode::SUCCESS)
+}

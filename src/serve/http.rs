@@ -1,0 +1,588 @@
+//! The HTTP side of `lmforge serve` (tokio + axum): routes, the API key,
+//! request limits, turning a request into a job for the model's engine, and
+//! the reply back as one JSON body or as server-sent events:
+//!
+//! ```text
+//! data: {"object": "chat.completion.chunk", "choices": [{"delta": {"role": "assistant", ...
+//! data: {... "choices": [{"delta": {"content": "Hel"}, "finish_reason": null}]}
+//! data: {... "choices": [{"delta": {}, "finish_reason": "stop"}]}
+//! data: [DONE]
+//! ```
+//!
+//! A client that goes away drops its reply stream, which closes its job's
+//! channel; the engine frees the slot on its next step.
+
+use super::api::{self, ApiError, Header, Input};
+use super::engine::{Event, Job};
+use super::{LongPrompts, ServeOptions, Served};
+use crate::chat::{self, conversation::BASE_STOP};
+use crate::error::{Error, Result};
+use crate::sample::{Finish, SampleOptions, StopText};
+use crate::tokenizer::Tokenizer;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::sse::{Event as SseEvent, Sse};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{Value, json};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::TrySendError;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+/// The chat page, inside the binary.
+const PAGE: &str = include_str!("page.html");
+/// How long Ctrl-C waits for the requests in flight before exiting anyway.
+const DRAIN: Duration = Duration::from_secs(60);
+
+/// Everything a handler needs.
+struct App {
+    models: Vec<Served>,
+    opts: ServeOptions,
+    started: u64,
+    requests: AtomicU64,
+}
+
+/// Listen on `opts.addr` and serve until Ctrl-C or SIGTERM.
+pub(super) fn run(
+    models: Vec<Served>,
+    opts: &ServeOptions,
+    on_ready: impl FnOnce(SocketAddr),
+) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Data(format!("cannot start the HTTP runtime: {e}")))?;
+    let app = Arc::new(App {
+        models,
+        opts: opts.clone(),
+        started: now(),
+        requests: AtomicU64::new(0),
+    });
+    runtime.block_on(listen(app, opts.addr, on_ready))
+}
+
+async fn listen(app: Arc<App>, addr: SocketAddr, on_ready: impl FnOnce(SocketAddr)) -> Result<()> {
+    let cannot = |e: std::io::Error| Error::Data(format!("cannot listen on {addr}: {e}"));
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(cannot)?;
+    on_ready(listener.local_addr().map_err(cannot)?);
+    let (stopping, stopped) = tokio::sync::oneshot::channel();
+    let server = axum::serve(listener, router(app)).with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        eprintln!("stopping: finishing the requests in flight (Ctrl-C again to quit now)");
+        let _ = stopping.send(());
+    });
+    tokio::select! {
+        served = server => served.map_err(|e| Error::Data(format!("the server failed: {e}"))),
+        _ = async { let _ = stopped.await; tokio::time::sleep(DRAIN).await } => {
+            eprintln!("stopping: gave up waiting for the requests still in flight");
+            Ok(())
+        }
+    }
+}
+
+/// Ctrl-C, or SIGTERM (what `kill` and service managers send).
+async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => drop(term.recv().await),
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! { _ = interrupt => {}, _ = terminate => {} }
+    // A second Ctrl-C quits at once.
+    tokio::spawn(async {
+        let _ = tokio::signal::ctrl_c().await;
+        std::process::exit(130);
+    });
+}
+
+fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/", get(|| async { Html(PAGE) }))
+        .route("/health", get(health))
+        .route("/v1/models", get(models))
+        .route("/v1/completions", post(completions))
+        .route("/v1/chat/completions", post(chat_completions))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(app.clone(), authorize))
+        .with_state(app)
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn error(e: ApiError) -> Response {
+    let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = (status, Json(e.body())).into_response();
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        let headers = response.headers_mut();
+        headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    response
+}
+
+/// `/v1/...` needs `Authorization: Bearer KEY` when the server has a key.
+async fn authorize(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
+    let Some(key) = &app.opts.api_key else {
+        return next.run(request).await;
+    };
+    if !request.uri().path().starts_with("/v1/") {
+        return next.run(request).await;
+    }
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(given) if same_secret(given.as_bytes(), key.as_bytes()) => next.run(request).await,
+        _ => error(ApiError::status(
+            401,
+            "invalid_request_error",
+            "invalid_api_key",
+            "a valid API key is needed: send the header 'Authorization: Bearer KEY'".into(),
+        )),
+    }
+}
+
+/// Equal secrets, compared in a time that does not depend on where they differ.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
+}
+
+async fn not_found(request: Request) -> Response {
+    let message = format!(
+        "no such endpoint: {} {}",
+        request.method(),
+        request.uri().path()
+    );
+    error(ApiError::status(
+        404,
+        "invalid_request_error",
+        "not_found",
+        message,
+    ))
+}
+
+async fn health(State(app): State<Arc<App>>) -> Json<Value> {
+    let models: Vec<Value> = app
+        .models
+        .iter()
+        .map(|m| {
+            json!({
+                "id": m.name,
+                "active": m.load.active.load(Ordering::Relaxed),
+                "queued": m.load.queued.load(Ordering::Relaxed),
+                "parallel": app.opts.parallel,
+            })
+        })
+        .collect();
+    Json(json!({"status": "ok", "models": models}))
+}
+
+async fn models(State(app): State<Arc<App>>) -> Json<Value> {
+    let data: Vec<Value> = app
+        .models
+        .iter()
+        .map(|m| {
+            json!({
+                "id": m.name,
+                "object": "model",
+                "created": app.started,
+                "owned_by": "lmforge",
+                "context_length": m.block_size,
+                "chat_template": m.template.is_some(),
+            })
+        })
+        .collect();
+    Json(json!({"object": "list", "data": data}))
+}
+
+async fn completions(State(app): State<Arc<App>>, body: Body) -> Response {
+    respond(app, body, false).await
+}
+
+async fn chat_completions(State(app): State<Arc<App>>, body: Body) -> Response {
+    respond(app, body, true).await
+}
+
+async fn respond(app: Arc<App>, body: Body, chat: bool) -> Response {
+    let limit = app.opts.max_body;
+    let Ok(bytes) = axum::body::to_bytes(body, limit).await else {
+        let message = format!("the request body is over {limit} bytes (the server's --max-body)");
+        return error(ApiError::status(
+            413,
+            "invalid_request_error",
+            "request_too_large",
+            message,
+        ));
+    };
+    match start(&app, &bytes, chat) {
+        Err(e) => error(e),
+        Ok(reply) => {
+            let cut = reply.cut;
+            let mut response = if reply.stream {
+                Sse::new(reply.into_events()).into_response()
+            } else {
+                reply.collect().await
+            };
+            if cut > 0 {
+                let headers = response.headers_mut();
+                headers.insert("x-lmforge-prompt-cut", HeaderValue::from(cut));
+            }
+            response
+        }
+    }
+}
+
+/// A request handed to its engine: what is needed to send the reply.
+struct Reply {
+    header: Header,
+    chat: bool,
+    stream: bool,
+    include_usage: bool,
+    prompt_tokens: usize,
+    /// Prompt tokens cut from the front to fit the context.
+    cut: usize,
+    events: UnboundedReceiver<Event>,
+    text: TextOut,
+}
+
+/// Check a request, make its prompt and queue it with the model's engine.
+fn start(app: &App, body: &[u8], chat: bool) -> std::result::Result<Reply, ApiError> {
+    let request = api::parse(body, chat)?;
+    let served = pick(app, request.model.as_deref())?;
+    let tok = &*served.tokenizer;
+    let (mut prompt, mut stop_strings) =
+        (prompt_ids(served, &request.input)?, request.stop.clone());
+    if chat && served.template.is_none() {
+        stop_strings.push(BASE_STOP.to_string()); // a base model's reply ends at a blank line
+    }
+    let max_tokens = max_tokens(app, request.max_tokens)?;
+    let cut = fit(app, served, &mut prompt, max_tokens, chat)?;
+    let opts = SampleOptions {
+        max_new_tokens: max_tokens,
+        temperature: request.temperature,
+        top_p: request.top_p,
+        seed: request.seed.unwrap_or_else(|| fresh_seed(app)),
+        ..SampleOptions::default()
+    };
+    let (events, replies) = tokio::sync::mpsc::unbounded_channel();
+    let stop_tokens = match chat {
+        true => chat::stop_tokens(tok),
+        false => tok.eot_token().into_iter().collect(),
+    };
+    let prompt_tokens = prompt.len();
+    queue(
+        served,
+        Job {
+            prompt,
+            opts,
+            stop_tokens,
+            events,
+        },
+    )?;
+    let n = app.requests.fetch_add(1, Ordering::Relaxed);
+    let prefix = if chat { "chatcmpl" } else { "cmpl" };
+    Ok(Reply {
+        header: Header {
+            id: format!("{prefix}-{:x}{n:x}", app.started),
+            created: now(),
+            model: served.name.clone(),
+        },
+        chat,
+        stream: request.stream,
+        include_usage: request.include_usage,
+        prompt_tokens,
+        cut,
+        events: replies,
+        text: TextOut::new(served.tokenizer.clone(), &stop_strings),
+    })
+}
+
+/// The served run a request names; with one run served, any name is it.
+fn pick<'a>(app: &'a App, name: Option<&str>) -> std::result::Result<&'a Served, ApiError> {
+    if let [only] = app.models.as_slice() {
+        return Ok(only);
+    }
+    let names: Vec<&str> = app.models.iter().map(|m| m.name.as_str()).collect();
+    let Some(name) = name else {
+        let message = format!("'model' is required: one of {}", names.join(", "));
+        return Err(ApiError::field("model", message));
+    };
+    app.models
+        .iter()
+        .find(|m| m.name == name)
+        .ok_or_else(|| ApiError {
+            status: 404,
+            code: Some("model_not_found"),
+            ..ApiError::field(
+                "model",
+                format!("no model '{name}': this server has {}", names.join(", ")),
+            )
+        })
+}
+
+/// The prompt's token ids (a chat through the model's template).
+fn prompt_ids(served: &Served, input: &Input) -> std::result::Result<Vec<u32>, ApiError> {
+    let tok = &*served.tokenizer;
+    let (ids, param) = match input {
+        Input::Prompt(text) => (tok.encode(text), "prompt"),
+        Input::Chat(messages) => (
+            chat::prompt_for(served.template.as_ref(), tok, messages),
+            "messages",
+        ),
+    };
+    let ids = ids.map_err(|e| ApiError::field(param, format!("'{param}': {e}")))?;
+    if !ids.is_empty() {
+        return Ok(ids);
+    }
+    // An empty prompt starts a new document, as OpenAI's models do.
+    tok.eot_token().map(|eot| vec![eot]).ok_or_else(|| {
+        ApiError::field(
+            param,
+            format!("'{param}' is empty and this model has no end-of-text token to start from"),
+        )
+    })
+}
+
+fn max_tokens(app: &App, asked: Option<usize>) -> std::result::Result<usize, ApiError> {
+    let cap = app.opts.max_tokens;
+    match asked {
+        Some(n) if n > cap => Err(ApiError::field(
+            "max_tokens",
+            format!("'max_tokens' is {n}, above this server's limit of {cap} (its --max-tokens)"),
+        )),
+        Some(n) => Ok(n),
+        None => Ok(cap),
+    }
+}
+
+/// Make the prompt fit the context: refuse it, or keep its end with room
+/// for the reply (up to half the context). Returns how many tokens were cut.
+fn fit(
+    app: &App,
+    served: &Served,
+    prompt: &mut Vec<u32>,
+    max_tokens: usize,
+    chat: bool,
+) -> std::result::Result<usize, ApiError> {
+    let block = served.block_size;
+    if prompt.len() <= block {
+        return Ok(0);
+    }
+    let param = if chat { "messages" } else { "prompt" };
+    if app.opts.long_prompts == LongPrompts::Refuse {
+        return Err(ApiError {
+            code: Some("context_length_exceeded"),
+            ..ApiError::field(
+                param,
+                format!(
+                    "the prompt is {} tokens, over this model's context of {block}",
+                    prompt.len()
+                ),
+            )
+        });
+    }
+    let keep = block - max_tokens.min(block / 2);
+    let cut = prompt.len() - keep;
+    prompt.drain(..cut);
+    Ok(cut)
+}
+
+fn fresh_seed(app: &App) -> u64 {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    crate::rng::mix64(nanos ^ app.requests.load(Ordering::Relaxed))
+}
+
+/// Hand a job to the engine's bounded queue, or say the server is busy.
+fn queue(served: &Served, job: Job) -> std::result::Result<(), ApiError> {
+    served.load.queued.fetch_add(1, Ordering::Relaxed);
+    let busy = |message: String| ApiError::status(503, "server_error", "server_busy", message);
+    match served.jobs.try_send(job) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            served.load.queued.fetch_sub(1, Ordering::Relaxed);
+            Err(match e {
+                TrySendError::Full(_) => {
+                    busy("the server is busy (its queue is full): retry in a moment".into())
+                }
+                TrySendError::Disconnected(_) => busy("the model's engine has stopped".into()),
+            })
+        }
+    }
+}
+
+/// A reply's tokens turned into text, held back at stop strings ([`StopText`]).
+struct TextOut {
+    tokenizer: Arc<dyn Tokenizer>,
+    stops: StopText,
+    tokens: usize,
+    /// The finish reason to report after the last piece.
+    ended: Option<&'static str>,
+}
+
+/// The next thing to send.
+enum Piece {
+    Text(String),
+    End(&'static str),
+    Failed(String),
+}
+
+impl TextOut {
+    fn new(tokenizer: Arc<dyn Tokenizer>, stops: &[String]) -> Self {
+        TextOut {
+            tokenizer,
+            stops: StopText::new(stops),
+            tokens: 0,
+            ended: None,
+        }
+    }
+
+    async fn next(&mut self, events: &mut UnboundedReceiver<Event>) -> Piece {
+        if let Some(reason) = self.ended.take() {
+            return Piece::End(reason);
+        }
+        let mut out = String::new();
+        match events.recv().await {
+            Some(Event::Token(id)) => {
+                self.tokens += 1;
+                let bytes = self.tokenizer.decode_bytes(&[id]);
+                if self.stops.push(&bytes, &mut out).is_some() {
+                    events.close(); // the engine stops at its next step
+                    self.ended = Some("stop");
+                }
+            }
+            Some(Event::Done(finish)) => {
+                self.stops.finish(&mut out);
+                self.ended = Some(if finish == Finish::Length {
+                    "length"
+                } else {
+                    "stop"
+                });
+            }
+            Some(Event::Failed(message)) => return Piece::Failed(message),
+            None => return Piece::Failed("the model's engine stopped".into()),
+        }
+        Piece::Text(out)
+    }
+}
+
+impl Reply {
+    fn usage(&self) -> Value {
+        api::usage(self.prompt_tokens, self.text.tokens)
+    }
+
+    /// Wait for the whole reply and send it as one JSON body.
+    async fn collect(mut self) -> Response {
+        let mut text = String::new();
+        let reason = loop {
+            match self.text.next(&mut self.events).await {
+                Piece::Text(piece) => text.push_str(&piece),
+                Piece::End(reason) => break reason,
+                Piece::Failed(message) => {
+                    return error(ApiError::status(
+                        500,
+                        "server_error",
+                        "model_failed",
+                        message,
+                    ));
+                }
+            }
+        };
+        let mut body = match self.chat {
+            true => self.header.chat(&text, reason, self.usage()),
+            false => self.header.completion(&text, reason, self.usage()),
+        };
+        if self.cut > 0 {
+            body["warning"] = json!(format!(
+                "the prompt was longer than the context: its first {} tokens were cut",
+                self.cut
+            ));
+        }
+        Json(body).into_response()
+    }
+
+    /// The reply as server-sent events, ending with `data: [DONE]`.
+    fn into_events(
+        self,
+    ) -> impl futures_util::Stream<Item = std::result::Result<SseEvent, Infallible>> {
+        let first = if self.chat { Phase::Role } else { Phase::Body };
+        futures_util::stream::unfold((self, first), |(mut reply, phase)| async move {
+            let (data, next) = reply.event(phase).await?;
+            Some((Ok(SseEvent::default().data(data)), (reply, next)))
+        })
+    }
+
+    /// The data of the event of `phase`, and the phase after it.
+    async fn event(&mut self, phase: Phase) -> Option<(String, Phase)> {
+        let h = &self.header;
+        let event = match phase {
+            Phase::Role => (
+                h.chat_chunk(json!({"role": "assistant", "content": ""}), None),
+                Phase::Body,
+            ),
+            Phase::Body => loop {
+                match self.text.next(&mut self.events).await {
+                    Piece::Text(piece) if piece.is_empty() => continue,
+                    Piece::Text(piece) => break (self.chunk(&piece, None), Phase::Body),
+                    Piece::End(reason) => break (self.chunk("", Some(reason)), Phase::Usage),
+                    Piece::Failed(message) => {
+                        let failed = ApiError::status(500, "server_error", "model_failed", message);
+                        break (failed.body(), Phase::Done);
+                    }
+                }
+            },
+            Phase::Usage if self.include_usage => {
+                let object = if self.chat {
+                    "chat.completion.chunk"
+                } else {
+                    "text_completion"
+                };
+                (self.header.usage_chunk(object, self.usage()), Phase::Done)
+            }
+            Phase::Usage | Phase::Done => return Some(("[DONE]".into(), Phase::Finished)),
+            Phase::Finished => return None,
+        };
+        Some((event.0.to_string(), event.1))
+    }
+
+    fn chunk(&self, text: &str, finish: Option<&str>) -> Value {
+        match (self.chat, finish) {
+            (true, None) => self.header.chat_chunk(json!({"content": text}), None),
+            (true, Some(_)) => self.header.chat_chunk(json!({}), finish),
+            (false, _) => self.header.completion_chunk(text, finish),
+        }
+    }
+}
+
+/// Where a streamed reply is.
+#[derive(Clone, Copy)]
+enum Phase {
+    /// Chat only: the chunk that opens the assistant's message.
+    Role,
+    Body,
+    Usage,
+    Done,
+    Finished,
+}
