@@ -69,10 +69,15 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     let names = opts.runs.len();
     lmforge::serve::serve(lmforge::backend::cpu::Cpu::new, opts, |addr| {
-        println!("lmforge serve: {names} model(s) on http://{addr} ({threads} threads)");
-        println!("  chat page:  http://{addr}/");
-        println!("  OpenAI API: base_url=http://{addr}/v1");
-        let _ = std::io::stdout().flush();
+        // A closed stdout (a supervisor that read the address and left) is no reason to stop.
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(
+            out,
+            "lmforge serve: {names} model(s) on http://{addr} ({threads} threads)"
+        );
+        let _ = writeln!(out, "  chat page:  http://{addr}/");
+        let _ = writeln!(out, "  OpenAI API: base_url=http://{addr}/v1");
+        let _ = out.flush();
     })?;
     Ok(ExitCode::SUCCESS)
 }

@@ -40,6 +40,8 @@ use tokio::sync::mpsc::UnboundedReceiver;
 const PAGE: &str = include_str!("page.html");
 /// How long Ctrl-C waits for the requests in flight before exiting anyway.
 const DRAIN: Duration = Duration::from_secs(60);
+/// How much of a too-large body is read (and dropped) before answering 413.
+const DRAIN_BYTES: usize = 64 << 20;
 
 /// Everything a handler needs.
 struct App {
@@ -76,16 +78,22 @@ async fn listen(app: Arc<App>, addr: SocketAddr, on_ready: impl FnOnce(SocketAdd
     let (stopping, stopped) = tokio::sync::oneshot::channel();
     let server = axum::serve(listener, router(app)).with_graceful_shutdown(async move {
         shutdown_signal().await;
-        eprintln!("stopping: finishing the requests in flight (Ctrl-C again to quit now)");
+        say("stopping: finishing the requests in flight (Ctrl-C again to quit now)");
         let _ = stopping.send(());
     });
     tokio::select! {
         served = server => served.map_err(|e| Error::Data(format!("the server failed: {e}"))),
         _ = async { let _ = stopped.await; tokio::time::sleep(DRAIN).await } => {
-            eprintln!("stopping: gave up waiting for the requests still in flight");
+            say("stopping: gave up waiting for the requests still in flight");
             Ok(())
         }
     }
+}
+
+/// A note on stderr (which may be closed: that is no reason to stop).
+fn say(note: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{note}");
 }
 
 /// Ctrl-C, or SIGTERM (what `kill` and service managers send).
@@ -226,7 +234,7 @@ async fn chat_completions(State(app): State<Arc<App>>, body: Body) -> Response {
 
 async fn respond(app: Arc<App>, body: Body, chat: bool) -> Response {
     let limit = app.opts.max_body;
-    let Ok(bytes) = axum::body::to_bytes(body, limit).await else {
+    let Some(bytes) = read_body(body, limit).await else {
         let message = format!("the request body is over {limit} bytes (the server's --max-body)");
         return error(ApiError::status(
             413,
@@ -251,6 +259,33 @@ async fn respond(app: Arc<App>, body: Body, chat: bool) -> Response {
             response
         }
     }
+}
+
+/// The body if it is at most `limit` bytes. A longer one is read on (and
+/// thrown away) up to [`DRAIN_BYTES`] for at most a few seconds, so that the
+/// client, still sending, gets the 413 rather than a reset connection.
+async fn read_body(body: Body, limit: usize) -> Option<Vec<u8>> {
+    use futures_util::StreamExt;
+    let mut data = body.into_data_stream();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = data.next().await {
+        let chunk = chunk.ok()?;
+        if bytes.len() + chunk.len() > limit {
+            let drain = async {
+                let mut seen = bytes.len() + chunk.len();
+                while let Some(Ok(chunk)) = data.next().await {
+                    seen += chunk.len();
+                    if seen > DRAIN_BYTES {
+                        break;
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(5), drain).await;
+            return None;
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Some(bytes)
 }
 
 /// A request handed to its engine: what is needed to send the reply.
