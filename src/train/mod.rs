@@ -543,7 +543,11 @@ impl Session<'_> {
             match guard::non_finite(loss, trainer.last_grad_norm) {
                 None => {
                     self.skipped_in_a_row = 0;
-                    self.log(serde_json::json!({"step": done, "train_loss": loss, "lr": lr, "tokens_per_sec": tokens_per_sec, "elapsed_s": elapsed_s}))?;
+                    let mut line = serde_json::json!({"step": done, "train_loss": loss, "lr": lr, "tokens_per_sec": tokens_per_sec, "elapsed_s": elapsed_s});
+                    if self.ranks > 1 {
+                        line["comm_s"] = trainer.last_comm_s.into();
+                    }
+                    self.log(line)?;
                     let message = format!("loss {loss:.4} lr {lr:.2e} {tokens_per_sec:.0} tok/s");
                     self.progress.step(done, message);
                 }

@@ -28,6 +28,7 @@ use crate::model::{Activations, Grads, Mode, Model, Window};
 use crate::optim::AdamW;
 use crate::rng::mix64;
 use std::path::Path;
+use std::time::Instant;
 
 const STREAM_TRAIN: u64 = 1;
 const STREAM_EVAL_TRAIN: u64 = 2;
@@ -84,6 +85,9 @@ pub struct Trainer<'a, B: Backend> {
     shards: Shards,
     /// The gradient norm's partial sums of every rank (ZeRO-1).
     norm_partials: Vec<f64>,
+    /// Seconds the last step spent in the collectives moving gradients and
+    /// weights (waiting for slower ranks included); 0 on one rank.
+    pub last_comm_s: f64,
     /// The last step's gradient norm before clipping; NaN when its loss was
     /// not finite. A non-finite step makes no update (see [`Trainer::step`]).
     pub last_grad_norm: f32,
@@ -175,6 +179,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
             targets: vec![0; b * t],
             dropout_seed: mix64(seed ^ 0xD50F),
             last_grad_norm: 0.0,
+            last_comm_s: 0.0,
             parallel,
             scratch,
             norm_partials: vec![0.0; shards.chunks()],
@@ -264,7 +269,9 @@ impl<'a, B: Backend> Trainer<'a, B> {
         } else if self.parallel.zero {
             self.zero_update(lr, clip)?
         } else {
+            let started = Instant::now();
             self.all_reduce_gradients()?;
+            self.last_comm_s = started.elapsed().as_secs_f64();
             let be = self.be;
             self.opt
                 .update(be, &mut self.params, &self.grads.buf, lr, clip)
@@ -357,6 +364,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
         let shard = self.shards.ranges[world.rank()].clone();
         let (from, n) = (self.grads.from, self.shards.len());
         let scratch = &mut self.scratch.as_mut().expect("ranks keep scratch").buf;
+        let started = Instant::now();
         be.on_host(B::view(scratch, 0..n), |send| {
             be.on_host_mut(B::view_mut(&mut self.grads.buf, shard.clone()), |recv| {
                 world.reduce_scatter_sum(send, recv, &self.shards, "gradient reduce-scatter")
@@ -373,17 +381,21 @@ impl<'a, B: Backend> Trainer<'a, B> {
             parts,
             "gradient-norm all-gather",
         )?;
+        let mut comm_s = started.elapsed().as_secs_f64();
         let norm = crate::backend::norm_of(&self.norm_partials);
         let params = B::view_mut(&mut self.params, from + shard.start..from + shard.end);
         let grads = B::view(&self.grads.buf, shard.clone());
         self.opt.apply(be, params, grads, (lr, clip), norm);
         let parts = (&s.counts[..], &s.displs[..]);
         let mine = B::view(&self.params, from + shard.start..from + shard.end);
+        let started = Instant::now();
         be.on_host(mine, |send| {
             be.on_host_mut(B::view_mut(scratch, 0..n), |recv| {
                 world.all_gather(send, recv, parts, "weight all-gather")
             })
         })?;
+        comm_s += started.elapsed().as_secs_f64();
+        self.last_comm_s = comm_s;
         be.copy(
             B::view_mut(&mut self.params, from..from + n),
             B::view(scratch, 0..n),
