@@ -60,7 +60,7 @@ def main():
             out1, out2 = os.path.join(tmp, f"one{r}"), os.path.join(tmp, f"two{r}")
             run([a.lmforge, "train", *shape, "--threads", "2", "--grad-accum", "2", "--out", out1])
             run(["mpirun", "--oversubscribe", "--bind-to", "none", "-np", "2", a.lmforge, "train", *shape,
-                 "--threads", "1", "--zero", a.zero, "--out", out2], env)
+                 "--threads", "1", "--grad-accum", "1", "--zero", a.zero, "--out", out2], env)
             s1, s2 = steps_of(out1), steps_of(out2)
             one += [s["tokens_per_sec"] for s in s1]
             two += [s["tokens_per_sec"] for s in s2]

@@ -338,28 +338,8 @@ pub fn train_on<B: Backend>(be: &B, parallel: Parallel, job: TrainJob) -> Result
     }
     let progress = Progress::new(job.progress && root, trainer.steps_done(), config.max_iters);
     let ranks = parallel.world.size();
-    if ranks > 1 {
-        let zero = if parallel.zero {
-            ", AdamW moments sharded (ZeRO-1)"
-        } else {
-            ""
-        };
-        progress.line(format!(
-            "{ranks} ranks x batch {} x grad-accum {} = {} sequences per step{zero}",
-            config.batch_size,
-            config.grad_accum,
-            ranks * config.batch_size * config.grad_accum
-        ));
-    }
-    progress.line(format!(
-        "{} parameters ({} trained), vocabulary {}, {} training / {} validation tokens, {} threads",
-        trainer.model.num_params(),
-        trainer.trained_params(),
-        tokenizer.vocab_size(),
-        train_tokens.len(),
-        val_tokens.len(),
-        rayon::current_num_threads()
-    ));
+    let sizes = (tokenizer.vocab_size(), train_tokens.len(), val_tokens.len());
+    announce(&progress, parallel, &config, &trainer, sizes);
     let resumed_step = resumed_at.map(|(step, _)| step);
     let session = Session {
         job: &job,
@@ -392,6 +372,36 @@ pub fn train_on<B: Backend>(be: &B, parallel: Parallel, job: TrainJob) -> Result
         },
     };
     session.run(trainer)
+}
+
+/// The run's first lines: the ranks (when several), the model and the data.
+fn announce<B: Backend>(
+    progress: &Progress,
+    parallel: Parallel,
+    config: &TrainConfig,
+    trainer: &Trainer<B>,
+    (vocab_size, train_tokens, val_tokens): (usize, usize, usize),
+) {
+    let ranks = parallel.world.size();
+    if ranks > 1 {
+        let zero = match parallel.zero {
+            true => ", AdamW moments sharded (ZeRO-1)",
+            false => "",
+        };
+        progress.line(format!(
+            "{ranks} ranks x batch {} x grad-accum {} = {} sequences per step{zero}",
+            config.batch_size,
+            config.grad_accum,
+            ranks * config.batch_size * config.grad_accum
+        ));
+    }
+    progress.line(format!(
+        "{} parameters ({} trained), vocabulary {vocab_size}, {train_tokens} training / \
+         {val_tokens} validation tokens, {} threads",
+        trainer.model.num_params(),
+        trainer.trained_params(),
+        rayon::current_num_threads()
+    ));
 }
 
 /// Read and encode the corpus (conversations with `config.sft`), with the
