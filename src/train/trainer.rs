@@ -245,8 +245,10 @@ impl<'a, B: Backend> Trainer<'a, B> {
         let mut loss = 0.0;
         for micro in 0..accum {
             let g = (micro * ranks + rank) as u64;
-            // The first micro-batch of a rank alone goes straight into the
-            // gradients; every other one into zeroed scratch, then added.
+            // A rank alone sums in the gradients: its first micro-batch goes
+            // there, the others into scratch and are added. Ranks sum in
+            // scratch (what they send): the first goes there, the others into
+            // the gradients and are added to it.
             let into_scratch = (micro > 0) == (ranks == 1);
             loss += self.micro_step(step, g, into_scratch)?;
             if micro > 0 {
