@@ -42,6 +42,10 @@ pub enum Error {
     /// size does not even fit in a 64-bit count.
     #[error("{0}")]
     Memory(String),
+    /// Several processes training together: a launch this build cannot
+    /// join, or a rank that stopped answering.
+    #[error("{0}")]
+    Distributed(String),
 }
 
 impl Error {

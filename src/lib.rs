@@ -17,6 +17,7 @@ pub mod chat;
 pub mod checkpoint;
 pub mod data;
 pub mod diag;
+pub mod dist;
 pub mod error;
 pub mod finetune;
 pub mod fsutil;

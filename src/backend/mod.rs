@@ -145,6 +145,15 @@ impl AttentionDims {
     }
 }
 
+/// Gradients per partial sum of the gradient norm (see [`Backend::sum_of_squares`]).
+pub const NORM_CHUNK: usize = 1 << 14;
+
+/// The gradient norm from its partial sums of squares ([`Backend::sum_of_squares`]),
+/// added in chunk order.
+pub fn norm_of(partials: &[f64]) -> f32 {
+    partials.iter().sum::<f64>().sqrt() as f32
+}
+
 /// The hyperparameters of one AdamW update (see `backend/cpu/adamw.rs`).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AdamWStep {
@@ -327,9 +336,17 @@ pub trait Backend: Sync + Sized {
         v: usize,
         dloss: Option<f32>,
     ) -> f32;
+    /// `partials[i] = sum g^2` (in f64) over chunk `i` of [`NORM_CHUNK`]
+    /// gradients (the last chunk may be shorter); `partials` holds one entry
+    /// per chunk. Added in chunk order they give the squared gradient norm,
+    /// the same whatever the thread count, and the same when the chunks are
+    /// computed on different ranks (each owning whole chunks).
+    fn sum_of_squares(&self, grads: Self::View<'_>, partials: &mut [f64]);
     /// One AdamW update of `params` from `grads` (moments `m`, `v`), with the
-    /// gradient-norm clipping folded in. Returns the norm before clipping;
-    /// when it is not finite (a NaN or infinite gradient) nothing is updated.
+    /// gradients first scaled by the clip factor that `norm` (the norm of all
+    /// gradients, of every rank) gives. When `norm` is not finite (a NaN or
+    /// infinite gradient) nothing is updated.
+    #[allow(clippy::too_many_arguments)]
     fn adamw(
         &self,
         params: Self::ViewMut<'_>,
@@ -338,7 +355,12 @@ pub trait Backend: Sync + Sized {
         v: Self::ViewMut<'_>,
         groups: &[ParamGroup],
         step: AdamWStep,
-    ) -> f32;
+        norm: f32,
+    );
+    /// Run `f` on the values of `dst` as writable host memory (on the CPU:
+    /// the buffer itself; on a GPU: a copy, uploaded back afterwards). The
+    /// collectives of the MPI path work through it.
+    fn on_host_mut<R>(&self, dst: Self::ViewMut<'_>, f: impl FnOnce(&mut [f32]) -> R) -> R;
 
     /// Run `work` (one training step, one decoding step...) the way this
     /// backend runs work best (the CPU backend: on its thread pool, with the

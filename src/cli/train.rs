@@ -2,9 +2,10 @@
 
 use anyhow::Context;
 use lmforge::backend::Device;
+use lmforge::dist::World;
 use lmforge::model::{LoraConfig, LoraTarget};
 use lmforge::train::{
-    FineTuneRequest, Observe, OnNan, Preset, Safeguards, Start, TrainConfig, TrainJob,
+    FineTuneRequest, Observe, OnNan, Parallel, Preset, Safeguards, Start, TrainConfig, TrainJob,
     TrainOverrides, config,
 };
 use std::path::PathBuf;
@@ -62,6 +63,11 @@ pub struct TrainArgs {
     /// run's samples.jsonl (shown by `lmforge report`).
     #[arg(long)]
     sample_every_eval: bool,
+    /// Started as several ranks (mpirun, srun; needs `--features mpi`):
+    /// 1 shards AdamW's moments across the ranks (ZeRO-1), 0 keeps them
+    /// whole on every rank. The same losses and files either way.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=1))]
+    zero: u8,
     #[command(flatten)]
     overrides: TrainOverrides,
 }
@@ -131,7 +137,9 @@ fn fine_tune_request(args: &TrainArgs, init_from: &str) -> anyhow::Result<FineTu
 }
 
 pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
-    let (backend, _) = super::backend(args.device, args.threads)?;
+    let world = World::from_env()?;
+    let threads = args.threads.or_else(|| threads_per_rank(&world));
+    let (backend, _) = super::backend(args.device, threads)?;
     let data = args.finetune.sft.clone().or(args.data.clone());
     let (out, start) = match (&args.resume, &args.finetune.init_from) {
         (None, Some(init_from)) => {
@@ -155,7 +163,38 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
         plot: args.plot.0,
         sample_every_eval: args.sample_every_eval,
     };
-    run_training(backend, (args.quiet, guards, observe), data, out, start)
+    let parallel = Parallel {
+        world: &world,
+        zero: args.zero == 1 && world.size() > 1,
+    };
+    let result = run_training(
+        backend,
+        parallel,
+        (args.quiet, guards, observe),
+        data,
+        out,
+        start,
+    );
+    match result {
+        Err(err) if world.size() > 1 => {
+            // The other ranks may wait in a collective this one will not join: stop them all.
+            eprintln!(
+                "error: rank {} of {}: {}",
+                world.rank(),
+                world.size(),
+                super::describe(&err)
+            );
+            world.abort(1)
+        }
+        other => other,
+    }
+}
+
+/// Without --threads, the ranks on one node share its cores.
+fn threads_per_rank(world: &World) -> Option<usize> {
+    let launch = lmforge::dist::Launch::from_env().filter(|_| world.size() > 1)?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    Some((cores / launch.local_size).max(1))
 }
 
 /// A new run from a preset, or the resumption of one.
@@ -183,6 +222,7 @@ fn plain_start(args: &TrainArgs) -> anyhow::Result<(PathBuf, Start)> {
 
 fn run_training(
     backend: lmforge::backend::cpu::Cpu,
+    parallel: Parallel,
     (quiet, guards, observe): (bool, Safeguards, Observe),
     data: Option<PathBuf>,
     out: PathBuf,
@@ -202,8 +242,9 @@ fn run_training(
     })
     .context("installing the Ctrl-C handler")?;
 
-    let summary = lmforge::train::train(
+    let summary = lmforge::train::train_on(
         &backend,
+        parallel,
         TrainJob {
             data,
             out: out.clone(),
@@ -216,6 +257,9 @@ fn run_training(
     )
     .with_context(|| format!("training into {}", out.display()))?;
     let fmt = |loss: Option<f32>| loss.map_or("-".to_string(), |l| format!("{l:.4}"));
+    if !parallel.world.is_root() {
+        return Ok(ExitCode::from(if summary.interrupted { 130 } else { 0 }));
+    }
     eprintln!(
         "step {}: train loss {}, val loss {}, {:.0} tokens/s",
         summary.step,

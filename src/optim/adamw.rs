@@ -3,10 +3,11 @@
 //! the update count, and which tensors decay. The update itself
 //! is the backend's kernel (its math: `backend/cpu/adamw.rs`).
 
-use crate::backend::{AdamWStep, Backend, ParamGroup};
+use crate::backend::{AdamWStep, Backend, NORM_CHUNK, ParamGroup};
 use crate::error::{Error, Result};
 use crate::model::TensorSpec;
 use serde::{Deserialize, Serialize};
+use std::ops::Range;
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct AdamWConfig {
@@ -16,33 +17,45 @@ pub struct AdamWConfig {
     pub weight_decay: f32,
 }
 
-/// Optimizer state on the backend.
+/// Optimizer state on the backend: the moments of the trained parameters,
+/// or under ZeRO-1 (`--zero 1`) of this rank's shard of them only.
 pub struct AdamW<B: Backend> {
     pub config: AdamWConfig,
     pub m: B::Buf,
     pub v: B::Buf,
     /// Number of updates applied so far.
     pub step: u64,
-    /// Each trainable tensor's range (counted from `from`) and whether weight
-    /// decay applies to it (matrices decay; biases and layer-norm gains do not).
+    /// Each tensor's part of the shard (counted from the shard's start) and
+    /// whether weight decay applies to it (matrices decay; biases and
+    /// layer-norm gains do not).
     groups: Vec<ParamGroup>,
     /// The first trained parameter; those before it are frozen.
     pub from: usize,
+    /// The trained parameters (counted from `from`) whose moments this
+    /// optimizer holds: all of them, or one rank's shard.
+    pub shard: Range<usize>,
+    /// The gradient norm's partial sums over the shard, one per [`NORM_CHUNK`].
+    partials: Vec<f64>,
 }
 
-fn groups(tensors: &[TensorSpec], from: usize) -> Vec<ParamGroup> {
+/// The tensors' parts inside `shard` of the trained parameters (those from `from` on).
+fn groups(tensors: &[TensorSpec], from: usize, shard: &Range<usize>) -> Vec<ParamGroup> {
     tensors
         .iter()
         .filter(|t| t.range.start >= from)
-        .map(|t| ParamGroup {
-            range: t.range.start - from..t.range.end - from,
-            decays: t.decays(),
+        .filter_map(|t| {
+            let lo = (t.range.start - from).max(shard.start);
+            let hi = (t.range.end - from).min(shard.end);
+            (lo < hi).then(|| ParamGroup {
+                range: lo - shard.start..hi - shard.start,
+                decays: t.decays(),
+            })
         })
         .collect()
 }
 
 /// Number of trained parameters: those of `tensors` from `from` on.
-fn trained(tensors: &[TensorSpec], from: usize) -> usize {
+pub fn trained(tensors: &[TensorSpec], from: usize) -> usize {
     tensors
         .iter()
         .map(|t| t.range.end)
@@ -54,23 +67,37 @@ fn trained(tensors: &[TensorSpec], from: usize) -> usize {
 impl<B: Backend> AdamW<B> {
     /// Fresh state (zero moments) for the parameters `tensors` lay out, from `from` on.
     pub fn new(be: &B, config: AdamWConfig, tensors: &[TensorSpec], from: usize) -> Result<Self> {
-        let total = trained(tensors, from);
-        Ok(AdamW {
-            config,
-            m: be.zeros(total)?,
-            v: be.zeros(total)?,
-            step: 0,
-            groups: groups(tensors, from),
-            from,
-        })
+        Self::sharded(be, config, tensors, from, 0..trained(tensors, from))
     }
 
-    /// The state a checkpoint saved: moments `m`, `v` after `step` updates.
-    pub fn from_state(
+    /// Fresh state (zero moments) for the shard `shard` of the parameters
+    /// `tensors` lay out from `from` on (counted from `from`).
+    pub fn sharded(
         be: &B,
         config: AdamWConfig,
         tensors: &[TensorSpec],
         from: usize,
+        shard: Range<usize>,
+    ) -> Result<Self> {
+        let len = shard.len();
+        Ok(AdamW {
+            config,
+            m: be.zeros(len)?,
+            v: be.zeros(len)?,
+            step: 0,
+            groups: groups(tensors, from, &shard),
+            from,
+            partials: vec![0.0; len.div_ceil(NORM_CHUNK)],
+            shard,
+        })
+    }
+
+    /// The state a checkpoint saved: moments `m`, `v` of all trained
+    /// parameters after `step` updates, of which the shard `shard` is kept.
+    pub fn from_state(
+        be: &B,
+        config: AdamWConfig,
+        (tensors, from, shard): (&[TensorSpec], usize, Range<usize>),
         (m, v): (Vec<f32>, Vec<f32>),
         step: u64,
     ) -> Result<Self> {
@@ -82,14 +109,19 @@ impl<B: Backend> AdamW<B> {
                 v.len()
             )));
         }
-        Ok(AdamW {
-            config,
-            m: be.upload(m)?,
-            v: be.upload(v)?,
-            step,
-            groups: groups(tensors, from),
-            from,
-        })
+        let keep = |mut all: Vec<f32>| {
+            if shard.len() == total {
+                return all;
+            }
+            all.truncate(shard.end);
+            all.drain(..shard.start);
+            all
+        };
+        let mut opt = Self::sharded(be, config, tensors, from, shard.clone())?;
+        opt.m = be.upload(keep(m))?;
+        opt.v = be.upload(keep(v))?;
+        opt.step = step;
+        Ok(opt)
     }
 
     /// Count a step that makes no update (its loss was not finite).
@@ -97,7 +129,14 @@ impl<B: Backend> AdamW<B> {
         self.step += 1;
     }
 
-    /// One update of the trained parameters (`from` on) with learning rate
+    /// The partial sums of squares of `grads`, this shard's gradients, one
+    /// per [`NORM_CHUNK`] (see [`Backend::sum_of_squares`]).
+    pub fn sum_of_squares(&mut self, be: &B, grads: B::View<'_>) -> &[f64] {
+        be.sum_of_squares(grads, &mut self.partials);
+        &self.partials
+    }
+
+    /// One update of all trained parameters (`from` on) with learning rate
     /// `lr`; `grads` holds their gradients only. If `grad_clip > 0`, gradients are
     /// first scaled so their norm is at most `grad_clip`. Returns the gradient
     /// norm before clipping; when it is not finite nothing was updated.
@@ -109,6 +148,29 @@ impl<B: Backend> AdamW<B> {
         lr: f32,
         grad_clip: f32,
     ) -> f32 {
+        let n = self.shard.len();
+        let norm = crate::backend::norm_of(self.sum_of_squares(be, B::view(grads, 0..n)));
+        let from = self.from;
+        self.apply(
+            be,
+            B::view_mut(params, from..from + n),
+            B::view(grads, 0..n),
+            (lr, grad_clip),
+            norm,
+        );
+        norm
+    }
+
+    /// One update of the shard's parameters `params` from their gradients
+    /// `grads`, clipped by `norm` (the norm of all gradients, every rank's).
+    pub fn apply(
+        &mut self,
+        be: &B,
+        params: B::ViewMut<'_>,
+        grads: B::View<'_>,
+        (lr, grad_clip): (f32, f32),
+        norm: f32,
+    ) {
         self.step += 1;
         let c = self.config;
         let step = AdamWStep {
@@ -120,14 +182,16 @@ impl<B: Backend> AdamW<B> {
             grad_clip,
             t: self.step,
         };
-        let (n, from) = (B::len(grads), self.from);
+        let (m, v) = (&mut self.m, &mut self.v);
+        let n = self.shard.len();
         be.adamw(
-            B::view_mut(params, from..from + n),
-            B::view(grads, 0..n),
-            B::view_mut(&mut self.m, 0..n),
-            B::view_mut(&mut self.v, 0..n),
+            params,
+            grads,
+            B::view_mut(m, 0..n),
+            B::view_mut(v, 0..n),
             &self.groups,
             step,
+            norm,
         )
     }
 }

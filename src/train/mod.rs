@@ -31,7 +31,7 @@ pub use config::{TrainConfig, TrainOverrides};
 pub use guard::{OnNan, Safeguards};
 pub use observe::Observe;
 pub use presets::Preset;
-pub use trainer::{Split, Trainer};
+pub use trainer::{Parallel, Split, Trainer};
 
 use crate::backend::Backend;
 use crate::checkpoint::{self, TrainState};
@@ -295,12 +295,22 @@ fn warn_if_other_data(out: &Path, new: &Path, old: Option<&Path>) {
 /// Run (or resume) training on backend `be`. Writes checkpoints and
 /// `metrics.jsonl` into `job.out`.
 pub fn train<B: Backend>(be: &B, job: TrainJob) -> Result<TrainSummary> {
+    train_on(be, Parallel::single(), job)
+}
+
+/// [`train`] as one of the ranks of `parallel.world`: every rank reads the
+/// corpus and trains; rank 0 alone writes the run directory (the others
+/// only read it, to resume), prints progress and saves checkpoints.
+pub fn train_on<B: Backend>(be: &B, parallel: Parallel, job: TrainJob) -> Result<TrainSummary> {
     let out = job.out.as_path();
+    let root = parallel.world.is_root();
     let new_run = matches!(job.start, Start::New(_) | Start::FineTune(_));
-    if new_run && !job.guards.overwrite {
+    if root && new_run && !job.guards.overwrite {
         guard::prepare_new_run(out, false)?; // refuse early, before reading any data
     }
-    crate::fsutil::remove_stale_temps(out, &guard::RUN_FILES)?;
+    if root {
+        crate::fsutil::remove_stale_temps(out, &guard::RUN_FILES)?;
+    }
     let plan = match &job.start {
         Start::New(config) => Plan::new(config, job.data.clone(), &job.guards)?,
         Start::FineTune(req) => Plan::fine_tune(req, job.data.clone())?,
@@ -318,26 +328,35 @@ pub fn train<B: Backend>(be: &B, job: TrainJob) -> Result<TrainSummary> {
     guard::check_memory(&config, &job.guards)?;
     let (train_tokens, val_tokens) = corpus.splits();
     let resumed_at = state.as_ref().map(|s| (s.step, s.elapsed_s));
-    let trainer = Trainer::new(be, &config, (train_tokens, val_tokens), start, state)?;
-    if new_run {
-        guard::prepare_new_run(out, job.guards.overwrite)?;
+    let splits = (train_tokens, val_tokens);
+    let trainer = Trainer::on(be, parallel, &config, splits, start, state)?;
+    if root {
+        if new_run {
+            guard::prepare_new_run(out, job.guards.overwrite)?;
+        }
+        RunFile::new(data.as_deref(), &config).write(out, tokenizer.as_ref())?;
     }
-    RunFile::new(data.as_deref(), &config).write(out, tokenizer.as_ref())?;
-    let progress = Progress::new(job.progress, trainer.steps_done(), config.max_iters);
-    progress.line(format!(
-        "{} parameters ({} trained), vocabulary {}, {} training / {} validation tokens, {} threads",
-        trainer.model.num_params(),
-        trainer.trained_params(),
-        tokenizer.vocab_size(),
-        train_tokens.len(),
-        val_tokens.len(),
-        rayon::current_num_threads()
-    ));
+    let progress = Progress::new(job.progress && root, trainer.steps_done(), config.max_iters);
+    let ranks = parallel.world.size();
+    let sizes = (tokenizer.vocab_size(), train_tokens.len(), val_tokens.len());
+    announce(&progress, parallel, &config, &trainer, sizes);
     let resumed_step = resumed_at.map(|(step, _)| step);
     let session = Session {
         job: &job,
-        metrics: Metrics::open(out, resumed_step)?,
-        observer: Observer::new(out, job.observe, tokenizer.as_ref(), resumed_step)?,
+        metrics: match root {
+            true => Some(Metrics::open(out, resumed_step)?),
+            false => None,
+        },
+        observer: match root {
+            true => Some(Observer::new(
+                out,
+                job.observe,
+                tokenizer.as_ref(),
+                resumed_step,
+            )?),
+            false => None,
+        },
+        ranks,
         progress,
         started: Instant::now(),
         elapsed_before: resumed_at.map_or(0.0, |(_, elapsed)| elapsed),
@@ -353,6 +372,36 @@ pub fn train<B: Backend>(be: &B, job: TrainJob) -> Result<TrainSummary> {
         },
     };
     session.run(trainer)
+}
+
+/// The run's first lines: the ranks (when several), the model and the data.
+fn announce<B: Backend>(
+    progress: &Progress,
+    parallel: Parallel,
+    config: &TrainConfig,
+    trainer: &Trainer<B>,
+    (vocab_size, train_tokens, val_tokens): (usize, usize, usize),
+) {
+    let ranks = parallel.world.size();
+    if ranks > 1 {
+        let zero = match parallel.zero {
+            true => ", AdamW moments sharded (ZeRO-1)",
+            false => "",
+        };
+        progress.line(format!(
+            "{ranks} ranks x batch {} x grad-accum {} = {} sequences per step{zero}",
+            config.batch_size,
+            config.grad_accum,
+            ranks * config.batch_size * config.grad_accum
+        ));
+    }
+    progress.line(format!(
+        "{} parameters ({} trained), vocabulary {vocab_size}, {train_tokens} training / \
+         {val_tokens} validation tokens, {} threads",
+        trainer.model.num_params(),
+        trainer.trained_params(),
+        rayon::current_num_threads()
+    ));
 }
 
 /// Read and encode the corpus (conversations with `config.sft`), with the
@@ -394,8 +443,11 @@ fn read_corpus(
 /// One session of training: the loop and what it reports.
 struct Session<'j> {
     job: &'j TrainJob<'j>,
-    metrics: Metrics,
-    observer: Observer<'j>,
+    /// The metrics log and the reports (rank 0's; `None` on other ranks).
+    metrics: Option<Metrics>,
+    observer: Option<Observer<'j>>,
+    /// Ranks training together (each step trains on all their batches).
+    ranks: usize,
     progress: Progress,
     started: Instant,
     /// Training wall time of earlier sessions of this run.
@@ -409,6 +461,13 @@ struct Session<'j> {
 }
 
 impl Session<'_> {
+    fn log(&mut self, line: serde_json::Value) -> Result<()> {
+        match &mut self.metrics {
+            Some(metrics) => metrics.log(line),
+            None => Ok(()),
+        }
+    }
+
     fn elapsed(&self) -> f64 {
         self.elapsed_before + self.started.elapsed().as_secs_f64()
     }
@@ -424,15 +483,19 @@ impl Session<'_> {
             return Err(guard::stopped_at(step, &why, out, last, skipping));
         }
         let peak_rss_mb = observe::peak_rss_mb();
-        let line = self
-            .observer
-            .eval_line(step, train_loss, val_loss, peak_rss_mb);
-        self.progress.line(line);
+        if let Some(observer) = &mut self.observer {
+            let line = observer.eval_line(step, train_loss, val_loss, peak_rss_mb);
+            self.progress.line(line);
+        }
         self.summary.train_loss = Some(train_loss);
         self.summary.val_loss = Some(val_loss);
         let elapsed_s = self.elapsed();
-        self.metrics.log(serde_json::json!({"step": step, "eval": true, "train_loss": train_loss, "val_loss": val_loss, "elapsed_s": elapsed_s, "peak_rss_mb": peak_rss_mb}))?;
-        for warning in self.observer.after_eval(trainer, step) {
+        self.log(serde_json::json!({"step": step, "eval": true, "train_loss": train_loss, "val_loss": val_loss, "elapsed_s": elapsed_s, "peak_rss_mb": peak_rss_mb}))?;
+        let warnings = match &mut self.observer {
+            Some(observer) => observer.after_eval(trainer, step),
+            None => Vec::new(),
+        };
+        for warning in warnings {
             self.progress.line(warning);
         }
         Ok(())
@@ -465,8 +528,7 @@ impl Session<'_> {
         }
         self.progress
             .line(format!("step {done}: {why}: step dropped (--on-nan skip)"));
-        self.metrics
-            .log(serde_json::json!({"step": done, "skipped": true, "lr": lr}))
+        self.log(serde_json::json!({"step": done, "skipped": true, "lr": lr}))
     }
 
     /// Train to `max_iters` (or until asked to stop), evaluating and
@@ -478,7 +540,7 @@ impl Session<'_> {
             self.evaluate(&mut trainer, 0)?;
         }
         let tokens_per_step =
-            (config.batch_size * config.model.block_size * config.grad_accum) as f64;
+            (config.batch_size * config.model.block_size * config.grad_accum * self.ranks) as f64;
         let mut trained_time = 0.0;
         for step in start..config.max_iters {
             let lr = config.schedule().at(step);
@@ -491,7 +553,11 @@ impl Session<'_> {
             match guard::non_finite(loss, trainer.last_grad_norm) {
                 None => {
                     self.skipped_in_a_row = 0;
-                    self.metrics.log(serde_json::json!({"step": done, "train_loss": loss, "lr": lr, "tokens_per_sec": tokens_per_sec, "elapsed_s": elapsed_s}))?;
+                    let mut line = serde_json::json!({"step": done, "train_loss": loss, "lr": lr, "tokens_per_sec": tokens_per_sec, "elapsed_s": elapsed_s});
+                    if self.ranks > 1 {
+                        line["comm_s"] = trainer.last_comm_s.into();
+                    }
+                    self.log(line)?;
                     let message = format!("loss {loss:.4} lr {lr:.2e} {tokens_per_sec:.0} tok/s");
                     self.progress.step(done, message);
                 }
@@ -501,7 +567,7 @@ impl Session<'_> {
             if done % config.eval_interval == 0 || done == config.max_iters {
                 self.evaluate(&mut trainer, done)?;
             }
-            let stop = self.job.stop.load(Ordering::SeqCst);
+            let stop = trainer.any_rank(self.job.stop.load(Ordering::SeqCst))?;
             if done % config.checkpoint_interval == 0 || done == config.max_iters || stop {
                 trainer.save(&self.job.out, self.elapsed(), self.eot_token)?;
                 self.last_checkpoint = Some(done);
@@ -512,7 +578,7 @@ impl Session<'_> {
                     self.job.out.display()
                 ));
                 self.summary.interrupted = true;
-                if let Some(warning) = self.observer.redraw() {
+                if let Some(warning) = self.observer.as_mut().and_then(|o| o.redraw()) {
                     self.progress.line(warning);
                 }
                 break;

@@ -5,18 +5,30 @@
 //! rate `schedule(s)`. Every random choice (the batch windows, the dropout
 //! masks) is keyed by the step number, so a step redone after a resume
 //! draws exactly what it drew the first time.
+//!
+//! Data parallel ([`crate::dist`]): with `N` ranks and `--grad-accum A`,
+//! a step is `N x A` micro-batches; rank `r` computes micro-batches
+//! `g = a N + r` (`a < A`), each with the windows, the dropout masks and the
+//! loss weight `1 / (A N x targets)` that micro-batch `g` has in one rank's
+//! run with `--grad-accum N A`. Each micro-batch's gradient is computed into
+//! a zeroed buffer and then added, on one rank as across ranks, so 2 ranks
+//! give the bits of 1 rank with twice the accumulation (a sum of two numbers
+//! does not depend on their order); more terms are summed in another order
+//! and agree to rounding.
 
 use super::config::TrainConfig;
 use crate::backend::{Backend, IGNORE_TARGET};
 use crate::checkpoint::{self, TrainState};
 use crate::data::TokenSource;
 use crate::data::sampler::BatchSampler;
+use crate::dist::{Shards, World};
 use crate::error::{Error, Result};
 use crate::finetune::sft::PROMPT_BIT;
 use crate::model::{Activations, Grads, Mode, Model, Window};
 use crate::optim::AdamW;
 use crate::rng::mix64;
 use std::path::Path;
+use std::time::Instant;
 
 const STREAM_TRAIN: u64 = 1;
 const STREAM_EVAL_TRAIN: u64 = 2;
@@ -63,18 +75,61 @@ pub struct Trainer<'a, B: Backend> {
     train: BatchSampler<'a>,
     val: BatchSampler<'a>,
     dropout_seed: u64,
+    /// The ranks training together, and this rank's part.
+    parallel: Parallel<'a>,
+    /// A second gradient buffer: the gradient of one micro-batch when
+    /// several are added (`--grad-accum` > 1), the sum sent to the other
+    /// ranks, the weights gathered from them (ZeRO-1).
+    scratch: Option<Grads<B>>,
+    /// The trained parameters' shards (ZeRO-1: AdamW holds this rank's only).
+    shards: Shards,
+    /// The gradient norm's partial sums of every rank (ZeRO-1).
+    norm_partials: Vec<f64>,
+    /// Seconds the last step spent in the collectives moving gradients and
+    /// weights (waiting for slower ranks included); 0 on one rank.
+    pub last_comm_s: f64,
     /// The last step's gradient norm before clipping; NaN when its loss was
     /// not finite. A non-finite step makes no update (see [`Trainer::step`]).
     pub last_grad_norm: f32,
 }
 
+/// How a trainer shares its work: the world of ranks, and whether AdamW's
+/// moments are sharded across them (ZeRO-1).
+#[derive(Clone, Copy)]
+pub struct Parallel<'a> {
+    pub world: &'a World,
+    pub zero: bool,
+}
+
+impl Parallel<'static> {
+    /// One process, nothing sharded.
+    pub fn single() -> Self {
+        Parallel {
+            world: World::single(),
+            zero: false,
+        }
+    }
+}
+
 impl<'a, B: Backend> Trainer<'a, B> {
+    /// [`Trainer::on`] in one process.
+    pub fn new(
+        be: &'a B,
+        config: &TrainConfig,
+        splits: (&'a dyn TokenSource, &'a dyn TokenSource),
+        start: Option<Vec<f32>>,
+        resumed: Option<TrainState>,
+    ) -> Result<Self> {
+        Self::on(be, Parallel::single(), config, splits, start, resumed)
+    }
+
     /// Start training `config.model` (its vocabulary size set) from
     /// `start` (a fine-tune's starting weights; `None`: fresh weights seeded
     /// by `config.seed`), continued from `resumed` if given: its parameters
     /// replace the trained ones (all, or a fine-tune's unfrozen tail).
-    pub fn new(
+    pub fn on(
         be: &'a B,
+        parallel: Parallel<'a>,
         config: &TrainConfig,
         (train, val): (&'a dyn TokenSource, &'a dyn TokenSource),
         start: Option<Vec<f32>>,
@@ -88,6 +143,13 @@ impl<'a, B: Backend> Trainer<'a, B> {
         let lora = config.model.lora.is_some();
         let from = crate::finetune::trainable_from(config.finetune.as_ref(), &model.layout, lora)?;
         let mut params = start.unwrap_or_else(|| model.init_params(seed));
+        let trained = params.len() - from;
+        let world = parallel.world;
+        let shards = Shards::new(trained, world.size())?;
+        let shard = match parallel.zero {
+            true => shards.ranges[world.rank()].clone(),
+            false => 0..trained,
+        };
         let opt = match resumed {
             Some(state) => {
                 if state.params.len() != params.len() - from {
@@ -98,9 +160,15 @@ impl<'a, B: Backend> Trainer<'a, B> {
                     )));
                 }
                 params[from..].copy_from_slice(&state.params);
-                AdamW::from_state(be, adamw, tensors, from, (state.m, state.v), state.step)?
+                let layout = (&tensors[..], from, shard);
+                AdamW::from_state(be, adamw, layout, (state.m, state.v), state.step)?
             }
-            None => AdamW::new(be, adamw, tensors, from)?,
+            None => AdamW::sharded(be, adamw, tensors, from, shard)?,
+        };
+        let needs_scratch = config.grad_accum > 1 || world.size() > 1;
+        let scratch = match needs_scratch {
+            true => Some(Grads::new(be, from, model.num_params())?),
+            false => None,
         };
         let params = be.upload(params)?;
         Ok(Trainer {
@@ -111,6 +179,11 @@ impl<'a, B: Backend> Trainer<'a, B> {
             targets: vec![0; b * t],
             dropout_seed: mix64(seed ^ 0xD50F),
             last_grad_norm: 0.0,
+            last_comm_s: 0.0,
+            parallel,
+            scratch,
+            norm_partials: vec![0.0; shards.chunks()],
+            shards,
             params,
             opt,
             model,
@@ -167,38 +240,169 @@ impl<'a, B: Backend> Trainer<'a, B> {
     }
 
     fn step_here(&mut self, step: u64) -> Result<f32> {
-        let (be, cfg) = (self.be, &self.config);
-        let (b, t, accum) = (cfg.batch_size, cfg.model.block_size, cfg.grad_accum);
-        let window = Window::batch(b, t);
-        let n = B::len(&self.grads.buf);
-        be.fill(B::view_mut(&mut self.grads.buf, 0..n), 0.0);
+        let (accum, world) = (self.config.grad_accum, self.parallel.world);
+        let (ranks, rank) = (world.size(), world.rank());
         let mut loss = 0.0;
-        for micro in 0..accum as u64 {
-            let stream = STREAM_TRAIN + micro * 16;
-            self.train
-                .fill(stream, step, &mut self.inputs, &mut self.targets);
-            // Each micro-batch's mean loss weighs 1 / accum (b * t counted targets in pretraining).
-            let counted = unmark_prompts(cfg.sft, &mut self.inputs, &mut self.targets).max(1);
-            let dloss = 1.0 / (counted * accum) as f32;
-            self.check_token_ids()?;
-            let mode = Mode::Train {
-                seed: self.dropout_seed,
-                step_key: step * accum as u64 + micro,
-            };
-            let (model, params, acts) = (&self.model, &self.params, &mut self.acts);
-            model.forward(be, params, acts, &self.inputs, window, mode);
-            let grads = &mut self.grads;
-            loss += model.backward(be, params, grads, acts, &self.targets, window, mode, dloss);
+        for micro in 0..accum {
+            let g = (micro * ranks + rank) as u64;
+            // A rank alone sums in the gradients: its first micro-batch goes
+            // there, the others into scratch and are added. Ranks sum in
+            // scratch (what they send): the first goes there, the others into
+            // the gradients and are added to it.
+            let into_scratch = (micro > 0) == (ranks == 1);
+            loss += self.micro_step(step, g, into_scratch)?;
+            if micro > 0 {
+                self.add_micro_gradient();
+            }
         }
-        let (lr, loss) = (cfg.schedule().at(step), loss / accum as f32);
-        self.last_grad_norm = if loss.is_finite() {
-            self.opt
-                .update(be, &mut self.params, &self.grads.buf, lr, cfg.grad_clip)
-        } else {
+        let total = (accum * ranks) as f32;
+        let loss = match ranks {
+            1 => loss / total,
+            _ => self.sum_over_ranks(loss, "loss all-reduce")? / total,
+        };
+        let (lr, clip) = (self.config.schedule().at(step), self.config.grad_clip);
+        self.last_grad_norm = if !loss.is_finite() {
             self.opt.skip();
             f32::NAN
+        } else if ranks == 1 {
+            let be = self.be;
+            let grads = &self.grads.buf;
+            self.opt.update(be, &mut self.params, grads, lr, clip)
+        } else if self.parallel.zero {
+            self.zero_update(lr, clip)?
+        } else {
+            let started = Instant::now();
+            self.all_reduce_gradients()?;
+            self.last_comm_s = started.elapsed().as_secs_f64();
+            let be = self.be;
+            self.opt
+                .update(be, &mut self.params, &self.grads.buf, lr, clip)
         };
         Ok(loss)
+    }
+
+    /// Forward and backward of micro-batch `g` of `step` (counting over all
+    /// ranks), its gradient written into zeroed scratch or the zeroed
+    /// gradients; returns its mean loss.
+    fn micro_step(&mut self, step: u64, g: u64, into_scratch: bool) -> Result<f32> {
+        let (be, cfg) = (self.be, &self.config);
+        let (b, t) = (cfg.batch_size, cfg.model.block_size);
+        let total = (cfg.grad_accum * self.parallel.world.size()) as u64;
+        self.train.fill(
+            STREAM_TRAIN + g * 16,
+            step,
+            &mut self.inputs,
+            &mut self.targets,
+        );
+        // Each micro-batch's mean loss weighs 1 / total (b * t counted targets in pretraining).
+        let counted = unmark_prompts(cfg.sft, &mut self.inputs, &mut self.targets).max(1);
+        let dloss = 1.0 / (counted as u64 * total) as f32;
+        self.check_token_ids()?;
+        let mode = Mode::Train {
+            seed: self.dropout_seed,
+            step_key: step * total + g,
+        };
+        let grads = match (into_scratch, self.scratch.as_mut()) {
+            (true, Some(scratch)) => scratch,
+            _ => &mut self.grads,
+        };
+        let n = B::len(&grads.buf);
+        be.fill(B::view_mut(&mut grads.buf, 0..n), 0.0);
+        let (window, model, params) = (Window::batch(b, t), &self.model, &self.params);
+        model.forward(be, params, &mut self.acts, &self.inputs, window, mode);
+        let acts = &mut self.acts;
+        Ok(model.backward(be, params, grads, acts, &self.targets, window, mode, dloss))
+    }
+
+    /// Add the micro-batch gradient just computed to the sum kept in the
+    /// other buffer (a rank alone sums in the gradients, ranks in scratch).
+    fn add_micro_gradient(&mut self) {
+        let Some(scratch) = self.scratch.as_mut() else {
+            return;
+        };
+        let n = B::len(&scratch.buf);
+        let (sum, term) = match self.parallel.world.size() {
+            1 => (&mut self.grads.buf, &scratch.buf),
+            _ => (&mut scratch.buf, &self.grads.buf),
+        };
+        self.be
+            .residual(B::view_mut(sum, 0..n), B::view(term, 0..n), None);
+    }
+
+    /// `x` summed over the ranks.
+    fn sum_over_ranks(&self, x: f32, what: &str) -> Result<f32> {
+        let mut sum = [0.0f32];
+        self.parallel.world.all_reduce_sum(&[x], &mut sum, what)?;
+        Ok(sum[0])
+    }
+
+    /// Whether `flag` is set on any rank (a stop asked for on one node stops all).
+    pub fn any_rank(&self, flag: bool) -> Result<bool> {
+        let world = self.parallel.world;
+        if world.size() == 1 {
+            return Ok(flag);
+        }
+        Ok(self.sum_over_ranks(flag as u8 as f32, "stop-flag all-reduce")? > 0.0)
+    }
+
+    /// The gradients summed over the ranks: this rank's sum (in scratch)
+    /// all-reduced into the gradients.
+    fn all_reduce_gradients(&mut self) -> Result<()> {
+        let (be, world) = (self.be, self.parallel.world);
+        let scratch = self.scratch.as_ref().expect("ranks keep scratch");
+        let n = B::len(&scratch.buf);
+        be.on_host(B::view(&scratch.buf, 0..n), |send| {
+            be.on_host_mut(B::view_mut(&mut self.grads.buf, 0..n), |recv| {
+                world.all_reduce_sum(send, recv, "gradient all-reduce")
+            })
+        })
+    }
+
+    /// ZeRO-1: reduce-scatter the gradients (this rank's shard of the sum
+    /// lands in its part of the gradients), update the shard with the
+    /// global norm, all-gather the weights. Returns the norm.
+    fn zero_update(&mut self, lr: f32, clip: f32) -> Result<f32> {
+        let (be, world) = (self.be, self.parallel.world);
+        let shard = self.shards.ranges[world.rank()].clone();
+        let (from, n) = (self.grads.from, self.shards.len());
+        let scratch = &mut self.scratch.as_mut().expect("ranks keep scratch").buf;
+        let started = Instant::now();
+        be.on_host(B::view(scratch, 0..n), |send| {
+            be.on_host_mut(B::view_mut(&mut self.grads.buf, shard.clone()), |recv| {
+                world.reduce_scatter_sum(send, recv, &self.shards, "gradient reduce-scatter")
+            })
+        })?;
+        let mine = self
+            .opt
+            .sum_of_squares(be, B::view(&self.grads.buf, shard.clone()));
+        let s = &self.shards;
+        let parts = (&s.chunk_counts[..], &s.chunk_displs[..]);
+        world.all_gather(
+            mine,
+            &mut self.norm_partials,
+            parts,
+            "gradient-norm all-gather",
+        )?;
+        let mut comm_s = started.elapsed().as_secs_f64();
+        let norm = crate::backend::norm_of(&self.norm_partials);
+        let params = B::view_mut(&mut self.params, from + shard.start..from + shard.end);
+        let grads = B::view(&self.grads.buf, shard.clone());
+        self.opt.apply(be, params, grads, (lr, clip), norm);
+        let parts = (&s.counts[..], &s.displs[..]);
+        let mine = B::view(&self.params, from + shard.start..from + shard.end);
+        let started = Instant::now();
+        be.on_host(mine, |send| {
+            be.on_host_mut(B::view_mut(scratch, 0..n), |recv| {
+                world.all_gather(send, recv, parts, "weight all-gather")
+            })
+        })?;
+        comm_s += started.elapsed().as_secs_f64();
+        self.last_comm_s = comm_s;
+        be.copy(
+            B::view_mut(&mut self.params, from..from + n),
+            B::view(scratch, 0..n),
+        );
+        Ok(norm)
     }
 
     /// Mean loss over `eval_iters` batches of one split, dropout off.
@@ -214,48 +418,85 @@ impl<'a, B: Backend> Trainer<'a, B> {
             Split::Train => (&self.train, STREAM_EVAL_TRAIN),
             Split::Val => (&self.val, STREAM_EVAL_VAL),
         };
+        let (ranks, rank) = (
+            self.parallel.world.size() as u64,
+            self.parallel.world.rank() as u64,
+        );
         let mut total = 0.0f64;
         for i in 0..iters {
-            sampler.fill(
-                stream,
-                step * iters + i,
-                &mut self.inputs,
-                &mut self.targets,
-            );
+            let index = (step * iters + i) * ranks + rank;
+            sampler.fill(stream, index, &mut self.inputs, &mut self.targets);
             unmark_prompts(self.config.sft, &mut self.inputs, &mut self.targets);
             self.check_token_ids()?;
             let (model, acts) = (&self.model, &mut self.acts);
             model.forward(be, &self.params, acts, &self.inputs, window, Mode::Eval);
             total += model.loss(be, acts, &self.targets, window) as f64;
         }
-        Ok((total / iters as f64) as f32)
+        if ranks > 1 {
+            let mut sum = [0.0f64];
+            let what = "evaluation all-reduce";
+            self.parallel
+                .world
+                .all_reduce_sum_f64(&[total], &mut sum, what)?;
+            total = sum[0];
+        }
+        Ok((total / (iters * ranks) as f64) as f32)
     }
 
     /// Write the model files (a LoRA run: its adapters) and the training
-    /// state (the trained parameters) into the run directory `out`.
+    /// state (the trained parameters) into the run directory `out`: on rank
+    /// 0 only, after gathering the moments' shards there under ZeRO-1 (every
+    /// rank calls this), so the files are those of one rank's run.
     pub fn save(&self, out: &Path, elapsed_s: f64, eot_token: Option<u32>) -> Result<()> {
+        let (be, world) = (self.be, self.parallel.world);
+        if !self.parallel.zero || world.size() == 1 {
+            let n = self.shards.len();
+            return match world.is_root() {
+                true => be.on_host(B::view(&self.opt.m, 0..n), |m| {
+                    be.on_host(B::view(&self.opt.v, 0..n), |v| {
+                        self.write(out, (m, v), elapsed_s, eot_token)
+                    })
+                }),
+                false => Ok(()),
+            };
+        }
+        let m = self.gather_to_root(&self.opt.m, "moment gather")?;
+        let v = self.gather_to_root(&self.opt.v, "moment gather")?;
+        match (m, v) {
+            (Some(m), Some(v)) => self.write(out, (&m, &v), elapsed_s, eot_token),
+            _ => Ok(()),
+        }
+    }
+
+    /// A moment's shards gathered whole on rank 0 (`None` on the others).
+    fn gather_to_root(&self, shard: &B::Buf, what: &str) -> Result<Option<Vec<f32>>> {
+        let (be, world) = (self.be, self.parallel.world);
+        let mut whole = world.is_root().then(|| vec![0.0f32; self.shards.len()]);
+        let len = self.opt.shard.len();
+        be.on_host(B::view(shard, 0..len), |send| {
+            world.gather_to_root(send, whole.as_deref_mut(), &self.shards, what)
+        })?;
+        Ok(whole)
+    }
+
+    fn write(
+        &self,
+        out: &Path,
+        (m, v): (&[f32], &[f32]),
+        elapsed_s: f64,
+        eot: Option<u32>,
+    ) -> Result<()> {
         let (be, n, from) = (self.be, self.model.num_params(), self.grads.from);
-        let moments = |buf| B::view(buf, 0..n - from);
         be.on_host(B::view(&self.params, 0..n), |params| {
             match (&self.config.finetune, self.model.config.lora.is_some()) {
                 (Some(ft), true) => {
                     let parent = &ft.init_from.path;
-                    crate::finetune::adapters::save_adapters(
-                        out,
-                        &self.model,
-                        params,
-                        parent,
-                        eot_token,
-                    )?
+                    crate::finetune::adapters::save_adapters(out, &self.model, params, parent, eot)?
                 }
-                _ => checkpoint::save_model(out, &self.model, params, eot_token)?,
+                _ => checkpoint::save_model(out, &self.model, params, eot)?,
             }
-            be.on_host(moments(&self.opt.m), |m| {
-                be.on_host(moments(&self.opt.v), |v| {
-                    let trained = &params[from..];
-                    checkpoint::save_train_state(out, self.opt.step, elapsed_s, trained, m, v)
-                })
-            })
+            let trained = &params[from..];
+            checkpoint::save_train_state(out, self.opt.step, elapsed_s, trained, m, v)
         })
     }
 }

@@ -19,21 +19,18 @@
 use crate::backend::{AdamWStep, ParamGroup};
 use rayon::prelude::*;
 
-const CHUNK: usize = 1 << 14;
+use crate::backend::NORM_CHUNK as CHUNK;
 
-/// The L2 norm of all gradients: per-chunk sums of squares (in `partials`,
-/// reused between calls) added in chunk order, so the norm is the same
-/// whatever the thread count.
-pub fn grad_norm(grads: &[f32], partials: &mut Vec<f64>) -> f32 {
+/// `partials[i]`: the sum of squares of chunk `i` of `grads`.
+pub fn sum_of_squares_by_chunk(grads: &[f32], partials: &mut [f64]) {
     grads
         .par_chunks(CHUNK)
-        .map(sum_of_squares)
-        .collect_into_vec(partials);
-    partials.iter().sum::<f64>().sqrt() as f32
+        .zip(partials.par_iter_mut())
+        .for_each(|(chunk, partial)| *partial = sum_of_squares(chunk));
 }
 
-/// One update of `params` (moments `m`, `v`) with the settings of `s`.
-/// Returns the gradient norm before clipping.
+/// One update of `params` (moments `m`, `v`) with the settings of `s`,
+/// clipping by `norm` (the norm of all gradients); a non-finite `norm` updates nothing.
 pub fn update(
     params: &mut [f32],
     grads: &[f32],
@@ -41,11 +38,10 @@ pub fn update(
     v: &mut [f32],
     groups: &[ParamGroup],
     s: AdamWStep,
-    partials: &mut Vec<f64>,
-) -> f32 {
-    let norm = grad_norm(grads, partials);
+    norm: f32,
+) {
     if !norm.is_finite() {
-        return norm;
+        return;
     }
     let scale = if s.grad_clip > 0.0 {
         (s.grad_clip / (norm + 1e-6)).min(1.0)
@@ -88,7 +84,6 @@ pub fn update(
                 }
             }
         });
-    norm
 }
 
 /// `sum g^2` in f64, in eight interleaved partial sums so the loop vectorises
@@ -112,6 +107,7 @@ fn sum_of_squares(grads: &[f32]) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::norm_of;
 
     fn step() -> AdamWStep {
         AdamWStep {
@@ -134,22 +130,37 @@ mod tests {
         let (mut p, mut m, mut v) = (vec![1.0, 2.0, 3.0], vec![0.5; 3], vec![0.25; 3]);
         for bad in [f32::NAN, f32::INFINITY] {
             let g = [0.1, bad, 0.3];
-            let norm = update(&mut p, &g, &mut m, &mut v, &groups, step(), &mut Vec::new());
+            let norm = norm_of(&partials_of(&g));
             assert!(!norm.is_finite());
+            update(&mut p, &g, &mut m, &mut v, &groups, step(), norm);
             assert_eq!(
                 (&p[..], &m[..], &v[..]),
                 (&[1.0, 2.0, 3.0][..], &[0.5; 3][..], &[0.25; 3][..])
             );
         }
-        let norm = update(
-            &mut p,
-            &[0.1, 0.2, 0.3],
-            &mut m,
-            &mut v,
-            &groups,
-            step(),
-            &mut Vec::new(),
-        );
+        let g = [0.1, 0.2, 0.3];
+        let norm = norm_of(&partials_of(&g));
+        update(&mut p, &g, &mut m, &mut v, &groups, step(), norm);
         assert!(norm.is_finite() && p[0] != 1.0, "a finite gradient updates");
+    }
+
+    fn partials_of(g: &[f32]) -> Vec<f64> {
+        let mut partials = vec![0.0; g.len().div_ceil(CHUNK)];
+        sum_of_squares_by_chunk(g, &mut partials);
+        partials
+    }
+
+    #[test]
+    fn chunk_partials_add_up_to_the_norm_whatever_the_split() {
+        let g: Vec<f32> = (0..3 * CHUNK + 17)
+            .map(|i| ((i % 97) as f32 - 48.0) * 1e-3)
+            .collect();
+        let whole = partials_of(&g);
+        // Two "ranks" owning whole chunks: the same partials, the same norm bits.
+        let (a, b) = g.split_at(2 * CHUNK);
+        let split: Vec<f64> = partials_of(a).into_iter().chain(partials_of(b)).collect();
+        assert_eq!(whole, split);
+        let direct = g.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt() as f32;
+        assert!((norm_of(&whole) - direct).abs() <= 1e-6 * direct);
     }
 }

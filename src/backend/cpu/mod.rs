@@ -22,13 +22,11 @@ use std::sync::Mutex;
 
 /// The CPU backend: buffers are `Vec`s in host memory; every kernel runs on
 /// the global `rayon` pool (sized by [`init_threads`]). It owns the scratch
-/// its kernels need beyond their outputs (attention's score matrices, the
-/// gradient norm's partial sums), grown on first use and then reused, so
+/// its kernels need beyond their outputs (attention's score matrices), grown on first use and then reused, so
 /// steps after the first allocate nothing.
 #[derive(Default)]
 pub struct Cpu {
     attention_scratch: Mutex<Vec<f32>>,
-    norm_partials: Mutex<Vec<f64>>,
 }
 
 impl Cpu {
@@ -289,6 +287,10 @@ impl Backend for Cpu {
         loss::mean(losses, targets)
     }
 
+    fn sum_of_squares(&self, grads: &[f32], partials: &mut [f64]) {
+        adamw::sum_of_squares_by_chunk(grads, partials)
+    }
+
     fn adamw(
         &self,
         params: &mut [f32],
@@ -297,11 +299,13 @@ impl Backend for Cpu {
         v: &mut [f32],
         groups: &[ParamGroup],
         step: AdamWStep,
-    ) -> f32 {
-        match self.norm_partials.try_lock() {
-            Ok(mut partials) => adamw::update(params, grads, m, v, groups, step, &mut partials),
-            Err(_) => adamw::update(params, grads, m, v, groups, step, &mut Vec::new()),
-        }
+        norm: f32,
+    ) {
+        adamw::update(params, grads, m, v, groups, step, norm)
+    }
+
+    fn on_host_mut<R>(&self, dst: &mut [f32], f: impl FnOnce(&mut [f32]) -> R) -> R {
+        f(dst)
     }
 
     fn run<R: Send>(&self, work: impl FnOnce() -> R + Send) -> R {
