@@ -42,6 +42,10 @@ pub enum Error {
     /// size does not even fit in a 64-bit count.
     #[error("{0}")]
     Memory(String),
+    /// The CUDA backend could not start or run: a library not found or not
+    /// loadable, no GPU, a driver too old, a kernel that did not compile.
+    #[error("--device cuda: {0}")]
+    Cuda(String),
 }
 
 impl Error {

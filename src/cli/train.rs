@@ -1,7 +1,8 @@
 //! `lmforge train`: train a model, or resume a run.
 
+use super::Selected;
 use anyhow::Context;
-use lmforge::backend::Device;
+use lmforge::backend::{Backend, Device};
 use lmforge::model::{LoraConfig, LoraTarget};
 use lmforge::train::{
     FineTuneRequest, Observe, OnNan, Preset, Safeguards, Start, TrainConfig, TrainJob,
@@ -131,7 +132,7 @@ fn fine_tune_request(args: &TrainArgs, init_from: &str) -> anyhow::Result<FineTu
 }
 
 pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
-    let (backend, _) = super::backend(args.device, args.threads)?;
+    let backend = super::backend(args.device, args.threads)?;
     let data = args.finetune.sft.clone().or(args.data.clone());
     let (out, start) = match (&args.resume, &args.finetune.init_from) {
         (None, Some(init_from)) => {
@@ -155,7 +156,11 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
         plot: args.plot.0,
         sample_every_eval: args.sample_every_eval,
     };
-    run_training(backend, (args.quiet, guards, observe), data, out, start)
+    let settings = (args.quiet, guards, observe);
+    match backend {
+        Selected::Cpu(cpu) => run_training(cpu, settings, data, out, start),
+        Selected::Cuda(gpu) => run_training(*gpu, settings, data, out, start),
+    }
 }
 
 /// A new run from a preset, or the resumption of one.
@@ -181,8 +186,8 @@ fn plain_start(args: &TrainArgs) -> anyhow::Result<(PathBuf, Start)> {
     })
 }
 
-fn run_training(
-    backend: lmforge::backend::cpu::Cpu,
+fn run_training<B: Backend>(
+    backend: B,
     (quiet, guards, observe): (bool, Safeguards, Observe),
     data: Option<PathBuf>,
     out: PathBuf,

@@ -1,0 +1,243 @@
+//! Matrix products on cuBLASLt, with the bias added in its epilogue.
+//!
+//! lmforge's matrices are row-major views with strides ([`crate::backend::Mat`]);
+//! cuBLAS's are column-major. A row-major `(m, n)` matrix is the same memory
+//! as a column-major `(n, m)` one, its transpose, so
+//!
+//! ```text
+//! dst (m, n) = lhs (m, k) @ rhs (k, n)     is computed as     dst^T = rhs^T @ lhs^T
+//! ```
+//! in column-major terms: `A = rhs^T (n, k)`, `B = lhs^T (k, m)`, `D = dst^T (n, m)`.
+//! A view whose column stride is 1 is, column-major, the transpose already
+//! (no transpose flag, leading dimension = its row stride); one whose row
+//! stride is 1 is stored as itself (transpose flag, leading dimension = its
+//! column stride). The bias of `dst`'s columns is then the bias of `D`'s rows:
+//! exactly what `CUBLASLT_EPILOGUE_BIAS` adds.
+//!
+//! Products run in full float32 (`CUBLAS_COMPUTE_32F`, no TF32), so they match
+//! the CPU backend to float32 rounding.
+
+use crate::error::{Error, Result};
+use cudarc::cublaslt::{result as lt, sys};
+use std::ffi::c_void;
+
+/// One matrix operand: its device address and how cuBLAS reads it.
+#[derive(Clone, Copy, Debug)]
+pub struct Operand {
+    pub addr: u64,
+    /// Rows and columns as stored (column-major).
+    pub stored_rows: u64,
+    pub stored_cols: u64,
+    pub ld: i64,
+    pub transpose: bool,
+}
+
+impl Operand {
+    /// The operand for the column-major transpose of a row-major view
+    /// `rows x cols` with strides `(row_stride, col_stride)`, one of them 1.
+    pub fn transposed_view(
+        addr: u64,
+        rows: usize,
+        cols: usize,
+        row_stride: usize,
+        col_stride: usize,
+    ) -> Operand {
+        if col_stride == 1 {
+            // Column-major, this memory is the (cols, rows) transpose itself.
+            Operand {
+                addr,
+                stored_rows: cols as u64,
+                stored_cols: rows as u64,
+                ld: row_stride.max(cols).max(1) as i64,
+                transpose: false,
+            }
+        } else {
+            assert_eq!(row_stride, 1, "a matrix view needs one stride of 1");
+            Operand {
+                addr,
+                stored_rows: rows as u64,
+                stored_cols: cols as u64,
+                ld: col_stride.max(rows).max(1) as i64,
+                transpose: true,
+            }
+        }
+    }
+}
+
+/// A cuBLASLt handle and its workspace.
+pub struct Blas {
+    handle: sys::cublasLtHandle_t,
+    workspace: u64,
+    workspace_len: usize,
+}
+
+// SAFETY: the handle is used from one thread at a time (the backend's calls
+// are sequential on one stream); cuBLASLt handles may move between threads.
+unsafe impl Send for Blas {}
+// SAFETY: as above; `&Blas` is only used to enqueue work on the one stream.
+unsafe impl Sync for Blas {}
+
+impl Blas {
+    /// A handle using the `workspace_len` bytes at `workspace`.
+    pub fn new(workspace: u64, workspace_len: usize) -> Result<Blas> {
+        let handle = lt::create_handle().map_err(|e| blas_error("start cuBLASLt", e))?;
+        Ok(Blas {
+            handle,
+            workspace,
+            workspace_len,
+        })
+    }
+
+    /// `D (n, m) = [D +] A @ B [+ bias]` with `A = a (n, k)` and
+    /// `B = b (k, m)` after their transpose flags, `D` column-major with
+    /// leading dimension `n`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn matmul(
+        &self,
+        stream: sys::cudaStream_t,
+        d: u64,
+        a: Operand,
+        b: Operand,
+        (n, m): (u64, u64),
+        accumulate: bool,
+        bias: Option<u64>,
+    ) -> Result<()> {
+        let desc = Desc::new(a.transpose, b.transpose, bias)?;
+        let la = Layout::new(a.stored_rows, a.stored_cols, a.ld)?;
+        let lb = Layout::new(b.stored_rows, b.stored_cols, b.ld)?;
+        let ld = Layout::new(n, m, n.max(1) as i64)?;
+        let pref = Pref::new(self.workspace_len)?;
+        // SAFETY: every descriptor is live for this call; the pointers are
+        // device addresses of buffers at least as large as their layouts.
+        unsafe {
+            let heuristic =
+                lt::get_matmul_algo_heuristic(self.handle, desc.0, la.0, lb.0, ld.0, ld.0, pref.0)
+                    .map_err(|e| blas_error("find a matrix-product algorithm", e))?;
+            let (alpha, beta) = (1.0f32, if accumulate { 1.0f32 } else { 0.0 });
+            lt::matmul(
+                self.handle,
+                desc.0,
+                (&alpha as *const f32).cast(),
+                (&beta as *const f32).cast(),
+                a.addr as *const c_void,
+                la.0,
+                b.addr as *const c_void,
+                lb.0,
+                d as *const c_void,
+                ld.0,
+                d as *mut c_void,
+                ld.0,
+                &heuristic.algo,
+                self.workspace as *mut c_void,
+                self.workspace_len,
+                stream,
+            )
+            .map_err(|e| blas_error("run a matrix product", e))
+        }
+    }
+}
+
+impl Drop for Blas {
+    fn drop(&mut self) {
+        // SAFETY: the handle was created in `new` and is not used after this.
+        let _ = unsafe { lt::destroy_handle(self.handle) };
+    }
+}
+
+fn blas_error(what: &str, e: lt::CublasError) -> Error {
+    Error::Cuda(format!("could not {what}: {e:?}"))
+}
+
+/// A matmul descriptor: float32 compute, transposes, the bias epilogue.
+struct Desc(sys::cublasLtMatmulDesc_t);
+
+impl Desc {
+    fn new(transpose_a: bool, transpose_b: bool, bias: Option<u64>) -> Result<Desc> {
+        let desc = Desc(
+            lt::create_matmul_desc(
+                sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+                sys::cudaDataType::CUDA_R_32F,
+            )
+            .map_err(|e| blas_error("describe a matrix product", e))?,
+        );
+        // cublasOperation_t: 0 = N, 1 = T (cuBLASLt's bindings do not name it).
+        let op = |t: bool| i32::from(t);
+        use sys::cublasLtMatmulDescAttributes_t as A;
+        desc.set(A::CUBLASLT_MATMUL_DESC_TRANSA, &op(transpose_a))?;
+        desc.set(A::CUBLASLT_MATMUL_DESC_TRANSB, &op(transpose_b))?;
+        if let Some(bias) = bias {
+            desc.set(
+                A::CUBLASLT_MATMUL_DESC_EPILOGUE,
+                &sys::cublasLtEpilogue_t::CUBLASLT_EPILOGUE_BIAS,
+            )?;
+            desc.set(A::CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias)?;
+        }
+        Ok(desc)
+    }
+
+    fn set<T>(&self, attr: sys::cublasLtMatmulDescAttributes_t, value: &T) -> Result<()> {
+        // SAFETY: `value` points to `size_of::<T>()` bytes of the type `attr` expects.
+        unsafe {
+            lt::set_matmul_desc_attribute(
+                self.0,
+                attr,
+                (value as *const T).cast(),
+                std::mem::size_of::<T>(),
+            )
+        }
+        .map_err(|e| blas_error("set up a matrix product", e))
+    }
+}
+
+impl Drop for Desc {
+    fn drop(&mut self) {
+        // SAFETY: created in `new`, not used after this.
+        let _ = unsafe { lt::destroy_matmul_desc(self.0) };
+    }
+}
+
+/// A column-major float32 matrix layout.
+struct Layout(sys::cublasLtMatrixLayout_t);
+
+impl Layout {
+    fn new(rows: u64, cols: u64, ld: i64) -> Result<Layout> {
+        lt::create_matrix_layout(sys::cudaDataType::CUDA_R_32F, rows, cols, ld)
+            .map(Layout)
+            .map_err(|e| blas_error("lay out a matrix", e))
+    }
+}
+
+impl Drop for Layout {
+    fn drop(&mut self) {
+        // SAFETY: created in `new`, not used after this.
+        let _ = unsafe { lt::destroy_matrix_layout(self.0) };
+    }
+}
+
+/// Search preferences: the workspace's size.
+struct Pref(sys::cublasLtMatmulPreference_t);
+
+impl Pref {
+    fn new(workspace_len: usize) -> Result<Pref> {
+        let pref = Pref(lt::create_matmul_pref().map_err(|e| blas_error("set up a search", e))?);
+        let len = workspace_len as u64;
+        // SAFETY: the attribute is a u64 byte count.
+        unsafe {
+            lt::set_matmul_pref_attribute(
+                pref.0,
+                sys::cublasLtMatmulPreferenceAttributes_t::CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                (&len as *const u64).cast(),
+                std::mem::size_of::<u64>(),
+            )
+        }
+        .map_err(|e| blas_error("set up a search", e))?;
+        Ok(pref)
+    }
+}
+
+impl Drop for Pref {
+    fn drop(&mut self) {
+        // SAFETY: created in `new`, not used after this.
+        let _ = unsafe { lt::destroy_matmul_pref(self.0) };
+    }
+}
