@@ -241,3 +241,69 @@ impl Drop for Pref {
         let _ = unsafe { lt::destroy_matmul_pref(self.0) };
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What cuBLAS computes from the operands, on the host: `D (n, m) = op(A) @ op(B)`,
+    /// column-major, element `(i, j)` of a stored matrix at `i + j * ld`.
+    fn column_major_product(
+        a: (&[f32], Operand),
+        b: (&[f32], Operand),
+        n: usize,
+        m: usize,
+    ) -> Vec<f32> {
+        let at = |(x, o): (&[f32], Operand), i: usize, j: usize| {
+            let (r, c) = if o.transpose { (j, i) } else { (i, j) };
+            x[r + c * o.ld as usize]
+        };
+        let k = if a.1.transpose {
+            a.1.stored_rows
+        } else {
+            a.1.stored_cols
+        } as usize;
+        let mut d = vec![0.0; n * m];
+        for j in 0..m {
+            for i in 0..n {
+                d[i + j * n] = (0..k).map(|p| at(a, i, p) * at(b, p, j)).sum();
+            }
+        }
+        d
+    }
+
+    #[test]
+    fn row_major_views_map_to_the_column_major_transposed_product() {
+        let (m, k, n) = (3, 4, 5);
+        let lhs: Vec<f32> = (0..m * k).map(|i| i as f32 * 0.5 - 2.0).collect();
+        let rhs: Vec<f32> = (0..k * n).map(|i| (i % 7) as f32 - 3.0).collect();
+        let expected: Vec<f32> = (0..m * n)
+            .map(|e| {
+                (0..k)
+                    .map(|p| lhs[e / n * k + p] * rhs[p * n + e % n])
+                    .sum()
+            })
+            .collect();
+        for (lhs_t, rhs_t) in [(false, false), (true, false), (false, true), (true, true)] {
+            // A transposed view reads the matrix stored the other way round.
+            let stored = |x: &[f32], rows: usize, cols: usize, t: bool| -> Vec<f32> {
+                if !t {
+                    return x.to_vec();
+                }
+                (0..rows * cols)
+                    .map(|e| x[e % rows * cols + e / rows])
+                    .collect()
+            };
+            let (l, r) = (stored(&lhs, m, k, lhs_t), stored(&rhs, k, n, rhs_t));
+            let (ls, rs) = (
+                if lhs_t { (1, m) } else { (k, 1) },
+                if rhs_t { (1, k) } else { (n, 1) },
+            );
+            let a = Operand::transposed_view(0, k, n, rs.0, rs.1);
+            let b = Operand::transposed_view(0, m, k, ls.0, ls.1);
+            let d = column_major_product((&r, a), (&l, b), n, m);
+            // D (n, m) column-major is dst (m, n) row-major.
+            assert_eq!(d, expected, "lhs_t {lhs_t} rhs_t {rhs_t}");
+        }
+    }
+}

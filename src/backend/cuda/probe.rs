@@ -11,8 +11,8 @@
 //! 1. its own variable (`LMFORGE_LIBCUDA`, `LMFORGE_LIBNVRTC`,
 //!    `LMFORGE_LIBCUBLASLT`): a file, or a folder holding it. When set, it is
 //!    the only place looked at, so a wrong value is an error, not a fallback;
-//! 2. the toolkit named by `CUDA_HOME` or `CUDA_PATH` (`lib64/`, `lib/`,
-//!    `targets/x86_64-linux/lib/`);
+//! 2. the toolkit named by `CUDA_HOME` or `CUDA_PATH`, then the one in
+//!    `/usr/local/cuda` (`lib64/`, `lib/`, `targets/x86_64-linux/lib/`);
 //! 3. the `lib/` folders of NVIDIA's Python wheels (`site-packages/nvidia/*/lib`)
 //!    in the active virtual environment or conda environment, the user's and the
 //!    system's Python folders, and `PYTHONPATH`;
@@ -52,19 +52,20 @@ pub const DRIVER: Library = Library {
     companion: None,
 };
 
-/// The run-time compiler the kernels are built with (CUDA 13's).
+/// The run-time compiler the kernels are built with: CUDA 13's, else 12's
+/// (the few calls made of it are the same in both).
 pub const NVRTC: Library = Library {
-    role: "NVRTC, the CUDA 13 run-time compiler",
-    files: &["libnvrtc.so.13"],
+    role: "NVRTC, CUDA's run-time compiler",
+    files: &["libnvrtc.so.13", "libnvrtc.so.12"],
     env: "LMFORGE_LIBNVRTC",
     in_toolkit: true,
-    companion: Some("libnvrtc-builtins.so.13."),
+    companion: Some("libnvrtc-builtins.so."),
 };
 
-/// The matrix products.
+/// The matrix products: CUDA 13's cuBLASLt, else 12's.
 pub const CUBLASLT: Library = Library {
-    role: "cuBLASLt, CUDA 13's matrix-product library",
-    files: &["libcublasLt.so.13"],
+    role: "cuBLASLt, CUDA's matrix-product library",
+    files: &["libcublasLt.so.13", "libcublasLt.so.12"],
     env: "LMFORGE_LIBCUBLASLT",
     in_toolkit: true,
     companion: None,
@@ -112,10 +113,11 @@ impl SearchPlaces {
             .iter()
             .filter_map(|lib| var(lib.env).map(|v| (lib.env.to_string(), PathBuf::from(v))))
             .collect();
-        let toolkits = ["CUDA_HOME", "CUDA_PATH"]
+        let mut toolkits: Vec<(String, PathBuf)> = ["CUDA_HOME", "CUDA_PATH"]
             .iter()
             .filter_map(|name| var(name).map(|v| (name.to_string(), PathBuf::from(v))))
             .collect();
+        toolkits.push(("/usr/local/cuda".into(), PathBuf::from("/usr/local/cuda")));
         let split = |name: &str| -> Vec<PathBuf> {
             var(name)
                 .map(|v| std::env::split_paths(&v).collect())
@@ -215,7 +217,7 @@ fn locate_override(library: Library, name: &str, value: &Path) -> Result<Found> 
 fn missing(library: Library, searched: &[String]) -> Error {
     let hint = if library.in_toolkit {
         format!(
-            "install the CUDA 13 toolkit and set CUDA_HOME, or `pip install nvidia-{}` \
+            "install the CUDA toolkit (13 or 12) and set CUDA_HOME, or `pip install nvidia-{}` \
              in the active Python environment, or set {}=/path/to/{}",
             wheel_name(library),
             library.env,
@@ -359,7 +361,11 @@ pub fn open(found: &Found) -> Result<()> {
 
 /// The companion library of `found` in its folder, when there is one.
 fn companion_path(found: &Found) -> Option<PathBuf> {
-    let prefix = found.library.companion?;
+    // The companion of the same major version: `libnvrtc.so.13` opens
+    // `libnvrtc-builtins.so.13.*`.
+    let name = found.path.file_name()?.to_string_lossy().into_owned();
+    let major = name.rsplit_once(".so.").map_or("", |(_, v)| v);
+    let prefix = format!("{}{major}.", found.library.companion?);
     let dir = found.path.parent()?;
     let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
         .ok()?
@@ -367,7 +373,7 @@ fn companion_path(found: &Found) -> Option<PathBuf> {
         .map(|e| e.path())
         .filter(|p| {
             p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with(prefix))
+                .is_some_and(|n| n.to_string_lossy().starts_with(&prefix))
         })
         .collect();
     names.sort();
