@@ -6,7 +6,7 @@
 //! 64-bit addresses (a kernel's `float*` parameter is 8 bytes).
 
 use crate::backend::AttentionDims;
-use cudarc::driver::{CudaFunction, CudaStream, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaFunction, CudaStream, DriverError, LaunchConfig, PushKernelArg};
 
 /// Threads per block of the one-element-per-thread kernels.
 const BLOCK: u32 = 256;
@@ -146,11 +146,33 @@ pub fn check_head_size(d: AttentionDims) {
     );
 }
 
+/// Make the stream's context this thread's current one (the raw driver and
+/// cuBLASLt calls below act on the current context).
+pub fn bind(stream: &CudaStream) {
+    stream
+        .context()
+        .bind_to_thread()
+        .unwrap_or_else(|e| panic!("CUDA: could not use the GPU from this thread: {e}"));
+}
+
+/// Copy `host` to device address `dst` and wait for it (so `host` may go).
+pub fn upload<T>(stream: &CudaStream, dst: u64, host: &[T]) -> Result<(), DriverError> {
+    if host.is_empty() {
+        return Ok(());
+    }
+    bind(stream);
+    // SAFETY: `dst` holds at least `host.len()` values (the callers check);
+    // `host` stays borrowed until the synchronise.
+    unsafe { cudarc::driver::result::memcpy_htod_async(dst, host, stream.cu_stream()) }
+        .and_then(|()| stream.synchronize())
+}
+
 /// Copy `host.len()` values from device address `src` and wait for them.
 pub fn download<T>(stream: &CudaStream, src: u64, host: &mut [T]) {
     if host.is_empty() {
         return;
     }
+    bind(stream);
     // SAFETY: `src` holds at least `host.len()` values (the callers check the
     // lengths); the host memory stays borrowed until the synchronise below.
     unsafe { cudarc::driver::result::memcpy_dtoh_async(host, src, stream.cu_stream()) }
@@ -163,6 +185,7 @@ pub fn copy(stream: &CudaStream, dst: u64, src: u64, bytes: usize) {
     if bytes == 0 {
         return;
     }
+    bind(stream);
     // SAFETY: both ranges are inside live buffers (the views' lengths match).
     unsafe { cudarc::driver::result::memcpy_dtod_async(dst, src, bytes, stream.cu_stream()) }
         .unwrap_or_else(|e| panic!("CUDA: could not copy on the GPU: {e}"));

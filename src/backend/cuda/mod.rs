@@ -80,16 +80,19 @@ impl std::fmt::Display for DeviceInfo {
     }
 }
 
-/// An owned float32 array on the GPU.
+/// An owned float32 array on the GPU (`len` may be 0; the allocation
+/// behind it never is).
 pub struct CudaBuf {
-    slice: CudaSlice<f32>,
+    _slice: CudaSlice<f32>,
     addr: u64,
+    len: usize,
 }
 
 /// An owned array of token ids on the GPU.
 pub struct CudaIds {
-    slice: CudaSlice<u32>,
+    _slice: CudaSlice<u32>,
     addr: u64,
+    len: usize,
 }
 
 /// Part of a [`CudaBuf`], read-only: its device address and length.
@@ -220,13 +223,6 @@ impl Cuda {
         Launcher::new(&self.stream, &self.kernels[name], name)
     }
 
-    /// Wait for the stream, panicking with the driver's message on a fault.
-    fn sync(&self) {
-        self.stream.synchronize().unwrap_or_else(|e| {
-            panic!("CUDA: the GPU failed while running lmforge's kernels: {e}")
-        });
-    }
-
     /// The address of attention backward's `D` scratch of `len` floats.
     fn attention_scratch(&self, len: usize) -> u64 {
         let mut kept = self
@@ -252,7 +248,11 @@ impl Cuda {
             )
         })?;
         let addr = slice.device_ptr(&self.stream).0;
-        Ok(CudaBuf { slice, addr })
+        Ok(CudaBuf {
+            _slice: slice,
+            addr,
+            len,
+        })
     }
 }
 
@@ -298,13 +298,9 @@ impl Backend for Cuda {
     }
 
     fn upload(&self, host: Vec<f32>) -> Result<CudaBuf> {
-        let mut buf = self.alloc(host.len())?;
-        if !host.is_empty() {
-            self.stream
-                .memcpy_htod(&host, &mut buf.slice.slice_mut(..host.len()))
-                .map_err(|e| driver_error("copy to the GPU", e))?;
-            self.sync();
-        }
+        let buf = self.alloc(host.len())?;
+        launch::upload(&self.stream, buf.addr, &host)
+            .map_err(|e| driver_error("copy to the GPU", e))?;
         Ok(buf)
     }
 
@@ -314,15 +310,19 @@ impl Backend for Cuda {
             .alloc_zeros::<u32>(len.max(1))
             .map_err(|e| driver_error("allocate token ids on the GPU", e))?;
         let addr = slice.device_ptr(&self.stream).0;
-        Ok(CudaIds { slice, addr })
+        Ok(CudaIds {
+            _slice: slice,
+            addr,
+            len,
+        })
     }
 
     fn len(buf: &CudaBuf) -> usize {
-        buf.slice.len()
+        buf.len
     }
 
     fn view(buf: &CudaBuf, range: Range<usize>) -> DevView<'_> {
-        assert!(range.end <= buf.slice.len(), "view out of bounds");
+        assert!(range.end <= buf.len, "view out of bounds");
         DevView {
             addr: buf.addr + (range.start * F32) as u64,
             len: range.len(),
@@ -331,7 +331,7 @@ impl Backend for Cuda {
     }
 
     fn view_mut(buf: &mut CudaBuf, range: Range<usize>) -> DevViewMut<'_> {
-        assert!(range.end <= buf.slice.len(), "view out of bounds");
+        assert!(range.end <= buf.len, "view out of bounds");
         DevViewMut {
             addr: buf.addr + (range.start * F32) as u64,
             len: range.len(),
@@ -348,7 +348,7 @@ impl Backend for Cuda {
             second.start >= first.end,
             "view_pair_mut: ranges out of order"
         );
-        assert!(second.end <= buf.slice.len(), "view out of bounds");
+        assert!(second.end <= buf.len, "view out of bounds");
         let at = |r: &Range<usize>| DevViewMut {
             addr: buf.addr + (r.start * F32) as u64,
             len: r.len(),
@@ -358,7 +358,7 @@ impl Backend for Cuda {
     }
 
     fn ids_view(ids: &CudaIds, range: Range<usize>) -> IdsView<'_> {
-        assert!(range.end <= ids.slice.len(), "ids view out of bounds");
+        assert!(range.end <= ids.len, "ids view out of bounds");
         IdsView {
             addr: ids.addr + (range.start * 4) as u64,
             len: range.len(),
@@ -367,11 +367,8 @@ impl Backend for Cuda {
     }
 
     fn upload_ids(&self, ids: &mut CudaIds, at: usize, host: &[u32]) {
-        if host.is_empty() {
-            return;
-        }
-        self.stream
-            .memcpy_htod(host, &mut ids.slice.slice_mut(at..at + host.len()))
+        assert!(at + host.len() <= ids.len, "upload_ids out of bounds");
+        launch::upload(&self.stream, ids.addr + (at * 4) as u64, host)
             .unwrap_or_else(|e| panic!("CUDA: could not copy token ids to the GPU: {e}"));
     }
 
@@ -556,6 +553,7 @@ impl Backend for Cuda {
             _ => None,
         };
         let (a, b) = (operand(&rhs), operand(&lhs));
+        launch::bind(&self.stream);
         self.blas
             .matmul(
                 self.stream.cu_stream() as _,
