@@ -106,7 +106,7 @@ impl Blas {
         let la = Layout::new(a.stored_rows, a.stored_cols, a.ld)?;
         let lb = Layout::new(b.stored_rows, b.stored_cols, b.ld)?;
         let ld = Layout::new(n, m, n.max(1) as i64)?;
-        let pref = Pref::new(self.workspace_len)?;
+        let pref = Pref::new(self.workspace_len, [a.addr, b.addr, d, d])?;
         // SAFETY: every descriptor is live for this call; the pointers are
         // device addresses of buffers at least as large as their layouts.
         unsafe {
@@ -214,24 +214,50 @@ impl Drop for Layout {
     }
 }
 
-/// Search preferences: the workspace's size.
+/// The alignment of a device address in bytes, as cuBLASLt counts it (up to 256).
+fn alignment(addr: u64) -> u32 {
+    1u32 << addr.trailing_zeros().min(8)
+}
+
+/// Search preferences: the workspace's size, and how the operands are
+/// aligned. cuBLASLt assumes 256-byte alignment unless told otherwise, and
+/// lmforge's views start anywhere in their buffers (a weight inside the flat
+/// parameter buffer), so the algorithms must be chosen for the real one.
 struct Pref(sys::cublasLtMatmulPreference_t);
 
 impl Pref {
-    fn new(workspace_len: usize) -> Result<Pref> {
+    /// `addrs`: the addresses of A, B, C and D.
+    fn new(workspace_len: usize, addrs: [u64; 4]) -> Result<Pref> {
+        use sys::cublasLtMatmulPreferenceAttributes_t as P;
         let pref = Pref(lt::create_matmul_pref().map_err(|e| blas_error("set up a search", e))?);
-        let len = workspace_len as u64;
-        // SAFETY: the attribute is a u64 byte count.
+        pref.set(
+            P::CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+            &(workspace_len as u64),
+        )?;
+        let attrs = [
+            P::CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES,
+            P::CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+            P::CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES,
+            P::CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
+        ];
+        for (attr, addr) in attrs.into_iter().zip(addrs) {
+            pref.set(attr, &alignment(addr))?;
+        }
+        Ok(pref)
+    }
+
+    fn set<T>(&self, attr: sys::cublasLtMatmulPreferenceAttributes_t, value: &T) -> Result<()> {
+        // SAFETY: `value` points to `size_of::<T>()` bytes of the type `attr`
+        // expects (u64 for the workspace, u32 for alignments).
         unsafe {
             lt::set_matmul_pref_attribute(
-                pref.0,
-                sys::cublasLtMatmulPreferenceAttributes_t::CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
-                (&len as *const u64).cast(),
-                std::mem::size_of::<u64>(),
+                self.0,
+                attr,
+                (value as *const T).cast(),
+                std::mem::size_of::<T>(),
             )
         }
-        .map_err(|e| blas_error("set up a search", e))?;
-        Ok(pref)
+        .map_err(|e| blas_error("set up a search", e))
     }
 }
 
@@ -270,6 +296,13 @@ mod tests {
             }
         }
         d
+    }
+
+    #[test]
+    fn alignment_is_the_largest_power_of_two_up_to_256() {
+        assert_eq!(alignment(0x7f00_0000_0004), 4);
+        assert_eq!(alignment(0x7f00_0000_0010), 16);
+        assert_eq!(alignment(0x7f00_0000_1000), 256);
     }
 
     #[test]
