@@ -93,6 +93,9 @@ struct Mm {
     lhs_t: bool,
     rhs_t: bool,
     epilogue: u8, // 0 none, 1 bias, 2 gelu+bias, 3 relu, 4 gelu grad, 5 accumulate
+    /// Floats before each operand in its buffer: views start anywhere in
+    /// the flat parameter buffer, so products must not rely on alignment.
+    offset: usize,
 }
 
 impl<B: Backend> Runner for B {
@@ -218,25 +221,26 @@ impl<B: Backend> Runner for B {
 
     fn matmul(&self, c: Mm) -> Vec<Vec<f32>> {
         let mut rng = Rng::new(5, 3);
-        let lhs = self.upload(random(&mut rng, c.m * c.k, 1.0)).unwrap();
-        let rhs = self.upload(random(&mut rng, c.k * c.n, 1.0)).unwrap();
-        let bias = self.upload(random(&mut rng, c.n, 1.0)).unwrap();
+        let o = c.offset;
+        let lhs = self.upload(random(&mut rng, o + c.m * c.k, 1.0)).unwrap();
+        let rhs = self.upload(random(&mut rng, o + c.k * c.n, 1.0)).unwrap();
+        let bias = self.upload(random(&mut rng, o + c.n, 1.0)).unwrap();
         let pre = self.upload(random(&mut rng, c.m * c.n, 2.0)).unwrap();
         let mut dst = self.upload(random(&mut rng, c.m * c.n, 1.0)).unwrap();
         let mut out = self.zeros(c.m * c.n).unwrap();
         // A transposed operand is stored the other way round and viewed through `.t()`.
         let l = if c.lhs_t {
-            Mat::new(B::view(&lhs, 0..c.m * c.k), c.k, c.m).t()
+            Mat::new(B::view(&lhs, o..o + c.m * c.k), c.k, c.m).t()
         } else {
-            Mat::new(B::view(&lhs, 0..c.m * c.k), c.m, c.k)
+            Mat::new(B::view(&lhs, o..o + c.m * c.k), c.m, c.k)
         };
         let r = if c.rhs_t {
-            Mat::new(B::view(&rhs, 0..c.k * c.n), c.n, c.k).t()
+            Mat::new(B::view(&rhs, o..o + c.k * c.n), c.n, c.k).t()
         } else {
-            Mat::new(B::view(&rhs, 0..c.k * c.n), c.k, c.n)
+            Mat::new(B::view(&rhs, o..o + c.k * c.n), c.k, c.n)
         };
         {
-            let bias_view = B::view(&bias, 0..c.n);
+            let bias_view = B::view(&bias, o..o + c.n);
             let out_view = B::view_mut(&mut out, 0..c.m * c.n);
             let (acc, epilogue) = match c.epilogue {
                 0 => (Accumulate::Overwrite, Epilogue::None),
@@ -435,6 +439,7 @@ fn matmul_layouts_and_epilogues() {
         lhs_t: false,
         rhs_t: false,
         epilogue: 0,
+        offset: 0,
     };
     for (lhs_t, rhs_t) in [(false, false), (true, false), (false, true), (true, true)] {
         for epilogue in 0..=5 {
@@ -459,6 +464,22 @@ fn matmul_layouts_and_epilogues() {
             ..base
         })
     });
+    for (offset, epilogue) in [(1, 1), (3, 2), (2, 5)] {
+        on_both(
+            &format!("matmul, operands {offset} floats into their buffers"),
+            |be| {
+                be.matmul(Mm {
+                    m: 64,
+                    k: 128,
+                    n: 96,
+                    rhs_t: true,
+                    epilogue,
+                    offset,
+                    ..base
+                })
+            },
+        );
+    }
     on_both("matmul, one row", |be| {
         be.matmul(Mm {
             m: 1,
