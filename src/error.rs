@@ -46,6 +46,10 @@ pub enum Error {
     /// join, or a rank that stopped answering.
     #[error("{0}")]
     Distributed(String),
+    /// The CUDA backend could not start or run: a library not found or not
+    /// loadable, no GPU, a driver too old, a kernel that did not compile.
+    #[error("--device cuda: {0}")]
+    Cuda(String),
 }
 
 impl Error {

@@ -342,10 +342,6 @@ fn bad_inputs_give_clear_errors() {
         "divisible",
     );
     expect_error(
-        &["train", "--data", data, "--out", out, "--device", "cuda"],
-        "CUDA",
-    );
-    expect_error(
         &["train", "--data", data, "--out", out, "--preset", "huge"],
         "char-cpu",
     );

@@ -15,6 +15,8 @@
 //! agreement proves nothing), and the same comparison must reject the
 //! analytic gradients scaled by 0.9 for nearly all of those.
 
+mod gpu;
+
 use lmforge::backend::Backend;
 use lmforge::backend::cpu::Cpu;
 use lmforge::model::{
@@ -231,4 +233,27 @@ fn lora_adapters_on_every_target() {
 fn frozen_embeddings_and_first_block() {
     let cfg = config(Norm::Pre, Activation::Gelu, false, 0.0);
     check_trained(&Cpu::new(), cfg, |layout| layout.blocks[1].start());
+}
+
+// The same checks through the CUDA backend (skipped without a GPU).
+
+#[test]
+fn gpt2_layout_on_cuda() {
+    if let Some(gpu) = gpu::cuda() {
+        check(&gpu, config(Norm::Pre, Activation::Gelu, true, 0.0));
+    }
+}
+
+#[test]
+fn course_layout_on_cuda() {
+    if let Some(gpu) = gpu::cuda() {
+        check(&gpu, config(Norm::Post, Activation::Relu, false, 0.0));
+    }
+}
+
+#[test]
+fn with_dropout_on_cuda() {
+    if let Some(gpu) = gpu::cuda() {
+        check(&gpu, config(Norm::Pre, Activation::Gelu, true, 0.3));
+    }
 }

@@ -17,7 +17,10 @@
 //!   is rounding noise (~1e-9) that Adam normalises into a step of up to `lr`
 //!   against PyTorch's float64 ~0, so those entries are allowed 3 * lr.
 
+mod gpu;
+
 use lmforge::backend::cpu::{Cpu, matmul};
+use lmforge::backend::cuda::Cuda;
 use lmforge::backend::{Accumulate, Activation, AttentionDims, Backend, Epilogue, Mat};
 use lmforge::model::lora::{LoraParams, LoraScratch};
 use lmforge::model::params::{LinearParams, NormParams};
@@ -702,6 +705,37 @@ on_cpu! {
     gpt2_layout_model_on_cpu => |be: &Cpu| check_model(be, "model_gpt2", Arch::Gpt);
     course_layout_model_on_cpu => |be: &Cpu| check_model(be, "model_course", Arch::Gpt);
     bigram_model_on_cpu => |be: &Cpu| check_model(be, "model_bigram", Arch::Bigram);
+}
+
+// The same checks on the CUDA backend (skipped without a GPU).
+
+/// One `#[test]` per check on the GPU, skipped (saying so) without one.
+macro_rules! on_cuda {
+    ($($test:ident => $check:expr;)*) => {
+        $(
+            #[test]
+            fn $test() {
+                if let Some(gpu) = gpu::cuda() {
+                    ($check)(&gpu);
+                }
+            }
+        )*
+    };
+}
+
+on_cuda! {
+    embedding_on_cuda => embedding_forward_backward::<Cuda>;
+    layernorm_on_cuda => layernorm_forward_backward::<Cuda>;
+    linear_on_cuda => linear_forward_backward::<Cuda>;
+    lora_on_cuda => lora_forward_backward::<Cuda>;
+    attention_on_cuda => attention_forward_backward::<Cuda>;
+    gelu_and_relu_on_cuda => gelu_and_relu_forward_backward::<Cuda>;
+    feed_forward_on_cuda => feed_forward_gelu_and_relu::<Cuda>;
+    cross_entropy_on_cuda => softmax_cross_entropy_fused::<Cuda>;
+    adamw_on_cuda => adamw_three_steps::<Cuda>;
+    gpt2_layout_model_on_cuda => |be: &Cuda| check_model(be, "model_gpt2", Arch::Gpt);
+    course_layout_model_on_cuda => |be: &Cuda| check_model(be, "model_course", Arch::Gpt);
+    bigram_model_on_cuda => |be: &Cuda| check_model(be, "model_bigram", Arch::Bigram);
 }
 
 /// The CPU's fast matrix product agrees with its naive twin on fixture-sized shapes too.

@@ -23,6 +23,7 @@
 //! same dropout masks ([`Dropout`] is a pure function of its indices).
 
 pub mod cpu;
+pub mod cuda;
 mod dropout;
 
 pub use dropout::Dropout;
@@ -43,8 +44,11 @@ pub const LAYER_NORM_EPS: f32 = 1e-5;
 pub enum Device {
     /// The CPU backend: all cores (or `--threads`), float32.
     Cpu,
-    /// An NVIDIA GPU. Not built yet: asking for it is an error that says so.
+    /// An NVIDIA GPU (CUDA 13, driver 580 or newer), float32. Its libraries
+    /// are found at run time; one missing is an error that names it.
     Cuda,
+    /// CUDA when a GPU and its libraries are found, else the CPU (saying why).
+    Auto,
 }
 
 /// The feed-forward non-linearity.

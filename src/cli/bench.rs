@@ -59,6 +59,9 @@ struct BenchTrainArgs {
     /// Worker threads (default: one per core).
     #[arg(long)]
     threads: Option<usize>,
+    /// Compute device.
+    #[arg(long, value_enum, default_value = "cpu")]
+    device: Device,
     #[command(flatten)]
     overrides: TrainOverrides,
 }
@@ -85,7 +88,7 @@ fn vocab_size(vocab: Option<usize>, cfg: &TrainConfig) -> anyhow::Result<usize> 
 }
 
 fn sample(args: BenchSampleArgs) -> anyhow::Result<ExitCode> {
-    let (backend, threads) = super::backend(Device::Cpu, args.threads)?;
+    let (backend, threads) = super::cpu_backend(args.threads)?;
     let mut cfg = config::resolve(args.preset, None, &args.overrides)?;
     cfg.model.vocab_size = vocab_size(args.vocab, &cfg)?;
     let vocab = cfg.model.vocab_size;
@@ -111,12 +114,21 @@ fn sample(args: BenchSampleArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn train(args: BenchTrainArgs) -> anyhow::Result<ExitCode> {
-    let (backend, threads) = super::backend(Device::Cpu, args.threads)?;
     let cfg = config::resolve(args.preset, None, &args.overrides)?;
     let vocab = vocab_size(args.vocab, &cfg)?;
-    let report = lmforge::train::bench(&backend, &cfg, vocab, args.warmup_steps, args.steps)?;
+    let (report, on) = match super::backend(args.device, args.threads)? {
+        super::Selected::Cpu(cpu) => {
+            let report = lmforge::train::bench(&cpu, &cfg, vocab, args.warmup_steps, args.steps)?;
+            (report, format!("{} threads", rayon::current_num_threads()))
+        }
+        super::Selected::Cuda(gpu) => {
+            let report =
+                lmforge::train::bench(gpu.as_ref(), &cfg, vocab, args.warmup_steps, args.steps)?;
+            (report, gpu.info().name.clone())
+        }
+    };
     println!(
-        "lmforge {}: {} params, vocab {vocab}, batch {} x block {}, {threads} threads",
+        "lmforge {}: {} params, vocab {vocab}, batch {} x block {}, {on}",
         args.preset, report.num_params, cfg.batch_size, cfg.model.block_size
     );
     println!("lmforge tokens/s: {:.0}", report.tokens_per_sec);

@@ -1,5 +1,6 @@
 //! `lmforge chat`: talk to a trained run in the terminal (or answer piped lines).
 
+use super::Selected;
 use lmforge::backend::Device;
 use lmforge::chat::ChatOptions;
 use std::path::PathBuf;
@@ -38,7 +39,7 @@ pub struct ChatArgs {
 
 pub fn run(args: ChatArgs) -> anyhow::Result<ExitCode> {
     let sampling = args.sampling.options(args.max_new_tokens)?;
-    let (backend, _) = super::backend(args.device, args.threads)?;
+    let backend = super::backend(args.device, args.threads)?;
     let history = args.history.or_else(|| {
         std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".lmforge_history"))
     });
@@ -49,6 +50,9 @@ pub fn run(args: ChatArgs) -> anyhow::Result<ExitCode> {
         stats: args.stats,
         verbose: args.verbose,
     };
-    lmforge::chat::run(&backend, &args.run, opts)?;
+    match backend {
+        Selected::Cpu(cpu) => lmforge::chat::run(&cpu, &args.run, opts)?,
+        Selected::Cuda(gpu) => lmforge::chat::run(gpu.as_ref(), &args.run, opts)?,
+    }
     Ok(ExitCode::SUCCESS)
 }

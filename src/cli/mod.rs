@@ -3,6 +3,7 @@
 
 use lmforge::backend::Device;
 use lmforge::backend::cpu::Cpu;
+use lmforge::backend::cuda::Cuda;
 
 pub mod bench;
 pub mod chat;
@@ -42,13 +43,34 @@ pub fn describe(e: &anyhow::Error) -> String {
     text
 }
 
-/// The backend `--device` names, with the CPU's thread pool started
-/// (`--threads`, default one per core). Returns it and the thread count.
-pub fn backend(device: Device, threads: Option<usize>) -> anyhow::Result<(Cpu, usize)> {
+/// The backend `--device` picked.
+pub enum Selected {
+    Cpu(Cpu),
+    Cuda(Box<Cuda>),
+}
+
+/// The CPU backend with its thread pool started (`--threads`, default one
+/// per core). Returns it and the thread count.
+pub fn cpu_backend(threads: Option<usize>) -> anyhow::Result<(Cpu, usize)> {
+    Ok((Cpu::new(), lmforge::backend::cpu::init_threads(threads)?))
+}
+
+/// The backend `--device` names. `cuda` fails with the reason when the GPU
+/// or one of its libraries is missing; `auto` then says why and takes the CPU.
+/// The GPU, driver and libraries in use are printed to stderr.
+pub fn backend(device: Device, threads: Option<usize>) -> anyhow::Result<Selected> {
+    let cuda = || {
+        Cuda::new().map(|gpu| {
+            eprint!("{}", gpu.info());
+            Selected::Cuda(Box::new(gpu))
+        })
+    };
     match device {
-        Device::Cpu => Ok((Cpu::new(), lmforge::backend::cpu::init_threads(threads)?)),
-        Device::Cuda => anyhow::bail!(
-            "--device cuda: the CUDA backend is not available in this version; use --device cpu"
-        ),
+        Device::Cpu => cpu_backend(threads).map(|(cpu, _)| Selected::Cpu(cpu)),
+        Device::Cuda => Ok(cuda()?),
+        Device::Auto => cuda().or_else(|e| {
+            eprintln!("--device auto: using the CPU, because {e}");
+            cpu_backend(threads).map(|(cpu, _)| Selected::Cpu(cpu))
+        }),
     }
 }

@@ -76,7 +76,18 @@ pub struct SampleArgs {
 
 pub fn run(args: SampleArgs) -> anyhow::Result<ExitCode> {
     let opts = args.sampling.options(args.max_new_tokens)?;
-    let (backend, _) = super::backend(args.device, args.threads)?;
+    match super::backend(args.device, args.threads)? {
+        super::Selected::Cpu(cpu) => sample_on(&cpu, args, opts),
+        super::Selected::Cuda(gpu) => sample_on(gpu.as_ref(), args, opts),
+    }
+}
+
+/// `lmforge sample` once its backend is started.
+fn sample_on<B: Backend>(
+    backend: &B,
+    args: SampleArgs,
+    opts: SampleOptions,
+) -> anyhow::Result<ExitCode> {
     let loading = || format!("loading the run {}", args.run.display());
     let config = lmforge::checkpoint::load_config(&args.run).with_context(loading)?;
     if !args.ignore_memory_check {
@@ -98,7 +109,7 @@ pub fn run(args: SampleArgs) -> anyhow::Result<ExitCode> {
     lmforge::sample::check_prompt(&model, &prompt).context("--prompt")?;
     let params = backend.upload(params)?;
     let stops = lmforge::chat::stop_tokens(tokenizer.as_ref());
-    let mut generator = Generator::new(&backend, &model, &params, opts.seed, stops)?;
+    let mut generator = Generator::new(backend, &model, &params, opts.seed, stops)?;
 
     let mut stdout = std::io::stdout().lock();
     let stdout_err = |e: std::io::Error| lmforge::Error::io("<stdout>", e);

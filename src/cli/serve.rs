@@ -49,7 +49,13 @@ pub struct ServeArgs {
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let (_, threads) = super::backend(args.device, args.threads)?;
+    if args.device == Device::Cuda {
+        anyhow::bail!(
+            "--device {:?}: lmforge serve runs on the CPU for now",
+            args.device
+        );
+    }
+    let (_, threads) = super::cpu_backend(args.threads)?;
     if !args.host.is_loopback() && args.api_key.is_none() {
         eprintln!(
             "warning: listening on {} without --api-key: anyone who can reach this machine can use the models",

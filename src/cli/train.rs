@@ -1,7 +1,8 @@
 //! `lmforge train`: train a model, or resume a run.
 
+use super::Selected;
 use anyhow::Context;
-use lmforge::backend::Device;
+use lmforge::backend::{Backend, Device};
 use lmforge::dist::World;
 use lmforge::model::{LoraConfig, LoraTarget};
 use lmforge::train::{
@@ -139,7 +140,7 @@ fn fine_tune_request(args: &TrainArgs, init_from: &str) -> anyhow::Result<FineTu
 pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
     let world = World::from_env()?;
     let threads = args.threads.or_else(|| threads_per_rank(&world));
-    let (backend, _) = super::backend(args.device, threads)?;
+    let backend = super::backend(args.device, threads)?;
     let data = args.finetune.sft.clone().or(args.data.clone());
     let (out, start) = match (&args.resume, &args.finetune.init_from) {
         (None, Some(init_from)) => {
@@ -167,14 +168,11 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
         world: &world,
         zero: args.zero == 1 && world.size() > 1,
     };
-    let result = run_training(
-        backend,
-        parallel,
-        (args.quiet, guards, observe),
-        data,
-        out,
-        start,
-    );
+    let settings = (args.quiet, guards, observe);
+    let result = match backend {
+        Selected::Cpu(cpu) => run_training(cpu, parallel, settings, data, out, start),
+        Selected::Cuda(gpu) => run_training(*gpu, parallel, settings, data, out, start),
+    };
     match result {
         Err(err) if world.size() > 1 => {
             // The other ranks may wait in a collective this one will not join: stop them all.
@@ -220,8 +218,8 @@ fn plain_start(args: &TrainArgs) -> anyhow::Result<(PathBuf, Start)> {
     })
 }
 
-fn run_training(
-    backend: lmforge::backend::cpu::Cpu,
+fn run_training<B: Backend>(
+    backend: B,
     parallel: Parallel,
     (quiet, guards, observe): (bool, Safeguards, Observe),
     data: Option<PathBuf>,

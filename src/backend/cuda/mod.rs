@@ -1,0 +1,772 @@
+//! The CUDA backend: every kernel of the [`Backend`] seam on an NVIDIA GPU,
+//! through `cudarc` with its libraries loaded at run time.
+//!
+//! The binary is the same with or without CUDA: nothing is linked against
+//! the toolkit or the driver. Starting the backend ([`Cuda::new`]):
+//! 1. [`probe`] finds and opens the driver, NVRTC and cuBLASLt, so a missing
+//!    one is an error naming it, never `cudarc`'s panic;
+//! 2. the driver must be CUDA 13.0 or newer (driver 580), the version the
+//!    bindings were generated for;
+//! 3. [`compile`] builds the kernels (`kernels/*.cu`) for the GPU's
+//!    architecture, or takes them from the on-disk cache.
+//!
+//! Buffers are float32 in device memory; views are device addresses with a
+//! length, so a view is `Copy` like the CPU's `&[f32]`. All work goes to one
+//! stream, in order; the host waits only where a value comes back (a loss, a
+//! gradient norm, a download). Every reduction runs in a fixed order with no
+//! atomics, so a step gives the same bits on every run.
+//!
+//! The seam's kernels return nothing, so a failure inside one (the GPU lost,
+//! a launch refused) panics with the driver's message: it is a fault of the
+//! machine or of this backend, not of the user's input. Out-of-memory, the
+//! failure users cause, is caught earlier, when buffers are allocated
+//! ([`Backend::zeros`] and [`Backend::upload`] return errors).
+
+mod blas;
+pub mod compile;
+mod launch;
+pub mod probe;
+
+use crate::backend::{
+    Accumulate, Activation, AdamWStep, AttentionDims, Backend, Dropout, Epilogue, LAYER_NORM_EPS,
+    Mat, ParamGroup,
+};
+use crate::error::{Error, Result};
+use blas::{Blas, Operand};
+use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr};
+use launch::Launcher;
+use std::collections::HashMap;
+use std::marker::PhantomData;
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
+
+/// What the backend found when it started, for the user to see.
+#[derive(Clone, Debug)]
+pub struct DeviceInfo {
+    pub name: String,
+    /// Compute capability, e.g. `(9, 0)`.
+    pub arch: (i32, i32),
+    pub memory_bytes: usize,
+    pub driver_version: i32,
+    pub nvrtc_version: (i32, i32),
+    pub libraries: Vec<probe::Found>,
+    /// Whether the kernels came from the on-disk cache.
+    pub kernels_cached: bool,
+}
+
+impl std::fmt::Display for DeviceInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "cuda: {} (sm_{}{}, {:.1} GiB), driver CUDA {}.{}, NVRTC {}.{}, kernels {}",
+            self.name,
+            self.arch.0,
+            self.arch.1,
+            self.memory_bytes as f64 / (1u64 << 30) as f64,
+            self.driver_version / 1000,
+            self.driver_version % 1000 / 10,
+            self.nvrtc_version.0,
+            self.nvrtc_version.1,
+            if self.kernels_cached {
+                "cached"
+            } else {
+                "compiled"
+            },
+        )?;
+        for lib in &self.libraries {
+            writeln!(f, "cuda: {} from {lib}", lib.library.files[0])?;
+        }
+        Ok(())
+    }
+}
+
+/// An owned float32 array on the GPU (`len` may be 0; the allocation
+/// behind it never is).
+pub struct CudaBuf {
+    _slice: CudaSlice<f32>,
+    addr: u64,
+    len: usize,
+}
+
+/// An owned array of token ids on the GPU.
+pub struct CudaIds {
+    _slice: CudaSlice<u32>,
+    addr: u64,
+    len: usize,
+}
+
+/// Part of a [`CudaBuf`], read-only: its device address and length.
+#[derive(Clone, Copy, Debug)]
+pub struct DevView<'a> {
+    addr: u64,
+    len: usize,
+    _buf: PhantomData<&'a CudaBuf>,
+}
+
+/// Part of a [`CudaBuf`], writable.
+#[derive(Debug)]
+pub struct DevViewMut<'a> {
+    addr: u64,
+    len: usize,
+    _buf: PhantomData<&'a mut CudaBuf>,
+}
+
+/// Part of a [`CudaIds`].
+#[derive(Clone, Copy, Debug)]
+pub struct IdsView<'a> {
+    addr: u64,
+    len: usize,
+    _ids: PhantomData<&'a CudaIds>,
+}
+
+const F32: usize = std::mem::size_of::<f32>();
+
+impl DevViewMut<'_> {
+    fn read(&self) -> DevView<'_> {
+        DevView {
+            addr: self.addr,
+            len: self.len,
+            _buf: PhantomData,
+        }
+    }
+}
+
+/// The CUDA backend on GPU 0.
+pub struct Cuda {
+    stream: Arc<CudaStream>,
+    kernels: HashMap<&'static str, CudaFunction>,
+    blas: Blas,
+    /// cuBLASLt's workspace, the gradient norm's partial sums, the norm and
+    /// clip factor, the loss's sum and count: allocated once.
+    _workspace: CudaSlice<u8>,
+    norm_out: CudaSlice<f32>,
+    loss_out: CudaSlice<f64>,
+    /// Attention backward's per-query `D` values, grown on first use.
+    attention_scratch: Mutex<Option<CudaSlice<f32>>>,
+    info: DeviceInfo,
+    _module: Arc<CudaModule>,
+}
+
+/// cuBLASLt's workspace (what NVIDIA recommends for Hopper).
+const WORKSPACE_BYTES: usize = 32 << 20;
+
+impl Cuda {
+    /// Start the backend on the first GPU (see the module docs for the steps).
+    pub fn new() -> Result<Cuda> {
+        let libraries = probe::open_libraries()?.to_vec();
+        let driver_version = driver_version()?;
+        if driver_version < 13000 {
+            return Err(Error::Cuda(format!(
+                "the NVIDIA driver supports CUDA {}.{}, and lmforge needs CUDA 13.0 or newer \
+                 (driver 580 or newer)",
+                driver_version / 1000,
+                driver_version % 1000 / 10
+            )));
+        }
+        let count = CudaContext::device_count().map_err(|e| driver_error("count the GPUs", e))?;
+        if count < 1 {
+            return Err(Error::Cuda("the NVIDIA driver sees no GPU".into()));
+        }
+        let ctx = CudaContext::new(0).map_err(|e| driver_error("open GPU 0", e))?;
+        let arch = ctx
+            .compute_capability()
+            .map_err(|e| driver_error("read the GPU's architecture", e))?;
+        let (cubin, kernels_cached) = compile::cubin_for((arch.0 * 10 + arch.1) as u32)?;
+        let module = ctx
+            .load_module(cudarc::nvrtc::Ptx::from_binary(cubin))
+            .map_err(|e| driver_error("load the compiled kernels", e))?;
+        let mut kernels = HashMap::new();
+        for name in compile::KERNELS {
+            let f = module
+                .load_function(name)
+                .map_err(|e| driver_error(&format!("find kernel {name}"), e))?;
+            kernels.insert(name, f);
+        }
+        let stream = ctx.default_stream();
+        let alloc_err = |e| driver_error("allocate the backend's own buffers", e);
+        let workspace = stream
+            .alloc_zeros::<u8>(WORKSPACE_BYTES)
+            .map_err(alloc_err)?;
+        let blas = Blas::new(workspace.device_ptr(&stream).0, WORKSPACE_BYTES)?;
+        let info = DeviceInfo {
+            name: ctx.name().unwrap_or_else(|_| "GPU 0".into()),
+            arch,
+            memory_bytes: ctx.total_mem().unwrap_or(0),
+            driver_version,
+            nvrtc_version: compile::nvrtc_version()?,
+            libraries,
+            kernels_cached,
+        };
+        Ok(Cuda {
+            norm_out: stream.alloc_zeros::<f32>(2).map_err(alloc_err)?,
+            loss_out: stream.alloc_zeros::<f64>(2).map_err(alloc_err)?,
+            attention_scratch: Mutex::new(None),
+            _workspace: workspace,
+            blas,
+            kernels,
+            stream,
+            info,
+            _module: module,
+        })
+    }
+
+    /// The GPU, the driver, the compiler and the libraries in use.
+    pub fn info(&self) -> &DeviceInfo {
+        &self.info
+    }
+
+    fn launcher(&self, name: &'static str) -> Launcher<'_> {
+        Launcher::new(&self.stream, &self.kernels[name], name)
+    }
+
+    /// The address of attention backward's `D` scratch of `len` floats.
+    fn attention_scratch(&self, len: usize) -> u64 {
+        let mut kept = self
+            .attention_scratch
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if kept.as_ref().is_none_or(|s| s.len() < len) {
+            let fresh = self
+                .stream
+                .alloc_zeros::<f32>(len)
+                .unwrap_or_else(|e| panic!("CUDA: no memory for attention's scratch: {e}"));
+            *kept = Some(fresh);
+        }
+        let scratch = kept.as_ref().expect("just allocated");
+        scratch.device_ptr(&self.stream).0
+    }
+
+    fn alloc(&self, len: usize) -> Result<CudaBuf> {
+        let slice = self.stream.alloc_zeros::<f32>(len.max(1)).map_err(|e| {
+            driver_error(
+                &format!("allocate {:.1} MB on the GPU", (len * F32) as f64 / 1e6),
+                e,
+            )
+        })?;
+        let addr = slice.device_ptr(&self.stream).0;
+        Ok(CudaBuf {
+            _slice: slice,
+            addr,
+            len,
+        })
+    }
+}
+
+fn driver_error(what: &str, e: cudarc::driver::DriverError) -> Error {
+    Error::Cuda(format!("could not {what}: {e}"))
+}
+
+/// The CUDA version the driver supports, as `major * 1000 + minor * 10`.
+fn driver_version() -> Result<i32> {
+    let mut version = 0;
+    // SAFETY: the driver library is loaded (probe) and `version` is a valid out pointer.
+    unsafe { cudarc::driver::sys::cuDriverGetVersion(&mut version) }
+        .result()
+        .map_err(|e| driver_error("ask the driver its version", e))?;
+    Ok(version)
+}
+
+/// `(p, seed, stream)` of a dropout site, `p = 0` for none (the kernels' convention).
+fn dropout_args(d: Option<Dropout>) -> (f32, u64, u64) {
+    d.map_or((0.0, 0, 0), |d| (d.p, d.seed, d.stream))
+}
+
+fn act_kind(act: Activation) -> i32 {
+    match act {
+        Activation::Gelu => 0,
+        Activation::Relu => 1,
+    }
+}
+
+fn operand(m: &Mat<DevView<'_>>) -> Operand {
+    Operand::transposed_view(m.data.addr, m.rows, m.cols, m.row_stride, m.col_stride)
+}
+
+impl Backend for Cuda {
+    type Buf = CudaBuf;
+    type Ids = CudaIds;
+    type View<'a> = DevView<'a>;
+    type ViewMut<'a> = DevViewMut<'a>;
+    type IdsView<'a> = IdsView<'a>;
+
+    fn zeros(&self, len: usize) -> Result<CudaBuf> {
+        self.alloc(len)
+    }
+
+    fn upload(&self, host: Vec<f32>) -> Result<CudaBuf> {
+        let buf = self.alloc(host.len())?;
+        launch::upload(&self.stream, buf.addr, &host)
+            .map_err(|e| driver_error("copy to the GPU", e))?;
+        Ok(buf)
+    }
+
+    fn ids(&self, len: usize) -> Result<CudaIds> {
+        let slice = self
+            .stream
+            .alloc_zeros::<u32>(len.max(1))
+            .map_err(|e| driver_error("allocate token ids on the GPU", e))?;
+        let addr = slice.device_ptr(&self.stream).0;
+        Ok(CudaIds {
+            _slice: slice,
+            addr,
+            len,
+        })
+    }
+
+    fn len(buf: &CudaBuf) -> usize {
+        buf.len
+    }
+
+    fn view(buf: &CudaBuf, range: Range<usize>) -> DevView<'_> {
+        assert!(range.end <= buf.len, "view out of bounds");
+        DevView {
+            addr: buf.addr + (range.start * F32) as u64,
+            len: range.len(),
+            _buf: PhantomData,
+        }
+    }
+
+    fn view_mut(buf: &mut CudaBuf, range: Range<usize>) -> DevViewMut<'_> {
+        assert!(range.end <= buf.len, "view out of bounds");
+        DevViewMut {
+            addr: buf.addr + (range.start * F32) as u64,
+            len: range.len(),
+            _buf: PhantomData,
+        }
+    }
+
+    fn view_pair_mut(
+        buf: &mut CudaBuf,
+        first: Range<usize>,
+        second: Range<usize>,
+    ) -> (DevViewMut<'_>, DevViewMut<'_>) {
+        assert!(
+            second.start >= first.end,
+            "view_pair_mut: ranges out of order"
+        );
+        assert!(second.end <= buf.len, "view out of bounds");
+        let at = |r: &Range<usize>| DevViewMut {
+            addr: buf.addr + (r.start * F32) as u64,
+            len: r.len(),
+            _buf: PhantomData,
+        };
+        (at(&first), at(&second))
+    }
+
+    fn ids_view(ids: &CudaIds, range: Range<usize>) -> IdsView<'_> {
+        assert!(range.end <= ids.len, "ids view out of bounds");
+        IdsView {
+            addr: ids.addr + (range.start * 4) as u64,
+            len: range.len(),
+            _ids: PhantomData,
+        }
+    }
+
+    fn upload_ids(&self, ids: &mut CudaIds, at: usize, host: &[u32]) {
+        assert!(at + host.len() <= ids.len, "upload_ids out of bounds");
+        launch::upload(&self.stream, ids.addr + (at * 4) as u64, host)
+            .unwrap_or_else(|e| panic!("CUDA: could not copy token ids to the GPU: {e}"));
+    }
+
+    fn download(&self, src: DevView<'_>, host: &mut [f32]) {
+        assert_eq!(src.len, host.len(), "download: lengths differ");
+        launch::download(&self.stream, src.addr, host);
+    }
+
+    fn on_host<R>(&self, src: DevView<'_>, f: impl FnOnce(&[f32]) -> R) -> R {
+        let mut host = vec![0.0; src.len];
+        self.download(src, &mut host);
+        f(&host)
+    }
+
+    fn fill(&self, dst: DevViewMut<'_>, value: f32) {
+        let n = dst.len as u64;
+        self.launcher("lmf_fill")
+            .arg(dst.addr)
+            .arg(value)
+            .arg(n)
+            .run_elementwise(n);
+    }
+
+    fn copy(&self, dst: DevViewMut<'_>, src: DevView<'_>) {
+        assert_eq!(dst.len, src.len, "copy: lengths differ");
+        launch::copy(&self.stream, dst.addr, src.addr, src.len * F32);
+    }
+
+    fn scale(&self, dst: DevViewMut<'_>, alpha: f32) {
+        let n = dst.len as u64;
+        self.launcher("lmf_scale")
+            .arg(dst.addr)
+            .arg(alpha)
+            .arg(n)
+            .run_elementwise(n);
+    }
+
+    fn add(&self, dst: DevViewMut<'_>, a: DevView<'_>, b: DevView<'_>) {
+        let n = dst.len.min(a.len).min(b.len) as u64;
+        self.launcher("lmf_add")
+            .arg(dst.addr)
+            .arg(a.addr)
+            .arg(b.addr)
+            .arg(n)
+            .run_elementwise(n);
+    }
+
+    fn embedding_forward(
+        &self,
+        out: DevViewMut<'_>,
+        idx: IdsView<'_>,
+        wte: DevView<'_>,
+        wpe: Option<DevView<'_>>,
+        pos: usize,
+        t: usize,
+        c: usize,
+    ) {
+        let n = idx.len as u64;
+        self.launcher("lmf_embedding_forward")
+            .arg(out.addr)
+            .arg(idx.addr)
+            .arg(wte.addr)
+            .arg(wpe.map_or(0, |w| w.addr))
+            .arg(pos as u64)
+            .arg(t as u64)
+            .arg(c as u64)
+            .arg(n)
+            .run_elementwise(n * c as u64);
+    }
+
+    fn embedding_backward(
+        &self,
+        dwte: DevViewMut<'_>,
+        dwpe: Option<DevViewMut<'_>>,
+        dout: DevView<'_>,
+        idx: IdsView<'_>,
+        t: usize,
+        c: usize,
+    ) {
+        let (n, c) = (idx.len as u64, c as u64);
+        self.launcher("lmf_embedding_backward_wte")
+            .arg(dwte.addr)
+            .arg(dout.addr)
+            .arg(idx.addr)
+            .arg(c)
+            .arg(n)
+            .run_threads(c);
+        if let Some(dwpe) = dwpe {
+            let t = t as u64;
+            self.launcher("lmf_embedding_backward_wpe")
+                .arg(dwpe.addr)
+                .arg(dout.addr)
+                .arg(t)
+                .arg(c)
+                .arg(n)
+                .run_threads(t * c);
+        }
+    }
+
+    fn layernorm_forward(
+        &self,
+        out: DevViewMut<'_>,
+        mean: DevViewMut<'_>,
+        rstd: DevViewMut<'_>,
+        inp: DevView<'_>,
+        weight: DevView<'_>,
+        bias: Option<DevView<'_>>,
+        n: usize,
+        c: usize,
+    ) {
+        self.launcher("lmf_layernorm_forward")
+            .arg(out.addr)
+            .arg(mean.addr)
+            .arg(rstd.addr)
+            .arg(inp.addr)
+            .arg(weight.addr)
+            .arg(bias.map_or(0, |b| b.addr))
+            .arg(LAYER_NORM_EPS)
+            .arg(n as u64)
+            .arg(c as u64)
+            .run_warps(n as u64);
+    }
+
+    fn layernorm_backward(
+        &self,
+        dinp: DevViewMut<'_>,
+        dweight: Option<DevViewMut<'_>>,
+        dbias: Option<DevViewMut<'_>>,
+        dout: DevView<'_>,
+        inp: DevView<'_>,
+        weight: DevView<'_>,
+        mean: DevView<'_>,
+        rstd: DevView<'_>,
+        n: usize,
+        c: usize,
+    ) {
+        let (n, c) = (n as u64, c as u64);
+        self.launcher("lmf_layernorm_backward_input")
+            .arg(dinp.addr)
+            .arg(dout.addr)
+            .arg(inp.addr)
+            .arg(weight.addr)
+            .arg(mean.addr)
+            .arg(rstd.addr)
+            .arg(n)
+            .arg(c)
+            .run_warps(n);
+        if let Some(dweight) = dweight {
+            self.launcher("lmf_layernorm_backward_params")
+                .arg(dweight.addr)
+                .arg(dbias.map_or(0, |b| b.addr))
+                .arg(dout.addr)
+                .arg(inp.addr)
+                .arg(mean.addr)
+                .arg(rstd.addr)
+                .arg(n)
+                .arg(c)
+                .run_columns(c);
+        }
+    }
+
+    fn matmul(
+        &self,
+        dst: DevViewMut<'_>,
+        lhs: Mat<DevView<'_>>,
+        rhs: Mat<DevView<'_>>,
+        acc: Accumulate,
+        epilogue: Epilogue<'_, '_, Self>,
+    ) {
+        assert_eq!(lhs.cols, rhs.rows, "matmul: inner dimensions differ");
+        if !matches!(epilogue, Epilogue::None) {
+            assert_eq!(
+                acc,
+                Accumulate::Overwrite,
+                "an epilogue writes its destination"
+            );
+        }
+        let (m, n) = (lhs.rows as u64, rhs.cols as u64);
+        let bias = match &epilogue {
+            Epilogue::Bias(b) => Some(b.addr),
+            Epilogue::Activation { bias, .. } => bias.map(|b| b.addr),
+            _ => None,
+        };
+        let (a, b) = (operand(&rhs), operand(&lhs));
+        launch::bind(&self.stream);
+        self.blas
+            .matmul(
+                self.stream.cu_stream() as _,
+                dst.addr,
+                a,
+                b,
+                (n, m),
+                acc == Accumulate::Add,
+                bias,
+            )
+            .unwrap_or_else(|e| panic!("CUDA: {e}"));
+        let len = m * n;
+        match epilogue {
+            Epilogue::Activation { act, out, .. } => self
+                .launcher("lmf_act_forward")
+                .arg(out.addr)
+                .arg(dst.addr)
+                .arg(act_kind(act))
+                .arg(len)
+                .run_elementwise(len),
+            Epilogue::ActivationGrad { act, pre } => self
+                .launcher("lmf_act_backward")
+                .arg(dst.addr)
+                .arg(pre.addr)
+                .arg(act_kind(act))
+                .arg(len)
+                .run_elementwise(len),
+            Epilogue::None | Epilogue::Bias(_) => {}
+        }
+    }
+
+    fn bias_backward(&self, dbias: DevViewMut<'_>, dout: DevView<'_>, n: usize, cols: usize) {
+        self.launcher("lmf_bias_backward")
+            .arg(dbias.addr)
+            .arg(dout.addr)
+            .arg(n as u64)
+            .arg(cols as u64)
+            .run_columns(cols as u64);
+    }
+
+    fn attention_forward(
+        &self,
+        out: DevViewMut<'_>,
+        lse: DevViewMut<'_>,
+        qkv: DevView<'_>,
+        dims: AttentionDims,
+        dropout: Option<Dropout>,
+    ) {
+        launch::check_head_size(dims);
+        assert!(
+            dims.pos == 0 || dims.b == 1,
+            "only one sequence continues a cache"
+        );
+        let (p, seed, stream) = dropout_args(dropout);
+        self.launcher("lmf_attention_forward")
+            .arg(out.addr)
+            .arg(lse.addr)
+            .arg(qkv.addr)
+            .arg(dims.t as u64)
+            .arg(dims.pos as u64)
+            .arg(dims.c as u64)
+            .arg(dims.n_head as u64)
+            .arg(p)
+            .arg(seed)
+            .arg(stream)
+            .run_rows(dims);
+    }
+
+    fn attention_backward(
+        &self,
+        dqkv: DevViewMut<'_>,
+        dout: DevView<'_>,
+        qkv: DevView<'_>,
+        lse: DevView<'_>,
+        dims: AttentionDims,
+        dropout: Option<Dropout>,
+    ) {
+        launch::check_head_size(dims);
+        assert_eq!(dims.pos, 0, "attention backward runs on whole sequences");
+        let dsum = self.attention_scratch(dims.b * dims.n_head * dims.t);
+        let (p, seed, stream) = dropout_args(dropout);
+        for kernel in ["lmf_attention_backward_q", "lmf_attention_backward_kv"] {
+            self.launcher(kernel)
+                .arg(dqkv.addr)
+                .arg(dsum)
+                .arg(dout.addr)
+                .arg(qkv.addr)
+                .arg(lse.addr)
+                .arg(dims.t as u64)
+                .arg(dims.c as u64)
+                .arg(dims.n_head as u64)
+                .arg(p)
+                .arg(seed)
+                .arg(stream)
+                .run_rows(dims);
+        }
+    }
+
+    fn residual(&self, branch: DevViewMut<'_>, skip: DevView<'_>, dropout: Option<Dropout>) {
+        let n = branch.len.min(skip.len) as u64;
+        let (p, seed, stream) = dropout_args(dropout);
+        self.launcher("lmf_residual")
+            .arg(branch.addr)
+            .arg(skip.addr)
+            .arg(p)
+            .arg(seed)
+            .arg(stream)
+            .arg(n)
+            .run_elementwise(n);
+    }
+
+    fn dropout(&self, x: DevViewMut<'_>, d: Dropout) {
+        let n = x.len as u64;
+        self.launcher("lmf_dropout")
+            .arg(x.addr)
+            .arg(d.p)
+            .arg(d.seed)
+            .arg(d.stream)
+            .arg(n)
+            .run_elementwise(n);
+    }
+
+    fn cross_entropy(
+        &self,
+        losses: DevViewMut<'_>,
+        logits: DevViewMut<'_>,
+        targets: IdsView<'_>,
+        v: usize,
+        dloss: Option<f32>,
+    ) -> f32 {
+        let n = targets.len as u64;
+        self.launcher("lmf_cross_entropy")
+            .arg(losses.addr)
+            .arg(logits.addr)
+            .arg(targets.addr)
+            .arg(v as u64)
+            .arg(i32::from(dloss.is_some()))
+            .arg(dloss.unwrap_or(0.0))
+            .run_blocks(n as u32, 256);
+        let out = self.loss_out.device_ptr(&self.stream).0;
+        self.launcher("lmf_loss_sum")
+            .arg(out)
+            .arg(losses.read().addr)
+            .arg(targets.addr)
+            .arg(n)
+            .run_blocks(1, 1024);
+        let mut sum_count = [0.0f64; 2];
+        launch::download(&self.stream, out, &mut sum_count);
+        (sum_count[0] / sum_count[1].max(1.0)) as f32
+    }
+
+    /// On the host, with the CPU's code: the same chunks and order, so the
+    /// norm equals the CPU backend's. (A device kernel is the next step: this
+    /// downloads the gradients once a step.)
+    fn sum_of_squares(&self, grads: DevView<'_>, partials: &mut [f64]) {
+        self.on_host(grads, |g| {
+            crate::backend::cpu::adamw::sum_of_squares_by_chunk(g, partials)
+        })
+    }
+
+    fn adamw(
+        &self,
+        params: DevViewMut<'_>,
+        grads: DevView<'_>,
+        m: DevViewMut<'_>,
+        v: DevViewMut<'_>,
+        groups: &[ParamGroup],
+        step: AdamWStep,
+        norm: f32,
+    ) {
+        let norm_out = self.norm_out.device_ptr(&self.stream).0;
+        // The clip factor as the CPU computes it; 0 (update nothing) for a non-finite norm.
+        let factor = match (norm.is_finite(), step.grad_clip > 0.0) {
+            (false, _) => 0.0,
+            (true, true) => (step.grad_clip / (norm + 1e-6)).min(1.0),
+            (true, false) => 1.0,
+        };
+        launch::upload(&self.stream, norm_out, &[norm, factor])
+            .unwrap_or_else(|e| panic!("CUDA: could not copy the gradient norm to the GPU: {e}"));
+        let bias1 = 1.0 - step.beta1.powi(step.t as i32);
+        let bias2_sqrt = (1.0 - step.beta2.powi(step.t as i32)).sqrt();
+        for group in groups {
+            let decay = if group.decays {
+                step.lr * step.weight_decay
+            } else {
+                0.0
+            };
+            let at = (group.range.start * F32) as u64;
+            let n = group.range.len() as u64;
+            self.launcher("lmf_adamw")
+                .arg(params.addr + at)
+                .arg(grads.addr + at)
+                .arg(m.addr + at)
+                .arg(v.addr + at)
+                .arg(norm_out)
+                .arg(step.lr)
+                .arg(step.beta1)
+                .arg(step.beta2)
+                .arg(step.eps)
+                .arg(decay)
+                .arg(bias1)
+                .arg(bias2_sqrt)
+                .arg(n)
+                .run_elementwise(n);
+        }
+    }
+
+    fn on_host_mut<R>(&self, dst: DevViewMut<'_>, f: impl FnOnce(&mut [f32]) -> R) -> R {
+        let mut host = vec![0.0; dst.len];
+        launch::download(&self.stream, dst.addr, &mut host);
+        let result = f(&mut host);
+        launch::upload(&self.stream, dst.addr, &host)
+            .unwrap_or_else(|e| panic!("CUDA: could not copy values back to the GPU: {e}"));
+        result
+    }
+
+    fn run<R: Send>(&self, work: impl FnOnce() -> R + Send) -> R {
+        work()
+    }
+}
