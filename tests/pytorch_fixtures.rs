@@ -179,6 +179,7 @@ fn norm_params() -> NormParams {
     NormParams {
         weight: 0..C,
         bias: Some(C..2 * C),
+        rms_eps: None,
     }
 }
 
@@ -319,17 +320,11 @@ fn lora_forward_backward<B: Backend>(be: &B) {
 fn attention_forward_backward<B: Backend>(be: &B) {
     let fx = Fixture::load("attention");
     assert_eq!(fx.metadata["n_head"], NH.to_string());
-    let dims = AttentionDims {
-        b: B,
-        t: T,
-        pos: 0,
-        c: C,
-        n_head: NH,
-    };
+    let dims = AttentionDims::fused(B, T, 0, C, NH, NH);
     let (qkv, dout) = (up(be, fx.f("qkv")), up(be, fx.f("dout")));
     let (mut out, mut lse) = (zeros(be, B * T * C), zeros(be, B * NH * T));
     let (out_v, lse_v) = (all_mut::<B>(&mut out), all_mut::<B>(&mut lse));
-    be.attention_forward(out_v, lse_v, all::<B>(&qkv), dims, None);
+    be.attention_forward(out_v, lse_v, all::<B>(&qkv), all::<B>(&qkv), dims, None);
     close("out", &down(be, &out), fx.f("out"));
     let mut dqkv = zeros(be, B * T * 3 * C);
     let (dqkv_v, dout_v) = (all_mut::<B>(&mut dqkv), all::<B>(&dout));
@@ -545,6 +540,7 @@ fn model_config(fx: &Fixture, arch: Arch) -> ModelConfig {
             bias: false,
             qkv_bias: false,
             lm_head_bias: false,
+            llama: None,
             lora: None,
         };
     }

@@ -175,7 +175,7 @@ fn hf_config(cfg: &ModelConfig, eot_token: Option<u32>) -> serde_json::Value {
         "n_layer": cfg.n_layer,
         "n_head": cfg.n_head,
         "n_inner": null,
-        "activation_function": match cfg.activation { Activation::Gelu => "gelu_new", Activation::Relu => "relu" },
+        "activation_function": match cfg.activation { Activation::Gelu => "gelu_new", Activation::Relu => "relu", Activation::Silu => "silu" },
         "resid_pdrop": cfg.dropout,
         "embd_pdrop": cfg.dropout,
         "attn_pdrop": cfg.dropout,
@@ -233,6 +233,7 @@ fn model_config_from_json(json: &serde_json::Value, path: &Path) -> Result<Model
         bias: true,
         qkv_bias: true,
         lm_head_bias: false,
+        llama: None,
         lora: None,
     })
 }
@@ -493,6 +494,7 @@ mod tests {
             bias,
             qkv_bias: false,
             lm_head_bias: !tie,
+            llama: None,
             lora: None,
         })
         .unwrap()

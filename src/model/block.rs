@@ -9,6 +9,14 @@
 //!
 //! attn(h) = attention(c_attn(h))               mlp(h) = c_proj(act(c_fc(h)))
 //! ```
+//! A Llama-family block is the pre-norm one with RMS norms, and:
+//! ```text
+//! attn(h) = attention(rope(c_attn(h)))         rope turns the query and key heads
+//! mlp(h) = down(silu(gate(h)) * up(h))         c_fc = [gate | up], one product
+//! ```
+//! with grouped-query attention (`n_kv_head` key/value heads). When it
+//! decodes, the rotated keys and values of the new positions are copied
+//! into its KV cache (`kv_cache`), which attention then reads.
 //! Backward walks the same steps in reverse. The residual stream's gradient
 //! `d_res` comes in as the gradient of the block's output and leaves as the
 //! gradient of its input; a skip connection passes it on unchanged and each
@@ -19,11 +27,11 @@
 //! embedding.
 
 use super::activations::{ActTensors, NormActs, Rows, Scratch, Tensor};
-use super::config::Norm;
+use super::config::{Arch, Norm};
 use super::gpt::{Model, Pass};
 use super::grads::Grads;
 use super::params::NormParams;
-use crate::backend::{AttentionDims, Backend, Dropout};
+use crate::backend::{AttentionDims, Backend, Dropout, RopeDims};
 
 /// Block `l`'s output rows: the residual stream after the feed-forward
 /// (pre-norm) or its normalisation (post-norm).
@@ -136,13 +144,50 @@ fn norm_backward<B: Backend>(
 
 impl Model {
     fn attention_dims<B: Backend>(&self, pass: &Pass<B>) -> AttentionDims {
-        let w = pass.window;
-        AttentionDims {
-            b: w.b,
+        let (w, cfg) = (pass.window, &self.config);
+        let fused = AttentionDims::fused(w.b, w.t, w.pos, cfg.n_embd, cfg.n_head, cfg.n_kv_head());
+        match pass.kv_cache {
+            false => fused,
+            true => AttentionDims {
+                kv_stride: 2 * fused.kv_width(),
+                k_offset: 0,
+                ..fused
+            },
+        }
+    }
+
+    /// Which rows of `qkv` RoPE turns, and its query and key heads.
+    fn rope_dims<B: Backend>(&self, pass: &Pass<B>) -> RopeDims {
+        let (w, cfg) = (pass.window, &self.config);
+        RopeDims {
+            rows: w.n(),
             t: w.t,
             pos: w.pos,
-            c: self.config.n_embd,
-            n_head: self.config.n_head,
+            heads: cfg.n_head + cfg.n_kv_head(),
+            head_size: cfg.head_size(),
+            row_stride: cfg.qkv_width(),
+        }
+    }
+
+    /// Llama family: rotate the new rows' queries and keys, and when
+    /// decoding copy their keys and values into the cache.
+    fn rotate_and_cache<B: Backend>(
+        &self,
+        pass: &Pass<B>,
+        l: usize,
+        qkv: &mut Tensor<B>,
+        kv_cache: &mut Tensor<B>,
+    ) {
+        let Some(table) = &pass.rope else { return };
+        let rows = pass.window.rows();
+        let table = B::view(table, 0..B::len(table));
+        pass.be
+            .rope_forward(qkv.at_mut(l, rows), table, self.rope_dims(pass));
+        if pass.kv_cache {
+            let (c, width) = (self.config.n_embd, self.config.qkv_width());
+            let dims = (rows.len(), width - c);
+            pass.be
+                .copy_columns(kv_cache.at_mut(l, rows), qkv.at(l, rows), dims, (width, c));
         }
     }
 
@@ -172,6 +217,7 @@ impl Model {
             encoded,
             ln_1,
             qkv,
+            kv_cache,
             att_lse,
             atty,
             res_attn,
@@ -189,16 +235,16 @@ impl Model {
         };
         p.c_attn
             .forward(be, params, qkv.at_mut(l, rows), attn_in, n);
+        self.rotate_and_cache(pass, l, qkv, kv_cache);
         let dims = self.attention_dims(pass);
-        let seen = qkv.at(l, 0..w.b * dims.keys());
+        let seen = 0..w.b * dims.keys();
+        let kv = match pass.kv_cache {
+            true => kv_cache.at(l, seen),
+            false => qkv.at(l, seen),
+        };
         let drop = self.dropout(pass.mode, site);
-        be.attention_forward(
-            atty.at_mut(l, rows),
-            att_lse.at_mut(l, 0..n),
-            seen,
-            dims,
-            drop,
-        );
+        let (out, lse) = (atty.at_mut(l, rows), att_lse.at_mut(l, 0..n));
+        be.attention_forward(out, lse, qkv.at(l, rows), kv, dims, drop);
         p.attn_proj
             .forward(be, params, res_attn.at_mut(l, rows), atty.at(l, rows), n);
         be.residual(
@@ -234,8 +280,15 @@ impl Model {
             }
         };
         let (pre, act) = (fc.at_mut(l, rows), fc_act.at_mut(l, rows));
-        p.c_fc
-            .forward_activated(be, params, pre, act, mlp_in, n, self.config.activation);
+        match self.config.arch {
+            Arch::Llama => {
+                p.c_fc.forward(be, params, pre, mlp_in, n);
+                be.swiglu_forward(act, fc.at(l, rows), n, self.config.ffn_width());
+            }
+            _ => p
+                .c_fc
+                .forward_activated(be, params, pre, act, mlp_in, n, self.config.activation),
+        }
         p.mlp_proj
             .forward(be, params, res_mlp.at_mut(l, rows), fc_act.at(l, rows), n);
         be.residual(
@@ -370,14 +423,24 @@ impl Model {
             d_branch,
             d_ln,
             d_fc,
+            d_fc_act,
             ..
         } = s;
         let drop = self.dropout(pass.mode, 3 + 3 * l as u64);
         let d_branch = branch_grad(be, (d_res, d_sum, d_branch), incoming, rows, drop);
-        let through = Some((self.config.activation, a.fc.at(l, rows)));
-        let (d_fc_v, fc_act) = (d_fc.at_mut(0, rows), a.fc_act.at(l, rows));
-        p.mlp_proj
-            .backward(be, params, grads, d_fc_v, d_branch, fc_act, n, through);
+        let (fc, fc_act) = (a.fc.at(l, rows), a.fc_act.at(l, rows));
+        if self.config.arch == Arch::Llama {
+            let d_act = d_fc_act.at_mut(0, rows);
+            p.mlp_proj
+                .backward(be, params, grads, d_act, d_branch, fc_act, n, None);
+            let (d_fc, d_act) = (d_fc.at_mut(0, rows), d_fc_act.at(0, rows));
+            be.swiglu_backward(d_fc, d_act, fc, n, self.config.ffn_width());
+        } else {
+            let through = Some((self.config.activation, fc));
+            let d_fc = d_fc.at_mut(0, rows);
+            p.mlp_proj
+                .backward(be, params, grads, d_fc, d_branch, fc_act, n, through);
+        }
         let (d_ln, d_fc) = (d_ln.at_mut(0, rows), d_fc.at(0, rows));
         p.c_fc
             .backward(be, params, grads, d_ln, d_fc, mlp_in, n, None);
@@ -422,6 +485,10 @@ impl Model {
             dims,
             drop,
         );
+        if let Some(table) = &pass.rope {
+            let table = B::view(table, 0..B::len(table));
+            be.rope_backward(d_qkv.at_mut(0, rows), table, self.rope_dims(pass));
+        }
         let (d_ln, d_qkv) = (d_ln.at_mut(0, rows), d_qkv.at(0, rows));
         p.c_attn
             .backward(be, params, grads, d_ln, d_qkv, attn_in, n, None);

@@ -56,9 +56,31 @@ pub(super) struct Pass<'p, B: Backend> {
     pub mode: Mode,
     /// LoRA's scratch, shared with the activations (adapted models only).
     pub lora: Option<std::sync::Arc<LoraScratch<B>>>,
+    /// The rotary embeddings' table (Llama family only).
+    pub rope: Option<std::sync::Arc<B::Buf>>,
+    /// Keys and values are cached apart from `qkv` (a Llama decoding).
+    pub kv_cache: bool,
 }
 
-impl<B: Backend> Pass<'_, B> {
+impl<'p, B: Backend> Pass<'p, B> {
+    fn new(
+        be: &'p B,
+        params: &'p B::Buf,
+        acts: &Activations<B>,
+        window: Window,
+        mode: Mode,
+    ) -> Self {
+        Pass {
+            be,
+            params,
+            window,
+            mode,
+            lora: acts.lora.clone(),
+            rope: acts.rope.clone(),
+            kv_cache: acts.rope.is_some() && acts.purpose == Purpose::Inference,
+        }
+    }
+
     /// The parameters as the linear layers read them.
     pub fn weights(&self) -> Weights<'_, B> {
         Weights {
@@ -115,13 +137,7 @@ impl Model {
             "inference activations have no dropout masks to replay"
         );
         be.upload_ids(&mut acts.tokens, window.rows().start, tokens);
-        let pass = Pass {
-            be,
-            params,
-            window,
-            mode,
-            lora: acts.lora.clone(),
-        };
+        let pass = Pass::new(be, params, acts, window, mode);
         if self.config.arch == Arch::Bigram {
             return self.bigram_forward(&pass, acts);
         }
@@ -147,11 +163,11 @@ impl Model {
         let (be, w, lay) = (pass.be, pass.window, &self.layout);
         let rows = w.rows();
         let wte = B::view(pass.params, lay.wte.clone());
-        let wpe = B::view(pass.params, lay.wpe.clone());
+        let wpe = (!lay.wpe.is_empty()).then(|| B::view(pass.params, lay.wpe.clone()));
         let idx = B::ids_view(&acts.tokens, rows.into());
         let encoded = &mut acts.tensors.encoded;
         let c = self.config.n_embd;
-        be.embedding_forward(encoded.at_mut(0, rows), idx, wte, Some(wpe), w.pos, w.t, c);
+        be.embedding_forward(encoded.at_mut(0, rows), idx, wte, wpe, w.pos, w.t, c);
         if let Some(d) = self.dropout(pass.mode, 0) {
             be.dropout(encoded.at_mut(0, rows), d);
         }
@@ -232,13 +248,7 @@ impl Model {
     ) -> f32 {
         acts.check(window);
         let mean_loss = self.cross_entropy(be, acts, targets, window, Some(dloss));
-        let pass = Pass {
-            be,
-            params,
-            window,
-            mode,
-            lora: acts.lora.clone(),
-        };
+        let pass = Pass::new(be, params, acts, window, mode);
         if self.config.arch == Arch::Bigram {
             let rows = window.rows();
             let Some(dtable) = grads.get(&self.layout.wte) else {
@@ -320,12 +330,18 @@ impl Model {
             be.dropout(d_encoded.at_mut(0, rows), d);
         }
         let lay = &self.layout;
+        let (idx, c) = (B::ids_view(&acts.tokens, rows.into()), self.config.n_embd);
+        let dout = d_encoded.at(0, rows);
+        if lay.wpe.is_empty() {
+            let Some(dwte) = grads.get(&lay.wte) else {
+                return;
+            };
+            return be.embedding_backward(dwte, None, dout, idx, w.t, c);
+        }
         let Some((dwte, dwpe)) = grads.pair(&lay.wte, &lay.wpe) else {
             return; // frozen embeddings
         };
-        let idx = B::ids_view(&acts.tokens, rows.into());
-        let c = self.config.n_embd;
-        be.embedding_backward(dwte, Some(dwpe), d_encoded.at(0, rows), idx, w.t, c);
+        be.embedding_backward(dwte, Some(dwpe), dout, idx, w.t, c);
     }
 }
 
@@ -337,62 +353,73 @@ mod tests {
     use crate::rng::Rng;
 
     /// Decoding position by position from the cache (inference activations,
-    /// one slot per layer except `qkv`) gives the logits of one forward over
-    /// the whole sequence (training activations, no cache), in both layouts.
+    /// one slot per layer except the cache) gives the logits of one forward
+    /// over the whole sequence (training activations, no cache), in both
+    /// GPT layouts and a Llama with grouped-query attention.
     #[test]
     fn cached_logits_match_the_full_forward() {
-        for (norm, act, tie) in [
-            (Norm::Pre, Activation::Gelu, true),
-            (Norm::Post, Activation::Relu, false),
+        let gpt = |norm, activation, tie: bool| ModelConfig {
+            arch: Arch::Gpt,
+            vocab_size: 17,
+            block_size: 9,
+            n_layer: 2,
+            n_head: 2,
+            n_embd: 8,
+            dropout: 0.1,
+            norm,
+            activation,
+            tie_embeddings: tie,
+            bias: true,
+            qkv_bias: false,
+            lm_head_bias: !tie,
+            llama: None,
+            lora: None,
+        };
+        let llama = ModelConfig {
+            arch: Arch::Llama,
+            n_head: 4,
+            bias: false,
+            qkv_bias: true,
+            lm_head_bias: false,
+            llama: Some(crate::model::LlamaConfig {
+                n_kv_head: 2,
+                intermediate_size: 12,
+                rope_theta: 10_000.0,
+                rope_scaling: Default::default(),
+                rms_norm_eps: 1e-6,
+            }),
+            ..gpt(Norm::Pre, Activation::Silu, false)
+        };
+        for cfg in [
+            gpt(Norm::Pre, Activation::Gelu, true),
+            gpt(Norm::Post, Activation::Relu, false),
+            llama,
         ] {
-            let cfg = ModelConfig {
-                arch: Arch::Gpt,
-                vocab_size: 17,
-                block_size: 9,
-                n_layer: 2,
-                n_head: 2,
-                n_embd: 8,
-                dropout: 0.1,
-                norm,
-                activation: act,
-                tie_embeddings: tie,
-                bias: true,
-                qkv_bias: false,
-                lm_head_bias: !tie,
-                lora: None,
-            };
-            let (be, model) = (Cpu::new(), Model::new(cfg).unwrap());
-            let mut rng = Rng::new(5, 0);
-            let params: Vec<f32> = (0..model.num_params())
-                .map(|_| rng.next_f32() - 0.5)
-                .collect();
-            let tokens: Vec<u32> = (0..9).map(|_| rng.below(17) as u32).collect();
-            let mut full = Activations::training(&be, &model.config, 1, 9).unwrap();
-            model.forward(
-                &be,
-                &params,
-                &mut full,
-                &tokens,
-                Window::batch(1, 9),
-                Mode::Eval,
-            );
-            let mut cached = Activations::inference(&be, &model.config).unwrap();
-            let prompt = Window::continuing(0, 3);
-            model.forward(&be, &params, &mut cached, &tokens[..3], prompt, Mode::Eval);
-            for pos in 3..9 {
-                let step = Window::continuing(pos, 1);
-                model.forward(
-                    &be,
-                    &params,
-                    &mut cached,
-                    &tokens[pos..=pos],
-                    step,
-                    Mode::Eval,
-                );
-                let (got, expected) = (cached.logits_row(0), full.logits_row(pos));
-                for (a, e) in got.iter().zip(expected) {
-                    assert!((a - e).abs() < 1e-5, "{norm:?} position {pos}: {a} vs {e}");
-                }
+            check_cache_against_full_forward(cfg);
+        }
+    }
+
+    fn check_cache_against_full_forward(cfg: ModelConfig) {
+        let arch = cfg.arch;
+        let (be, model) = (Cpu::new(), Model::new(cfg).unwrap());
+        let mut rng = Rng::new(5, 0);
+        let params: Vec<f32> = (0..model.num_params())
+            .map(|_| rng.next_f32() - 0.5)
+            .collect();
+        let tokens: Vec<u32> = (0..9).map(|_| rng.below(17) as u32).collect();
+        let mut full = Activations::training(&be, &model.config, 1, 9).unwrap();
+        let whole = Window::batch(1, 9);
+        model.forward(&be, &params, &mut full, &tokens, whole, Mode::Eval);
+        let mut cached = Activations::inference(&be, &model.config).unwrap();
+        let prompt = Window::continuing(0, 3);
+        model.forward(&be, &params, &mut cached, &tokens[..3], prompt, Mode::Eval);
+        for pos in 3..9 {
+            let step = Window::continuing(pos, 1);
+            let token = &tokens[pos..=pos];
+            model.forward(&be, &params, &mut cached, token, step, Mode::Eval);
+            let (got, expected) = (cached.logits_row(0), full.logits_row(pos));
+            for (a, e) in got.iter().zip(expected) {
+                assert!((a - e).abs() < 1e-5, "{arch:?} position {pos}: {a} vs {e}");
             }
         }
     }

@@ -73,6 +73,7 @@ fn char_cpu() -> TrainConfig {
             bias: false,
             qkv_bias: false,
             lm_head_bias: false,
+            llama: None,
             lora: None,
         },
         batch_size: 12,
