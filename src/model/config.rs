@@ -123,7 +123,45 @@ impl LoraConfig {
     }
 }
 
+impl LlamaConfig {
+    /// A Llama of this width with nothing shared: every query head its own
+    /// key/value head, a SwiGLU hidden width of about `8C/3` (rounded up to a
+    /// multiple of 32: three matrices of `C x I` hold as many weights as the GPT's
+    /// two of `C x 4C`), rope_theta 10000, eps 1e-5 (Llama 2's).
+    pub fn for_shape(n_embd: usize, n_head: usize) -> Self {
+        LlamaConfig {
+            n_kv_head: n_head,
+            intermediate_size: (8 * n_embd / 3).div_ceil(32) * 32,
+            rope_theta: 10_000.0,
+            rope_scaling: RopeScaling::None,
+            rms_norm_eps: 1e-5,
+        }
+    }
+}
+
 impl ModelConfig {
+    /// After `arch` was set (`--arch`): add or drop the Llama options to
+    /// match, and with `default_activation` the arch's own (SiLU for Llama,
+    /// GELU for GPT). A Llama has no biases outside q/k/v and is pre-norm.
+    pub fn match_arch(&mut self, default_activation: bool) {
+        match (self.arch, self.llama.is_some()) {
+            (Arch::Llama, false) => {
+                self.llama = Some(LlamaConfig::for_shape(self.n_embd, self.n_head));
+                (self.norm, self.bias, self.lm_head_bias) = (Norm::Pre, false, false);
+                if default_activation {
+                    self.activation = Activation::Silu;
+                }
+            }
+            (Arch::Gpt | Arch::Bigram, true) => {
+                self.llama = None;
+                if default_activation {
+                    self.activation = Activation::Gelu;
+                }
+            }
+            _ => {}
+        }
+    }
+
     /// Size of one attention head.
     pub fn head_size(&self) -> usize {
         self.n_embd / self.n_head
@@ -214,7 +252,7 @@ impl ModelConfig {
             }
             (Some(_), Arch::Llama) => self.llama.as_ref().expect("matched"),
             (Some(_), _) => {
-                return bad("n_kv_head, rope and RMS-norm options belong to arch llama".into());
+                return bad("--n-kv-head, --intermediate-size and --rope-theta (and the other rope and RMS-norm options) belong to --arch llama".into());
             }
             (None, _) => return Ok(()),
         };
