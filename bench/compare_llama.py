@@ -8,8 +8,10 @@ decode: a SmolLM2-135M-shaped model (30 layers, 576 dims, 9 heads over 3 key/val
   vocabulary 49152, random weights), greedy, with the KV cache: `lmforge bench sample --preset
   smollm-135m` against transformers' LlamaForCausalLM.generate (attn_implementation="sdpa", its cache).
 train: llama-char (4 layers, 128 dims, 4 heads over 2, SwiGLU 352, block 64, batch 12, vocab 65):
-  `lmforge bench train --preset llama-char` against an eager PyTorch loop over LlamaForCausalLM
-  (sdpa attention, F.scaled_dot_product_attention) with torch.optim.AdamW and gradient clipping.
+  `lmforge bench train --preset llama-char` against an eager PyTorch loop with torch.optim.AdamW and
+  gradient clipping over the same model written nanoGPT-style (F.rms_norm, F.scaled_dot_product_attention
+  with enable_gqa; the default, the stronger reference), or over transformers' LlamaForCausalLM
+  (sdpa) with --reference hf.
 Each side runs in its own process; sides alternate over --rounds; per-round ratios and medians printed.
 """
 
@@ -53,10 +55,71 @@ def torch_decode(a):
     print(f"torch tokens/s: {a.new_tokens / (time.perf_counter() - t0):.2f}")
 
 
+def minimal_llama(shape):
+    """The same model written as nanoGPT writes GPT: F.rms_norm, rotary tables made once,
+    F.scaled_dot_product_attention (is_causal, enable_gqa), SwiGLU, tied head; no framework
+    overhead around it (the stronger eager reference)."""
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+    c, nh, nkv, inter = (shape[k] for k in ("hidden_size", "num_attention_heads",
+                                            "num_key_value_heads", "intermediate_size"))
+    hs, eps, t_max = c // nh, shape["rms_norm_eps"], shape["max_position_embeddings"]
+    inv_freq = 1.0 / shape["rope_theta"] ** (torch.arange(0, hs, 2).float() / hs)
+    angles = torch.outer(torch.arange(t_max).float(), inv_freq)
+    cos, sin = torch.cat([angles.cos()] * 2, -1), torch.cat([angles.sin()] * 2, -1)
+
+    def rope(x):
+        t = x.shape[2]
+        x1, x2 = x.chunk(2, dim=-1)
+        return x * cos[:t] + torch.cat([-x2, x1], -1) * sin[:t]
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.n1, self.n2 = nn.Parameter(torch.ones(c)), nn.Parameter(torch.ones(c))
+            self.qkv = nn.Linear(c, c + 2 * nkv * hs, bias=False)
+            self.o = nn.Linear(c, c, bias=False)
+            self.gate_up = nn.Linear(c, 2 * inter, bias=False)
+            self.down = nn.Linear(inter, c, bias=False)
+
+        def forward(self, x):
+            b, t, _ = x.shape
+            q, k, v = self.qkv(F.rms_norm(x, (c,), self.n1, eps)).split([c, nkv * hs, nkv * hs], -1)
+            q = rope(q.view(b, t, nh, hs).transpose(1, 2))
+            k = rope(k.view(b, t, nkv, hs).transpose(1, 2))
+            v = v.view(b, t, nkv, hs).transpose(1, 2)
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+            x = x + self.o(y.transpose(1, 2).reshape(b, t, c))
+            gate, up = self.gate_up(F.rms_norm(x, (c,), self.n2, eps)).chunk(2, -1)
+            return x + self.down(F.silu(gate) * up)
+
+    class Llama(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.wte = nn.Embedding(shape["vocab_size"], c)
+            self.blocks = nn.ModuleList(Block() for _ in range(shape["num_hidden_layers"]))
+            self.norm = nn.Parameter(torch.ones(c))
+
+        def forward(self, idx):
+            x = self.wte(idx)
+            for block in self.blocks:
+                x = block(x)
+            return F.rms_norm(x, (c,), self.norm, eps) @ self.wte.weight.T
+
+    torch.manual_seed(0)
+    return Llama()
+
+
 def torch_train(a):
     import torch
     import torch.nn.functional as F
-    m = model(LLAMA_CHAR).train()
+    if a.reference == "hf":
+        m = model(LLAMA_CHAR).train()
+        forward = lambda x: m(input_ids=x).logits  # noqa: E731
+    else:
+        m = minimal_llama(LLAMA_CHAR).train()
+        forward = m
     opt = torch.optim.AdamW(m.parameters(), lr=1e-3, betas=(0.9, 0.99), weight_decay=0.1)
     b, t, v = 12, 64, LLAMA_CHAR["vocab_size"]
     g = torch.Generator().manual_seed(0)
@@ -64,7 +127,7 @@ def torch_train(a):
     for step in range(a.warmup_steps + a.steps):
         x, y = torch.randint(0, v, (b, t), generator=g), torch.randint(0, v, (b, t), generator=g)
         t0 = time.perf_counter()
-        logits = m(input_ids=x).logits
+        logits = forward(x)
         loss = F.cross_entropy(logits.view(-1, v), y.view(-1))
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -107,6 +170,8 @@ def main():
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--warmup-steps", type=int, default=3)
     p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--reference", choices=["minimal", "hf"], default="minimal",
+                   help="train: a nanoGPT-style Llama (default) or transformers' LlamaForCausalLM")
     p.add_argument("--torch-side", action="store_true", help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.torch_side:
