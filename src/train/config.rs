@@ -300,6 +300,21 @@ fn set<T>(dst: &mut T, value: Option<T>) {
     }
 }
 
+/// The Llama-only overrides (`--n-kv-head`, `--intermediate-size`,
+/// `--rope-theta`). Outside arch llama they stay for `validate` to refuse, naming them.
+fn set_llama(m: &mut ModelConfig, given: (Option<usize>, Option<usize>, Option<f32>)) {
+    let (n_kv_head, intermediate_size, rope_theta) = given;
+    if n_kv_head.is_none() && intermediate_size.is_none() && rope_theta.is_none() {
+        return;
+    }
+    let l = m
+        .llama
+        .get_or_insert_with(|| LlamaConfig::for_shape(m.n_embd, m.n_head));
+    set(&mut l.n_kv_head, n_kv_head);
+    set(&mut l.intermediate_size, intermediate_size);
+    set(&mut l.rope_theta, rope_theta);
+}
+
 impl TrainOverrides {
     /// Read overrides from a TOML file (same names as the flags, `_` for `-`).
     pub fn from_toml_file(path: &Path) -> Result<Self> {
@@ -363,15 +378,7 @@ impl TrainOverrides {
         if arch.is_some() {
             m.match_arch(activation.is_none());
         }
-        if n_kv_head.is_some() || intermediate_size.is_some() || rope_theta.is_some() {
-            // Outside arch llama these stay for `validate` to refuse, naming them.
-            let l = m
-                .llama
-                .get_or_insert_with(|| LlamaConfig::for_shape(m.n_embd, m.n_head));
-            set(&mut l.n_kv_head, n_kv_head);
-            set(&mut l.intermediate_size, intermediate_size);
-            set(&mut l.rope_theta, rope_theta);
-        }
+        set_llama(m, (n_kv_head, intermediate_size, rope_theta));
         set(&mut cfg.batch_size, batch_size);
         set(&mut cfg.val_fraction, val_fraction);
         set(&mut cfg.max_iters, max_iters);
