@@ -102,16 +102,17 @@ pub fn run(tiny: bool) -> f32 {
             qkv[pos * 3 * c + part * c..][..hs].copy_from_slice(&values[pos * hs..][..hs]);
         }
     }
-    let d = AttentionDims {
-        b: 1,
-        t,
-        pos: 0,
-        c,
-        n_head: 1,
-    };
+    let d = AttentionDims::fused(1, t, 0, c, 1, 1);
     let (mut kernel_out, mut lse) = (vec![0.0; t * c], vec![0.0; t]);
     let mut scratch = vec![0.0; attention::scratch_len(d)];
-    attention::forward(&mut kernel_out, &mut lse, &mut scratch, &qkv, d, None);
+    attention::forward(
+        &mut kernel_out,
+        &mut lse,
+        &mut scratch,
+        (&qkv, &qkv),
+        d,
+        None,
+    );
     let diff = out
         .iter()
         .zip(&kernel_out)

@@ -30,7 +30,7 @@ fn filled(n: usize, rng: &mut Rng, scale: f32) -> Vec<f32> {
 fn attention_out(qkv: &[f32], d: AttentionDims) -> Vec<f32> {
     let (mut out, mut lse) = (vec![0.0; d.b * d.t * d.c], vec![0.0; d.b * d.n_head * d.t]);
     let mut scratch = vec![0.0; attention::scratch_len(d)];
-    attention::forward(&mut out, &mut lse, &mut scratch, qkv, d, None);
+    attention::forward(&mut out, &mut lse, &mut scratch, (qkv, qkv), d, None);
     out
 }
 
@@ -39,16 +39,7 @@ fn heads_side_by_side(rng: &mut Rng) -> f32 {
     let (t, c, nh) = (4, 8, 2);
     let hs = c / nh;
     let qkv = filled(t * 3 * c, rng, 1.0);
-    let both = attention_out(
-        &qkv,
-        AttentionDims {
-            b: 1,
-            t,
-            pos: 0,
-            c,
-            n_head: nh,
-        },
-    );
+    let both = attention_out(&qkv, AttentionDims::fused(1, t, 0, c, nh, nh));
     let mut worst = 0.0f32;
     for h in 0..nh {
         // Head h alone: its q, k, v channels as a one-head problem of width hs.
@@ -59,16 +50,7 @@ fn heads_side_by_side(rng: &mut Rng) -> f32 {
                 alone[pos * 3 * hs + part * hs..][..hs].copy_from_slice(src);
             }
         }
-        let out = attention_out(
-            &alone,
-            AttentionDims {
-                b: 1,
-                t,
-                pos: 0,
-                c: hs,
-                n_head: 1,
-            },
-        );
+        let out = attention_out(&alone, AttentionDims::fused(1, t, 0, hs, 1, 1));
         for pos in 0..t {
             for i in 0..hs {
                 worst = worst.max((out[pos * hs + i] - both[pos * c + h * hs + i]).abs());
@@ -83,13 +65,7 @@ fn heads_side_by_side(rng: &mut Rng) -> f32 {
 
 /// Attention backward against finite differences of `L = sum(out * g)`.
 fn attention_backward_check(rng: &mut Rng) -> f32 {
-    let d = AttentionDims {
-        b: 1,
-        t: 5,
-        pos: 0,
-        c: 8,
-        n_head: 2,
-    };
+    let d = AttentionDims::fused(1, 5, 0, 8, 2, 2);
     let mut qkv = filled(d.t * 3 * d.c, rng, 1.0);
     let g = filled(d.t * d.c, rng, 1.0);
     let loss = |qkv: &[f32]| -> f64 {
@@ -101,7 +77,7 @@ fn attention_backward_check(rng: &mut Rng) -> f32 {
     };
     let (mut out, mut lse) = (vec![0.0; d.t * d.c], vec![0.0; d.n_head * d.t]);
     let mut scratch = vec![0.0; attention::scratch_len(d)];
-    attention::forward(&mut out, &mut lse, &mut scratch, &qkv, d, None);
+    attention::forward(&mut out, &mut lse, &mut scratch, (&qkv, &qkv), d, None);
     let mut dqkv = vec![0.0; qkv.len()];
     attention::backward(&mut dqkv, &mut scratch, &g, &qkv, &lse, d, None);
     let (h, mut worst) = (1e-2f32, 0.0f32);
@@ -138,6 +114,7 @@ fn block_config() -> ModelConfig {
         bias: true,
         qkv_bias: true,
         lm_head_bias: false,
+        llama: None,
         lora: None,
     }
 }

@@ -77,6 +77,12 @@ pub fn param_count(cfg: &ModelConfig) -> Result<usize> {
             let head = on(!cfg.tie_embeddings, v * c) + on(cfg.lm_head_bias, v);
             v * c + t * c + l * block + c + on(cfg.bias, c) + head + l * lora_per_block(cfg)
         }
+        Arch::Llama => {
+            // Two RMS gains, q/k/v (+ biases), o, gate, up and down.
+            let (qkv, i) = (cfg.qkv_width() as u128, cfg.ffn_width() as u128);
+            let block = 2 * c + c * qkv + on(cfg.qkv_bias, qkv) + c * c + 3 * c * i;
+            v * c + l * block + c + on(!cfg.tie_embeddings, v * c)
+        }
     };
     // 16 bytes a parameter (weights, gradients, two moments) must be addressable.
     if count * 4 * F32 > isize::MAX as u128 {
@@ -116,7 +122,7 @@ fn activation_floats(cfg: &ModelConfig, rows: usize, purpose: Purpose) -> u128 {
 /// `3 * b * t * t` floats (the probabilities, their gradient, a dropped-out
 /// copy; `backend::cpu::attention::scratch_len`).
 fn attention_scratch_floats(cfg: &ModelConfig, b: usize, t: usize) -> u128 {
-    if cfg.arch != Arch::Gpt {
+    if cfg.arch == Arch::Bigram {
         return 0;
     }
     3 * b as u128 * t as u128 * t as u128
@@ -313,6 +319,7 @@ mod tests {
             bias: true,
             qkv_bias: true,
             lm_head_bias: true,
+            llama: None,
             lora: None,
         }
     }
@@ -347,13 +354,7 @@ mod tests {
 
     #[test]
     fn attention_scratch_matches_the_kernel() {
-        let d = AttentionDims {
-            b: 3,
-            t: 7,
-            pos: 0,
-            c: 8,
-            n_head: 2,
-        };
+        let d = AttentionDims::fused(3, 7, 0, 8, 2, 2);
         let c = cfg(1, 8, 7);
         assert_eq!(
             attention_scratch_floats(&c, 3, 7),

@@ -75,6 +75,7 @@ fn template_run(dir: &Path, bias: &[(usize, f32)]) -> PathBuf {
         bias: true,
         qkv_bias: true,
         lm_head_bias: true,
+        llama: None,
         lora: None,
     })
     .unwrap();

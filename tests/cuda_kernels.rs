@@ -289,6 +289,7 @@ impl<B: Backend> Runner for B {
         self.attention_forward(
             B::view_mut(&mut out, 0..d.b * d.t * d.c),
             B::view_mut(&mut lse, 0..d.b * d.n_head * d.t),
+            B::view(&qkv, d.pos * 3 * d.c..(d.pos + d.b * d.t) * 3 * d.c),
             B::view(&qkv, 0..d.b * keys * 3 * d.c),
             d,
             dropout,
@@ -498,13 +499,7 @@ fn matmul_layouts_and_epilogues() {
 
 #[test]
 fn attention_forward_and_backward() {
-    let small = AttentionDims {
-        b: 2,
-        t: 9,
-        pos: 0,
-        c: 24,
-        n_head: 3,
-    };
+    let small = AttentionDims::fused(2, 9, 0, 24, 3, 3);
     on_both("attention hs 8", |be| be.attention(small, None));
     let drop = Dropout {
         p: 0.2,
@@ -514,13 +509,7 @@ fn attention_forward_and_backward() {
     on_both("attention hs 8 with dropout", |be| {
         be.attention(small, Some(drop))
     });
-    let gpt2 = AttentionDims {
-        b: 2,
-        t: 70,
-        pos: 0,
-        c: 128,
-        n_head: 2,
-    };
+    let gpt2 = AttentionDims::fused(2, 70, 0, 128, 2, 2);
     on_both("attention hs 64", |be| be.attention(gpt2, None));
     on_both("attention hs 64 with dropout", |be| {
         be.attention(gpt2, Some(drop))
@@ -530,13 +519,7 @@ fn attention_forward_and_backward() {
 #[test]
 fn attention_decoding_from_a_cache() {
     for t in [1, 3] {
-        let d = AttentionDims {
-            b: 1,
-            t,
-            pos: 6,
-            c: 24,
-            n_head: 3,
-        };
+        let d = AttentionDims::fused(1, t, 6, 24, 3, 3);
         on_both(&format!("attention decoding {t} from position 6"), |be| {
             be.attention(d, None)
         });

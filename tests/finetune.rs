@@ -293,6 +293,7 @@ fn masked_targets_get_no_gradient() {
         bias: true,
         qkv_bias: true,
         lm_head_bias: false,
+        llama: None,
         lora: None,
     };
     let (be, model) = (Cpu::new(), Model::new(cfg).unwrap());

@@ -15,13 +15,13 @@
 //! agreement proves nothing), and the same comparison must reject the
 //! analytic gradients scaled by 0.9 for nearly all of those.
 
+use lmforge::backend::Backend;
 mod gpu;
 
-use lmforge::backend::Backend;
 use lmforge::backend::cpu::Cpu;
 use lmforge::model::{
-    Activation, Activations, Arch, Grads, LoraConfig, LoraTarget, Mode, Model, ModelConfig, Norm,
-    ParamLayout, Window,
+    Activation, Activations, Arch, Grads, LlamaConfig, LoraConfig, LoraTarget, Mode, Model,
+    ModelConfig, Norm, ParamLayout, RopeScaling, Window,
 };
 use lmforge::rng::Rng;
 
@@ -40,6 +40,7 @@ fn config(norm: Norm, activation: Activation, tie: bool, dropout: f32) -> ModelC
         bias: true,
         qkv_bias: norm == Norm::Pre,
         lm_head_bias: !tie,
+        llama: None,
         lora: None,
     }
 }
@@ -50,7 +51,8 @@ fn random_params(model: &Model, rng: &mut Rng) -> Vec<f32> {
         .map(|_| (rng.next_f32() - 0.5) * 0.8)
         .collect();
     for spec in &model.layout.tensors {
-        if spec.name.contains("ln_") && spec.name.ends_with("weight") {
+        let norm = spec.name.contains("ln_") || spec.name.contains("norm");
+        if norm && spec.name.ends_with("weight") {
             params[spec.range.clone()]
                 .iter_mut()
                 .for_each(|w| *w += 1.0);
@@ -128,7 +130,7 @@ fn check_trained<B: Backend>(be: &B, cfg: ModelConfig, frozen: impl Fn(&ParamLay
     // the price of 10x the rounding error in the difference.
     let (h, atol) = match cfg.activation {
         Activation::Relu => (1e-3f32, 5e-4),
-        Activation::Gelu => (1e-2, 1e-4),
+        Activation::Gelu | Activation::Silu => (1e-2, 1e-4),
     };
     let mut numeric = Vec::new();
     let per_tensor = (64 / model.layout.tensors.len()).max(4);
@@ -235,6 +237,52 @@ fn frozen_embeddings_and_first_block() {
     check_trained(&Cpu::new(), cfg, |layout| layout.blocks[1].start());
 }
 
+/// A Llama-family model: 4 query heads sharing 2 key/value heads, RMS
+/// norms, rotary positions, SwiGLU; with and without Qwen2's q/k/v bias, tied
+/// and untied, each rope scaling.
+fn llama(qkv_bias: bool, tie: bool, rope_scaling: RopeScaling, dropout: f32) -> ModelConfig {
+    ModelConfig {
+        arch: Arch::Llama,
+        n_head: 4,
+        n_embd: 16,
+        bias: false,
+        qkv_bias,
+        lm_head_bias: false,
+        activation: Activation::Silu,
+        tie_embeddings: tie,
+        llama: Some(LlamaConfig {
+            n_kv_head: 2,
+            intermediate_size: 24,
+            rope_theta: 100.0,
+            rope_scaling,
+            rms_norm_eps: 1e-5,
+        }),
+        ..config(Norm::Pre, Activation::Silu, tie, dropout)
+    }
+}
+
+#[test]
+fn llama_grouped_query_attention_untied() {
+    check(&Cpu::new(), llama(false, false, RopeScaling::None, 0.0));
+}
+
+#[test]
+fn qwen2_qkv_bias_tied_linear_rope() {
+    let linear = RopeScaling::Linear { factor: 2.0 };
+    check(&Cpu::new(), llama(true, true, linear, 0.0));
+}
+
+#[test]
+fn llama3_rope_with_dropout() {
+    let llama3 = RopeScaling::Llama3 {
+        factor: 8.0,
+        low_freq_factor: 1.0,
+        high_freq_factor: 4.0,
+        original_max_position_embeddings: 4,
+    };
+    check(&Cpu::new(), llama(false, false, llama3, 0.2));
+}
+
 // The same checks through the CUDA backend (skipped without a GPU).
 
 #[test]
@@ -255,5 +303,12 @@ fn course_layout_on_cuda() {
 fn with_dropout_on_cuda() {
     if let Some(gpu) = gpu::cuda() {
         check(&gpu, config(Norm::Pre, Activation::Gelu, true, 0.3));
+    }
+}
+
+#[test]
+fn llama_grouped_query_attention_on_cuda() {
+    if let Some(gpu) = gpu::cuda() {
+        check(&gpu, llama(false, false, RopeScaling::None, 0.0));
     }
 }

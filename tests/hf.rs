@@ -223,18 +223,22 @@ fn folders_lmforge_cannot_read_say_why() {
         "{err}"
     );
 
-    let llama = tmp.path().join("llama");
-    copy_dir(&fixture("single"), &llama);
+    let gemma = tmp.path().join("gemma");
+    copy_dir(&fixture("single"), &gemma);
     std::fs::write(
-        llama.join("config.json"),
-        r#"{"model_type": "llama", "hidden_size": 64}"#,
+        gemma.join("config.json"),
+        r#"{"model_type": "gemma", "hidden_size": 64}"#,
     )
     .unwrap();
-    let err = lmforge::hf::read(llama.to_str().unwrap())
+    let err = lmforge::hf::read(gemma.to_str().unwrap())
         .err()
         .unwrap()
         .to_string();
-    assert!(err.contains("\"llama\"") && err.contains("gpt2"), "{err}");
+    let names = ["gpt2", "llama", "qwen2", "mistral"];
+    assert!(
+        err.contains("\"gemma\"") && names.iter().all(|n| err.contains(n)),
+        "{err}"
+    );
 
     let bigger = tmp.path().join("bigger");
     copy_dir(&fixture("single"), &bigger);

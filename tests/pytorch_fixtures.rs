@@ -21,11 +21,12 @@ mod gpu;
 
 use lmforge::backend::cpu::{Cpu, matmul};
 use lmforge::backend::cuda::Cuda;
-use lmforge::backend::{Accumulate, Activation, AttentionDims, Backend, Epilogue, Mat};
+use lmforge::backend::{Accumulate, Activation, AttentionDims, Backend, Epilogue, Mat, RopeDims};
 use lmforge::model::lora::{LoraParams, LoraScratch};
 use lmforge::model::params::{LinearParams, NormParams};
 use lmforge::model::{Activations, Arch, Mode, Model, ModelConfig, Norm, TensorSpec};
 use lmforge::model::{Grads, WeightLayout, Weights, Window};
+use lmforge::model::{LlamaConfig, RopeScaling};
 use lmforge::optim::{AdamW, AdamWConfig};
 use safetensors::SafeTensors;
 use std::collections::HashMap;
@@ -182,6 +183,7 @@ fn norm_params() -> NormParams {
     NormParams {
         weight: 0..C,
         bias: Some(C..2 * C),
+        rms_eps: None,
     }
 }
 
@@ -322,17 +324,11 @@ fn lora_forward_backward<B: Backend>(be: &B) {
 fn attention_forward_backward<B: Backend>(be: &B) {
     let fx = Fixture::load("attention");
     assert_eq!(fx.metadata["n_head"], NH.to_string());
-    let dims = AttentionDims {
-        b: B,
-        t: T,
-        pos: 0,
-        c: C,
-        n_head: NH,
-    };
+    let dims = AttentionDims::fused(B, T, 0, C, NH, NH);
     let (qkv, dout) = (up(be, fx.f("qkv")), up(be, fx.f("dout")));
     let (mut out, mut lse) = (zeros(be, B * T * C), zeros(be, B * NH * T));
     let (out_v, lse_v) = (all_mut::<B>(&mut out), all_mut::<B>(&mut lse));
-    be.attention_forward(out_v, lse_v, all::<B>(&qkv), dims, None);
+    be.attention_forward(out_v, lse_v, all::<B>(&qkv), all::<B>(&qkv), dims, None);
     close("out", &down(be, &out), fx.f("out"));
     let mut dqkv = zeros(be, B * T * 3 * C);
     let (dqkv_v, dout_v) = (all_mut::<B>(&mut dqkv), all::<B>(&dout));
@@ -531,6 +527,124 @@ fn adamw_three_steps<B: Backend>(be: &B) {
     }
 }
 
+// The Llama family's layers (tools/make_llama_fixtures.py, transformers' own code).
+
+/// transformers' `LlamaRMSNorm`, through the model's norm layer.
+fn rmsnorm_forward_backward<B: Backend>(be: &B) {
+    let fx = Fixture::load("rmsnorm");
+    let (n, eps) = (B * T, fx.metadata["eps"].parse::<f32>().unwrap());
+    let c = fx.f("weight").len();
+    let norm = NormParams {
+        weight: 0..c,
+        bias: None,
+        rms_eps: Some(eps),
+    };
+    let (params, x) = (up(be, fx.f("weight")), up(be, fx.f("x")));
+    let (mut out, mut mean, mut rstd) = (zeros(be, n * c), zeros(be, n), zeros(be, n));
+    let (out_v, mean_v, rstd_v) = (
+        all_mut::<B>(&mut out),
+        all_mut::<B>(&mut mean),
+        all_mut::<B>(&mut rstd),
+    );
+    norm.forward(be, &params, out_v, mean_v, rstd_v, all::<B>(&x), n, c);
+    close("out", &down(be, &out), fx.f("out"));
+    let (mut dx, mut grads, dout) = (zeros(be, n * c), grads_for(be, c), up(be, fx.f("dout")));
+    let stats = (all::<B>(&mean), all::<B>(&rstd));
+    let (dx_v, dout_v) = (all_mut::<B>(&mut dx), all::<B>(&dout));
+    norm.backward(
+        be,
+        &params,
+        &mut grads,
+        dx_v,
+        dout_v,
+        all::<B>(&x),
+        stats,
+        n,
+        c,
+    );
+    close("dx", &down(be, &dx), fx.f("dx"));
+    close("dweight", &down(be, &grads.buf), fx.f("dweight"));
+}
+
+/// `LlamaRotaryEmbedding` + `apply_rotary_pos_emb` on the query and key heads
+/// of a `[q | k | v]` row (values untouched), for each `rope_type`.
+fn rope_forward_backward<B: Backend>(be: &B) {
+    let fx = Fixture::load("rope");
+    let meta = |k: &str| fx.metadata[k].parse::<usize>().unwrap();
+    let (hs, nh, nkv) = (meta("head_size"), meta("n_head"), meta("n_kv_head"));
+    let kinds: serde_json::Value = serde_json::from_str(&fx.metadata["rope"]).unwrap();
+    for kind in ["none", "linear", "llama3"] {
+        let mut hf = kinds[kind].clone();
+        if hf["rope_type"] == "default" {
+            hf["rope_type"] = "none".into();
+        }
+        let cfg = LlamaConfig {
+            n_kv_head: nkv,
+            intermediate_size: 1,
+            rope_theta: hf["rope_theta"].as_f64().unwrap() as f32,
+            rope_scaling: serde_json::from_value::<RopeScaling>(hf).unwrap(),
+            rms_norm_eps: 1e-5,
+        };
+        let x = fx.f(&format!("{kind}.x"));
+        let width = (nh + 2 * nkv) * hs;
+        let (rows, t) = (x.len() / width, 7);
+        let table = up(be, &lmforge::model::rope::table(&cfg, hs, t));
+        let dims = RopeDims {
+            rows,
+            t,
+            pos: 0,
+            heads: nh + nkv,
+            head_size: hs,
+            row_stride: width,
+        };
+        let mut buf = up(be, x);
+        be.rope_forward(all_mut::<B>(&mut buf), all::<B>(&table), dims);
+        close(
+            &format!("{kind} out"),
+            &down(be, &buf),
+            fx.f(&format!("{kind}.out")),
+        );
+        let mut grad = up(be, fx.f(&format!("{kind}.dout")));
+        be.rope_backward(all_mut::<B>(&mut grad), all::<B>(&table), dims);
+        close(
+            &format!("{kind} dx"),
+            &down(be, &grad),
+            fx.f(&format!("{kind}.dx")),
+        );
+    }
+}
+
+/// `silu(gate) * up` and its gradient.
+fn swiglu_forward_backward<B: Backend>(be: &B) {
+    let fx = Fixture::load("swiglu");
+    let (fc, dout) = (up(be, fx.f("fc")), up(be, fx.f("dout")));
+    let (n, i) = (B * T, fx.f("dout").len() / (B * T));
+    let mut out = zeros(be, n * i);
+    be.swiglu_forward(all_mut::<B>(&mut out), all::<B>(&fc), n, i);
+    close("out", &down(be, &out), fx.f("out"));
+    let mut dfc = zeros(be, n * 2 * i);
+    be.swiglu_backward(all_mut::<B>(&mut dfc), all::<B>(&dout), all::<B>(&fc), n, i);
+    close("dfc", &down(be, &dfc), fx.f("dfc"));
+}
+
+/// Query heads sharing key/value heads (`repeat_kv` + eager attention).
+fn grouped_query_attention<B: Backend>(be: &B) {
+    let fx = Fixture::load("attention_gqa");
+    let meta = |k: &str| fx.metadata[k].parse::<usize>().unwrap();
+    let (nh, nkv) = (meta("n_head"), meta("n_kv_head"));
+    let c = fx.f("dout").len() / (B * T);
+    let dims = AttentionDims::fused(B, T, 0, c, nh, nkv);
+    let (qkv, dout) = (up(be, fx.f("qkv")), up(be, fx.f("dout")));
+    let (mut out, mut lse) = (zeros(be, B * T * c), zeros(be, B * nh * T));
+    let (out_v, lse_v) = (all_mut::<B>(&mut out), all_mut::<B>(&mut lse));
+    be.attention_forward(out_v, lse_v, all::<B>(&qkv), all::<B>(&qkv), dims, None);
+    close("out", &down(be, &out), fx.f("out"));
+    let mut dqkv = zeros(be, fx.f("qkv").len());
+    let (dqkv_v, dout_v) = (all_mut::<B>(&mut dqkv), all::<B>(&dout));
+    be.attention_backward(dqkv_v, dout_v, all::<B>(&qkv), all::<B>(&lse), dims, None);
+    close("dqkv", &down(be, &dqkv), fx.f("dqkv"));
+}
+
 fn model_config(fx: &Fixture, arch: Arch) -> ModelConfig {
     if arch == Arch::Bigram {
         let v = (fx.f("token_embedding_table.weight").len() as f64).sqrt() as usize;
@@ -548,11 +662,14 @@ fn model_config(fx: &Fixture, arch: Arch) -> ModelConfig {
             bias: false,
             qkv_bias: false,
             lm_head_bias: false,
+            llama: None,
             lora: None,
         };
     }
     let mut json: serde_json::Value = serde_json::from_str(&fx.metadata["config"]).unwrap();
-    json["arch"] = "gpt".into();
+    if arch == Arch::Gpt {
+        json["arch"] = "gpt".into();
+    }
     serde_json::from_value(json).unwrap()
 }
 
@@ -705,6 +822,12 @@ on_cpu! {
     gpt2_layout_model_on_cpu => |be: &Cpu| check_model(be, "model_gpt2", Arch::Gpt);
     course_layout_model_on_cpu => |be: &Cpu| check_model(be, "model_course", Arch::Gpt);
     bigram_model_on_cpu => |be: &Cpu| check_model(be, "model_bigram", Arch::Bigram);
+    rmsnorm_on_cpu => rmsnorm_forward_backward::<Cpu>;
+    rope_on_cpu => rope_forward_backward::<Cpu>;
+    swiglu_on_cpu => swiglu_forward_backward::<Cpu>;
+    grouped_query_attention_on_cpu => grouped_query_attention::<Cpu>;
+    llama_model_on_cpu => |be: &Cpu| check_model(be, "model_llama", Arch::Llama);
+    qwen2_model_on_cpu => |be: &Cpu| check_model(be, "model_qwen2", Arch::Llama);
 }
 
 // The same checks on the CUDA backend (skipped without a GPU).
@@ -736,6 +859,12 @@ on_cuda! {
     gpt2_layout_model_on_cuda => |be: &Cuda| check_model(be, "model_gpt2", Arch::Gpt);
     course_layout_model_on_cuda => |be: &Cuda| check_model(be, "model_course", Arch::Gpt);
     bigram_model_on_cuda => |be: &Cuda| check_model(be, "model_bigram", Arch::Bigram);
+    rmsnorm_on_cuda => rmsnorm_forward_backward::<Cuda>;
+    rope_on_cuda => rope_forward_backward::<Cuda>;
+    swiglu_on_cuda => swiglu_forward_backward::<Cuda>;
+    grouped_query_attention_on_cuda => grouped_query_attention::<Cuda>;
+    llama_model_on_cuda => |be: &Cuda| check_model(be, "model_llama", Arch::Llama);
+    qwen2_model_on_cuda => |be: &Cuda| check_model(be, "model_qwen2", Arch::Llama);
 }
 
 /// The CPU's fast matrix product agrees with its naive twin on fixture-sized shapes too.

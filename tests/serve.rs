@@ -70,6 +70,7 @@ fn chat_run(dir: &Path) -> PathBuf {
         bias: true,
         qkv_bias: true,
         lm_head_bias: true,
+        llama: None,
         lora: None,
     })
     .unwrap();
@@ -258,6 +259,70 @@ fn completions_match_lmforge_sample_and_report_usage() {
                 .unwrap()
                 .contains("<title>lmforge chat</title>")
     );
+}
+
+/// A Llama (RoPE, grouped-query attention) served through the same batch:
+/// greedy replies equal `lmforge sample`'s, alone and with others at once.
+#[test]
+fn a_llama_run_is_served_like_a_gpt() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("llama");
+    let status = lmforge()
+        .args([
+            "train",
+            "--preset",
+            "llama-char",
+            "--max-iters",
+            "20",
+            "--threads",
+            "2",
+            "-q",
+            "--out",
+        ])
+        .arg(&run)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let server = Server::start(&[&run], &[]);
+    let sample = lmforge()
+        .arg("sample")
+        .arg(&run)
+        .args([
+            "--prompt",
+            "KING:",
+            "--max-new-tokens",
+            "20",
+            "--temperature",
+            "0",
+            "--threads",
+            "2",
+        ])
+        .output()
+        .unwrap();
+    let sampled = String::from_utf8(sample.stdout).unwrap();
+    let url = server.url("/v1/completions");
+    let texts: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = ["KING:", "KING:", "QUEEN:", "A"]
+            .into_iter()
+            .map(|prompt| {
+                let url = url.clone();
+                s.spawn(move || {
+                    let body = json!({"prompt": prompt, "max_tokens": 20, "temperature": 0});
+                    post_raw(&url, &body.to_string(), None).1["choices"][0]["text"]
+                        .as_str()
+                        .unwrap()
+                        .to_string()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(
+        sampled.contains(&format!("KING:{}", texts[0])),
+        "{sampled:?} vs {:?}",
+        texts[0]
+    );
+    assert_eq!(texts[0], texts[1]);
 }
 
 #[test]

@@ -41,6 +41,7 @@ fn endless_run(dir: &Path, name: &str) -> PathBuf {
         bias: true,
         qkv_bias: true,
         lm_head_bias: true,
+        llama: None,
         lora: None,
     })
     .unwrap();

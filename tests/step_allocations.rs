@@ -138,11 +138,21 @@ fn counted<R>(work: impl FnOnce() -> R) -> R {
     result
 }
 
+/// Both wirings: the GPT (char-cpu) and the Llama family (llama-char).
 #[test]
 fn training_steps_allocate_nothing_of_lmforges_own() {
     init_threads(Some(2)).unwrap();
+    for preset in [Preset::CharCpu, Preset::LlamaChar] {
+        steps_allocate_nothing(preset);
+    }
+}
+
+fn steps_allocate_nothing(preset: Preset) {
+    for counter in [&LMFORGE, &UNATTRIBUTED, &GEMM] {
+        counter.store(0, Ordering::SeqCst);
+    }
     let be = Cpu::new();
-    let mut config = Preset::CharCpu.config();
+    let mut config = preset.config();
     config.model.vocab_size = 65;
     config.model.dropout = 0.1; // the dropout masks are part of the step too
     config.batch_size = 4;
@@ -166,7 +176,7 @@ fn training_steps_allocate_nothing_of_lmforges_own() {
     let first = FIRST_LMFORGE.lock().unwrap().take();
     assert_eq!(
         ours, 0,
-        "{ours} allocations of lmforge's during {steps} steps, the first in {first:?}"
+        "{preset}: {ours} allocations of lmforge's during {steps} steps, the first in {first:?}"
     );
     let unattributed = UNATTRIBUTED.load(Ordering::SeqCst);
     assert_eq!(

@@ -58,6 +58,8 @@ pub enum Activation {
     /// GELU, tanh approximation (GPT-2's `gelu_new`).
     Gelu,
     Relu,
+    /// `x * sigmoid(x)`; in a Llama-family model it gates the up-projection (SwiGLU).
+    Silu,
 }
 
 /// Whether a matrix product overwrites its destination or is added to it
@@ -125,22 +127,74 @@ pub enum Epilogue<'i, 'o, B: Backend + 'i + 'o> {
     ActivationGrad { act: Activation, pre: B::View<'i> },
 }
 
-/// The shape of one attention call over `qkv: (B, pos + T, 3C)`: `b` rows of
-/// `t` queries at positions `pos..pos + t`, each attending to the keys at
-/// positions `0..=its own`. Training has `pos = 0`; decoding with the keys
-/// and values of earlier positions already in `qkv` has `b = 1`, `pos > 0`.
+/// The shape of one attention call (see `backend/cpu/attention.rs`): `b`
+/// rows of `t` queries at positions `pos..pos + t`, each attending to the
+/// keys at positions `0..=its own`, with `n_head` query heads sharing
+/// `n_kv_head` key/value heads. Training has `pos = 0`; decoding with the
+/// keys and values of earlier positions already in the cache has `b = 1`, `pos > 0`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AttentionDims {
     pub b: usize,
     pub t: usize,
     pub pos: usize,
+    /// Channels of all query heads: `n_head * head_size`.
     pub c: usize,
     pub n_head: usize,
+    pub n_kv_head: usize,
+    /// Floats from one query row to the next, and from one key/value row to the next.
+    pub q_stride: usize,
+    pub kv_stride: usize,
+    /// Where the keys start in a key/value row (the values follow them).
+    pub k_offset: usize,
 }
 
 impl AttentionDims {
+    /// Queries, keys and values side by side in one projection
+    /// `qkv: (B, T, C + 2 KVC)`, as the `c_attn` layer writes them.
+    pub fn fused(
+        b: usize,
+        t: usize,
+        pos: usize,
+        c: usize,
+        n_head: usize,
+        n_kv_head: usize,
+    ) -> Self {
+        let width = c + 2 * n_kv_head * (c / n_head);
+        AttentionDims {
+            b,
+            t,
+            pos,
+            c,
+            n_head,
+            n_kv_head,
+            q_stride: width,
+            kv_stride: width,
+            k_offset: c,
+        }
+    }
+
     pub fn head_size(&self) -> usize {
         self.c / self.n_head
+    }
+
+    /// Channels of all key (or all value) heads.
+    pub fn kv_width(&self) -> usize {
+        self.n_kv_head * self.head_size()
+    }
+
+    /// Query heads per key/value head.
+    pub fn group(&self) -> usize {
+        self.n_head / self.n_kv_head
+    }
+
+    /// The column of a key/value row where query head `h`'s keys start.
+    pub fn key_column(&self, h: usize) -> usize {
+        self.k_offset + (h / self.group()) * self.head_size()
+    }
+
+    /// The column where query head `h`'s values start.
+    pub fn value_column(&self, h: usize) -> usize {
+        self.key_column(h) + self.kv_width()
     }
 
     /// Positions whose keys a query row can see: all of them up to the last query.
@@ -156,6 +210,19 @@ pub const NORM_CHUNK: usize = 1 << 14;
 /// added in chunk order.
 pub fn norm_of(partials: &[f64]) -> f32 {
     partials.iter().sum::<f64>().sqrt() as f32
+}
+
+/// Which rows [`Backend::rope_forward`] turns: `rows` rows of `row_stride`
+/// floats, row `r` at position `pos + r % t`, each with `heads` heads of
+/// `head_size` channels side by side from its first column.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RopeDims {
+    pub rows: usize,
+    pub t: usize,
+    pub pos: usize,
+    pub heads: usize,
+    pub head_size: usize,
+    pub row_stride: usize,
 }
 
 /// The hyperparameters of one AdamW update (see `backend/cpu/adamw.rs`).
@@ -302,17 +369,19 @@ pub trait Backend: Sync + Sized {
     );
     /// `dbias[j] += sum_i dout[i, j]` over `n` rows of `cols`.
     fn bias_backward(&self, dbias: Self::ViewMut<'_>, dout: Self::View<'_>, n: usize, cols: usize);
-    /// Causal self-attention over `qkv`: `out (B, T, C)` for the query rows,
-    /// `lse (B, NH, T)` (each query's log-sum-exp) saved for backward.
+    /// Causal self-attention of the queries `q (B, T, ·)` over the keys and
+    /// values `kv (B, P + T, ·)` (the same `qkv` in training): `out (B, T, C)`,
+    /// and `lse (B, NH, T)` (each query's log-sum-exp) saved for backward.
     fn attention_forward(
         &self,
         out: Self::ViewMut<'_>,
         lse: Self::ViewMut<'_>,
-        qkv: Self::View<'_>,
+        q: Self::View<'_>,
+        kv: Self::View<'_>,
         dims: AttentionDims,
         dropout: Option<Dropout>,
     );
-    /// Overwrites `dqkv (B, T, 3C)` (training only: `dims.pos == 0`).
+    /// Overwrites `dqkv (B, T, C + 2 KVC)` (training only: `dims.pos == 0`).
     #[allow(clippy::too_many_arguments)]
     fn attention_backward(
         &self,
@@ -322,6 +391,56 @@ pub trait Backend: Sync + Sized {
         lse: Self::View<'_>,
         dims: AttentionDims,
         dropout: Option<Dropout>,
+    );
+    /// RMS norm of `n` rows with gain `weight`; saves `rstd (n)` for backward.
+    #[allow(clippy::too_many_arguments)]
+    fn rmsnorm_forward(
+        &self,
+        out: Self::ViewMut<'_>,
+        rstd: Self::ViewMut<'_>,
+        inp: Self::View<'_>,
+        weight: Self::View<'_>,
+        n: usize,
+        c: usize,
+        eps: f32,
+    );
+    /// Accumulates into `dinp` and `dweight` (`None` for a frozen norm).
+    #[allow(clippy::too_many_arguments)]
+    fn rmsnorm_backward(
+        &self,
+        dinp: Self::ViewMut<'_>,
+        dweight: Option<Self::ViewMut<'_>>,
+        dout: Self::View<'_>,
+        inp: Self::View<'_>,
+        weight: Self::View<'_>,
+        rstd: Self::View<'_>,
+        n: usize,
+        c: usize,
+    );
+    /// Rotary position embeddings in place, from a `(cos, sin)` table.
+    fn rope_forward(&self, x: Self::ViewMut<'_>, table: Self::View<'_>, dims: RopeDims);
+    /// The gradient through [`Backend::rope_forward`], in place.
+    fn rope_backward(&self, dx: Self::ViewMut<'_>, table: Self::View<'_>, dims: RopeDims);
+    /// `out (n, i) = silu(fc[:, :i]) * fc[:, i:]` (SwiGLU).
+    fn swiglu_forward(&self, out: Self::ViewMut<'_>, fc: Self::View<'_>, n: usize, i: usize);
+    /// Overwrites `dfc (n, 2i)` from `dout (n, i)` and the saved `fc`.
+    fn swiglu_backward(
+        &self,
+        dfc: Self::ViewMut<'_>,
+        dout: Self::View<'_>,
+        fc: Self::View<'_>,
+        n: usize,
+        i: usize,
+    );
+    /// `dst (rows, cols) = src[r * src_stride + first + j]`: columns
+    /// `first..first + cols` of each row of `src`, packed (a Llama's new keys
+    /// and values into its KV cache).
+    fn copy_columns(
+        &self,
+        dst: Self::ViewMut<'_>,
+        src: Self::View<'_>,
+        rows_cols: (usize, usize),
+        src_stride_first: (usize, usize),
     );
     /// `branch = drop(branch) + skip`: closes a residual connection in place.
     fn residual(&self, branch: Self::ViewMut<'_>, skip: Self::View<'_>, dropout: Option<Dropout>);

@@ -3,7 +3,7 @@
 //! | file | contents |
 //! |---|---|
 //! | `model.safetensors` | parameters under Hugging Face GPT-2 names (see [`crate::model::params`]) |
-//! | `config.json` | a `transformers` GPT-2 config, plus the exact lmforge model config under `"lmforge"` |
+//! | `config.json` | a `transformers` GPT-2 (or Llama / Qwen2, see [`hf_llama`]) config, plus the exact lmforge model config under `"lmforge"` |
 //! | `tokenizer.json` | the tokenizer, Hugging Face format |
 //! | `train_config.json` | the resolved training configuration (for `--resume`) |
 //! | `train_state.safetensors` | parameters, AdamW moments, step and elapsed time: everything `--resume` needs, in one file |
@@ -19,6 +19,7 @@
 //! Each safetensors file carries a checksum, verified at load, and only
 //! finite values are ever written or loaded ([`integrity`]).
 
+pub mod hf_llama;
 pub mod integrity;
 
 use crate::error::{Error, Result};
@@ -165,6 +166,9 @@ fn absent_biases(cfg: &ModelConfig) -> Vec<(String, usize)> {
 /// `bos_token_id` and `eos_token_id`; `null` for a vocabulary without one
 /// (characters), where `transformers` would otherwise assume 50256.
 fn hf_config(cfg: &ModelConfig, eot_token: Option<u32>) -> serde_json::Value {
+    if cfg.arch == Arch::Llama {
+        return hf_llama::to_hf(cfg, eot_token);
+    }
     serde_json::json!({
         "model_type": "gpt2",
         "architectures": ["GPT2LMHeadModel"],
@@ -175,7 +179,7 @@ fn hf_config(cfg: &ModelConfig, eot_token: Option<u32>) -> serde_json::Value {
         "n_layer": cfg.n_layer,
         "n_head": cfg.n_head,
         "n_inner": null,
-        "activation_function": match cfg.activation { Activation::Gelu => "gelu_new", Activation::Relu => "relu" },
+        "activation_function": match cfg.activation { Activation::Gelu => "gelu_new", Activation::Relu => "relu", Activation::Silu => "silu" },
         "resid_pdrop": cfg.dropout,
         "embd_pdrop": cfg.dropout,
         "attn_pdrop": cfg.dropout,
@@ -194,6 +198,11 @@ fn model_config_from_json(json: &serde_json::Value, path: &Path) -> Result<Model
     if let Some(ours) = json.get("lmforge") {
         return serde_json::from_value(ours.clone())
             .map_err(|e| Error::format(path, e.to_string()));
+    }
+    if let Some(model_type) = json.get("model_type").and_then(|v| v.as_str())
+        && hf_llama::MODEL_TYPES.contains(&model_type)
+    {
+        return hf_llama::from_hf(json, model_type).map_err(|message| Error::format(path, message));
     }
     check_hf_gpt2(json).map_err(|message| Error::format(path, message))?;
     let field = |name: &str| {
@@ -233,13 +242,15 @@ fn model_config_from_json(json: &serde_json::Value, path: &Path) -> Result<Model
         bias: true,
         qkv_bias: true,
         lm_head_bias: false,
+        llama: None,
         lora: None,
     })
 }
 
 /// The architectures `import-hf` and `--init-from` read.
-pub const SUPPORTED_MODEL_TYPES: &str =
-    "gpt2 (GPT2LMHeadModel: distilgpt2, gpt2, gpt2-medium, gpt2-large, gpt2-xl)";
+pub const SUPPORTED_MODEL_TYPES: &str = "gpt2 (GPT2LMHeadModel: distilgpt2, gpt2, gpt2-medium, \
+     gpt2-large, gpt2-xl), llama (LlamaForCausalLM: Llama 2 and 3, SmolLM, TinyLlama), qwen2 \
+     (Qwen2ForCausalLM) and mistral (MistralForCausalLM)";
 
 /// Refuse a Hugging Face config this GPT-2 cannot reproduce exactly.
 fn check_hf_gpt2(json: &serde_json::Value) -> std::result::Result<(), String> {
@@ -493,6 +504,7 @@ mod tests {
             bias,
             qkv_bias: false,
             lm_head_bias: !tie,
+            llama: None,
             lora: None,
         })
         .unwrap()

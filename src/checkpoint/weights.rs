@@ -7,10 +7,12 @@
 //! parameter buffer and never held twice. Half-precision values widen to
 //! `f32` exactly (every f16 and bf16 value is an f32 value).
 //!
-//! Names: lmforge writes `GPT2LMHeadModel` names (`transformer.h.0...`);
+//! Names: lmforge writes `GPT2LMHeadModel` names (`transformer.h.0...`, or
+//! `LlamaForCausalLM`'s `model.layers.0...` for a Llama-family model);
 //! a bare `GPT2Model` file has the same names without `transformer.`. Two
 //! kinds of extra tensor are skipped: the causal-mask buffers older
-//! `transformers` versions saved (`attn.bias`, `attn.masked_bias`), and
+//! `transformers` versions saved (`attn.bias`, `attn.masked_bias`; a
+//! Llama's `rotary_emb.inv_freq`, recomputed from the config), and
 //! `lm_head.weight` in a tied model (a copy of the token embedding). Zero
 //! biases lmforge writes for biases a model lacks are skipped too. Any other
 //! tensor the model has no place for is an error: it means a different
@@ -137,6 +139,7 @@ fn widen(dtype: Dtype, data: &[u8], dst: &mut [f32]) -> std::result::Result<(), 
 fn skippable(name: &str, model: &Model) -> bool {
     name.ends_with(".attn.bias")
         || name.ends_with(".attn.masked_bias")
+        || name.ends_with(".rotary_emb.inv_freq")
         || (name == "lm_head.weight" && model.config.tie_embeddings)
         || super::absent_biases(&model.config)
             .iter()

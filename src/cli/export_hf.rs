@@ -15,7 +15,7 @@ pub struct ExportArgs {
 pub fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
     lmforge::hf::export(&args.run, &args.out)?;
     eprintln!(
-        "wrote {}; load it with transformers.GPT2LMHeadModel.from_pretrained({:?}) and AutoTokenizer.from_pretrained",
+        "wrote {}; load it with transformers.AutoModelForCausalLM.from_pretrained({:?}) and AutoTokenizer.from_pretrained",
         args.out.display(),
         args.out.display().to_string()
     );

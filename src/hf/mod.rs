@@ -1,12 +1,15 @@
-//! Hugging Face GPT-2 folders in and out: `import-hf` turns a
-//! `save_pretrained` folder (or a model in the local cache, see [`cache`])
-//! into an lmforge run directory; `export-hf` writes a run as a folder that
-//! `transformers.GPT2LMHeadModel.from_pretrained` and `AutoTokenizer` load.
+//! Hugging Face folders in and out (GPT-2, and the Llama family: `llama`,
+//! `qwen2`, `mistral`, see [`crate::checkpoint::hf_llama`]): `import-hf`
+//! turns a `save_pretrained` folder (or a model in the local cache, see
+//! [`cache`]) into an lmforge run directory; `export-hf` writes a run as a
+//! folder that `transformers.AutoModelForCausalLM.from_pretrained`
+//! (`GPT2LMHeadModel`, `LlamaForCausalLM` or `Qwen2ForCausalLM`) and
+//! `AutoTokenizer` load.
 //!
 //! What a folder may hold, and what is read:
 //! | file | read as |
 //! |---|---|
-//! | `config.json` | `model_type` must be `gpt2`; sizes from `n_layer`, `n_head`, `n_embd`, `n_positions`, `vocab_size` |
+//! | `config.json` | `model_type` `gpt2` (sizes from `n_layer`, `n_head`, `n_embd`, `n_positions`, `vocab_size`), or `llama`, `qwen2`, `mistral` |
 //! | `model.safetensors`, or `model.safetensors.index.json` + shards | weights, F32/F16/BF16 (see [`crate::checkpoint::weights`]) |
 //! | `tokenizer.json`, or `vocab.json` + `merges.txt` | the byte-level BPE |
 //! | `pytorch_model.bin` alone | refused, with the one-line conversion |

@@ -173,8 +173,12 @@ pub struct ActTensors<T> {
     pub encoded: T,
     /// `(L, N, C)` and `(L, N)`: the first layer norm of each block.
     pub ln_1: NormActs<T>,
-    /// `(L, N, 3C)`: queries, keys and values (the KV cache when decoding).
+    /// `(L, N, C + 2 KVC)`: queries, keys and values (the GPT's KV cache
+    /// when decoding); rotated by RoPE in a Llama-family model.
     pub qkv: T,
+    /// `(L, N, 2 KVC)`: a Llama-family model's KV cache (inference only):
+    /// the keys and values of every position seen.
+    pub kv_cache: T,
     /// `(L, B, NH, T)`: attention's log-sum-exp per query.
     pub att_lse: T,
     /// `(L, N, C)`: attention output, heads side by side.
@@ -182,7 +186,8 @@ pub struct ActTensors<T> {
     /// `(L, N, C)`: the residual stream after the attention sub-layer.
     pub res_attn: T,
     pub ln_2: NormActs<T>,
-    /// `(L, N, 4C)`: the feed-forward pre-activation and activation.
+    /// `(L, N, 4C)`: the feed-forward pre-activation and activation
+    /// (Llama: `(L, N, 2I)` gate and up projections, and `(L, N, I)`).
     pub fc: T,
     pub fc_act: T,
     /// `(L, N, C)`: the residual stream after the feed-forward sub-layer.
@@ -203,10 +208,12 @@ pub struct Scratch<T> {
     pub d_branch: T,
     pub d_ln: T,
     pub d_atty: T,
-    /// `(N, 3C)`.
+    /// `(N, C + 2 KVC)`.
     pub d_qkv: T,
-    /// `(N, 4C)`.
+    /// `(N, 4C)` (Llama: `(N, 2I)`).
     pub d_fc: T,
+    /// `(N, I)`: the gradient of SwiGLU's output (Llama only).
+    pub d_fc_act: T,
 }
 
 impl<T> NormActs<T> {
@@ -227,6 +234,7 @@ impl<T> ActTensors<T> {
             encoded: f(self.encoded)?,
             ln_1: self.ln_1.try_map(&mut f)?,
             qkv: f(self.qkv)?,
+            kv_cache: f(self.kv_cache)?,
             att_lse: f(self.att_lse)?,
             atty: f(self.atty)?,
             res_attn: f(self.res_attn)?,
@@ -251,6 +259,7 @@ impl<T> Scratch<T> {
             d_atty: f(self.d_atty)?,
             d_qkv: f(self.d_qkv)?,
             d_fc: f(self.d_fc)?,
+            d_fc_act: f(self.d_fc_act)?,
         })
     }
 }
@@ -264,9 +273,9 @@ pub fn sizes(
 ) -> (ActTensors<Shape>, Scratch<Shape>) {
     let training = purpose == Purpose::Training;
     let decoding = purpose == Purpose::Decoding;
-    let gpt = cfg.arch == Arch::Gpt;
+    let (blocks, llama) = (cfg.arch != Arch::Bigram, cfg.arch == Arch::Llama);
     let (c, v, nh) = (cfg.n_embd, cfg.vocab_size, cfg.n_head);
-    let layers = if gpt { cfg.n_layer } else { 0 };
+    let layers = if blocks { cfg.n_layer } else { 0 };
     // Per-layer tensors: every layer for backward, one reused slot for inference.
     let kept = if training { layers } else { layers.min(1) };
     let shape = |layers: usize, rows: usize, width: usize| Shape {
@@ -274,28 +283,41 @@ pub fn sizes(
         rows,
         width,
     };
+    let none = shape(0, 0, 0);
     let block = |width: usize| shape(kept, rows, width);
     let norm = |layers: usize, rows: usize| NormActs {
         out: shape(layers, rows, c),
         mean: shape(layers, rows, 1),
         rstd: shape(layers, rows, 1),
     };
-    let gpt_only = |s: Shape| if gpt { s } else { shape(0, 0, 0) };
-    let scratch = |width: usize| gpt_only(shape(training as usize, rows, width));
+    let with_blocks = |s: Shape| if blocks { s } else { none };
+    let scratch = |width: usize| with_blocks(shape(training as usize, rows, width));
     let head_rows = if training || decoding { rows } else { 1 };
-    let cached_layers = if decoding { kept } else { layers };
+    let kv_width = 2 * cfg.n_kv_head() * cfg.head_size();
+    // The KV cache: a GPT keeps every layer's `qkv` rows; a Llama keeps only
+    // its KV heads, in `kv_cache`. A decoding batch caches nothing itself.
+    let (qkv, kv_cache) = match (llama, purpose) {
+        (_, Purpose::Decoding) => (block(cfg.qkv_width()), none),
+        (true, Purpose::Inference) => (block(cfg.qkv_width()), shape(layers, rows, kv_width)),
+        _ => (shape(layers, rows, cfg.qkv_width()), none),
+    };
     let tensors = ActTensors {
-        encoded: gpt_only(shape(1, rows, c)),
+        encoded: with_blocks(shape(1, rows, c)),
         ln_1: norm(kept, rows),
-        qkv: shape(cached_layers, rows, 3 * c),
+        qkv,
+        kv_cache,
         att_lse: block(nh),
         atty: block(c),
         res_attn: block(c),
         ln_2: norm(kept, rows),
-        fc: block(4 * c),
-        fc_act: block(4 * c),
+        fc: block(cfg.fc_width()),
+        fc_act: block(cfg.ffn_width()),
         res_mlp: block(c),
-        ln_f: if gpt { norm(1, head_rows) } else { norm(0, 0) },
+        ln_f: if blocks {
+            norm(1, head_rows)
+        } else {
+            norm(0, 0)
+        },
         logits: shape(1, head_rows, v),
         losses: shape(training as usize, rows, 1),
     };
@@ -305,8 +327,13 @@ pub fn sizes(
         d_branch: scratch(c),
         d_ln: scratch(c),
         d_atty: scratch(c),
-        d_qkv: scratch(3 * c),
-        d_fc: scratch(4 * c),
+        d_qkv: scratch(cfg.qkv_width()),
+        d_fc: scratch(cfg.fc_width()),
+        d_fc_act: if llama {
+            scratch(cfg.ffn_width())
+        } else {
+            none
+        },
     };
     (tensors, scratch)
 }
@@ -324,6 +351,9 @@ pub struct Activations<B: Backend> {
     pub targets: B::Ids,
     /// Where adapted layers form their effective weights (LoRA models only).
     pub lora: Option<std::sync::Arc<LoraScratch<B>>>,
+    /// The rotary embeddings' `(cos, sin)` table for every position
+    /// (`block_size x hs/2` pairs; Llama family only), see [`super::rope`].
+    pub rope: Option<std::sync::Arc<B::Buf>>,
 }
 
 /// LoRA's scratch, sized for the widest adapted layer (`4C x C` at most,
@@ -387,6 +417,13 @@ impl<B: Backend> Activations<B> {
             tokens: be.ids(rows)?,
             targets: be.ids(targets)?,
             lora: lora_scratch(be, cfg, rows)?,
+            rope: match &cfg.llama {
+                Some(llama) => {
+                    let table = super::rope::table(llama, cfg.head_size(), cfg.block_size);
+                    Some(std::sync::Arc::new(be.upload(table)?))
+                }
+                None => None,
+            },
         })
     }
 

@@ -9,6 +9,14 @@
 //!
 //! attn(h) = attention(c_attn(h))               mlp(h) = c_proj(act(c_fc(h)))
 //! ```
+//! A Llama-family block is the pre-norm one with RMS norms, and:
+//! ```text
+//! attn(h) = attention(rope(c_attn(h)))         rope turns the query and key heads
+//! mlp(h) = down(silu(gate(h)) * up(h))         c_fc = [gate | up], one product
+//! ```
+//! with grouped-query attention (`n_kv_head` key/value heads). When it
+//! decodes, the rotated keys and values of the new positions are copied
+//! into its KV cache (`kv_cache`), which attention then reads.
 //! Backward walks the same steps in reverse. The residual stream's gradient
 //! `d_res` comes in as the gradient of the block's output and leaves as the
 //! gradient of its input; a skip connection passes it on unchanged and each
@@ -19,11 +27,11 @@
 //! embedding.
 
 use super::activations::{ActTensors, NormActs, Rows, Scratch, Tensor};
-use super::config::Norm;
+use super::config::{Arch, Norm};
 use super::gpt::{Model, Pass};
 use super::grads::Grads;
 use super::params::NormParams;
-use crate::backend::{AttentionDims, Backend, Dropout};
+use crate::backend::{AttentionDims, Backend, Dropout, RopeDims};
 
 /// Block `l`'s output rows: the residual stream after the feed-forward
 /// (pre-norm) or its normalisation (post-norm).
@@ -137,12 +145,62 @@ fn norm_backward<B: Backend>(
 impl Model {
     fn attention_dims<B: Backend>(&self, pass: &Pass<B>) -> AttentionDims {
         let w = pass.window;
-        AttentionDims {
-            b: w.b,
-            t: w.t,
-            pos: w.pos,
-            c: self.config.n_embd,
-            n_head: self.config.n_head,
+        self.attention_dims_at(w.b, w.t, w.pos, pass.kv_cache)
+    }
+
+    /// Attention over `b` sequences of `t` queries after `pos` cached
+    /// positions, its keys and values in `qkv` or (`kv_cache`) in the cache.
+    fn attention_dims_at(&self, b: usize, t: usize, pos: usize, kv_cache: bool) -> AttentionDims {
+        let cfg = &self.config;
+        let fused = AttentionDims::fused(b, t, pos, cfg.n_embd, cfg.n_head, cfg.n_kv_head());
+        match kv_cache {
+            false => fused,
+            true => AttentionDims {
+                kv_stride: 2 * fused.kv_width(),
+                k_offset: 0,
+                ..fused
+            },
+        }
+    }
+
+    /// Which rows of `qkv` RoPE turns, and its query and key heads.
+    fn rope_dims<B: Backend>(&self, pass: &Pass<B>) -> RopeDims {
+        let w = pass.window;
+        self.rope_dims_at(w.n(), w.t, w.pos)
+    }
+
+    /// `rows` rows of `qkv`, row `r` at position `pos + r % t`.
+    fn rope_dims_at(&self, rows: usize, t: usize, pos: usize) -> RopeDims {
+        let cfg = &self.config;
+        RopeDims {
+            rows,
+            t,
+            pos,
+            heads: cfg.n_head + cfg.n_kv_head(),
+            head_size: cfg.head_size(),
+            row_stride: cfg.qkv_width(),
+        }
+    }
+
+    /// Llama family: rotate the new rows' queries and keys, and when
+    /// decoding copy their keys and values into the cache.
+    fn rotate_and_cache<B: Backend>(
+        &self,
+        pass: &Pass<B>,
+        l: usize,
+        qkv: &mut Tensor<B>,
+        kv_cache: &mut Tensor<B>,
+    ) {
+        let Some(table) = &pass.rope else { return };
+        let rows = pass.window.rows();
+        let table = B::view(table, 0..B::len(table));
+        pass.be
+            .rope_forward(qkv.at_mut(l, rows), table, self.rope_dims(pass));
+        if pass.kv_cache {
+            let (c, width) = (self.config.n_embd, self.config.qkv_width());
+            let dims = (rows.len(), width - c);
+            pass.be
+                .copy_columns(kv_cache.at_mut(l, rows), qkv.at(l, rows), dims, (width, c));
         }
     }
 
@@ -166,24 +224,33 @@ impl Model {
         a: &mut ActTensors<Tensor<B>>,
     ) {
         self.attention_input(pass, l, a);
-        let (w, dims) = (pass.window, self.attention_dims(pass));
-        let rows = w.rows();
         let ActTensors {
-            qkv, att_lse, atty, ..
+            qkv,
+            kv_cache,
+            att_lse,
+            atty,
+            ..
         } = a;
-        let seen = qkv.at(l, 0..w.b * dims.keys());
+        self.rotate_and_cache(pass, l, qkv, kv_cache);
+        let (w, dims) = (pass.window, self.attention_dims(pass));
+        let (rows, seen) = (w.rows(), 0..w.b * dims.keys());
+        let kv = match pass.kv_cache {
+            true => kv_cache.at(l, seen),
+            false => qkv.at(l, seen),
+        };
         let drop = self.dropout(pass.mode, 1 + 3 * l as u64);
-        let lse = att_lse.at_mut(l, 0..w.n());
+        let (out, lse) = (atty.at_mut(l, rows), att_lse.at_mut(l, 0..w.n()));
         pass.be
-            .attention_forward(atty.at_mut(l, rows), lse, seen, dims, drop);
+            .attention_forward(out, lse, qkv.at(l, rows), kv, dims, drop);
         self.attention_output(pass, l, a);
     }
 
     /// Block `l` for a decoding batch: one new position per sequence (the
     /// window's rows are the sequences), each attending over its own KV
     /// cache `caches[i]` at position `positions[i]`, where its new keys and
-    /// values are written first. Everything but attention is the same as
-    /// [`Model::block_forward`], over all the sequences' rows at once.
+    /// values are written first. Everything but attention (and RoPE, which
+    /// needs each row's position) is the same as [`Model::block_forward`],
+    /// over all the sequences' rows at once.
     pub(super) fn block_decode<B: Backend>(
         &self,
         pass: &Pass<B>,
@@ -193,23 +260,55 @@ impl Model {
         positions: &[usize],
     ) {
         self.attention_input(pass, l, a);
-        let (c, n_head) = (self.config.n_embd, self.config.n_head);
         for (i, (cache, &pos)) in caches.iter_mut().zip(positions).enumerate() {
-            let dims = AttentionDims {
-                b: 1,
-                t: 1,
-                pos,
-                c,
-                n_head,
-            };
-            pass.be
-                .copy(cache.qkv.at_mut(l, pos..pos + 1), a.qkv.at(l, i..i + 1));
-            let (out, lse) = (a.atty.at_mut(l, i..i + 1), a.att_lse.at_mut(l, i..i + 1));
-            let seen = cache.qkv.at(l, 0..dims.keys());
-            pass.be.attention_forward(out, lse, seen, dims, None);
+            self.attend_cached(pass, l, (a, i), cache, pos);
         }
         self.attention_output(pass, l, a);
         self.mlp_forward(pass, l, a);
+    }
+
+    /// Row `i` of a decoding batch at position `pos`: rotate its query and
+    /// key (Llama), append its keys and values to its sequence's cache (a
+    /// Llama caches only the KV heads, in `kv_cache`; a GPT keeps `qkv`),
+    /// and attend over the cache.
+    fn attend_cached<B: Backend>(
+        &self,
+        pass: &Pass<B>,
+        l: usize,
+        (a, i): (&mut ActTensors<Tensor<B>>, usize),
+        cache: &mut ActTensors<Tensor<B>>,
+        pos: usize,
+    ) {
+        let (be, row, new) = (pass.be, i..i + 1, pos..pos + 1);
+        let kv_cache = pass.rope.is_some();
+        if let Some(table) = &pass.rope {
+            let table = B::view(table, 0..B::len(table));
+            be.rope_forward(
+                a.qkv.at_mut(l, row.clone()),
+                table,
+                self.rope_dims_at(1, 1, pos),
+            );
+            let (c, width) = (self.config.n_embd, self.config.qkv_width());
+            let dims = (1, width - c);
+            be.copy_columns(
+                cache.kv_cache.at_mut(l, new),
+                a.qkv.at(l, row.clone()),
+                dims,
+                (width, c),
+            );
+        } else {
+            be.copy(cache.qkv.at_mut(l, new), a.qkv.at(l, row.clone()));
+        }
+        let dims = self.attention_dims_at(1, 1, pos, kv_cache);
+        let kv = match kv_cache {
+            true => cache.kv_cache.at(l, 0..dims.keys()),
+            false => cache.qkv.at(l, 0..dims.keys()),
+        };
+        let (out, lse) = (
+            a.atty.at_mut(l, row.clone()),
+            a.att_lse.at_mut(l, row.clone()),
+        );
+        be.attention_forward(out, lse, a.qkv.at(l, row), kv, dims, None);
     }
 
     /// Attention's input: `qkv = c_attn(ln_1(x) or x)` for the window's rows.
@@ -232,13 +331,9 @@ impl Model {
             Norm::Pre => ln_1.out.at(l, rows),
             Norm::Post => x,
         };
-        p.c_attn.forward(
-            pass.be,
-            pass.weights(),
-            qkv.at_mut(l, rows),
-            attn_in,
-            rows.len(),
-        );
+        let out = qkv.at_mut(l, rows);
+        p.c_attn
+            .forward(pass.be, pass.weights(), out, attn_in, rows.len());
     }
 
     /// Attention's output: `res_attn = x + drop(proj(atty))`.
@@ -295,8 +390,15 @@ impl Model {
             }
         };
         let (pre, act) = (fc.at_mut(l, rows), fc_act.at_mut(l, rows));
-        p.c_fc
-            .forward_activated(be, params, pre, act, mlp_in, n, self.config.activation);
+        match self.config.arch {
+            Arch::Llama => {
+                p.c_fc.forward(be, params, pre, mlp_in, n);
+                be.swiglu_forward(act, fc.at(l, rows), n, self.config.ffn_width());
+            }
+            _ => p
+                .c_fc
+                .forward_activated(be, params, pre, act, mlp_in, n, self.config.activation),
+        }
         p.mlp_proj
             .forward(be, params, res_mlp.at_mut(l, rows), fc_act.at(l, rows), n);
         be.residual(
@@ -431,14 +533,24 @@ impl Model {
             d_branch,
             d_ln,
             d_fc,
+            d_fc_act,
             ..
         } = s;
         let drop = self.dropout(pass.mode, 3 + 3 * l as u64);
         let d_branch = branch_grad(be, (d_res, d_sum, d_branch), incoming, rows, drop);
-        let through = Some((self.config.activation, a.fc.at(l, rows)));
-        let (d_fc_v, fc_act) = (d_fc.at_mut(0, rows), a.fc_act.at(l, rows));
-        p.mlp_proj
-            .backward(be, params, grads, d_fc_v, d_branch, fc_act, n, through);
+        let (fc, fc_act) = (a.fc.at(l, rows), a.fc_act.at(l, rows));
+        if self.config.arch == Arch::Llama {
+            let d_act = d_fc_act.at_mut(0, rows);
+            p.mlp_proj
+                .backward(be, params, grads, d_act, d_branch, fc_act, n, None);
+            let (d_fc, d_act) = (d_fc.at_mut(0, rows), d_fc_act.at(0, rows));
+            be.swiglu_backward(d_fc, d_act, fc, n, self.config.ffn_width());
+        } else {
+            let through = Some((self.config.activation, fc));
+            let d_fc = d_fc.at_mut(0, rows);
+            p.mlp_proj
+                .backward(be, params, grads, d_fc, d_branch, fc_act, n, through);
+        }
         let (d_ln, d_fc) = (d_ln.at_mut(0, rows), d_fc.at(0, rows));
         p.c_fc
             .backward(be, params, grads, d_ln, d_fc, mlp_in, n, None);
@@ -483,6 +595,10 @@ impl Model {
             dims,
             drop,
         );
+        if let Some(table) = &pass.rope {
+            let table = B::view(table, 0..B::len(table));
+            be.rope_backward(d_qkv.at_mut(0, rows), table, self.rope_dims(pass));
+        }
         let (d_ln, d_qkv) = (d_ln.at_mut(0, rows), d_qkv.at(0, rows));
         p.c_attn
             .backward(be, params, grads, d_ln, d_qkv, attn_in, n, None);

@@ -13,6 +13,45 @@ pub enum Arch {
     Bigram,
     /// Token + position embeddings, transformer blocks, final norm, LM head.
     Gpt,
+    /// A Llama-family decoder (Llama, Qwen2, Mistral, SmolLM, TinyLlama):
+    /// token embeddings only, RMS norms, rotary positions, grouped-query
+    /// attention and a SwiGLU feed-forward (the shape in [`LlamaConfig`]).
+    Llama,
+}
+
+/// How the rotary frequencies are stretched for long contexts
+/// (Hugging Face's `rope_scaling`; math in [`super::rope`]).
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(tag = "rope_type", rename_all = "lowercase")]
+pub enum RopeScaling {
+    /// `inv_freq[i] = theta^(-2i / hs)`.
+    #[default]
+    None,
+    /// Every frequency divided by `factor` (positions interpolated).
+    Linear { factor: f32 },
+    /// Llama 3.1's: low frequencies divided by `factor`, high ones kept, a
+    /// smooth blend between.
+    Llama3 {
+        factor: f32,
+        low_freq_factor: f32,
+        high_freq_factor: f32,
+        original_max_position_embeddings: usize,
+    },
+}
+
+/// The shape options a Llama-family model adds (Hugging Face's names in comments).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LlamaConfig {
+    /// Key/value heads (`num_key_value_heads`); `n_head` must be a multiple.
+    pub n_kv_head: usize,
+    /// The feed-forward's hidden width (`intermediate_size`).
+    pub intermediate_size: usize,
+    /// The rotary base (`rope_theta`).
+    pub rope_theta: f32,
+    #[serde(default)]
+    pub rope_scaling: RopeScaling,
+    /// Added to the mean square in every RMS norm (`rms_norm_eps`).
+    pub rms_norm_eps: f32,
 }
 
 /// Where layer norm sits in a block.
@@ -50,6 +89,9 @@ pub struct ModelConfig {
     pub qkv_bias: bool,
     /// Bias in the LM head.
     pub lm_head_bias: bool,
+    /// The Llama-family shape (exactly when `arch` is `llama`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub llama: Option<LlamaConfig>,
     /// Low-rank adapters on the block's linear layers (see [`super::lora`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lora: Option<LoraConfig>,
@@ -81,10 +123,75 @@ impl LoraConfig {
     }
 }
 
+impl LlamaConfig {
+    /// A Llama of this width with nothing shared: every query head its own
+    /// key/value head, a SwiGLU hidden width of about `8C/3` (rounded up to a
+    /// multiple of 32: three matrices of `C x I` hold as many weights as the GPT's
+    /// two of `C x 4C`), rope_theta 10000, eps 1e-5 (Llama 2's).
+    pub fn for_shape(n_embd: usize, n_head: usize) -> Self {
+        LlamaConfig {
+            n_kv_head: n_head,
+            intermediate_size: (8 * n_embd / 3).div_ceil(32) * 32,
+            rope_theta: 10_000.0,
+            rope_scaling: RopeScaling::None,
+            rms_norm_eps: 1e-5,
+        }
+    }
+}
+
 impl ModelConfig {
+    /// After `arch` was set (`--arch`): add or drop the Llama options to
+    /// match, and with `default_activation` the arch's own (SiLU for Llama,
+    /// GELU for GPT). A Llama has no biases outside q/k/v and is pre-norm.
+    pub fn match_arch(&mut self, default_activation: bool) {
+        match (self.arch, self.llama.is_some()) {
+            (Arch::Llama, false) => {
+                self.llama = Some(LlamaConfig::for_shape(self.n_embd, self.n_head));
+                (self.norm, self.bias, self.lm_head_bias) = (Norm::Pre, false, false);
+                if default_activation {
+                    self.activation = Activation::Silu;
+                }
+            }
+            (Arch::Gpt | Arch::Bigram, true) => {
+                self.llama = None;
+                if default_activation {
+                    self.activation = Activation::Gelu;
+                }
+            }
+            _ => {}
+        }
+    }
+
     /// Size of one attention head.
     pub fn head_size(&self) -> usize {
         self.n_embd / self.n_head
+    }
+
+    /// Key/value heads: `n_head` unless grouped-query attention shares them.
+    pub fn n_kv_head(&self) -> usize {
+        self.llama.as_ref().map_or(self.n_head, |l| l.n_kv_head)
+    }
+
+    /// Width of the `qkv` projection: `C` of queries, then keys and values
+    /// of `n_kv_head` heads each.
+    pub fn qkv_width(&self) -> usize {
+        self.n_embd + 2 * self.n_kv_head() * self.head_size()
+    }
+
+    /// The feed-forward's hidden width: `4C` (GPT) or `intermediate_size`.
+    pub fn ffn_width(&self) -> usize {
+        self.llama
+            .as_ref()
+            .map_or(4 * self.n_embd, |l| l.intermediate_size)
+    }
+
+    /// Width of the feed-forward's first projection: the hidden width, twice
+    /// for SwiGLU's gate and up projections side by side.
+    pub fn fc_width(&self) -> usize {
+        match self.arch {
+            Arch::Llama => 2 * self.ffn_width(),
+            _ => self.ffn_width(),
+        }
     }
 
     /// Reject configurations that cannot be built, saying which field is wrong.
@@ -132,6 +239,79 @@ impl ModelConfig {
                 self.n_embd, self.n_head
             ));
         }
+        self.validate_llama()
+    }
+
+    /// The Llama-family options: present exactly for `arch = llama`, heads
+    /// that group evenly, even head sizes (rotary pairs), positive numbers.
+    fn validate_llama(&self) -> Result<()> {
+        let bad = |msg: String| Err(Error::Config(msg));
+        let l = match (&self.llama, self.arch) {
+            (None, Arch::Llama) => {
+                return bad("arch llama needs its shape (n_kv_head, intermediate_size, rope_theta, rms_norm_eps)".into());
+            }
+            (Some(_), Arch::Llama) => self.llama.as_ref().expect("matched"),
+            (Some(_), _) => {
+                return bad("--n-kv-head, --intermediate-size and --rope-theta (and the other rope and RMS-norm options) belong to --arch llama".into());
+            }
+            (None, _) => return Ok(()),
+        };
+        if l.n_kv_head == 0 || !self.n_head.is_multiple_of(l.n_kv_head) {
+            return bad(format!(
+                "n_head ({}) must be a multiple of n_kv_head ({}): query heads share key/value heads in equal groups",
+                self.n_head, l.n_kv_head
+            ));
+        }
+        if !self.head_size().is_multiple_of(2) {
+            return bad(format!(
+                "rotary embeddings turn pairs of channels: the head size n_embd / n_head ({}) must be even",
+                self.head_size()
+            ));
+        }
+        if l.intermediate_size == 0 {
+            return bad("intermediate_size must be at least 1".into());
+        }
+        let positive = |x: f32| x.is_finite() && x > 0.0;
+        if !positive(l.rope_theta) || !positive(l.rms_norm_eps) {
+            return bad(format!(
+                "rope_theta and rms_norm_eps must be positive numbers (got {}, {})",
+                l.rope_theta, l.rms_norm_eps
+            ));
+        }
+        if self.activation != Activation::Silu
+            || self.norm != Norm::Pre
+            || self.bias
+            || self.lm_head_bias
+        {
+            return bad("a Llama-family model is pre-norm with a SiLU-gated feed-forward and no biases outside q/k/v (activation silu, norm pre, bias and lm_head_bias false)".into());
+        }
+        if self.lora.is_some() {
+            return bad(
+                "LoRA on Llama-family models is not supported yet (GPT-2 models only)".into(),
+            );
+        }
+        let scaling_ok = match l.rope_scaling {
+            RopeScaling::None => true,
+            RopeScaling::Linear { factor } => positive(factor),
+            RopeScaling::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_max_position_embeddings,
+            } => {
+                positive(factor)
+                    && positive(low_freq_factor)
+                    && high_freq_factor > low_freq_factor
+                    && high_freq_factor.is_finite()
+                    && original_max_position_embeddings > 0
+            }
+        };
+        if !scaling_ok {
+            return bad(format!(
+                "rope_scaling {:?} is not usable: factors must be positive (llama3: high_freq_factor above low_freq_factor)",
+                l.rope_scaling
+            ));
+        }
         Ok(())
     }
 }
@@ -155,6 +335,7 @@ mod tests {
             bias: true,
             qkv_bias: true,
             lm_head_bias: false,
+            llama: None,
             lora: None,
         }
     }

@@ -56,9 +56,31 @@ pub(super) struct Pass<'p, B: Backend> {
     pub mode: Mode,
     /// LoRA's scratch, shared with the activations (adapted models only).
     pub lora: Option<std::sync::Arc<LoraScratch<B>>>,
+    /// The rotary embeddings' table (Llama family only).
+    pub rope: Option<std::sync::Arc<B::Buf>>,
+    /// Keys and values are cached apart from `qkv` (a Llama decoding).
+    pub kv_cache: bool,
 }
 
-impl<B: Backend> Pass<'_, B> {
+impl<'p, B: Backend> Pass<'p, B> {
+    fn new(
+        be: &'p B,
+        params: &'p B::Buf,
+        acts: &Activations<B>,
+        window: Window,
+        mode: Mode,
+    ) -> Self {
+        Pass {
+            be,
+            params,
+            window,
+            mode,
+            lora: acts.lora.clone(),
+            rope: acts.rope.clone(),
+            kv_cache: acts.rope.is_some() && acts.purpose == Purpose::Inference,
+        }
+    }
+
     /// The parameters as the linear layers read them.
     pub fn weights(&self) -> Weights<'_, B> {
         Weights {
@@ -115,13 +137,7 @@ impl Model {
             "inference activations have no dropout masks to replay"
         );
         be.upload_ids(&mut acts.tokens, window.rows().start, tokens);
-        let pass = Pass {
-            be,
-            params,
-            window,
-            mode,
-            lora: acts.lora.clone(),
-        };
+        let pass = Pass::new(be, params, acts, window, mode);
         if self.config.arch == Arch::Bigram {
             return self.bigram_forward(&pass, acts);
         }
@@ -160,13 +176,7 @@ impl Model {
             cache.check(Window::continuing(pos, 1));
         }
         be.upload_ids(&mut batch.tokens, 0, tokens);
-        let pass = Pass {
-            be,
-            params,
-            window,
-            mode: Mode::Eval,
-            lora: batch.lora.clone(),
-        };
+        let pass = Pass::new(be, params, batch, window, Mode::Eval);
         if self.config.arch == Arch::Bigram {
             return self.bigram_forward(&pass, batch);
         }
@@ -178,16 +188,17 @@ impl Model {
         self.head_forward(&pass, batch);
     }
 
-    /// `encoded[i] = wte[idx[i]] + wpe[positions[i]]`: one row per sequence.
+    /// `encoded[i] = wte[idx[i]] + wpe[positions[i]]` (a Llama has no
+    /// `wpe`: its positions are rotations inside attention), one row per sequence.
     fn embed_at<B: Backend>(&self, pass: &Pass<B>, acts: &mut Activations<B>, positions: &[usize]) {
-        let wte = B::view(pass.params, self.layout.wte.clone());
+        let lay = &self.layout;
+        let wte = B::view(pass.params, lay.wte.clone());
         let c = self.config.n_embd;
         for (i, &pos) in positions.iter().enumerate() {
-            let wpe = B::view(pass.params, self.layout.wpe.clone());
+            let wpe = (!lay.wpe.is_empty()).then(|| B::view(pass.params, lay.wpe.clone()));
             let idx = B::ids_view(&acts.tokens, i..i + 1);
             let row = acts.tensors.encoded.at_mut(0, i..i + 1);
-            pass.be
-                .embedding_forward(row, idx, wte, Some(wpe), pos, 1, c);
+            pass.be.embedding_forward(row, idx, wte, wpe, pos, 1, c);
         }
     }
 
@@ -206,11 +217,11 @@ impl Model {
         let (be, w, lay) = (pass.be, pass.window, &self.layout);
         let rows = w.rows();
         let wte = B::view(pass.params, lay.wte.clone());
-        let wpe = B::view(pass.params, lay.wpe.clone());
+        let wpe = (!lay.wpe.is_empty()).then(|| B::view(pass.params, lay.wpe.clone()));
         let idx = B::ids_view(&acts.tokens, rows.into());
         let encoded = &mut acts.tensors.encoded;
         let c = self.config.n_embd;
-        be.embedding_forward(encoded.at_mut(0, rows), idx, wte, Some(wpe), w.pos, w.t, c);
+        be.embedding_forward(encoded.at_mut(0, rows), idx, wte, wpe, w.pos, w.t, c);
         if let Some(d) = self.dropout(pass.mode, 0) {
             be.dropout(encoded.at_mut(0, rows), d);
         }
@@ -291,13 +302,7 @@ impl Model {
     ) -> f32 {
         acts.check(window);
         let mean_loss = self.cross_entropy(be, acts, targets, window, Some(dloss));
-        let pass = Pass {
-            be,
-            params,
-            window,
-            mode,
-            lora: acts.lora.clone(),
-        };
+        let pass = Pass::new(be, params, acts, window, mode);
         if self.config.arch == Arch::Bigram {
             let rows = window.rows();
             let Some(dtable) = grads.get(&self.layout.wte) else {
@@ -379,12 +384,18 @@ impl Model {
             be.dropout(d_encoded.at_mut(0, rows), d);
         }
         let lay = &self.layout;
+        let (idx, c) = (B::ids_view(&acts.tokens, rows.into()), self.config.n_embd);
+        let dout = d_encoded.at(0, rows);
+        if lay.wpe.is_empty() {
+            let Some(dwte) = grads.get(&lay.wte) else {
+                return;
+            };
+            return be.embedding_backward(dwte, None, dout, idx, w.t, c);
+        }
         let Some((dwte, dwpe)) = grads.pair(&lay.wte, &lay.wpe) else {
             return; // frozen embeddings
         };
-        let idx = B::ids_view(&acts.tokens, rows.into());
-        let c = self.config.n_embd;
-        be.embedding_backward(dwte, Some(dwpe), d_encoded.at(0, rows), idx, w.t, c);
+        be.embedding_backward(dwte, Some(dwpe), dout, idx, w.t, c);
     }
 }
 
@@ -396,133 +407,168 @@ mod tests {
     use crate::rng::Rng;
 
     /// Decoding position by position from the cache (inference activations,
-    /// one slot per layer except `qkv`) gives the logits of one forward over
-    /// the whole sequence (training activations, no cache), in both layouts.
+    /// one slot per layer except the cache) gives the logits of one forward
+    /// over the whole sequence (training activations, no cache), in both
+    /// GPT layouts and a Llama with grouped-query attention.
     #[test]
     fn cached_logits_match_the_full_forward() {
-        for (norm, act, tie) in [
-            (Norm::Pre, Activation::Gelu, true),
-            (Norm::Post, Activation::Relu, false),
+        let gpt = |norm, activation, tie: bool| ModelConfig {
+            arch: Arch::Gpt,
+            vocab_size: 17,
+            block_size: 9,
+            n_layer: 2,
+            n_head: 2,
+            n_embd: 8,
+            dropout: 0.1,
+            norm,
+            activation,
+            tie_embeddings: tie,
+            bias: true,
+            qkv_bias: false,
+            lm_head_bias: !tie,
+            llama: None,
+            lora: None,
+        };
+        let llama = ModelConfig {
+            arch: Arch::Llama,
+            n_head: 4,
+            bias: false,
+            qkv_bias: true,
+            lm_head_bias: false,
+            llama: Some(crate::model::LlamaConfig {
+                n_kv_head: 2,
+                intermediate_size: 12,
+                rope_theta: 10_000.0,
+                rope_scaling: Default::default(),
+                rms_norm_eps: 1e-6,
+            }),
+            ..gpt(Norm::Pre, Activation::Silu, false)
+        };
+        for cfg in [
+            gpt(Norm::Pre, Activation::Gelu, true),
+            gpt(Norm::Post, Activation::Relu, false),
+            llama,
         ] {
-            let cfg = ModelConfig {
-                arch: Arch::Gpt,
-                vocab_size: 17,
-                block_size: 9,
-                n_layer: 2,
-                n_head: 2,
-                n_embd: 8,
-                dropout: 0.1,
-                norm,
-                activation: act,
-                tie_embeddings: tie,
-                bias: true,
-                qkv_bias: false,
-                lm_head_bias: !tie,
-                lora: None,
-            };
-            let (be, model) = (Cpu::new(), Model::new(cfg).unwrap());
-            let mut rng = Rng::new(5, 0);
-            let params: Vec<f32> = (0..model.num_params())
-                .map(|_| rng.next_f32() - 0.5)
-                .collect();
-            let tokens: Vec<u32> = (0..9).map(|_| rng.below(17) as u32).collect();
-            let mut full = Activations::training(&be, &model.config, 1, 9).unwrap();
-            model.forward(
-                &be,
-                &params,
-                &mut full,
-                &tokens,
-                Window::batch(1, 9),
-                Mode::Eval,
-            );
-            let mut cached = Activations::inference(&be, &model.config).unwrap();
-            let prompt = Window::continuing(0, 3);
-            model.forward(&be, &params, &mut cached, &tokens[..3], prompt, Mode::Eval);
-            for pos in 3..9 {
-                let step = Window::continuing(pos, 1);
-                model.forward(
-                    &be,
-                    &params,
-                    &mut cached,
-                    &tokens[pos..=pos],
-                    step,
-                    Mode::Eval,
-                );
-                let (got, expected) = (cached.logits_row(0), full.logits_row(pos));
-                for (a, e) in got.iter().zip(expected) {
-                    assert!((a - e).abs() < 1e-5, "{norm:?} position {pos}: {a} vs {e}");
-                }
+            check_cache_against_full_forward(cfg);
+        }
+    }
+
+    fn check_cache_against_full_forward(cfg: ModelConfig) {
+        let arch = cfg.arch;
+        let (be, model) = (Cpu::new(), Model::new(cfg).unwrap());
+        let mut rng = Rng::new(5, 0);
+        let params: Vec<f32> = (0..model.num_params())
+            .map(|_| rng.next_f32() - 0.5)
+            .collect();
+        let tokens: Vec<u32> = (0..9).map(|_| rng.below(17) as u32).collect();
+        let mut full = Activations::training(&be, &model.config, 1, 9).unwrap();
+        let whole = Window::batch(1, 9);
+        model.forward(&be, &params, &mut full, &tokens, whole, Mode::Eval);
+        let mut cached = Activations::inference(&be, &model.config).unwrap();
+        let prompt = Window::continuing(0, 3);
+        model.forward(&be, &params, &mut cached, &tokens[..3], prompt, Mode::Eval);
+        for pos in 3..9 {
+            let step = Window::continuing(pos, 1);
+            let token = &tokens[pos..=pos];
+            model.forward(&be, &params, &mut cached, token, step, Mode::Eval);
+            let (got, expected) = (cached.logits_row(0), full.logits_row(pos));
+            for (a, e) in got.iter().zip(expected) {
+                assert!((a - e).abs() < 1e-5, "{arch:?} position {pos}: {a} vs {e}");
             }
         }
     }
 
     /// A decoding batch of three sequences at different positions gives each
     /// the logits that decoding it alone from its cache gives, step after
-    /// step (and leaves the same keys and values in its cache).
+    /// step (and leaves the same keys and values in its cache): both GPT
+    /// layouts, and a Llama (RoPE at each row's position, grouped KV cache).
     #[test]
     fn batched_decoding_matches_one_sequence_at_a_time() {
-        for norm in [Norm::Pre, Norm::Post] {
-            let cfg = ModelConfig {
-                arch: Arch::Gpt,
-                vocab_size: 17,
-                block_size: 12,
-                n_layer: 2,
-                n_head: 2,
-                n_embd: 8,
-                dropout: 0.0,
-                norm,
-                activation: Activation::Gelu,
-                tie_embeddings: true,
-                bias: true,
-                qkv_bias: false,
-                lm_head_bias: false,
-                lora: None,
-            };
-            let (be, model) = (Cpu::new(), Model::new(cfg).unwrap());
-            let mut rng = Rng::new(9, 0);
-            let params: Vec<f32> = (0..model.num_params())
-                .map(|_| rng.next_f32() - 0.5)
-                .collect();
-            let seqs: Vec<Vec<u32>> = [2, 5, 3]
-                .iter()
-                .map(|&n| (0..n + 4).map(|_| rng.below(17) as u32).collect())
-                .collect();
-            let prompt_lens = [2, 5, 3];
-            let new_acts = || Activations::inference(&be, &model.config).unwrap();
-            let (mut alone, mut batched): (Vec<_>, Vec<_>) =
-                (0..3).map(|_| (new_acts(), new_acts())).unzip();
-            for (i, seq) in seqs.iter().enumerate() {
-                let prompt = &seq[..prompt_lens[i]];
-                let w = Window::continuing(0, prompt.len());
-                model.forward(&be, &params, &mut alone[i], prompt, w, Mode::Eval);
-                model.forward(&be, &params, &mut batched[i], prompt, w, Mode::Eval);
-            }
-            let mut batch = Activations::decoding(&be, &model.config, 4).unwrap();
-            for step in 0..4 {
-                let positions: Vec<usize> = prompt_lens.iter().map(|&p| p + step).collect();
-                let tokens: Vec<u32> = positions.iter().zip(&seqs).map(|(&p, s)| s[p]).collect();
-                let mut caches: Vec<_> = batched.iter_mut().collect();
-                model.forward_batch(&be, &params, &mut batch, &mut caches, &tokens, &positions);
-                for i in 0..3 {
-                    let (pos, tok) = (positions[i], &tokens[i..=i]);
-                    let w = Window::continuing(pos, 1);
-                    model.forward(&be, &params, &mut alone[i], tok, w, Mode::Eval);
-                    let (got, expected) = (batch.logits_row(i), alone[i].logits_row(0));
-                    for (a, e) in got.iter().zip(expected) {
-                        assert!(
-                            (a - e).abs() < 1e-5,
-                            "{norm:?} seq {i} step {step}: {a} vs {e}"
-                        );
-                    }
+        let gpt = |norm| ModelConfig {
+            arch: Arch::Gpt,
+            vocab_size: 17,
+            block_size: 12,
+            n_layer: 2,
+            n_head: 2,
+            n_embd: 8,
+            dropout: 0.0,
+            norm,
+            activation: Activation::Gelu,
+            tie_embeddings: true,
+            bias: true,
+            qkv_bias: false,
+            lm_head_bias: false,
+            llama: None,
+            lora: None,
+        };
+        let llama = ModelConfig {
+            arch: Arch::Llama,
+            n_head: 4,
+            bias: false,
+            activation: Activation::Silu,
+            llama: Some(crate::model::LlamaConfig {
+                n_kv_head: 2,
+                intermediate_size: 12,
+                rope_theta: 10_000.0,
+                rope_scaling: Default::default(),
+                rms_norm_eps: 1e-6,
+            }),
+            ..gpt(Norm::Pre)
+        };
+        for cfg in [gpt(Norm::Pre), gpt(Norm::Post), llama] {
+            check_batch_against_one_at_a_time(cfg);
+        }
+    }
+
+    fn check_batch_against_one_at_a_time(cfg: ModelConfig) {
+        let (be, model) = (Cpu::new(), Model::new(cfg).unwrap());
+        let mut rng = Rng::new(9, 0);
+        let params: Vec<f32> = (0..model.num_params())
+            .map(|_| rng.next_f32() - 0.5)
+            .collect();
+        let prompt_lens = [2, 5, 3];
+        let seqs: Vec<Vec<u32>> = prompt_lens
+            .iter()
+            .map(|&n| (0..n + 4).map(|_| rng.below(17) as u32).collect())
+            .collect();
+        let new_acts = || Activations::inference(&be, &model.config).unwrap();
+        let (mut alone, mut batched): (Vec<_>, Vec<_>) =
+            (0..3).map(|_| (new_acts(), new_acts())).unzip();
+        for (i, seq) in seqs.iter().enumerate() {
+            let prompt = &seq[..prompt_lens[i]];
+            let w = Window::continuing(0, prompt.len());
+            model.forward(&be, &params, &mut alone[i], prompt, w, Mode::Eval);
+            model.forward(&be, &params, &mut batched[i], prompt, w, Mode::Eval);
+        }
+        let mut batch = Activations::decoding(&be, &model.config, 4).unwrap();
+        for step in 0..4 {
+            let positions: Vec<usize> = prompt_lens.iter().map(|&p| p + step).collect();
+            let tokens: Vec<u32> = positions.iter().zip(&seqs).map(|(&p, s)| s[p]).collect();
+            let mut caches: Vec<_> = batched.iter_mut().collect();
+            model.forward_batch(&be, &params, &mut batch, &mut caches, &tokens, &positions);
+            for i in 0..3 {
+                let w = Window::continuing(positions[i], 1);
+                model.forward(&be, &params, &mut alone[i], &tokens[i..=i], w, Mode::Eval);
+                let (got, expected) = (batch.logits_row(i), alone[i].logits_row(0));
+                for (a, e) in got.iter().zip(expected) {
+                    let arch = model.config.arch;
+                    assert!(
+                        (a - e).abs() < 1e-5,
+                        "{arch:?} seq {i} step {step}: {a} vs {e}"
+                    );
                 }
             }
-            for (b, a) in batched.iter().zip(&alone) {
-                let (b, a) = (b.tensors.qkv.at(1, 0..8), a.tensors.qkv.at(1, 0..8));
-                assert!(
-                    b.iter().zip(a).all(|(x, y)| (x - y).abs() < 1e-5),
-                    "caches differ"
-                );
-            }
+        }
+        let cached = |a: &Activations<Cpu>| match model.config.arch {
+            Arch::Llama => a.tensors.kv_cache.at(1, 0..8).to_vec(),
+            _ => a.tensors.qkv.at(1, 0..8).to_vec(),
+        };
+        for (b, a) in batched.iter().zip(&alone) {
+            let close = cached(b)
+                .iter()
+                .zip(cached(a))
+                .all(|(x, y)| (x - y).abs() < 1e-5);
+            assert!(close, "{:?}: caches differ", model.config.arch);
         }
     }
 }

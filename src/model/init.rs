@@ -1,7 +1,8 @@
 //! Initial weights, as GPT-2 / nanoGPT: every matrix ~ N(0, 0.02), the
-//! residual projections (`attn.c_proj`, `mlp.c_proj`) ~ N(0, 0.02 / sqrt(2 n_layer))
-//! so the residual stream's variance does not grow with depth, biases 0,
-//! layer-norm gains 1. The bigram table ~ N(0, 1), like `nn.Embedding`.
+//! residual projections (`attn.c_proj`, `mlp.c_proj`; a Llama's `o_proj`,
+//! `down_proj`) ~ N(0, 0.02 / sqrt(2 n_layer)) so the residual stream's
+//! variance does not grow with depth, biases 0, norm gains 1. The bigram
+//! table ~ N(0, 1), like `nn.Embedding`.
 
 use super::config::Arch;
 use super::gpt::Model;
@@ -25,12 +26,13 @@ impl Model {
             let name = spec.name.as_str();
             if self.config.arch == Arch::Bigram {
                 values.iter_mut().for_each(|v| *v = normal(&mut rng));
-            } else if name.contains("ln_") {
+            } else if name.contains("ln_") || name.contains("norm") {
                 values.fill(if name.ends_with(".weight") { 1.0 } else { 0.0 });
             } else if spec.shape.len() == 1 {
                 values.fill(0.0);
             } else {
-                let std = if name.ends_with("c_proj.weight") {
+                let residual = ["c_proj.weight", "o_proj.weight", "down_proj.weight"];
+                let std = if residual.iter().any(|r| name.ends_with(r)) {
                     residual_std
                 } else {
                     0.02

@@ -10,7 +10,9 @@
 //! With LoRA the product uses `W_eff = W + s·AᵀBᵀ` and backward adds the
 //! adapters' gradients instead of `dW` (math in [`super::lora`]).
 //!
-//! Layer norm: one kernel each way (math in `backend/cpu/layernorm.rs`).
+//! Layer norm, or RMS norm for Llama-family models: one kernel each way
+//! (math in `backend/cpu/layernorm.rs` and `backend/cpu/rmsnorm.rs`; an RMS
+//! norm leaves `mean` unused).
 //!
 //! A frozen tensor (before [`Grads::from`]) gets no gradient: its layer
 //! still passes the gradient of its input on.
@@ -168,6 +170,9 @@ impl NormParams {
         c: usize,
     ) {
         let weight = B::view(params, self.weight.clone());
+        if let Some(eps) = self.rms_eps {
+            return be.rmsnorm_forward(out, rstd, inp, weight, n, c, eps);
+        }
         let bias = self.bias.clone().map(|r| B::view(params, r));
         be.layernorm_forward(out, mean, rstd, inp, weight, bias, n, c);
     }
@@ -192,6 +197,9 @@ impl NormParams {
             None => (None, None),
         };
         let (mean, rstd) = stats;
+        if self.rms_eps.is_some() {
+            return be.rmsnorm_backward(dinp, dw, dout, inp, weight, rstd, n, c);
+        }
         be.layernorm_backward(dinp, dw, db, dout, inp, weight, mean, rstd, n, c);
     }
 }

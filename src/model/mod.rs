@@ -13,9 +13,12 @@ pub mod init;
 pub mod layers;
 pub mod lora;
 pub mod params;
+pub mod rope;
 
 pub use activations::{Activations, Purpose, Window};
-pub use config::{Activation, Arch, LoraConfig, LoraTarget, ModelConfig, Norm};
+pub use config::{
+    Activation, Arch, LlamaConfig, LoraConfig, LoraTarget, ModelConfig, Norm, RopeScaling,
+};
 pub use gpt::{Mode, Model};
 pub use grads::Grads;
 pub use layers::Weights;

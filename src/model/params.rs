@@ -23,6 +23,28 @@
 //!
 //! The bigram model has one tensor, `token_embedding_table.weight` `(V, V)`.
 //!
+//! A Llama-family model uses Hugging Face's `LlamaForCausalLM` names, whose
+//! linear layers are `nn.Linear`, stored `(OUT, IN)` (`KVC = n_kv_head * hs`,
+//! `I = intermediate_size`):
+//!
+//! | tensor | shape |
+//! |---|---|
+//! | `model.embed_tokens.weight` | `(V, C)` |
+//! | `model.layers.{l}.input_layernorm.weight` | `(C)` (RMS norm gain) |
+//! | `model.layers.{l}.self_attn.{q,k,v}_proj.weight` | `(C, C)`, `(KVC, C)`, `(KVC, C)` |
+//! | `model.layers.{l}.self_attn.{q,k,v}_proj.bias` (Qwen2) | `(C)`, `(KVC)`, `(KVC)` |
+//! | `model.layers.{l}.self_attn.o_proj.weight` | `(C, C)` |
+//! | `model.layers.{l}.post_attention_layernorm.weight` | `(C)` |
+//! | `model.layers.{l}.mlp.{gate,up}_proj.weight` | `(I, C)` each |
+//! | `model.layers.{l}.mlp.down_proj.weight` | `(C, I)` |
+//! | `model.norm.weight` | `(C)` |
+//! | `lm_head.weight` (untied only) | `(V, C)` |
+//!
+//! `q`, `k`, `v` are laid out one after the other (and their biases after
+//! them), so together they are one `(C + 2 KVC, C)` matrix: the block runs
+//! them as one fused `c_attn` product, as GPT-2's. Likewise `gate` and `up`
+//! form one `(2I, C)` product, `c_fc`, whose output SwiGLU splits in two.
+//!
 //! With LoRA (see [`super::lora`]), the adapters follow every base tensor, for
 //! each layer `l` and target `m` (`attn.c_attn`, `attn.c_proj`, `mlp.c_fc`,
 //! `mlp.c_proj`), named as PEFT names them under `base_model.model.`:
@@ -48,11 +70,13 @@ impl TensorSpec {
     }
 }
 
-/// A layer norm's gain and optional bias.
+/// A layer norm's gain and optional bias, or an RMS norm's gain.
 #[derive(Debug, Clone)]
 pub struct NormParams {
     pub weight: Range<usize>,
     pub bias: Option<Range<usize>>,
+    /// `Some(eps)`: RMS norm (Llama family); `None`: layer norm.
+    pub rms_eps: Option<f32>,
 }
 
 /// How a linear layer's weight matrix is stored.
@@ -130,6 +154,42 @@ impl Builder {
         NormParams {
             weight: self.add(format!("{prefix}.weight"), &[c]),
             bias: self.add_if(bias, format!("{prefix}.bias"), &[c]),
+            rms_eps: None,
+        }
+    }
+
+    fn rms_norm(&mut self, name: String, c: usize, eps: f32) -> NormParams {
+        NormParams {
+            weight: self.add(name, &[c]),
+            bias: None,
+            rms_eps: Some(eps),
+        }
+    }
+
+    /// `nn.Linear` layers applied as one product: their `(OUT_k, IN)` weights
+    /// one after the other (one `(sum OUT_k, IN)` matrix), then their biases.
+    fn fused_out_in(
+        &mut self,
+        parts: &[(String, usize)],
+        fan_in: usize,
+        bias: bool,
+    ) -> LinearParams {
+        let start = self.total;
+        for (name, out) in parts {
+            self.add(format!("{name}.weight"), &[*out, fan_in]);
+        }
+        let weight = start..self.total;
+        let bias_start = self.total;
+        for (name, out) in parts.iter().filter(|_| bias) {
+            self.add(format!("{name}.bias"), &[*out]);
+        }
+        LinearParams {
+            weight,
+            bias: bias.then_some(bias_start..self.total),
+            fan_in,
+            fan_out: parts.iter().map(|(_, out)| out).sum(),
+            layout: WeightLayout::OutIn,
+            lora: None,
         }
     }
 
@@ -197,6 +257,9 @@ impl ParamLayout {
                 lm_head: None,
             };
         }
+        if cfg.arch == Arch::Llama {
+            return Self::llama(cfg, b);
+        }
         let wte = b.add("transformer.wte.weight".into(), &[v, c]);
         let wpe = b.add("transformer.wpe.weight".into(), &[cfg.block_size, c]);
         let mut blocks: Vec<BlockParams> = (0..cfg.n_layer)
@@ -244,6 +307,66 @@ impl ParamLayout {
         }
     }
 
+    /// The Llama-family layout (see the module's table).
+    fn llama(cfg: &ModelConfig, mut b: Builder) -> Self {
+        let llama = cfg
+            .llama
+            .as_ref()
+            .expect("validated: arch llama has its shape");
+        let (v, c, eps) = (cfg.vocab_size, cfg.n_embd, llama.rms_norm_eps);
+        let (kvc, i) = (cfg.n_kv_head() * cfg.head_size(), llama.intermediate_size);
+        let wte = b.add("model.embed_tokens.weight".into(), &[v, c]);
+        let blocks: Vec<BlockParams> = (0..cfg.n_layer)
+            .map(|l| {
+                let p = format!("model.layers.{l}");
+                let (attn, mlp) = (format!("{p}.self_attn"), format!("{p}.mlp"));
+                let qkv = [
+                    (format!("{attn}.q_proj"), c),
+                    (format!("{attn}.k_proj"), kvc),
+                    (format!("{attn}.v_proj"), kvc),
+                ];
+                let ln_1 = b.rms_norm(format!("{p}.input_layernorm.weight"), c, eps);
+                let c_attn = b.fused_out_in(&qkv, c, cfg.qkv_bias);
+                let attn_proj = b.fused_out_in(&[(format!("{attn}.o_proj"), c)], c, false);
+                let ln_2 = b.rms_norm(format!("{p}.post_attention_layernorm.weight"), c, eps);
+                let gate_up = [
+                    (format!("{mlp}.gate_proj"), i),
+                    (format!("{mlp}.up_proj"), i),
+                ];
+                let c_fc = b.fused_out_in(&gate_up, c, false);
+                let mlp_proj = b.fused_out_in(&[(format!("{mlp}.down_proj"), c)], i, false);
+                BlockParams {
+                    ln_1,
+                    c_attn,
+                    attn_proj,
+                    ln_2,
+                    c_fc,
+                    mlp_proj,
+                }
+            })
+            .collect();
+        let ln_f = Some(b.rms_norm("model.norm.weight".into(), c, eps));
+        let untied = b.add_if(!cfg.tie_embeddings, "lm_head.weight".into(), &[v, c]);
+        let lm_head = Some(LinearParams {
+            weight: untied.unwrap_or(wte.clone()),
+            bias: None,
+            fan_in: c,
+            fan_out: v,
+            layout: WeightLayout::OutIn,
+            lora: None,
+        });
+        ParamLayout {
+            tensors: b.tensors,
+            total: b.total,
+            base_total: b.total,
+            wte,
+            wpe: 0..0,
+            blocks,
+            ln_f,
+            lm_head,
+        }
+    }
+
     pub fn get(&self, name: &str) -> Option<&TensorSpec> {
         self.tensors.iter().find(|t| t.name == name)
     }
@@ -270,6 +393,7 @@ mod tests {
             bias: true,
             qkv_bias: true,
             lm_head_bias: false,
+            llama: None,
             lora: None,
         };
         let layout = ParamLayout::new(&cfg);
@@ -282,5 +406,54 @@ mod tests {
                 .shape,
             vec![768, 2304]
         );
+    }
+
+    /// SmolLM2-135M's shape: 9 query heads over 3 key/value heads, tied head.
+    #[test]
+    fn smollm2_135m_has_its_parameter_count() {
+        let cfg = ModelConfig {
+            arch: Arch::Llama,
+            vocab_size: 49152,
+            block_size: 2048,
+            n_layer: 30,
+            n_head: 9,
+            n_embd: 576,
+            dropout: 0.0,
+            norm: Norm::Pre,
+            activation: Activation::Silu,
+            tie_embeddings: true,
+            bias: false,
+            qkv_bias: false,
+            lm_head_bias: false,
+            llama: Some(crate::model::LlamaConfig {
+                n_kv_head: 3,
+                intermediate_size: 1536,
+                rope_theta: 100_000.0,
+                rope_scaling: Default::default(),
+                rms_norm_eps: 1e-5,
+            }),
+            lora: None,
+        };
+        cfg.validate().unwrap();
+        let layout = ParamLayout::new(&cfg);
+        assert_eq!(layout.total, 134_515_008);
+        assert_eq!(crate::memory::param_count(&cfg).unwrap(), layout.total);
+        let k = layout
+            .get("model.layers.29.self_attn.k_proj.weight")
+            .unwrap();
+        assert_eq!(k.shape, vec![192, 576]);
+        // q, k, v are one (C + 2 KVC, C) matrix.
+        let q = layout
+            .get("model.layers.29.self_attn.q_proj.weight")
+            .unwrap();
+        assert_eq!(
+            layout.blocks[29].c_attn.weight,
+            q.range.start..q.range.start + 960 * 576
+        );
+        // The decoding cache keeps only the 3 key/value heads: 2 x 192 per position.
+        let (acts, _) =
+            crate::model::activations::sizes(&cfg, 2048, crate::model::Purpose::Inference);
+        assert_eq!((acts.kv_cache.layers, acts.kv_cache.width), (30, 384));
+        assert_eq!(acts.qkv.layers, 1);
     }
 }

@@ -80,6 +80,7 @@ impl RunSummary {
             model: model.as_ref().map(|m| match m.arch {
                 Arch::Bigram => "bigram".to_string(),
                 Arch::Gpt => format!("{}x{}", m.n_layer, m.n_embd),
+                Arch::Llama => format!("llama {}x{}", m.n_layer, m.n_embd),
             }),
             params: model.as_ref().map(|m| ParamLayout::new(m).total),
             tokenizer: field(train, &["tokenizer"]).map(tokenizer_name),

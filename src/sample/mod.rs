@@ -413,6 +413,7 @@ mod tests {
             bias: true,
             qkv_bias: true,
             lm_head_bias: false,
+            llama: None,
             lora: None,
         };
         let model = Model::new(cfg).unwrap();

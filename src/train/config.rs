@@ -6,7 +6,7 @@
 use super::presets::Preset;
 use crate::error::{Error, Result};
 use crate::finetune::FineTune;
-use crate::model::{Activation, Arch, ModelConfig, Norm};
+use crate::model::{Activation, Arch, LlamaConfig, ModelConfig, Norm};
 use crate::optim::{AdamWConfig, LrSchedule, ScheduleKind};
 use crate::tokenizer::TokenizerSpec;
 use serde::{Deserialize, Serialize};
@@ -182,9 +182,20 @@ pub struct TrainOverrides {
     /// "gpt2" (GPT-2's byte-level BPE), or a tokenizer.json path.
     #[arg(long)]
     pub tokenizer: Option<TokenizerSpec>,
-    /// Model: "bigram" or "gpt".
+    /// Model: "bigram", "gpt" or "llama" (RMS norms, rotary positions,
+    /// grouped-query attention, SwiGLU; a preset's GPT shape becomes a Llama
+    /// of the same size).
     #[arg(long, value_parser = parse_enum::<Arch>)]
     pub arch: Option<Arch>,
+    /// Llama: key/value heads, shared by groups of query heads (must divide --n-head).
+    #[arg(long)]
+    pub n_kv_head: Option<usize>,
+    /// Llama: the SwiGLU feed-forward's hidden width (default about 8/3 x n_embd).
+    #[arg(long)]
+    pub intermediate_size: Option<usize>,
+    /// Llama: the rotary embeddings' base.
+    #[arg(long)]
+    pub rope_theta: Option<f32>,
     /// Number of transformer blocks.
     #[arg(long)]
     pub n_layer: Option<usize>,
@@ -204,7 +215,7 @@ pub struct TrainOverrides {
     /// Layer-norm placement: "pre" (GPT-2) or "post" (the course notebook).
     #[arg(long, value_parser = parse_enum::<Norm>)]
     pub norm: Option<Norm>,
-    /// Feed-forward activation: "gelu" (tanh approximation) or "relu".
+    /// Feed-forward activation: "gelu" (tanh approximation), "relu" or "silu".
     #[arg(long, value_parser = parse_enum::<Activation>)]
     pub activation: Option<Activation>,
     /// Share the token embedding with the LM head (true/false).
@@ -289,6 +300,21 @@ fn set<T>(dst: &mut T, value: Option<T>) {
     }
 }
 
+/// The Llama-only overrides (`--n-kv-head`, `--intermediate-size`,
+/// `--rope-theta`). Outside arch llama they stay for `validate` to refuse, naming them.
+fn set_llama(m: &mut ModelConfig, given: (Option<usize>, Option<usize>, Option<f32>)) {
+    let (n_kv_head, intermediate_size, rope_theta) = given;
+    if n_kv_head.is_none() && intermediate_size.is_none() && rope_theta.is_none() {
+        return;
+    }
+    let l = m
+        .llama
+        .get_or_insert_with(|| LlamaConfig::for_shape(m.n_embd, m.n_head));
+    set(&mut l.n_kv_head, n_kv_head);
+    set(&mut l.intermediate_size, intermediate_size);
+    set(&mut l.rope_theta, rope_theta);
+}
+
 impl TrainOverrides {
     /// Read overrides from a TOML file (same names as the flags, `_` for `-`).
     pub fn from_toml_file(path: &Path) -> Result<Self> {
@@ -302,6 +328,9 @@ impl TrainOverrides {
         let TrainOverrides {
             tokenizer,
             arch,
+            n_kv_head,
+            intermediate_size,
+            rope_theta,
             n_layer,
             n_head,
             n_embd,
@@ -346,6 +375,10 @@ impl TrainOverrides {
         set(&mut m.bias, bias);
         set(&mut m.qkv_bias, qkv_bias);
         set(&mut m.lm_head_bias, lm_head_bias);
+        if arch.is_some() {
+            m.match_arch(activation.is_none());
+        }
+        set_llama(m, (n_kv_head, intermediate_size, rope_theta));
         set(&mut cfg.batch_size, batch_size);
         set(&mut cfg.val_fraction, val_fraction);
         set(&mut cfg.max_iters, max_iters);

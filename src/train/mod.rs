@@ -232,6 +232,9 @@ fn fine_tune_config(req: &FineTuneRequest, parent: &finetune::Loaded) -> Result<
         ("--bias", g.bias.is_some()),
         ("--qkv-bias", g.qkv_bias.is_some()),
         ("--lm-head-bias", g.lm_head_bias.is_some()),
+        ("--n-kv-head", g.n_kv_head.is_some()),
+        ("--intermediate-size", g.intermediate_size.is_some()),
+        ("--rope-theta", g.rope_theta.is_some()),
     ];
     if let Some((flag, _)) = shape_flags.iter().find(|(_, given)| *given) {
         return Err(Error::Config(format!(

@@ -3,7 +3,7 @@
 //! table says where each comes from.
 
 use super::config::TrainConfig;
-use crate::model::{Activation, Arch, ModelConfig, Norm};
+use crate::model::{Activation, Arch, LlamaConfig, ModelConfig, Norm, RopeScaling};
 use crate::optim::ScheduleKind;
 use crate::tokenizer::TokenizerSpec;
 use serde::{Deserialize, Serialize};
@@ -22,6 +22,15 @@ pub enum Preset {
     CharBaby,
     /// GPT-2 124M with the GPT-2 tokenizer, nanoGPT's train_gpt2 settings.
     Gpt2,
+    /// char-cpu's size as a Llama: 4 layers, 4 query heads over 2 key/value
+    /// heads, 128 dims, SwiGLU 352 wide, rope_theta 10000, block 64.
+    LlamaChar,
+    /// SmolLM2-135M's shape (30 layers, 9 heads over 3 key/value heads, 576
+    /// dims, SwiGLU 1536, rope_theta 100000, block 2048, tied) with the
+    /// GPT-2 tokenizer (SmolLM's own cannot be downloaded here), lr 3e-3.
+    #[value(name = "smollm-135m")]
+    #[serde(rename = "smollm-135m")]
+    Smollm135m,
     /// Fine-tuning (the default with --init-from): the parent's model, block
     /// up to 256, batch 4, lr 5e-5 (2e-4 with LoRA), 500 iterations, no dropout.
     Finetune,
@@ -36,6 +45,8 @@ impl Preset {
             Preset::CharCpu => char_cpu(),
             Preset::CharBaby => char_baby(),
             Preset::Gpt2 => gpt2(),
+            Preset::LlamaChar => llama_char(),
+            Preset::Smollm135m => smollm_135m(),
             Preset::Finetune => finetune(),
         };
         TrainConfig {
@@ -73,6 +84,7 @@ fn char_cpu() -> TrainConfig {
             bias: false,
             qkv_bias: false,
             lm_head_bias: false,
+            llama: None,
             lora: None,
         },
         batch_size: 12,
@@ -195,6 +207,51 @@ fn gpt2() -> TrainConfig {
         eval_interval: 1000,
         eval_iters: 200,
         checkpoint_interval: 1000,
+        ..base
+    }
+}
+
+/// char-cpu as a Llama-family model of the same size.
+fn llama_char() -> TrainConfig {
+    let base = char_cpu();
+    let mut model = ModelConfig {
+        arch: Arch::Llama,
+        ..base.model
+    };
+    model.match_arch(true);
+    if let Some(llama) = &mut model.llama {
+        llama.n_kv_head = 2;
+    }
+    TrainConfig { model, ..base }
+}
+
+/// SmolLM2-135M's shape (its config.json), trained as nanoGPT trains GPT-2.
+fn smollm_135m() -> TrainConfig {
+    let base = gpt2();
+    let model = ModelConfig {
+        arch: Arch::Llama,
+        block_size: 2048,
+        n_layer: 30,
+        n_head: 9,
+        n_embd: 576,
+        activation: Activation::Silu,
+        bias: false,
+        qkv_bias: false,
+        tie_embeddings: true,
+        llama: Some(LlamaConfig {
+            n_kv_head: 3,
+            intermediate_size: 1536,
+            rope_theta: 100_000.0,
+            rope_scaling: RopeScaling::None,
+            rms_norm_eps: 1e-5,
+        }),
+        ..base.model
+    };
+    TrainConfig {
+        model,
+        batch_size: 4,
+        lr: 3e-3,
+        min_lr: 3e-4,
         ..base
     }
 }

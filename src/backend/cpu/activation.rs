@@ -7,6 +7,8 @@
 //!   gelu'(x) = s + x * 2 s (1 - s) * sqrt(2/pi) (1 + 3 * 0.044715 x^2)
 //! ReLU:
 //!   relu(x) = max(x, 0)        relu'(x) = 1 if x > 0 else 0
+//! SiLU (Llama's hidden_act "silu", also called swish):
+//!   silu(x) = x * sigmoid(x)   silu'(x) = sigmoid(x) * (1 + x * (1 - sigmoid(x)))
 //! ```
 
 use super::math::exp;
@@ -36,6 +38,22 @@ fn gelu_grad(x: f32) -> f32 {
     s + x * 2.0 * s * (1.0 - s) * SQRT_2_OVER_PI * (1.0 + 3.0 * GELU_CUBIC * x * x)
 }
 
+#[inline]
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + exp(-x))
+}
+
+#[inline]
+pub(super) fn silu(x: f32) -> f32 {
+    x * sigmoid(x)
+}
+
+#[inline]
+pub(super) fn silu_grad(x: f32) -> f32 {
+    let s = sigmoid(x);
+    s * (1.0 + x * (1.0 - s))
+}
+
 /// `out = act(inp)`, elementwise.
 pub fn forward(out: &mut [f32], inp: &[f32], act: Activation) {
     out.par_chunks_mut(CHUNK)
@@ -48,6 +66,7 @@ pub fn forward_serial(out: &mut [f32], inp: &[f32], act: Activation) {
     match act {
         Activation::Gelu => out.iter_mut().zip(inp).for_each(|(o, &x)| *o = gelu(x)),
         Activation::Relu => out.iter_mut().zip(inp).for_each(|(o, &x)| *o = x.max(0.0)),
+        Activation::Silu => out.iter_mut().zip(inp).for_each(|(o, &x)| *o = silu(x)),
     }
 }
 
@@ -61,6 +80,7 @@ pub fn backward_inplace(d: &mut [f32], inp: &[f32], act: Activation) {
                 *d = 0.0
             }
         }),
+        Activation::Silu => d.iter_mut().zip(inp).for_each(|(d, &x)| *d *= silu_grad(x)),
     }
 }
 

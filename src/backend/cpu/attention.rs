@@ -1,11 +1,17 @@
-//! Causal multi-head scaled dot-product self-attention.
+//! Causal multi-head scaled dot-product self-attention, with grouped-query
+//! attention (GQA: several query heads share one key/value head).
 //!
-//! The input is the output of the `c_attn` projection, `qkv: (B, P + T, 3C)`,
-//! laid out `[q | k | v]`; head `h` owns channels `h*hs .. (h+1)*hs` of each
-//! part (`hs = C / NH`). The queries are the last `T` positions `P..P + T`
-//! (in training `P = 0`; when decoding, the rows of earlier positions hold
-//! their keys and values from earlier calls: they are the KV cache). For
-//! each batch row, head and query position `t`:
+//! The queries come from `q: (B, T, ·)` and the keys and values from
+//! `kv: (B, P + T, ·)`, rows `q_stride` and `kv_stride` floats apart. In a
+//! row of `q`, query head `h` owns channels `h*hs .. (h+1)*hs` (`hs = C / NH`);
+//! in a row of `kv`, key head `g` starts at `k_offset + g*hs` and value head
+//! `g` at `k_offset + KVC + g*hs` (`KVC = NKV * hs`). Query head `h` reads
+//! key/value head `g = h / (NH / NKV)`; GPT-2 has `NKV = NH`. In training
+//! both are the `c_attn` projection's output `qkv: (B, T, C + 2 KVC)`, laid
+//! out `[q | k | v]`. When decoding, the queries are the `T` new positions
+//! `P..P + T`, and `kv` holds the keys and values of every position seen:
+//! the KV cache (the GPT's `qkv` rows, or a Llama's cache of only its
+//! key/value heads). For each batch row, head and query position `t`:
 //!
 //! ```text
 //! s[t2] = q[t] . k[t2] / sqrt(hs)               for t2 <= t (causal), else -inf
@@ -18,11 +24,13 @@
 //! dS[t, :] = P[t, :] * (dP[t, :] - sum_j P[t, j] dP[t, j])   (softmax backward)
 //! dQ = dS K / sqrt(hs)                         dK = dS^T Q / sqrt(hs)
 //! ```
+//! A shared key/value head's `dK` and `dV` are the sums over the query heads
+//! of its group (the first head of a group writes them, the others add).
 //! Only `lse`, one number per query, is kept for backward, which recomputes
 //! `P = exp(Q K^T / sqrt(hs) - lse)`: one more small product instead of
 //! storing `(B, NH, T, T)` probabilities per layer (7 GB for GPT-2 at T = 1024).
 //! Each head's products are small matrix products on strided views of `qkv`
-//! (a head's queries are `T` rows of `hs` floats, `3C` apart), run with `gemm`
+//! (a head's queries are `T` rows of `hs` floats, `q_stride` apart), run with `gemm`
 //! on one thread; work is split across threads by batch row. The masked upper
 //! triangle is computed and then zeroed: twice the arithmetic of a causal
 //! loop, but in matrix-product form it is still several times faster. A
@@ -78,15 +86,15 @@ fn dropped<'a>(
     }
 }
 
-/// Head `h` of one batch row's `qkv (P + T, 3C)`: its queries (the last `T`
-/// rows), keys and values (all `P + T` rows), as strided views.
-fn head_views(qkv: &[f32], d: AttentionDims, h: usize) -> [MatRef<'_>; 3] {
-    let (c, hs, keys) = (d.c, d.head_size(), d.keys());
-    let part = |offset: usize, rows: usize| MatRef::strided(&qkv[offset..], rows, hs, 3 * c);
+/// Head `h` of one batch row: its queries (`T` rows of `q`), and the keys and
+/// values of its key/value head (all `P + T` rows of `kv`), as strided views.
+fn head_views<'a>(q: &'a [f32], kv: &'a [f32], d: AttentionDims, h: usize) -> [MatRef<'a>; 3] {
+    let (hs, keys) = (d.head_size(), d.keys());
+    let (k, v) = (d.key_column(h), d.value_column(h));
     [
-        part(d.pos * 3 * c + h * hs, d.t),
-        part(c + h * hs, keys),
-        part(2 * c + h * hs, keys),
+        MatRef::strided(&q[h * hs..], d.t, hs, d.q_stride),
+        MatRef::strided(&kv[k..], keys, hs, d.kv_stride),
+        MatRef::strided(&kv[v..], keys, hs, d.kv_stride),
     ]
 }
 
@@ -95,30 +103,32 @@ fn head_views(qkv: &[f32], d: AttentionDims, h: usize) -> [MatRef<'_>; 3] {
 fn single_query(
     out: &mut [f32],
     scores: &mut [f32],
-    qkv: &[f32],
+    (q, kv): (&[f32], &[f32]),
     d: AttentionDims,
     h: usize,
 ) -> f32 {
-    let (c, hs, keys) = (d.c, d.head_size(), d.keys());
+    let (hs, keys, stride) = (d.head_size(), d.keys(), d.kv_stride);
     let scale = 1.0 / (hs as f32).sqrt();
-    let q = &qkv[d.pos * 3 * c + h * hs..][..hs];
+    let (k, v) = (d.key_column(h), d.value_column(h));
+    let q = &q[h * hs..][..hs];
     for (t2, s) in scores[..keys].iter_mut().enumerate() {
-        *s = dot(q, &qkv[t2 * 3 * c + c + h * hs..][..hs]) * scale;
+        *s = dot(q, &kv[t2 * stride + k..][..hs]) * scale;
     }
     let lse = causal_softmax(&mut scores[..keys], d.pos);
     out[..hs].fill(0.0);
     for (t2, &p) in scores[..keys].iter().enumerate() {
-        axpy(&mut out[..hs], p, &qkv[t2 * 3 * c + 2 * c + h * hs..][..hs]);
+        axpy(&mut out[..hs], p, &kv[t2 * stride + v..][..hs]);
     }
     lse
 }
 
-/// Fills `out: (B, T, C)` and `lse: (B, NH, T)`; `scratch` holds [`scratch_len`] floats.
+/// Fills `out: (B, T, C)` and `lse: (B, NH, T)` from the queries `q` and the
+/// keys and values `kv`; `scratch` holds [`scratch_len`] floats.
 pub fn forward(
     out: &mut [f32],
     lse: &mut [f32],
     scratch: &mut [f32],
-    qkv: &[f32],
+    (q, kv): (&[f32], &[f32]),
     d: AttentionDims,
     dropout: Option<&Dropout>,
 ) {
@@ -133,16 +143,17 @@ pub fn forward(
         .par_chunks_mut(t * c)
         .zip(lse[..d.b * nh * t].par_chunks_mut(nh * t))
         .zip(scratch[..scratch_len(d)].par_chunks_mut(3 * t * keys))
-        .zip(qkv[..d.b * keys * 3 * c].par_chunks(keys * 3 * c))
+        .zip(q.par_chunks(t * d.q_stride).take(d.b))
+        .zip(kv.par_chunks(keys * d.kv_stride).take(d.b))
         .enumerate()
-        .for_each(|(b, (((out, lse), scratch), qkv))| {
+        .for_each(|(b, ((((out, lse), scratch), q), kv))| {
             let (probs, drop_scratch) = scratch.split_at_mut(t * keys);
             for h in 0..nh {
                 if t == 1 && dropout.is_none() {
-                    lse[h] = single_query(&mut out[h * hs..], probs, qkv, d, h);
+                    lse[h] = single_query(&mut out[h * hs..], probs, (q, kv), d, h);
                     continue;
                 }
-                let [q, k, v] = head_views(qkv, d, h);
+                let [q, k, v] = head_views(q, kv, d, h);
                 matmul_into(probs, keys, q, k.t(), Accumulate::Overwrite, scale, false);
                 for (t1, row) in probs.chunks_exact_mut(keys).enumerate() {
                     lse[h * t + t1] = causal_softmax(row, d.pos + t1);
@@ -189,8 +200,9 @@ fn softmax_backward(
     }
 }
 
-/// Overwrites `dqkv: (B, T, 3C)`; `scratch` holds [`scratch_len`] floats.
-/// Training only: `d.pos == 0`.
+/// Overwrites `dqkv: (B, T, C + 2 KVC)`, laid out as `qkv`, the training
+/// projection that is both the queries and the keys and values (`d.q_stride
+/// == d.kv_stride`); `scratch` holds [`scratch_len`] floats. Training only: `d.pos == 0`.
 pub fn backward(
     dqkv: &mut [f32],
     scratch: &mut [f32],
@@ -200,22 +212,28 @@ pub fn backward(
     d: AttentionDims,
     dropout: Option<&Dropout>,
 ) {
-    let (t, c, nh, hs) = (d.t, d.c, d.n_head, d.head_size());
+    let (t, c, nh, hs, w) = (d.t, d.c, d.n_head, d.head_size(), d.q_stride);
     assert_eq!(d.pos, 0, "attention backward runs on whole sequences");
+    assert_eq!(d.q_stride, d.kv_stride, "backward reads one qkv projection");
     let scale = 1.0 / (hs as f32).sqrt();
     let row_att = nh * t * t;
-    dqkv[..d.b * t * 3 * c]
-        .par_chunks_mut(t * 3 * c)
+    dqkv[..d.b * t * w]
+        .par_chunks_mut(t * w)
         .zip(scratch[..scratch_len(d)].par_chunks_mut(3 * t * t))
         .zip(dout[..d.b * t * c].par_chunks(t * c))
-        .zip(qkv[..d.b * t * 3 * c].par_chunks(t * 3 * c))
+        .zip(qkv[..d.b * t * w].par_chunks(t * w))
         .zip(lse[..d.b * nh * t].par_chunks(nh * t))
         .enumerate()
         .for_each(|(b, ((((dqkv, scratch), dout), qkv), lse))| {
             let (probs, rest) = scratch.split_at_mut(t * t);
             let (dp, drop_scratch) = rest.split_at_mut(t * t);
             for h in 0..nh {
-                let [q, k, v] = head_views(qkv, d, h);
+                // The first query head of a group writes its key/value head's gradient.
+                let kv_acc = match h % d.group() {
+                    0 => Accumulate::Overwrite,
+                    _ => Accumulate::Add,
+                };
+                let [q, k, v] = head_views(qkv, qkv, d, h);
                 let dy = MatRef::strided(&dout[h * hs..], t, hs, c);
                 matmul_into(probs, t, q, k.t(), Accumulate::Overwrite, scale, false);
                 causal_probs_from_lse(probs, &lse[h * t..(h + 1) * t], t);
@@ -223,37 +241,17 @@ pub fn backward(
                 let first = b * row_att + h * t * t;
                 let weights = dropped(probs, drop_scratch, dropout, first);
                 // Through `Y = D V`.
-                matmul_into(
-                    &mut dqkv[2 * c + h * hs..],
-                    3 * c,
-                    MatRef::new(weights, t, t).t(),
-                    dy,
-                    Accumulate::Overwrite,
-                    1.0,
-                    false,
-                );
+                let dv = &mut dqkv[d.value_column(h)..];
+                let weights_t = MatRef::new(weights, t, t).t();
+                matmul_into(dv, w, weights_t, dy, kv_acc, 1.0, false);
                 matmul_into(dp, t, dy, v.t(), Accumulate::Overwrite, 1.0, false);
                 softmax_backward(dp, probs, t, dropout, first);
                 // Through `S = Q K^T / sqrt(hs)`.
                 let ds = MatRef::new(dp, t, t);
-                matmul_into(
-                    &mut dqkv[h * hs..],
-                    3 * c,
-                    ds,
-                    k,
-                    Accumulate::Overwrite,
-                    scale,
-                    false,
-                );
-                matmul_into(
-                    &mut dqkv[c + h * hs..],
-                    3 * c,
-                    ds.t(),
-                    q,
-                    Accumulate::Overwrite,
-                    scale,
-                    false,
-                );
+                let dq = &mut dqkv[h * hs..];
+                matmul_into(dq, w, ds, k, Accumulate::Overwrite, scale, false);
+                let dk = &mut dqkv[d.key_column(h)..];
+                matmul_into(dk, w, ds.t(), q, kv_acc, scale, false);
             }
         });
 }

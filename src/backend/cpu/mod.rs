@@ -11,9 +11,12 @@ pub mod linear;
 pub mod loss;
 pub mod math;
 pub mod matmul;
+pub mod rmsnorm;
+pub mod rope;
+pub mod swiglu;
 
 use crate::backend::{
-    Accumulate, AdamWStep, AttentionDims, Backend, Dropout, Epilogue, Mat, ParamGroup,
+    Accumulate, AdamWStep, AttentionDims, Backend, Dropout, Epilogue, Mat, ParamGroup, RopeDims,
 };
 use crate::error::{Error, Result};
 use matmul::MatRef;
@@ -234,12 +237,13 @@ impl Backend for Cpu {
         &self,
         out: &mut [f32],
         lse: &mut [f32],
-        qkv: &[f32],
+        q: &[f32],
+        kv: &[f32],
         dims: AttentionDims,
         dropout: Option<Dropout>,
     ) {
         self.with_attention_scratch(attention::scratch_len(dims), |scratch| {
-            attention::forward(out, lse, scratch, qkv, dims, dropout.as_ref())
+            attention::forward(out, lse, scratch, (q, kv), dims, dropout.as_ref())
         });
     }
 
@@ -255,6 +259,61 @@ impl Backend for Cpu {
         self.with_attention_scratch(attention::scratch_len(dims), |scratch| {
             attention::backward(dqkv, scratch, dout, qkv, lse, dims, dropout.as_ref())
         });
+    }
+
+    fn rmsnorm_forward(
+        &self,
+        out: &mut [f32],
+        rstd: &mut [f32],
+        inp: &[f32],
+        weight: &[f32],
+        n: usize,
+        c: usize,
+        eps: f32,
+    ) {
+        rmsnorm::forward(out, rstd, inp, weight, (n, c, eps));
+    }
+
+    fn rmsnorm_backward(
+        &self,
+        dinp: &mut [f32],
+        dweight: Option<&mut [f32]>,
+        dout: &[f32],
+        inp: &[f32],
+        weight: &[f32],
+        rstd: &[f32],
+        n: usize,
+        c: usize,
+    ) {
+        rmsnorm::backward(dinp, dweight, dout, inp, weight, rstd, n, c);
+    }
+
+    fn rope_forward(&self, x: &mut [f32], table: &[f32], dims: RopeDims) {
+        rope::forward(x, table, dims);
+    }
+
+    fn rope_backward(&self, dx: &mut [f32], table: &[f32], dims: RopeDims) {
+        rope::backward(dx, table, dims);
+    }
+
+    fn swiglu_forward(&self, out: &mut [f32], fc: &[f32], n: usize, i: usize) {
+        swiglu::forward(out, fc, n, i);
+    }
+
+    fn swiglu_backward(&self, dfc: &mut [f32], dout: &[f32], fc: &[f32], n: usize, i: usize) {
+        swiglu::backward(dfc, dout, fc, n, i);
+    }
+
+    fn copy_columns(
+        &self,
+        dst: &mut [f32],
+        src: &[f32],
+        (rows, cols): (usize, usize),
+        (src_stride, first): (usize, usize),
+    ) {
+        for (r, row) in dst[..rows * cols].chunks_exact_mut(cols).enumerate() {
+            row.copy_from_slice(&src[r * src_stride + first..][..cols]);
+        }
     }
 
     fn residual(&self, branch: &mut [f32], skip: &[f32], dropout: Option<Dropout>) {

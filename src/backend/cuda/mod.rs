@@ -24,12 +24,13 @@
 
 mod blas;
 pub mod compile;
+mod host;
 mod launch;
 pub mod probe;
 
 use crate::backend::{
     Accumulate, Activation, AdamWStep, AttentionDims, Backend, Dropout, Epilogue, LAYER_NORM_EPS,
-    Mat, ParamGroup,
+    Mat, ParamGroup, RopeDims,
 };
 use crate::error::{Error, Result};
 use blas::{Blas, Operand};
@@ -275,6 +276,7 @@ fn act_kind(act: Activation) -> i32 {
     match act {
         Activation::Gelu => 0,
         Activation::Relu => 1,
+        Activation::Silu => 2,
     }
 }
 
@@ -590,14 +592,21 @@ impl Backend for Cuda {
             .run_columns(cols as u64);
     }
 
+    /// The kernel takes GPT's fused layout, whose `kv` rows hold the queries
+    /// too; other layouts (grouped-query, a separate KV cache) run on the host.
     fn attention_forward(
         &self,
         out: DevViewMut<'_>,
         lse: DevViewMut<'_>,
-        qkv: DevView<'_>,
+        q: DevView<'_>,
+        kv: DevView<'_>,
         dims: AttentionDims,
         dropout: Option<Dropout>,
     ) {
+        if !host::fused_heads(dims) {
+            return self.attention_forward_on_host((out, lse), q, kv, dims, dropout);
+        }
+        let qkv = kv;
         launch::check_head_size(dims);
         assert!(
             dims.pos == 0 || dims.b == 1,
@@ -627,6 +636,9 @@ impl Backend for Cuda {
         dims: AttentionDims,
         dropout: Option<Dropout>,
     ) {
+        if !host::fused_heads(dims) {
+            return self.attention_backward_on_host(dqkv, (dout, qkv, lse), dims, dropout);
+        }
         launch::check_head_size(dims);
         assert_eq!(dims.pos, 0, "attention backward runs on whole sequences");
         let dsum = self.attention_scratch(dims.b * dims.n_head * dims.t);
@@ -646,6 +658,66 @@ impl Backend for Cuda {
                 .arg(stream)
                 .run_rows(dims);
         }
+    }
+
+    fn rmsnorm_forward(
+        &self,
+        out: DevViewMut<'_>,
+        rstd: DevViewMut<'_>,
+        inp: DevView<'_>,
+        weight: DevView<'_>,
+        n: usize,
+        c: usize,
+        eps: f32,
+    ) {
+        self.rmsnorm_forward_on_host((out, rstd), inp, weight, n, c, eps)
+    }
+
+    fn rmsnorm_backward(
+        &self,
+        dinp: DevViewMut<'_>,
+        dweight: Option<DevViewMut<'_>>,
+        dout: DevView<'_>,
+        inp: DevView<'_>,
+        weight: DevView<'_>,
+        rstd: DevView<'_>,
+        n: usize,
+        c: usize,
+    ) {
+        self.rmsnorm_backward_on_host((dinp, dweight), dout, inp, weight, rstd, (n, c))
+    }
+
+    fn rope_forward(&self, x: DevViewMut<'_>, table: DevView<'_>, dims: RopeDims) {
+        self.rope_on_host(x, table, dims, false)
+    }
+
+    fn rope_backward(&self, dx: DevViewMut<'_>, table: DevView<'_>, dims: RopeDims) {
+        self.rope_on_host(dx, table, dims, true)
+    }
+
+    fn swiglu_forward(&self, out: DevViewMut<'_>, fc: DevView<'_>, n: usize, i: usize) {
+        self.swiglu_forward_on_host(out, fc, n, i)
+    }
+
+    fn swiglu_backward(
+        &self,
+        dfc: DevViewMut<'_>,
+        dout: DevView<'_>,
+        fc: DevView<'_>,
+        n: usize,
+        i: usize,
+    ) {
+        self.swiglu_backward_on_host(dfc, dout, fc, n, i)
+    }
+
+    fn copy_columns(
+        &self,
+        dst: DevViewMut<'_>,
+        src: DevView<'_>,
+        rows_cols: (usize, usize),
+        src_stride_first: (usize, usize),
+    ) {
+        self.copy_columns_on_host(dst, src, rows_cols, src_stride_first)
     }
 
     fn residual(&self, branch: DevViewMut<'_>, skip: DevView<'_>, dropout: Option<Dropout>) {

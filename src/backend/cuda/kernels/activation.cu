@@ -1,5 +1,5 @@
-// GELU (tanh approximation, GPT-2's gelu_new) and ReLU; the math is in
-// backend/cpu/activation.rs. kind: 0 = GELU, 1 = ReLU.
+// GELU (tanh approximation, GPT-2's gelu_new), ReLU and SiLU; the math is
+// in backend/cpu/activation.rs. kind: 0 = GELU, 1 = ReLU, 2 = SiLU.
 
 #define LMF_SQRT_2_OVER_PI 0.7978846f
 #define LMF_GELU_CUBIC 0.044715f
@@ -9,11 +9,20 @@ __device__ __forceinline__ float lmf_gelu_gate(float x) {
     return 1.0f / (1.0f + expf(-2.0f * u));
 }
 
+__device__ __forceinline__ float lmf_sigmoid(float x) {
+    return 1.0f / (1.0f + expf(-x));
+}
+
 __device__ __forceinline__ float lmf_act(int kind, float x) {
+    if (kind == 2) return x * lmf_sigmoid(x);
     return kind == 0 ? x * lmf_gelu_gate(x) : fmaxf(x, 0.0f);
 }
 
 __device__ __forceinline__ float lmf_act_grad(int kind, float x) {
+    if (kind == 2) {
+        float s = lmf_sigmoid(x);
+        return s * (1.0f + x * (1.0f - s));
+    }
     if (kind != 0) return x > 0.0f ? 1.0f : 0.0f;
     float s = lmf_gelu_gate(x);
     return s + x * 2.0f * s * (1.0f - s) * LMF_SQRT_2_OVER_PI * (1.0f + 3.0f * LMF_GELU_CUBIC * x * x);
