@@ -7,86 +7,26 @@
 //! tokens, whose head bias forces or forbids the stop tokens so that a reply
 //! ends at once or never ends by itself.
 
-use lmforge::chat::SPECIAL_TOKENS;
-use lmforge::model::{Activation, Arch, Model, ModelConfig, Norm};
-use lmforge::tokenizer::Tokenizer;
+mod runs;
+
 use rexpect::process::WaitStatus;
 use rexpect::session::{PtySession, spawn_command};
+use runs::{Shape, char_run, chat_model_run, lmforge};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 
 const EOT: usize = 50256;
 const END: usize = 50260;
 
-fn lmforge() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_lmforge"))
-}
-
-/// A character-level base model (block 64), trained on the built-in text.
-fn char_run(dir: &Path) -> PathBuf {
-    let out = dir.join("char");
-    let status = lmforge()
-        .args([
-            "train",
-            "--max-iters",
-            "30",
-            "--n-layer",
-            "1",
-            "--n-embd",
-            "32",
-        ])
-        .args([
-            "--n-head",
-            "2",
-            "--block",
-            "64",
-            "--threads",
-            "2",
-            "-q",
-            "--out",
-        ])
-        .arg(&out)
-        .status()
-        .unwrap();
-    assert!(status.success());
-    out
-}
-
-/// A random chat model: GPT-2's tokenizer with the template's specials
-/// (vocabulary 50261), 16 dimensions, head bias `bias` on the given ids.
+/// A random chat model: 16 dimensions, block 32, head bias `bias` on the given ids.
 fn template_run(dir: &Path, bias: &[(usize, f32)]) -> PathBuf {
-    let out = dir.join("template");
-    std::fs::create_dir_all(&out).unwrap();
-    let tok = lmforge::tokenizer::gpt2()
-        .unwrap()
-        .with_added_specials(&SPECIAL_TOKENS)
-        .unwrap();
-    let model = Model::new(ModelConfig {
-        arch: Arch::Gpt,
-        vocab_size: tok.vocab_size(),
+    let shape = Shape {
         block_size: 32,
         n_layer: 1,
         n_head: 2,
         n_embd: 16,
-        dropout: 0.0,
-        norm: Norm::Pre,
-        activation: Activation::Gelu,
-        tie_embeddings: true,
-        bias: true,
-        qkv_bias: true,
-        lm_head_bias: true,
-        llama: None,
-        lora: None,
-    })
-    .unwrap();
-    let mut params = model.init_params(7);
-    let head = model.layout.get("lm_head.bias").unwrap().range.clone();
-    for &(id, b) in bias {
-        params[head.start + id] = b;
-    }
-    lmforge::checkpoint::save_model(&out, &model, &params, tok.eot_token()).unwrap();
-    tok.save(&out.join("tokenizer.json")).unwrap();
-    out
+    };
+    chat_model_run(dir, "template", shape, 7, bias)
 }
 
 /// `lmforge chat RUN ARGS` on a pseudo-terminal, history in `dir`.

@@ -5,79 +5,24 @@
 //! 30 steps, and a random GPT with GPT-2's vocabulary plus the chat
 //! template's special tokens (a chat model, whose replies end at `<|end|>`).
 
-use lmforge::chat::SPECIAL_TOKENS;
-use lmforge::model::{Activation, Arch, Model, ModelConfig, Norm};
-use lmforge::tokenizer::Tokenizer;
+mod runs;
+
+use runs::{Shape, char_run, chat_model_run, lmforge};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn lmforge() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_lmforge"))
-}
-
-/// A character-level base model (block 64), trained on the built-in text.
-fn char_run(dir: &Path) -> PathBuf {
-    let out = dir.join("char");
-    let status = lmforge()
-        .args([
-            "train",
-            "--max-iters",
-            "30",
-            "--n-layer",
-            "1",
-            "--n-embd",
-            "32",
-        ])
-        .args([
-            "--n-head",
-            "2",
-            "--block",
-            "64",
-            "--threads",
-            "2",
-            "-q",
-            "--out",
-        ])
-        .arg(&out)
-        .status()
-        .unwrap();
-    assert!(status.success());
-    out
-}
-
-/// A random chat model: GPT-2's tokenizer with the template's specials.
+/// A random chat model: 16 dimensions, block 48.
 fn chat_run(dir: &Path) -> PathBuf {
-    let out = dir.join("chatty");
-    std::fs::create_dir_all(&out).unwrap();
-    let tok = lmforge::tokenizer::gpt2()
-        .unwrap()
-        .with_added_specials(&SPECIAL_TOKENS)
-        .unwrap();
-    let model = Model::new(ModelConfig {
-        arch: Arch::Gpt,
-        vocab_size: tok.vocab_size(),
+    let shape = Shape {
         block_size: 48,
         n_layer: 1,
         n_head: 2,
         n_embd: 16,
-        dropout: 0.0,
-        norm: Norm::Pre,
-        activation: Activation::Gelu,
-        tie_embeddings: true,
-        bias: true,
-        qkv_bias: true,
-        lm_head_bias: true,
-        llama: None,
-        lora: None,
-    })
-    .unwrap();
-    let params = model.init_params(7);
-    lmforge::checkpoint::save_model(&out, &model, &params, tok.eot_token()).unwrap();
-    tok.save(&out.join("tokenizer.json")).unwrap();
-    out
+    };
+    chat_model_run(dir, "chatty", shape, 7, &[])
 }
 
 /// A running `lmforge serve`, stopped when dropped.

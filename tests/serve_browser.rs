@@ -6,9 +6,10 @@
 //! `.ci/run` installs both programs; where they are missing the test says so
 //! and is skipped.
 
+mod runs;
+
 use lmforge::chat::SPECIAL_TOKENS;
-use lmforge::model::{Activation, Arch, Model, ModelConfig, Norm};
-use lmforge::tokenizer::Tokenizer;
+use runs::{Shape, chat_model_run};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -21,38 +22,21 @@ const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 /// A chat model whose replies never end by themselves (its head forbids
 /// the stop tokens), with a long context: a reply streams until stopped.
 fn endless_run(dir: &Path, name: &str) -> PathBuf {
-    let out = dir.join(name);
-    std::fs::create_dir_all(&out).unwrap();
-    let tok = lmforge::tokenizer::gpt2()
-        .unwrap()
-        .with_added_specials(&SPECIAL_TOKENS)
-        .unwrap();
-    let model = Model::new(ModelConfig {
-        arch: Arch::Gpt,
-        vocab_size: tok.vocab_size(),
+    let shape = Shape {
         block_size: 2048,
         n_layer: 2,
         n_head: 4,
         n_embd: 128,
-        dropout: 0.0,
-        norm: Norm::Pre,
-        activation: Activation::Gelu,
-        tie_embeddings: true,
-        bias: true,
-        qkv_bias: true,
-        lm_head_bias: true,
-        llama: None,
-        lora: None,
-    })
-    .unwrap();
-    let mut params = model.init_params(3);
-    let head = model.layout.get("lm_head.bias").unwrap().range.clone();
-    for id in lmforge::chat::stop_tokens(&tok) {
-        params[head.start + id as usize] = -1e4;
-    }
-    lmforge::checkpoint::save_model(&out, &model, &params, tok.eot_token()).unwrap();
-    tok.save(&out.join("tokenizer.json")).unwrap();
-    out
+    };
+    let tok = lmforge::tokenizer::gpt2()
+        .unwrap()
+        .with_added_specials(&SPECIAL_TOKENS)
+        .unwrap();
+    let forbidden: Vec<_> = lmforge::chat::stop_tokens(&tok)
+        .into_iter()
+        .map(|id| (id as usize, -1e4))
+        .collect();
+    chat_model_run(dir, name, shape, 3, &forbidden)
 }
 
 /// A child process killed when dropped.
