@@ -515,7 +515,20 @@ mod tests {
             }),
             ..gpt(Norm::Pre)
         };
-        for cfg in [gpt(Norm::Pre), gpt(Norm::Post), llama] {
+        // Wide enough that the batch's products take the few-rows kernels
+        // (`backend::cpu::few_rows`): GPT's (IN, OUT) weights, the head's and
+        // a Llama's (OUT, IN) ones.
+        let wide = |cfg: &ModelConfig| ModelConfig {
+            vocab_size: 1000,
+            n_embd: 128,
+            llama: cfg.llama.clone().map(|l| crate::model::LlamaConfig {
+                intermediate_size: 384,
+                ..l
+            }),
+            ..cfg.clone()
+        };
+        let (wide_gpt, wide_llama) = (wide(&gpt(Norm::Pre)), wide(&llama));
+        for cfg in [gpt(Norm::Pre), gpt(Norm::Post), llama, wide_gpt, wide_llama] {
             check_batch_against_one_at_a_time(cfg);
         }
     }
@@ -553,7 +566,7 @@ mod tests {
                 for (a, e) in got.iter().zip(expected) {
                     let arch = model.config.arch;
                     assert!(
-                        (a - e).abs() < 1e-5,
+                        (a - e).abs() < 1e-5 * e.abs().max(1.0),
                         "{arch:?} seq {i} step {step}: {a} vs {e}"
                     );
                 }

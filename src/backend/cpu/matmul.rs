@@ -7,6 +7,7 @@
 //! `gemm`'s own scalars read the reverse of BLAS: it computes
 //! `dst = alpha * dst + beta * lhs @ rhs`, reading `dst` only if `read_dst`.
 
+use super::few_rows;
 pub use crate::backend::Accumulate;
 use crate::backend::Mat;
 use rayon::prelude::*;
@@ -93,6 +94,28 @@ impl<'a> MatRef<'a> {
         self.cols
     }
 
+    pub fn row_stride(&self) -> usize {
+        self.row_stride
+    }
+
+    pub fn col_stride(&self) -> usize {
+        self.col_stride
+    }
+
+    /// The slice the view reads, from its first element.
+    pub fn data(&self) -> &'a [f32] {
+        self.data
+    }
+
+    /// Row `r` as a slice, for a view whose rows are contiguous (`col_stride == 1`).
+    pub fn row(&self, r: usize) -> &'a [f32] {
+        assert!(
+            self.col_stride == 1 && r < self.rows,
+            "row of a strided view"
+        );
+        &self.data[r * self.row_stride..][..self.cols]
+    }
+
     /// Rows `start..start + count` of this view.
     pub fn rows_range(self, start: usize, count: usize) -> Self {
         MatRef {
@@ -108,11 +131,16 @@ impl<'a> MatRef<'a> {
 }
 
 /// `dst (m, n) = lhs @ rhs`, or `dst += lhs @ rhs`; `dst` is row-major.
-/// Large products are split across the thread pool.
+/// Large products are split across the thread pool; products of a few rows
+/// (batched decoding) read the weights once, in place ([`few_rows`]).
 pub fn matmul(dst: &mut [f32], lhs: MatRef, rhs: MatRef, mode: Accumulate) {
     let (m, n) = (lhs.rows, rhs.cols);
     let threads = rayon::current_num_threads();
-    if threads == 1 || m * lhs.cols * n < 64 * 64 * 64 {
+    let small = m * lhs.cols * n < 64 * 64 * 64;
+    if !small && few_rows::applies(&lhs, &rhs) {
+        return few_rows::matmul(dst, lhs, rhs, mode);
+    }
+    if threads == 1 || small {
         return matmul_into(dst, n, lhs, rhs, mode, 1.0, false);
     }
     if m == 1 {

@@ -6,6 +6,7 @@ pub mod adamw;
 pub mod attention;
 pub mod dropout;
 pub mod embedding;
+pub mod few_rows;
 pub mod layernorm;
 pub mod linear;
 pub mod loss;
@@ -13,6 +14,7 @@ pub mod math;
 pub mod matmul;
 pub mod rmsnorm;
 pub mod rope;
+pub mod simd;
 pub mod swiglu;
 
 use crate::backend::{

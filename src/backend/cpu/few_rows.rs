@@ -1,0 +1,384 @@
+//! Products with a few rows: batched decoding, where each active sequence
+//! brings one row (one token) and every weight is read once for all of them.
+//!
+//! ```text
+//! out (m, n) = [out +] x (m, k) @ W        m <= MAX_ROWS, x row-major
+//! ```
+//! Decoding is bound by reading the weights from memory, so the whole point
+//! is to read each weight once per step whatever `m` is, and to do the `m`
+//! multiply-adds it takes part in while it sits in a register. A general
+//! matrix product (the `gemm` crate) first copies ("packs") `W` into its own
+//! layout on every call: for a handful of rows that copy costs more than the
+//! arithmetic. Here `W` is read where it lies, in one of its two layouts:
+//!
+//! - **`(IN, OUT)` rows** (`W[p, :]` contiguous): a tile of [`TILE`] output
+//!   columns for up to [`ROW_GROUP`] rows is a block of accumulators held in
+//!   registers; for each `p`, one load of `W[p, tile]` is multiplied by every
+//!   row's `x[r, p]` and added in. `W` is read in strips of [`STRIP`] rows,
+//!   each row front to back.
+//! - **`(OUT, IN)` rows** (`W^T`, as the LM head and Hugging Face's Linear
+//!   store it, `W[:, j]` contiguous): output `(r, j)` is a dot product; a
+//!   block of [`DOT_OUTS`] outputs times [`DOT_ROWS`] rows keeps one vector of
+//!   [`LANES`] partial sums each, and the block's weight rows stay in the
+//!   L1 cache while every group of rows passes over them.
+//!
+//! The output columns are split into one contiguous range per thread, so
+//! each thread streams its own part of `W`; the order of every sum is fixed
+//! by the code, so results do not depend on the thread count.
+
+use super::math::mul_add;
+use super::matmul::{Accumulate, MatRef};
+use super::simd::{LANES, Vector, prefetch};
+use rayon::prelude::*;
+
+/// The most rows this kernel takes; larger products go to `gemm`.
+pub const MAX_ROWS: usize = 16;
+
+/// Output columns per register tile of the `(IN, OUT)` kernel: with
+/// [`ROW_GROUP`] rows, 16 vector registers of accumulators.
+const TILE: usize = 2 * LANES;
+/// Rows that share one pass over a tile of `W` in the `(IN, OUT)` kernel.
+const ROW_GROUP: usize = 8;
+/// Outputs and rows of one block of the `(OUT, IN)` kernel (16 accumulators).
+const DOT_OUTS: usize = 4;
+const DOT_ROWS: usize = 4;
+
+/// Whether [`matmul`] handles this product: a few rows of `x`, each
+/// contiguous, and `W` with contiguous rows or contiguous columns.
+pub fn applies(x: &MatRef, w: &MatRef) -> bool {
+    (2..=MAX_ROWS).contains(&x.rows())
+        && x.col_stride() == 1
+        && (w.col_stride() == 1 || w.row_stride() == 1)
+}
+
+/// `dst (m, n) = [dst +] x @ w` (row-major `dst`) for a product [`applies`] accepts.
+pub fn matmul(dst: &mut [f32], x: MatRef, w: MatRef, mode: Accumulate) {
+    assert!(applies(&x, &w), "few_rows::matmul: unsupported product");
+    let (m, k, n) = (x.rows(), x.cols(), w.cols());
+    assert_eq!(w.rows(), k, "matmul: inner dimensions differ");
+    assert!(dst.len() >= m * n, "matmul: destination too small");
+    let rows: [&[f32]; MAX_ROWS] = std::array::from_fn(|r| match r < m {
+        true => x.row(r),
+        false => &[],
+    });
+    let rows = &rows[..m];
+    let threads = rayon::current_num_threads();
+    let per_thread = n.div_ceil(threads).next_multiple_of(TILE);
+    let out = Columns::new(dst, n);
+    (0..n.div_ceil(per_thread))
+        .into_par_iter()
+        .for_each(|part| {
+            let cols = part * per_thread..((part + 1) * per_thread).min(n);
+            if w.col_stride() == 1 {
+                rows_times_in_out(&out, rows, w, cols, mode);
+            } else {
+                rows_dot_out_in(&out, rows, w, cols, mode);
+            }
+        });
+}
+
+/// `dst`, shared by the threads of one product; each writes only its own
+/// range of columns, in every row.
+struct Columns {
+    ptr: *mut f32,
+    n: usize,
+}
+
+// SAFETY: the threads of one product write disjoint column ranges
+// (`matmul` hands each a different `cols`), so no element is written twice
+// or read while another thread writes it.
+unsafe impl Sync for Columns {}
+
+impl Columns {
+    fn new(dst: &mut [f32], n: usize) -> Self {
+        Columns {
+            ptr: dst.as_mut_ptr(),
+            n,
+        }
+    }
+
+    /// Row `r`, columns `c0..c0 + width`, of `dst`.
+    ///
+    /// Only called with `r < m`, `c0 + width <= n`, inside the caller's own
+    /// column range, and never while another borrow of the same part lives.
+    #[allow(clippy::mut_from_ref)]
+    fn part(&self, r: usize, c0: usize, width: usize) -> &mut [f32] {
+        assert!(c0 + width <= self.n, "columns out of range");
+        // SAFETY: `matmul` checked `dst.len() >= m * n`, so with `r < m` and
+        // `c0 + width <= n` the part lies inside `dst`; column ranges of
+        // different threads are disjoint (above), and each thread borrows
+        // one part at a time.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(r * self.n + c0), width) }
+    }
+}
+
+/// Rows of `W` per strip in the `(IN, OUT)` kernel. `W[p, :]` rows lie
+/// `OUT` floats apart: walking one tile down all of them would touch a new
+/// page at every step. A strip of rows is walked tile by tile instead, so
+/// each of its rows is read front to back, as the memory prefetchers expect.
+const STRIP: usize = 8;
+/// How far ahead along a row of `W` the `(IN, OUT)` kernel asks for the
+/// weights it will need (in floats): the strip's rows are read one tile at
+/// a time, a pattern the hardware prefetchers follow too late.
+const PREFETCH_AHEAD: usize = 8 * TILE;
+
+/// Columns `cols` of `x @ W` for `W` stored as `(IN, OUT)` rows: strip by
+/// strip of `W`'s rows, every row group and tile adds the strip's part of
+/// its sums to `dst` (the first strip starts them, per `mode`).
+fn rows_times_in_out(
+    out: &Columns,
+    rows: &[&[f32]],
+    w: MatRef,
+    cols: std::ops::Range<usize>,
+    mode: Accumulate,
+) {
+    for p0 in (0..w.rows()).step_by(STRIP) {
+        let strip = p0..(p0 + STRIP).min(w.rows());
+        let mode = if p0 == 0 { mode } else { Accumulate::Add };
+        for group in (0..rows.len()).step_by(ROW_GROUP) {
+            let group_rows = &rows[group..(group + ROW_GROUP).min(rows.len())];
+            for c0 in cols.clone().step_by(TILE) {
+                let width = TILE.min(cols.end - c0);
+                let tile = Tile {
+                    out,
+                    row0: group,
+                    c0,
+                    width,
+                    mode,
+                };
+                let strip = strip.clone();
+                match group_rows.len() {
+                    8 => tile_in_out::<8>(group_rows, w, strip, tile),
+                    7 => tile_in_out::<7>(group_rows, w, strip, tile),
+                    6 => tile_in_out::<6>(group_rows, w, strip, tile),
+                    5 => tile_in_out::<5>(group_rows, w, strip, tile),
+                    4 => tile_in_out::<4>(group_rows, w, strip, tile),
+                    3 => tile_in_out::<3>(group_rows, w, strip, tile),
+                    2 => tile_in_out::<2>(group_rows, w, strip, tile),
+                    _ => tile_in_out::<1>(group_rows, w, strip, tile),
+                }
+            }
+        }
+    }
+}
+
+/// A block of results in `dst`: rows from `row0`, `width` columns from
+/// `c0`, and whether the block's sums start from `dst` (`Add`) or from 0.
+#[derive(Clone, Copy)]
+struct Tile<'a> {
+    out: &'a Columns,
+    row0: usize,
+    c0: usize,
+    width: usize,
+    mode: Accumulate,
+}
+
+impl Tile<'_> {
+    /// What row `r`'s sums start from: its part of `dst`, or zeros.
+    fn start<const W: usize>(&self, r: usize) -> [f32; W] {
+        let mut start = [0.0f32; W];
+        if self.mode == Accumulate::Add {
+            start[..self.width].copy_from_slice(self.out.part(self.row0 + r, self.c0, self.width));
+        }
+        start
+    }
+
+    /// Write row `r`'s sums.
+    fn finish(&self, r: usize, sums: &[f32]) {
+        self.out
+            .part(self.row0 + r, self.c0, self.width)
+            .copy_from_slice(&sums[..self.width]);
+    }
+}
+
+/// `dst[r, c0..] (+)= sum_{p in strip} x[r, p] * W[p, c0..]` for `R` rows
+/// and `width <= TILE` columns, in registers. A full tile runs the
+/// fixed-size loop of vector multiply-adds; the last, narrower tile of a
+/// row runs a plain one.
+#[inline(always)]
+fn tile_in_out<const R: usize>(
+    rows: &[&[f32]],
+    w: MatRef,
+    strip: std::ops::Range<usize>,
+    tile: Tile,
+) {
+    let (c0, width) = (tile.c0, tile.width);
+    let x: [&[f32]; R] = std::array::from_fn(|r| &rows[r][strip.clone()]);
+    let (data, stride) = (w.data(), w.row_stride());
+    if width < TILE {
+        let mut sums: [[f32; TILE]; R] = std::array::from_fn(|r| tile.start(r));
+        for (i, p) in strip.enumerate() {
+            let wp = &data[p * stride + c0..][..width];
+            for r in 0..R {
+                for (a, &wv) in sums[r].iter_mut().zip(wp) {
+                    *a = mul_add(x[r][i], wv, *a);
+                }
+            }
+        }
+        return sums
+            .iter()
+            .enumerate()
+            .for_each(|(r, row)| tile.finish(r, row));
+    }
+    let mut acc = [[Vector::ZERO; TILE / LANES]; R];
+    if tile.mode == Accumulate::Add {
+        for (r, acc) in acc.iter_mut().enumerate() {
+            let (part, _) = tile.out.part(tile.row0 + r, c0, TILE).as_chunks::<LANES>();
+            *acc = std::array::from_fn(|v| Vector::load(&part[v]));
+        }
+    }
+    for (i, p) in strip.enumerate() {
+        let ahead = p * stride + c0 + PREFETCH_AHEAD;
+        prefetch(data, ahead);
+        prefetch(data, ahead + TILE / 2);
+        let (wp, _) = data[p * stride + c0..][..TILE].as_chunks::<LANES>();
+        let wv: [Vector; TILE / LANES] = std::array::from_fn(|v| Vector::load(&wp[v]));
+        for r in 0..R {
+            let xv = Vector::splat(x[r][i]);
+            for v in 0..TILE / LANES {
+                acc[r][v] = acc[r][v].mul_add(xv, wv[v]);
+            }
+        }
+    }
+    for (r, acc) in acc.iter().enumerate() {
+        let (part, _) = tile
+            .out
+            .part(tile.row0 + r, c0, TILE)
+            .as_chunks_mut::<LANES>();
+        for (v, &a) in acc.iter().enumerate() {
+            a.store(&mut part[v]);
+        }
+    }
+}
+
+/// Columns `cols` of `x @ W` for `W` stored as `(OUT, IN)` rows (`w` is the
+/// transposed view): a dot product per output.
+fn rows_dot_out_in(
+    out: &Columns,
+    rows: &[&[f32]],
+    w: MatRef,
+    cols: std::ops::Range<usize>,
+    mode: Accumulate,
+) {
+    let (k, stride) = (w.rows(), w.col_stride());
+    let data = w.data();
+    for j0 in cols.clone().step_by(DOT_OUTS) {
+        let outs = DOT_OUTS.min(cols.end - j0);
+        let wrows: [&[f32]; DOT_OUTS] =
+            std::array::from_fn(|j| &data[(j0 + j.min(outs - 1)) * stride..][..k]);
+        for r0 in (0..rows.len()).step_by(DOT_ROWS) {
+            let block = &rows[r0..(r0 + DOT_ROWS).min(rows.len())];
+            let tile = Tile {
+                out,
+                row0: r0,
+                c0: j0,
+                width: outs,
+                mode,
+            };
+            match block.len() {
+                8 => dots::<8>(block, &wrows, tile),
+                7 => dots::<7>(block, &wrows, tile),
+                6 => dots::<6>(block, &wrows, tile),
+                5 => dots::<5>(block, &wrows, tile),
+                4 => dots::<4>(block, &wrows, tile),
+                3 => dots::<3>(block, &wrows, tile),
+                2 => dots::<2>(block, &wrows, tile),
+                _ => dots::<1>(block, &wrows, tile),
+            }
+        }
+    }
+}
+
+/// `dot(x[r], w[j])` for `R` rows and the [`DOT_OUTS`] weight rows, each kept
+/// as [`LANES`] partial sums, added pairwise at the end (then the tail).
+#[inline(always)]
+fn dots<const R: usize>(rows: &[&[f32]], w: &[&[f32]; DOT_OUTS], tile: Tile) {
+    let k = w[0].len();
+    let chunks = k / LANES;
+    // Every row cut to the same number of whole vectors, so the loop below
+    // indexes them without bounds checks (which would keep the accumulators
+    // out of registers).
+    let x: [&[[f32; LANES]]; R] = std::array::from_fn(|r| &rows[r][..k].as_chunks().0[..chunks]);
+    let wc: [&[[f32; LANES]]; DOT_OUTS] = std::array::from_fn(|j| &w[j].as_chunks().0[..chunks]);
+    let mut acc = [[Vector::ZERO; DOT_OUTS]; R];
+    for i in 0..chunks {
+        let wv: [Vector; DOT_OUTS] = std::array::from_fn(|j| Vector::load(&wc[j][i]));
+        for r in 0..R {
+            let xv = Vector::load(&x[r][i]);
+            for j in 0..DOT_OUTS {
+                acc[r][j] = acc[r][j].mul_add(xv, wv[j]);
+            }
+        }
+    }
+    for r in 0..R {
+        let mut sums: [f32; DOT_OUTS] = tile.start(r);
+        for j in 0..DOT_OUTS {
+            let mut s = acc[r][j].sum();
+            for p in chunks * LANES..k {
+                s = mul_add(rows[r][p], w[j][p], s);
+            }
+            sums[j] += s;
+        }
+        tile.finish(r, &sums);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::cpu::matmul::matmul_naive;
+    use crate::rng::Rng;
+
+    fn random(n: usize, seed: u64) -> Vec<f32> {
+        let mut rng = Rng::new(seed, 0);
+        (0..n).map(|_| rng.next_f32() * 2.0 - 1.0).collect()
+    }
+
+    /// Every row count, both layouts, both modes, sizes with ragged tails
+    /// (k and n not multiples of the vector width or the tiles).
+    #[test]
+    fn matches_naive_for_every_row_count_and_layout() {
+        let (k, n) = (133, 201);
+        let w_in_out = random(k * n, 1);
+        let w_out_in = random(n * k, 2);
+        for m in 2..=MAX_ROWS {
+            let x = random(m * k, 3 + m as u64);
+            let start = random(m * n, 40 + m as u64);
+            let lhs = MatRef::new(&x, m, k);
+            for w in [
+                MatRef::new(&w_in_out, k, n),
+                MatRef::new(&w_out_in, n, k).t(),
+            ] {
+                for mode in [Accumulate::Overwrite, Accumulate::Add] {
+                    let (mut fast, mut slow) = (start.clone(), start.clone());
+                    matmul(&mut fast, lhs, w, mode);
+                    matmul_naive(&mut slow, lhs, w, mode);
+                    let worst = (fast.iter().zip(&slow))
+                        .map(|(a, b)| (a - b).abs())
+                        .fold(0.0, f32::max);
+                    assert!(worst < 1e-4, "m {m}, {mode:?}: max diff {worst}");
+                }
+            }
+        }
+    }
+
+    /// The same numbers on one thread as on several: sums run in a fixed order.
+    #[test]
+    fn results_do_not_depend_on_the_thread_count() {
+        let (m, k, n) = (5, 96, 300);
+        let x = random(m * k, 7);
+        let w = random(k * n, 8);
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            let mut out = vec![0.0f32; m * n];
+            for w in [MatRef::new(&w, k, n), MatRef::new(&w, n, k).t()] {
+                pool.install(|| matmul(&mut out, MatRef::new(&x, m, k), w, Accumulate::Add));
+            }
+            out
+        };
+        assert_eq!(run(1), run(3));
+    }
+}
