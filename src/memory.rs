@@ -81,7 +81,7 @@ pub fn param_count(cfg: &ModelConfig) -> Result<usize> {
             // Two RMS gains, q/k/v (+ biases), o, gate, up and down.
             let (qkv, i) = (cfg.qkv_width() as u128, cfg.ffn_width() as u128);
             let block = 2 * c + c * qkv + on(cfg.qkv_bias, qkv) + c * c + 3 * c * i;
-            v * c + l * block + c + on(!cfg.tie_embeddings, v * c)
+            v * c + l * block + c + on(!cfg.tie_embeddings, v * c) + l * lora_per_block(cfg)
         }
     };
     // 16 bytes a parameter (weights, gradients, two moments) must be addressable.
@@ -91,15 +91,21 @@ pub fn param_count(cfg: &ModelConfig) -> Result<usize> {
     Ok(count as usize)
 }
 
-/// LoRA adapter parameters in one block: `r * (IN + OUT)` per adapted layer.
+/// LoRA adapter parameters in one block: `r * (IN + OUT)` per adapted layer
+/// (for a Llama's `q_proj`, `IN = OUT = C`; `k_proj`: `OUT = KVC`; ...).
 fn lora_per_block(cfg: &ModelConfig) -> u128 {
-    use crate::model::LoraTarget;
+    use crate::model::LoraTarget::*;
     let Some(lora) = &cfg.lora else { return 0 };
     let (c, r) = (cfg.n_embd as u128, lora.rank as u128);
-    let per_target = |t: &LoraTarget| match t {
-        LoraTarget::CAttn => r * 4 * c,
-        LoraTarget::CProj => r * 2 * c + r * 5 * c,
-        LoraTarget::CFc => r * 5 * c,
+    let kvc = (cfg.n_kv_head() * cfg.head_size()) as u128;
+    let i = cfg.ffn_width() as u128;
+    let per_target = |t: &crate::model::LoraTarget| match t {
+        CAttn => r * 4 * c,
+        CProj => r * 2 * c + r * 5 * c,
+        CFc => r * 5 * c,
+        QProj | OProj => r * 2 * c,
+        KProj | VProj => r * (c + kvc),
+        GateProj | UpProj | DownProj => r * (c + i),
     };
     lora.targets.iter().map(per_target).sum()
 }
