@@ -277,6 +277,7 @@ fn fine_tune_config(req: &FineTuneRequest, parent: &finetune::Loaded) -> Result<
         freeze_embeddings: req.freeze_embeddings,
         freeze_layers: req.freeze_layers,
     });
+    config.model.validate()?; // before it is laid out (LoRA targets of another arch)
     let layout = crate::model::ParamLayout::new(&config.model);
     finetune::trainable_from(config.finetune.as_ref(), &layout, req.lora.is_some())?;
     Ok(config)
