@@ -358,6 +358,52 @@ mod tests {
         );
     }
 
+    /// With adapters: every GPT-2 target, and every Llama target alone (on
+    /// grouped-query attention, where k and v are narrower than q).
+    #[test]
+    fn lora_parameter_count_is_the_layouts() {
+        use crate::model::{LlamaConfig, LoraConfig, LoraTarget};
+        let lora = |targets: &[LoraTarget]| {
+            Some(LoraConfig {
+                rank: 3,
+                alpha: 6.0,
+                targets: targets.to_vec(),
+            })
+        };
+        let gpt = ModelConfig {
+            lora: lora(&LoraTarget::defaults(Arch::Gpt)),
+            ..cfg(2, 24, 16)
+        };
+        let llama = ModelConfig {
+            arch: Arch::Llama,
+            n_head: 4,
+            norm: Norm::Pre,
+            activation: Activation::Silu,
+            bias: false,
+            lm_head_bias: false,
+            llama: Some(LlamaConfig {
+                n_kv_head: 2,
+                ..LlamaConfig::for_shape(24, 4)
+            }),
+            ..cfg(2, 24, 16)
+        };
+        let mut configs = vec![gpt];
+        for target in <LoraTarget as clap::ValueEnum>::value_variants() {
+            if target.belongs_to(Arch::Llama) {
+                configs.push(ModelConfig {
+                    lora: lora(&[*target]),
+                    ..llama.clone()
+                });
+            }
+        }
+        for c in configs {
+            c.validate().unwrap();
+            let layout = ParamLayout::new(&c);
+            assert!(layout.total > layout.base_total, "{c:?}");
+            assert_eq!(param_count(&c).unwrap(), layout.total, "{c:?}");
+        }
+    }
+
     #[test]
     fn attention_scratch_matches_the_kernel() {
         let d = AttentionDims::fused(3, 7, 0, 8, 2, 2);
