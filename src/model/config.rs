@@ -154,7 +154,7 @@ impl LoraTarget {
     }
 }
 
-/// Rank `r` adapters `W + (alpha / r) A^T B^T` on the `targets`.
+/// Rank `r` adapters on the `targets`, `W + (alpha / r) · ΔW` (see [`super::lora`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LoraConfig {
     pub rank: usize,
@@ -294,6 +294,15 @@ impl ModelConfig {
                 own.join(", ")
             ));
         }
+        if let Some(lora) = &self.lora
+            && let Some((_, twice)) = lora
+                .targets
+                .iter()
+                .enumerate()
+                .find(|(i, t)| lora.targets[..*i].contains(t))
+        {
+            return bad(format!("--lora-targets names {} twice", twice.name()));
+        }
         if self.n_layer == 0 || self.n_head == 0 || self.n_embd == 0 {
             return bad(format!(
                 "n_layer, n_head and n_embd must be positive (got {}, {}, {})",
@@ -412,6 +421,39 @@ mod tests {
             err.contains("n_embd (12) must be divisible by n_head (5)"),
             "{err}"
         );
+    }
+
+    /// A target's name is the one `--lora-targets` and `adapter_config.json` spell.
+    #[test]
+    fn lora_target_names_are_their_serialised_names() {
+        for t in <LoraTarget as clap::ValueEnum>::value_variants() {
+            assert_eq!(serde_json::json!(t), t.name());
+        }
+    }
+
+    #[test]
+    fn lora_targets_must_be_the_archs_and_distinct() {
+        let mut c = tiny();
+        let lora = |targets: Vec<LoraTarget>| {
+            Some(LoraConfig {
+                rank: 2,
+                alpha: 4.0,
+                targets,
+            })
+        };
+        c.lora = lora(vec![LoraTarget::CAttn, LoraTarget::QProj]);
+        let err = c.validate().unwrap_err().to_string();
+        assert!(
+            err.contains(
+                "q_proj is not a layer of this GPT-2 model; its layers are c_attn, c_proj, c_fc"
+            ),
+            "{err}"
+        );
+        c.lora = lora(vec![LoraTarget::CFc, LoraTarget::CFc]);
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("names c_fc twice"), "{err}");
+        c.lora = lora(LoraTarget::defaults(Arch::Gpt));
+        assert!(c.validate().is_ok());
     }
 
     #[test]
