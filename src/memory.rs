@@ -81,7 +81,7 @@ pub fn param_count(cfg: &ModelConfig) -> Result<usize> {
             // Two RMS gains, q/k/v (+ biases), o, gate, up and down.
             let (qkv, i) = (cfg.qkv_width() as u128, cfg.ffn_width() as u128);
             let block = 2 * c + c * qkv + on(cfg.qkv_bias, qkv) + c * c + 3 * c * i;
-            v * c + l * block + c + on(!cfg.tie_embeddings, v * c)
+            v * c + l * block + c + on(!cfg.tie_embeddings, v * c) + l * lora_per_block(cfg)
         }
     };
     // 16 bytes a parameter (weights, gradients, two moments) must be addressable.
@@ -91,15 +91,21 @@ pub fn param_count(cfg: &ModelConfig) -> Result<usize> {
     Ok(count as usize)
 }
 
-/// LoRA adapter parameters in one block: `r * (IN + OUT)` per adapted layer.
+/// LoRA adapter parameters in one block: `r * (IN + OUT)` per adapted layer
+/// (for a Llama's `q_proj`, `IN = OUT = C`; `k_proj`: `OUT = KVC`; ...).
 fn lora_per_block(cfg: &ModelConfig) -> u128 {
-    use crate::model::LoraTarget;
+    use crate::model::LoraTarget::*;
     let Some(lora) = &cfg.lora else { return 0 };
     let (c, r) = (cfg.n_embd as u128, lora.rank as u128);
-    let per_target = |t: &LoraTarget| match t {
-        LoraTarget::CAttn => r * 4 * c,
-        LoraTarget::CProj => r * 2 * c + r * 5 * c,
-        LoraTarget::CFc => r * 5 * c,
+    let kvc = (cfg.n_kv_head() * cfg.head_size()) as u128;
+    let i = cfg.ffn_width() as u128;
+    let per_target = |t: &crate::model::LoraTarget| match t {
+        CAttn => r * 4 * c,
+        CProj => r * 2 * c + r * 5 * c,
+        CFc => r * 5 * c,
+        QProj | OProj => r * 2 * c,
+        KProj | VProj => r * (c + kvc),
+        GateProj | UpProj | DownProj => r * (c + i),
     };
     lora.targets.iter().map(per_target).sum()
 }
@@ -350,6 +356,52 @@ mod tests {
             param_count(&bigram).unwrap(),
             ParamLayout::new(&bigram).total
         );
+    }
+
+    /// With adapters: every GPT-2 target, and every Llama target alone (on
+    /// grouped-query attention, where k and v are narrower than q).
+    #[test]
+    fn lora_parameter_count_is_the_layouts() {
+        use crate::model::{LlamaConfig, LoraConfig, LoraTarget};
+        let lora = |targets: &[LoraTarget]| {
+            Some(LoraConfig {
+                rank: 3,
+                alpha: 6.0,
+                targets: targets.to_vec(),
+            })
+        };
+        let gpt = ModelConfig {
+            lora: lora(&LoraTarget::defaults(Arch::Gpt)),
+            ..cfg(2, 24, 16)
+        };
+        let llama = ModelConfig {
+            arch: Arch::Llama,
+            n_head: 4,
+            norm: Norm::Pre,
+            activation: Activation::Silu,
+            bias: false,
+            lm_head_bias: false,
+            llama: Some(LlamaConfig {
+                n_kv_head: 2,
+                ..LlamaConfig::for_shape(24, 4)
+            }),
+            ..cfg(2, 24, 16)
+        };
+        let mut configs = vec![gpt];
+        for target in <LoraTarget as clap::ValueEnum>::value_variants() {
+            if target.belongs_to(Arch::Llama) {
+                configs.push(ModelConfig {
+                    lora: lora(&[*target]),
+                    ..llama.clone()
+                });
+            }
+        }
+        for c in configs {
+            c.validate().unwrap();
+            let layout = ParamLayout::new(&c);
+            assert!(layout.total > layout.base_total, "{c:?}");
+            assert_eq!(param_count(&c).unwrap(), layout.total, "{c:?}");
+        }
     }
 
     #[test]

@@ -272,6 +272,23 @@ fn qwen2_qkv_bias_tied_linear_rope() {
     check(&Cpu::new(), llama(true, true, linear, 0.0));
 }
 
+/// LoRA on every Llama target, each an adapter on its part of a fused
+/// layer (q, k, v of `c_attn`; gate, up of `c_fc`) or on a whole one.
+#[test]
+fn lora_on_every_llama_target() {
+    use LoraTarget::*;
+    let targets = vec![QProj, KProj, VProj, OProj, GateProj, UpProj, DownProj];
+    let cfg = ModelConfig {
+        lora: Some(LoraConfig {
+            rank: 2,
+            alpha: 3.0,
+            targets,
+        }),
+        ..llama(true, false, RopeScaling::None, 0.2)
+    };
+    check_trained(&Cpu::new(), cfg, |layout| layout.base_total);
+}
+
 #[test]
 fn llama3_rope_with_dropout() {
     let llama3 = RopeScaling::Llama3 {

@@ -166,3 +166,169 @@ fn import_export_round_trip_and_fine_tune() {
         "the fine-tune keeps its parent's model"
     );
 }
+
+/// `(val loss at step 0, val loss at the end)` from a run's metrics.
+fn val_losses(run: &Path) -> (f64, f64) {
+    let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    let evals: Vec<f64> = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["eval"] == true)
+        .map(|v| v["val_loss"].as_f64().unwrap())
+        .collect();
+    (evals[0], *evals.last().unwrap())
+}
+
+/// LoRA on an imported Llama: PEFT's files and names, step 0 is the parent,
+/// only the adapted parts of the fused layers move, sampling and merging
+/// agree, and a resumed run is bit-identical to a straight one. (That PEFT
+/// loads the files: `tools/check_lora_peft.py`, by hand.)
+#[test]
+fn lora_fine_tunes_a_llama_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let notes = dir.join("notes.txt");
+    std::fs::write(
+        &notes,
+        "the cat sat on the mat and the dog lay by the door. ".repeat(80),
+    )
+    .unwrap();
+    let parent = fixture("llama");
+    let run = |out: &str, extra: &[&str]| {
+        let path = dir.join(out);
+        let mut args = vec![
+            "train",
+            "--init-from",
+            parent.to_str().unwrap(),
+            "--data",
+            notes.to_str().unwrap(),
+            "--block",
+            "16",
+            "--eval-interval",
+            "10",
+            "--quiet",
+            "--out",
+            path.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        ok(&lmforge(&args));
+        path
+    };
+    let full = run("full", &["--max-iters", "2"]);
+    let lora = run(
+        "lora",
+        &["--max-iters", "30", "--lora-rank", "4", "--lr", "1e-2"],
+    );
+    let (start, end) = val_losses(&lora);
+    assert_eq!(start, val_losses(&full).0, "step 0 is exactly the parent");
+    assert!(end < 0.9 * start, "val loss {start} -> {end}");
+
+    // PEFT's files: its default Llama targets, nn.Linear's layout, its names and shapes.
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(lora.join("adapter_config.json")).unwrap()).unwrap();
+    assert_eq!(
+        config["target_modules"],
+        serde_json::json!(["q_proj", "v_proj"])
+    );
+    assert_eq!(config["fan_in_fan_out"], false);
+    let bytes = std::fs::read(lora.join("adapter_model.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    assert_eq!(st.len(), 2 * 2 * 2, "A and B on q and v of both layers");
+    let shape = |name: &str| st.tensor(name).unwrap().shape().to_vec();
+    let v = "base_model.model.model.layers.1.self_attn.v_proj";
+    assert_eq!(shape(&format!("{v}.lora_A.weight")), [4, 32]);
+    assert_eq!(
+        shape(&format!("{v}.lora_B.weight")),
+        [16, 4],
+        "2 KV heads of 8"
+    );
+
+    // Merged: the query and value rows of the fused c_attn moved, the key rows did not.
+    let imported = lmforge::hf::read(parent.to_str().unwrap()).unwrap();
+    let (model, adapted) = lmforge::finetune::load_run(&lora).unwrap();
+    let tensor =
+        |params: &[f32], name: &str| params[model.layout.get(name).unwrap().range.clone()].to_vec();
+    for (part, moved) in [("q_proj", true), ("k_proj", false), ("v_proj", true)] {
+        let name = format!("model.layers.0.self_attn.{part}.weight");
+        let same = tensor(&adapted, &name) == tensor(&imported.params, &name);
+        assert_eq!(!same, moved, "{name}");
+    }
+    let sampled = |run: &Path| {
+        let out = lmforge(&[
+            "sample",
+            run.to_str().unwrap(),
+            "--max-new-tokens",
+            "12",
+            "--seed",
+            "3",
+        ]);
+        ok(&out);
+        out.stdout
+    };
+    let merged = dir.join("merged");
+    ok(&lmforge(&[
+        "merge-lora",
+        lora.to_str().unwrap(),
+        "--out",
+        merged.to_str().unwrap(),
+    ]));
+    assert_eq!(sampled(&lora), sampled(&merged));
+    assert_eq!(lmforge::finetune::load_run(&merged).unwrap().1, adapted);
+    let hf = dir.join("hf");
+    ok(&lmforge(&[
+        "export-hf",
+        lora.to_str().unwrap(),
+        "--out",
+        hf.to_str().unwrap(),
+    ]));
+    assert_eq!(
+        lmforge::hf::read(hf.to_str().unwrap()).unwrap().params,
+        adapted
+    );
+
+    // Resumed halfway, every Llama target: bit-identical adapters.
+    let all = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj";
+    let common = [
+        "--lora-rank",
+        "4",
+        "--lora-targets",
+        all,
+        "--lr-decay-iters",
+        "20",
+    ];
+    let straight = run("straight", &[&common[..], &["--max-iters", "20"]].concat());
+    let resumed = run("resumed", &[&common[..], &["--max-iters", "10"]].concat());
+    let resumed_s = resumed.to_str().unwrap();
+    ok(&lmforge(&[
+        "train",
+        "--resume",
+        resumed_s,
+        "--max-iters",
+        "20",
+        "--quiet",
+    ]));
+    let adapters = |run: &Path| std::fs::read(run.join("adapter_model.safetensors")).unwrap();
+    assert_eq!(
+        adapters(&straight),
+        adapters(&resumed),
+        "resumed adapters are bit-identical"
+    );
+
+    // A GPT-2 target on a Llama is refused by name.
+    let out = lmforge(&[
+        "train",
+        "--init-from",
+        parent.to_str().unwrap(),
+        "--lora-rank",
+        "4",
+        "--lora-targets",
+        "c_attn",
+        "--out",
+        dir.join("bad").to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--lora-targets c_attn is not a layer of this Llama-family model"),
+        "{err}"
+    );
+}

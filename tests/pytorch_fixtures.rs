@@ -234,7 +234,7 @@ fn linear_params(at: usize, fan_in: usize, fan_out: usize) -> LinearParams {
         fan_in,
         fan_out,
         layout: WeightLayout::InOut,
-        lora: None,
+        lora: Vec::new(),
     }
 }
 
@@ -286,12 +286,13 @@ fn lora_forward_backward<B: Backend>(be: &B) {
         base..base + rank * C,
         base + rank * C..base + rank * C + OC * rank,
     );
-    layer.lora = Some(LoraParams {
+    layer.lora = vec![LoraParams {
         a,
         b,
         rank,
         scale: alpha / rank as f32,
-    });
+        out: 0..OC,
+    }];
     let host = [fx.f("weight"), fx.f("bias"), fx.f("lora_A"), fx.f("lora_B")].concat();
     let params = up(be, &host);
     let scratch = LoraScratch::new(be, C * OC, OC * rank, n * rank).unwrap();
@@ -676,10 +677,21 @@ fn model_config(fx: &Fixture, arch: Arch) -> ModelConfig {
 const MODEL: (f32, f32) = (2e-5, 1e-4);
 
 /// The logits, the loss and every gradient of one step, then the
-/// parameters after three AdamW steps.
+/// parameters after three AdamW steps. A LoRA model trains its adapters
+/// only (PEFT's): the fixture has their gradients, and the base stays as it was.
 fn check_model<B: Backend>(be: &B, name: &str, arch: Arch) {
     let fx = Fixture::load(name);
     let model = Model::new(model_config(&fx, arch)).unwrap();
+    let from = match model.config.lora {
+        Some(_) => model.layout.base_total,
+        None => 0,
+    };
+    let trained: Vec<&TensorSpec> = model
+        .layout
+        .tensors
+        .iter()
+        .filter(|t| t.range.start >= from)
+        .collect();
     let (idx, targets) = (fx.i("idx"), fx.i("targets"));
     let (b, t) = (2, idx.len() / 2);
     let window = Window::batch(b, t);
@@ -689,7 +701,7 @@ fn check_model<B: Backend>(be: &B, name: &str, arch: Arch) {
     }
     let mut params = up(be, &host);
     let mut acts = Activations::training(be, &model.config, b, t).unwrap();
-    let mut grads = grads_for(be, model.num_params());
+    let mut grads = Grads::new(be, from, model.num_params()).unwrap();
     model.forward(be, &params, &mut acts, idx, window, Mode::Eval);
     let v = model.config.vocab_size;
     let mut logits = vec![0.0; b * t * v];
@@ -722,12 +734,12 @@ fn check_model<B: Backend>(be: &B, name: &str, arch: Arch) {
         MODEL.1,
     );
     let host_grads = down(be, &grads.buf);
-    for spec in &model.layout.tensors {
+    for spec in &trained {
         let what = format!("{name} grad {}", spec.name);
         let expected = fx.f(&format!("grad.{}", spec.name));
         assert_close(
             &what,
-            &host_grads[spec.range.clone()],
+            &host_grads[spec.range.start - from..spec.range.end - from],
             expected,
             MODEL.0,
             MODEL.1,
@@ -744,7 +756,7 @@ fn check_model<B: Backend>(be: &B, name: &str, arch: Arch) {
         eps: get("eps"),
         weight_decay: get("weight_decay"),
     };
-    let mut opt = AdamW::new(be, config, &model.layout.tensors, 0).unwrap();
+    let mut opt = AdamW::new(be, config, &model.layout.tensors, from).unwrap();
     params = up(be, &host);
     let (mut losses, mut norms) = (Vec::new(), Vec::new());
     for _ in 0..3 {
@@ -777,7 +789,12 @@ fn check_model<B: Backend>(be: &B, name: &str, arch: Arch) {
         MODEL.1,
     );
     let stepped = down(be, &params);
-    for spec in &model.layout.tensors {
+    assert_eq!(
+        stepped[..from],
+        host[..from],
+        "{name}: the frozen base is unchanged"
+    );
+    for spec in &trained {
         let expected = fx.f(&format!("step3.{}", spec.name));
         let true_grad = fx.f(&format!("grad.{}", spec.name));
         for (i, (&a, &e)) in stepped[spec.range.clone()].iter().zip(expected).enumerate() {
@@ -828,6 +845,7 @@ on_cpu! {
     grouped_query_attention_on_cpu => grouped_query_attention::<Cpu>;
     llama_model_on_cpu => |be: &Cpu| check_model(be, "model_llama", Arch::Llama);
     qwen2_model_on_cpu => |be: &Cpu| check_model(be, "model_qwen2", Arch::Llama);
+    llama_lora_model_on_cpu => |be: &Cpu| check_model(be, "model_llama_lora", Arch::Llama);
 }
 
 // The same checks on the CUDA backend (skipped without a GPU).
@@ -865,6 +883,7 @@ on_cuda! {
     grouped_query_attention_on_cuda => grouped_query_attention::<Cuda>;
     llama_model_on_cuda => |be: &Cuda| check_model(be, "model_llama", Arch::Llama);
     qwen2_model_on_cuda => |be: &Cuda| check_model(be, "model_qwen2", Arch::Llama);
+    llama_lora_model_on_cuda => |be: &Cuda| check_model(be, "model_llama_lora", Arch::Llama);
 }
 
 /// The CPU's fast matrix product agrees with its naive twin on fixture-sized shapes too.

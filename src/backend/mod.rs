@@ -281,6 +281,11 @@ pub trait Backend: Sync + Sized {
     fn len(buf: &Self::Buf) -> usize;
     fn view(buf: &Self::Buf, range: Range<usize>) -> Self::View<'_>;
     fn view_mut(buf: &mut Self::Buf, range: Range<usize>) -> Self::ViewMut<'_>;
+    /// `view` from its element `start` on (a column block of a row-major
+    /// matrix starts there, e.g. one part of a fused layer's output).
+    fn view_from<'a>(view: Self::View<'a>, start: usize) -> Self::View<'a>
+    where
+        Self: 'a;
     /// Two disjoint writable views; `second` starts at or after the end of `first`
     /// (a weight's gradient and its bias's, stored right after it).
     fn view_pair_mut(

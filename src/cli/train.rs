@@ -93,14 +93,10 @@ struct FineTuneArgs {
     /// LoRA's alpha: the adapters' product is scaled by alpha / rank (default: 2 x rank).
     #[arg(long, requires = "lora_rank")]
     lora_alpha: Option<f32>,
-    /// The layers LoRA adapts.
-    #[arg(
-        long,
-        value_enum,
-        value_delimiter = ',',
-        default_value = "c_attn,c_proj,c_fc"
-    )]
-    lora_targets: Vec<LoraTarget>,
+    /// The layers LoRA adapts, by their Hugging Face names (default: GPT-2's
+    /// c_attn,c_proj,c_fc; a Llama's q_proj,v_proj, as PEFT's default).
+    #[arg(long, value_enum, value_delimiter = ',', requires = "lora_rank")]
+    lora_targets: Option<Vec<LoraTarget>>,
     /// Train on conversations: a JSON Lines file of {"prompt", "response"} or
     /// {"messages": [{"role", "content"}]}; the loss counts the replies only.
     #[arg(
@@ -118,7 +114,7 @@ fn fine_tune_request(args: &TrainArgs, init_from: &str) -> anyhow::Result<FineTu
     let lora = ft.lora_rank.map(|rank| LoraConfig {
         rank,
         alpha: ft.lora_alpha.unwrap_or(2.0 * rank as f32),
-        targets: ft.lora_targets.clone(),
+        targets: ft.lora_targets.clone().unwrap_or_default(),
     });
     let mut given = args.overrides.clone();
     if lora.is_some() && given.lr.is_none() {

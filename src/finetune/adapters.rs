@@ -2,23 +2,22 @@
 //!
 //! | file | contents |
 //! |---|---|
-//! | `adapter_model.safetensors` | the adapters, PEFT's names: `base_model.model.transformer.h.{l}.{m}.lora_A.weight` `(r, IN)`, `...lora_B.weight` `(OUT, r)` |
-//! | `adapter_config.json` | PEFT's `LoraConfig` (`r`, `lora_alpha`, `target_modules`, `fan_in_fan_out: true` for GPT-2's `Conv1D`) |
+//! | `adapter_model.safetensors` | the adapters, PEFT's names: `base_model.model.transformer.h.{l}.{m}.lora_A.weight` `(r, IN)`, `...lora_B.weight` `(OUT, r)` (a Llama's: `base_model.model.model.layers.{l}.self_attn.q_proj.lora_A.weight`, ...) |
+//! | `adapter_config.json` | PEFT's `LoraConfig` (`r`, `lora_alpha`, `target_modules`; `fan_in_fan_out` true for GPT-2's `Conv1D`, false for a Llama's `nn.Linear`) |
 //! | `config.json` | the adapted model's config (with `"lora"` under `"lmforge"`) |
 //!
 //! The base weights are not copied: they are the parent's, which the run's
 //! `train_config.json` names with their SHA-256. [`load_run`] reloads the
 //! parent, checks the hash, rebuilds the starting weights as training did,
-//! puts the adapters in and merges them (`W += s·AᵀBᵀ`), giving an ordinary
+//! puts the adapters in and merges them (`W += ΔW`, see [`crate::model::lora`]), giving an ordinary
 //! model for `sample`, `chat`, `export-hf` and `merge-lora`.
 
 use super::FineTune;
 use crate::backend::cpu::Cpu;
-use crate::backend::{Accumulate, Backend, Epilogue, Mat};
 use crate::checkpoint::{self, weights};
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomic_bytes;
-use crate::model::{Model, ModelConfig};
+use crate::model::{Arch, Model, ModelConfig};
 use safetensors::SafeTensors;
 use safetensors::tensor::{Dtype, TensorView};
 use sha2::{Digest, Sha256};
@@ -85,7 +84,8 @@ pub fn save_adapters(
         "peft_type": "LORA", "task_type": "CAUSAL_LM",
         "base_model_name_or_path": parent,
         "r": lora.rank, "lora_alpha": lora.alpha, "lora_dropout": 0.0, "bias": "none",
-        "target_modules": lora.targets, "fan_in_fan_out": true,
+        "target_modules": lora.targets,
+        "fan_in_fan_out": model.config.arch == Arch::Gpt,
     });
     let json = serde_json::to_vec_pretty(&config).expect("JSON serialises");
     write_atomic_bytes(&dir.join(ADAPTER_CONFIG_FILE), &json)?;
@@ -111,7 +111,7 @@ fn read_adapters(dir: &Path, model: &Model, params: &mut [f32]) -> Result<()> {
     Ok(())
 }
 
-/// `W += s·AᵀBᵀ` for every adapted layer; returns the plain model and its weights.
+/// `W += ΔW` for every adapter; returns the plain model and its weights.
 pub fn merge(model: &Model, mut params: Vec<f32>) -> Result<(Model, Vec<f32>)> {
     let be = Cpu::new();
     for block in &model.layout.blocks {
@@ -121,17 +121,16 @@ pub fn merge(model: &Model, mut params: Vec<f32>) -> Result<(Model, Vec<f32>)> {
             &block.c_fc,
             &block.mlp_proj,
         ] {
-            let Some(lora) = &linear.lora else { continue };
-            let (fan_in, fan_out, r) = (linear.fan_in, linear.fan_out, lora.rank);
-            let scaled_b: Vec<f32> = params[lora.b.clone()]
-                .iter()
-                .map(|x| x * lora.scale)
-                .collect();
-            let a = params[lora.a.clone()].to_vec();
-            let a_t = Mat::new(&a[..], r, fan_in).t();
-            let b_t = Mat::new(&scaled_b[..], fan_out, r).t();
-            let w = &mut params[linear.weight.clone()];
-            be.matmul(w, a_t, b_t, Accumulate::Add, Epilogue::None);
+            for lora in &linear.lora {
+                let scaled_b: Vec<f32> = params[lora.b.clone()]
+                    .iter()
+                    .map(|x| x * lora.scale)
+                    .collect();
+                let a = params[lora.a.clone()].to_vec();
+                let at = linear.weight.start;
+                let shape = (linear.fan_in, linear.fan_out);
+                lora.add_delta(&be, &mut params, at, (&a, &scaled_b), linear.layout, shape);
+            }
         }
     }
     let plain = Model::new(ModelConfig {

@@ -356,8 +356,9 @@ pub struct Activations<B: Backend> {
     pub rope: Option<std::sync::Arc<B::Buf>>,
 }
 
-/// LoRA's scratch, sized for the widest adapted layer (`4C x C` at most,
-/// `B` at most `4C x r`) and `rows` positions.
+/// LoRA's scratch, sized for the widest block linear (`C x W` with `W` the
+/// wider of `c_attn`'s and `c_fc`'s outputs: `4C` for GPT-2, `2I` for a
+/// Llama's `[gate | up]`; `B` at most `W x r`) and `rows` positions.
 fn lora_scratch<B: Backend>(
     be: &B,
     cfg: &ModelConfig,
@@ -367,7 +368,8 @@ fn lora_scratch<B: Backend>(
         return Ok(None);
     };
     let (c, r) = (cfg.n_embd, lora.rank);
-    let scratch = LoraScratch::new(be, 4 * c * c, 4 * c * r, rows * r)?;
+    let widest = cfg.qkv_width().max(cfg.fc_width());
+    let scratch = LoraScratch::new(be, c * widest, widest * r, rows * r)?;
     Ok(Some(std::sync::Arc::new(scratch)))
 }
 

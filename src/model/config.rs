@@ -98,7 +98,9 @@ pub struct ModelConfig {
 }
 
 /// A block linear layer LoRA can adapt, by its Hugging Face name (as PEFT's
-/// `target_modules`: `c_proj` is both attention's and the MLP's output projection).
+/// `target_modules`). GPT-2's: `c_attn`, `c_proj` (both attention's and the
+/// MLP's output projection), `c_fc`. A Llama's: `q_proj`, `k_proj`, `v_proj`,
+/// `o_proj`, `gate_proj`, `up_proj`, `down_proj`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 #[value(rename_all = "snake_case")]
@@ -106,9 +108,53 @@ pub enum LoraTarget {
     CAttn,
     CProj,
     CFc,
+    QProj,
+    KProj,
+    VProj,
+    OProj,
+    GateProj,
+    UpProj,
+    DownProj,
 }
 
-/// Rank `r` adapters `W + (alpha / r) A^T B^T` on the `targets`.
+impl LoraTarget {
+    /// Whether the target names a layer of `arch`'s blocks.
+    pub fn belongs_to(self, arch: Arch) -> bool {
+        use LoraTarget::*;
+        match self {
+            CAttn | CProj | CFc => arch == Arch::Gpt,
+            QProj | KProj | VProj | OProj | GateProj | UpProj | DownProj => arch == Arch::Llama,
+        }
+    }
+
+    /// The Hugging Face (and PEFT) name: `q_proj`.
+    pub fn name(self) -> &'static str {
+        use LoraTarget::*;
+        match self {
+            CAttn => "c_attn",
+            CProj => "c_proj",
+            CFc => "c_fc",
+            QProj => "q_proj",
+            KProj => "k_proj",
+            VProj => "v_proj",
+            OProj => "o_proj",
+            GateProj => "gate_proj",
+            UpProj => "up_proj",
+            DownProj => "down_proj",
+        }
+    }
+
+    /// The targets when none are given: every GPT-2 block linear, and for a
+    /// Llama PEFT's own default (`q_proj`, `v_proj`).
+    pub fn defaults(arch: Arch) -> Vec<LoraTarget> {
+        match arch {
+            Arch::Llama => vec![LoraTarget::QProj, LoraTarget::VProj],
+            _ => vec![LoraTarget::CAttn, LoraTarget::CProj, LoraTarget::CFc],
+        }
+    }
+}
+
+/// Rank `r` adapters on the `targets`, `W + (alpha / r) · ΔW` (see [`super::lora`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LoraConfig {
     pub rank: usize,
@@ -227,6 +273,36 @@ impl ModelConfig {
                 lora.targets.len()
             ));
         }
+        if let Some(wrong) = self
+            .lora
+            .iter()
+            .flat_map(|l| &l.targets)
+            .find(|t| !t.belongs_to(self.arch))
+        {
+            let own: Vec<&str> = <LoraTarget as clap::ValueEnum>::value_variants()
+                .iter()
+                .filter(|t| t.belongs_to(self.arch))
+                .map(|t| t.name())
+                .collect();
+            let family = match self.arch {
+                Arch::Llama => "Llama-family",
+                _ => "GPT-2",
+            };
+            return bad(format!(
+                "--lora-targets {} is not a layer of this {family} model; its layers are {}",
+                wrong.name(),
+                own.join(", ")
+            ));
+        }
+        if let Some(lora) = &self.lora
+            && let Some((_, twice)) = lora
+                .targets
+                .iter()
+                .enumerate()
+                .find(|(i, t)| lora.targets[..*i].contains(t))
+        {
+            return bad(format!("--lora-targets names {} twice", twice.name()));
+        }
         if self.n_layer == 0 || self.n_head == 0 || self.n_embd == 0 {
             return bad(format!(
                 "n_layer, n_head and n_embd must be positive (got {}, {}, {})",
@@ -284,11 +360,6 @@ impl ModelConfig {
             || self.lm_head_bias
         {
             return bad("a Llama-family model is pre-norm with a SiLU-gated feed-forward and no biases outside q/k/v (activation silu, norm pre, bias and lm_head_bias false)".into());
-        }
-        if self.lora.is_some() {
-            return bad(
-                "LoRA on Llama-family models is not supported yet (GPT-2 models only)".into(),
-            );
         }
         let scaling_ok = match l.rope_scaling {
             RopeScaling::None => true,
@@ -350,6 +421,39 @@ mod tests {
             err.contains("n_embd (12) must be divisible by n_head (5)"),
             "{err}"
         );
+    }
+
+    /// A target's name is the one `--lora-targets` and `adapter_config.json` spell.
+    #[test]
+    fn lora_target_names_are_their_serialised_names() {
+        for t in <LoraTarget as clap::ValueEnum>::value_variants() {
+            assert_eq!(serde_json::json!(t), t.name());
+        }
+    }
+
+    #[test]
+    fn lora_targets_must_be_the_archs_and_distinct() {
+        let mut c = tiny();
+        let lora = |targets: Vec<LoraTarget>| {
+            Some(LoraConfig {
+                rank: 2,
+                alpha: 4.0,
+                targets,
+            })
+        };
+        c.lora = lora(vec![LoraTarget::CAttn, LoraTarget::QProj]);
+        let err = c.validate().unwrap_err().to_string();
+        assert!(
+            err.contains(
+                "q_proj is not a layer of this GPT-2 model; its layers are c_attn, c_proj, c_fc"
+            ),
+            "{err}"
+        );
+        c.lora = lora(vec![LoraTarget::CFc, LoraTarget::CFc]);
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("names c_fc twice"), "{err}");
+        c.lora = lora(LoraTarget::defaults(Arch::Gpt));
+        assert!(c.validate().is_ok());
     }
 
     #[test]

@@ -52,15 +52,18 @@ impl LinearParams {
         w: Weights<'_, B>,
         f: impl FnOnce(Mat<B::View<'_>>) -> R,
     ) -> R {
-        if let (Some(lora), Some(scratch)) = (&self.lora, w.lora) {
-            let shape = (self.weight.clone(), self.fan_in, self.fan_out);
-            return lora.with_weight(be, w.params, scratch, shape, f);
+        if let Some(scratch) = w.lora.filter(|_| !self.lora.is_empty()) {
+            return super::lora::with_adapted_weight(be, w.params, scratch, self, f);
         }
-        let view = B::view(w.params, self.weight.clone());
-        f(match self.layout {
-            WeightLayout::InOut => Mat::new(view, self.fan_in, self.fan_out),
-            WeightLayout::OutIn => Mat::new(view, self.fan_out, self.fan_in).t(),
-        })
+        f(self.weight_mat::<B>(B::view(w.params, self.weight.clone())))
+    }
+
+    /// `weight`, stored as this layer's, as an `(IN, OUT)` matrix view.
+    pub fn weight_mat<'w, B: Backend>(&self, weight: B::View<'w>) -> Mat<B::View<'w>> {
+        match self.layout {
+            WeightLayout::InOut => Mat::new(weight, self.fan_in, self.fan_out),
+            WeightLayout::OutIn => Mat::new(weight, self.fan_out, self.fan_in).t(),
+        }
     }
 
     fn bias_of<'b, B: Backend>(&self, params: &'b B::Buf) -> Option<B::View<'b>> {
@@ -133,10 +136,12 @@ impl LinearParams {
             be.matmul(dinp, dout_mat, weight.t(), Accumulate::Overwrite, epilogue)
         });
         let inp_mat = Mat::new(inp, n, self.fan_in);
-        if let (Some(lora), Some(scratch)) = (&self.lora, w.lora)
-            && let Some(dadapters) = grads.pair(&lora.a, &lora.b)
-        {
-            lora.backward(be, w.params, scratch, dadapters, inp_mat, dout_mat);
+        if let Some(scratch) = w.lora {
+            for lora in &self.lora {
+                if let Some(dadapters) = grads.pair(&lora.a, &lora.b) {
+                    lora.backward(be, w.params, scratch, dadapters, inp_mat, dout_mat);
+                }
+            }
         }
         let Some((dw, db)) = grads.weight_and_bias(&self.weight, self.bias.as_ref()) else {
             return;

@@ -49,6 +49,10 @@
 //! each layer `l` and target `m` (`attn.c_attn`, `attn.c_proj`, `mlp.c_fc`,
 //! `mlp.c_proj`), named as PEFT names them under `base_model.model.`:
 //! `transformer.h.{l}.{m}.lora_A.weight` `(r, IN)` and `...lora_B.weight` `(OUT, r)`.
+//! A Llama's are named after its own layers (`model.layers.{l}.self_attn.q_proj.lora_A.weight`
+//! `(r, C)`, `...q_proj.lora_B.weight` `(C, r)`, likewise `k`, `v`, `o`, `mlp.gate`, `up`,
+//! `down`): an adapter on `q_proj` adapts only the query rows of the fused `c_attn`,
+//! its part of the fused output, exactly as PEFT's adapter on the separate `q_proj`.
 
 use super::config::{Arch, LoraTarget, ModelConfig};
 use super::lora::LoraParams;
@@ -97,8 +101,9 @@ pub struct LinearParams {
     pub fan_in: usize,
     pub fan_out: usize,
     pub layout: WeightLayout,
-    /// Low-rank adapters, when LoRA targets this layer.
-    pub lora: Option<LoraParams>,
+    /// Low-rank adapters, when LoRA targets this layer: one on all its
+    /// outputs, or (a fused Llama layer) one on each adapted part.
+    pub lora: Vec<LoraParams>,
 }
 
 /// One transformer block.
@@ -189,7 +194,7 @@ impl Builder {
             fan_in,
             fan_out: parts.iter().map(|(_, out)| out).sum(),
             layout: WeightLayout::OutIn,
-            lora: None,
+            lora: Vec::new(),
         }
     }
 
@@ -201,33 +206,83 @@ impl Builder {
             fan_in,
             fan_out,
             layout: WeightLayout::InOut,
-            lora: None,
+            lora: Vec::new(),
         }
     }
 
-    /// Append `linear`'s adapters, named after its weight.
-    fn adapt(&mut self, linear: &mut LinearParams, rank: usize, scale: f32) {
+    /// Append adapters for the output features `out` of `linear`, named
+    /// after the weight tensor of those outputs (a part of a fused
+    /// `(OUT, IN)` weight, or an `(IN, OUT)` weight whole).
+    fn adapt(&mut self, linear: &mut LinearParams, out: Range<usize>, rank: usize, scale: f32) {
+        let rows = match linear.layout {
+            WeightLayout::OutIn => {
+                let start = linear.weight.start;
+                start + out.start * linear.fan_in..start + out.end * linear.fan_in
+            }
+            WeightLayout::InOut => {
+                assert_eq!(
+                    out,
+                    0..linear.fan_out,
+                    "an (IN, OUT) weight is adapted whole"
+                );
+                linear.weight.clone()
+            }
+        };
         let prefix = self.tensors[self
             .tensors
             .iter()
-            .position(|t| t.range == linear.weight)
-            .expect("the weight is laid out")]
+            .position(|t| t.range == rows)
+            .expect("the adapted rows are one weight tensor")]
         .name
         .trim_end_matches(".weight")
         .to_string();
         let a = self.add(format!("{prefix}.lora_A.weight"), &[rank, linear.fan_in]);
-        let b = self.add(format!("{prefix}.lora_B.weight"), &[linear.fan_out, rank]);
-        linear.lora = Some(LoraParams { a, b, rank, scale });
+        let b = self.add(format!("{prefix}.lora_B.weight"), &[out.len(), rank]);
+        linear.lora.push(LoraParams {
+            a,
+            b,
+            rank,
+            scale,
+            out,
+        });
+    }
+
+    /// Adapters on every block's `cfg.lora` targets, after the base tensors.
+    fn adapt_blocks(&mut self, blocks: &mut [BlockParams], cfg: &ModelConfig) {
+        let Some(lora) = &cfg.lora else { return };
+        for block in blocks {
+            for target in &lora.targets {
+                for (linear, out) in block.targets_mut(*target) {
+                    self.adapt(linear, out, lora.rank, lora.scale());
+                }
+            }
+        }
     }
 }
 
 impl BlockParams {
-    /// The linear layers a LoRA target names in this block.
-    fn targets_mut(&mut self, target: LoraTarget) -> Vec<&mut LinearParams> {
+    /// The linear layers a LoRA target names in this block, each with the
+    /// output features it adapts: all of them, or a Llama's part of a fused
+    /// layer (`c_attn = [q | k | v]`, `c_fc = [gate | up]`).
+    fn targets_mut(&mut self, target: LoraTarget) -> Vec<(&mut LinearParams, Range<usize>)> {
+        use LoraTarget::*;
+        let (c, qkv) = (self.c_attn.fan_in, self.c_attn.fan_out);
+        let (kvc, i) = ((qkv - c) / 2, self.c_fc.fan_out / 2);
+        fn whole(linear: &mut LinearParams) -> (&mut LinearParams, Range<usize>) {
+            let out = 0..linear.fan_out;
+            (linear, out)
+        }
         match target {
-            LoraTarget::CAttn => vec![&mut self.c_attn],
-            LoraTarget::CProj => vec![&mut self.attn_proj, &mut self.mlp_proj],
-            LoraTarget::CFc => vec![&mut self.c_fc],
+            CAttn => vec![whole(&mut self.c_attn)],
+            CProj => vec![whole(&mut self.attn_proj), whole(&mut self.mlp_proj)],
+            CFc => vec![whole(&mut self.c_fc)],
+            QProj => vec![(&mut self.c_attn, 0..c)],
+            KProj => vec![(&mut self.c_attn, c..c + kvc)],
+            VProj => vec![(&mut self.c_attn, c + kvc..qkv)],
+            OProj => vec![whole(&mut self.attn_proj)],
+            GateProj => vec![(&mut self.c_fc, 0..i)],
+            UpProj => vec![(&mut self.c_fc, i..2 * i)],
+            DownProj => vec![whole(&mut self.mlp_proj)],
         }
     }
 
@@ -283,18 +338,10 @@ impl ParamLayout {
             fan_in: c,
             fan_out: v,
             layout: WeightLayout::OutIn,
-            lora: None,
+            lora: Vec::new(),
         });
         let base_total = b.total;
-        if let Some(lora) = &cfg.lora {
-            for block in &mut blocks {
-                for target in &lora.targets {
-                    for linear in block.targets_mut(*target) {
-                        b.adapt(linear, lora.rank, lora.scale());
-                    }
-                }
-            }
-        }
+        b.adapt_blocks(&mut blocks, cfg);
         ParamLayout {
             tensors: b.tensors,
             total: b.total,
@@ -316,7 +363,7 @@ impl ParamLayout {
         let (v, c, eps) = (cfg.vocab_size, cfg.n_embd, llama.rms_norm_eps);
         let (kvc, i) = (cfg.n_kv_head() * cfg.head_size(), llama.intermediate_size);
         let wte = b.add("model.embed_tokens.weight".into(), &[v, c]);
-        let blocks: Vec<BlockParams> = (0..cfg.n_layer)
+        let mut blocks: Vec<BlockParams> = (0..cfg.n_layer)
             .map(|l| {
                 let p = format!("model.layers.{l}");
                 let (attn, mlp) = (format!("{p}.self_attn"), format!("{p}.mlp"));
@@ -353,12 +400,14 @@ impl ParamLayout {
             fan_in: c,
             fan_out: v,
             layout: WeightLayout::OutIn,
-            lora: None,
+            lora: Vec::new(),
         });
+        let base_total = b.total;
+        b.adapt_blocks(&mut blocks, cfg);
         ParamLayout {
             tensors: b.tensors,
             total: b.total,
-            base_total: b.total,
+            base_total,
             wte,
             wpe: 0..0,
             blocks,

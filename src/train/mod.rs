@@ -66,6 +66,8 @@ pub struct FineTuneRequest {
     pub init_from: String,
     pub freeze_embeddings: bool,
     pub freeze_layers: usize,
+    /// LoRA's settings; no targets means the parent architecture's defaults
+    /// ([`crate::model::LoraTarget::defaults`]).
     pub lora: Option<crate::model::LoraConfig>,
 }
 
@@ -254,10 +256,18 @@ fn fine_tune_config(req: &FineTuneRequest, parent: &finetune::Loaded) -> Result<
         Some(b) => b,
         None => config.model.block_size.min(parent_block),
     };
+    let arch = parent.model.config.arch;
+    let lora = req.lora.clone().map(|lora| match lora.targets.is_empty() {
+        true => crate::model::LoraConfig {
+            targets: crate::model::LoraTarget::defaults(arch),
+            ..lora
+        },
+        false => lora,
+    });
     config.model = ModelConfig {
         block_size: block,
         dropout: config.model.dropout,
-        lora: req.lora.clone(),
+        lora,
         ..parent.model.config.clone()
     };
     config.tokenizer =
@@ -267,6 +277,7 @@ fn fine_tune_config(req: &FineTuneRequest, parent: &finetune::Loaded) -> Result<
         freeze_embeddings: req.freeze_embeddings,
         freeze_layers: req.freeze_layers,
     });
+    config.model.validate()?; // before it is laid out (LoRA targets of another arch)
     let layout = crate::model::ParamLayout::new(&config.model);
     finetune::trainable_from(config.finetune.as_ref(), &layout, req.lora.is_some())?;
     Ok(config)

@@ -99,6 +99,13 @@ impl Backend for Cpu {
         &mut buf[range]
     }
 
+    fn view_from<'a>(view: &'a [f32], start: usize) -> &'a [f32]
+    where
+        Self: 'a,
+    {
+        &view[start..]
+    }
+
     fn view_pair_mut(
         buf: &mut Vec<f32>,
         first: Range<usize>,

@@ -337,6 +337,18 @@ impl Backend for Cuda {
         }
     }
 
+    fn view_from<'a>(view: DevView<'a>, start: usize) -> DevView<'a>
+    where
+        Self: 'a,
+    {
+        assert!(start <= view.len, "view out of bounds");
+        DevView {
+            addr: view.addr + (start * F32) as u64,
+            len: view.len - start,
+            _buf: PhantomData,
+        }
+    }
+
     fn view_pair_mut(
         buf: &mut CudaBuf,
         first: Range<usize>,
