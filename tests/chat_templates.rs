@@ -433,8 +433,8 @@ fn lmforge(dir: &Path, args: &[&str], input: &str) -> Output {
     out
 }
 
-/// The tiny GPT-2 fixture folder, with a `tokenizer_config.json` naming `DOC_TEMPLATE`.
-fn model_with_template(dir: &Path) -> PathBuf {
+/// The tiny GPT-2 fixture folder as `dir/hf`, with `config` as its `tokenizer_config.json`.
+fn model_with_config(dir: &Path, config: &Value) -> PathBuf {
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf_gpt2/single");
     let out = dir.join("hf");
     std::fs::create_dir_all(&out).unwrap();
@@ -442,16 +442,45 @@ fn model_with_template(dir: &Path) -> PathBuf {
         let path = entry.unwrap().path();
         std::fs::copy(&path, out.join(path.file_name().unwrap())).unwrap();
     }
-    let config = json!({"chat_template": DOC_TEMPLATE, "eos_token": "<|endoftext|>"});
     std::fs::write(out.join("tokenizer_config.json"), config.to_string()).unwrap();
     out
+}
+
+/// Conversations for `--sft`, and its arguments from `parent` into `out`.
+fn sft_args<'a>(dir: &Path, parent: &'a str, out: &'a str) -> Vec<&'a str> {
+    let lines: Vec<String> = (0..20)
+        .map(|i| {
+            format!(
+                r#"{{"prompt": "What is {i} plus one?", "response": "It is {}."}}"#,
+                i + 1
+            )
+        })
+        .collect();
+    std::fs::write(dir.join("chats.jsonl"), lines.join("\n")).unwrap();
+    vec![
+        "train",
+        "--init-from",
+        parent,
+        "--sft",
+        "chats.jsonl",
+        "--max-iters",
+        "4",
+        "--eval-interval",
+        "2",
+        "--block",
+        "16",
+        "--quiet",
+        "--out",
+        out,
+    ]
 }
 
 #[test]
 fn a_models_template_goes_through_import_sft_chat_and_export() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let hf = model_with_template(dir);
+    let config = json!({"chat_template": DOC_TEMPLATE, "eos_token": "<|endoftext|>"});
+    let hf = model_with_config(dir, &config);
     let config = std::fs::read(hf.join("tokenizer_config.json")).unwrap();
     lmforge(
         dir,
@@ -464,32 +493,7 @@ fn a_models_template_goes_through_import_sft_chat_and_export() {
     );
     assert!(dir.join("imported/generation_config.json").exists());
 
-    let lines: Vec<String> = (0..20)
-        .map(|i| {
-            format!(
-                r#"{{"prompt": "What is {i} plus one?", "response": "It is {}."}}"#,
-                i + 1
-            )
-        })
-        .collect();
-    std::fs::write(dir.join("chats.jsonl"), lines.join("\n")).unwrap();
-    let train = [
-        "train",
-        "--init-from",
-        "imported",
-        "--sft",
-        "chats.jsonl",
-        "--max-iters",
-        "4",
-        "--eval-interval",
-        "2",
-        "--block",
-        "16",
-        "--quiet",
-        "--out",
-        "sft",
-    ];
-    lmforge(dir, &train, "");
+    lmforge(dir, &sft_args(dir, "imported", "sft"), "");
     // The model's own template: no lmforge chat tokens added, the template inherited.
     let tok = lmforge::tokenizer::load(&dir.join("sft/tokenizer.json")).unwrap();
     assert_eq!(tok.vocab_size(), 400);
@@ -498,24 +502,55 @@ fn a_models_template_goes_through_import_sft_chat_and_export() {
         config
     );
 
-    let chat = [
-        "chat",
-        "sft",
-        "--verbose",
-        "--max-new-tokens",
-        "3",
-        "--system",
-        "Be brief.",
-    ];
-    let out = lmforge(dir, &chat, "hi\n");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let prompt =
-        r#"(template): "[system]\nBe brief.<|endoftext|>[user]\nhi<|endoftext|>[assistant]\n"]"#;
-    assert!(stderr.contains(prompt), "{stderr}");
+    // LoRA runs too: the template travels with the adapters.
+    let mut lora = sft_args(dir, "imported", "lora");
+    lora.extend(["--lora-rank", "2"]);
+    lmforge(dir, &lora, "");
+    for run in ["sft", "lora"] {
+        let chat = [
+            "chat",
+            run,
+            "--verbose",
+            "--max-new-tokens",
+            "3",
+            "--system",
+            "Be brief.",
+        ];
+        let out = lmforge(dir, &chat, "hi\n");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let prompt = r#"(template): "[system]\nBe brief.<|endoftext|>[user]\nhi<|endoftext|>[assistant]\n"]"#;
+        assert!(stderr.contains(prompt), "{run}: {stderr}");
+    }
 
     lmforge(dir, &["export-hf", "sft", "--out", "exported"], "");
     assert_eq!(
         std::fs::read(dir.join("exported/tokenizer_config.json")).unwrap(),
         config
+    );
+}
+
+#[test]
+fn a_model_without_a_template_learns_lmforges_and_exports_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let config = json!({"eos_token": "<|endoftext|>", "model_max_length": 16});
+    let hf = model_with_config(dir, &config);
+    lmforge(dir, &sft_args(dir, hf.to_str().unwrap(), "sft"), "");
+    let tok = lmforge::tokenizer::load(&dir.join("sft/tokenizer.json")).unwrap();
+    assert_eq!(tok.vocab_size(), 404, "lmforge's four chat tokens added");
+    let chat = ["chat", "sft", "--verbose", "--max-new-tokens", "3"];
+    let out = lmforge(dir, &chat, "hi\n");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(r#"(template): "<|user|>hi<|end|><|assistant|>"]"#),
+        "{stderr}"
+    );
+    lmforge(dir, &["export-hf", "sft", "--out", "exported"], "");
+    let text = std::fs::read_to_string(dir.join("exported/tokenizer_config.json")).unwrap();
+    let exported: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(exported["chat_template"], lmforge::chat::template::JINJA);
+    assert_eq!(
+        exported["model_max_length"], 16,
+        "the rest kept as the model had it"
     );
 }

@@ -518,7 +518,8 @@ fn read_text(path: &Path) -> Result<String> {
     std::fs::read_to_string(path).map_err(|e| Error::io(path, e))
 }
 
-fn read_json(path: &Path) -> Result<serde_json::Value> {
+/// A JSON file, or an error naming it.
+pub(crate) fn read_json(path: &Path) -> Result<serde_json::Value> {
     serde_json::from_str(&read_text(path)?)
         .map_err(|e| Error::format(path, format!("not valid JSON: {e}")))
 }

@@ -19,7 +19,8 @@
 
 pub mod cache;
 
-use crate::chat::jinja::{GENERATION_CONFIG_FILE, TOKENIZER_CONFIG_FILE};
+use crate::chat::ChatTemplate;
+use crate::chat::jinja::{GENERATION_CONFIG_FILE, JinjaTemplate, TOKENIZER_CONFIG_FILE};
 use crate::checkpoint::{self, CONFIG_FILE, TOKENIZER_FILE};
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomic_bytes;
@@ -137,7 +138,7 @@ fn tokenizer_config(tok: &dyn Tokenizer, block_size: usize) -> Value {
         "add_prefix_space": false,
         "clean_up_tokenization_spaces": false,
     });
-    if crate::chat::template::ChatTemplate::from_tokenizer(tok).is_some() {
+    if ChatTemplate::from_tokenizer(tok).is_some() {
         config["chat_template"] = crate::chat::template::JINJA.into();
     }
     config
@@ -146,7 +147,8 @@ fn tokenizer_config(tok: &dyn Tokenizer, block_size: usize) -> Value {
 /// Write the run in `run` as a Hugging Face folder `out`: `model.safetensors`,
 /// `config.json`, `tokenizer.json`, `tokenizer_config.json`,
 /// `generation_config.json`. A run that carries its model's chat files
-/// (imported, or fine-tuned from such a model) gives them as they are.
+/// (imported, or fine-tuned from such a model) gives them as they are, with
+/// lmforge's template added when it was fine-tuned on conversations through it.
 pub fn export(run: &Path, out: &Path) -> Result<()> {
     let (model, params) = crate::finetune::load_run(run)?;
     let tok = tokenizer::load(&run.join(TOKENIZER_FILE))?;
@@ -158,8 +160,16 @@ pub fn export(run: &Path, out: &Path) -> Result<()> {
         write_atomic_bytes(&out.join(name), &bytes)
     };
     crate::chat::jinja::sync_chat_files(Some(run), out)?;
-    if !out.join(TOKENIZER_CONFIG_FILE).exists() {
+    let config_path = out.join(TOKENIZER_CONFIG_FILE);
+    if !config_path.exists() {
         let config = tokenizer_config(tok.as_ref(), model.config.block_size);
+        write_json(TOKENIZER_CONFIG_FILE, config)?;
+    } else if JinjaTemplate::load(out)?.is_none() && ChatTemplate::from_tokenizer(&*tok).is_some() {
+        let mut config = crate::chat::jinja::read_json(&config_path)?;
+        let Some(fields) = config.as_object_mut() else {
+            return Err(Error::format(&config_path, "not a JSON object"));
+        };
+        fields.insert("chat_template".into(), crate::chat::template::JINJA.into());
         write_json(TOKENIZER_CONFIG_FILE, config)?;
     }
     if !out.join(GENERATION_CONFIG_FILE).exists() {
