@@ -119,17 +119,15 @@ impl JinjaTemplate {
         };
         let specials = special_tokens(&config, &config_path)?;
         let eos_ids = eos_token_ids(&dir.join(GENERATION_CONFIG_FILE))?;
-        let template = JinjaTemplate::new(source, specials, &file)?;
-        Ok(Some(JinjaTemplate {
-            eos_ids,
-            ..template
-        }))
+        JinjaTemplate::compile(source, specials, eos_ids, &file).map(Some)
     }
 
-    /// Compile `source`; `specials` are the `(name, text)` the template sees.
-    pub fn new(
+    /// Compile `source` (read from `file`); `specials` are the `(name, text)`
+    /// the template sees.
+    fn compile(
         source: String,
         specials: Vec<(&'static str, String)>,
+        eos_ids: Vec<u32>,
         file: &Path,
     ) -> Result<JinjaTemplate> {
         if source.len() > MAX_TEMPLATE_BYTES {
@@ -154,7 +152,7 @@ impl JinjaTemplate {
         Ok(JinjaTemplate {
             env,
             specials,
-            eos_ids: Vec::new(),
+            eos_ids,
             file: name.to_string_lossy().into_owned(),
         })
     }
