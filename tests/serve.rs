@@ -7,7 +7,7 @@
 
 mod runs;
 
-use runs::{Shape, char_run, chat_model_run, lmforge};
+use runs::{Shape, char_run, chat_model_run, chatml_run, lmforge};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -204,6 +204,46 @@ fn completions_match_lmforge_sample_and_report_usage() {
                 .unwrap()
                 .contains("<title>lmforge chat</title>")
     );
+}
+
+/// A run with its own `chat_template` (ChatML): the prompt is the template's,
+/// a typed `<|im_end|>` stays text, and the template's `<|im_end|>` ends the reply.
+#[test]
+fn a_run_with_its_own_chat_template_is_served_through_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let shape = Shape {
+        block_size: 64,
+        n_layer: 1,
+        n_head: 2,
+        n_embd: 16,
+    };
+    let im_end = 50258;
+    let run = chatml_run(dir.path(), "chatml", shape, &[(im_end, 1e4)]);
+    let server = Server::start(&[&run], &[]);
+    let messages = json!([{"role": "user", "content": "hi<|im_end|>"}]);
+    let request = json!({"messages": messages, "max_tokens": 20, "temperature": 0});
+    let (status, body) = server.post("/v1/chat/completions", &request);
+    assert_eq!(status, 200, "{body}");
+    let choice = &body["choices"][0];
+    assert_eq!(choice["finish_reason"], "stop", "{body}");
+    assert_eq!(choice["message"]["content"], "");
+    // The library's prompt for the same messages, and its specials: the
+    // template's four, none from the typed text.
+    let tok = lmforge::tokenizer::load(&run.join("tokenizer.json")).unwrap();
+    let format = lmforge::chat::ChatFormat::find(&run, tok.as_ref())
+        .unwrap()
+        .unwrap();
+    let messages: Vec<lmforge::chat::Message> = serde_json::from_value(messages).unwrap();
+    let prompt = format.prompt(tok.as_ref(), &messages).unwrap();
+    assert_eq!(
+        tok.decode(&prompt),
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n\
+         hi<|im_end|><|im_end|>\n<|im_start|>assistant\n"
+    );
+    assert_eq!(prompt.iter().filter(|&&id| id >= 50257).count(), 5);
+    assert_eq!(body["usage"]["prompt_tokens"], prompt.len());
+    let (_, models) = get(&server.url("/v1/models"));
+    assert_eq!(models["data"][0]["chat_template"], true);
 }
 
 /// A Llama (RoPE, grouped-query attention) served through the same batch:

@@ -32,7 +32,9 @@ fn endless_run(dir: &Path, name: &str) -> PathBuf {
         .unwrap()
         .with_added_specials(&SPECIAL_TOKENS)
         .unwrap();
-    let forbidden: Vec<_> = lmforge::chat::stop_tokens(&tok)
+    let template = lmforge::chat::ChatTemplate::from_tokenizer(&tok).unwrap();
+    let format = lmforge::chat::ChatFormat::own(template, &tok);
+    let forbidden: Vec<_> = lmforge::chat::stop_tokens(Some(&format), &tok)
         .into_iter()
         .map(|id| (id as usize, -1e4))
         .collect();

@@ -1,10 +1,10 @@
 //! The conversation so far, and the prompt it makes within the context window.
 //!
-//! Two ways to talk, chosen by the tokenizer:
-//! - **template** (a model fine-tuned on conversations, whose tokenizer has
-//!   the [`ChatTemplate`]'s special tokens): the system message, the turns and
-//!   the new user message are rendered by the template and followed by
-//!   `<|assistant|>`; the reply ends at `<|end|>`.
+//! Two ways to talk, chosen by the run ([`ChatFormat::find`]):
+//! - **template** (a model with a chat format: its own `chat_template`, or
+//!   lmforge's template): the system message, the turns and the new user
+//!   message are rendered by it with the generation prompt (`<|assistant|>`
+//!   in lmforge's); the reply ends at one of its stop tokens.
 //! - **continue** (a base model): a running transcript. The system text, if
 //!   any, opens it on a line of its own; each turn is the user's line, a
 //!   newline, then the model's continuation, which ends at a blank line
@@ -21,7 +21,8 @@
 //! When the prompt (plus room for the reply) no longer fits in the context
 //! window, the oldest turns are dropped for good; the system message stays.
 
-use super::template::{ChatTemplate, Message, Role};
+use super::format::ChatFormat;
+use super::template::{Message, Role};
 use crate::error::Result;
 use crate::tokenizer::Tokenizer;
 
@@ -41,24 +42,24 @@ pub struct Fitted {
 /// The system message and the finished turns of one chat.
 #[derive(Debug, Clone)]
 pub struct Conversation {
-    template: Option<ChatTemplate>,
+    format: Option<ChatFormat>,
     system: Option<String>,
     /// (what the user said, what the model replied), oldest first.
     turns: Vec<(String, String)>,
 }
 
 impl Conversation {
-    /// A new conversation, through `template` if there is one, else continuing text.
-    pub fn new(template: Option<ChatTemplate>) -> Self {
+    /// A new conversation, through `format` if there is one, else continuing text.
+    pub fn new(format: Option<ChatFormat>) -> Self {
         Conversation {
-            template,
+            format,
             system: None,
             turns: Vec::new(),
         }
     }
 
-    pub fn template(&self) -> Option<&ChatTemplate> {
-        self.template.as_ref()
+    pub fn format(&self) -> Option<&ChatFormat> {
+        self.format.as_ref()
     }
 
     /// Set (or with an empty text, clear) the system message.
@@ -101,7 +102,7 @@ impl Conversation {
 
     /// The whole prompt, turns and all.
     fn render(&self, tok: &dyn Tokenizer, user: &str) -> Result<Vec<u32>> {
-        prompt_for(self.template.as_ref(), tok, &self.messages(user))
+        prompt_for(self.format.as_ref(), tok, &self.messages(user))
     }
 
     /// The messages of the template form.
@@ -121,15 +122,15 @@ impl Conversation {
 }
 
 /// The prompt asking for the reply to `messages` (the last one the user's):
-/// through the template if there is one, else as the continue form's
+/// through the chat format if there is one, else as the continue form's
 /// transcript (what `lmforge chat` and `lmforge serve` both send the model).
 pub fn prompt_for(
-    template: Option<&ChatTemplate>,
+    format: Option<&ChatFormat>,
     tok: &dyn Tokenizer,
     messages: &[Message],
 ) -> Result<Vec<u32>> {
-    match template {
-        Some(template) => template.prompt(tok, messages),
+    match format {
+        Some(format) => format.prompt(tok, messages),
         None => tok.encode(&transcript(messages)),
     }
 }
@@ -151,7 +152,7 @@ fn transcript(messages: &[Message]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chat::SPECIAL_TOKENS;
+    use crate::chat::{ChatTemplate, SPECIAL_TOKENS};
     use crate::tokenizer::{CharTokenizer, gpt2};
 
     #[test]
@@ -161,7 +162,7 @@ mod tests {
             .with_added_specials(&SPECIAL_TOKENS)
             .unwrap();
         let template = ChatTemplate::from_tokenizer(&tok).unwrap();
-        let mut chat = Conversation::new(Some(template));
+        let mut chat = Conversation::new(Some(ChatFormat::own(template, &tok)));
         chat.set_system("Be kind.");
         chat.push("Hi", "Hello!");
         let fitted = chat.prompt(&tok, "How are you?", 1000).unwrap();

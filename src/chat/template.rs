@@ -1,4 +1,6 @@
-//! The chat template: how a conversation becomes one token sequence.
+//! lmforge's own chat template: how a conversation becomes one token
+//! sequence for a model that has no `chat_template` of its own (see
+//! [`super::format`]; a model's own is [`super::jinja`]).
 //!
 //! Four special tokens are added to the vocabulary ([`SPECIAL_TOKENS`],
 //! see [`crate::tokenizer::BpeTokenizer::with_added_specials`]). Each message is

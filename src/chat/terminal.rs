@@ -14,7 +14,7 @@
 //! message; empty clears it), `/temperature X`, `/help`, `/quit`.
 
 use super::conversation::{BASE_STOP, Conversation, Fitted};
-use super::template::ChatTemplate;
+use super::format::ChatFormat;
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::model::Model;
@@ -65,7 +65,8 @@ pub fn run<B: Backend>(be: &B, run_dir: &Path, opts: ChatOptions) -> Result<()> 
     } else {
         Input::Piped(std::io::stdin().lock())
     };
-    let mut session = Session::new(be, &model, &params, tok.as_ref(), opts, interactive)?;
+    let format = ChatFormat::find(run_dir, tok.as_ref())?;
+    let mut session = Session::new(be, &model, &params, tok.as_ref(), format, opts, interactive)?;
     if interactive {
         session.banner(run_dir);
     }
@@ -161,16 +162,16 @@ impl<'a, B: Backend> Session<'a, B> {
         model: &'a Model,
         params: &'a B::Buf,
         tok: &'a dyn Tokenizer,
+        format: Option<ChatFormat>,
         mut opts: ChatOptions,
         interactive: bool,
     ) -> Result<Self> {
-        let stops = super::stop_tokens(tok);
+        let stops = super::stop_tokens(format.as_ref(), tok);
         let generator = Generator::new(be, model, params, opts.sampling.seed, stops)?;
-        let template = ChatTemplate::from_tokenizer(tok);
-        if template.is_none() {
+        if format.is_none() {
             opts.sampling.stop.push(BASE_STOP.to_string());
         }
-        let mut chat = Conversation::new(template);
+        let mut chat = Conversation::new(format);
         chat.set_system(opts.system.as_deref().unwrap_or(""));
         Ok(Session {
             generator,
@@ -183,9 +184,12 @@ impl<'a, B: Backend> Session<'a, B> {
     }
 
     fn banner(&self, run_dir: &Path) {
-        let mode = match self.chat.template() {
-            Some(_) => "chat model: talks through its chat template",
-            None => "base model: continues your text; a reply ends at a blank line",
+        let mode = match self.chat.format() {
+            Some(format) => format!(
+                "chat model: talks through its chat template ({})",
+                format.describe()
+            ),
+            None => "base model: continues your text; a reply ends at a blank line".to_string(),
         };
         eprintln!(
             "lmforge chat {} ({mode}; context {} tokens)\n/help lists the commands; Ctrl-C stops a reply, Ctrl-D quits.",
@@ -248,7 +252,7 @@ impl<'a, B: Backend> Session<'a, B> {
             return Ok(());
         };
         if self.opts.verbose {
-            let mode = if self.chat.template().is_some() {
+            let mode = if self.chat.format().is_some() {
                 "template"
             } else {
                 "continue"

@@ -29,6 +29,7 @@ pub fn run(args: MergeArgs) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(&args.out)?;
     checkpoint::save_model(&args.out, &model, &params, tokenizer.eot_token())?;
     tokenizer.save(&args.out.join(TOKENIZER_FILE))?;
+    lmforge::chat::jinja::sync_chat_files(Some(&args.run), &args.out)?;
     eprintln!("merged {} into {}", args.run.display(), args.out.display());
     Ok(ExitCode::SUCCESS)
 }

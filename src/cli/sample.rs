@@ -108,7 +108,9 @@ fn sample_on<B: Backend>(
     })?;
     lmforge::sample::check_prompt(&model, &prompt).context("--prompt")?;
     let params = backend.upload(params)?;
-    let stops = lmforge::chat::stop_tokens(tokenizer.as_ref());
+    // Sampling continues text: a chat template that does not load only loses its stop tokens.
+    let format = lmforge::chat::ChatFormat::find(&args.run, tokenizer.as_ref()).unwrap_or(None);
+    let stops = lmforge::chat::stop_tokens(format.as_ref(), tokenizer.as_ref());
     let mut generator = Generator::new(backend, &model, &params, opts.seed, stops)?;
 
     let mut stdout = std::io::stdout().lock();

@@ -2,16 +2,18 @@
 //! either `{"prompt": "...", "response": "..."}` or
 //! `{"messages": [{"role": "system"|"user"|"assistant", "content": "..."}]}`.
 //!
-//! Each conversation is rendered with the chat template
-//! ([`crate::chat::template`]); the loss counts only the tokens the model
-//! must learn to write, the assistant's contents and their closing `<|end|>`.
+//! Each conversation is rendered with the run's chat format
+//! ([`crate::chat::format`]: the model's own `chat_template`, or lmforge's
+//! template); the loss counts only the tokens the model must learn to write,
+//! the assistant's contents and what closes them (`<|end|>`, `<|im_end|>`, ...).
 //! Conversations are packed end to end into one token stream, from which
 //! training draws `block_size` windows like any corpus (a window may span two
 //! conversations, as packing in TRL's `SFTTrainer` does). A token the loss must
 //! skip carries [`PROMPT_BIT`]; the trainer clears it from inputs and turns
 //! such targets into [`crate::backend::IGNORE_TARGET`].
 
-use crate::chat::template::{ChatTemplate, Message, Role};
+use crate::chat::ChatFormat;
+use crate::chat::template::{Message, Role};
 use crate::error::{Error, Result};
 use crate::tokenizer::Tokenizer;
 use serde::Deserialize;
@@ -54,14 +56,16 @@ fn parse_line(text: &str, number: usize, path: &Path) -> Result<Vec<Message>> {
 
 /// Every conversation of `path`, rendered: the token ids, with
 /// [`PROMPT_BIT`] on those the loss skips.
-pub fn read(path: &Path, tok: &dyn Tokenizer, template: &ChatTemplate) -> Result<Vec<Vec<u32>>> {
+pub fn read(path: &Path, tok: &dyn Tokenizer, format: &ChatFormat) -> Result<Vec<Vec<u32>>> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     let mut examples = Vec::new();
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
         }
-        let rendered = template.render(tok, &parse_line(line, i + 1, path)?)?;
+        let rendered = format
+            .render(tok, &parse_line(line, i + 1, path)?)
+            .map_err(|e| Error::format(path, format!("line {}: {e}", i + 1)))?;
         let flagged = rendered
             .ids
             .iter()

@@ -12,12 +12,15 @@
 //! | `config.json` | `model_type` `gpt2` (sizes from `n_layer`, `n_head`, `n_embd`, `n_positions`, `vocab_size`), or `llama`, `qwen2`, `mistral` |
 //! | `model.safetensors`, or `model.safetensors.index.json` + shards | weights, F32/F16/BF16 (see [`crate::checkpoint::weights`]) |
 //! | `tokenizer.json`, or `vocab.json` + `merges.txt` | the byte-level BPE |
+//! | `tokenizer_config.json`, `chat_template.jinja`, `generation_config.json` | copied into the run: the model's chat template and stop tokens (see [`crate::chat::jinja`]) |
 //! | `pytorch_model.bin` alone | refused, with the one-line conversion |
 //!
 //! No file is ever fetched from the network.
 
 pub mod cache;
 
+use crate::chat::ChatTemplate;
+use crate::chat::jinja::{GENERATION_CONFIG_FILE, JinjaTemplate, TOKENIZER_CONFIG_FILE};
 use crate::checkpoint::{self, CONFIG_FILE, TOKENIZER_FILE};
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomic_bytes;
@@ -103,14 +106,20 @@ pub fn read_tokenizer(dir: &Path) -> Result<Box<dyn Tokenizer>> {
     )?))
 }
 
-/// Write `imported` as a run directory `out` (model, config, tokenizer):
-/// ready for `sample`, `chat` and `train --init-from`.
+/// Write `imported` as a run directory `out` (model, config, tokenizer, and
+/// the chat files: the model's chat template): ready for `sample`, `chat`,
+/// `serve` and `train --init-from`. A chat template that does not load is
+/// copied all the same, with a warning (chatting will say why it fails).
 pub fn import(name_or_dir: &str, out: &Path) -> Result<Imported> {
     let imported = read(name_or_dir)?;
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let eot = imported.tokenizer.eot_token();
     checkpoint::save_model(out, &imported.model, &imported.params, eot)?;
     imported.tokenizer.save(&out.join(TOKENIZER_FILE))?;
+    crate::chat::jinja::sync_chat_files(Some(&imported.source), out)?;
+    if let Err(e) = crate::chat::ChatFormat::find(out, imported.tokenizer.as_ref()) {
+        crate::diag::warn(format!("the model's chat template will not work: {e}"));
+    }
     Ok(imported)
 }
 
@@ -129,7 +138,7 @@ fn tokenizer_config(tok: &dyn Tokenizer, block_size: usize) -> Value {
         "add_prefix_space": false,
         "clean_up_tokenization_spaces": false,
     });
-    if crate::chat::template::ChatTemplate::from_tokenizer(tok).is_some() {
+    if ChatTemplate::from_tokenizer(tok).is_some() {
         config["chat_template"] = crate::chat::template::JINJA.into();
     }
     config
@@ -137,7 +146,9 @@ fn tokenizer_config(tok: &dyn Tokenizer, block_size: usize) -> Value {
 
 /// Write the run in `run` as a Hugging Face folder `out`: `model.safetensors`,
 /// `config.json`, `tokenizer.json`, `tokenizer_config.json`,
-/// `generation_config.json`.
+/// `generation_config.json`. A run that carries its model's chat files
+/// (imported, or fine-tuned from such a model) gives them as they are, with
+/// lmforge's template added when it was fine-tuned on conversations through it.
 pub fn export(run: &Path, out: &Path) -> Result<()> {
     let (model, params) = crate::finetune::load_run(run)?;
     let tok = tokenizer::load(&run.join(TOKENIZER_FILE))?;
@@ -148,12 +159,25 @@ pub fn export(run: &Path, out: &Path) -> Result<()> {
         let bytes = serde_json::to_vec_pretty(&value).expect("JSON serialises");
         write_atomic_bytes(&out.join(name), &bytes)
     };
-    write_json(
-        "tokenizer_config.json",
-        tokenizer_config(tok.as_ref(), model.config.block_size),
-    )?;
-    write_json(
-        "generation_config.json",
-        json!({"bos_token_id": tok.eot_token(), "eos_token_id": tok.eot_token()}),
-    )
+    crate::chat::jinja::sync_chat_files(Some(run), out)?;
+    let config_path = out.join(TOKENIZER_CONFIG_FILE);
+    if !config_path.exists() {
+        let config = tokenizer_config(tok.as_ref(), model.config.block_size);
+        write_json(TOKENIZER_CONFIG_FILE, config)?;
+    } else if JinjaTemplate::load(out)?.is_none() && ChatTemplate::from_tokenizer(&*tok).is_some() {
+        let mut config = crate::chat::jinja::read_json(&config_path)?;
+        let Some(fields) = config.as_object_mut() else {
+            return Err(Error::format(&config_path, "not a JSON object"));
+        };
+        fields.insert("chat_template".into(), crate::chat::template::JINJA.into());
+        write_json(TOKENIZER_CONFIG_FILE, config)?;
+    }
+    if !out.join(GENERATION_CONFIG_FILE).exists() {
+        let eot = tok.eot_token();
+        write_json(
+            GENERATION_CONFIG_FILE,
+            json!({"bos_token_id": eot, "eos_token_id": eot}),
+        )?;
+    }
+    Ok(())
 }

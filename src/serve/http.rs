@@ -322,7 +322,7 @@ fn start(app: &App, body: &[u8], chat: bool) -> std::result::Result<Reply, ApiEr
     };
     let (events, replies) = tokio::sync::mpsc::unbounded_channel();
     let stop_tokens = match chat {
-        true => chat::stop_tokens(tok),
+        true => chat::stop_tokens(served.template.as_ref(), tok),
         false => tok.eot_token().into_iter().collect(),
     };
     let prompt_tokens = prompt.len();

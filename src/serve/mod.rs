@@ -25,7 +25,7 @@ pub mod engine;
 mod http;
 
 use crate::backend::Backend;
-use crate::chat::ChatTemplate;
+use crate::chat::ChatFormat;
 use crate::error::{Error, Result};
 use crate::tokenizer::Tokenizer;
 use engine::{Engine, Job, Load};
@@ -66,7 +66,8 @@ pub struct ServeOptions {
 pub(crate) struct Served {
     pub name: String,
     pub tokenizer: Arc<dyn Tokenizer>,
-    pub template: Option<ChatTemplate>,
+    /// How chats become prompts; `None` for a base model.
+    pub template: Option<ChatFormat>,
     pub block_size: usize,
     pub jobs: SyncSender<Job>,
     pub load: Arc<Load>,
@@ -145,6 +146,7 @@ where
     }
     let (model, params, tokenizer) = crate::sample::load_run(dir)?;
     let tokenizer: Arc<dyn Tokenizer> = Arc::from(tokenizer);
+    let template = ChatFormat::find(dir, &*tokenizer)?;
     let name = run_name(dir);
     let (jobs, queue) = sync_channel(opts.queue);
     let (ready, started) = sync_channel(1);
@@ -171,7 +173,6 @@ where
         ))
     };
     started.recv().map_err(|_| failed())??;
-    let template = ChatTemplate::from_tokenizer(&*tokenizer);
     let served = Served {
         name,
         tokenizer,

@@ -159,18 +159,23 @@ fn split(tokens: Vec<u32>, val_fraction: f64) -> (Vec<u32>, Vec<u32>) {
 }
 
 /// Conversations for supervised fine-tuning (`--sft`), rendered with the
-/// chat template and packed (see [`crate::finetune::sft`]).
+/// chat format of the folder `chat_dir` (the parent's, or the resumed run's)
+/// and packed (see [`crate::finetune::sft`]).
 pub fn conversations(
     path: &Path,
     tokenizer: &dyn Tokenizer,
+    chat_dir: &Path,
     val_fraction: f64,
     block_size: usize,
 ) -> Result<Corpus> {
-    let template =
-        crate::chat::template::ChatTemplate::from_tokenizer(tokenizer).ok_or_else(|| {
-            Error::Config("the tokenizer has no chat template tokens (<|user|>, ...)".into())
-        })?;
-    let examples = crate::finetune::sft::read(path, tokenizer, &template)?;
+    let format = crate::chat::ChatFormat::find(chat_dir, tokenizer)?.ok_or_else(|| {
+        Error::Config(format!(
+            "{}: no chat_template in tokenizer_config.json and no lmforge chat tokens \
+             (<|user|>, ...) in the tokenizer",
+            chat_dir.display()
+        ))
+    })?;
+    let examples = crate::finetune::sft::read(path, tokenizer, &format)?;
     let (train, val) = crate::finetune::sft::pack(examples, val_fraction, block_size + 2);
     Ok(Corpus::Text { train, val })
 }

@@ -34,6 +34,7 @@ pub use presets::Preset;
 pub use trainer::{Parallel, Split, Trainer};
 
 use crate::backend::Backend;
+use crate::chat::jinja::JinjaTemplate;
 use crate::checkpoint::{self, TrainState};
 use crate::error::{Error, Result};
 use crate::finetune;
@@ -109,6 +110,8 @@ struct Plan {
     start: Option<Vec<f32>>,
     /// A resumed run's checkpoint.
     state: Option<TrainState>,
+    /// A fine-tune's parent, whose chat files ([`crate::chat::jinja::CHAT_FILES`]) the run gets.
+    parent_dir: Option<PathBuf>,
 }
 
 impl Plan {
@@ -121,6 +124,7 @@ impl Plan {
             tokenizer: None,
             start: None,
             state: None,
+            parent_dir: None,
         })
     }
 
@@ -187,15 +191,19 @@ impl Plan {
             tokenizer: Some(tokenizer),
             start,
             state: Some(state),
+            parent_dir: None,
         })
     }
 
     /// A fine-tune of the model `req.init_from` names: its shape, its
-    /// tokenizer (with the chat tokens added for conversations), its weights.
+    /// tokenizer (for conversations on a model without its own
+    /// `chat_template`, with lmforge's chat tokens added), its weights.
     fn fine_tune(req: &FineTuneRequest, data: Option<PathBuf>) -> Result<Self> {
         let parent = finetune::load_parent(&req.init_from)?;
         let mut config = fine_tune_config(req, &parent)?;
-        let grown = match config.sft {
+        let parent_dir = parent.parent.path.clone();
+        let own_template = config.sft && JinjaTemplate::load(&parent_dir)?.is_some();
+        let grown = match config.sft && !own_template {
             true => Some(
                 parent
                     .tokenizer
@@ -214,6 +222,7 @@ impl Plan {
             tokenizer: Some(tokenizer),
             start: Some(start),
             state: None,
+            parent_dir: Some(parent_dir),
         })
     }
 }
@@ -336,9 +345,16 @@ pub fn train_on<B: Backend>(be: &B, parallel: Parallel, job: TrainJob) -> Result
         tokenizer,
         start,
         state,
+        parent_dir,
     } = plan;
-    let (corpus, tokenizer) =
-        read_corpus(&mut config, data.as_deref(), tokenizer, state.is_some())?;
+    let chat_dir = parent_dir.as_deref().unwrap_or(out);
+    let (corpus, tokenizer) = read_corpus(
+        &mut config,
+        data.as_deref(),
+        tokenizer,
+        chat_dir,
+        state.is_some(),
+    )?;
     guard::check_memory(&config, &job.guards)?;
     let (train_tokens, val_tokens) = corpus.splits();
     let resumed_at = state.as_ref().map(|s| (s.step, s.elapsed_s));
@@ -349,6 +365,9 @@ pub fn train_on<B: Backend>(be: &B, parallel: Parallel, job: TrainJob) -> Result
             guard::prepare_new_run(out, job.guards.overwrite)?;
         }
         RunFile::new(data.as_deref(), &config).write(out, tokenizer.as_ref())?;
+        if new_run {
+            crate::chat::jinja::sync_chat_files(parent_dir.as_deref(), out)?;
+        }
     }
     let progress = Progress::new(job.progress && root, trainer.steps_done(), config.max_iters);
     let ranks = parallel.world.size();
@@ -418,12 +437,14 @@ fn announce<B: Backend>(
     ));
 }
 
-/// Read and encode the corpus (conversations with `config.sft`), with the
-/// given tokenizer or one made for it; sets a new run's vocabulary size.
+/// Read and encode the corpus (conversations with `config.sft`, in the chat
+/// format of `chat_dir`), with the given tokenizer or one made for it; sets
+/// a new run's vocabulary size.
 fn read_corpus(
     config: &mut TrainConfig,
     data: Option<&Path>,
     tokenizer: Option<Box<dyn Tokenizer>>,
+    chat_dir: &Path,
     resumed: bool,
 ) -> Result<(corpus::Corpus, Box<dyn Tokenizer>)> {
     if config.sft {
@@ -432,7 +453,13 @@ fn read_corpus(
             Error::Config("--sft fine-tunes a trained model: give --init-from".into())
         })?;
         let block = config.model.block_size;
-        let corpus = corpus::conversations(path, tokenizer.as_ref(), config.val_fraction, block)?;
+        let corpus = corpus::conversations(
+            path,
+            tokenizer.as_ref(),
+            chat_dir,
+            config.val_fraction,
+            block,
+        )?;
         return Ok((corpus, tokenizer));
     }
     let source = corpus::open(data)?;

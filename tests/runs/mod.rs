@@ -1,6 +1,7 @@
 //! Tiny runs the chat and serve tests talk to, made here: a character-level
-//! base model trained for a few steps, and random GPTs with GPT-2's
-//! vocabulary plus the chat template's special tokens.
+//! base model trained for a few steps, random GPTs with GPT-2's vocabulary
+//! plus the chat template's special tokens, and one with ChatML's tokens and
+//! Qwen2's `chat_template` in its `tokenizer_config.json`.
 //!
 //! Each test binary compiles this module and uses only part of it.
 #![allow(dead_code)]
@@ -62,11 +63,36 @@ pub fn chat_model_run(
     seed: u64,
     bias: &[(usize, f32)],
 ) -> PathBuf {
+    model_run(dir, name, shape, seed, bias, &SPECIAL_TOKENS)
+}
+
+/// Qwen2-Instruct's chat template (ChatML).
+pub const CHATML: &str = "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+
+/// A random model with GPT-2's tokenizer plus `<|im_start|>` (50257) and
+/// `<|im_end|>` (50258), and [`CHATML`] as its `chat_template`.
+pub fn chatml_run(dir: &Path, name: &str, shape: Shape, bias: &[(usize, f32)]) -> PathBuf {
+    let out = model_run(dir, name, shape, 7, bias, &["<|im_start|>", "<|im_end|>"]);
+    let config = serde_json::json!({"chat_template": CHATML, "eos_token": "<|im_end|>"});
+    std::fs::write(out.join("tokenizer_config.json"), config.to_string()).unwrap();
+    out
+}
+
+/// A random model in `dir/name`: GPT-2's tokenizer with `specials`, weights
+/// from `seed`, then head bias `bias` on the given ids.
+fn model_run(
+    dir: &Path,
+    name: &str,
+    shape: Shape,
+    seed: u64,
+    bias: &[(usize, f32)],
+    specials: &[&str],
+) -> PathBuf {
     let out = dir.join(name);
     std::fs::create_dir_all(&out).unwrap();
     let tok = lmforge::tokenizer::gpt2()
         .unwrap()
-        .with_added_specials(&SPECIAL_TOKENS)
+        .with_added_specials(specials)
         .unwrap();
     let model = Model::new(ModelConfig {
         arch: Arch::Gpt,
