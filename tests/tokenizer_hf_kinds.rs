@@ -4,7 +4,7 @@
 //! `tests/fixtures/tokenizer/hf/` were trained offline and recorded by
 //! `tools/hf_tokenizer_fixtures.py`: Llama-3- and Qwen2-style byte-level BPE,
 //! Llama-2- and Mistral-style SentencePiece BPE with byte fallback, added
-//! tokens special and not.
+//! tokens special and not; a Unigram and a WordPiece one as well.
 
 use lmforge::error::Error;
 use lmforge::tokenizer::{self, Tokenizer};
@@ -67,9 +67,14 @@ fn assert_matches_hf(tok: &dyn Tokenizer, name: &str) {
 
 #[test]
 fn every_kind_gives_the_ids_and_texts_of_hf_tokenizers() {
-    for name in KINDS {
+    let kinds = KINDS.map(|name| (name, "hf-bpe"));
+    let others = [
+        ("t5_unigram", "hf-unigram"),
+        ("bert_wordpiece", "hf-wordpiece"),
+    ];
+    for (name, kind) in kinds.into_iter().chain(others) {
         let tok = tokenizer::load(&fixture(name)).unwrap();
-        assert_eq!(tok.kind(), "hf-bpe", "{name}");
+        assert_eq!(tok.kind(), kind, "{name}");
         assert_eq!(
             tok.vocab_size() as u64,
             cases(name)["vocab_size"].as_u64().unwrap(),
@@ -286,4 +291,85 @@ fn malformed_files_are_format_errors_naming_the_file() {
         "{err}"
     );
     assert_eq!(load_edited("llama3_bpe", |_| {}), "loaded hf-bpe");
+}
+
+#[test]
+fn prepare_writes_each_document_as_eot_then_its_ids() {
+    use lmforge::data::TokenSource;
+    use lmforge::data::prepare::{PrepareOptions, prepare};
+    use lmforge::data::shards::ShardSet;
+    use lmforge::tokenizer::TokenizerSpec;
+    let dir = tempfile::tempdir().unwrap();
+    let docs = [
+        "First Citizen:\nSpeak, speak.\n",
+        "Ünïcødé and 🎉 too",
+        "<s> typed",
+    ];
+    let input = dir.path().join("docs.jsonl");
+    let lines: Vec<String> = docs
+        .iter()
+        .map(|d| serde_json::json!({ "text": d }).to_string())
+        .collect();
+    std::fs::write(&input, lines.join("\n")).unwrap();
+    let out = dir.path().join("shards");
+    let spec = TokenizerSpec::File(fixture("llama2_spm"));
+    let mut opts = PrepareOptions::new(vec![input.display().to_string()], spec, &out);
+    opts.val_fraction = 0.0;
+    opts.threads = 2;
+    assert_eq!(prepare(&opts).unwrap().documents, 3);
+    let set = ShardSet::open(&out).unwrap();
+    let mut got = vec![0; set.train().len()];
+    set.train().read(0, &mut got);
+    let tok = tokenizer::load(&fixture("llama2_spm")).unwrap();
+    let eot = tok.eot_token().unwrap();
+    let want: Vec<u32> = docs
+        .iter()
+        .flat_map(|d| std::iter::once(eot).chain(tok.encode(d).unwrap()))
+        .collect();
+    assert_eq!(got, want);
+    let saved = tokenizer::load(set.tokenizer_path().unwrap()).unwrap();
+    assert_eq!(saved.kind(), "hf-bpe");
+    assert_eq!(saved.encode(docs[1]).unwrap(), tok.encode(docs[1]).unwrap());
+}
+
+#[test]
+fn train_and_sample_with_a_sentencepiece_tokenizer() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("corpus.txt");
+    let text: String = (0..400)
+        .map(|i| format!("line {i}: the quick brown fox jumps over the lazy dog.\n"))
+        .collect();
+    std::fs::write(&data, text).unwrap();
+    let out = dir.path().join("run");
+    let tokenizer_path = fixture("llama2_spm");
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_lmforge"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    #[rustfmt::skip]
+    let trained = run(&[
+        "train", "--data", data.to_str().unwrap(), "--out", out.to_str().unwrap(),
+        "--tokenizer", tokenizer_path.to_str().unwrap(), "--max-iters", "3",
+        "--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--block", "16", "--batch", "2",
+        "--eval-iters", "1", "--eval-interval", "3", "--threads", "2", "-q",
+    ]);
+    let stderr = |o: &std::process::Output| String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(trained.status.success(), "{}", stderr(&trained));
+    let config: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["vocab_size"], 700);
+    assert_eq!(config["eos_token_id"], 2, "</s>");
+    assert_eq!(
+        tokenizer::load(&out.join("tokenizer.json")).unwrap().kind(),
+        "hf-bpe"
+    );
+    #[rustfmt::skip]
+    let sampled = run(&[
+        "sample", out.to_str().unwrap(), "--prompt", "ROMEO: é 🎉", "--max-new-tokens", "5",
+    ]);
+    assert!(sampled.status.success(), "{}", stderr(&sampled));
+    let printed = String::from_utf8_lossy(&sampled.stdout);
+    assert!(printed.contains("ROMEO: é 🎉"), "{printed:?}");
 }

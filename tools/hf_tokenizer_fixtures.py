@@ -2,7 +2,7 @@
 """Write the Hugging Face tokenizer fixtures that tests/tokenizer_hf_kinds.rs checks.
 
 Trains, offline with Hugging Face `tokenizers`, four small tokenizers laid out
-like the ones Llama-family models ship, on the first 200 KB of tinyshakespeare
+like the ones Llama-family models ship (and a Unigram and a WordPiece one), on the first 200 KB of tinyshakespeare
 plus a few lines of other scripts (so that some characters are in the
 vocabulary and others, like most emoji, are not):
 
@@ -21,6 +21,15 @@ vocabulary and others, like most emoji, are not):
 - `mistral_spm.json`: the same vocabulary the way newer converters write it
   (Mistral): no normalizer, a Metaspace pre-tokenizer (prepend "first",
   no split), plus one added non-special token `<tool>`.
+- `t5_unigram.json`: a SentencePiece Unigram model (T5-style: Metaspace,
+  `<unk>` for characters it lacks, no byte fallback).
+- `bert_wordpiece.json`: a cased BERT-style WordPiece (`##` continuations,
+  `[CLS]`, `[SEP]`, `[UNK]`).
+
+The four Llama-family files come out the same on every run; the Unigram and
+WordPiece trainers break ties differently from run to run, so a rerun rewrites
+those two with other, equally valid, vocabularies (the tests read whatever
+was committed).
 
 For each, `<name>.cases.json` holds the test texts with what `tokenizers`
 gives: `ids` (encode without the post-processor's tokens, specials in the
@@ -34,6 +43,7 @@ text, which is what streaming one token at a time must produce).
 """
 import argparse
 import json
+from collections import Counter
 from pathlib import Path
 
 import tokenizers
@@ -127,6 +137,13 @@ def qwen2(texts):
     return tok, specials, plain
 
 
+def common_chars_only(texts, min_count=20):
+    """The texts without their rare characters, which then have no token of their own.
+    (Deterministic, unlike the trainer's `limit_alphabet`, which breaks ties at random.)"""
+    counts = Counter("".join(texts))
+    return ["".join(c for c in t if counts[c] >= min_count) for t in texts]
+
+
 def train_spm(texts):
     """A SentencePiece-style BPE vocabulary: <unk>, <s>, </s>, 256 byte tokens, merges."""
     byte_tokens = [f"<0x{b:02X}>" for b in range(256)]
@@ -135,8 +152,8 @@ def train_spm(texts):
     tok.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
     tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="never", split=True)
     trainer = trainers.BpeTrainer(vocab_size=700, special_tokens=["<unk>", "<s>", "</s>"] + byte_tokens,
-                                  limit_alphabet=90, show_progress=False)
-    tok.train_from_iterator(texts, trainer)
+                                  show_progress=False)
+    tok.train_from_iterator(common_chars_only(texts), trainer)
     data = json.loads(tok.to_str())
     # In Llama's files the byte tokens are ordinary vocabulary entries, not added tokens.
     data["added_tokens"] = [t for t in data["added_tokens"] if t["content"] in ("<unk>", "<s>", "</s>")]
@@ -167,6 +184,29 @@ def mistral(spm):
     plain = ["<tool>"]
     tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in plain])
     return tok, ["<s>", "</s>"], plain
+
+
+def unigram(texts):
+    """A T5-style SentencePiece Unigram: Metaspace, <unk> for unknown characters."""
+    tok = Tokenizer(models.Unigram())
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+    trainer = trainers.UnigramTrainer(vocab_size=500, special_tokens=["<pad>", "</s>", "<unk>"],
+                                      unk_token="<unk>", show_progress=False)
+    tok.train_from_iterator(texts, trainer)
+    return tok, ["</s>", "<pad>"], []
+
+
+def wordpiece(texts):
+    """A cased BERT-style WordPiece: BertPreTokenizer, `##` continuations, [CLS] [SEP]."""
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=False, strip_accents=False)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece(prefix="##")
+    trainer = trainers.WordPieceTrainer(vocab_size=600, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]"],
+                                        show_progress=False)
+    tok.train_from_iterator(texts, trainer)
+    return tok, ["[CLS]", "[SEP]"], []
 
 
 def cases(tok, texts):
@@ -205,6 +245,8 @@ def main():
         ("qwen2_bpe", qwen2(texts)),
         ("llama2_spm", llama2(spm)),
         ("mistral_spm", mistral(spm)),
+        ("t5_unigram", unigram(texts)),
+        ("bert_wordpiece", wordpiece(texts)),
     ]:
         path = OUT / f"{name}.json"
         tok.save(str(path))

@@ -24,9 +24,13 @@
 //!   space), `Metaspace`. Steps that act on the whole text only (`Strip` after
 //!   `Fuse`, `Metaspace` dropping the first space) are left out, so a
 //!   SentencePiece text keeps the space the pre-tokenizer put in front, which
-//!   [`Tokenizer::decode`] takes off. Decoders that join tokens in other ways
-//!   (WordPiece, CTC, BPE suffixes, regex replaces) give each token's own
+//!   [`Tokenizer::decode`] takes off. `WordPiece` gives a space before each
+//!   token that does not continue a word (`##`). Decoders that join tokens in
+//!   other ways (CTC, BPE suffixes, regex replaces) give each token's own
 //!   decode.
+//! - A malformed file is an [`Error::Format`] naming the file. The crate
+//!   trusts some fields: merges are checked before it sees them, and a panic
+//!   inside it is caught and reported as an error.
 //! - [`Tokenizer::eot_token`]: the first special token found among
 //!   [`EOT_NAMES`] (`<|endoftext|>`, `<|end_of_text|>`, `</s>`, `<eos>`).
 //! - [`Tokenizer::with_specials`]: `add_special_tokens`, which gives the
@@ -279,6 +283,9 @@ enum Piece {
     Replace(String, String),
     /// Strip up to `start`/`stop` copies of a character off each token's ends.
     Strip(char, usize, usize),
+    /// WordPiece: a token with the prefix (`##`) continues a word, any
+    /// other starts one after a space; `cleanup` joins punctuation back.
+    WordPiece(String, bool),
 }
 
 impl Piece {
@@ -308,6 +315,10 @@ impl Piece {
                     step["start"].as_u64()? as usize,
                     step["stop"].as_u64()? as usize,
                 )),
+                "WordPiece" => steps.push(Piece::WordPiece(
+                    step["prefix"].as_str()?.into(),
+                    step["cleanup"].as_bool()?,
+                )),
                 "Metaspace" => {
                     let replacement = single_char(&step["replacement"])?;
                     steps.push(Piece::Replace(replacement.into(), " ".into()));
@@ -336,6 +347,15 @@ impl Piece {
                 }
                 Piece::Replace(from, to) => text = text.replace(from.as_str(), to),
                 Piece::Strip(c, start, stop) => text = strip(&text, *c, *start, *stop),
+                Piece::WordPiece(prefix, cleanup) => {
+                    text = match text.strip_prefix(prefix.as_str()) {
+                        Some(rest) => rest.to_string(),
+                        None => format!(" {text}"),
+                    };
+                    if *cleanup {
+                        text = tokenizers::decoders::wordpiece::cleanup(&text);
+                    }
+                }
             }
         }
         text.into_bytes()
