@@ -56,10 +56,13 @@ fn any(path: &Path) -> lmforge::error::Result<String> {
     tokenizer::load(path).map(|t| format!("loaded {}", t.kind()))
 }
 
+/// A change to the fixture.
+type Edit = fn(&mut serde_json::Value);
+
 #[test]
 fn unsupported_features_are_refused_by_name() {
     use serde_json::json;
-    let edits: [(fn(&mut serde_json::Value), &str); 6] = [
+    let edits: [(Edit, &str); 6] = [
         (|j| j["normalizer"] = json!({"type": "NFC"}), "normalizer"),
         (
             |j| j["pre_tokenizer"]["add_prefix_space"] = true.into(),

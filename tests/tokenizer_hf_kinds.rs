@@ -238,10 +238,13 @@ fn load_edited(name: &str, edit: impl FnOnce(&mut Value)) -> String {
     }
 }
 
+/// A change to a fixture.
+type Edit = fn(&mut Value);
+
 #[test]
 fn malformed_files_are_format_errors_naming_the_file() {
     use serde_json::json;
-    let edits: [(&str, fn(&mut Value), &str); 7] = [
+    let edits: [(&str, Edit, &str); 7] = [
         (
             "llama2_spm",
             |j| j["model"]["merges"][0] = json!(["▁", "nope"]),

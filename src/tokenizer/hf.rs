@@ -134,8 +134,11 @@ impl HfTokenizer {
         specials.sort_by_key(|&(_, id)| id);
         let decoder = serde_json::to_value(tokenizer.get_decoder())
             .map_err(|e| format!("cannot read back the decoder: {e}"))?;
-        let pieces = match Piece::steps(&decoder) {
-            Some(steps) => tokens.iter().map(|t| Piece::bytes(&steps, t)).collect(),
+        let pieces = match DecodeStep::steps(&decoder) {
+            Some(steps) => tokens
+                .iter()
+                .map(|t| DecodeStep::bytes(&steps, t))
+                .collect(),
             None => (0u32..)
                 .zip(&tokens)
                 .map(
@@ -274,7 +277,7 @@ fn tokens_by_id(tokenizer: &tokenizers::Tokenizer) -> std::result::Result<Vec<St
 /// One step of a decoder, as it acts on a single token (see the module
 /// documentation).
 #[derive(Debug, Clone, PartialEq)]
-enum Piece {
+enum DecodeStep {
     /// Characters of GPT-2's byte alphabet back to their bytes.
     ByteLevel,
     /// `<0xNN>` to the byte NN.
@@ -288,12 +291,12 @@ enum Piece {
     WordPiece(String, bool),
 }
 
-impl Piece {
+impl DecodeStep {
     /// The per-token steps of a decoder, or `None` for one that joins tokens
     /// in another way. Steps after `Fuse` see the whole text as one token, so
     /// a `Strip` there only acts at the start or end of the whole text and
     /// is left out.
-    fn steps(decoder: &Value) -> Option<Vec<Piece>> {
+    fn steps(decoder: &Value) -> Option<Vec<DecodeStep>> {
         let mut steps = Vec::new();
         let mut fused = false;
         let list = match decoder["type"].as_str()? {
@@ -302,26 +305,26 @@ impl Piece {
         };
         for step in list {
             match step["type"].as_str()? {
-                "ByteLevel" => steps.push(Piece::ByteLevel),
-                "ByteFallback" => steps.push(Piece::ByteFallback),
+                "ByteLevel" => steps.push(DecodeStep::ByteLevel),
+                "ByteFallback" => steps.push(DecodeStep::ByteFallback),
                 "Fuse" => fused = true,
-                "Replace" => steps.push(Piece::Replace(
+                "Replace" => steps.push(DecodeStep::Replace(
                     step["pattern"]["String"].as_str()?.into(),
                     step["content"].as_str()?.into(),
                 )),
                 "Strip" if fused => {}
-                "Strip" => steps.push(Piece::Strip(
+                "Strip" => steps.push(DecodeStep::Strip(
                     single_char(&step["content"])?,
                     step["start"].as_u64()? as usize,
                     step["stop"].as_u64()? as usize,
                 )),
-                "WordPiece" => steps.push(Piece::WordPiece(
+                "WordPiece" => steps.push(DecodeStep::WordPiece(
                     step["prefix"].as_str()?.into(),
                     step["cleanup"].as_bool()?,
                 )),
                 "Metaspace" => {
                     let replacement = single_char(&step["replacement"])?;
-                    steps.push(Piece::Replace(replacement.into(), " ".into()));
+                    steps.push(DecodeStep::Replace(replacement.into(), " ".into()));
                 }
                 _ => return None,
             }
@@ -331,23 +334,23 @@ impl Piece {
 
     /// The bytes of one token after `steps`. Once a step has made bytes
     /// (ByteLevel, ByteFallback), later text steps leave them as they are.
-    fn bytes(steps: &[Piece], token: &str) -> Vec<u8> {
+    fn bytes(steps: &[DecodeStep], token: &str) -> Vec<u8> {
         let mut text = token.to_string();
         for step in steps {
             match step {
-                Piece::ByteLevel => {
+                DecodeStep::ByteLevel => {
                     if let Some(bytes) = byte_level_bytes(&text) {
                         return bytes;
                     }
                 }
-                Piece::ByteFallback => {
+                DecodeStep::ByteFallback => {
                     if let Some(byte) = fallback_byte(&text) {
                         return vec![byte];
                     }
                 }
-                Piece::Replace(from, to) => text = text.replace(from.as_str(), to),
-                Piece::Strip(c, start, stop) => text = strip(&text, *c, *start, *stop),
-                Piece::WordPiece(prefix, cleanup) => {
+                DecodeStep::Replace(from, to) => text = text.replace(from.as_str(), to),
+                DecodeStep::Strip(c, start, stop) => text = strip(&text, *c, *start, *stop),
+                DecodeStep::WordPiece(prefix, cleanup) => {
                     text = match text.strip_prefix(prefix.as_str()) {
                         Some(rest) => rest.to_string(),
                         None => format!(" {text}"),
@@ -494,17 +497,17 @@ mod tests {
             {"type": "Replace", "pattern": {"String": "▁"}, "content": " "},
             {"type": "ByteFallback"}, {"type": "Fuse"},
             {"type": "Strip", "content": " ", "start": 1, "stop": 0}]});
-        let steps = Piece::steps(&llama).unwrap();
+        let steps = DecodeStep::steps(&llama).unwrap();
         assert_eq!(steps.len(), 2, "the Strip after Fuse is left out");
-        assert_eq!(Piece::bytes(&steps, "▁Hello"), b" Hello");
-        assert_eq!(Piece::bytes(&steps, "<0xF0>"), [0xF0]);
-        assert_eq!(Piece::bytes(&steps, "<0xZZ>"), b"<0xZZ>");
-        let byte_level = Piece::steps(&json!({"type": "ByteLevel"})).unwrap();
-        assert_eq!(Piece::bytes(&byte_level, "Ġhi"), b" hi");
-        assert_eq!(Piece::bytes(&byte_level, "ð"), [0xF0]);
-        assert_eq!(Piece::bytes(&byte_level, "<|eot_id|>"), b"<|eot_id|>");
-        assert!(Piece::steps(&json!({"type": "WordPiece", "prefix": "##"})).is_none());
-        assert!(Piece::steps(&Value::Null).is_none());
+        assert_eq!(DecodeStep::bytes(&steps, "▁Hello"), b" Hello");
+        assert_eq!(DecodeStep::bytes(&steps, "<0xF0>"), [0xF0]);
+        assert_eq!(DecodeStep::bytes(&steps, "<0xZZ>"), b"<0xZZ>");
+        let byte_level = DecodeStep::steps(&json!({"type": "ByteLevel"})).unwrap();
+        assert_eq!(DecodeStep::bytes(&byte_level, "Ġhi"), b" hi");
+        assert_eq!(DecodeStep::bytes(&byte_level, "ð"), [0xF0]);
+        assert_eq!(DecodeStep::bytes(&byte_level, "<|eot_id|>"), b"<|eot_id|>");
+        assert!(DecodeStep::steps(&json!({"type": "WordPiece", "prefix": "##"})).is_none());
+        assert!(DecodeStep::steps(&Value::Null).is_none());
     }
 
     #[test]
