@@ -376,3 +376,49 @@ fn train_and_sample_with_a_sentencepiece_tokenizer() {
     let printed = String::from_utf8_lossy(&sampled.stdout);
     assert!(printed.contains("ROMEO: é 🎉"), "{printed:?}");
 }
+
+#[test]
+fn a_llama_folder_with_a_hugging_face_only_tokenizer_imports_and_exports() {
+    // The Llama fixture folder (vocabulary 400) with its tokenizer given an
+    // NFC normalizer, which only `tokenizers` runs.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("llama");
+    std::fs::create_dir(&folder).unwrap();
+    for file in ["config.json", "generation_config.json", "model.safetensors"] {
+        std::fs::copy(root.join("hf_llama/llama").join(file), folder.join(file)).unwrap();
+    }
+    let mut json: Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("tokenizer/hf_bpe_tokenizer.json")).unwrap(),
+    )
+    .unwrap();
+    json["normalizer"] = serde_json::json!({"type": "NFC"});
+    std::fs::write(folder.join("tokenizer.json"), json.to_string()).unwrap();
+    let run = dir.path().join("run");
+    let imported = lmforge::hf::import(folder.to_str().unwrap(), &run).unwrap();
+    assert_eq!(imported.tokenizer.kind(), "hf-bpe");
+    let own = tokenizer::load(&root.join("tokenizer/hf_bpe_tokenizer.json")).unwrap();
+    let text = "First Citizen: cafe\u{301} 🎉<|endoftext|>";
+    assert_eq!(
+        imported
+            .tokenizer
+            .encode("First Citizen: <|endoftext|>")
+            .unwrap(),
+        own.encode("First Citizen: <|endoftext|>").unwrap()
+    );
+    // NFC composes e + U+0301 into é before the merges.
+    assert_eq!(
+        imported.tokenizer.encode(text).unwrap(),
+        own.encode(&text.replace("e\u{301}", "é")).unwrap()
+    );
+    let saved = tokenizer::load(&run.join("tokenizer.json")).unwrap();
+    assert_eq!(saved.kind(), "hf-bpe");
+    let exported = dir.path().join("exported");
+    lmforge::hf::export(&run, &exported).unwrap();
+    let config: Value = serde_json::from_str(
+        &std::fs::read_to_string(exported.join("tokenizer_config.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(config["tokenizer_class"], "PreTrainedTokenizerFast");
+    assert_eq!(config["eos_token"], "<|endoftext|>");
+}
