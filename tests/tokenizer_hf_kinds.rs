@@ -422,3 +422,28 @@ fn a_llama_folder_with_a_hugging_face_only_tokenizer_imports_and_exports() {
     assert_eq!(config["tokenizer_class"], "PreTrainedTokenizerFast");
     assert_eq!(config["eos_token"], "<|endoftext|>");
 }
+
+#[test]
+fn parallel_encoding_equals_serial() {
+    use lmforge::tokenizer::HfTokenizer;
+    let text = "First Citizen:\nBefore we proceed, hear me.\n\nAll:\nSpeak, speak.\n  x\ny \n z.\n"
+        .repeat(40)
+        + "<|endoftext|>café 🎉\n中文\n<|im_end|>\n12345\n";
+    for (name, parallel) in [
+        ("llama3_bpe", true),
+        ("qwen2_bpe", true),
+        ("llama2_spm", false),
+        ("mistral_spm", false),
+    ] {
+        let tok = HfTokenizer::load(&fixture(name)).unwrap();
+        assert_eq!(tok.encodes_in_parallel(), parallel, "{name}");
+        let serial = tok.encode(&text).unwrap();
+        for chunks in [2, 3, 7, 64] {
+            assert_eq!(
+                tok.encode_parallel(&text, chunks).unwrap(),
+                serial,
+                "{name}: {chunks} chunks"
+            );
+        }
+    }
+}

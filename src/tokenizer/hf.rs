@@ -35,6 +35,8 @@
 //!   [`EOT_NAMES`] (`<|endoftext|>`, `<|end_of_text|>`, `</s>`, `<eos>`).
 //! - [`Tokenizer::with_specials`]: `add_special_tokens`, which gives the
 //!   missing ones the ids `vocab_size()..` in order.
+//! - [`Tokenizer::encode_parallel`]: parts cut at newlines on rayon's threads
+//!   for Llama-3/Qwen2-style byte-level files, serial for the others.
 
 use super::Tokenizer;
 use super::bpe::{byte_to_char, check_dense, merge_pair, show_json, show_str};
@@ -43,6 +45,11 @@ use rustc_hash::FxHashMap;
 use serde_json::Value;
 use std::path::Path;
 use tokenizers::{AddedToken, Model};
+
+/// Llama 3's pre-tokenizer regex (a `Split` before a `ByteLevel`).
+pub const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+/// Qwen2's: Llama 3's with single digits.
+pub const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 /// The contents that name an end-of-text token, in order of preference.
 pub const EOT_NAMES: [&str; 4] = ["<|endoftext|>", "<|end_of_text|>", "</s>", "<eos>"];
@@ -59,6 +66,10 @@ pub struct HfTokenizer {
     pieces: Vec<Vec<u8>>,
     /// The added tokens marked special, with their ids.
     specials: Vec<(String, u32)>,
+    /// Whether a text cut just after a newline between two non-white-space
+    /// characters encodes as the concatenation of its parts (see
+    /// [`HfTokenizer::encodes_in_parallel`]).
+    cuts_at_newlines: bool,
 }
 
 impl std::fmt::Debug for HfTokenizer {
@@ -149,6 +160,7 @@ impl HfTokenizer {
                 )
                 .collect(),
         };
+        let cuts_at_newlines = cuts_at_newlines(&tokenizer)?;
         let mut ordinary = tokenizer.clone();
         ordinary.set_encode_special_tokens(true);
         Ok(HfTokenizer {
@@ -157,7 +169,17 @@ impl HfTokenizer {
             ordinary,
             pieces,
             specials,
+            cuts_at_newlines,
         })
+    }
+
+    /// Whether [`Tokenizer::encode_parallel`] cuts the text: only for the
+    /// pipelines known to give the same ids in parts: no normalizer or NFC,
+    /// Llama 3's or Qwen2's split regex then ByteLevel, and added tokens
+    /// that hold no newline and strip nothing. (Not SentencePiece layouts:
+    /// each part would get its own `▁` in front.)
+    pub fn encodes_in_parallel(&self) -> bool {
+        self.cuts_at_newlines
     }
 
     /// The added tokens marked special, with their ids, by id.
@@ -253,6 +275,34 @@ fn check_added_ids(
         }
     }
     Ok(())
+}
+
+/// See [`HfTokenizer::encodes_in_parallel`]. No piece of either regex spans
+/// such a newline cut, and NFC composes nothing across a newline.
+fn cuts_at_newlines(tokenizer: &tokenizers::Tokenizer) -> std::result::Result<bool, String> {
+    let normalizer = serde_json::to_value(tokenizer.get_normalizer()).map_err(|e| e.to_string())?;
+    let pre = serde_json::to_value(tokenizer.get_pre_tokenizer()).map_err(|e| e.to_string())?;
+    let normalizer_ok = normalizer.is_null() || normalizer["type"] == "NFC";
+    let steps = pre["pretokenizers"].as_array().map(Vec::as_slice);
+    let pre_ok = match steps {
+        Some([split, byte_level]) => {
+            pre["type"] == "Sequence"
+                && split["type"] == "Split"
+                && split["behavior"] == "Isolated"
+                && split["invert"] == false
+                && [LLAMA3_SPLIT, QWEN2_SPLIT]
+                    .contains(&split["pattern"]["Regex"].as_str().unwrap_or(""))
+                && byte_level["type"] == "ByteLevel"
+                && byte_level["use_regex"] == false
+                && byte_level["add_prefix_space"] == false
+        }
+        _ => false,
+    };
+    let added_ok = tokenizer
+        .get_added_tokens_decoder()
+        .values()
+        .all(|t| !t.content.contains('\n') && !t.lstrip && !t.rstrip && !t.single_word);
+    Ok(normalizer_ok && pre_ok && added_ok)
 }
 
 /// Every id's token string (added tokens first, as `tokenizers` decodes),
@@ -408,6 +458,21 @@ impl Tokenizer for HfTokenizer {
 
     fn encode_ordinary(&self, text: &str) -> Result<Vec<u32>> {
         encode_with(&self.ordinary, text)
+    }
+
+    /// Cut at newlines into about `chunks` parts encoded on rayon's
+    /// threads, where [`HfTokenizer::encodes_in_parallel`]; else serial.
+    fn encode_parallel(&self, text: &str, chunks: usize) -> Result<Vec<u32>> {
+        use rayon::prelude::*;
+        if chunks <= 1 || !self.cuts_at_newlines {
+            return self.encode(text);
+        }
+        let cuts = super::pretokenize::safe_cuts(text, chunks);
+        let parts: Vec<Result<Vec<u32>>> = cuts
+            .par_windows(2)
+            .map(|w| encode_with(&self.tokenizer, &text[w[0]..w[1]]))
+            .collect();
+        Ok(parts.into_iter().collect::<Result<Vec<_>>>()?.concat())
     }
 
     fn decode_bytes(&self, ids: &[u32]) -> Vec<u8> {
