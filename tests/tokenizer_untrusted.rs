@@ -2,7 +2,9 @@
 //! disk): loading a hostile one must give an error that names the entry at
 //! fault, never a panic, an abort or an allocation sized by a number in the
 //! file. Focused tests cover each hostile case; a property test feeds randomly
-//! mutated BPE and character tokenizer files to `tokenizer::load`.
+//! mutated BPE and character tokenizer files to `tokenizer::load`, both those
+//! lmforge's own BPE reads and those it hands to Hugging Face's `tokenizers`
+//! (SentencePiece-style, Qwen2-style).
 
 use lmforge::error::Error;
 use lmforge::tokenizer::{self, BpeTokenizer, CharTokenizer, Pattern, Tokenizer};
@@ -22,6 +24,25 @@ const FIXTURE: &str = concat!(
 fn hf_fixture() -> &'static Value {
     static JSON: OnceLock<Value> = OnceLock::new();
     JSON.get_or_init(|| serde_json::from_str(&std::fs::read_to_string(FIXTURE).unwrap()).unwrap())
+}
+
+/// A committed tokenizer that only Hugging Face's `tokenizers` reads
+/// (`tests/fixtures/tokenizer/hf/`, e.g. SentencePiece-style `llama2_spm`).
+fn hf_only_fixture(name: &str) -> Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/tokenizer/hf")
+        .join(format!("{name}.json"));
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn spm_fixture() -> &'static Value {
+    static JSON: OnceLock<Value> = OnceLock::new();
+    JSON.get_or_init(|| hf_only_fixture("llama2_spm"))
+}
+
+fn qwen2_fixture() -> &'static Value {
+    static JSON: OnceLock<Value> = OnceLock::new();
+    JSON.get_or_init(|| hf_only_fixture("qwen2_bpe"))
 }
 
 /// A character tokenizer.json with both special tokens: ids "\n" " " "," "a"
@@ -618,6 +639,22 @@ proptest! {
         text in prop::option::weighted(0.2, text_mutation()),
     ) {
         check_mutated(hf_fixture(), &mutations, &text)?;
+    }
+
+    #[test]
+    fn mutated_sentencepiece_files_never_panic(
+        mutations in prop::collection::vec(mutation(), 1..4),
+        text in prop::option::weighted(0.2, text_mutation()),
+    ) {
+        check_mutated(spm_fixture(), &mutations, &text)?;
+    }
+
+    #[test]
+    fn mutated_qwen2_files_never_panic(
+        mutations in prop::collection::vec(mutation(), 1..4),
+        text in prop::option::weighted(0.2, text_mutation()),
+    ) {
+        check_mutated(qwen2_fixture(), &mutations, &text)?;
     }
 
     #[test]

@@ -127,9 +127,11 @@ pub fn import(name_or_dir: &str, out: &Path) -> Result<Imported> {
 /// chat template (as Jinja) when the vocabulary has its tokens.
 fn tokenizer_config(tok: &dyn Tokenizer, block_size: usize) -> Value {
     let eot = tok.eot_token().map(|id| tok.decode(&[id]));
+    // lmforge's own byte-level BPE is GPT-2's kind; any other file
+    // (Llama, Qwen2, Mistral, char) is read by the generic fast class.
     let class = match tok.kind() {
-        "char" => "PreTrainedTokenizerFast",
-        _ => "GPT2TokenizerFast",
+        "gpt2" | "bpe" => "GPT2TokenizerFast",
+        _ => "PreTrainedTokenizerFast",
     };
     let mut config = json!({
         "tokenizer_class": class,

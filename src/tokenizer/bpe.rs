@@ -603,7 +603,9 @@ impl BpeTokenizer {
 
     /// Read a byte-level BPE `tokenizer.json` (written by lmforge or by Hugging
     /// Face tooling, e.g. GPT-2's). Normalizers, other pre-tokenizers and
-    /// subword prefixes are refused rather than half-supported. The file is
+    /// decoders, subword prefixes, byte fallback and added tokens that are not
+    /// special or strip spaces are refused rather than half-supported
+    /// ([`super::load`] gives such files to [`super::hf::HfTokenizer`]). The file is
     /// untrusted: anything malformed is an [`Error::Format`] naming the entry.
     pub fn from_hf_json(json: &Value, path: &Path) -> Result<Self> {
         let bad = |message: String| Error::format(path, message);
@@ -707,8 +709,10 @@ pub(super) fn read_json(path: &Path) -> Result<Value> {
     serde_json::from_slice(&bytes).map_err(|e| Error::format(path, format!("not valid JSON: {e}")))
 }
 
-/// Check the model header (BPE, nothing unsupported); gives the pattern and `ignore_merges`.
-fn hf_header(json: &Value) -> Result<(Pattern, bool), String> {
+/// Check the model header (BPE, nothing unsupported); gives the pattern and
+/// `ignore_merges`. [`super::load`] sends a file this refuses to
+/// [`super::hf::HfTokenizer`].
+pub(super) fn hf_header(json: &Value) -> Result<(Pattern, bool), String> {
     let model = &json["model"];
     if model["type"] != "BPE" {
         return Err(expected("model.type", &model["type"], "\"BPE\""));
@@ -733,7 +737,40 @@ fn hf_header(json: &Value) -> Result<(Pattern, bool), String> {
         Value::Bool(b) => *b,
         other => return Err(expected("model.ignore_merges", other, "true or false")),
     };
+    if model["byte_fallback"] == true {
+        return Err("model.byte_fallback is not supported".into());
+    }
+    let decoder = &json["decoder"];
+    if !decoder.is_null() && decoder["type"] != "ByteLevel" {
+        return Err(format!(
+            "unsupported decoder {}: expected ByteLevel",
+            show_json(decoder)
+        ));
+    }
+    hf_plain_added_tokens(&json["added_tokens"])?;
     Ok((pattern, ignore_merges))
+}
+
+/// Check that every added token is special and matched as written: a token
+/// with `"special": false` or `lstrip`, `rstrip`, `single_word` set is not
+/// supported (absent flags take these defaults).
+fn hf_plain_added_tokens(added: &Value) -> Result<(), String> {
+    let Some(list) = added.as_array() else {
+        return Ok(());
+    };
+    for (i, token) in list.iter().enumerate() {
+        if token["special"] == false {
+            return Err(format!(
+                "added_tokens[{i}] is not special: added tokens that are not special are not supported"
+            ));
+        }
+        for flag in ["lstrip", "rstrip", "single_word"] {
+            if token[flag] == true {
+                return Err(format!("added_tokens[{i}].{flag} is not supported"));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The pattern of a Hugging Face pre-tokenizer, if it is one we implement.
@@ -865,7 +902,7 @@ fn hf_merges(merges: &Value, vocab: &[(&str, u32)]) -> Result<Vec<(u32, u32)>, S
 }
 
 /// The two token strings of a merge written `"a b"` or `["a", "b"]`.
-fn merge_pair(m: &Value) -> Option<(&str, &str)> {
+pub(super) fn merge_pair(m: &Value) -> Option<(&str, &str)> {
     match m {
         Value::String(s) => s.split_once(' '),
         Value::Array(pair) => match &pair[..] {

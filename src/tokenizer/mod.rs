@@ -3,12 +3,16 @@
 //! Every tokenizer implements [`Tokenizer`]; a run directory stores its tokenizer
 //! as `tokenizer.json` in the Hugging Face format, and [`load`] reads it back.
 //!
-//! Two kinds: character-level ([`CharTokenizer`], vocabulary built from the
-//! training text) and byte-level BPE ([`BpeTokenizer`]: GPT-2's via [`gpt2`],
-//! one trained with [`train`], or a Hugging Face `tokenizer.json`).
+//! Three kinds: character-level ([`CharTokenizer`], vocabulary built from the
+//! training text), lmforge's own fast byte-level BPE ([`BpeTokenizer`]: GPT-2's
+//! via [`gpt2`], one trained with [`train`], or a GPT-2-style Hugging Face
+//! `tokenizer.json`), and any other Hugging Face `tokenizer.json` run by the
+//! `tokenizers` crate ([`HfTokenizer`]: Llama 3, Qwen2, SentencePiece-style
+//! Llama 2 and Mistral files).
 
 pub mod bpe;
 pub mod char;
+pub mod hf;
 pub mod pretokenize;
 pub mod train;
 
@@ -17,6 +21,7 @@ use std::path::{Path, PathBuf};
 
 pub use self::bpe::{BpeTokenizer, gpt2};
 pub use self::char::CharTokenizer;
+pub use self::hf::HfTokenizer;
 pub use self::pretokenize::Pattern;
 
 /// Turns text into token ids and token ids back into bytes.
@@ -71,21 +76,39 @@ pub trait Tokenizer: Send + Sync {
     }
 }
 
-/// Load a `tokenizer.json`: a character-level one saved by [`CharTokenizer`]
-/// (`WordLevel` model) or a byte-level BPE one (`BPE` model), told apart by
-/// `model.type`. The file is untrusted: a malformed one is an
-/// [`Error::Format`] that names the entry at fault, never a panic.
+/// Load a `tokenizer.json`, told apart by `model.type`:
+/// - `WordLevel`: a character-level one saved by [`CharTokenizer`];
+/// - `BPE`: lmforge's own fast byte-level BPE ([`BpeTokenizer`]) when the file
+///   uses only what it implements exactly (GPT-2-style files: ByteLevel, or a
+///   Split with the GPT-2 or GPT-4 regex then ByteLevel, no normalizer, no byte
+///   fallback, special added tokens); any other BPE file (Llama 3, Qwen2,
+///   SentencePiece-style Llama 2 / Mistral) goes to Hugging Face's
+///   `tokenizers` ([`HfTokenizer`]);
+/// - `Unigram`, `WordPiece`: [`HfTokenizer`].
+///
+/// The file is untrusted: a malformed one is an [`Error::Format`] that names
+/// the file and what is wrong, never a panic.
 pub fn load(path: &Path) -> Result<Box<dyn Tokenizer>> {
     let json = bpe::read_json(path)?;
     match json["model"]["type"].as_str() {
         Some("WordLevel") => Ok(Box::new(CharTokenizer::from_hf_json(&json, path)?)),
-        Some("BPE") => Ok(Box::new(BpeTokenizer::from_hf_json(&json, path)?)),
+        Some("BPE") => match bpe::hf_header(&json) {
+            Ok(_) => Ok(Box::new(BpeTokenizer::from_hf_json(&json, path)?)),
+            Err(not_own) => Ok(Box::new(HfTokenizer::from_hf_json(
+                &json,
+                path,
+                Some(&not_own),
+            )?)),
+        },
+        Some("Unigram" | "WordPiece") => {
+            Ok(Box::new(HfTokenizer::from_hf_json(&json, path, None)?))
+        }
         _ => Err(Error::format(
             path,
             bpe::expected(
                 "model.type",
                 &json["model"]["type"],
-                "\"WordLevel\" (char) or \"BPE\"",
+                "\"WordLevel\" (char), \"BPE\", \"Unigram\" or \"WordPiece\"",
             ),
         )),
     }
