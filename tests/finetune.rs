@@ -3,11 +3,14 @@
 //! refuses what would silently break it; conversations (SFT) train on the
 //! replies only.
 
+mod runs;
+
 use lmforge::backend::IGNORE_TARGET;
 use lmforge::backend::cpu::Cpu;
 use lmforge::model::{
     Activation, Activations, Arch, Grads, Mode, Model, ModelConfig, Norm, Window,
 };
+use runs::val_losses;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -31,18 +34,6 @@ fn ok(out: Output) -> Output {
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// `(val loss at step 0, val loss at the end)` from a run's metrics.
-fn val_losses(run: &Path) -> (f64, f64) {
-    let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
-    let evals: Vec<f64> = text
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|v| v["eval"] == true)
-        .map(|v| v["val_loss"].as_f64().unwrap())
-        .collect();
-    (evals[0], *evals.last().unwrap())
 }
 
 /// A base model trained briefly on the demo corpus, and a new text it has not seen.

@@ -8,9 +8,12 @@
 //! as for GPT-2 (`tests/hf.rs`): lmforge computes in f32, the reference in
 //! float64 from the same stored weights. Greedy tokens must be identical.
 
+mod runs;
+
 use lmforge::backend::cpu::Cpu;
 use lmforge::model::{Activations, Mode, Model, Window};
 use lmforge::sample::{SampleOptions, generate};
+use runs::val_losses;
 use safetensors::SafeTensors;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -165,18 +168,6 @@ fn import_export_round_trip_and_fine_tune() {
         tuned.config.qkv_bias,
         "the fine-tune keeps its parent's model"
     );
-}
-
-/// `(val loss at step 0, val loss at the end)` from a run's metrics.
-fn val_losses(run: &Path) -> (f64, f64) {
-    let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
-    let evals: Vec<f64> = text
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|v| v["eval"] == true)
-        .map(|v| v["val_loss"].as_f64().unwrap())
-        .collect();
-    (evals[0], *evals.last().unwrap())
 }
 
 /// LoRA on an imported Llama: PEFT's files and names, step 0 is the parent,

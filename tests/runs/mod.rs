@@ -3,6 +3,8 @@
 //! plus the chat template's special tokens, and one with ChatML's tokens and
 //! Qwen2's `chat_template` in its `tokenizer_config.json`.
 //!
+//! Also the metrics helper the fine-tuning tests read losses with.
+//!
 //! Each test binary compiles this module and uses only part of it.
 #![allow(dead_code)]
 
@@ -120,4 +122,16 @@ fn model_run(
     lmforge::checkpoint::save_model(&out, &model, &params, tok.eot_token()).unwrap();
     tok.save(&out.join("tokenizer.json")).unwrap();
     out
+}
+
+/// `(val loss at step 0, val loss at the end)` from a run's metrics.
+pub fn val_losses(run: &Path) -> (f64, f64) {
+    let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    let evals: Vec<f64> = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["eval"] == true)
+        .map(|v| v["val_loss"].as_f64().unwrap())
+        .collect();
+    (evals[0], *evals.last().unwrap())
 }

@@ -327,12 +327,7 @@ fn dots<const R: usize>(rows: &[&[f32]], w: &[&[f32]; DOT_OUTS], tile: Tile) {
 mod tests {
     use super::*;
     use crate::backend::cpu::matmul::matmul_naive;
-    use crate::rng::Rng;
-
-    fn random(n: usize, seed: u64) -> Vec<f32> {
-        let mut rng = Rng::new(seed, 0);
-        (0..n).map(|_| rng.next_f32() * 2.0 - 1.0).collect()
-    }
+    use crate::backend::cpu::matmul::tests::random;
 
     /// Every row count, both layouts, both modes, sizes with ragged tails
     /// (k and n not multiples of the vector width or the tiles).

@@ -323,11 +323,12 @@ pub fn matmul_naive(dst: &mut [f32], lhs: MatRef, rhs: MatRef, mode: Accumulate)
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::rng::Rng;
 
-    fn random(n: usize, seed: u64) -> Vec<f32> {
+    /// `n` values uniform in `[-1, 1)`, the same for the same seed.
+    pub(in crate::backend::cpu) fn random(n: usize, seed: u64) -> Vec<f32> {
         let mut rng = Rng::new(seed, 0);
         (0..n).map(|_| rng.next_f32() * 2.0 - 1.0).collect()
     }
