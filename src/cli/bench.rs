@@ -34,6 +34,10 @@ struct BenchSampleArgs {
     /// Tokens to generate.
     #[arg(long, default_value_t = 64)]
     new_tokens: usize,
+    /// Also time batched decoding of this many sequences at once (one
+    /// forward over all of them per step, as `lmforge serve` runs its clients).
+    #[arg(long)]
+    streams: Option<usize>,
     /// Worker threads (default: one per core).
     #[arg(long)]
     threads: Option<usize>,
@@ -110,6 +114,16 @@ fn sample(args: BenchSampleArgs) -> anyhow::Result<ExitCode> {
     );
     println!("lmforge sample tokens/s: {cached:.1}");
     println!("lmforge sample tokens/s without cache: {uncached:.1}");
+    if let Some(streams) = args.streams {
+        let (prompt, new) = (args.prompt_tokens, args.new_tokens);
+        let one = lmforge::sample::bench_batched(&backend, &model, &params, prompt, new, 1)?;
+        let all = lmforge::sample::bench_batched(&backend, &model, &params, prompt, new, streams)?;
+        println!("lmforge batched tokens/s, 1 stream: {one:.1}");
+        println!(
+            "lmforge batched tokens/s, {streams} streams together: {all:.1} ({:.2}x one stream)",
+            all / one
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -391,6 +391,55 @@ pub fn bench<B: Backend>(
     Ok((speed(true)?, speed(false)?))
 }
 
+/// Batched decoding speed in tokens/s, all streams together: `streams`
+/// sequences (each after its own `prompt_len`-token prompt) decode
+/// `new_tokens` each in steps of one [`Model::forward_batch`] over all of
+/// them, as `lmforge serve` does with that many clients. Greedy choice on the
+/// host; prefill is not timed.
+pub fn bench_batched<B: Backend>(
+    be: &B,
+    model: &Model,
+    params: &B::Buf,
+    prompt_len: usize,
+    new_tokens: usize,
+    streams: usize,
+) -> Result<f64> {
+    let cfg = &model.config;
+    if streams == 0 || prompt_len == 0 || prompt_len + new_tokens > cfg.block_size {
+        return Err(Error::Config(format!(
+            "streams ({streams}) and prompt ({prompt_len}) must be at least 1, and prompt + new tokens ({new_tokens}) at most block_size ({})",
+            cfg.block_size
+        )));
+    }
+    let mut caches = (0..streams)
+        .map(|_| Activations::inference(be, cfg))
+        .collect::<Result<Vec<_>>>()?;
+    let mut batch = Activations::decoding(be, cfg, streams)?;
+    let mut logits = vec![0.0f32; cfg.vocab_size];
+    let mut tokens = Vec::with_capacity(streams);
+    for (s, cache) in caches.iter_mut().enumerate() {
+        let v = cfg.vocab_size as u64;
+        let prompt: Vec<u32> = (0..prompt_len as u64)
+            .map(|i| ((i + s as u64) * 7919 % v) as u32)
+            .collect();
+        let window = Window::continuing(0, prompt_len);
+        be.run(|| model.forward(be, params, cache, &prompt, window, Mode::Eval));
+        be.download(cache.logits_row(0), &mut logits);
+        tokens.push(sampler::argmax(&logits));
+    }
+    let t0 = std::time::Instant::now();
+    for step in 0..new_tokens {
+        let positions = vec![prompt_len + step; streams];
+        let mut refs: Vec<_> = caches.iter_mut().collect();
+        be.run(|| model.forward_batch(be, params, &mut batch, &mut refs, &tokens, &positions));
+        for (s, token) in tokens.iter_mut().enumerate() {
+            be.download(batch.logits_row(s), &mut logits);
+            *token = sampler::argmax(&logits);
+        }
+    }
+    Ok((streams * new_tokens) as f64 / t0.elapsed().as_secs_f64())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -470,6 +519,20 @@ mod tests {
             got.iter().collect::<std::collections::HashSet<_>>().len() > 2,
             "not a degenerate sequence: {got:?}"
         );
+    }
+
+    /// The batched decoding benchmark runs every stream to the end and
+    /// refuses what cannot run: no streams, no prompt, more than the context.
+    #[test]
+    fn bench_batched_times_streams_and_refuses_impossible_runs() {
+        let (model, params) = tiny(16);
+        let be = Cpu::new();
+        let speed = bench_batched(&be, &model, &params, 4, 12, 3).unwrap();
+        assert!(speed.is_finite() && speed > 0.0, "speed {speed}");
+        for (prompt, new, streams) in [(4, 12, 0), (0, 4, 2), (8, 9, 2)] {
+            let err = bench_batched(&be, &model, &params, prompt, new, streams).unwrap_err();
+            assert!(err.to_string().contains("block_size (16)"), "{err}");
+        }
     }
 
     /// A second prompt that continues, or departs from, the first call's

@@ -185,7 +185,7 @@ pub fn rows_per_thread(m: usize) -> usize {
 ///   threads, each adding `x[p] * rhs[p, :]` into its own partial sum, and the
 ///   partials added in thread order.
 fn vector_matmul(dst: &mut [f32], x: MatRef, rhs: MatRef, mode: Accumulate) {
-    use super::math::dot;
+    use super::math::{axpy, dot};
     let (k, n) = (x.cols, rhs.cols);
     let x_data = &x.data[..k];
     if x.col_stride == 1 && rhs.row_stride == 1 {
@@ -201,10 +201,11 @@ fn vector_matmul(dst: &mut [f32], x: MatRef, rhs: MatRef, mode: Accumulate) {
                 }
             });
     } else if x.col_stride == 1 && rhs.col_stride == 1 {
-        PARTIAL_SUMS.with(|cell| match cell.try_borrow_mut() {
-            Ok(mut partials) => split_rows_matvec(dst, x_data, rhs, mode, &mut partials),
-            // Re-entered on this thread (a nested product): use a fresh buffer.
-            Err(_) => split_rows_matvec(dst, x_data, rhs, mode, &mut Vec::new()),
+        split_rows_sum(dst, n, k, 64, mode, |rows, sum| {
+            sum.fill(0.0);
+            for p in rows {
+                axpy(sum, x_data[p], &rhs.data[p * rhs.row_stride..][..n]);
+            }
         });
     } else {
         matmul_into(dst, n, x, rhs, mode, 1.0, false);
@@ -212,40 +213,49 @@ fn vector_matmul(dst: &mut [f32], x: MatRef, rhs: MatRef, mode: Accumulate) {
 }
 
 thread_local! {
-    /// [`vector_matmul`]'s per-thread partial sums, kept between calls so
-    /// decoding allocates only on its first token.
+    /// [`split_rows_sum`]'s partial sums, kept between calls so decoding
+    /// allocates only on its first token.
     static PARTIAL_SUMS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-fn split_rows_matvec(
+/// `dst[..len] = [dst +] sum over parts of part_sum(rows of the part)`: the
+/// `k` rows of a weight matrix split into one contiguous block per thread
+/// (a multiple of `granule` rows, the last shorter), so each thread streams
+/// its own stretch of memory; `part_sum` writes a block's whole `len`-float
+/// partial result, and the partials are added in block order (the same
+/// numbers for a given thread count).
+pub(super) fn split_rows_sum(
     dst: &mut [f32],
-    x: &[f32],
-    rhs: MatRef,
+    len: usize,
+    k: usize,
+    granule: usize,
     mode: Accumulate,
-    partials: &mut Vec<f32>,
+    part_sum: impl Fn(std::ops::Range<usize>, &mut [f32]) + Sync,
 ) {
-    use super::math::axpy;
-    let (k, n) = (x.len(), rhs.cols);
-    let rows_per = k.div_ceil(rayon::current_num_threads()).max(64);
+    let rows_per = k
+        .div_ceil(rayon::current_num_threads())
+        .next_multiple_of(granule)
+        .max(granule);
     let parts = k.div_ceil(rows_per);
-    partials.resize(parts * n, 0.0);
-    partials
-        .par_chunks_mut(n)
-        .enumerate()
-        .for_each(|(part, sum)| {
-            sum.fill(0.0);
-            let p0 = part * rows_per;
-            for (p, &xp) in x.iter().enumerate().skip(p0).take(rows_per) {
-                axpy(sum, xp, &rhs.data[p * rhs.row_stride..][..n]);
-            }
-        });
-    let dst = &mut dst[..n];
-    if mode == Accumulate::Overwrite {
-        dst.fill(0.0);
-    }
-    for sum in partials.chunks_exact(n) {
-        dst.iter_mut().zip(sum).for_each(|(d, s)| *d += s);
-    }
+    let mut add_parts = |partials: &mut Vec<f32>| {
+        partials.resize(parts * len, 0.0);
+        partials
+            .par_chunks_mut(len)
+            .enumerate()
+            .for_each(|(part, sum)| part_sum(part * rows_per..((part + 1) * rows_per).min(k), sum));
+        let dst = &mut dst[..len];
+        if mode == Accumulate::Overwrite {
+            dst.fill(0.0);
+        }
+        for sum in partials.chunks_exact(len) {
+            dst.iter_mut().zip(sum).for_each(|(d, s)| *d += s);
+        }
+    };
+    PARTIAL_SUMS.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut partials) => add_parts(&mut partials),
+        // Re-entered on this thread (a nested product): use a fresh buffer.
+        Err(_) => add_parts(&mut Vec::new()),
+    });
 }
 
 /// `dst = [dst +] scale * lhs @ rhs`, where row `i` of `dst` starts at
