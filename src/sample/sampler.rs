@@ -68,11 +68,14 @@ impl Sampler {
             kept.select_nth_unstable_by(k - 1, by_logit);
             kept.truncate(k);
         }
-        if opts.top_p.is_some() {
+        // top_p 1 keeps every token (what clients such as Open WebUI send by
+        // default): no sort of the whole vocabulary for it.
+        let top_p = opts.top_p.filter(|&p| p < 1.0);
+        if top_p.is_some() {
             kept.sort_unstable_by(by_logit);
         }
         to_weights(logits, kept, opts.temperature);
-        if let Some(p) = opts.top_p {
+        if let Some(p) = top_p {
             keep_nucleus(logits, kept, p);
         }
         if let Some(min_p) = opts.min_p {
@@ -245,6 +248,23 @@ mod tests {
         };
         let c = counts(&logits_of(&[0.05, 0.3, 0.15, 0.5]), &[], &o, 100);
         assert_eq!(c, [0, 0, 0, 100], "one token already holds 0.45");
+    }
+
+    /// top_p 1 is no cut at all: the very draws of no top_p.
+    #[test]
+    fn top_p_of_one_draws_as_no_top_p() {
+        let logits = logits_of(&[0.05, 0.3, 0.15, 0.5]);
+        let all = SampleOptions {
+            top_p: Some(1.0),
+            ..opts()
+        };
+        let draws = |o: &SampleOptions| {
+            let (mut sampler, mut rng) = (Sampler::new(4), Rng::new(5, 0));
+            (0..200)
+                .map(|_| sampler.choose(&mut logits.clone(), &[], o, &mut rng))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(draws(&all), draws(&opts()));
     }
 
     #[test]
