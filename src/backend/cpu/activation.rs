@@ -11,6 +11,7 @@
 //!   silu(x) = x * sigmoid(x)   silu'(x) = sigmoid(x) * (1 + x * (1 - sigmoid(x)))
 //! ```
 
+use super::simd::vectorised;
 use super::math::exp;
 use crate::backend::Activation;
 use rayon::prelude::*;
@@ -21,34 +22,34 @@ const CHUNK: usize = 4096;
 
 /// `sigmoid(2u)`, which equals `(1 + tanh u) / 2`: one `exp` instead of libm's
 /// much slower `tanh`, and no cancellation near `u = 0`.
-#[inline]
+#[inline(always)]
 fn gelu_gate(x: f32) -> f32 {
     let u = SQRT_2_OVER_PI * (x + GELU_CUBIC * x * x * x);
     1.0 / (1.0 + exp(-2.0 * u))
 }
 
-#[inline]
+#[inline(always)]
 fn gelu(x: f32) -> f32 {
     x * gelu_gate(x)
 }
 
-#[inline]
+#[inline(always)]
 fn gelu_grad(x: f32) -> f32 {
     let s = gelu_gate(x);
     s + x * 2.0 * s * (1.0 - s) * SQRT_2_OVER_PI * (1.0 + 3.0 * GELU_CUBIC * x * x)
 }
 
-#[inline]
+#[inline(always)]
 fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + exp(-x))
 }
 
-#[inline]
+#[inline(always)]
 pub(super) fn silu(x: f32) -> f32 {
     x * sigmoid(x)
 }
 
-#[inline]
+#[inline(always)]
 pub(super) fn silu_grad(x: f32) -> f32 {
     let s = sigmoid(x);
     s * (1.0 + x * (1.0 - s))
@@ -63,16 +64,19 @@ pub fn forward(out: &mut [f32], inp: &[f32], act: Activation) {
 
 /// [`forward`] on the calling thread.
 pub fn forward_serial(out: &mut [f32], inp: &[f32], act: Activation) {
+    vectorised!({
     match act {
         Activation::Gelu => out.iter_mut().zip(inp).for_each(|(o, &x)| *o = gelu(x)),
         Activation::Relu => out.iter_mut().zip(inp).for_each(|(o, &x)| *o = x.max(0.0)),
         Activation::Silu => out.iter_mut().zip(inp).for_each(|(o, &x)| *o = silu(x)),
     }
+    })
 }
 
 /// `d = d * act'(inp)`, in place, on the calling thread: the gradient buffer
 /// arrives holding `dout` and leaves holding `dinp`.
 pub fn backward_inplace(d: &mut [f32], inp: &[f32], act: Activation) {
+    vectorised!({
     match act {
         Activation::Gelu => d.iter_mut().zip(inp).for_each(|(d, &x)| *d *= gelu_grad(x)),
         Activation::Relu => d.iter_mut().zip(inp).for_each(|(d, &x)| {
@@ -82,6 +86,7 @@ pub fn backward_inplace(d: &mut [f32], inp: &[f32], act: Activation) {
         }),
         Activation::Silu => d.iter_mut().zip(inp).for_each(|(d, &x)| *d *= silu_grad(x)),
     }
+    })
 }
 
 #[cfg(test)]

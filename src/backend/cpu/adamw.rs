@@ -16,6 +16,7 @@
 //! nothing: one bad batch must not turn every weight and moment into NaN.
 //! The norm is returned, and the training loop stops or drops the step.
 
+use super::simd::vectorised;
 use crate::backend::{AdamWStep, ParamGroup};
 use rayon::prelude::*;
 
@@ -59,7 +60,7 @@ pub fn update(
         .zip(m.par_chunks_mut(CHUNK))
         .zip(v.par_chunks_mut(CHUNK))
         .enumerate()
-        .for_each(|(chunk, (((p, g), m), v))| {
+        .for_each(|(chunk, (((p, g), m), v))| vectorised!({
             let (start, end) = (chunk * CHUNK, chunk * CHUNK + p.len());
             for group in groups {
                 let (lo, hi) = (group.range.start.max(start), group.range.end.min(end));
@@ -83,12 +84,13 @@ pub fn update(
                     *p -= decay * *p + lr * (*m / bias1) / denom;
                 }
             }
-        });
+        }));
 }
 
 /// `sum g^2` in f64, in eight interleaved partial sums so the loop vectorises
 /// (a fixed order: the same gradients give the same norm on any thread count).
 fn sum_of_squares(grads: &[f32]) -> f64 {
+    vectorised!({
     let mut lanes = [0.0f64; 8];
     let chunks = grads.chunks_exact(8);
     let tail: f64 = chunks
@@ -102,6 +104,7 @@ fn sum_of_squares(grads: &[f32]) -> f64 {
         }
     }
     lanes.iter().sum::<f64>() + tail
+    })
 }
 
 #[cfg(test)]

@@ -36,6 +36,7 @@
 //! loop, but in matrix-product form it is still several times faster. A
 //! single query (decoding one token) is a row of dot products instead.
 
+use super::simd::vectorised;
 use super::math::{axpy, dot, exp, max, sum_map, sum_map3};
 use super::matmul::{Accumulate, MatRef, matmul_into};
 use crate::backend::{AttentionDims, Dropout};
@@ -49,6 +50,7 @@ pub fn scratch_len(d: AttentionDims) -> usize {
 /// Softmax of the first `t1 + 1` entries of `row` (the positions query `t1`
 /// may see); the rest are set to 0. Returns the log-sum-exp of those scores.
 fn causal_softmax(row: &mut [f32], t1: usize) -> f32 {
+    vectorised!({
     let (seen, masked) = row.split_at_mut(t1 + 1);
     let max = max(seen);
     seen.iter_mut().for_each(|p| *p = exp(*p - max));
@@ -57,14 +59,17 @@ fn causal_softmax(row: &mut [f32], t1: usize) -> f32 {
     seen.iter_mut().for_each(|p| *p *= inv);
     masked.fill(0.0);
     max + sum.ln()
+    })
 }
 
 /// Scores to probabilities again, from the saved log-sum-exp of each row.
 fn causal_probs_from_lse(probs: &mut [f32], lse: &[f32], t: usize) {
+    vectorised!({
     for (t1, (row, &l)) in probs.chunks_exact_mut(t).zip(lse).enumerate() {
         row[..=t1].iter_mut().for_each(|s| *s = exp(*s - l));
         row[t1 + 1..].fill(0.0);
     }
+    })
 }
 
 /// The attention weights actually applied to `v`: the probabilities, or their
@@ -78,9 +83,11 @@ fn dropped<'a>(
     match dropout {
         None => probs,
         Some(d) => {
-            for (i, (w, p)) in scratch.iter_mut().zip(probs).enumerate() {
-                *w = p * d.factor(first_index + i);
-            }
+            vectorised!({
+                for (i, (w, p)) in scratch.iter_mut().zip(probs).enumerate() {
+                    *w = p * d.factor(first_index + i);
+                }
+            });
             &scratch[..probs.len()]
         }
     }
@@ -107,6 +114,7 @@ fn single_query(
     d: AttentionDims,
     h: usize,
 ) -> f32 {
+    vectorised!({
     let (hs, keys, stride) = (d.head_size(), d.keys(), d.kv_stride);
     let scale = 1.0 / (hs as f32).sqrt();
     let (k, v) = (d.key_column(h), d.value_column(h));
@@ -120,6 +128,7 @@ fn single_query(
         axpy(&mut out[..hs], p, &kv[t2 * stride + v..][..hs]);
     }
     lse
+    })
 }
 
 /// Fills `out: (B, T, C)` and `lse: (B, NH, T)` from the queries `q` and the
@@ -182,6 +191,7 @@ fn softmax_backward(
     dropout: Option<&Dropout>,
     first: usize,
 ) {
+    vectorised!({
     for (t1, (ds, p)) in dp
         .chunks_exact_mut(t)
         .zip(probs.chunks_exact(t))
@@ -198,6 +208,7 @@ fn softmax_backward(
         }
         ds[t1 + 1..].fill(0.0);
     }
+    })
 }
 
 /// Overwrites `dqkv: (B, T, C + 2 KVC)`, laid out as `qkv`, the training

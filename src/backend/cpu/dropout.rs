@@ -2,6 +2,7 @@
 //! chunks (the mask of element `i` depends only on `i`, so the split does not
 //! change it).
 
+use super::simd::vectorised;
 use crate::backend::Dropout;
 use rayon::prelude::*;
 
@@ -12,11 +13,11 @@ pub fn apply(d: &Dropout, x: &mut [f32]) {
         return;
     }
     const CHUNK: usize = 4096;
-    x.par_chunks_mut(CHUNK).enumerate().for_each(|(k, chunk)| {
+    x.par_chunks_mut(CHUNK).enumerate().for_each(|(k, chunk)| vectorised!({
         for (j, v) in chunk.iter_mut().enumerate() {
             *v *= d.factor(k * CHUNK + j);
         }
-    });
+    }));
 }
 
 #[cfg(test)]

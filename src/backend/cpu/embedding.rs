@@ -9,6 +9,8 @@
 //! the row it reads is the logits. `pos` is the position of the first id
 //! (0 in training; the length of the cached context when decoding).
 
+use super::simd::vectorised;
+
 /// `idx` is `(B, T)` flattened; `wpe` is `None` for the bigram model.
 pub fn forward(
     out: &mut [f32],
@@ -19,6 +21,7 @@ pub fn forward(
     t: usize,
     c: usize,
 ) {
+    vectorised!({
     for (n, (row, &token)) in out.chunks_exact_mut(c).zip(idx).enumerate() {
         let token = token as usize;
         row.copy_from_slice(&wte[token * c..(token + 1) * c]);
@@ -29,6 +32,7 @@ pub fn forward(
             }
         }
     }
+    })
 }
 
 /// Gradients accumulate (`+=`) into `dwte` and `dwpe`. A token that occurs
@@ -41,6 +45,7 @@ pub fn backward(
     t: usize,
     c: usize,
 ) {
+    vectorised!({
     for (row, &token) in dout.chunks_exact(c).zip(idx) {
         let token = token as usize;
         for (d, g) in dwte[token * c..(token + 1) * c].iter_mut().zip(row) {
@@ -55,4 +60,5 @@ pub fn backward(
             }
         }
     }
+    })
 }

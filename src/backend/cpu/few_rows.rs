@@ -11,8 +11,8 @@
 //! layout on every call: for a handful of rows that copy costs more than the
 //! arithmetic. Here `W` is read where it lies, in one of its two layouts:
 //!
-//! - **`(IN, OUT)` rows** (`W[p, :]` contiguous): a tile of [`TILE`] output
-//!   columns for up to [`ROW_GROUP`] rows is a block of accumulators held in
+//! - **`(IN, OUT)` rows** (`W[p, :]` contiguous): a tile of two vectors of
+//!   output columns for up to [`ROW_GROUP`] rows is a block of accumulators held in
 //!   registers; for each `p`, one load of `W[p, tile]` is multiplied by every
 //!   row's `x[r, p]` and added in. `W` is read in strips of [`STRIP`] rows,
 //!   each row front to back. Each thread takes one contiguous block of `W`'s
@@ -21,25 +21,29 @@
 //! - **`(OUT, IN)` rows** (`W^T`, as the LM head and Hugging Face's Linear
 //!   store it, `W[:, j]` contiguous): output `(r, j)` is a dot product; a
 //!   block of [`DOT_OUTS`] outputs times [`DOT_ROWS`] rows keeps one vector of
-//!   [`LANES`] partial sums each, and the block's weight rows stay in the
+//!   partial sums each, and the block's weight rows stay in the
 //!   L1 cache while every group of rows passes over them.
 //!
 //! For `(OUT, IN)` rows the output columns are split into one contiguous
 //! range per thread, which is again one stretch of `W` each. The order of
 //! every sum is fixed by the code and the thread count: the same numbers for
-//! a given thread count (and, for `(OUT, IN)`, for any).
+//! a given thread count (and, for `(OUT, IN)`, for any) and instruction set
+//! level: both kernels are written once over a [`Vector`] of the level's
+//! width and run through [`simd::dispatch`].
 
 use super::math::mul_add;
 use super::matmul::{Accumulate, MatRef, split_rows_sum};
-use super::simd::{LANES, Vector, prefetch};
+use super::simd::{self, Kernel, Vector, prefetch};
 use rayon::prelude::*;
 
 /// The most rows this kernel takes; larger products go to `gemm`.
 pub const MAX_ROWS: usize = 16;
 
-/// Output columns per register tile of the `(IN, OUT)` kernel: with
-/// [`ROW_GROUP`] rows, 16 vector registers of accumulators.
-const TILE: usize = 2 * LANES;
+/// Vectors of output columns per register tile of the `(IN, OUT)` kernel:
+/// with [`ROW_GROUP`] rows, 16 vector registers of accumulators.
+const TILE_VECTORS: usize = 2;
+/// The widest tile, in floats (two 16-lane vectors).
+const MAX_TILE: usize = 32;
 /// Rows that share one pass over a tile of `W` in the `(IN, OUT)` kernel.
 const ROW_GROUP: usize = 8;
 /// Outputs and rows of one block of the `(OUT, IN)` kernel (16 accumulators).
@@ -67,19 +71,54 @@ pub fn matmul(dst: &mut [f32], x: MatRef, w: MatRef, mode: Accumulate) {
     let rows = &rows[..m];
     if w.col_stride() == 1 {
         return split_rows_sum(dst, m * n, k, STRIP, mode, |block, partial| {
-            rows_times_in_out(&Columns::new(partial, n), rows, w, block);
+            let partial = &Columns::new(partial, n);
+            simd::dispatch(InOut { partial, rows, w, block });
         });
     }
     let per_thread = n
         .div_ceil(rayon::current_num_threads())
-        .next_multiple_of(TILE);
+        .next_multiple_of(MAX_TILE);
     let out = Columns::new(dst, n);
     (0..n.div_ceil(per_thread))
         .into_par_iter()
         .for_each(|part| {
             let cols = part * per_thread..((part + 1) * per_thread).min(n);
-            rows_dot_out_in(&out, rows, w, cols, mode);
+            let out = &out;
+            simd::dispatch(DotOutIn { out, rows, w, cols, mode });
         });
+}
+
+/// [`rows_times_in_out`] for [`simd::dispatch`].
+struct InOut<'a> {
+    partial: &'a Columns,
+    rows: &'a [&'a [f32]],
+    w: MatRef<'a>,
+    block: std::ops::Range<usize>,
+}
+
+impl Kernel for InOut<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn run<V: Vector>(self) {
+        rows_times_in_out::<V>(self.partial, self.rows, self.w, self.block)
+    }
+}
+
+/// [`rows_dot_out_in`] for [`simd::dispatch`].
+struct DotOutIn<'a> {
+    out: &'a Columns,
+    rows: &'a [&'a [f32]],
+    w: MatRef<'a>,
+    cols: std::ops::Range<usize>,
+    mode: Accumulate,
+}
+
+impl Kernel for DotOutIn<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn run<V: Vector>(self) {
+        rows_dot_out_in::<V>(self.out, self.rows, self.w, self.cols, self.mode)
+    }
 }
 
 /// `dst` (or one block's partial result), shared by the threads of one
@@ -126,15 +165,22 @@ impl Columns {
 /// shapes: 32 rows read faster than 8 or 64).
 const STRIP: usize = 32;
 /// How far ahead along a row of `W` the `(IN, OUT)` kernel asks for the
-/// weights it will need (in floats): the strip's rows are read one tile at
+/// weights it will need (in tiles): the strip's rows are read one tile at
 /// a time, a pattern the hardware prefetchers follow too late.
-const PREFETCH_AHEAD: usize = 8 * TILE;
+const PREFETCH_TILES: usize = 8;
 
 /// `partial = x[:, block] @ W[block, :]` for `W` stored as `(IN, OUT)` rows:
 /// strip by strip of the block's rows, every row group and tile adds the
 /// strip's part of its sums (the first strip starts them from 0).
-fn rows_times_in_out(partial: &Columns, rows: &[&[f32]], w: MatRef, block: std::ops::Range<usize>) {
+#[inline(always)]
+fn rows_times_in_out<V: Vector>(
+    partial: &Columns,
+    rows: &[&[f32]],
+    w: MatRef,
+    block: std::ops::Range<usize>,
+) {
     let n = w.cols();
+    let tile_width = TILE_VECTORS * V::LANES;
     for p0 in block.clone().step_by(STRIP) {
         let strip = p0..(p0 + STRIP).min(block.end);
         let mode = match p0 == block.start {
@@ -143,8 +189,8 @@ fn rows_times_in_out(partial: &Columns, rows: &[&[f32]], w: MatRef, block: std::
         };
         for group in (0..rows.len()).step_by(ROW_GROUP) {
             let group_rows = &rows[group..(group + ROW_GROUP).min(rows.len())];
-            for c0 in (0..n).step_by(TILE) {
-                let width = TILE.min(n - c0);
+            for c0 in (0..n).step_by(tile_width) {
+                let width = tile_width.min(n - c0);
                 let tile = Tile {
                     out: partial,
                     row0: group,
@@ -154,14 +200,14 @@ fn rows_times_in_out(partial: &Columns, rows: &[&[f32]], w: MatRef, block: std::
                 };
                 let strip = strip.clone();
                 match group_rows.len() {
-                    8 => tile_in_out::<8>(group_rows, w, strip, tile),
-                    7 => tile_in_out::<7>(group_rows, w, strip, tile),
-                    6 => tile_in_out::<6>(group_rows, w, strip, tile),
-                    5 => tile_in_out::<5>(group_rows, w, strip, tile),
-                    4 => tile_in_out::<4>(group_rows, w, strip, tile),
-                    3 => tile_in_out::<3>(group_rows, w, strip, tile),
-                    2 => tile_in_out::<2>(group_rows, w, strip, tile),
-                    _ => tile_in_out::<1>(group_rows, w, strip, tile),
+                    8 => tile_in_out::<V, 8>(group_rows, w, strip, tile),
+                    7 => tile_in_out::<V, 7>(group_rows, w, strip, tile),
+                    6 => tile_in_out::<V, 6>(group_rows, w, strip, tile),
+                    5 => tile_in_out::<V, 5>(group_rows, w, strip, tile),
+                    4 => tile_in_out::<V, 4>(group_rows, w, strip, tile),
+                    3 => tile_in_out::<V, 3>(group_rows, w, strip, tile),
+                    2 => tile_in_out::<V, 2>(group_rows, w, strip, tile),
+                    _ => tile_in_out::<V, 1>(group_rows, w, strip, tile),
                 }
             }
         }
@@ -198,21 +244,22 @@ impl Tile<'_> {
 }
 
 /// `dst[r, c0..] (+)= sum_{p in strip} x[r, p] * W[p, c0..]` for `R` rows
-/// and `width <= TILE` columns, in registers. A full tile runs the
+/// and `width` columns, at most a tile, in registers. A full tile runs the
 /// fixed-size loop of vector multiply-adds; the last, narrower tile of a
 /// row runs a plain one.
 #[inline(always)]
-fn tile_in_out<const R: usize>(
+fn tile_in_out<V: Vector, const R: usize>(
     rows: &[&[f32]],
     w: MatRef,
     strip: std::ops::Range<usize>,
     tile: Tile,
 ) {
     let (c0, width) = (tile.c0, tile.width);
+    let tile_width = TILE_VECTORS * V::LANES;
     let x: [&[f32]; R] = std::array::from_fn(|r| &rows[r][strip.clone()]);
     let (data, stride) = (w.data(), w.row_stride());
-    if width < TILE {
-        let mut sums: [[f32; TILE]; R] = std::array::from_fn(|r| tile.start(r));
+    if width < tile_width {
+        let mut sums: [[f32; MAX_TILE]; R] = std::array::from_fn(|r| tile.start(r));
         for (i, p) in strip.enumerate() {
             let wp = &data[p * stride + c0..][..width];
             for r in 0..R {
@@ -226,31 +273,28 @@ fn tile_in_out<const R: usize>(
             .enumerate()
             .for_each(|(r, row)| tile.finish(r, row));
     }
-    let mut acc = [[Vector::ZERO; TILE / LANES]; R];
+    let mut acc = [[V::ZERO; TILE_VECTORS]; R];
     if tile.mode == Accumulate::Add {
         for (r, acc) in acc.iter_mut().enumerate() {
-            let (part, _) = tile.out.part(tile.row0 + r, c0, TILE).as_chunks::<LANES>();
-            *acc = std::array::from_fn(|v| Vector::load(&part[v]));
+            let part = V::chunks(tile.out.part(tile.row0 + r, c0, tile_width));
+            *acc = std::array::from_fn(|v| V::load(&part[v]));
         }
     }
     for (i, p) in strip.enumerate() {
-        let ahead = p * stride + c0 + PREFETCH_AHEAD;
+        let ahead = p * stride + c0 + PREFETCH_TILES * tile_width;
         prefetch(data, ahead);
-        prefetch(data, ahead + TILE / 2);
-        let (wp, _) = data[p * stride + c0..][..TILE].as_chunks::<LANES>();
-        let wv: [Vector; TILE / LANES] = std::array::from_fn(|v| Vector::load(&wp[v]));
+        prefetch(data, ahead + tile_width / 2);
+        let wp = V::chunks(&data[p * stride + c0..][..tile_width]);
+        let wv: [V; TILE_VECTORS] = std::array::from_fn(|v| V::load(&wp[v]));
         for r in 0..R {
-            let xv = Vector::splat(x[r][i]);
-            for v in 0..TILE / LANES {
+            let xv = V::splat(x[r][i]);
+            for v in 0..TILE_VECTORS {
                 acc[r][v] = acc[r][v].mul_add(xv, wv[v]);
             }
         }
     }
     for (r, acc) in acc.iter().enumerate() {
-        let (part, _) = tile
-            .out
-            .part(tile.row0 + r, c0, TILE)
-            .as_chunks_mut::<LANES>();
+        let part = V::chunks_mut(tile.out.part(tile.row0 + r, c0, tile_width));
         for (v, &a) in acc.iter().enumerate() {
             a.store(&mut part[v]);
         }
@@ -259,7 +303,8 @@ fn tile_in_out<const R: usize>(
 
 /// Columns `cols` of `x @ W` for `W` stored as `(OUT, IN)` rows (`w` is the
 /// transposed view): a dot product per output.
-fn rows_dot_out_in(
+#[inline(always)]
+fn rows_dot_out_in<V: Vector>(
     out: &Columns,
     rows: &[&[f32]],
     w: MatRef,
@@ -285,47 +330,47 @@ fn rows_dot_out_in(
             // (contiguous when `W` is) while it reads this one's.
             let ahead = (r0 == 0 && stride == k).then(|| (data, (j0 + DOT_OUTS) * stride));
             match block.len() {
-                8 => dots::<8>(block, &wrows, tile, ahead),
-                7 => dots::<7>(block, &wrows, tile, ahead),
-                6 => dots::<6>(block, &wrows, tile, ahead),
-                5 => dots::<5>(block, &wrows, tile, ahead),
-                4 => dots::<4>(block, &wrows, tile, ahead),
-                3 => dots::<3>(block, &wrows, tile, ahead),
-                2 => dots::<2>(block, &wrows, tile, ahead),
-                _ => dots::<1>(block, &wrows, tile, ahead),
+                8 => dots::<V, 8>(block, &wrows, tile, ahead),
+                7 => dots::<V, 7>(block, &wrows, tile, ahead),
+                6 => dots::<V, 6>(block, &wrows, tile, ahead),
+                5 => dots::<V, 5>(block, &wrows, tile, ahead),
+                4 => dots::<V, 4>(block, &wrows, tile, ahead),
+                3 => dots::<V, 3>(block, &wrows, tile, ahead),
+                2 => dots::<V, 2>(block, &wrows, tile, ahead),
+                _ => dots::<V, 1>(block, &wrows, tile, ahead),
             }
         }
     }
 }
 
 /// `dot(x[r], w[j])` for `R` rows and the [`DOT_OUTS`] weight rows, each kept
-/// as [`LANES`] partial sums, added pairwise at the end (then the tail).
+/// as a vector of partial sums, added pairwise at the end (then the tail).
 /// `ahead`: where in `data` the next block's weights start, to prefetch them
 /// one vector per weight row per step.
 #[inline(always)]
-fn dots<const R: usize>(
+fn dots<V: Vector, const R: usize>(
     rows: &[&[f32]],
     w: &[&[f32]; DOT_OUTS],
     tile: Tile,
     ahead: Option<(&[f32], usize)>,
 ) {
     let k = w[0].len();
-    let chunks = k / LANES;
+    let chunks = k / V::LANES;
     // Every row cut to the same number of whole vectors, so the loop below
     // indexes them without bounds checks (which would keep the accumulators
     // out of registers).
-    let x: [&[[f32; LANES]]; R] = std::array::from_fn(|r| &rows[r][..k].as_chunks().0[..chunks]);
-    let wc: [&[[f32; LANES]]; DOT_OUTS] = std::array::from_fn(|j| &w[j].as_chunks().0[..chunks]);
-    let mut acc = [[Vector::ZERO; DOT_OUTS]; R];
+    let x: [&[V::Array]; R] = std::array::from_fn(|r| &V::chunks(&rows[r][..k])[..chunks]);
+    let wc: [&[V::Array]; DOT_OUTS] = std::array::from_fn(|j| &V::chunks(w[j])[..chunks]);
+    let mut acc = [[V::ZERO; DOT_OUTS]; R];
     for i in 0..chunks {
         if let Some((data, at)) = ahead {
             for q in 0..DOT_OUTS {
-                prefetch(data, at + (i * DOT_OUTS + q) * LANES);
+                prefetch(data, at + (i * DOT_OUTS + q) * V::LANES);
             }
         }
-        let wv: [Vector; DOT_OUTS] = std::array::from_fn(|j| Vector::load(&wc[j][i]));
+        let wv: [V; DOT_OUTS] = std::array::from_fn(|j| V::load(&wc[j][i]));
         for r in 0..R {
-            let xv = Vector::load(&x[r][i]);
+            let xv = V::load(&x[r][i]);
             for j in 0..DOT_OUTS {
                 acc[r][j] = acc[r][j].mul_add(xv, wv[j]);
             }
@@ -335,7 +380,7 @@ fn dots<const R: usize>(
         let mut sums: [f32; DOT_OUTS] = tile.start(r);
         for j in 0..DOT_OUTS {
             let mut s = acc[r][j].sum();
-            for p in chunks * LANES..k {
+            for p in chunks * V::LANES..k {
                 s = mul_add(rows[r][p], w[j][p], s);
             }
             sums[j] += s;

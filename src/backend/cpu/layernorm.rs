@@ -12,6 +12,7 @@
 //! ```
 //! Forward saves `mean` and `rstd` (one number each per position) for backward.
 
+use super::simd::vectorised;
 use super::math::{sum_map, sum_map3};
 use rayon::prelude::*;
 
@@ -34,7 +35,7 @@ pub fn forward(
         .par_chunks_mut(c)
         .zip(mean.par_iter_mut().zip(rstd.par_iter_mut()))
         .zip(inp[..n * c].par_chunks(c))
-        .for_each(|((o, (m, r)), x)| {
+        .for_each(|((o, (m, r)), x)| vectorised!({
             let mu = sum_map(x, |v| v) / c as f32;
             let var = sum_map(x, |v| (v - mu) * (v - mu)) / c as f32;
             let s = 1.0 / (var + EPS).sqrt();
@@ -44,7 +45,7 @@ pub fn forward(
             }
             *m = mu;
             *r = s;
-        });
+        }));
 }
 
 /// Accumulates into `dinp` (it is a residual stream's gradient), `dweight` and
@@ -68,18 +69,19 @@ pub fn backward(
         .zip(dout[..n * c].par_chunks(c))
         .zip(inp[..n * c].par_chunks(c))
         .zip(mean.par_iter().zip(rstd.par_iter()))
-        .for_each(|(((dx, dy), x), (&mu, &s))| {
+        .for_each(|(((dx, dy), x), (&mu, &s))| vectorised!({
             let mean_g = sum_map3(dy, weight, x, |d, w, _| d * w) / c as f32;
             let mean_gx = sum_map3(dy, weight, x, |d, w, v| d * w * (v - mu) * s) / c as f32;
             for i in 0..c {
                 let xhat = (x[i] - mu) * s;
                 dx[i] += s * (dy[i] * weight[i] - mean_g - xhat * mean_gx);
             }
-        });
+        }));
     // Parameter gradients reduce over positions: split by channel instead, so
     // each sum runs in a fixed order whatever the thread count.
     const CHANNELS: usize = 16;
     let column_sums = |c0: usize, dw: &mut [f32], db: Option<&mut [f32]>| {
+        vectorised!({
         let width = dw.len();
         let (mut sum_w, mut sum_b) = ([0.0f32; CHANNELS], [0.0f32; CHANNELS]);
         for row in 0..n {
@@ -95,6 +97,7 @@ pub fn backward(
         if let Some(db) = db {
             db.iter_mut().zip(&sum_b).for_each(|(d, s)| *d += s);
         }
+        })
     };
     let Some(dweight) = dweight else { return };
     match dbias {

@@ -19,6 +19,7 @@
 //! product has written them, while they are still in cache; smaller products
 //! (decoding one token) run the parallel product first, then the activation.
 
+use super::simd::vectorised;
 use super::activation;
 use super::matmul::{MatRef, matmul, matmul_into, rows_per_thread};
 use crate::backend::{Accumulate, Activation};
@@ -111,12 +112,12 @@ pub fn bias_backward(dbias: &mut [f32], dout: &[f32], m: usize, n: usize) {
     dbias[..n]
         .par_chunks_mut(COLUMNS)
         .enumerate()
-        .for_each(|(k, db)| {
+        .for_each(|(k, db)| vectorised!({
             let c0 = k * COLUMNS;
             for row in dout[..m * n].chunks_exact(n) {
                 for (d, g) in db.iter_mut().zip(&row[c0..]) {
                     *d += g;
                 }
             }
-        });
+        }));
 }

@@ -36,9 +36,11 @@ pub fn exp(x: f32) -> f32 {
     er * pow2(n)
 }
 
-/// `a * b + c`: one fused instruction where the CPU has FMA (this crate builds
-/// for the host CPU, see `.cargo/config.toml`), plain arithmetic otherwise
-/// (`f32::mul_add` without FMA hardware is a slow library call).
+/// `a * b + c`: one fused instruction where the build's target has FMA (a
+/// `target-cpu=native` build on a recent CPU), plain arithmetic otherwise, at
+/// every run-time level alike (`f32::mul_add` without FMA hardware is a slow
+/// library call). So element-wise kernels give the same numbers at every
+/// level of one build (see `simd.rs`).
 #[inline(always)]
 pub fn mul_add(a: f32, b: f32, c: f32) -> f32 {
     #[cfg(target_feature = "fma")]

@@ -186,6 +186,7 @@ pub fn rows_per_thread(m: usize) -> usize {
 ///   partials added in thread order.
 fn vector_matmul(dst: &mut [f32], x: MatRef, rhs: MatRef, mode: Accumulate) {
     use super::math::{axpy, dot};
+    use super::simd::vectorised;
     let (k, n) = (x.cols, rhs.cols);
     let x_data = &x.data[..k];
     if x.col_stride == 1 && rhs.row_stride == 1 {
@@ -194,18 +195,22 @@ fn vector_matmul(dst: &mut [f32], x: MatRef, rhs: MatRef, mode: Accumulate) {
             .par_chunks_mut(cols_per)
             .enumerate()
             .for_each(|(block, out)| {
-                let j0 = block * cols_per;
-                for (j, o) in out.iter_mut().enumerate() {
-                    let d = dot(x_data, &rhs.data[(j0 + j) * rhs.col_stride..][..k]);
-                    *o = if mode == Accumulate::Add { *o + d } else { d };
-                }
+                vectorised!({
+                    let j0 = block * cols_per;
+                    for (j, o) in out.iter_mut().enumerate() {
+                        let d = dot(x_data, &rhs.data[(j0 + j) * rhs.col_stride..][..k]);
+                        *o = if mode == Accumulate::Add { *o + d } else { d };
+                    }
+                })
             });
     } else if x.col_stride == 1 && rhs.col_stride == 1 {
         split_rows_sum(dst, n, k, 64, mode, |rows, sum| {
-            sum.fill(0.0);
-            for p in rows {
-                axpy(sum, x_data[p], &rhs.data[p * rhs.row_stride..][..n]);
-            }
+            vectorised!({
+                sum.fill(0.0);
+                for p in rows {
+                    axpy(sum, x_data[p], &rhs.data[p * rhs.row_stride..][..n]);
+                }
+            })
         });
     } else {
         matmul_into(dst, n, x, rhs, mode, 1.0, false);

@@ -22,6 +22,7 @@ use crate::backend::{
 };
 use crate::error::{Error, Result};
 use matmul::MatRef;
+use simd::vectorised;
 use std::ops::Range;
 use std::sync::Mutex;
 
@@ -146,13 +147,15 @@ impl Backend for Cpu {
     }
 
     fn scale(&self, dst: &mut [f32], alpha: f32) {
-        dst.iter_mut().for_each(|x| *x *= alpha);
+        vectorised!({ dst.iter_mut().for_each(|x| *x *= alpha) });
     }
 
     fn add(&self, dst: &mut [f32], a: &[f32], b: &[f32]) {
-        for ((o, x), y) in dst.iter_mut().zip(a).zip(b) {
-            *o = x + y;
-        }
+        vectorised!({
+            for ((o, x), y) in dst.iter_mut().zip(a).zip(b) {
+                *o = x + y;
+            }
+        });
     }
 
     fn embedding_forward(
@@ -329,9 +332,11 @@ impl Backend for Cpu {
         if let Some(d) = dropout {
             dropout::apply(&d, branch);
         }
-        for (o, s) in branch.iter_mut().zip(skip) {
-            *o += s;
-        }
+        vectorised!({
+            for (o, s) in branch.iter_mut().zip(skip) {
+                *o += s;
+            }
+        });
     }
 
     fn dropout(&self, x: &mut [f32], d: Dropout) {
@@ -425,11 +430,16 @@ pub fn on_pool<R: Send>(work: impl FnOnce() -> R + Send) -> R {
     })
 }
 
-/// Start the global thread pool with `threads` workers (`None`: one per core).
-/// Results are deterministic for a given thread count. Returns the count in use.
+/// Start the global thread pool with `threads` workers (`None`: one per core),
+/// and check the instruction set level `LMFORGE_SIMD` asks for, if any (see
+/// [`simd`]). Results are deterministic for a given thread count and level.
+/// Returns the thread count in use.
 pub fn init_threads(threads: Option<usize>) -> Result<usize> {
     if let Some(0) = threads {
         return Err(Error::Config("--threads must be at least 1".into()));
+    }
+    if let Some(level) = simd::level_from_env()? {
+        simd::set_level(level)?;
     }
     let mut builder = rayon::ThreadPoolBuilder::new();
     if let Some(n) = threads {

@@ -20,6 +20,7 @@
 //! from `rope_theta` and `rope_scaling` (see `model/rope.rs`). Backward needs
 //! nothing saved: the angles depend on positions only.
 
+use super::simd::vectorised;
 use crate::backend::RopeDims;
 use rayon::prelude::*;
 
@@ -29,7 +30,7 @@ fn rotate(x: &mut [f32], table: &[f32], d: RopeDims, sign: f32) {
     x[..d.rows * d.row_stride]
         .par_chunks_mut(d.row_stride)
         .enumerate()
-        .for_each(|(r, row)| {
+        .for_each(|(r, row)| vectorised!({
             let p = d.pos + r % d.t;
             let angles = &table[p * half * 2..(p + 1) * half * 2];
             for head in row[..d.heads * d.head_size].chunks_exact_mut(d.head_size) {
@@ -41,7 +42,7 @@ fn rotate(x: &mut [f32], table: &[f32], d: RopeDims, sign: f32) {
                     x2[i] = b * c + a * s;
                 }
             }
-        });
+        }));
 }
 
 /// Rotate the first `d.heads` heads of each row of `x`, in place.

@@ -1,178 +1,224 @@
-//! One SIMD register of floats, for the few kernels that must hold their
-//! accumulators in registers (see [`super::few_rows`]).
+//! The instruction set, chosen at run time, and one SIMD register of floats.
 //!
-//! The compiler vectorises plain loops well one at a time, but a block of
-//! 16 accumulators written as arrays of floats ends up in memory, stored on
-//! every iteration. [`Vector`] wraps the CPU's own vector type where this
-//! crate is built for it (AVX-512: 16 lanes; AVX2 with FMA: 8 lanes), so the
-//! accumulators are register values from the start; other CPUs get the same
-//! operations on a plain array of 8 lanes.
+//! The crate is built for a portable baseline (x86-64-v2, see
+//! `.cargo/config.toml`), so one binary runs on any x86-64 CPU. The hot
+//! kernels are compiled three times over, once per [`Level`], and the best
+//! level this CPU has is picked once, on first use:
 //!
-//! | operation | meaning |
+//! | level | instructions added to the baseline | [`Vector`] lanes |
+//! |---|---|---|
+//! | `portable` | none (the build's own target) | 8, a plain array |
+//! | `avx2` | x86-64-v3: AVX2, FMA, BMI1/2, F16C | 8 (`__m256`) |
+//! | `avx512` | x86-64-v4: AVX-512 F/BW/CD/DQ/VL | 16 (`__m512`) |
+//!
+//! `LMFORGE_SIMD=portable|avx2|avx512` (or [`set_level`]) asks for a lower
+//! level, for tests and benchmarks; a level the CPU lacks is refused. This file
+//! is the only place with `std::arch` intrinsics and `#[target_feature]`.
+//!
+//! ## Writing a kernel: the dispatch API
+//! - **Element-wise loops** the compiler vectorises: wrap the loop (the body
+//!   of one thread's work) in [`vectorised!`]: `vectorised!({ for .. { .. } })`.
+//!   The block is compiled once per level; each run takes the chosen one.
+//!   Helpers it calls must be `#[inline(always)]` (as `math`'s are) to be
+//!   compiled with it.
+//! - **Register kernels** that hold accumulators in registers: write the body
+//!   once, generic over `V: Vector`, in a struct that implements [`Kernel`];
+//!   [`dispatch`] runs `kernel.run::<V>()` with the chosen level's vector.
+//!
+//! Results are fixed by the thread count and the level. Element-wise loops
+//! give the same numbers at every level (the compiler keeps the order of
+//! float operations; `mul_add` fuses only in a `target-cpu` build with FMA);
+//! [`Vector`] kernels do not: their `mul_add` is fused at `avx2` and `avx512`
+//! and [`Vector::sum`] adds 8 or 16 lanes.
+//!
+//! | [`Vector`] operation | meaning |
 //! |---|---|
-//! | `Vector::ZERO`, `splat(v)` | all lanes 0, all lanes `v` |
-//! | `load(&[f32; LANES])` | the lanes, read from memory |
-//! | `a.mul_add(x, y)` | `a + x * y`, lane by lane (one fused instruction) |
+//! | `V::ZERO`, `V::splat(v)` | all lanes 0, all lanes `v` |
+//! | `V::chunks(s)`, `V::chunks_mut(s)` | a slice as `[f32; LANES]` arrays |
+//! | `V::load(&array)` | the lanes, read from memory |
+//! | `a.mul_add(x, y)` | `a + x * y`, lane by lane |
 //! | `a.sum()` | the lanes added pairwise, in a fixed order |
+//! | `a.store(&mut array)` | the lanes, written out |
 //! | `prefetch(data, at)` | a hint to start loading `data[at]`'s cache line |
-//! | `a.store(&mut [f32; LANES])`, `a.to_array()` | the lanes, written out |
 
-#[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
-mod imp {
-    use std::arch::x86_64::*;
+use crate::error::{Error, Result};
+use std::sync::atomic::{AtomicU8, Ordering};
 
-    pub const LANES: usize = 16;
+/// An instruction set level, lowest first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    Portable,
+    Avx2,
+    Avx512,
+}
 
-    #[derive(Clone, Copy)]
-    pub struct Vector(__m512);
+impl Level {
+    pub const ALL: [Level; 3] = [Level::Portable, Level::Avx2, Level::Avx512];
 
-    impl Vector {
-        // SAFETY (every `unsafe` below): the crate is compiled with AVX-512F
-        // enabled (this module exists only then), and loads and stores go
-        // through `&[f32; 16]` / `[f32; 16]`, which hold exactly 16 floats.
-        pub const ZERO: Vector =
-            Vector(unsafe { std::mem::transmute::<[f32; 16], __m512>([0.0; 16]) });
-
-        #[inline(always)]
-        pub fn load(from: &[f32; LANES]) -> Vector {
-            Vector(unsafe { _mm512_loadu_ps(from.as_ptr()) })
+    pub fn name(self) -> &'static str {
+        match self {
+            Level::Portable => "portable",
+            Level::Avx2 => "avx2",
+            Level::Avx512 => "avx512",
         }
+    }
 
-        #[inline(always)]
-        pub fn splat(v: f32) -> Vector {
-            Vector(unsafe { _mm512_set1_ps(v) })
-        }
+    /// The level named `name` (`portable`, `avx2` or `avx512`).
+    pub fn parse(name: &str) -> Result<Level> {
+        Level::ALL
+            .into_iter()
+            .find(|l| l.name() == name.trim().to_ascii_lowercase())
+            .ok_or_else(|| {
+                Error::Config(format!(
+                    "unknown SIMD level {name:?}: expected portable, avx2 or avx512"
+                ))
+            })
+    }
 
-        #[inline(always)]
-        pub fn mul_add(self, a: Vector, b: Vector) -> Vector {
-            Vector(unsafe { _mm512_fmadd_ps(a.0, b.0, self.0) })
-        }
-
-        #[inline(always)]
-        pub fn store(self, to: &mut [f32; LANES]) {
-            unsafe { _mm512_storeu_ps(to.as_mut_ptr(), self.0) }
-        }
+    /// Whether this CPU can run the level's code.
+    pub fn available(self) -> bool {
+        self <= detected()
     }
 }
 
-#[cfg(all(
-    target_arch = "x86_64",
-    target_feature = "avx2",
-    target_feature = "fma",
-    not(target_feature = "avx512f")
-))]
-mod imp {
-    use std::arch::x86_64::*;
-
-    pub const LANES: usize = 8;
-
-    #[derive(Clone, Copy)]
-    pub struct Vector(__m256);
-
-    impl Vector {
-        // SAFETY (every `unsafe` below): the crate is compiled with AVX2 and
-        // FMA enabled (this module exists only then), and loads and stores go
-        // through `&[f32; 8]` / `[f32; 8]`, which hold exactly 8 floats.
-        pub const ZERO: Vector =
-            Vector(unsafe { std::mem::transmute::<[f32; 8], __m256>([0.0; 8]) });
-
-        #[inline(always)]
-        pub fn load(from: &[f32; LANES]) -> Vector {
-            Vector(unsafe { _mm256_loadu_ps(from.as_ptr()) })
-        }
-
-        #[inline(always)]
-        pub fn splat(v: f32) -> Vector {
-            Vector(unsafe { _mm256_set1_ps(v) })
-        }
-
-        #[inline(always)]
-        pub fn mul_add(self, a: Vector, b: Vector) -> Vector {
-            Vector(unsafe { _mm256_fmadd_ps(a.0, b.0, self.0) })
-        }
-
-        #[inline(always)]
-        pub fn store(self, to: &mut [f32; LANES]) {
-            unsafe { _mm256_storeu_ps(to.as_mut_ptr(), self.0) }
-        }
+/// The best level this CPU has.
+#[cfg(target_arch = "x86_64")]
+fn detected() -> Level {
+    use std::arch::is_x86_feature_detected as has;
+    let v3 = has!("avx2") && has!("fma") && has!("bmi1") && has!("bmi2") && has!("f16c");
+    let v3 = v3 && has!("lzcnt") && has!("movbe");
+    let v4 = has!("avx512f") && has!("avx512bw") && has!("avx512cd") && has!("avx512dq");
+    match (v3, v4 && has!("avx512vl")) {
+        (true, true) => Level::Avx512,
+        (true, false) => Level::Avx2,
+        _ => Level::Portable,
     }
 }
 
-#[cfg(not(all(
-    target_arch = "x86_64",
-    any(
-        target_feature = "avx512f",
-        all(target_feature = "avx2", target_feature = "fma")
-    )
-)))]
-mod imp {
-    use super::super::math::mul_add;
+#[cfg(not(target_arch = "x86_64"))]
+fn detected() -> Level {
+    Level::Portable
+}
 
-    pub const LANES: usize = 8;
+/// The chosen level as `Level as u8 + 1`; 0 until first use.
+static CHOSEN: AtomicU8 = AtomicU8::new(0);
 
-    #[derive(Clone, Copy)]
-    pub struct Vector([f32; LANES]);
-
-    impl Vector {
-        pub const ZERO: Vector = Vector([0.0; LANES]);
-
-        #[inline(always)]
-        pub fn load(from: &[f32; LANES]) -> Vector {
-            Vector(*from)
+/// The level the kernels run at: the best this CPU has, or the one
+/// `LMFORGE_SIMD` asks for (decided on first use; an unknown or unavailable
+/// name there is ignored here and reported by [`level_from_env`]).
+#[inline]
+pub fn level() -> Level {
+    match CHOSEN.load(Ordering::Relaxed) {
+        0 => {
+            let level = level_from_env().ok().flatten().unwrap_or_else(detected);
+            CHOSEN.store(level as u8 + 1, Ordering::Relaxed);
+            level
         }
-
-        #[inline(always)]
-        pub fn splat(v: f32) -> Vector {
-            Vector([v; LANES])
-        }
-
-        #[inline(always)]
-        pub fn mul_add(self, a: Vector, b: Vector) -> Vector {
-            Vector(std::array::from_fn(|l| mul_add(a.0[l], b.0[l], self.0[l])))
-        }
-
-        #[inline(always)]
-        pub fn store(self, to: &mut [f32; LANES]) {
-            *to = self.0;
-        }
+        n => Level::ALL[n as usize - 1],
     }
 }
 
-pub use imp::{LANES, Vector};
+/// The level `LMFORGE_SIMD` asks for (`None` when unset), or an error saying
+/// why it cannot be used.
+pub fn level_from_env() -> Result<Option<Level>> {
+    let Ok(name) = std::env::var("LMFORGE_SIMD") else {
+        return Ok(None);
+    };
+    let level = Level::parse(&name)?;
+    match level.available() {
+        true => Ok(Some(level)),
+        false => Err(Error::Config(format!(
+            "LMFORGE_SIMD={name}: this CPU's best level is {}",
+            detected().name()
+        ))),
+    }
+}
 
-/// Ask the CPU to start loading the cache line that holds `data[at]` (a
-/// hint: nothing happens past the end of `data`, or on other CPUs). For
-/// access patterns the hardware prefetchers do not follow on their own.
+/// Run the kernels at `level` from now on (kernels already running finish at
+/// theirs). Refused for a level this CPU lacks.
+pub fn set_level(level: Level) -> Result<()> {
+    if !level.available() {
+        return Err(Error::Config(format!(
+            "SIMD level {} is not available: this CPU's best is {}",
+            level.name(),
+            detected().name()
+        )));
+    }
+    CHOSEN.store(level as u8 + 1, Ordering::Relaxed);
+    Ok(())
+}
+
+/// A kernel written once for any [`Vector`]; [`dispatch`] picks which.
+pub trait Kernel {
+    type Output;
+    /// The kernel's body. Mark it `#[inline(always)]`, so that it is
+    /// compiled inside each level's function (with that level's instructions).
+    fn run<V: Vector>(self) -> Self::Output;
+}
+
+/// Run `kernel` with the chosen level's [`Vector`], compiled for that level.
 #[inline(always)]
-pub fn prefetch(data: &[f32], at: usize) {
-    #[cfg(all(target_arch = "x86_64", target_feature = "sse"))]
-    if at < data.len() {
-        // SAFETY: a prefetch never faults and reads nothing into the program;
-        // the pointer is inside `data` anyway.
-        unsafe {
-            use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-            _mm_prefetch::<_MM_HINT_T0>(data.as_ptr().add(at).cast());
-        }
+pub fn dispatch<K: Kernel>(kernel: K) -> K::Output {
+    match level() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `level()` returns only levels the CPU has (`detected`, or
+        // one `set_level`/`level_from_env` checked against it).
+        Level::Avx512 => unsafe { x86::run_avx512(kernel) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        Level::Avx2 => unsafe { x86::run_avx2(kernel) },
+        _ => kernel.run::<Portable>(),
     }
-    #[cfg(not(all(target_arch = "x86_64", target_feature = "sse")))]
-    let _ = (data, at);
 }
 
-impl Vector {
-    /// The lanes, written out.
-    #[inline(always)]
-    pub fn to_array(self) -> [f32; LANES] {
-        let mut out = [0.0f32; LANES];
-        self.store(&mut out);
-        out
-    }
+/// Evaluate a block compiled for the chosen level (see the module docs):
+/// `vectorised!({ for (o, x) in out.iter_mut().zip(inp) { *o = f(*x) } })`.
+macro_rules! vectorised {
+    ($body:block) => {
+        $crate::backend::cpu::simd::dispatch($crate::backend::cpu::simd::Block(
+            #[inline(always)]
+            || $body,
+        ))
+    };
+}
+pub(crate) use vectorised;
 
-    /// The sum of the lanes, halving pairwise (a fixed order on every CPU
-    /// with the same `LANES`).
+/// A closure as a [`Kernel`] that ignores the vector type (for [`vectorised!`]).
+pub struct Block<F>(pub F);
+
+impl<R, F: FnOnce() -> R> Kernel for Block<F> {
+    type Output = R;
     #[inline(always)]
-    pub fn sum(self) -> f32 {
-        let mut lanes = self.to_array();
-        let mut width = LANES;
+    fn run<V: Vector>(self) -> R {
+        (self.0)()
+    }
+}
+
+/// One SIMD register of `LANES` floats (see the table in the module docs).
+/// The implementations for `avx2` and `avx512` are private to this file, so
+/// a kernel can only get them from [`dispatch`], after the CPU was checked.
+pub trait Vector: Copy {
+    const LANES: usize;
+    /// `[f32; LANES]`.
+    type Array: Copy + Default + AsRef<[f32]> + AsMut<[f32]>;
+    const ZERO: Self;
+    fn splat(v: f32) -> Self;
+    fn load(from: &Self::Array) -> Self;
+    fn store(self, to: &mut Self::Array);
+    fn mul_add(self, a: Self, b: Self) -> Self;
+
+    /// `s` as whole vectors (a tail shorter than `LANES` is left out).
+    fn chunks(s: &[f32]) -> &[Self::Array];
+    fn chunks_mut(s: &mut [f32]) -> &mut [Self::Array];
+
+    /// The sum of the lanes, halving pairwise (a fixed order for a given
+    /// `LANES`).
+    #[inline(always)]
+    fn sum(self) -> f32 {
+        let mut array = Self::Array::default();
+        self.store(&mut array);
+        let lanes = array.as_mut();
+        let mut width = Self::LANES;
         while width > 1 {
             width /= 2;
             for l in 0..width {
@@ -183,22 +229,197 @@ impl Vector {
     }
 }
 
+/// `chunks` and `chunks_mut` for a vector of `$lanes` floats.
+macro_rules! array_chunks {
+    ($lanes:literal) => {
+        type Array = [f32; $lanes];
+
+        #[inline(always)]
+        fn chunks(s: &[f32]) -> &[[f32; $lanes]] {
+            s.as_chunks::<$lanes>().0
+        }
+
+        #[inline(always)]
+        fn chunks_mut(s: &mut [f32]) -> &mut [[f32; $lanes]] {
+            s.as_chunks_mut::<$lanes>().0
+        }
+    };
+}
+
+/// The `portable` level's vector: 8 floats in an array, which the compiler
+/// keeps in registers of whatever width the build's baseline has.
+#[derive(Clone, Copy)]
+pub struct Portable([f32; 8]);
+
+impl Vector for Portable {
+    const LANES: usize = 8;
+    const ZERO: Self = Portable([0.0; 8]);
+    array_chunks!(8);
+
+    #[inline(always)]
+    fn splat(v: f32) -> Self {
+        Portable([v; 8])
+    }
+
+    #[inline(always)]
+    fn load(from: &[f32; 8]) -> Self {
+        Portable(*from)
+    }
+
+    #[inline(always)]
+    fn store(self, to: &mut [f32; 8]) {
+        *to = self.0;
+    }
+
+    #[inline(always)]
+    fn mul_add(self, a: Self, b: Self) -> Self {
+        use super::math::mul_add;
+        Portable(std::array::from_fn(|l| mul_add(a.0[l], b.0[l], self.0[l])))
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::{Kernel, Vector};
+    use std::arch::x86_64::*;
+
+    // The features of x86-64-v3 and x86-64-v4, as `detected` checks them.
+    #[target_feature(enable = "avx,avx2,fma,bmi1,bmi2,f16c,lzcnt,movbe")]
+    pub(super) unsafe fn run_avx2<K: Kernel>(kernel: K) -> K::Output {
+        kernel.run::<Avx2>()
+    }
+
+    #[target_feature(enable = "avx,avx2,fma,bmi1,bmi2,f16c,lzcnt,movbe")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512cd,avx512dq,avx512vl")]
+    pub(super) unsafe fn run_avx512<K: Kernel>(kernel: K) -> K::Output {
+        kernel.run::<Avx512>()
+    }
+
+    #[derive(Clone, Copy)]
+    pub(super) struct Avx2(__m256);
+
+    #[derive(Clone, Copy)]
+    pub(super) struct Avx512(__m512);
+
+    // SAFETY (every `unsafe` below): an `Avx2` or `Avx512` value exists only
+    // inside `run_avx2` / `run_avx512` (the types are private to this module
+    // and `ZERO` is plain bits), which run only on CPUs with those features;
+    // loads and stores go through arrays of exactly `LANES` floats.
+    impl Vector for Avx2 {
+        const LANES: usize = 8;
+        array_chunks!(8);
+        const ZERO: Self = Avx2(unsafe { std::mem::transmute::<[f32; 8], __m256>([0.0; 8]) });
+
+        #[inline(always)]
+        fn splat(v: f32) -> Self {
+            Avx2(unsafe { _mm256_set1_ps(v) })
+        }
+
+        #[inline(always)]
+        fn load(from: &[f32; 8]) -> Self {
+            Avx2(unsafe { _mm256_loadu_ps(from.as_ptr()) })
+        }
+
+        #[inline(always)]
+        fn store(self, to: &mut [f32; 8]) {
+            unsafe { _mm256_storeu_ps(to.as_mut_ptr(), self.0) }
+        }
+
+        #[inline(always)]
+        fn mul_add(self, a: Self, b: Self) -> Self {
+            Avx2(unsafe { _mm256_fmadd_ps(a.0, b.0, self.0) })
+        }
+    }
+
+    impl Vector for Avx512 {
+        const LANES: usize = 16;
+        array_chunks!(16);
+        const ZERO: Self = Avx512(unsafe { std::mem::transmute::<[f32; 16], __m512>([0.0; 16]) });
+
+        #[inline(always)]
+        fn splat(v: f32) -> Self {
+            Avx512(unsafe { _mm512_set1_ps(v) })
+        }
+
+        #[inline(always)]
+        fn load(from: &[f32; 16]) -> Self {
+            Avx512(unsafe { _mm512_loadu_ps(from.as_ptr()) })
+        }
+
+        #[inline(always)]
+        fn store(self, to: &mut [f32; 16]) {
+            unsafe { _mm512_storeu_ps(to.as_mut_ptr(), self.0) }
+        }
+
+        #[inline(always)]
+        fn mul_add(self, a: Self, b: Self) -> Self {
+            Avx512(unsafe { _mm512_fmadd_ps(a.0, b.0, self.0) })
+        }
+    }
+}
+
+/// Ask the CPU to start loading the cache line that holds `data[at]` (a
+/// hint: nothing happens past the end of `data`, or on other CPUs). For
+/// access patterns the hardware prefetchers do not follow on their own.
+#[inline(always)]
+pub fn prefetch(data: &[f32], at: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if at < data.len() {
+        // SAFETY: SSE is part of every x86-64 CPU; a prefetch never faults
+        // and reads nothing into the program; the pointer is inside `data`.
+        unsafe {
+            use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+            _mm_prefetch::<_MM_HINT_T0>(data.as_ptr().add(at).cast());
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (data, at);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn operations_act_lane_by_lane() {
-        let a: [f32; LANES] = std::array::from_fn(|l| l as f32);
-        let b: [f32; LANES] = std::array::from_fn(|l| 2.0 - l as f32);
-        let out = Vector::splat(1.0)
-            .mul_add(Vector::load(&a), Vector::load(&b))
-            .to_array();
-        for l in 0..LANES {
-            assert_eq!(out[l], 1.0 + a[l] * b[l]);
+    /// The lane-by-lane operations and the fixed-order sum of one vector type.
+    struct LaneCheck;
+
+    impl Kernel for LaneCheck {
+        type Output = ();
+        #[inline(always)]
+        fn run<V: Vector>(self) {
+            let a: Vec<f32> = (0..V::LANES + 3).map(|l| l as f32).collect();
+            let b: Vec<f32> = (0..V::LANES).map(|l| 2.0 - l as f32).collect();
+            let (a, b) = (&V::chunks(&a)[0], &V::chunks(&b)[0]);
+            let mut out = V::Array::default();
+            V::splat(1.0)
+                .mul_add(V::load(a), V::load(b))
+                .store(&mut out);
+            for l in 0..V::LANES {
+                assert_eq!(out.as_ref()[l], 1.0 + a.as_ref()[l] * b.as_ref()[l]);
+            }
+            V::ZERO.store(&mut out);
+            assert!(out.as_ref().iter().all(|&v| v == 0.0));
+            let want: f32 = a.as_ref().iter().sum();
+            assert_eq!(V::load(a).sum(), want);
+            assert_eq!(V::chunks(&[0.0; 40]).len(), 40 / V::LANES);
         }
-        assert_eq!(Vector::ZERO.to_array(), [0.0; LANES]);
-        let want: f32 = a.iter().sum();
-        assert_eq!(Vector::load(&a).sum(), want);
+    }
+
+    #[test]
+    fn operations_act_lane_by_lane_at_this_level() {
+        dispatch(LaneCheck);
+        LaneCheck.run::<Portable>();
+    }
+
+    #[test]
+    fn level_names_round_trip_and_unknown_ones_are_refused() {
+        for level in Level::ALL {
+            assert_eq!(Level::parse(level.name()).unwrap(), level);
+        }
+        assert_eq!(Level::parse(" AVX2 ").unwrap(), Level::Avx2);
+        let err = Level::parse("sse9").unwrap_err().to_string();
+        assert!(err.contains("sse9") && err.contains("avx512"), "{err}");
+        assert!(Level::Portable.available());
+        assert!(level().available());
     }
 }
