@@ -21,8 +21,8 @@ use lmforge::backend::cpu::matmul::{MatRef, matmul, matmul_naive};
 use lmforge::backend::cpu::simd::{self, Level};
 use lmforge::backend::{Accumulate, AdamWStep, Backend, ParamGroup};
 use lmforge::model::{
-    Activation, Activations, Arch, Grads, LlamaConfig, Mode, Model, ModelConfig, Norm,
-    RopeScaling, Window,
+    Activation, Activations, Arch, Grads, LlamaConfig, Mode, Model, ModelConfig, Norm, RopeScaling,
+    Window,
 };
 use lmforge::rng::Rng;
 
@@ -32,7 +32,10 @@ fn random(n: usize, seed: u64) -> Vec<f32> {
 }
 
 fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 /// `x (m, k) @ W` for `W` stored `(IN, OUT)` and `(OUT, IN)`, every row
@@ -119,14 +122,22 @@ fn training_step(cfg: ModelConfig) -> (f32, Vec<f32>) {
     let v = cfg.vocab_size as u64;
     let idx: Vec<u32> = (0..b * t).map(|_| rng.below(v) as u32).collect();
     let targets: Vec<u32> = (0..b * t).map(|_| rng.below(v) as u32).collect();
-    let (window, mode) = (Window::batch(b, t), Mode::Train { seed: 7, step_key: 3 });
+    let (window, mode) = (
+        Window::batch(b, t),
+        Mode::Train {
+            seed: 7,
+            step_key: 3,
+        },
+    );
     let weights = be.upload(params.clone()).unwrap();
     let mut acts = Activations::training(&be, &model.config, b, t).unwrap();
     let mut grads = Grads::new(&be, 0, n).unwrap();
     model.forward(&be, &weights, &mut acts, &idx, window, mode);
     let loss = model.loss(&be, &mut acts, &targets, window);
     let dloss = 1.0 / (b * t) as f32;
-    model.backward(&be, &weights, &mut grads, &mut acts, &targets, window, mode, dloss);
+    model.backward(
+        &be, &weights, &mut grads, &mut acts, &targets, window, mode, dloss,
+    );
     let mut g = vec![0.0; n];
     be.download(Cpu::view(&grads.buf, 0..n), &mut g);
     let (mut m, mut v) = (vec![0.0; n], vec![0.0; n]);
@@ -139,7 +150,10 @@ fn training_step(cfg: ModelConfig) -> (f32, Vec<f32>) {
         grad_clip: 1.0,
         t: 1,
     };
-    let groups = [ParamGroup { range: 0..n, decays: true }];
+    let groups = [ParamGroup {
+        range: 0..n,
+        decays: true,
+    }];
     let norm = g.iter().map(|x| x * x).sum::<f32>().sqrt();
     lmforge::backend::cpu::adamw::update(&mut params, &g, &mut m, &mut v, &groups, step, norm);
     (loss, params)

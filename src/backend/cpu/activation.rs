@@ -11,8 +11,8 @@
 //!   silu(x) = x * sigmoid(x)   silu'(x) = sigmoid(x) * (1 + x * (1 - sigmoid(x)))
 //! ```
 
-use super::simd::vectorised;
 use super::math::exp;
+use super::simd::vectorised;
 use crate::backend::Activation;
 use rayon::prelude::*;
 
@@ -65,11 +65,11 @@ pub fn forward(out: &mut [f32], inp: &[f32], act: Activation) {
 /// [`forward`] on the calling thread.
 pub fn forward_serial(out: &mut [f32], inp: &[f32], act: Activation) {
     vectorised!({
-    match act {
-        Activation::Gelu => out.iter_mut().zip(inp).for_each(|(o, &x)| *o = gelu(x)),
-        Activation::Relu => out.iter_mut().zip(inp).for_each(|(o, &x)| *o = x.max(0.0)),
-        Activation::Silu => out.iter_mut().zip(inp).for_each(|(o, &x)| *o = silu(x)),
-    }
+        match act {
+            Activation::Gelu => out.iter_mut().zip(inp).for_each(|(o, &x)| *o = gelu(x)),
+            Activation::Relu => out.iter_mut().zip(inp).for_each(|(o, &x)| *o = x.max(0.0)),
+            Activation::Silu => out.iter_mut().zip(inp).for_each(|(o, &x)| *o = silu(x)),
+        }
     })
 }
 
@@ -77,15 +77,15 @@ pub fn forward_serial(out: &mut [f32], inp: &[f32], act: Activation) {
 /// arrives holding `dout` and leaves holding `dinp`.
 pub fn backward_inplace(d: &mut [f32], inp: &[f32], act: Activation) {
     vectorised!({
-    match act {
-        Activation::Gelu => d.iter_mut().zip(inp).for_each(|(d, &x)| *d *= gelu_grad(x)),
-        Activation::Relu => d.iter_mut().zip(inp).for_each(|(d, &x)| {
-            if x <= 0.0 {
-                *d = 0.0
-            }
-        }),
-        Activation::Silu => d.iter_mut().zip(inp).for_each(|(d, &x)| *d *= silu_grad(x)),
-    }
+        match act {
+            Activation::Gelu => d.iter_mut().zip(inp).for_each(|(d, &x)| *d *= gelu_grad(x)),
+            Activation::Relu => d.iter_mut().zip(inp).for_each(|(d, &x)| {
+                if x <= 0.0 {
+                    *d = 0.0
+                }
+            }),
+            Activation::Silu => d.iter_mut().zip(inp).for_each(|(d, &x)| *d *= silu_grad(x)),
+        }
     })
 }
 

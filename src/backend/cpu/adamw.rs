@@ -60,50 +60,52 @@ pub fn update(
         .zip(m.par_chunks_mut(CHUNK))
         .zip(v.par_chunks_mut(CHUNK))
         .enumerate()
-        .for_each(|(chunk, (((p, g), m), v))| vectorised!({
-            let (start, end) = (chunk * CHUNK, chunk * CHUNK + p.len());
-            for group in groups {
-                let (lo, hi) = (group.range.start.max(start), group.range.end.min(end));
-                if lo >= hi {
-                    continue;
+        .for_each(|(chunk, (((p, g), m), v))| {
+            vectorised!({
+                let (start, end) = (chunk * CHUNK, chunk * CHUNK + p.len());
+                for group in groups {
+                    let (lo, hi) = (group.range.start.max(start), group.range.end.min(end));
+                    if lo >= hi {
+                        continue;
+                    }
+                    let decay = if group.decays {
+                        lr * s.weight_decay
+                    } else {
+                        0.0
+                    };
+                    let part = lo - start..hi - start;
+                    let (p, g) = (&mut p[part.clone()], &g[part.clone()]);
+                    let (m, v) = (&mut m[part.clone()], &mut v[part]);
+                    // Zipped iterators, not indices: no bounds checks, so the loop vectorises.
+                    for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m).zip(v) {
+                        let g = g * scale;
+                        *m = beta1 * *m + (1.0 - beta1) * g;
+                        *v = beta2 * *v + (1.0 - beta2) * g * g;
+                        let denom = v.sqrt() / bias2_sqrt + eps;
+                        *p -= decay * *p + lr * (*m / bias1) / denom;
+                    }
                 }
-                let decay = if group.decays {
-                    lr * s.weight_decay
-                } else {
-                    0.0
-                };
-                let part = lo - start..hi - start;
-                let (p, g) = (&mut p[part.clone()], &g[part.clone()]);
-                let (m, v) = (&mut m[part.clone()], &mut v[part]);
-                // Zipped iterators, not indices: no bounds checks, so the loop vectorises.
-                for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m).zip(v) {
-                    let g = g * scale;
-                    *m = beta1 * *m + (1.0 - beta1) * g;
-                    *v = beta2 * *v + (1.0 - beta2) * g * g;
-                    let denom = v.sqrt() / bias2_sqrt + eps;
-                    *p -= decay * *p + lr * (*m / bias1) / denom;
-                }
-            }
-        }));
+            })
+        });
 }
 
 /// `sum g^2` in f64, in eight interleaved partial sums so the loop vectorises
 /// (a fixed order: the same gradients give the same norm on any thread count).
 fn sum_of_squares(grads: &[f32]) -> f64 {
     vectorised!({
-    let mut lanes = [0.0f64; 8];
-    let chunks = grads.chunks_exact(8);
-    let tail: f64 = chunks
-        .remainder()
-        .iter()
-        .map(|&g| g as f64 * g as f64)
-        .sum();
-    for c in chunks {
-        for k in 0..8 {
-            lanes[k] += c[k] as f64 * c[k] as f64;
+        let mut lanes = [0.0f64; 8];
+        let chunks = grads.chunks_exact(8);
+        let tail: f64 = chunks
+            .remainder()
+            .iter()
+            .map(|&g| g as f64 * g as f64)
+            .sum();
+        for c in chunks {
+            for k in 0..8 {
+                lanes[k] += c[k] as f64 * c[k] as f64;
+            }
         }
-    }
-    lanes.iter().sum::<f64>() + tail
+        lanes.iter().sum::<f64>() + tail
     })
 }
 

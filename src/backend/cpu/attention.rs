@@ -36,9 +36,9 @@
 //! loop, but in matrix-product form it is still several times faster. A
 //! single query (decoding one token) is a row of dot products instead.
 
-use super::simd::vectorised;
 use super::math::{axpy, dot, exp, max, sum_map, sum_map3};
 use super::matmul::{Accumulate, MatRef, matmul_into};
+use super::simd::vectorised;
 use crate::backend::{AttentionDims, Dropout};
 use rayon::prelude::*;
 
@@ -51,24 +51,24 @@ pub fn scratch_len(d: AttentionDims) -> usize {
 /// may see); the rest are set to 0. Returns the log-sum-exp of those scores.
 fn causal_softmax(row: &mut [f32], t1: usize) -> f32 {
     vectorised!({
-    let (seen, masked) = row.split_at_mut(t1 + 1);
-    let max = max(seen);
-    seen.iter_mut().for_each(|p| *p = exp(*p - max));
-    let sum = sum_map(seen, |p| p);
-    let inv = 1.0 / sum;
-    seen.iter_mut().for_each(|p| *p *= inv);
-    masked.fill(0.0);
-    max + sum.ln()
+        let (seen, masked) = row.split_at_mut(t1 + 1);
+        let max = max(seen);
+        seen.iter_mut().for_each(|p| *p = exp(*p - max));
+        let sum = sum_map(seen, |p| p);
+        let inv = 1.0 / sum;
+        seen.iter_mut().for_each(|p| *p *= inv);
+        masked.fill(0.0);
+        max + sum.ln()
     })
 }
 
 /// Scores to probabilities again, from the saved log-sum-exp of each row.
 fn causal_probs_from_lse(probs: &mut [f32], lse: &[f32], t: usize) {
     vectorised!({
-    for (t1, (row, &l)) in probs.chunks_exact_mut(t).zip(lse).enumerate() {
-        row[..=t1].iter_mut().for_each(|s| *s = exp(*s - l));
-        row[t1 + 1..].fill(0.0);
-    }
+        for (t1, (row, &l)) in probs.chunks_exact_mut(t).zip(lse).enumerate() {
+            row[..=t1].iter_mut().for_each(|s| *s = exp(*s - l));
+            row[t1 + 1..].fill(0.0);
+        }
     })
 }
 
@@ -115,19 +115,19 @@ fn single_query(
     h: usize,
 ) -> f32 {
     vectorised!({
-    let (hs, keys, stride) = (d.head_size(), d.keys(), d.kv_stride);
-    let scale = 1.0 / (hs as f32).sqrt();
-    let (k, v) = (d.key_column(h), d.value_column(h));
-    let q = &q[h * hs..][..hs];
-    for (t2, s) in scores[..keys].iter_mut().enumerate() {
-        *s = dot(q, &kv[t2 * stride + k..][..hs]) * scale;
-    }
-    let lse = causal_softmax(&mut scores[..keys], d.pos);
-    out[..hs].fill(0.0);
-    for (t2, &p) in scores[..keys].iter().enumerate() {
-        axpy(&mut out[..hs], p, &kv[t2 * stride + v..][..hs]);
-    }
-    lse
+        let (hs, keys, stride) = (d.head_size(), d.keys(), d.kv_stride);
+        let scale = 1.0 / (hs as f32).sqrt();
+        let (k, v) = (d.key_column(h), d.value_column(h));
+        let q = &q[h * hs..][..hs];
+        for (t2, s) in scores[..keys].iter_mut().enumerate() {
+            *s = dot(q, &kv[t2 * stride + k..][..hs]) * scale;
+        }
+        let lse = causal_softmax(&mut scores[..keys], d.pos);
+        out[..hs].fill(0.0);
+        for (t2, &p) in scores[..keys].iter().enumerate() {
+            axpy(&mut out[..hs], p, &kv[t2 * stride + v..][..hs]);
+        }
+        lse
     })
 }
 
@@ -192,22 +192,22 @@ fn softmax_backward(
     first: usize,
 ) {
     vectorised!({
-    for (t1, (ds, p)) in dp
-        .chunks_exact_mut(t)
-        .zip(probs.chunks_exact(t))
-        .enumerate()
-    {
-        if let Some(drop) = dropout {
-            for (t2, g) in ds[..=t1].iter_mut().enumerate() {
-                *g *= drop.factor(first + t1 * t + t2);
+        for (t1, (ds, p)) in dp
+            .chunks_exact_mut(t)
+            .zip(probs.chunks_exact(t))
+            .enumerate()
+        {
+            if let Some(drop) = dropout {
+                for (t2, g) in ds[..=t1].iter_mut().enumerate() {
+                    *g *= drop.factor(first + t1 * t + t2);
+                }
             }
+            let weighted = sum_map3(&ds[..=t1], &p[..=t1], p, |g, p, _| g * p);
+            for (g, p) in ds[..=t1].iter_mut().zip(&p[..=t1]) {
+                *g = p * (*g - weighted);
+            }
+            ds[t1 + 1..].fill(0.0);
         }
-        let weighted = sum_map3(&ds[..=t1], &p[..=t1], p, |g, p, _| g * p);
-        for (g, p) in ds[..=t1].iter_mut().zip(&p[..=t1]) {
-            *g = p * (*g - weighted);
-        }
-        ds[t1 + 1..].fill(0.0);
-    }
     })
 }
 

@@ -13,11 +13,13 @@ pub fn apply(d: &Dropout, x: &mut [f32]) {
         return;
     }
     const CHUNK: usize = 4096;
-    x.par_chunks_mut(CHUNK).enumerate().for_each(|(k, chunk)| vectorised!({
-        for (j, v) in chunk.iter_mut().enumerate() {
-            *v *= d.factor(k * CHUNK + j);
-        }
-    }));
+    x.par_chunks_mut(CHUNK).enumerate().for_each(|(k, chunk)| {
+        vectorised!({
+            for (j, v) in chunk.iter_mut().enumerate() {
+                *v *= d.factor(k * CHUNK + j);
+            }
+        })
+    });
 }
 
 #[cfg(test)]

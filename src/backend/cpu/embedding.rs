@@ -22,16 +22,16 @@ pub fn forward(
     c: usize,
 ) {
     vectorised!({
-    for (n, (row, &token)) in out.chunks_exact_mut(c).zip(idx).enumerate() {
-        let token = token as usize;
-        row.copy_from_slice(&wte[token * c..(token + 1) * c]);
-        if let Some(wpe) = wpe {
-            let pos = pos + n % t;
-            for (o, p) in row.iter_mut().zip(&wpe[pos * c..(pos + 1) * c]) {
-                *o += p;
+        for (n, (row, &token)) in out.chunks_exact_mut(c).zip(idx).enumerate() {
+            let token = token as usize;
+            row.copy_from_slice(&wte[token * c..(token + 1) * c]);
+            if let Some(wpe) = wpe {
+                let pos = pos + n % t;
+                for (o, p) in row.iter_mut().zip(&wpe[pos * c..(pos + 1) * c]) {
+                    *o += p;
+                }
             }
         }
-    }
     })
 }
 
@@ -46,19 +46,19 @@ pub fn backward(
     c: usize,
 ) {
     vectorised!({
-    for (row, &token) in dout.chunks_exact(c).zip(idx) {
-        let token = token as usize;
-        for (d, g) in dwte[token * c..(token + 1) * c].iter_mut().zip(row) {
-            *d += g;
-        }
-    }
-    if let Some(dwpe) = dwpe {
-        for (n, row) in dout.chunks_exact(c).enumerate() {
-            let pos = n % t;
-            for (d, g) in dwpe[pos * c..(pos + 1) * c].iter_mut().zip(row) {
+        for (row, &token) in dout.chunks_exact(c).zip(idx) {
+            let token = token as usize;
+            for (d, g) in dwte[token * c..(token + 1) * c].iter_mut().zip(row) {
                 *d += g;
             }
         }
-    }
+        if let Some(dwpe) = dwpe {
+            for (n, row) in dout.chunks_exact(c).enumerate() {
+                let pos = n % t;
+                for (d, g) in dwpe[pos * c..(pos + 1) * c].iter_mut().zip(row) {
+                    *d += g;
+                }
+            }
+        }
     })
 }

@@ -72,7 +72,12 @@ pub fn matmul(dst: &mut [f32], x: MatRef, w: MatRef, mode: Accumulate) {
     if w.col_stride() == 1 {
         return split_rows_sum(dst, m * n, k, STRIP, mode, |block, partial| {
             let partial = &Columns::new(partial, n);
-            simd::dispatch(InOut { partial, rows, w, block });
+            simd::dispatch(InOut {
+                partial,
+                rows,
+                w,
+                block,
+            });
         });
     }
     let per_thread = n
@@ -84,7 +89,13 @@ pub fn matmul(dst: &mut [f32], x: MatRef, w: MatRef, mode: Accumulate) {
         .for_each(|part| {
             let cols = part * per_thread..((part + 1) * per_thread).min(n);
             let out = &out;
-            simd::dispatch(DotOutIn { out, rows, w, cols, mode });
+            simd::dispatch(DotOutIn {
+                out,
+                rows,
+                w,
+                cols,
+                mode,
+            });
         });
 }
 

@@ -12,8 +12,8 @@
 //! ```
 //! Forward saves `mean` and `rstd` (one number each per position) for backward.
 
-use super::simd::vectorised;
 use super::math::{sum_map, sum_map3};
+use super::simd::vectorised;
 use rayon::prelude::*;
 
 const EPS: f32 = crate::backend::LAYER_NORM_EPS;
@@ -35,17 +35,19 @@ pub fn forward(
         .par_chunks_mut(c)
         .zip(mean.par_iter_mut().zip(rstd.par_iter_mut()))
         .zip(inp[..n * c].par_chunks(c))
-        .for_each(|((o, (m, r)), x)| vectorised!({
-            let mu = sum_map(x, |v| v) / c as f32;
-            let var = sum_map(x, |v| (v - mu) * (v - mu)) / c as f32;
-            let s = 1.0 / (var + EPS).sqrt();
-            for i in 0..c {
-                let b = bias.map_or(0.0, |b| b[i]);
-                o[i] = (x[i] - mu) * s * weight[i] + b;
-            }
-            *m = mu;
-            *r = s;
-        }));
+        .for_each(|((o, (m, r)), x)| {
+            vectorised!({
+                let mu = sum_map(x, |v| v) / c as f32;
+                let var = sum_map(x, |v| (v - mu) * (v - mu)) / c as f32;
+                let s = 1.0 / (var + EPS).sqrt();
+                for i in 0..c {
+                    let b = bias.map_or(0.0, |b| b[i]);
+                    o[i] = (x[i] - mu) * s * weight[i] + b;
+                }
+                *m = mu;
+                *r = s;
+            })
+        });
 }
 
 /// Accumulates into `dinp` (it is a residual stream's gradient), `dweight` and
@@ -69,34 +71,36 @@ pub fn backward(
         .zip(dout[..n * c].par_chunks(c))
         .zip(inp[..n * c].par_chunks(c))
         .zip(mean.par_iter().zip(rstd.par_iter()))
-        .for_each(|(((dx, dy), x), (&mu, &s))| vectorised!({
-            let mean_g = sum_map3(dy, weight, x, |d, w, _| d * w) / c as f32;
-            let mean_gx = sum_map3(dy, weight, x, |d, w, v| d * w * (v - mu) * s) / c as f32;
-            for i in 0..c {
-                let xhat = (x[i] - mu) * s;
-                dx[i] += s * (dy[i] * weight[i] - mean_g - xhat * mean_gx);
-            }
-        }));
+        .for_each(|(((dx, dy), x), (&mu, &s))| {
+            vectorised!({
+                let mean_g = sum_map3(dy, weight, x, |d, w, _| d * w) / c as f32;
+                let mean_gx = sum_map3(dy, weight, x, |d, w, v| d * w * (v - mu) * s) / c as f32;
+                for i in 0..c {
+                    let xhat = (x[i] - mu) * s;
+                    dx[i] += s * (dy[i] * weight[i] - mean_g - xhat * mean_gx);
+                }
+            })
+        });
     // Parameter gradients reduce over positions: split by channel instead, so
     // each sum runs in a fixed order whatever the thread count.
     const CHANNELS: usize = 16;
     let column_sums = |c0: usize, dw: &mut [f32], db: Option<&mut [f32]>| {
         vectorised!({
-        let width = dw.len();
-        let (mut sum_w, mut sum_b) = ([0.0f32; CHANNELS], [0.0f32; CHANNELS]);
-        for row in 0..n {
-            let (mu, s) = (mean[row], rstd[row]);
-            let dy = &dout[row * c + c0..][..width];
-            let x = &inp[row * c + c0..][..width];
-            for j in 0..width {
-                sum_w[j] += dy[j] * (x[j] - mu) * s;
-                sum_b[j] += dy[j];
+            let width = dw.len();
+            let (mut sum_w, mut sum_b) = ([0.0f32; CHANNELS], [0.0f32; CHANNELS]);
+            for row in 0..n {
+                let (mu, s) = (mean[row], rstd[row]);
+                let dy = &dout[row * c + c0..][..width];
+                let x = &inp[row * c + c0..][..width];
+                for j in 0..width {
+                    sum_w[j] += dy[j] * (x[j] - mu) * s;
+                    sum_b[j] += dy[j];
+                }
             }
-        }
-        dw.iter_mut().zip(&sum_w).for_each(|(d, s)| *d += s);
-        if let Some(db) = db {
-            db.iter_mut().zip(&sum_b).for_each(|(d, s)| *d += s);
-        }
+            dw.iter_mut().zip(&sum_w).for_each(|(d, s)| *d += s);
+            if let Some(db) = db {
+                db.iter_mut().zip(&sum_b).for_each(|(d, s)| *d += s);
+            }
         })
     };
     let Some(dweight) = dweight else { return };

@@ -19,9 +19,9 @@
 //! product has written them, while they are still in cache; smaller products
 //! (decoding one token) run the parallel product first, then the activation.
 
-use super::simd::vectorised;
 use super::activation;
 use super::matmul::{MatRef, matmul, matmul_into, rows_per_thread};
+use super::simd::vectorised;
 use crate::backend::{Accumulate, Activation};
 use rayon::prelude::*;
 
@@ -112,12 +112,14 @@ pub fn bias_backward(dbias: &mut [f32], dout: &[f32], m: usize, n: usize) {
     dbias[..n]
         .par_chunks_mut(COLUMNS)
         .enumerate()
-        .for_each(|(k, db)| vectorised!({
-            let c0 = k * COLUMNS;
-            for row in dout[..m * n].chunks_exact(n) {
-                for (d, g) in db.iter_mut().zip(&row[c0..]) {
-                    *d += g;
+        .for_each(|(k, db)| {
+            vectorised!({
+                let c0 = k * COLUMNS;
+                for row in dout[..m * n].chunks_exact(n) {
+                    for (d, g) in db.iter_mut().zip(&row[c0..]) {
+                        *d += g;
+                    }
                 }
-            }
-        }));
+            })
+        });
 }

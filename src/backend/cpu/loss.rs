@@ -12,8 +12,8 @@
 //! A target of [`IGNORE_TARGET`] (a prompt token in supervised fine-tuning)
 //! has loss 0 and gradient 0, and is left out of the mean.
 
-use super::simd::vectorised;
 use super::math::exp;
+use super::simd::vectorised;
 use crate::backend::IGNORE_TARGET;
 use rayon::prelude::*;
 
@@ -23,15 +23,17 @@ pub fn forward(losses: &mut [f32], logits: &[f32], targets: &[u32], v: usize) {
         .par_iter_mut()
         .zip(logits.par_chunks(v))
         .zip(targets.par_iter())
-        .for_each(|((loss, row), &target)| vectorised!({
-            if target == IGNORE_TARGET {
-                *loss = 0.0;
-                return;
-            }
-            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let sum: f32 = row.iter().map(|&x| exp(x - max)).sum();
-            *loss = sum.ln() + max - row[target as usize];
-        }));
+        .for_each(|((loss, row), &target)| {
+            vectorised!({
+                if target == IGNORE_TARGET {
+                    *loss = 0.0;
+                    return;
+                }
+                let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let sum: f32 = row.iter().map(|&x| exp(x - max)).sum();
+                *loss = sum.ln() + max - row[target as usize];
+            })
+        });
 }
 
 /// Per-position losses, and the logits replaced in place by `dloss * (p - onehot)`.
@@ -47,27 +49,29 @@ pub fn forward_backward_inplace(
         .par_iter_mut()
         .zip(logits.par_chunks_mut(v))
         .zip(targets.par_iter())
-        .for_each(|((loss, row), &target)| vectorised!({
-            if target == IGNORE_TARGET {
-                *loss = 0.0;
-                row.fill(0.0);
-                return;
-            }
-            let target = target as usize;
-            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let target_logit = row[target] - max;
-            let mut sum = 0.0f32;
-            for x in row.iter_mut() {
-                *x = exp(*x - max);
-                sum += *x;
-            }
-            *loss = sum.ln() - target_logit;
-            let scale = dloss / sum;
-            for x in row.iter_mut() {
-                *x *= scale;
-            }
-            row[target] -= dloss;
-        }));
+        .for_each(|((loss, row), &target)| {
+            vectorised!({
+                if target == IGNORE_TARGET {
+                    *loss = 0.0;
+                    row.fill(0.0);
+                    return;
+                }
+                let target = target as usize;
+                let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let target_logit = row[target] - max;
+                let mut sum = 0.0f32;
+                for x in row.iter_mut() {
+                    *x = exp(*x - max);
+                    sum += *x;
+                }
+                *loss = sum.ln() - target_logit;
+                let scale = dloss / sum;
+                for x in row.iter_mut() {
+                    *x *= scale;
+                }
+                row[target] -= dloss;
+            })
+        });
 }
 
 /// Mean of the per-position losses of counted targets, summed in a fixed order.

@@ -13,8 +13,8 @@
 //! subtracted). `eps` is the model's `rms_norm_eps` (1e-5 for Llama and
 //! SmolLM, 1e-6 for Qwen2).
 
-use super::simd::vectorised;
 use super::math::{sum_map, sum_map3};
+use super::simd::vectorised;
 use rayon::prelude::*;
 
 /// `inp`, `out`: `(N, C)`; `rstd`: `(N)`.
@@ -29,13 +29,15 @@ pub fn forward(
         .par_chunks_mut(c)
         .zip(rstd[..n].par_iter_mut())
         .zip(inp[..n * c].par_chunks(c))
-        .for_each(|((o, r), x)| vectorised!({
-            let s = 1.0 / (sum_map(x, |v| v * v) / c as f32 + eps).sqrt();
-            for i in 0..c {
-                o[i] = x[i] * s * weight[i];
-            }
-            *r = s;
-        }));
+        .for_each(|((o, r), x)| {
+            vectorised!({
+                let s = 1.0 / (sum_map(x, |v| v * v) / c as f32 + eps).sqrt();
+                for i in 0..c {
+                    o[i] = x[i] * s * weight[i];
+                }
+                *r = s;
+            })
+        });
 }
 
 /// Accumulates into `dinp` (a residual stream's gradient) and `dweight`
@@ -57,12 +59,14 @@ pub fn backward(
         .zip(dout[..n * c].par_chunks(c))
         .zip(inp[..n * c].par_chunks(c))
         .zip(rstd.par_iter())
-        .for_each(|(((dx, dy), x), &s)| vectorised!({
-            let mean_gx = sum_map3(dy, weight, x, |d, w, v| d * w * v * s) / c as f32;
-            for i in 0..c {
-                dx[i] += s * (dy[i] * weight[i] - x[i] * s * mean_gx);
-            }
-        }));
+        .for_each(|(((dx, dy), x), &s)| {
+            vectorised!({
+                let mean_gx = sum_map3(dy, weight, x, |d, w, v| d * w * v * s) / c as f32;
+                for i in 0..c {
+                    dx[i] += s * (dy[i] * weight[i] - x[i] * s * mean_gx);
+                }
+            })
+        });
     // The gain's gradient reduces over positions: split by channel, so each
     // sum runs in a fixed order whatever the thread count.
     const CHANNELS: usize = 16;
@@ -70,16 +74,18 @@ pub fn backward(
     dweight
         .par_chunks_mut(CHANNELS)
         .enumerate()
-        .for_each(|(k, dw)| vectorised!({
-            let (c0, width) = (k * CHANNELS, dw.len());
-            let mut sums = [0.0f32; CHANNELS];
-            for (row, &s) in rstd.iter().enumerate() {
-                let dy = &dout[row * c + c0..][..width];
-                let x = &inp[row * c + c0..][..width];
-                for j in 0..width {
-                    sums[j] += dy[j] * x[j] * s;
+        .for_each(|(k, dw)| {
+            vectorised!({
+                let (c0, width) = (k * CHANNELS, dw.len());
+                let mut sums = [0.0f32; CHANNELS];
+                for (row, &s) in rstd.iter().enumerate() {
+                    let dy = &dout[row * c + c0..][..width];
+                    let x = &inp[row * c + c0..][..width];
+                    for j in 0..width {
+                        sums[j] += dy[j] * x[j] * s;
+                    }
                 }
-            }
-            dw.iter_mut().zip(&sums).for_each(|(d, s)| *d += s);
-        }));
+                dw.iter_mut().zip(&sums).for_each(|(d, s)| *d += s);
+            })
+        });
 }

@@ -30,19 +30,21 @@ fn rotate(x: &mut [f32], table: &[f32], d: RopeDims, sign: f32) {
     x[..d.rows * d.row_stride]
         .par_chunks_mut(d.row_stride)
         .enumerate()
-        .for_each(|(r, row)| vectorised!({
-            let p = d.pos + r % d.t;
-            let angles = &table[p * half * 2..(p + 1) * half * 2];
-            for head in row[..d.heads * d.head_size].chunks_exact_mut(d.head_size) {
-                let (x1, x2) = head.split_at_mut(half);
-                for i in 0..half {
-                    let (c, s) = (angles[2 * i], sign * angles[2 * i + 1]);
-                    let (a, b) = (x1[i], x2[i]);
-                    x1[i] = a * c - b * s;
-                    x2[i] = b * c + a * s;
+        .for_each(|(r, row)| {
+            vectorised!({
+                let p = d.pos + r % d.t;
+                let angles = &table[p * half * 2..(p + 1) * half * 2];
+                for head in row[..d.heads * d.head_size].chunks_exact_mut(d.head_size) {
+                    let (x1, x2) = head.split_at_mut(half);
+                    for i in 0..half {
+                        let (c, s) = (angles[2 * i], sign * angles[2 * i + 1]);
+                        let (a, b) = (x1[i], x2[i]);
+                        x1[i] = a * c - b * s;
+                        x2[i] = b * c + a * s;
+                    }
                 }
-            }
-        }));
+            })
+        });
 }
 
 /// Rotate the first `d.heads` heads of each row of `x`, in place.

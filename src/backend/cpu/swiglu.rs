@@ -12,8 +12,8 @@
 //! ```
 //! Forward keeps `fc` (the gate and up pre-activations) for backward.
 
-use super::simd::vectorised;
 use super::activation::{silu, silu_grad};
+use super::simd::vectorised;
 use rayon::prelude::*;
 
 /// `out (n, i) = silu(fc[:, :i]) * fc[:, i:]`.
@@ -21,12 +21,14 @@ pub fn forward(out: &mut [f32], fc: &[f32], n: usize, i: usize) {
     out[..n * i]
         .par_chunks_mut(i)
         .zip(fc[..n * 2 * i].par_chunks(2 * i))
-        .for_each(|(o, fc)| vectorised!({
-            let (gate, up) = fc.split_at(i);
-            for j in 0..i {
-                o[j] = silu(gate[j]) * up[j];
-            }
-        }));
+        .for_each(|(o, fc)| {
+            vectorised!({
+                let (gate, up) = fc.split_at(i);
+                for j in 0..i {
+                    o[j] = silu(gate[j]) * up[j];
+                }
+            })
+        });
 }
 
 /// Overwrites `dfc (n, 2i)` from `dout (n, i)` and the saved `fc`.
@@ -35,12 +37,14 @@ pub fn backward(dfc: &mut [f32], dout: &[f32], fc: &[f32], n: usize, i: usize) {
         .par_chunks_mut(2 * i)
         .zip(dout[..n * i].par_chunks(i))
         .zip(fc[..n * 2 * i].par_chunks(2 * i))
-        .for_each(|((dfc, dy), fc)| vectorised!({
-            let (gate, up) = fc.split_at(i);
-            let (dgate, dup) = dfc.split_at_mut(i);
-            for j in 0..i {
-                dgate[j] = dy[j] * up[j] * silu_grad(gate[j]);
-                dup[j] = dy[j] * silu(gate[j]);
-            }
-        }));
+        .for_each(|((dfc, dy), fc)| {
+            vectorised!({
+                let (gate, up) = fc.split_at(i);
+                let (dgate, dup) = dfc.split_at_mut(i);
+                for j in 0..i {
+                    dgate[j] = dy[j] * up[j] * silu_grad(gate[j]);
+                    dup[j] = dy[j] * silu(gate[j]);
+                }
+            })
+        });
 }
