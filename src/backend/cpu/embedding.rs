@@ -39,7 +39,7 @@ pub fn forward(
 /// several times gathers one contribution per occurrence.
 pub fn backward(
     dwte: &mut [f32],
-    dwpe: Option<&mut [f32]>,
+    mut dwpe: Option<&mut [f32]>,
     dout: &[f32],
     idx: &[u32],
     t: usize,
@@ -52,7 +52,7 @@ pub fn backward(
                 *d += g;
             }
         }
-        if let Some(dwpe) = dwpe {
+        if let Some(dwpe) = dwpe.as_deref_mut() {
             for (n, row) in dout.chunks_exact(c).enumerate() {
                 let pos = n % t;
                 for (d, g) in dwpe[pos * c..(pos + 1) * c].iter_mut().zip(row) {

@@ -84,7 +84,7 @@ pub fn backward(
     // Parameter gradients reduce over positions: split by channel instead, so
     // each sum runs in a fixed order whatever the thread count.
     const CHANNELS: usize = 16;
-    let column_sums = |c0: usize, dw: &mut [f32], db: Option<&mut [f32]>| {
+    let column_sums = |c0: usize, dw: &mut [f32], mut db: Option<&mut [f32]>| {
         vectorised!({
             let width = dw.len();
             let (mut sum_w, mut sum_b) = ([0.0f32; CHANNELS], [0.0f32; CHANNELS]);
@@ -98,7 +98,7 @@ pub fn backward(
                 }
             }
             dw.iter_mut().zip(&sum_w).for_each(|(d, s)| *d += s);
-            if let Some(db) = db {
+            if let Some(db) = db.as_deref_mut() {
                 db.iter_mut().zip(&sum_b).for_each(|(d, s)| *d += s);
             }
         })

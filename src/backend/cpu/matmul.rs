@@ -207,7 +207,7 @@ fn vector_matmul(dst: &mut [f32], x: MatRef, rhs: MatRef, mode: Accumulate) {
         split_rows_sum(dst, n, k, 64, mode, |rows, sum| {
             vectorised!({
                 sum.fill(0.0);
-                for p in rows {
+                for p in rows.clone() {
                     axpy(sum, x_data[p], &rhs.data[p * rhs.row_stride..][..n]);
                 }
             })

@@ -186,10 +186,13 @@ pub(crate) use vectorised;
 /// A closure as a [`Kernel`] that ignores the vector type (for [`vectorised!`]).
 pub struct Block<F>(pub F);
 
-impl<R, F: FnOnce() -> R> Kernel for Block<F> {
+// `FnMut`, not `FnOnce`: calling a closure through `FnOnce` goes through a
+// shim that the compiler may leave out of line, and then the block would run
+// as the baseline's code at every level.
+impl<R, F: FnMut() -> R> Kernel for Block<F> {
     type Output = R;
     #[inline(always)]
-    fn run<V: Vector>(self) -> R {
+    fn run<V: Vector>(mut self) -> R {
         (self.0)()
     }
 }
