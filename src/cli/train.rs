@@ -265,8 +265,25 @@ fn run_training<B: Backend>(
         eprintln!("resume with: lmforge train --resume {}", out.display());
         return Ok(ExitCode::from(130));
     }
-    eprintln!("sample with: lmforge sample {}", out.display());
+    let next = if is_chat_model(&out) {
+        "chat"
+    } else {
+        "sample"
+    };
+    eprintln!("{next} with: lmforge {next} {}", out.display());
     Ok(ExitCode::SUCCESS)
+}
+
+/// Whether the run in `dir` talks in turns (a chat template or lmforge's
+/// chat tokens), so `chat` is the command to suggest rather than `sample`.
+fn is_chat_model(dir: &std::path::Path) -> bool {
+    let tokenizer = lmforge::tokenizer::load(&dir.join(lmforge::checkpoint::TOKENIZER_FILE));
+    tokenizer.is_ok_and(|tok| {
+        matches!(
+            lmforge::chat::ChatFormat::find(dir, tok.as_ref()),
+            Ok(Some(_))
+        )
+    })
 }
 
 /// `--plot`: a picture format, or none.

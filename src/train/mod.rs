@@ -207,7 +207,8 @@ impl Plan {
             true => Some(
                 parent
                     .tokenizer
-                    .with_specials(&crate::chat::template::SPECIAL_TOKENS)?,
+                    .with_specials(&crate::chat::template::SPECIAL_TOKENS)
+                    .map_err(with_bpe_hint)?,
             ),
             false => None,
         };
@@ -630,4 +631,20 @@ impl Session<'_> {
         self.summary.tokens_per_sec = tokens_per_step * steps / trained_time.max(1e-9);
         Ok(self.summary)
     }
+}
+
+/// `err` (a tokenizer that cannot take the chat tokens) with the way to a
+/// chatbot: a BPE trained with the chat tokens, pretrained, then `--sft`.
+fn with_bpe_hint(err: Error) -> Error {
+    let err = match err {
+        Error::Config(message) => message,
+        other => other.to_string(),
+    };
+    let specials = crate::chat::template::SPECIAL_TOKENS.join("' --special '");
+    Error::Config(format!(
+        "{err}. To chat with a model trained from scratch, give it a BPE with the chat tokens: \
+         `lmforge tokenizer train --vocab-size 2048 --special '<|endoftext|>' --special '{specials}' \
+         --out tok.json TEXT`, pretrain with `lmforge train --tokenizer tok.json --out base`, then \
+         `lmforge train --init-from base --sft chats.jsonl --out chatbot` (or start from GPT-2: --tokenizer gpt2)"
+    ))
 }
