@@ -326,6 +326,7 @@ fn train_command(
             out.display()
         );
     }
+    config.check()?; // a wrong argument is reported first
     for path in [out, ranks.as_path()] {
         lmforge::rundir::claim_output_file(path, overwrite)?;
     }
