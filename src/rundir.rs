@@ -64,8 +64,8 @@ struct Holder {
 /// nothing was written).
 #[derive(Debug)]
 pub struct RunLock {
-    /// Open, locked: closing it releases the lock.
-    file: File,
+    /// Open and locked, never read: closing it releases the lock.
+    _file: File,
     path: PathBuf,
     /// The folder, when taking the lock created it.
     made_dir: Option<PathBuf>,
@@ -79,6 +79,17 @@ impl RunLock {
     pub fn acquire(dir: &Path, command: &str) -> Result<RunLock> {
         let made_dir = (!dir.exists()).then(|| dir.to_path_buf());
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let locked = Self::lock(dir, command, made_dir.clone());
+        if let (Err(_), Some(made)) = (&locked, &made_dir) {
+            let _ = std::fs::remove_dir(made); // refused: leave no empty folder
+        }
+        let lock = locked?;
+        remove_stale(dir)?;
+        Ok(lock)
+    }
+
+    /// Lock `DIR/.lmforge.lock` and write who holds it.
+    fn lock(dir: &Path, command: &str, made_dir: Option<PathBuf>) -> Result<RunLock> {
         let path = dir.join(LOCK_FILE);
         let mut lock = None;
         // The holder deletes its lock file as it lets go: the file locked here
@@ -115,25 +126,22 @@ impl RunLock {
         file.set_len(0)
             .and_then(|()| file.write_all(&json))
             .map_err(|e| Error::io(&path, e))?;
-        let lock = RunLock {
-            file,
+        Ok(RunLock {
+            _file: file,
             path,
             made_dir,
-        };
-        remove_stale(dir)?;
-        Ok(lock)
+        })
     }
 }
 
 impl Drop for RunLock {
     fn drop(&mut self) {
         // Deleted while still locked; `acquire` copes with a file deleted
-        // under it. The lock itself goes when `file` closes.
+        // under it. The lock itself goes when `_file` closes, after this.
         let _ = std::fs::remove_file(&self.path);
         if let Some(dir) = &self.made_dir {
             let _ = std::fs::remove_dir(dir); // only if nothing was written
         }
-        let _ = self.file.sync_all();
     }
 }
 
