@@ -28,6 +28,7 @@ pub mod optim;
 pub mod plot;
 pub mod report;
 pub mod rng;
+pub mod rundir;
 pub mod sample;
 pub mod serve;
 pub mod tokenizer;

@@ -11,10 +11,17 @@ pub struct ImportArgs {
     /// Run directory to write (model.safetensors, config.json, tokenizer.json).
     #[arg(long)]
     out: PathBuf,
+    /// Replace the run already in --out (its files are deleted only once the
+    /// new ones are complete; other files stay).
+    #[arg(long)]
+    overwrite: bool,
 }
 
 pub fn run(args: ImportArgs) -> anyhow::Result<ExitCode> {
-    let imported = lmforge::hf::import(&args.source, &args.out)?;
+    let imported =
+        lmforge::rundir::write_new_output(&args.out, "lmforge import-hf", args.overwrite, |dir| {
+            lmforge::hf::import(&args.source, dir)
+        })?;
     let c = &imported.model.config;
     eprintln!(
         "imported {} ({} layers x {} dims, {} heads, context {}, vocabulary {}, {} parameters) into {}",

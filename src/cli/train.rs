@@ -54,6 +54,10 @@ pub struct TrainArgs {
     /// Start even if the model looks too big for the memory available.
     #[arg(long)]
     ignore_memory_check: bool,
+    /// Train on a shard directory whose `lmforge prepare` was interrupted
+    /// (or still runs): only the inputs it finished.
+    #[arg(long)]
+    allow_partial: bool,
     #[command(flatten)]
     finetune: FineTuneArgs,
     /// The loss plot redrawn in the run directory at each evaluation:
@@ -155,6 +159,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
         overwrite: args.overwrite,
         on_nan: args.on_nan,
         ignore_memory_check: args.ignore_memory_check,
+        allow_partial: args.allow_partial,
     };
     let observe = Observe {
         plot: args.plot.0,

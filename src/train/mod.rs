@@ -329,11 +329,14 @@ pub fn train_on<B: Backend>(be: &B, parallel: Parallel, job: TrainJob) -> Result
     let out = job.out.as_path();
     let root = parallel.world.is_root();
     let new_run = matches!(job.start, Start::New(_) | Start::FineTune(_));
+    // One writer per run: held until training ends; it also removes what
+    // killed writers left in the run directory.
+    let _lock = match root {
+        true => Some(crate::rundir::RunLock::acquire(out, "lmforge train")?),
+        false => None,
+    };
     if root && new_run && !job.guards.overwrite {
         guard::prepare_new_run(out, false)?; // refuse early, before reading any data
-    }
-    if root {
-        crate::fsutil::remove_stale_temps(out, &guard::RUN_FILES)?;
     }
     let plan = match &job.start {
         Start::New(config) => Plan::new(config, job.data.clone(), &job.guards)?,
@@ -354,7 +357,7 @@ pub fn train_on<B: Backend>(be: &B, parallel: Parallel, job: TrainJob) -> Result
         data.as_deref(),
         tokenizer,
         chat_dir,
-        state.is_some(),
+        (state.is_some(), job.guards.allow_partial),
     )?;
     guard::check_memory(&config, &job.guards)?;
     let (train_tokens, val_tokens) = corpus.splits();
@@ -446,7 +449,7 @@ fn read_corpus(
     data: Option<&Path>,
     tokenizer: Option<Box<dyn Tokenizer>>,
     chat_dir: &Path,
-    resumed: bool,
+    (resumed, allow_partial): (bool, bool),
 ) -> Result<(corpus::Corpus, Box<dyn Tokenizer>)> {
     if config.sft {
         let path = data.ok_or_else(|| Error::Config("--sft needs a JSON Lines file".into()))?;
@@ -464,6 +467,7 @@ fn read_corpus(
         return Ok((corpus, tokenizer));
     }
     let source = corpus::open(data)?;
+    guard::check_finished(&source, data, allow_partial)?;
     let fixed_vocab = tokenizer.is_some();
     let tokenizer = match tokenizer {
         Some(t) => t,
