@@ -68,7 +68,10 @@ fn templates_that_grow_without_bound_fail_fast_with_bounded_memory() {
             .unwrap();
         let err = template.render_text(&msgs, true).unwrap_err().to_string();
         let (took, grew) = (started.elapsed(), resident("self").saturating_sub(before));
-        assert!(err.contains("chat template of tokenizer_config.json"), "{source}: {err}");
+        assert!(
+            err.contains("chat template of tokenizer_config.json"),
+            "{source}: {err}"
+        );
         assert!(took < Duration::from_secs(5), "{source}: {took:?}");
         assert!(grew < 400 << 20, "{source}: grew {} MB", grew >> 20);
     }
@@ -83,7 +86,11 @@ fn run_with_template(dir: &Path, template: Option<&str>) -> PathBuf {
         .arg(&run)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     if let Some(template) = template {
         let config = json!({"chat_template": template, "eos_token": "<|endoftext|>"});
         std::fs::write(run.join("tokenizer_config.json"), config.to_string()).unwrap();
@@ -119,7 +126,13 @@ impl Server {
 
     /// One request on a fresh connection: the status and the body, or `None`
     /// when no full answer came within `patience`.
-    fn request(&self, method: &str, path: &str, body: &str, patience: Duration) -> Option<(u16, Value)> {
+    fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: &str,
+        patience: Duration,
+    ) -> Option<(u16, Value)> {
         let mut stream = TcpStream::connect(&self.addr).ok()?;
         stream.set_read_timeout(Some(patience)).unwrap();
         let head = format!(
@@ -132,7 +145,10 @@ impl Server {
         stream.read_to_string(&mut text).ok()?;
         let status = text.get(9..12)?.parse().ok()?;
         let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
-        Some((status, serde_json::from_str(body).unwrap_or(Value::String(body.into()))))
+        Some((
+            status,
+            serde_json::from_str(body).unwrap_or(Value::String(body.into())),
+        ))
     }
 
     fn health(&self, patience: Duration) -> bool {
@@ -164,14 +180,18 @@ fn a_hostile_template_request_fails_fast_and_health_keeps_answering() {
             .map(|_| {
                 s.spawn(|| {
                     let started = Instant::now();
-                    let answer = server.request("POST", "/v1/chat/completions", &chat("boom"), patience);
+                    let answer =
+                        server.request("POST", "/v1/chat/completions", &chat("boom"), patience);
                     (answer, started.elapsed())
                 })
             })
             .collect();
         for _ in 0..5 {
             let started = Instant::now();
-            assert!(server.health(Duration::from_secs(2)), "/health did not answer");
+            assert!(
+                server.health(Duration::from_secs(2)),
+                "/health did not answer"
+            );
             assert!(started.elapsed() < Duration::from_secs(2));
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -184,7 +204,11 @@ fn a_hostile_template_request_fails_fast_and_health_keeps_answering() {
         }
     });
     let pid = server.child.id().to_string();
-    assert!(resident(&pid) < 1 << 30, "the server holds {} MB", resident(&pid) >> 20);
+    assert!(
+        resident(&pid) < 1 << 30,
+        "the server holds {} MB",
+        resident(&pid) >> 20
+    );
     let (status, body) = server
         .request("POST", "/v1/chat/completions", &chat("hi"), patience)
         .unwrap();
@@ -194,7 +218,9 @@ fn a_hostile_template_request_fails_fast_and_health_keeps_answering() {
 /// A client that connects, sends half a request head and waits.
 fn slow_client(addr: &str) -> TcpStream {
     let mut stream = TcpStream::connect(addr).unwrap();
-    stream.write_all(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\n").unwrap();
+    stream
+        .write_all(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
     stream
 }
 
@@ -202,7 +228,14 @@ fn slow_client(addr: &str) -> TcpStream {
 fn slow_clients_are_timed_out_and_cannot_starve_a_normal_request() {
     let dir = tempfile::tempdir().unwrap();
     let run = run_with_template(dir.path(), None);
-    let limits = ["--header-timeout", "1", "--body-timeout", "1", "--max-connections", "8"];
+    let limits = [
+        "--header-timeout",
+        "1",
+        "--body-timeout",
+        "1",
+        "--max-connections",
+        "8",
+    ];
     let server = Server::start(&run, &limits);
     // A half-sent head is closed after the header timeout.
     let mut one = slow_client(&server.addr);
@@ -210,13 +243,19 @@ fn slow_clients_are_timed_out_and_cannot_starve_a_normal_request() {
     let started = Instant::now();
     let mut buf = [0u8; 256];
     let _ = one.read(&mut buf); // 408, or the connection closed
-    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
     // A body that stops short gets 408 after the body timeout.
     let mut short = TcpStream::connect(&server.addr).unwrap();
     short
         .write_all(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"pro")
         .unwrap();
-    short.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    short
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let mut text = String::new();
     let _ = short.read_to_string(&mut text);
     assert!(text.starts_with("HTTP/1.1 408"), "{text:?}");
@@ -226,7 +265,11 @@ fn slow_clients_are_timed_out_and_cannot_starve_a_normal_request() {
     let body = json!({"prompt": "a", "max_tokens": 2}).to_string();
     let answer = server.request("POST", "/v1/completions", &body, Duration::from_secs(20));
     assert_eq!(answer.map(|a| a.0), Some(200));
-    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
     drop(crowd);
 }
 
@@ -240,8 +283,10 @@ fn sample_and_serve_say_when_a_folder_is_not_a_run() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success());
         assert!(
-            err.contains("is not an lmforge run (no config.json); runs are made by \
-                          `lmforge train` or `lmforge import-hf`"),
+            err.contains(
+                "is not an lmforge run (no config.json); runs are made by \
+                          `lmforge train` or `lmforge import-hf`"
+            ),
             "{command}: {err}"
         );
     }
@@ -252,19 +297,49 @@ fn a_lora_run_whose_parent_is_gone_says_so() {
     let dir = tempfile::tempdir().unwrap();
     let parent = run_with_template(dir.path(), None);
     let data = dir.path().join("text.txt");
-    std::fs::write(&data, "the quick brown fox jumps over the lazy dog. ".repeat(200)).unwrap();
+    std::fs::write(
+        &data,
+        "the quick brown fox jumps over the lazy dog. ".repeat(200),
+    )
+    .unwrap();
     let lora = dir.path().join("lora");
     let out = lmforge()
-        .args(["train", "--init-from", parent.to_str().unwrap(), "--lora-rank", "2"])
-        .args(["--max-iters", "2", "--eval-interval", "1", "--block", "16", "--quiet"])
-        .args(["--data", data.to_str().unwrap(), "--out", lora.to_str().unwrap()])
+        .args([
+            "train",
+            "--init-from",
+            parent.to_str().unwrap(),
+            "--lora-rank",
+            "2",
+        ])
+        .args([
+            "--max-iters",
+            "2",
+            "--eval-interval",
+            "1",
+            "--block",
+            "16",
+            "--quiet",
+        ])
+        .args([
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            lora.to_str().unwrap(),
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     std::fs::rename(&parent, dir.path().join("moved")).unwrap();
     let out = lmforge().arg("sample").arg(&lora).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(err.contains("parent model") && err.contains("is gone"), "{err}");
+    assert!(
+        err.contains("parent model") && err.contains("is gone"),
+        "{err}"
+    );
     assert!(!err.contains("huggingface-cli"), "{err}");
 }

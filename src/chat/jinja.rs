@@ -173,8 +173,13 @@ impl JinjaTemplate {
         for (name, text) in &self.specials {
             ctx.push((name, Value::from(text.as_str())));
         }
-        super::jinja_limits::render(&self.env, "chat_template", &self.source, Value::from_pairs(ctx))
-            .map_err(|e| self.error(e))
+        super::jinja_limits::render(
+            &self.env,
+            "chat_template",
+            &self.source,
+            Value::from_pairs(ctx),
+        )
+        .map_err(|e| self.error(e))
     }
 
     fn error(&self, e: minijinja::Error) -> Error {

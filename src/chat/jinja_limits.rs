@@ -55,7 +55,12 @@ pub fn install(env: &mut Environment<'_>) {
 }
 
 /// Render `source` (named `name`) in `env`, its `+` compiled to [`ADD`].
-pub fn render(env: &Environment<'_>, name: &str, source: &str, ctx: Value) -> Result<String, Error> {
+pub fn render(
+    env: &Environment<'_>,
+    name: &str,
+    source: &str,
+    ctx: Value,
+) -> Result<String, Error> {
     let ast = machinery::parse(source, name, env.syntax().clone())?;
     let mut codegen = machinery::CodeGenerator::new(name, source);
     codegen.compile_stmt(&ast);
@@ -141,11 +146,7 @@ fn format_size(state: &State, format_str: &Value, args: &[Value]) -> Result<u64,
     let format_str = format_str.as_str().unwrap_or("");
     let placeholders = format_str.matches(['%', '{']).count() as u64;
     let limit = room(state);
-    let longest = args
-        .iter()
-        .map(|a| text_size(a, limit))
-        .max()
-        .unwrap_or(0);
+    let longest = args.iter().map(|a| text_size(a, limit)).max().unwrap_or(0);
     Ok((format_str.len() as u64).saturating_add(placeholders.saturating_mul(longest)))
 }
 

@@ -93,7 +93,10 @@ async fn listen(app: Arc<App>, addr: SocketAddr, on_ready: impl FnOnce(SocketAdd
     say("stopping: finishing the requests in flight (Ctrl-C again to quit now)");
     let _ = stopping.send(true);
     let all = u32::try_from(app.opts.max_connections).unwrap_or(u32::MAX);
-    if tokio::time::timeout(DRAIN, connections.acquire_many(all)).await.is_err() {
+    if tokio::time::timeout(DRAIN, connections.acquire_many(all))
+        .await
+        .is_err()
+    {
         say("stopping: gave up waiting for the requests still in flight");
     }
     Ok(())
