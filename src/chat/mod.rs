@@ -8,6 +8,7 @@
 pub mod conversation;
 pub mod format;
 pub mod jinja;
+pub mod jinja_limits;
 pub mod template;
 pub mod terminal;
 

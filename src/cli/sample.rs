@@ -88,6 +88,7 @@ fn sample_on<B: Backend>(
     args: SampleArgs,
     opts: SampleOptions,
 ) -> anyhow::Result<ExitCode> {
+    lmforge::sample::check_is_run(&args.run)?;
     let loading = || format!("loading the run {}", args.run.display());
     let config = lmforge::checkpoint::load_config(&args.run).with_context(loading)?;
     if !args.ignore_memory_check {
