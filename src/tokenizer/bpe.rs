@@ -748,7 +748,26 @@ pub(super) fn hf_header(json: &Value) -> Result<(Pattern, bool), String> {
         ));
     }
     hf_plain_added_tokens(&json["added_tokens"])?;
+    hf_full_byte_alphabet(model)?;
     Ok((pattern, ignore_merges))
+}
+
+/// Check that each of the 256 bytes has a token of its own: the fast path
+/// starts every word from its bytes. A vocabulary trained without the full
+/// initial alphabet (Hugging Face's `BpeTrainer` without
+/// `initial_alphabet=ByteLevel.alphabet()`) lacks the bytes its training
+/// text never held; `tokenizers` drops such bytes, and runs the file.
+fn hf_full_byte_alphabet(model: &Value) -> Result<(), String> {
+    let Some(vocab) = model["vocab"].as_object() else {
+        return Ok(()); // `read_vocab` names what is wrong with it
+    };
+    let table = byte_to_char();
+    match (0..=255u8).find(|&b| !vocab.contains_key(table[b as usize].to_string().as_str())) {
+        Some(b) => Err(format!(
+            "byte 0x{b:02x} has no token (a vocabulary trained without the full 256-byte alphabet)"
+        )),
+        None => Ok(()),
+    }
 }
 
 /// Check that every added token is special and matched as written: a token
