@@ -439,11 +439,7 @@ fn a_llama_folder_with_a_byte_level_tokenizer_lacking_bytes_imports() {
     for file in ["config.json", "generation_config.json", "model.safetensors"] {
         std::fs::copy(root.join("hf_llama/llama").join(file), folder.join(file)).unwrap();
     }
-    std::fs::copy(
-        fixture("bytelevel_partial"),
-        folder.join("tokenizer.json"),
-    )
-    .unwrap();
+    std::fs::copy(fixture("bytelevel_partial"), folder.join("tokenizer.json")).unwrap();
     let run = dir.path().join("run");
     let imported = lmforge::hf::import(folder.to_str().unwrap(), &run).unwrap();
     assert_eq!(imported.tokenizer.kind(), "hf-bpe");

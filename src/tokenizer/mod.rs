@@ -93,8 +93,8 @@ pub fn load(path: &Path) -> Result<Box<dyn Tokenizer>> {
     let json = bpe::read_json(path)?;
     match json["model"]["type"].as_str() {
         Some("WordLevel") => Ok(Box::new(CharTokenizer::from_hf_json(&json, path)?)),
-        Some("BPE") => match bpe::hf_header(&json) {
-            Ok(_) => Ok(Box::new(BpeTokenizer::from_hf_json(&json, path)?)),
+        Some("BPE") => match BpeTokenizer::read_hf_json(&json, path)? {
+            Ok(own) => Ok(Box::new(own)),
             Err(not_own) => Ok(Box::new(HfTokenizer::from_hf_json(
                 &json,
                 path,
