@@ -61,12 +61,15 @@ pub struct RunMetrics {
     pub bad_lines: Vec<String>,
 }
 
+/// Items with the 1-based number of the line they come from.
+pub type Numbered<T> = Vec<(usize, T)>;
+
 /// The lines of a JSON Lines log that lmforge appends to as it goes (metrics,
 /// samples), parsed, with their 1-based numbers; and the lines that are not
 /// JSON objects, with their numbers and `FILE:LINE: what is wrong`. Blank lines are
 /// skipped, and so is a last line without its newline that is not JSON: one
 /// still being written.
-pub fn read_log_lines(text: &str, path: &Path) -> (Vec<(usize, Value)>, Vec<(usize, String)>) {
+pub fn read_log_lines(text: &str, path: &Path) -> (Numbered<Value>, Numbered<String>) {
     let text = crate::data::documents::strip_bom(text);
     let (mut values, mut bad) = (Vec::new(), Vec::new());
     let lines = text.lines().count();
