@@ -47,6 +47,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
+/// Why a fine-tuning step was skipped when its batch held prompt tokens only
+/// (the `why` of its `metrics.jsonl` line).
+pub const MASKED: &str = "every target masked";
+
 /// A new run, a fine-tune of a trained model, or the continuation of the
 /// run in the output directory.
 pub enum Start {
@@ -400,6 +404,7 @@ pub fn train_on<B: Backend>(be: &B, parallel: Parallel, job: TrainJob) -> Result
         eot_token: tokenizer.eot_token(),
         last_checkpoint: resumed_at.map(|(step, _)| step),
         skipped_in_a_row: 0,
+        masked_steps: 0,
         summary: TrainSummary {
             step: trainer.steps_done(),
             train_loss: None,
@@ -503,6 +508,8 @@ struct Session<'j> {
     last_checkpoint: Option<u64>,
     /// Non-finite steps dropped in a row (`--on-nan skip`).
     skipped_in_a_row: u32,
+    /// Steps of this session whose batch had every target masked (`--sft`).
+    masked_steps: u64,
     summary: TrainSummary,
 }
 
@@ -574,7 +581,21 @@ impl Session<'_> {
         }
         self.progress
             .line(format!("step {done}: {why}: step dropped (--on-nan skip)"));
-        self.log(serde_json::json!({"step": done, "skipped": true, "lr": lr}))
+        self.log(serde_json::json!({"step": done, "skipped": true, "why": why, "lr": lr}))
+    }
+
+    /// A fine-tuning step whose batch held prompt tokens only: every target
+    /// masked, so no loss to log and no update made. Said the first time,
+    /// counted at the end, logged as skipped each time.
+    fn masked_step(&mut self, done: u64, lr: f32) -> Result<()> {
+        if self.masked_steps == 0 {
+            self.progress.line(format!(
+                "step {done}: every target of the batch is masked (prompt tokens only): \
+                 no loss, no update; such steps are logged as skipped"
+            ));
+        }
+        self.masked_steps += 1;
+        self.log(serde_json::json!({"step": done, "skipped": true, "why": MASKED, "lr": lr}))
     }
 
     /// Train to `max_iters` (or until asked to stop), evaluating and
@@ -597,6 +618,7 @@ impl Session<'_> {
             let (done, tokens_per_sec) = (step + 1, tokens_per_step / dt);
             let elapsed_s = self.elapsed();
             match guard::non_finite(loss, trainer.last_grad_norm) {
+                None if trainer.last_targets == 0 => self.masked_step(done, lr)?,
                 None => {
                     self.skipped_in_a_row = 0;
                     let mut line = serde_json::json!({"step": done, "train_loss": loss, "lr": lr, "tokens_per_sec": tokens_per_sec, "elapsed_s": elapsed_s});
@@ -629,6 +651,14 @@ impl Session<'_> {
                 }
                 break;
             }
+        }
+        if self.masked_steps > 0 {
+            self.progress.line(format!(
+                "{} of {} steps had every target masked (no reply token in the batch) and made \
+                 no update; a longer --block or shorter prompts put replies in more batches",
+                self.masked_steps,
+                self.summary.step - start
+            ));
         }
         self.progress.finish();
         let steps = (self.summary.step - start) as f64;

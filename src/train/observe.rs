@@ -114,8 +114,11 @@ impl<'t> Observer<'t> {
     /// shows its last steps.
     pub fn redraw(&mut self) -> Option<String> {
         let format = self.options.plot?;
-        let error = crate::plot::write_run_plot(&self.out, format).err()?;
-        self.warn(format!("could not draw the loss plot: {error}"))
+        match crate::plot::draw_run_plot(&self.out, format) {
+            Ok((_, bad_lines)) if bad_lines.is_empty() => None,
+            Ok((_, bad_lines)) => self.warn(bad_lines.join("; ")),
+            Err(error) => self.warn(format!("could not draw the loss plot: {error}")),
+        }
     }
 
     fn warn(&mut self, message: String) -> Option<String> {
