@@ -33,7 +33,7 @@ const SOURCES: [(&str, &str); 8] = [
 ];
 
 /// The entry points the backend loads; each must be in the compiled program.
-pub const KERNELS: [&str; 20] = [
+pub const KERNELS: [&str; 21] = [
     "lmf_fill",
     "lmf_scale",
     "lmf_add",
@@ -50,6 +50,7 @@ pub const KERNELS: [&str; 20] = [
     "lmf_bias_backward",
     "lmf_cross_entropy",
     "lmf_loss_sum",
+    "lmf_sum_of_squares",
     "lmf_adamw",
     "lmf_attention_forward",
     "lmf_attention_backward_q",

@@ -5,7 +5,7 @@
 //! attention in layouts other than GPT's fused one (grouped-query heads, a
 //! separate cache). Each is a kernel to write (issue #13).
 
-use super::{Cuda, DevView, DevViewMut, launch};
+use super::{Cuda, DevView, DevViewMut};
 use crate::backend::cpu::Cpu;
 use crate::backend::{AttentionDims, Backend, Dropout, RopeDims};
 
@@ -18,18 +18,18 @@ pub fn fused_heads(d: AttentionDims) -> bool {
 impl Cuda {
     fn fetch(&self, v: DevView<'_>) -> Vec<f32> {
         let mut host = vec![0.0; v.len];
-        launch::download(&self.stream, v.addr, &mut host);
+        self.to_host(v.addr, &mut host);
         host
     }
 
     fn fetch_mut(&self, v: &DevViewMut<'_>) -> Vec<f32> {
         let mut host = vec![0.0; v.len];
-        launch::download(&self.stream, v.addr, &mut host);
+        self.to_host(v.addr, &mut host);
         host
     }
 
     fn store(&self, v: DevViewMut<'_>, host: &[f32]) {
-        launch::upload(&self.stream, v.addr, host)
+        self.to_device(v.addr, host)
             .unwrap_or_else(|e| panic!("CUDA: could not copy a result to the GPU: {e}"));
     }
 
