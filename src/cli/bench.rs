@@ -134,7 +134,8 @@ fn sample(args: BenchSampleArgs) -> anyhow::Result<ExitCode> {
 fn train(args: BenchTrainArgs) -> anyhow::Result<ExitCode> {
     let cfg = config::resolve(args.preset, None, &args.overrides)?;
     let vocab = vocab_size(args.vocab, &cfg)?;
-    let (report, on) = match super::backend_with(args.device, args.threads, args.matmul_precision)? {
+    let (report, on) = match super::backend_with(args.device, args.threads, args.matmul_precision)?
+    {
         super::Selected::Cpu(cpu) => {
             let report = lmforge::train::bench(&cpu, &cfg, vocab, args.warmup_steps, args.steps)?;
             (report, format!("{} threads", rayon::current_num_threads()))

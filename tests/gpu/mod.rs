@@ -9,7 +9,7 @@
 
 use lmforge::backend::cuda::{Cuda, MatmulPrecision};
 
-#[allow(dead_code)] // each test binary uses one of the two
+#[allow(dead_code)] // not every test binary that includes this module calls it
 pub fn cuda() -> Option<Cuda> {
     cuda_with(MatmulPrecision::Fp32)
 }

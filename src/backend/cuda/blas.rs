@@ -175,7 +175,7 @@ impl Desc {
     ) -> Result<Desc> {
         let desc = Desc(
             lt::create_matmul_desc(compute, sys::cudaDataType::CUDA_R_32F)
-            .map_err(|e| blas_error("describe a matrix product", e))?,
+                .map_err(|e| blas_error("describe a matrix product", e))?,
         );
         // cublasOperation_t: 0 = N, 1 = T (cuBLASLt's bindings do not name it).
         let op = |t: bool| i32::from(t);

@@ -35,7 +35,6 @@
 
 mod blas;
 pub mod compile;
-mod host;
 mod launch;
 pub mod probe;
 
@@ -292,6 +291,22 @@ impl Cuda {
     fn to_host<T>(&self, src: u64, host: &mut [T]) {
         self.count_transfer(host);
         launch::download(&self.stream, src, host)
+    }
+
+    /// RoPE in place: forward (`sign = 1`) or backward (`sign = -1`).
+    fn rope(&self, x: DevViewMut<'_>, table: DevView<'_>, d: RopeDims, sign: f32) {
+        let pairs = (d.rows * d.heads * (d.head_size / 2)) as u64;
+        self.launcher("lmf_rope")
+            .arg(x.addr)
+            .arg(table.addr)
+            .arg(d.rows as u64)
+            .arg(d.t as u64)
+            .arg(d.pos as u64)
+            .arg(d.heads as u64)
+            .arg(d.head_size as u64)
+            .arg(d.row_stride as u64)
+            .arg(sign)
+            .run_elementwise(pairs);
     }
 
     fn alloc(&self, len: usize) -> Result<CudaBuf> {
@@ -685,8 +700,6 @@ impl Backend for Cuda {
             .run_columns(cols as u64);
     }
 
-    /// The kernel takes GPT's fused layout, whose `kv` rows hold the queries
-    /// too; other layouts (grouped-query, a separate KV cache) run on the host.
     fn attention_forward(
         &self,
         out: DevViewMut<'_>,
@@ -696,11 +709,7 @@ impl Backend for Cuda {
         dims: AttentionDims,
         dropout: Option<Dropout>,
     ) {
-        if !host::fused_heads(dims) {
-            return self.attention_forward_on_host((out, lse), q, kv, dims, dropout);
-        }
-        let qkv = kv;
-        launch::check_head_size(dims);
+        launch::check_heads(dims);
         assert!(
             dims.pos == 0 || dims.b == 1,
             "only one sequence continues a cache"
@@ -709,17 +718,23 @@ impl Backend for Cuda {
         self.launcher("lmf_attention_forward")
             .arg(out.addr)
             .arg(lse.addr)
-            .arg(qkv.addr)
+            .arg(q.addr)
+            .arg(kv.addr)
             .arg(dims.t as u64)
             .arg(dims.pos as u64)
             .arg(dims.c as u64)
             .arg(dims.n_head as u64)
+            .arg(dims.n_kv_head as u64)
+            .arg(dims.q_stride as u64)
+            .arg(dims.kv_stride as u64)
+            .arg(dims.k_offset as u64)
             .arg(p)
             .arg(seed)
             .arg(stream)
-            .run_rows(dims);
+            .run_rows(dims, dims.n_head);
     }
 
+    /// Training's layout: `qkv (B, T, C + 2 KVC)`, queries then keys then values.
     fn attention_backward(
         &self,
         dqkv: DevViewMut<'_>,
@@ -729,18 +744,23 @@ impl Backend for Cuda {
         dims: AttentionDims,
         dropout: Option<Dropout>,
     ) {
-        if !host::fused_heads(dims) {
-            return self.attention_backward_on_host(dqkv, (dout, qkv, lse), dims, dropout);
-        }
-        launch::check_head_size(dims);
+        launch::check_heads(dims);
         assert_eq!(dims.pos, 0, "attention backward runs on whole sequences");
+        assert_eq!(
+            dims.q_stride, dims.kv_stride,
+            "attention backward reads one qkv"
+        );
         let dsum = self.attention_scratch.at_least(
             &self.stream,
             dims.b * dims.n_head * dims.t,
             "attention's scratch",
         );
         let (p, seed, stream) = dropout_args(dropout);
-        for kernel in ["lmf_attention_backward_q", "lmf_attention_backward_kv"] {
+        let passes = [
+            ("lmf_attention_backward_q", dims.n_head),
+            ("lmf_attention_backward_kv", dims.n_kv_head),
+        ];
+        for (kernel, heads) in passes {
             self.launcher(kernel)
                 .arg(dqkv.addr)
                 .arg(dsum)
@@ -750,10 +770,13 @@ impl Backend for Cuda {
                 .arg(dims.t as u64)
                 .arg(dims.c as u64)
                 .arg(dims.n_head as u64)
+                .arg(dims.n_kv_head as u64)
+                .arg(dims.q_stride as u64)
+                .arg(dims.k_offset as u64)
                 .arg(p)
                 .arg(seed)
                 .arg(stream)
-                .run_rows(dims);
+                .run_rows(dims, heads);
         }
     }
 
@@ -767,7 +790,15 @@ impl Backend for Cuda {
         c: usize,
         eps: f32,
     ) {
-        self.rmsnorm_forward_on_host((out, rstd), inp, weight, n, c, eps)
+        self.launcher("lmf_rmsnorm_forward")
+            .arg(out.addr)
+            .arg(rstd.addr)
+            .arg(inp.addr)
+            .arg(weight.addr)
+            .arg(eps)
+            .arg(n as u64)
+            .arg(c as u64)
+            .run_warps(n as u64);
     }
 
     fn rmsnorm_backward(
@@ -781,19 +812,44 @@ impl Backend for Cuda {
         n: usize,
         c: usize,
     ) {
-        self.rmsnorm_backward_on_host((dinp, dweight), dout, inp, weight, rstd, (n, c))
+        let (n, c) = (n as u64, c as u64);
+        self.launcher("lmf_rmsnorm_backward_input")
+            .arg(dinp.addr)
+            .arg(dout.addr)
+            .arg(inp.addr)
+            .arg(weight.addr)
+            .arg(rstd.addr)
+            .arg(n)
+            .arg(c)
+            .run_warps(n);
+        if let Some(dweight) = dweight {
+            self.launcher("lmf_rmsnorm_backward_weight")
+                .arg(dweight.addr)
+                .arg(dout.addr)
+                .arg(inp.addr)
+                .arg(rstd.addr)
+                .arg(n)
+                .arg(c)
+                .run_columns(c);
+        }
     }
 
     fn rope_forward(&self, x: DevViewMut<'_>, table: DevView<'_>, dims: RopeDims) {
-        self.rope_on_host(x, table, dims, false)
+        self.rope(x, table, dims, 1.0)
     }
 
     fn rope_backward(&self, dx: DevViewMut<'_>, table: DevView<'_>, dims: RopeDims) {
-        self.rope_on_host(dx, table, dims, true)
+        self.rope(dx, table, dims, -1.0)
     }
 
     fn swiglu_forward(&self, out: DevViewMut<'_>, fc: DevView<'_>, n: usize, i: usize) {
-        self.swiglu_forward_on_host(out, fc, n, i)
+        let (n, i) = (n as u64, i as u64);
+        self.launcher("lmf_swiglu_forward")
+            .arg(out.addr)
+            .arg(fc.addr)
+            .arg(n)
+            .arg(i)
+            .run_elementwise(n * i);
     }
 
     fn swiglu_backward(
@@ -804,17 +860,36 @@ impl Backend for Cuda {
         n: usize,
         i: usize,
     ) {
-        self.swiglu_backward_on_host(dfc, dout, fc, n, i)
+        let (n, i) = (n as u64, i as u64);
+        self.launcher("lmf_swiglu_backward")
+            .arg(dfc.addr)
+            .arg(dout.addr)
+            .arg(fc.addr)
+            .arg(n)
+            .arg(i)
+            .run_elementwise(n * i);
     }
 
     fn copy_columns(
         &self,
         dst: DevViewMut<'_>,
         src: DevView<'_>,
-        rows_cols: (usize, usize),
-        src_stride_first: (usize, usize),
+        (rows, cols): (usize, usize),
+        (src_stride, first): (usize, usize),
     ) {
-        self.copy_columns_on_host(dst, src, rows_cols, src_stride_first)
+        assert!(
+            dst.len >= rows * cols,
+            "copy_columns: destination too short"
+        );
+        let (rows, cols) = (rows as u64, cols as u64);
+        self.launcher("lmf_copy_columns")
+            .arg(dst.addr)
+            .arg(src.addr)
+            .arg(rows)
+            .arg(cols)
+            .arg(src_stride as u64)
+            .arg(first as u64)
+            .run_elementwise(rows * cols);
     }
 
     fn residual(&self, branch: DevViewMut<'_>, skip: DevView<'_>, dropout: Option<Dropout>) {
@@ -873,7 +948,11 @@ impl Backend for Cuda {
     /// On the device, one block per chunk; only the partial sums come back.
     fn sum_of_squares(&self, grads: DevView<'_>, partials: &mut [f64]) {
         let chunks = grads.len.div_ceil(NORM_CHUNK);
-        assert_eq!(partials.len(), chunks, "sum_of_squares: one partial per chunk");
+        assert_eq!(
+            partials.len(),
+            chunks,
+            "sum_of_squares: one partial per chunk"
+        );
         let out = self
             .norm_partials
             .at_least(&self.stream, chunks, "the gradient norm");
