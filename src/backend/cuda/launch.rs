@@ -147,7 +147,7 @@ pub fn check_heads(d: AttentionDims) {
         d.head_size()
     );
     assert!(
-        d.n_kv_head > 0 && d.n_head % d.n_kv_head == 0,
+        d.n_kv_head > 0 && d.n_head.is_multiple_of(d.n_kv_head),
         "{} query heads cannot share {} key/value heads evenly",
         d.n_head,
         d.n_kv_head

@@ -275,7 +275,11 @@ impl Cuda {
         }
     }
 
+    /// Count one copy of `host` (an empty one copies nothing and is not counted).
     fn count_transfer<T>(&self, host: &[T]) {
+        if host.is_empty() {
+            return;
+        }
         self.transfer_count.fetch_add(1, Ordering::Relaxed);
         let bytes = std::mem::size_of_val(host) as u64;
         self.transfer_bytes.fetch_add(bytes, Ordering::Relaxed);
