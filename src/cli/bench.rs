@@ -1,5 +1,6 @@
 //! `lmforge bench train` and `bench sample`: training and generation speed with synthetic tokens and random weights.
 
+use lmforge::backend::cuda::MatmulPrecision;
 use lmforge::backend::{Backend, Device};
 use lmforge::tokenizer::TokenizerSpec;
 use lmforge::train::{Preset, TrainConfig, TrainOverrides, config};
@@ -66,6 +67,9 @@ struct BenchTrainArgs {
     /// Compute device.
     #[arg(long, value_enum, default_value = "cpu")]
     device: Device,
+    /// How the GPU multiplies matrices: TF32 tensor cores, or full float32.
+    #[arg(long, value_enum, default_value = "tf32")]
+    matmul_precision: MatmulPrecision,
     #[command(flatten)]
     overrides: TrainOverrides,
 }
@@ -130,7 +134,8 @@ fn sample(args: BenchSampleArgs) -> anyhow::Result<ExitCode> {
 fn train(args: BenchTrainArgs) -> anyhow::Result<ExitCode> {
     let cfg = config::resolve(args.preset, None, &args.overrides)?;
     let vocab = vocab_size(args.vocab, &cfg)?;
-    let (report, on) = match super::backend(args.device, args.threads)? {
+    let (report, on) = match super::backend_with(args.device, args.threads, args.matmul_precision)?
+    {
         super::Selected::Cpu(cpu) => {
             let report = lmforge::train::bench(&cpu, &cfg, vocab, args.warmup_steps, args.steps)?;
             (report, format!("{} threads", rayon::current_num_threads()))

@@ -2,6 +2,7 @@
 
 use super::Selected;
 use anyhow::Context;
+use lmforge::backend::cuda::MatmulPrecision;
 use lmforge::backend::{Backend, Device};
 use lmforge::dist::World;
 use lmforge::model::{LoraConfig, LoraTarget};
@@ -41,6 +42,9 @@ pub struct TrainArgs {
     /// Compute device.
     #[arg(long, value_enum, default_value = "cpu")]
     device: Device,
+    /// How the GPU multiplies matrices: TF32 tensor cores, or full float32.
+    #[arg(long, value_enum, default_value = "tf32")]
+    matmul_precision: MatmulPrecision,
     /// No progress output.
     #[arg(long, short)]
     quiet: bool,
@@ -140,7 +144,7 @@ fn fine_tune_request(args: &TrainArgs, init_from: &str) -> anyhow::Result<FineTu
 pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
     let world = World::from_env()?;
     let threads = args.threads.or_else(|| threads_per_rank(&world));
-    let backend = super::backend(args.device, threads)?;
+    let backend = super::backend_with(args.device, threads, args.matmul_precision)?;
     let data = args.finetune.sft.clone().or(args.data.clone());
     let (out, start) = match (&args.resume, &args.finetune.init_from) {
         (None, Some(init_from)) => {
