@@ -10,7 +10,7 @@ Every function calls the lmforge library (Rust); arrays are numpy arrays.
         print(record["step"], record.get("train_loss"))
     run = lmforge.Run("runs/demo")
     run.sample("ROMEO:", max_new_tokens=100)
-    run.parameters()["wte.weight"].shape     # (vocab_size, n_embd)
+    run.parameters()["transformer.wte.weight"].shape  # (vocab_size, n_embd)
 """
 
 from os import PathLike
@@ -222,7 +222,8 @@ class Run:
     def loss(self, ids: Union[_Ids, _Batch]) -> float:
         """The mean cross-entropy of predicting ``ids[..., 1:]`` from ``ids[..., :-1]``."""
     def parameters(self) -> Dict[str, npt.NDArray[np.float32]]:
-        """Every tensor by its Hugging Face name (``wte.weight``, ``h.0.attn.c_attn.weight``, ...),
+        """Every tensor by its Hugging Face name (``transformer.wte.weight``,
+        ``transformer.h.0.attn.c_attn.weight``, ...; the bigram's ``token_embedding_table.weight``),
         as read-only numpy views of one copy of the weights."""
     def export_hf(self, out: _Path) -> str:
         """Write the run as a Hugging Face folder (LoRA adapters merged) that

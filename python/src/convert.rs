@@ -69,19 +69,24 @@ pub fn ids_arg(ids: &Bound<'_, PyAny>) -> PyResult<(Vec<u32>, Option<usize>)> {
     let to_u32 = |x: i64| {
         u32::try_from(x).map_err(|_| bad_input(format!("token id {x} is not a token id (0..2^32)")))
     };
-    let rows = ids.extract::<Vec<Vec<i64>>>().ok().filter(|rows| !rows.is_empty());
+    let rows = ids
+        .extract::<Vec<Vec<i64>>>()
+        .ok()
+        .filter(|rows| !rows.is_empty());
     if let Some(rows) = rows {
         let t = rows.first().map_or(0, Vec::len);
         if rows.iter().any(|r| r.len() != t) {
-            return Err(bad_input("the sequences of a batch must have the same length"));
+            return Err(bad_input(
+                "the sequences of a batch must have the same length",
+            ));
         }
         let flat: PyResult<Vec<u32>> = rows.into_iter().flatten().map(to_u32).collect();
         let batch = flat.as_ref().map_or(0, |f| f.len() / t.max(1));
         return Ok((flat?, Some(batch.max(1))));
     }
-    let flat: Vec<i64> = ids
-        .extract()
-        .map_err(|_| bad_input("token ids: expected a sequence of ints, or a batch (a 2-D array)"))?;
+    let flat: Vec<i64> = ids.extract().map_err(|_| {
+        bad_input("token ids: expected a sequence of ints, or a batch (a 2-D array)")
+    })?;
     let flat: PyResult<Vec<u32>> = flat.into_iter().map(to_u32).collect();
     Ok((flat?, None))
 }

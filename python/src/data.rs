@@ -11,7 +11,9 @@ fn on_bad(name: &str, value: &str) -> PyResult<OnBad> {
     match value {
         "error" => Ok(OnBad::Error),
         "skip" => Ok(OnBad::Skip),
-        other => Err(bad_input(format!("{name}: {other:?}: expected error or skip"))),
+        other => Err(bad_input(format!(
+            "{name}: {other:?}: expected error or skip"
+        ))),
     }
 }
 
@@ -48,7 +50,9 @@ pub fn prepare<'py>(
     opts.char_vocab_max = char_vocab_max;
     opts.shard_tokens = shard_tokens;
     opts.progress = progress;
-    let r = py.detach(|| lmforge::data::prepare::prepare(&opts)).py_err()?;
+    let r = py
+        .detach(|| lmforge::data::prepare::prepare(&opts))
+        .py_err()?;
     let report = PyDict::new(py);
     report.set_item("out", out)?;
     report.set_item("documents", r.documents)?;

@@ -30,8 +30,18 @@ create_exception!(
     Error,
     "A loss, gradient or logit that is NaN or infinite."
 );
-create_exception!(lmforge, FileError, Error, "A file that cannot be read or written.");
-create_exception!(lmforge, DeviceError, Error, "The CUDA device could not start or run.");
+create_exception!(
+    lmforge,
+    FileError,
+    Error,
+    "A file that cannot be read or written."
+);
+create_exception!(
+    lmforge,
+    DeviceError,
+    Error,
+    "The CUDA device could not start or run."
+);
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();

@@ -66,9 +66,11 @@ impl Run {
 impl Run {
     #[new]
     fn new(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
-        let (model, params, tokenizer) = py
-            .detach(|| lmforge::sample::load_run(&path))
-            .map_err(|e| crate::errors::to_py(e, Some(&format!("loading the run {}", path.display()))))?;
+        let (model, params, tokenizer) =
+            py.detach(|| lmforge::sample::load_run(&path))
+                .map_err(|e| {
+                    crate::errors::to_py(e, Some(&format!("loading the run {}", path.display())))
+                })?;
         Ok(Run {
             path,
             model,
@@ -112,7 +114,11 @@ impl Run {
             Err(e) => return Err(crate::errors::to_py(lmforge::Error::io(&path, e), None)),
         };
         let list = PyList::empty(py);
-        for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        for (i, line) in text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+        {
             let record: serde_json::Value = serde_json::from_str(line).map_err(|e| {
                 crate::errors::to_py(
                     lmforge::Error::format(&path, format!("line {}: {e}", i + 1)),
@@ -162,7 +168,14 @@ impl Run {
             // As `lmforge sample`: a template that does not load only loses its stop tokens.
             let format = self.chat_format().unwrap_or(None);
             let noop = |_: &str| Ok(lmforge::sample::Flow::Continue);
-            lmforge::chat::continue_text(&Cpu::new(), self.loaded(), format.as_ref(), &ids, &opts, noop)
+            lmforge::chat::continue_text(
+                &Cpu::new(),
+                self.loaded(),
+                format.as_ref(),
+                &ids,
+                &opts,
+                noop,
+            )
         });
         Ok(reply.py_err()?.text)
     }
@@ -200,7 +213,13 @@ impl Run {
         }
         let reply = py.detach(|| {
             let format = self.chat_format()?;
-            lmforge::chat::answer(&Cpu::new(), self.loaded(), format.as_ref(), &messages, &opts)
+            lmforge::chat::answer(
+                &Cpu::new(),
+                self.loaded(),
+                format.as_ref(),
+                &messages,
+                &opts,
+            )
         });
         Ok(reply.py_err()?.text)
     }
@@ -210,7 +229,9 @@ impl Run {
         let (ids, batch) = ids_arg(ids)?;
         let b = batch.unwrap_or(1);
         let logits = py
-            .detach(|| lmforge::model::score::logits(&Cpu::new(), &self.model, &self.params, &ids, b))
+            .detach(|| {
+                lmforge::model::score::logits(&Cpu::new(), &self.model, &self.params, &ids, b)
+            })
             .py_err()?;
         let (t, v) = (ids.len() / b, self.model.config.vocab_size);
         let array = logits.into_pyarray(py);
@@ -244,14 +265,18 @@ impl Run {
         for spec in &self.model.layout.tensors {
             let (start, end) = (spec.range.start as isize, spec.range.end as isize);
             let view = flat.get_item(PySlice::new(py, start, end, 1))?;
-            dict.set_item(&spec.name, view.call_method1("reshape", (spec.shape.clone(),))?)?;
+            dict.set_item(
+                &spec.name,
+                view.call_method1("reshape", (spec.shape.clone(),))?,
+            )?;
         }
         Ok(dict)
     }
 
     /// Write the run as a Hugging Face folder (`transformers` loads it).
     fn export_hf(&self, py: Python<'_>, out: PathBuf) -> PyResult<PathBuf> {
-        py.detach(|| lmforge::hf::export(&self.path, &out)).py_err()?;
+        py.detach(|| lmforge::hf::export(&self.path, &out))
+            .py_err()?;
         Ok(out)
     }
 
@@ -280,7 +305,11 @@ fn message(dict: &Bound<'_, PyDict>) -> PyResult<Message> {
         "system" => Role::System,
         "user" => Role::User,
         "assistant" => Role::Assistant,
-        other => return Err(bad_input(format!("unknown role {other:?}: system, user or assistant"))),
+        other => {
+            return Err(bad_input(format!(
+                "unknown role {other:?}: system, user or assistant"
+            )));
+        }
     };
     Ok(Message::new(role, field("content")?))
 }

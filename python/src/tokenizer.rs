@@ -27,7 +27,9 @@ impl Tokenizer {
     /// A character-level tokenizer whose vocabulary is the characters of `text`.
     #[staticmethod]
     fn char(text: &str) -> PyResult<Self> {
-        Ok(Self::new(Box::new(CharTokenizer::from_text(text).py_err()?)))
+        Ok(Self::new(Box::new(
+            CharTokenizer::from_text(text).py_err()?,
+        )))
     }
 
     /// GPT-2's byte-level BPE (tiktoken's `gpt2`).
@@ -81,7 +83,11 @@ impl Tokenizer {
     ) -> PyResult<Vec<Bound<'py, PyArray1<u32>>>> {
         let all: lmforge::Result<Vec<Vec<u32>>> =
             py.detach(|| texts.par_iter().map(|t| self.inner.encode(t)).collect());
-        Ok(all.py_err()?.into_iter().map(|ids| ids.into_pyarray(py)).collect())
+        Ok(all
+            .py_err()?
+            .into_iter()
+            .map(|ids| ids.into_pyarray(py))
+            .collect())
     }
 
     /// The text of `ids` (bytes that are not UTF-8 become U+FFFD).

@@ -8,11 +8,11 @@ use crate::convert::{from_py, to_py};
 use crate::errors::bad_input;
 use lmforge::backend::Backend;
 use lmforge::train::{
-    FineTuneOptions, Observe, OnNan, Parallel, Safeguards, TrainJob, TrainOverrides,
-    TrainRequest, TrainSummary,
+    FineTuneOptions, Observe, OnNan, Parallel, Safeguards, TrainJob, TrainOverrides, TrainRequest,
+    TrainSummary,
 };
-use pyo3::prelude::*;
 use pyo3::exceptions::PyKeyboardInterrupt;
+use pyo3::prelude::*;
 use pyo3::types::{PyCFunction, PyDict};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -68,7 +68,10 @@ fn restore_interrupt(py: Python<'_>, (previous, ours): (Py<PyAny>, Py<PyAny>)) {
     let restore = || -> PyResult<()> {
         let signal = py.import("signal")?;
         let sigint = signal.getattr("SIGINT")?;
-        if signal.call_method1("getsignal", (&sigint,))?.is(ours.bind(py)) {
+        if signal
+            .call_method1("getsignal", (&sigint,))?
+            .is(ours.bind(py))
+        {
             signal.call_method1("signal", (&sigint, previous.bind(py)))?;
         }
         Ok(())
@@ -85,7 +88,10 @@ fn choice<T: clap::ValueEnum>(option: &str, value: &str) -> PyResult<T> {
             .filter_map(|v| v.to_possible_value())
             .map(|p| p.get_name().to_string())
             .collect();
-        bad_input(format!("{option}: {value:?} is not one of {}", names.join(", ")))
+        bad_input(format!(
+            "{option}: {value:?} is not one of {}",
+            names.join(", ")
+        ))
     })
 }
 
@@ -168,14 +174,22 @@ pub fn train(
             "png" => Some(lmforge::plot::Format::Png),
             "svg" => Some(lmforge::plot::Format::Svg),
             "none" => None,
-            other => return Err(bad_input(format!("plot: {other:?}: expected png, svg or none"))),
+            other => {
+                return Err(bad_input(format!(
+                    "plot: {other:?}: expected png, svg or none"
+                )));
+            }
         },
         sample_every_eval,
     };
     let cuda = match device {
         "cpu" => false,
         "cuda" => true,
-        other => return Err(bad_input(format!("device: {other:?}: expected cpu or cuda"))),
+        other => {
+            return Err(bad_input(format!(
+                "device: {other:?}: expected cpu or cuda"
+            )));
+        }
     };
     let (out, data, start) = request.start().map_err(|e| crate::errors::to_py(e, None))?;
     lmforge::backend::cpu::init_threads(threads).map_err(|e| crate::errors::to_py(e, None))?;
@@ -223,7 +237,11 @@ fn run_on<B: Backend>(
 }
 
 /// The summary of a finished run as a dict.
-fn summary_dict<'py>(py: Python<'py>, s: &TrainSummary, out: &std::path::Path) -> PyResult<Bound<'py, PyDict>> {
+fn summary_dict<'py>(
+    py: Python<'py>,
+    s: &TrainSummary,
+    out: &std::path::Path,
+) -> PyResult<Bound<'py, PyDict>> {
     let dict = PyDict::new(py);
     dict.set_item("out", out)?;
     dict.set_item("step", s.step)?;

@@ -6,6 +6,7 @@ import json
 import threading
 import time
 
+import numpy as np
 import pytest
 
 import lmforge
@@ -135,8 +136,12 @@ def test_full_lora_and_sft_fine_tunes_then_chat(tmp_path, text_file):
     lora = lmforge.train(out=tmp_path / "lora", init_from=base, data=text_file, lora_rank=2,
                          lora_targets=["c_attn"], max_iters=5, **tiny).wait()
     assert full["step"] == lora["step"] == 5
-    adapters = [n for n in lmforge.Run(tmp_path / "lora").parameters() if ".lora_" in n]
-    assert adapters and all("c_attn" in n for n in adapters), adapters
+    # A run loads with its adapters merged: LoRA on c_attn changed c_attn only.
+    assert lmforge.Run(tmp_path / "lora").config["lora"]["targets"] == ["c_attn"]
+    before = lmforge.Run(base).parameters()
+    after = lmforge.Run(tmp_path / "lora").parameters()
+    changed = sorted(n for n in before if not np.array_equal(before[n], after[n]))
+    assert changed == ["transformer.h.0.attn.c_attn.weight"], changed
     with pytest.raises(lmforge.BadInputError, match="lora_targets"):
         lmforge.train(out=tmp_path / "x", init_from=base, lora_rank=2, lora_targets=["qkv"])
     sft = tmp_path / "sft"

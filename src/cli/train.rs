@@ -6,8 +6,8 @@ use lmforge::backend::{Backend, Device};
 use lmforge::dist::World;
 use lmforge::model::LoraTarget;
 use lmforge::train::{
-    FineTuneOptions, Observe, OnNan, Parallel, Preset, Safeguards, Start, TrainJob,
-    TrainOverrides, TrainRequest,
+    FineTuneOptions, Observe, OnNan, Parallel, Preset, Safeguards, Start, TrainJob, TrainOverrides,
+    TrainRequest,
 };
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -68,7 +68,11 @@ pub fn loss<B: Backend>(
             "a loss needs sequences of at least two tokens (an input and its next token)".into(),
         ));
     }
-    let inputs: Vec<u32> = ids.chunks_exact(t).flat_map(|s| &s[..t - 1]).copied().collect();
+    let inputs: Vec<u32> = ids
+        .chunks_exact(t)
+        .flat_map(|s| &s[..t - 1])
+        .copied()
+        .collect();
     let targets: Vec<u32> = ids.chunks_exact(t).flat_map(|s| &s[1..]).copied().collect();
     let mut acts = Activations::training(be, &model.config, batch, t - 1)?;
     let window = Window::batch(batch, t - 1);
@@ -144,7 +148,9 @@ mod tests {
             (&[], 1, "at least one token"),
         ];
         for (ids, batch, want) in cases {
-            let err = logits(&be, &model, &params, ids, batch).unwrap_err().to_string();
+            let err = logits(&be, &model, &params, ids, batch)
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(want), "{err}");
         }
         let err = loss(&be, &model, &params, &[3], 1).unwrap_err().to_string();

@@ -77,23 +77,71 @@ impl TrainRequest {
     fn check_combinations(&self) -> Result<()> {
         let ft = &self.finetune;
         let conflicts = [
-            ("--resume", self.resume.is_some(), "--preset", self.preset.is_some()),
-            ("--resume", self.resume.is_some(), "--out", self.out.is_some()),
-            ("--resume", self.resume.is_some(), "--init-from", ft.init_from.is_some()),
+            (
+                "--resume",
+                self.resume.is_some(),
+                "--preset",
+                self.preset.is_some(),
+            ),
+            (
+                "--resume",
+                self.resume.is_some(),
+                "--out",
+                self.out.is_some(),
+            ),
+            (
+                "--resume",
+                self.resume.is_some(),
+                "--init-from",
+                ft.init_from.is_some(),
+            ),
             ("--sft", ft.sft.is_some(), "--data", self.data.is_some()),
         ];
         if let Some((a, _, b, _)) = conflicts.iter().find(|(_, x, _, y)| *x && *y) {
             return Err(Error::Config(format!("{a} cannot be used with {b}")));
         }
         let requires = [
-            ("--freeze-embeddings", ft.freeze_embeddings, "--init-from", ft.init_from.is_some()),
-            ("--freeze-layers", ft.freeze_layers > 0, "--init-from", ft.init_from.is_some()),
-            ("--lora-rank", ft.lora_rank.is_some(), "--init-from", ft.init_from.is_some()),
-            ("--sft", ft.sft.is_some(), "--init-from", ft.init_from.is_some()),
-            ("--lora-alpha", ft.lora_alpha.is_some(), "--lora-rank", ft.lora_rank.is_some()),
-            ("--lora-targets", ft.lora_targets.is_some(), "--lora-rank", ft.lora_rank.is_some()),
+            (
+                "--freeze-embeddings",
+                ft.freeze_embeddings,
+                "--init-from",
+                ft.init_from.is_some(),
+            ),
+            (
+                "--freeze-layers",
+                ft.freeze_layers > 0,
+                "--init-from",
+                ft.init_from.is_some(),
+            ),
+            (
+                "--lora-rank",
+                ft.lora_rank.is_some(),
+                "--init-from",
+                ft.init_from.is_some(),
+            ),
+            (
+                "--sft",
+                ft.sft.is_some(),
+                "--init-from",
+                ft.init_from.is_some(),
+            ),
+            (
+                "--lora-alpha",
+                ft.lora_alpha.is_some(),
+                "--lora-rank",
+                ft.lora_rank.is_some(),
+            ),
+            (
+                "--lora-targets",
+                ft.lora_targets.is_some(),
+                "--lora-rank",
+                ft.lora_rank.is_some(),
+            ),
         ];
-        match requires.iter().find(|(_, given, _, needed)| *given && !*needed) {
+        match requires
+            .iter()
+            .find(|(_, given, _, needed)| *given && !*needed)
+        {
             Some((a, _, b, _)) => Err(Error::Config(format!("{a} needs {b}"))),
             None => Ok(()),
         }
