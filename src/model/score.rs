@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 /// Check `ids` as `batch` sequences the model can read: the same length, at
 /// most its context (a bigram has none), ids in its vocabulary. Returns `T`.
 fn check_ids(model: &Model, ids: &[u32], batch: usize) -> Result<usize> {
-    if batch == 0 || ids.is_empty() || ids.len() % batch != 0 {
+    if batch == 0 || ids.is_empty() || !ids.len().is_multiple_of(batch) {
         return Err(Error::Data(format!(
             "expected {batch} sequences of the same length, at least one token each; got {} ids",
             ids.len()
