@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use lmforge::backend::{Backend, Device};
-use lmforge::sample::{Flow, Generator, SampleOptions};
+use lmforge::sample::{Flow, SampleOptions};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -111,21 +111,20 @@ fn sample_on<B: Backend>(
     let params = backend.upload(params)?;
     // Sampling continues text: a chat template that does not load only loses its stop tokens.
     let format = lmforge::chat::ChatFormat::find(&args.run, tokenizer.as_ref()).unwrap_or(None);
-    let stops = lmforge::chat::stop_tokens(format.as_ref(), tokenizer.as_ref());
-    let mut generator = Generator::new(backend, &model, &params, opts.seed, stops)?;
-
+    let loaded = (&model, &params, tokenizer.as_ref());
     let mut stdout = std::io::stdout().lock();
     let stdout_err = |e: std::io::Error| lmforge::Error::io("<stdout>", e);
     stdout
         .write_all(prompt_text.as_bytes())
         .map_err(stdout_err)?;
-    generator.generate_text(tokenizer.as_ref(), &prompt, &opts, |piece| {
+    let on_text = |piece: &str| {
         stdout
             .write_all(piece.as_bytes())
             .and_then(|_| stdout.flush())
             .map_err(stdout_err)?;
         Ok(Flow::Continue)
-    })?;
+    };
+    lmforge::chat::continue_text(backend, loaded, format.as_ref(), &prompt, &opts, on_text)?;
     stdout.write_all(b"\n").map_err(stdout_err)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -5,10 +5,10 @@ use anyhow::Context;
 use lmforge::backend::cuda::MatmulPrecision;
 use lmforge::backend::{Backend, Device};
 use lmforge::dist::World;
-use lmforge::model::{LoraConfig, LoraTarget};
+use lmforge::model::LoraTarget;
 use lmforge::train::{
-    FineTuneRequest, Observe, OnNan, Parallel, Preset, Safeguards, Start, TrainConfig, TrainJob,
-    TrainOverrides, config,
+    FineTuneOptions, Observe, OnNan, Parallel, Preset, Safeguards, Start, TrainJob, TrainOverrides,
+    TrainRequest,
 };
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -116,49 +116,33 @@ struct FineTuneArgs {
     sft: Option<PathBuf>,
 }
 
-/// The fine-tune `args` asks for, with its training options.
-fn fine_tune_request(args: &TrainArgs, init_from: &str) -> anyhow::Result<FineTuneRequest> {
+/// The options as the library takes them.
+fn request(args: &TrainArgs) -> TrainRequest {
     let ft = &args.finetune;
-    let lora = ft.lora_rank.map(|rank| LoraConfig {
-        rank,
-        alpha: ft.lora_alpha.unwrap_or(2.0 * rank as f32),
-        targets: ft.lora_targets.clone().unwrap_or_default(),
-    });
-    let mut given = args.overrides.clone();
-    if lora.is_some() && given.lr.is_none() {
-        given.lr = Some(2e-4); // adapters start at zero and want a larger step
+    TrainRequest {
+        data: args.data.clone(),
+        preset: args.preset,
+        config: args.config.clone(),
+        out: args.out.clone(),
+        resume: args.resume.clone(),
+        overrides: args.overrides.clone(),
+        finetune: FineTuneOptions {
+            init_from: ft.init_from.clone(),
+            freeze_embeddings: ft.freeze_embeddings,
+            freeze_layers: ft.freeze_layers,
+            lora_rank: ft.lora_rank,
+            lora_alpha: ft.lora_alpha,
+            lora_targets: ft.lora_targets.clone(),
+            sft: ft.sft.clone(),
+        },
     }
-    let preset = args.preset.unwrap_or(Preset::Finetune);
-    let mut config: TrainConfig = config::resolve(preset, args.config.as_deref(), &given)?;
-    config.sft = ft.sft.is_some();
-    Ok(FineTuneRequest {
-        config,
-        given: args.overrides.clone(),
-        init_from: init_from.to_string(),
-        freeze_embeddings: ft.freeze_embeddings,
-        freeze_layers: ft.freeze_layers,
-        lora,
-    })
 }
 
 pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
     let world = World::from_env()?;
     let threads = args.threads.or_else(|| threads_per_rank(&world));
     let backend = super::backend_with(args.device, threads, args.matmul_precision)?;
-    let data = args.finetune.sft.clone().or(args.data.clone());
-    let (out, start) = match (&args.resume, &args.finetune.init_from) {
-        (None, Some(init_from)) => {
-            let out = args
-                .out
-                .clone()
-                .unwrap_or_else(|| PathBuf::from("runs/finetune"));
-            (
-                out,
-                Start::FineTune(Box::new(fine_tune_request(&args, init_from)?)),
-            )
-        }
-        _ => plain_start(&args)?,
-    };
+    let (out, data, start) = request(&args).start()?;
     let guards = Safeguards {
         overwrite: args.overwrite,
         on_nan: args.on_nan,
@@ -198,29 +182,6 @@ fn threads_per_rank(world: &World) -> Option<usize> {
     let launch = lmforge::dist::Launch::from_env().filter(|_| world.size() > 1)?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     Some((cores / launch.local_size).max(1))
-}
-
-/// A new run from a preset, or the resumption of one.
-fn plain_start(args: &TrainArgs) -> anyhow::Result<(PathBuf, Start)> {
-    Ok(match &args.resume {
-        Some(dir) => {
-            let mut overrides = Vec::new();
-            if let Some(path) = &args.config {
-                overrides.push(TrainOverrides::from_toml_file(path)?);
-            }
-            overrides.push(args.overrides.clone());
-            (dir.clone(), Start::Resume(overrides))
-        }
-        None => {
-            let preset = args.preset.unwrap_or(Preset::CharCpu);
-            let cfg = config::resolve(preset, args.config.as_deref(), &args.overrides)?;
-            let default_out = PathBuf::from("runs").join(preset.to_string());
-            (
-                args.out.clone().unwrap_or(default_out),
-                Start::New(Box::new(cfg)),
-            )
-        }
-    })
 }
 
 fn run_training<B: Backend>(

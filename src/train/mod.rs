@@ -23,6 +23,7 @@ pub mod guard;
 pub mod observe;
 pub mod presets;
 mod progress;
+pub mod request;
 pub mod run;
 pub mod trainer;
 
@@ -31,6 +32,7 @@ pub use config::{TrainConfig, TrainOverrides};
 pub use guard::{OnNan, Safeguards};
 pub use observe::Observe;
 pub use presets::Preset;
+pub use request::{FineTuneOptions, TrainRequest};
 pub use trainer::{Parallel, Split, Trainer};
 
 use crate::backend::Backend;
@@ -330,6 +332,17 @@ pub fn train<B: Backend>(be: &B, job: TrainJob) -> Result<TrainSummary> {
 /// corpus and trains; rank 0 alone writes the run directory (the others
 /// only read it, to resume), prints progress and saves checkpoints.
 pub fn train_on<B: Backend>(be: &B, parallel: Parallel, job: TrainJob) -> Result<TrainSummary> {
+    train_observed(be, parallel, job, &mut |_| {})
+}
+
+/// [`train_on`], handing `on_record` each record of `metrics.jsonl` as it
+/// is written (rank 0): how the Python package streams a run's metrics.
+pub fn train_observed<B: Backend>(
+    be: &B,
+    parallel: Parallel,
+    job: TrainJob,
+    on_record: &mut dyn FnMut(&serde_json::Value),
+) -> Result<TrainSummary> {
     let out = job.out.as_path();
     let root = parallel.world.is_root();
     let new_run = matches!(job.start, Start::New(_) | Start::FineTune(_));
@@ -384,6 +397,7 @@ pub fn train_on<B: Backend>(be: &B, parallel: Parallel, job: TrainJob) -> Result
     let resumed_step = resumed_at.map(|(step, _)| step);
     let session = Session {
         job: &job,
+        on_record,
         metrics: match root {
             true => Some(Metrics::open(out, resumed_step)?),
             false => None,
@@ -494,6 +508,8 @@ fn read_corpus(
 /// One session of training: the loop and what it reports.
 struct Session<'j> {
     job: &'j TrainJob<'j>,
+    /// Told each metrics record (see [`train_observed`]).
+    on_record: &'j mut dyn FnMut(&serde_json::Value),
     /// The metrics log and the reports (rank 0's; `None` on other ranks).
     metrics: Option<Metrics>,
     observer: Option<Observer<'j>>,
@@ -516,7 +532,10 @@ struct Session<'j> {
 impl Session<'_> {
     fn log(&mut self, line: serde_json::Value) -> Result<()> {
         match &mut self.metrics {
-            Some(metrics) => metrics.log(line),
+            Some(metrics) => {
+                (self.on_record)(&line);
+                metrics.log(line)
+            }
             None => Ok(()),
         }
     }
