@@ -26,7 +26,9 @@ pub fn run(args: ExportGgufArgs) -> anyhow::Result<ExitCode> {
         written.tensors,
         written.bytes as f64 / 1e6,
         args.out.display(),
-        args.out.file_name().map_or("model.gguf".into(), |n| n.to_string_lossy()),
+        args.out
+            .file_name()
+            .map_or("model.gguf".into(), |n| n.to_string_lossy()),
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -36,7 +36,9 @@ pub enum Change {
     /// A GPT-2 `Conv1D` weight `(IN, OUT)`, stored `(OUT, IN)`.
     Transpose,
     /// Rows reordered per head for llama.cpp's rotary pairs; `heads` heads.
-    Rope { heads: usize },
+    Rope {
+        heads: usize,
+    },
 }
 
 /// The GGUF architecture of a config, or why llama.cpp cannot run it.
@@ -47,9 +49,11 @@ pub fn architecture(cfg: &ModelConfig) -> Result<&'static str, String> {
         Arch::Llama => Ok("llama"),
         Arch::Gpt => {
             if cfg.norm != Norm::Pre {
-                return Err("this GPT puts layer norm after each block (norm = post); llama.cpp's \
+                return Err(
+                    "this GPT puts layer norm after each block (norm = post); llama.cpp's \
                             gpt2 is pre-norm: train with --norm pre to export"
-                    .into());
+                        .into(),
+                );
             }
             if cfg.activation != Activation::Gelu {
                 return Err(format!(
@@ -174,7 +178,10 @@ pub fn hparams(cfg: &ModelConfig, arch: &str) -> Vec<(String, Value)> {
         kv(k("vocab_size"), u(cfg.vocab_size)),
         kv(k("attention.head_count_kv"), u(l.n_kv_head)),
         kv(k("rope.dimension_count"), u(cfg.head_size())),
-        kv(k("attention.layer_norm_rms_epsilon"), Value::F32(l.rms_norm_eps)),
+        kv(
+            k("attention.layer_norm_rms_epsilon"),
+            Value::F32(l.rms_norm_eps),
+        ),
         kv(k("rope.freq_base"), Value::F32(l.rope_theta)),
     ]);
     if let RopeScaling::Linear { factor } = l.rope_scaling {
@@ -190,7 +197,11 @@ pub fn hparams(cfg: &ModelConfig, arch: &str) -> Vec<(String, Value)> {
 pub fn rope_freqs(cfg: &ModelConfig) -> Option<Vec<f32>> {
     let l = cfg.llama.as_ref()?;
     match l.rope_scaling {
-        RopeScaling::Llama3 { .. } => Some(llama3_factors(l.rope_theta, cfg.head_size(), l.rope_scaling)),
+        RopeScaling::Llama3 { .. } => Some(llama3_factors(
+            l.rope_theta,
+            cfg.head_size(),
+            l.rope_scaling,
+        )),
         _ => None,
     }
 }
@@ -198,7 +209,12 @@ pub fn rope_freqs(cfg: &ModelConfig) -> Option<Vec<f32>> {
 /// The divisor of each of the `dim / 2` rotary frequencies under `scaling`
 /// (1 where Llama 3.1's scaling keeps a frequency, `factor` where it divides it).
 fn llama3_factors(theta: f32, dim: usize, scaling: RopeScaling) -> Vec<f32> {
-    let RopeScaling::Llama3 { factor, low_freq_factor: low, high_freq_factor: high, original_max_position_embeddings } = scaling
+    let RopeScaling::Llama3 {
+        factor,
+        low_freq_factor: low,
+        high_freq_factor: high,
+        original_max_position_embeddings,
+    } = scaling
     else {
         return vec![1.0; dim / 2];
     };
@@ -250,7 +266,9 @@ fn llama3_from_factors(factors: &[f32], theta: f32, dim: usize) -> Option<RopeSc
     // With low 1 and high 4, one blended frequency gives the context
     // (s = (old/wavelen - 1) / 3); with none, any context between the kept
     // and the divided wavelengths does.
-    if let Some(i) = (0..factors.len()).find(|&i| factors[i] > 1.0 + 1e-6 && factors[i] < factor * (1.0 - 1e-6)) {
+    if let Some(i) =
+        (0..factors.len()).find(|&i| factors[i] > 1.0 + 1e-6 && factors[i] < factor * (1.0 - 1e-6))
+    {
         let s = (1.0 / factors[i] - 1.0 / factor) / (1.0 - 1.0 / factor);
         candidates.push((1.0, 4.0, ((3.0 * s + 1.0) * wavelen(i)).round()));
     }
@@ -265,7 +283,10 @@ fn llama3_from_factors(factors: &[f32], theta: f32, dim: usize) -> Option<RopeSc
             original_max_position_embeddings: old as usize,
         };
         let again = llama3_factors(theta, dim, scaling);
-        let close = again.iter().zip(factors).all(|(a, b)| (a - b).abs() <= 1e-4 * b.abs().max(1.0));
+        let close = again
+            .iter()
+            .zip(factors)
+            .all(|(a, b)| (a - b).abs() <= 1e-4 * b.abs().max(1.0));
         close.then_some(scaling)
     })
 }
@@ -276,6 +297,11 @@ pub fn config(file: &GgufFile) -> Result<ModelConfig, String> {
         .get("general.architecture")
         .and_then(Value::as_str)
         .ok_or("general.architecture is missing")?;
+    if !["gpt2", "llama", "mistral", "qwen2"].contains(&arch) {
+        return Err(format!(
+            "architecture {arch:?} is not supported; lmforge reads gpt2, llama, mistral and qwen2"
+        ));
+    }
     let num = |name: &str| {
         file.get(&format!("{arch}.{name}"))
             .and_then(Value::as_u64)
@@ -283,7 +309,9 @@ pub fn config(file: &GgufFile) -> Result<ModelConfig, String> {
             .ok_or(format!("{arch}.{name} is missing"))
     };
     let float = |name: &str| file.get(&format!("{arch}.{name}")).and_then(Value::as_f64);
-    let embd = file.tensor("token_embd.weight").ok_or("tensor token_embd.weight is missing")?;
+    let embd = file
+        .tensor("token_embd.weight")
+        .ok_or("tensor token_embd.weight is missing")?;
     let vocab_size = embd.shape()[0];
     let (c, nh) = (num("embedding_length")?, num("attention.head_count")?);
     let mut cfg = ModelConfig {
@@ -308,28 +336,42 @@ pub fn config(file: &GgufFile) -> Result<ModelConfig, String> {
             if num("feed_forward_length")? != 4 * c {
                 return Err("gpt2.feed_forward_length is not 4 x embedding_length".into());
             }
-            if file.tensor("output.weight").is_some_and(|o| same_values(file, o, embd)) {
+            if file
+                .tensor("output.weight")
+                .is_some_and(|o| same_values(file, o, embd))
+            {
                 cfg.tie_embeddings = true;
             }
         }
-        "llama" | "mistral" | "qwen2" => {
+        // llama, mistral, qwen2 (checked above)
+        _ => {
             if nh == 0 || num("rope.dimension_count").unwrap_or(c / nh) * nh != c {
                 return Err(format!(
                     "{arch}.rope.dimension_count: lmforge rotates whole heads of embedding_length / head_count"
                 ));
             }
             let theta = float("rope.freq_base").unwrap_or(10_000.0) as f32;
-            let rope_scaling = match file.get(&format!("{arch}.rope.scaling.type")).and_then(Value::as_str) {
+            let rope_scaling = match file
+                .get(&format!("{arch}.rope.scaling.type"))
+                .and_then(Value::as_str)
+            {
                 None | Some("none") => RopeScaling::None,
                 Some("linear") => RopeScaling::Linear {
-                    factor: float("rope.scaling.factor").ok_or("rope.scaling.factor is missing")? as f32,
+                    factor: float("rope.scaling.factor").ok_or("rope.scaling.factor is missing")?
+                        as f32,
                 },
                 Some(other) => return Err(format!("rope scaling {other:?} is not supported")),
             };
             let rope_scaling = match file.tensor("rope_freqs.weight") {
-                Some(t) if t.len() as usize == c / nh / 2 => llama3_from_factors(&file.tensor_f32(t), theta, c / nh)
-                    .ok_or("rope_freqs.weight does not follow Llama 3.1's frequency scaling")?,
-                Some(_) => return Err("rope_freqs.weight does not have one value per rotary frequency".into()),
+                Some(t) if t.len() as usize == c / nh / 2 => {
+                    llama3_from_factors(&file.tensor_f32(t), theta, c / nh)
+                        .ok_or("rope_freqs.weight does not follow Llama 3.1's frequency scaling")?
+                }
+                Some(_) => {
+                    return Err(
+                        "rope_freqs.weight does not have one value per rotary frequency".into(),
+                    );
+                }
                 None => rope_scaling,
             };
             cfg.arch = Arch::Llama;
@@ -340,15 +382,10 @@ pub fn config(file: &GgufFile) -> Result<ModelConfig, String> {
                 intermediate_size: num("feed_forward_length")?,
                 rope_theta: theta,
                 rope_scaling,
-                rms_norm_eps: float("attention.layer_norm_rms_epsilon")
-                    .ok_or(format!("{arch}.attention.layer_norm_rms_epsilon is missing"))?
-                    as f32,
+                rms_norm_eps: float("attention.layer_norm_rms_epsilon").ok_or(format!(
+                    "{arch}.attention.layer_norm_rms_epsilon is missing"
+                ))? as f32,
             });
-        }
-        other => {
-            return Err(format!(
-                "architecture {other:?} is not supported; lmforge reads gpt2, llama, mistral and qwen2"
-            ));
         }
     }
     Ok(cfg)

@@ -181,9 +181,16 @@ pub struct GgufFile<'a> {
 impl<'a> GgufFile<'a> {
     /// Parse the whole file in `bytes` (`path` names it in errors).
     pub fn parse(bytes: &'a [u8], path: &Path) -> Result<GgufFile<'a>> {
-        let mut r = Reader { bytes, pos: 0, path };
+        let mut r = Reader {
+            bytes,
+            pos: 0,
+            path,
+        };
         if bytes.len() < 4 || bytes[..4] != MAGIC {
-            return Err(Error::format(path, "not a GGUF file (it does not start with \"GGUF\")"));
+            return Err(Error::format(
+                path,
+                "not a GGUF file (it does not start with \"GGUF\")",
+            ));
         }
         r.pos = 4;
         let version = r.u32("version")?;
@@ -230,12 +237,18 @@ impl<'a> GgufFile<'a> {
         let mut names = std::collections::HashSet::new();
         for t in &self.tensors {
             if !names.insert(t.name.as_str()) {
-                return Err(Error::format(path, format!("tensor {:?} is listed twice", t.name)));
+                return Err(Error::format(
+                    path,
+                    format!("tensor {:?} is listed twice", t.name),
+                ));
             }
             if t.offset % alignment != 0 {
                 return Err(Error::format(
                     path,
-                    format!("tensor {:?} starts at {}, not a multiple of {alignment}", t.name, t.offset),
+                    format!(
+                        "tensor {:?} starts at {}, not a multiple of {alignment}",
+                        t.name, t.offset
+                    ),
                 ));
             }
             let end = t.offset.checked_add(t.byte_len());
@@ -375,7 +388,9 @@ impl Reader<'_, '_> {
         let name = self.string("tensor name")?;
         let n_dims = self.u32("n_dims")?;
         if n_dims == 0 || n_dims > MAX_DIMS {
-            return Err(self.bad(format!("tensor {name:?} has {n_dims} dimensions (1 to 4 allowed)")));
+            return Err(self.bad(format!(
+                "tensor {name:?} has {n_dims} dimensions (1 to 4 allowed)"
+            )));
         }
         let mut dims = Vec::new();
         for _ in 0..n_dims {
@@ -459,7 +474,9 @@ pub fn write(
         for info in &infos {
             write_string(&mut header, &info.name)?;
             header.extend((info.dims.len() as u32).to_le_bytes());
-            info.dims.iter().for_each(|d| header.extend(d.to_le_bytes()));
+            info.dims
+                .iter()
+                .for_each(|d| header.extend(d.to_le_bytes()));
             header.extend(info.ty.id().to_le_bytes());
             header.extend(info.offset.to_le_bytes());
         }
@@ -485,16 +502,32 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.gguf");
         let metadata = vec![
-            ("general.architecture".to_string(), Value::String("llama".into())),
-            ("a.list".to_string(), Value::Array(vec![Value::I32(1), Value::I32(-2)])),
+            (
+                "general.architecture".to_string(),
+                Value::String("llama".into()),
+            ),
+            (
+                "a.list".to_string(),
+                Value::Array(vec![Value::I32(1), Value::I32(-2)]),
+            ),
             ("a.float".to_string(), Value::F32(0.5)),
         ];
         let tensors = vec![
-            TensorPlan { name: "w".into(), shape: vec![2, 32], ty: GgmlType::Q8_0 },
-            TensorPlan { name: "b".into(), shape: vec![3], ty: GgmlType::F32 },
+            TensorPlan {
+                name: "w".into(),
+                shape: vec![2, 32],
+                ty: GgmlType::Q8_0,
+            },
+            TensorPlan {
+                name: "b".into(),
+                shape: vec![3],
+                ty: GgmlType::F32,
+            },
         ];
         write(&path, &metadata, &tensors, |t| {
-            (0..t.shape.iter().product::<usize>()).map(|i| i as f32).collect()
+            (0..t.shape.iter().product::<usize>())
+                .map(|i| i as f32)
+                .collect()
         })
         .unwrap();
         let bytes = std::fs::read(&path).unwrap();
@@ -505,7 +538,10 @@ mod tests {
         assert_eq!(file.tensor_f32(b), vec![0.0, 1.0, 2.0]);
         // Cut anywhere, it is an error naming the file, never a panic.
         for cut in [3, 10, 30, bytes.len() - 1] {
-            let err = GgufFile::parse(&bytes[..cut], &path).err().unwrap().to_string();
+            let err = GgufFile::parse(&bytes[..cut], &path)
+                .err()
+                .unwrap()
+                .to_string();
             assert!(err.contains("t.gguf"), "{err}");
         }
     }

@@ -21,8 +21,8 @@ pub mod file;
 pub mod quant;
 pub mod vocab;
 
-use crate::checkpoint::{self, CONFIG_FILE, TOKENIZER_FILE};
 use crate::chat::jinja::{GENERATION_CONFIG_FILE, JinjaTemplate, TOKENIZER_CONFIG_FILE};
+use crate::checkpoint::{self, CONFIG_FILE, TOKENIZER_FILE};
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomic_bytes;
 use crate::model::{Arch, Model, ModelConfig};
@@ -101,26 +101,42 @@ fn export_tensors(model: &Model, arch: &str) -> Result<Vec<(String, Vec<usize>, 
     let mut out = Vec::new();
     for t in &model.layout.tensors {
         let (name, change) = family::gguf_name(cfg, arch, &t.name).ok_or_else(|| {
-            Error::Config(format!("tensor {:?} has no GGUF name (a LoRA adapter left unmerged?)", t.name))
+            Error::Config(format!(
+                "tensor {:?} has no GGUF name (a LoRA adapter left unmerged?)",
+                t.name
+            ))
         })?;
         let shape = gguf_shape(&t.shape, change);
-        out.push((name, shape, Source::Param(t.range.clone(), t.shape.clone(), change)));
+        out.push((
+            name,
+            shape,
+            Source::Param(t.range.clone(), t.shape.clone(), change),
+        ));
     }
     if arch == "gpt2" {
         // llama.cpp's gpt2 has every bias; the ones lmforge's model lacks are zeros.
         for (hf_name, len) in checkpoint::absent_biases(cfg) {
-            let (name, _) = family::gguf_name(cfg, arch, &hf_name).expect("a GPT-2 bias has a GGUF name");
+            let (name, _) =
+                family::gguf_name(cfg, arch, &hf_name).expect("a GPT-2 bias has a GGUF name");
             out.push((name, vec![len], Source::Zeros));
         }
         // As convert_hf_to_gguf.py: GPT-2's tied head written out as `output.weight`.
         if cfg.tie_embeddings {
             let wte = model.layout.wte.clone();
             let shape = vec![cfg.vocab_size, cfg.n_embd];
-            out.push(("output.weight".into(), shape.clone(), Source::Param(wte, shape, Change::Same)));
+            out.push((
+                "output.weight".into(),
+                shape.clone(),
+                Source::Param(wte, shape, Change::Same),
+            ));
         }
     }
     if let Some(factors) = family::rope_freqs(cfg) {
-        out.push(("rope_freqs.weight".into(), vec![factors.len()], Source::Values(factors)));
+        out.push((
+            "rope_freqs.weight".into(),
+            vec![factors.len()],
+            Source::Values(factors),
+        ));
     }
     Ok(out)
 }
@@ -149,11 +165,14 @@ pub fn export(run: &Path, out: &Path, ty: ExportType) -> Result<Exported> {
     let tok_json = crate::chat::jinja::read_json(&tok_path)?;
     let (model, params) = crate::finetune::load_run(run)?;
     let cfg = &model.config;
-    let arch = family::architecture(cfg).map_err(|why| Error::format(run, format!("cannot export to GGUF: {why}")))?;
+    let arch = family::architecture(cfg)
+        .map_err(|why| Error::format(run, format!("cannot export to GGUF: {why}")))?;
     let tokenizer_keys = vocab::to_gguf(&tok_json, cfg.vocab_size, special_ids(run)?)
         .map_err(|why| Error::format(&tok_path, format!("cannot export to GGUF: {why}")))?;
     let tok = crate::tokenizer::load(&tok_path)?;
-    let name = run.file_name().map_or("lmforge".into(), |n| n.to_string_lossy().into_owned());
+    let name = run
+        .file_name()
+        .map_or("lmforge".into(), |n| n.to_string_lossy().into_owned());
     let s = |v: &str| Value::String(v.to_string());
     let mut metadata = vec![
         ("general.architecture".to_string(), s(arch)),
@@ -166,10 +185,14 @@ pub fn export(run: &Path, out: &Path, ty: ExportType) -> Result<Exported> {
     metadata.extend(tokenizer_keys);
     let template = match JinjaTemplate::source(run)? {
         Some(source) => Some(source),
-        None => crate::chat::ChatTemplate::from_tokenizer(tok.as_ref()).map(|_| crate::chat::template::JINJA.to_string()),
+        None => crate::chat::ChatTemplate::from_tokenizer(tok.as_ref())
+            .map(|_| crate::chat::template::JINJA.to_string()),
     };
     if let Some(template) = template {
-        metadata.push(("tokenizer.chat_template".to_string(), Value::String(template)));
+        metadata.push((
+            "tokenizer.chat_template".to_string(),
+            Value::String(template),
+        ));
     }
     let tensors = export_tensors(&model, arch)?;
     let plans: Vec<TensorPlan> = tensors
@@ -185,12 +208,18 @@ pub fn export(run: &Path, out: &Path, ty: ExportType) -> Result<Exported> {
         .collect();
     let mut next = tensors.iter();
     file::write(out, &metadata, &plans, |plan| match next.next() {
-        Some((_, _, Source::Param(range, shape, change))) => family::apply(*change, &params[range.clone()], shape, true),
+        Some((_, _, Source::Param(range, shape, change))) => {
+            family::apply(*change, &params[range.clone()], shape, true)
+        }
         Some((_, _, Source::Values(values))) => values.clone(),
         _ => vec![0.0; plan.shape.iter().product()],
     })?;
     let bytes = std::fs::metadata(out).map_err(|e| Error::io(out, e))?.len();
-    Ok(Exported { arch, tensors: plans.len(), bytes })
+    Ok(Exported {
+        arch,
+        tensors: plans.len(),
+        bytes,
+    })
 }
 
 /// A GGUF file read as a model.
@@ -222,15 +251,30 @@ pub fn read(path: &Path) -> Result<Imported> {
     let cfg = family::config(&file).map_err(bad)?;
     cfg.validate().map_err(|e| bad(e.to_string()))?;
     crate::memory::param_count(&cfg).map_err(|e| bad(e.to_string()))?;
-    let arch = file.get("general.architecture").and_then(Value::as_str).unwrap_or("").to_string();
+    let arch = file
+        .get("general.architecture")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     let model = Model::new(cfg)?;
     let params = read_params(&file, &model, &arch, path)?;
     let (tokenizer, eot) = vocab::from_gguf(|k| file.get(k).cloned()).map_err(bad)?;
-    let chat_template = file.get("tokenizer.chat_template").and_then(Value::as_str).map(str::to_string);
+    let chat_template = file
+        .get("tokenizer.chat_template")
+        .and_then(Value::as_str)
+        .map(str::to_string);
     let mut types: Vec<&'static str> = file.tensors.iter().map(|t| t.ty.name()).collect();
     types.sort();
     types.dedup();
-    Ok(Imported { model, params, tokenizer, eot, chat_template, arch, types })
+    Ok(Imported {
+        model,
+        params,
+        tokenizer,
+        eot,
+        chat_template,
+        arch,
+        types,
+    })
 }
 
 /// Every model tensor from the file, changed back to lmforge's layout; a
@@ -240,13 +284,19 @@ fn read_params(file: &GgufFile, model: &Model, arch: &str, path: &Path) -> Resul
     let mut params = vec![0f32; model.layout.total];
     let mut used = std::collections::HashSet::new();
     for t in &model.layout.tensors {
-        let (name, change) = family::gguf_name(cfg, arch, &t.name).expect("every model tensor has a GGUF name");
-        let info = file.tensor(&name).ok_or_else(|| Error::format(path, format!("tensor {name:?} is missing")))?;
+        let (name, change) =
+            family::gguf_name(cfg, arch, &t.name).expect("every model tensor has a GGUF name");
+        let info = file
+            .tensor(&name)
+            .ok_or_else(|| Error::format(path, format!("tensor {name:?} is missing")))?;
         let expected = gguf_shape(&t.shape, change);
         if info.shape() != expected {
             return Err(Error::format(
                 path,
-                format!("tensor {name:?} has shape {:?}, expected {expected:?}", info.shape()),
+                format!(
+                    "tensor {name:?} has shape {:?}, expected {expected:?}",
+                    info.shape()
+                ),
             ));
         }
         let values = family::apply(change, &file.tensor_f32(info), &t.shape, false);
@@ -261,7 +311,10 @@ fn read_params(file: &GgufFile, model: &Model, arch: &str, path: &Path) -> Resul
         if !used.contains(&info.name) && !tied_copy && !zero_bias && !rope_freqs {
             return Err(Error::format(
                 path,
-                format!("tensor {:?} has no place in the {arch} model lmforge runs", info.name),
+                format!(
+                    "tensor {:?} has no place in the {arch} model lmforge runs",
+                    info.name
+                ),
             ));
         }
     }
@@ -307,7 +360,9 @@ pub fn import(path: &Path, out: &Path) -> Result<Imported> {
 
 /// Whether `path` names a GGUF file (by its extension) rather than a run directory.
 pub fn is_gguf(path: &Path) -> bool {
-    path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf")) && path.is_file()
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+        && path.is_file()
 }
 
 /// A run directory to load: the directory given, or a `.gguf` file
@@ -336,14 +391,22 @@ impl Drop for RunDir {
 /// anything else is taken as a run directory as it is.
 pub fn open_run(path: &Path) -> Result<RunDir> {
     if !is_gguf(path) {
-        return Ok(RunDir { dir: path.to_path_buf(), temporary: None });
+        return Ok(RunDir {
+            dir: path.to_path_buf(),
+            temporary: None,
+        });
     }
     use std::sync::atomic::{AtomicUsize, Ordering};
     static COUNT: AtomicUsize = AtomicUsize::new(0);
     let n = COUNT.fetch_add(1, Ordering::Relaxed);
     let tmp = std::env::temp_dir().join(format!("lmforge-gguf-{}-{n}", std::process::id()));
-    let stem = path.file_stem().map_or("model".into(), |s| s.to_string_lossy().into_owned());
-    let run = RunDir { dir: tmp.join(stem), temporary: Some(tmp) };
+    let stem = path
+        .file_stem()
+        .map_or("model".into(), |s| s.to_string_lossy().into_owned());
+    let run = RunDir {
+        dir: tmp.join(stem),
+        temporary: Some(tmp),
+    };
     import(path, run.path())?;
     Ok(run)
 }

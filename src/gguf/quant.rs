@@ -262,7 +262,9 @@ mod tests {
 
     #[test]
     fn q8_0_and_q4_0_round_trip_within_a_step() {
-        let values: Vec<f32> = (0..64).map(|i| ((i * 37 % 64) as f32 - 30.0) / 7.0).collect();
+        let values: Vec<f32> = (0..64)
+            .map(|i| ((i * 37 % 64) as f32 - 30.0) / 7.0)
+            .collect();
         for (ty, steps) in [(GgmlType::Q8_0, 127.0), (GgmlType::Q4_0, 8.0)] {
             let mut bytes = Vec::new();
             quantize(ty, &values, &mut bytes);
@@ -271,7 +273,10 @@ mod tests {
             for (block, back) in values.chunks(32).zip(back.chunks(32)) {
                 let amax = block.iter().fold(0f32, |m, v| m.max(v.abs()));
                 for (x, y) in block.iter().zip(back) {
-                    assert!((x - y).abs() <= amax / steps * 0.51 + 1e-3, "{ty:?} {x} {y}");
+                    assert!(
+                        (x - y).abs() <= amax / steps * 0.51 + 1e-3,
+                        "{ty:?} {x} {y}"
+                    );
                 }
             }
         }

@@ -78,17 +78,27 @@ fn pre_name(pre: &Json) -> Option<&'static str> {
 
 /// The `tokenizer.ggml.*` keys for the `tokenizer.json` in `json`, padded
 /// to `vocab_size` tokens (the model's embedding rows).
-pub fn to_gguf(json: &Json, vocab_size: usize, ids: SpecialIds) -> Result<Vec<(String, Value)>, String> {
+pub fn to_gguf(
+    json: &Json,
+    vocab_size: usize,
+    ids: SpecialIds,
+) -> Result<Vec<(String, Value)>, String> {
     let model = &json["model"];
     match model["type"].as_str() {
         Some("WordLevel") => return Err(CHAR_REFUSAL.into()),
         Some("BPE") if model["byte_fallback"] == true => {
-            return Err("SentencePiece-style vocabularies (byte_fallback: Llama 2, Mistral) are not \
+            return Err(
+                "SentencePiece-style vocabularies (byte_fallback: Llama 2, Mistral) are not \
                         exported to GGUF yet"
-                .into());
+                    .into(),
+            );
         }
         Some("BPE") => {}
-        other => return Err(format!("a {other:?} tokenizer cannot be exported to GGUF yet")),
+        other => {
+            return Err(format!(
+                "a {other:?} tokenizer cannot be exported to GGUF yet"
+            ));
+        }
     }
     let pre = pre_name(&json["pre_tokenizer"]).ok_or_else(|| {
         format!(
@@ -102,17 +112,33 @@ pub fn to_gguf(json: &Json, vocab_size: usize, ids: SpecialIds) -> Result<Vec<(S
             *slot = Some((text.to_string(), ty));
             Ok(())
         }
-        None => Err(format!("token {text:?} has id {id}, outside the model's {vocab_size} embeddings")),
+        None => Err(format!(
+            "token {text:?} has id {id}, outside the model's {vocab_size} embeddings"
+        )),
     };
-    let vocab = model["vocab"].as_object().ok_or("model.vocab is not an object")?;
+    let vocab = model["vocab"]
+        .as_object()
+        .ok_or("model.vocab is not an object")?;
     for (text, id) in vocab {
-        put(id.as_u64().ok_or("a vocabulary id is not a number")?, text, NORMAL)?;
+        put(
+            id.as_u64().ok_or("a vocabulary id is not a number")?,
+            text,
+            NORMAL,
+        )?;
     }
     for added in json["added_tokens"].as_array().into_iter().flatten() {
         let (Some(id), Some(text)) = (added["id"].as_u64(), added["content"].as_str()) else {
             return Err(format!("added token {added} has no id or content"));
         };
-        put(id, text, if added["special"] == false { USER_DEFINED } else { CONTROL })?;
+        put(
+            id,
+            text,
+            if added["special"] == false {
+                USER_DEFINED
+            } else {
+                CONTROL
+            },
+        )?;
     }
     let (texts, types): (Vec<Value>, Vec<Value>) = tokens
         .into_iter()
@@ -120,12 +146,18 @@ pub fn to_gguf(json: &Json, vocab_size: usize, ids: SpecialIds) -> Result<Vec<(S
         .map(|(id, t)| t.unwrap_or_else(|| (format!("[PAD{id}]"), UNUSED)))
         .map(|(text, ty)| (Value::String(text), Value::I32(ty)))
         .unzip();
-    let merges = model["merges"].as_array().ok_or("model.merges is not a list")?;
+    let merges = model["merges"]
+        .as_array()
+        .ok_or("model.merges is not a list")?;
     let merges: Vec<Value> = merges
         .iter()
         .map(|m| match (m.as_str(), m.as_array()) {
             (Some(s), _) => Some(Value::String(s.to_string())),
-            (_, Some(pair)) => Some(Value::String(format!("{} {}", pair.first()?.as_str()?, pair.get(1)?.as_str()?))),
+            (_, Some(pair)) => Some(Value::String(format!(
+                "{} {}",
+                pair.first()?.as_str()?,
+                pair.get(1)?.as_str()?
+            ))),
             _ => None,
         })
         .collect::<Option<_>>()
@@ -143,16 +175,20 @@ pub fn to_gguf(json: &Json, vocab_size: usize, ids: SpecialIds) -> Result<Vec<(S
             keys.push((format!("tokenizer.ggml.{key}"), Value::U32(id)));
         }
     }
-    keys.push(("tokenizer.ggml.add_bos_token".to_string(), Value::Bool(false)));
-    keys.push(("tokenizer.ggml.add_eos_token".to_string(), Value::Bool(false)));
+    keys.push((
+        "tokenizer.ggml.add_bos_token".to_string(),
+        Value::Bool(false),
+    ));
+    keys.push((
+        "tokenizer.ggml.add_eos_token".to_string(),
+        Value::Bool(false),
+    ));
     Ok(keys)
 }
 
 /// The pre-tokenizer of `tokenizer.json` for a `tokenizer.ggml.pre` name.
 fn pre_tokenizer(pre: &str) -> Option<Json> {
-    let byte_level = |regex: bool| {
-        json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": regex})
-    };
+    let byte_level = |regex: bool| json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": regex});
     let split = |regex: &str| {
         json!({"type": "Sequence", "pretokenizers": [
             {"type": "Split", "pattern": {"Regex": regex}, "behavior": "Isolated", "invert": false},
@@ -182,17 +218,23 @@ pub fn from_gguf(get: impl Fn(&str) -> Option<Value>) -> Result<(Json, Option<u3
         }
         None => return Err("the file has no tokenizer (tokenizer.ggml.model is missing)".into()),
     }
-    let pre = key("pre").and_then(|v| v.as_str().map(str::to_string)).unwrap_or("default".into());
+    let pre = key("pre")
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or("default".into());
     let pre_tokenizer = pre_tokenizer(&pre).ok_or_else(|| {
         format!("tokenizer.ggml.pre {pre:?} is not supported (gpt-2, llama-bpe, qwen2, smollm)")
     })?;
     let strings = |name: &str| -> Result<Vec<String>, String> {
         let list = key(name).ok_or(format!("tokenizer.ggml.{name} is missing"))?;
-        let list = list.as_array().ok_or(format!("tokenizer.ggml.{name} is not a list"))?;
+        let list = list
+            .as_array()
+            .ok_or(format!("tokenizer.ggml.{name} is not a list"))?;
         list.iter()
             .map(|v| v.as_str().map(str::to_string))
             .collect::<Option<_>>()
-            .ok_or(format!("tokenizer.ggml.{name} holds a value that is not a string"))
+            .ok_or(format!(
+                "tokenizer.ggml.{name} holds a value that is not a string"
+            ))
     };
     let tokens = strings("tokens")?;
     let types: Vec<i64> = match key("token_type") {
@@ -243,7 +285,10 @@ mod tests {
     fn char_vocabulary_is_refused_with_what_to_do() {
         let json = json!({"model": {"type": "WordLevel", "vocab": {"a": 0}}});
         let err = to_gguf(&json, 1, SpecialIds::default()).unwrap_err();
-        assert!(err.contains("character") && err.contains("--tokenizer gpt2"), "{err}");
+        assert!(
+            err.contains("character") && err.contains("--tokenizer gpt2"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -252,11 +297,29 @@ mod tests {
             "added_tokens": [{"id": 3, "content": "<|endoftext|>", "special": true}],
             "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false, "use_regex": true},
             "model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "ab": 2}, "merges": ["a b"]}});
-        let keys = to_gguf(&json, 5, SpecialIds { bos: Some(3), eos: Some(3) }).unwrap();
-        let get = |k: &str| keys.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
+        let keys = to_gguf(
+            &json,
+            5,
+            SpecialIds {
+                bos: Some(3),
+                eos: Some(3),
+            },
+        )
+        .unwrap();
+        let get = |k: &str| {
+            keys.iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.clone())
+        };
         let tokens = get("tokenizer.ggml.tokens").unwrap();
-        assert_eq!(tokens.as_array().unwrap()[4], Value::String("[PAD4]".into()));
-        assert_eq!(get("tokenizer.ggml.pre").unwrap(), Value::String("gpt-2".into()));
+        assert_eq!(
+            tokens.as_array().unwrap()[4],
+            Value::String("[PAD4]".into())
+        );
+        assert_eq!(
+            get("tokenizer.ggml.pre").unwrap(),
+            Value::String("gpt-2".into())
+        );
         let (back, eot) = from_gguf(get).unwrap();
         assert_eq!(eot, Some(3));
         assert_eq!(back["model"]["vocab"]["ab"], 2);
