@@ -7,7 +7,7 @@
 //! ([`data::sampler`]) → [`model`] (forward, loss, backward; kernels in
 //! [`backend`]) → [`optim`] (AdamW, schedules, clipping) → [`train`] (the loop,
 //! evaluation, metrics) → [`checkpoint`] → [`sample`] (text generation) → [`chat`] (templates and the
-//! terminal chat). Beside the pipeline, [`plot`] draws a run's loss curves and [`report`]
+//! terminal chat); [`hf`] and [`gguf`] take models in and out. Beside the pipeline, [`plot`] draws a run's loss curves and [`report`]
 //! lists runs and writes a run's HTML report.
 //!
 //! A lower stage never imports a higher one.
@@ -21,6 +21,7 @@ pub mod dist;
 pub mod error;
 pub mod finetune;
 pub mod fsutil;
+pub mod gguf;
 pub mod hf;
 pub mod memory;
 pub mod model;

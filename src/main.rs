@@ -38,6 +38,10 @@ enum Command {
     ImportHf(cli::import_hf::ImportArgs),
     /// Export a run as a Hugging Face folder (LoRA adapters merged into the weights).
     ExportHf(cli::export_hf::ExportArgs),
+    /// Export a run as one GGUF file for llama.cpp, Ollama and LM Studio.
+    ExportGguf(cli::export_gguf::ExportGgufArgs),
+    /// Import a GGUF file (llama.cpp, Ollama) as a run.
+    ImportGguf(cli::import_gguf::ImportGgufArgs),
     /// Merge a LoRA run's adapters into its parent's weights, as an ordinary run.
     MergeLora(cli::merge_lora::MergeArgs),
     /// Draw the loss curves of runs (PNG or SVG); several runs overlay.
@@ -60,6 +64,8 @@ fn main() -> ExitCode {
         Command::Prepare(args) => cli::prepare::run(args),
         Command::ImportHf(args) => cli::import_hf::run(args),
         Command::ExportHf(args) => cli::export_hf::run(args),
+        Command::ExportGguf(args) => cli::export_gguf::run(args),
+        Command::ImportGguf(args) => cli::import_gguf::run(args),
         Command::MergeLora(args) => cli::merge_lora::run(args),
         Command::Plot(args) => cli::plot::run(args),
         Command::Runs(args) => cli::runs::run(args),

@@ -126,6 +126,20 @@ impl JinjaTemplate {
         JinjaTemplate::compile(source, specials, eos_ids, &file).map(Some)
     }
 
+    /// The template text of the folder `dir` (`chat_template.jinja`, or
+    /// `tokenizer_config.json`'s `chat_template`), uncompiled; `None` without one.
+    pub fn source(dir: &Path) -> Result<Option<String>> {
+        let jinja_path = dir.join(TEMPLATE_FILE);
+        if jinja_path.exists() {
+            return read_text(&jinja_path).map(Some);
+        }
+        let config_path = dir.join(TOKENIZER_CONFIG_FILE);
+        match config_path.exists() {
+            true => chat_template(&read_json(&config_path)?, &config_path),
+            false => Ok(None),
+        }
+    }
+
     /// Compile `source` (read from `file`); `specials` are the `(name, text)`
     /// the template sees.
     fn compile(

@@ -132,7 +132,7 @@ pub fn read_f32(st: &SafeTensors, name: &str, len: usize, path: &Path) -> Result
 }
 
 /// Names of the zero biases written for `transformers` (absent from the model).
-fn absent_biases(cfg: &ModelConfig) -> Vec<(String, usize)> {
+pub(crate) fn absent_biases(cfg: &ModelConfig) -> Vec<(String, usize)> {
     if cfg.arch != Arch::Gpt {
         return Vec::new();
     }

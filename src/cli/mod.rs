@@ -7,7 +7,9 @@ use lmforge::backend::cuda::{Cuda, MatmulPrecision};
 
 pub mod bench;
 pub mod chat;
+pub mod export_gguf;
 pub mod export_hf;
+pub mod import_gguf;
 pub mod import_hf;
 pub mod merge_lora;
 pub mod plot;

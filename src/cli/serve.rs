@@ -11,7 +11,8 @@ use std::time::Duration;
 
 #[derive(clap::Args)]
 pub struct ServeArgs {
-    /// Run directories to serve (each is a model, named by its directory).
+    /// Run directories to serve (each is a model, named by its directory), or
+    /// `.gguf` files (named by the file, converted to f32 weights at load).
     #[arg(required = true)]
     runs: Vec<PathBuf>,
     /// Address to listen on: 127.0.0.1 (this machine only) unless you open it up, e.g. 0.0.0.0.
@@ -81,8 +82,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             args.host
         );
     }
+    let opened = (args.runs.iter())
+        .map(|run| lmforge::gguf::open_run(run))
+        .collect::<lmforge::Result<Vec<_>>>()?;
     let opts = ServeOptions {
-        runs: args.runs,
+        runs: opened.iter().map(|run| run.path().to_path_buf()).collect(),
         addr: SocketAddr::new(args.host, args.port),
         api_key: args.api_key,
         parallel: args.parallel,
