@@ -170,3 +170,84 @@ fn bad_input_gets_a_clear_error() {
         );
     }
 }
+
+/// `train --eval-choices` logs `acc_norm` with every evaluation (the same
+/// number `lmforge eval --choices` gives for the saved model at the last
+/// one), and a bad questions file stops the run before it trains.
+#[test]
+fn training_logs_acc_norm_at_each_evaluation() {
+    let dir = tempfile::tempdir().unwrap();
+    let (run, questions) = (dir.path().join("run"), dir.path().join("q.jsonl"));
+    std::fs::write(
+        &questions,
+        "{\"context\": \"First Citizen:\", \"choices\": [\" Before we proceed\", \" zzz\"], \"label\": 0}\n\
+         {\"ctx\": \"Speak,\", \"endings\": [\"speak.\", \"All:\"], \"label\": 0}\n",
+    )
+    .unwrap();
+    let data = fixture("eval/text.txt");
+    let train = |questions: &Path| {
+        let args = [
+            "train",
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            run.to_str().unwrap(),
+            "--overwrite",
+            "--n-layer",
+            "1",
+            "--n-head",
+            "2",
+            "--n-embd",
+            "16",
+            "--block",
+            "16",
+            "--batch",
+            "2",
+            "--max-iters",
+            "4",
+            "--eval-interval",
+            "2",
+            "--eval-iters",
+            "1",
+            "--threads",
+            "1",
+            "--plot",
+            "none",
+            "-q",
+            "--eval-choices",
+            questions.to_str().unwrap(),
+        ];
+        lmforge(&args)
+    };
+    let out = train(&questions);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    let evals: Vec<Value> = metrics
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|v| v["eval"] == true)
+        .collect();
+    assert_eq!(evals.len(), 3, "steps 0, 2 and 4");
+    let acc: Vec<f64> = evals
+        .iter()
+        .map(|v| v["acc_norm"].as_f64().unwrap())
+        .collect();
+    assert!(acc.iter().all(|a| [0.0, 0.5, 1.0].contains(a)), "{acc:?}");
+    let scored = eval_json(
+        run.to_str().unwrap(),
+        &["--choices", questions.to_str().unwrap()],
+    );
+    assert_eq!(scored["acc_norm"].as_f64().unwrap(), acc[2]);
+    let bad = dir.path().join("bad.jsonl");
+    std::fs::write(&bad, "{\"context\": \"a\"}\n").unwrap();
+    let out = train(&bad);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("bad.jsonl: line 1"),
+        "{err}"
+    );
+}

@@ -171,86 +171,137 @@ pub struct ChoiceScore {
     pub picks: Vec<Pick>,
 }
 
-/// An example's rows: each choice after the context, and how many of its
-/// tokens are scored.
+/// An example as the model reads it: one row per choice (the choice's
+/// tokens after the context's), and how many tokens of each are scored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Encoded {
+    pub line: usize,
+    pub label: usize,
+    pub rows: Vec<Sequence>,
+    pub scored: Vec<usize>,
+}
+
+impl Encoded {
+    /// The rows of `choices` after `context` (token ids), each cropped on
+    /// the left to `block_size + 1` tokens.
+    pub fn new(
+        line: usize,
+        label: usize,
+        context: &[u32],
+        choices: &[Vec<u32>],
+        block_size: usize,
+    ) -> Self {
+        let (mut rows, mut scored) = (Vec::new(), Vec::new());
+        for end in choices {
+            let joined = [context, &end[..]].concat();
+            let kept = &joined[joined.len().saturating_sub(block_size + 1)..];
+            let n = end.len().min(kept.len() - 1);
+            rows.push(Sequence::continuation(kept, kept.len() - 1 - n));
+            scored.push(n);
+        }
+        Encoded {
+            line,
+            label,
+            rows,
+            scored,
+        }
+    }
+
+    /// The longest row, in positions.
+    fn longest(&self) -> usize {
+        self.rows.iter().map(|s| s.inputs.len()).max().unwrap_or(1)
+    }
+}
+
+/// Encode an example with `tokenizer` for a model of context `block_size`.
 fn encode(
     example: &Example,
     tokenizer: &dyn Tokenizer,
-    context: usize,
-) -> std::result::Result<Vec<(Sequence, usize)>, String> {
-    let ctx = tokenizer
-        .encode(&example.context)
-        .map_err(|e| format!("the context: {e}"))?;
-    example
+    block_size: usize,
+) -> std::result::Result<Encoded, String> {
+    let context = match tokenizer.encode(&example.context) {
+        Ok(ids) if ids.is_empty() => return Err("the context encodes to no tokens".into()),
+        Ok(ids) => ids,
+        Err(e) => return Err(format!("the context: {e}")),
+    };
+    let choices = example
         .choices
         .iter()
         .enumerate()
-        .map(|(i, choice)| {
-            let end = tokenizer
-                .encode(choice)
-                .map_err(|e| format!("choice {i}: {e}"))?;
-            if end.is_empty() {
-                return Err(format!("choice {i} encodes to no tokens"));
-            }
-            let joined = [&ctx[..], &end[..]].concat();
-            let kept = &joined[joined.len().saturating_sub(context + 1)..];
-            let scored = end.len().min(kept.len() - 1);
-            Ok((
-                Sequence::continuation(kept, kept.len() - 1 - scored),
-                scored,
-            ))
+        .map(|(i, choice)| match tokenizer.encode(choice) {
+            Ok(end) if end.is_empty() => Err(format!("choice {i} encodes to no tokens")),
+            Ok(end) => Ok(end),
+            Err(e) => Err(format!("choice {i}: {e}")),
         })
-        .collect()
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok(Encoded::new(
+        example.line,
+        example.label,
+        &context,
+        &choices,
+        block_size,
+    ))
 }
 
-/// Score every example, several per forward, calling `progress(examples
-/// done, examples)` after each forward.
+/// Score every example (all are encoded first: a bad one stops the run
+/// before any forward), calling `progress(examples done, examples)` after
+/// each forward.
 pub fn score_choices<B: Backend>(
     scorer: &mut Scorer<B>,
     tokenizer: &dyn Tokenizer,
     examples: &[Example],
     path: &Path,
+    progress: impl FnMut(usize, usize),
+) -> Result<ChoiceScore> {
+    let block_size = scorer.block_size();
+    let encoded = examples
+        .iter()
+        .map(|e| {
+            encode(e, tokenizer, block_size)
+                .map_err(|m| Error::format(path, format!("line {}: {m}", e.line)))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    score_encoded(scorer, &encoded, progress)
+}
+
+/// Score encoded examples, as many per forward as fit (each padded to the
+/// longest row of its forward).
+pub fn score_encoded<B: Backend>(
+    scorer: &mut Scorer<B>,
+    examples: &[Encoded],
     mut progress: impl FnMut(usize, usize),
 ) -> Result<ChoiceScore> {
-    let context = scorer.block_size();
     let mut picks = Vec::with_capacity(examples.len());
     let mut at = 0;
     while at < examples.len() {
-        let (mut rows, mut longest, mut owners) = (Vec::new(), 0, Vec::new());
-        while at < examples.len() {
-            let example = &examples[at];
-            let encoded = encode(example, tokenizer, context)
-                .map_err(|m| Error::format(path, format!("line {}: {m}", example.line)))?;
-            let t = encoded
-                .iter()
-                .map(|(s, _)| s.inputs.len())
-                .max()
-                .unwrap_or(1)
-                .max(longest);
-            let fits = (rows.len() + encoded.len()) * t <= scorer.rows();
-            if !rows.is_empty() && !fits {
+        let (first, mut longest) = (at, examples[at].longest());
+        let mut rows: Vec<Sequence> = examples[at].rows.clone();
+        at += 1;
+        while let Some(next) = examples.get(at) {
+            let t = longest.max(next.longest());
+            if (rows.len() + next.rows.len()) * t > scorer.rows() {
                 break;
             }
             longest = t;
-            owners.push((at, encoded.iter().map(|(_, n)| *n).collect::<Vec<_>>()));
-            rows.extend(encoded.into_iter().map(|(s, _)| s));
+            rows.extend_from_slice(&next.rows);
             at += 1;
         }
-        let losses = score_rows(scorer, &rows)?;
-        let mut row = 0;
-        for (index, counts) in owners {
-            let example = &examples[index];
-            let sums: Vec<f64> = counts
-                .iter()
-                .enumerate()
-                .map(|(i, _)| losses[row + i].iter().map(|&l| l as f64).sum())
+        let mut losses = score_rows(scorer, &rows)?.into_iter();
+        for example in &examples[first..at] {
+            let sums = (&mut losses)
+                .take(example.rows.len())
+                .map(|l| l.iter().map(|&x| x as f64).sum())
                 .collect();
-            row += counts.len();
-            picks.push(pick(example, sums, counts));
+            picks.push(pick(
+                example.line,
+                example.label,
+                sums,
+                example.scored.clone(),
+            ));
         }
         progress(at, examples.len());
     }
-    let share = |hits: usize| hits as f64 / picks.len() as f64;
+    let share = |hits: usize| hits as f64 / picks.len().max(1) as f64;
     Ok(ChoiceScore {
         acc: share(picks.iter().filter(|p| p.by_sum == p.label).count()),
         acc_norm: share(picks.iter().filter(|p| p.by_mean == p.label).count()),
@@ -270,15 +321,15 @@ fn score_rows<B: Backend>(scorer: &mut Scorer<B>, rows: &[Sequence]) -> Result<V
 }
 
 /// The choices of least summed and least mean loss (the first on a tie).
-fn pick(example: &Example, sums: Vec<f64>, counts: Vec<usize>) -> Pick {
+fn pick(line: usize, label: usize, sums: Vec<f64>, counts: Vec<usize>) -> Pick {
     let argmin = |score: &dyn Fn(usize) -> f64| {
         (0..sums.len()).fold(0, |best, i| if score(i) < score(best) { i } else { best })
     };
     let by_sum = argmin(&|i| sums[i]);
     let by_mean = argmin(&|i| sums[i] / counts[i] as f64);
     Pick {
-        line: example.line,
-        label: example.label,
+        line,
+        label,
         by_sum,
         by_mean,
         sums,
@@ -334,14 +385,30 @@ mod tests {
     }
 
     #[test]
+    fn rows_score_the_choice_after_the_context_cropped_on_the_left() {
+        let e = Encoded::new(3, 1, &[1, 2, 3], &[vec![4], vec![5, 6, 7, 8]], 4);
+        assert_eq!(e.scored, [1, 4]);
+        let ignore = crate::backend::IGNORE_TARGET;
+        assert_eq!(
+            e.rows[0],
+            Sequence {
+                inputs: vec![1, 2, 3],
+                targets: vec![ignore, ignore, 4]
+            }
+        );
+        // 3 + 4 tokens, 5 kept: the context's first two go.
+        assert_eq!(
+            e.rows[1],
+            Sequence {
+                inputs: vec![3, 5, 6, 7],
+                targets: vec![5, 6, 7, 8]
+            }
+        );
+    }
+
+    #[test]
     fn ties_pick_the_first_and_means_divide_by_tokens() {
-        let e = Example {
-            line: 1,
-            context: "c".into(),
-            choices: vec!["a".into(), "b".into(), "c".into()],
-            label: 1,
-        };
-        let p = pick(&e, vec![6.0, 3.0, 3.0], vec![6, 1, 1]);
+        let p = pick(1, 1, vec![6.0, 3.0, 3.0], vec![6, 1, 1]);
         assert_eq!((p.by_sum, p.by_mean), (1, 0));
     }
 }

@@ -8,6 +8,7 @@
 //! - [`scorer`]: what both run, one batched forward pass per window giving
 //!   every position's loss.
 
+pub mod bench;
 pub mod choices;
 pub mod scorer;
 pub mod text;
