@@ -8,7 +8,8 @@
 //! [`backend`]) → [`optim`] (AdamW, schedules, clipping) → [`train`] (the loop,
 //! evaluation, metrics) → [`checkpoint`] → [`sample`] (text generation) → [`chat`] (templates and the
 //! terminal chat); [`hf`] and [`gguf`] take models in and out. Beside the pipeline, [`plot`] draws a run's loss curves and [`report`]
-//! lists runs and writes a run's HTML report.
+//! lists runs and writes a run's HTML report, and [`eval`] measures a model on a text
+//! (perplexity, bits per byte) or on multiple-choice questions.
 //!
 //! A lower stage never imports a higher one.
 
@@ -19,6 +20,7 @@ pub mod data;
 pub mod diag;
 pub mod dist;
 pub mod error;
+pub mod eval;
 pub mod finetune;
 pub mod fsutil;
 pub mod gguf;

@@ -29,6 +29,8 @@ enum Command {
     Serve(cli::serve::ServeArgs),
     /// Encode, decode and train tokenizers.
     Tokenizer(cli::tokenizer::TokenizerCommand),
+    /// Measure a run: perplexity and bits per byte on a text, or multiple-choice accuracy.
+    Eval(cli::eval::EvalArgs),
     /// Measure speed.
     #[command(allow_negative_numbers = true)]
     Bench(cli::bench::BenchArgs),
@@ -60,6 +62,7 @@ fn main() -> ExitCode {
         Command::Chat(args) => cli::chat::run(args),
         Command::Serve(args) => cli::serve::run(args),
         Command::Tokenizer(cmd) => cli::tokenizer::run(cmd).map(|()| ExitCode::SUCCESS),
+        Command::Eval(args) => cli::eval::run(args),
         Command::Bench(args) => cli::bench::run(args),
         Command::Prepare(args) => cli::prepare::run(args),
         Command::ImportHf(args) => cli::import_hf::run(args),

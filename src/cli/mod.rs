@@ -7,6 +7,7 @@ use lmforge::backend::cuda::{Cuda, MatmulPrecision};
 
 pub mod bench;
 pub mod chat;
+pub mod eval;
 pub mod export_gguf;
 pub mod export_hf;
 pub mod import_gguf;

@@ -72,6 +72,10 @@ pub struct TrainArgs {
     /// run's samples.jsonl (shown by `lmforge report`).
     #[arg(long)]
     sample_every_eval: bool,
+    /// At each evaluation, score these multiple-choice questions (JSON
+    /// Lines, as `lmforge eval --choices` reads) and log their `acc_norm`.
+    #[arg(long, value_name = "FILE.jsonl")]
+    eval_choices: Option<PathBuf>,
     /// Started as several ranks (mpirun, srun; needs `--features mpi`):
     /// 1 shards AdamW's moments across the ranks (ZeRO-1), 0 keeps them
     /// whole on every rank. The same losses and files either way.
@@ -152,6 +156,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
     let observe = Observe {
         plot: args.plot.0,
         sample_every_eval: args.sample_every_eval,
+        eval_choices: args.eval_choices.clone(),
     };
     let parallel = Parallel {
         world: &world,

@@ -405,7 +405,7 @@ pub fn train_observed<B: Backend>(
         observer: match root {
             true => Some(Observer::new(
                 out,
-                job.observe,
+                job.observe.clone(),
                 tokenizer.as_ref(),
                 resumed_step,
             )?),
@@ -555,14 +555,23 @@ impl Session<'_> {
             return Err(guard::stopped_at(step, &why, out, last, skipping));
         }
         let peak_rss_mb = observe::peak_rss_mb();
+        let mut acc_norm = None;
         if let Some(observer) = &mut self.observer {
-            let line = observer.eval_line(step, train_loss, val_loss, peak_rss_mb);
+            acc_norm = observer.acc_norm(trainer)?;
+            let mut line = observer.eval_line(step, train_loss, val_loss, peak_rss_mb);
+            if let Some(acc) = acc_norm {
+                line.push_str(&format!(", acc_norm {acc:.4}"));
+            }
             self.progress.line(line);
         }
         self.summary.train_loss = Some(train_loss);
         self.summary.val_loss = Some(val_loss);
         let elapsed_s = self.elapsed();
-        self.log(serde_json::json!({"step": step, "eval": true, "train_loss": train_loss, "val_loss": val_loss, "elapsed_s": elapsed_s, "peak_rss_mb": peak_rss_mb}))?;
+        let mut line = serde_json::json!({"step": step, "eval": true, "train_loss": train_loss, "val_loss": val_loss, "elapsed_s": elapsed_s, "peak_rss_mb": peak_rss_mb});
+        if let Some(acc) = acc_norm {
+            line["acc_norm"] = acc.into();
+        }
+        self.log(line)?;
         let warnings = match &mut self.observer {
             Some(observer) => observer.after_eval(trainer, step),
             None => Vec::new(),
