@@ -32,7 +32,11 @@ class BadInputError(Error):
     """An option, file or data lmforge cannot use: a bad value, a malformed file, text outside the vocabulary."""
 
 class RunExistsError(Error):
-    """`train(out=...)` onto a directory that already holds a run (pass `overwrite=True`, or `resume=`)."""
+    """`train(out=...)` onto a directory that already holds a run (pass `overwrite=True`, or `resume=`),
+    or an export onto existing files (pass `overwrite=True`)."""
+
+class RunInUseError(Error):
+    """A run directory another lmforge process is writing; wait until it ends."""
 
 class OutOfMemoryError(Error):
     """A model or batch that needs more memory than the machine has."""
@@ -152,6 +156,8 @@ def train(
     sft: Optional[_Path] = None,
     plot: str = "png",
     sample_every_eval: bool = False,
+    allow_partial: bool = False,
+    eval_choices: Optional[_Path] = None,
     **options: Union[int, float, str, bool],
 ) -> Training:
     """Start ``lmforge train`` with the same options (``--max-iters 100`` is
@@ -225,6 +231,6 @@ class Run:
         """Every tensor by its Hugging Face name (``transformer.wte.weight``,
         ``transformer.h.0.attn.c_attn.weight``, ...; the bigram's ``token_embedding_table.weight``),
         as read-only numpy views of one copy of the weights."""
-    def export_hf(self, out: _Path) -> str:
+    def export_hf(self, out: _Path, *, overwrite: bool = False) -> str:
         """Write the run as a Hugging Face folder (LoRA adapters merged) that
         ``transformers.AutoModelForCausalLM.from_pretrained`` loads."""

@@ -16,7 +16,13 @@ create_exception!(
     lmforge,
     RunExistsError,
     Error,
-    "`train(out=...)` onto a directory that already holds a run."
+    "`train(out=...)` onto a directory that already holds a run, or an export onto existing files (pass `overwrite=True`)."
+);
+create_exception!(
+    lmforge,
+    RunInUseError,
+    Error,
+    "A run directory another lmforge process is writing (training, importing, exporting)."
 );
 create_exception!(
     lmforge,
@@ -48,6 +54,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("Error", py.get_type::<Error>())?;
     m.add("BadInputError", py.get_type::<BadInputError>())?;
     m.add("RunExistsError", py.get_type::<RunExistsError>())?;
+    m.add("RunInUseError", py.get_type::<RunInUseError>())?;
     m.add("OutOfMemoryError", py.get_type::<OutOfMemoryError>())?;
     m.add("NonFiniteError", py.get_type::<NonFiniteError>())?;
     m.add("FileError", py.get_type::<FileError>())?;
@@ -64,7 +71,8 @@ pub fn to_py(e: lmforge::Error, context: Option<&str>) -> PyErr {
         None => e.to_string(),
     };
     match e {
-        E::RunExists { .. } => RunExistsError::new_err(message),
+        E::RunExists { .. } | E::OutputExists { .. } => RunExistsError::new_err(message),
+        E::InUse { .. } => RunInUseError::new_err(message),
         E::Memory(_) => OutOfMemoryError::new_err(message),
         E::NonFinite(_) => NonFiniteError::new_err(message),
         E::Io { .. } => FileError::new_err(message),

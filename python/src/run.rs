@@ -273,10 +273,17 @@ impl Run {
         Ok(dict)
     }
 
-    /// Write the run as a Hugging Face folder (`transformers` loads it).
-    fn export_hf(&self, py: Python<'_>, out: PathBuf) -> PyResult<PathBuf> {
-        py.detach(|| lmforge::hf::export(&self.path, &out))
-            .py_err()?;
+    /// Write the run as a Hugging Face folder (`transformers` loads it), as
+    /// `lmforge export-hf` does: an existing output is replaced only with
+    /// `overwrite`, and only once the new files are complete.
+    #[pyo3(signature = (out, *, overwrite = false))]
+    fn export_hf(&self, py: Python<'_>, out: PathBuf, overwrite: bool) -> PyResult<PathBuf> {
+        py.detach(|| {
+            lmforge::rundir::write_new_output(&out, "lmforge export-hf", overwrite, |dir| {
+                lmforge::hf::export(&self.path, dir)
+            })
+        })
+        .py_err()?;
         Ok(out)
     }
 

@@ -118,7 +118,7 @@ fn overrides(options: Option<&Bound<'_, PyDict>>) -> PyResult<TrainOverrides> {
     threads = None, device = "cpu", quiet = true, overwrite = false, on_nan = "stop",
     ignore_memory_check = false, init_from = None, freeze_embeddings = false, freeze_layers = 0,
     lora_rank = None, lora_alpha = None, lora_targets = None, sft = None, plot = "png",
-    sample_every_eval = false, **options))]
+    sample_every_eval = false, allow_partial = false, eval_choices = None, **options))]
 #[allow(clippy::too_many_arguments)]
 pub fn train(
     py: Python<'_>,
@@ -142,6 +142,8 @@ pub fn train(
     sft: Option<PathBuf>,
     plot: &str,
     sample_every_eval: bool,
+    allow_partial: bool,
+    eval_choices: Option<PathBuf>,
     options: Option<&Bound<'_, PyDict>>,
 ) -> PyResult<Training> {
     let lora_targets = lora_targets
@@ -168,6 +170,7 @@ pub fn train(
         overwrite,
         on_nan: choice::<OnNan>("on_nan", on_nan)?,
         ignore_memory_check,
+        allow_partial,
     };
     let observe = Observe {
         plot: match plot {
@@ -181,6 +184,7 @@ pub fn train(
             }
         },
         sample_every_eval,
+        eval_choices,
     };
     let cuda = match device {
         "cpu" => false,

@@ -18,10 +18,12 @@ pub struct ImportGgufArgs {
 }
 
 pub fn run(args: ImportGgufArgs) -> anyhow::Result<ExitCode> {
-    let imported =
-        lmforge::rundir::write_new_output(&args.out, "lmforge import-gguf", args.overwrite, |dir| {
-            lmforge::gguf::import(&args.file, dir)
-        })?;
+    let imported = lmforge::rundir::write_new_output(
+        &args.out,
+        "lmforge import-gguf",
+        args.overwrite,
+        |dir| lmforge::gguf::import(&args.file, dir),
+    )?;
     let c = &imported.model.config;
     eprintln!(
         "imported {} ({}, {}; {} layers x {} dims, {} heads, context {}, vocabulary {}, {} parameters) into {}",
