@@ -5,36 +5,13 @@
 //! Hugging Face folders with tensors of the wrong shape, config fields of
 //! the wrong type or no tokenizer; conversations whose batch has no target.
 
+mod runs;
+
+use runs::{assert_fails, assert_ok, run};
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_lmforge"))
-        .args(args)
-        .output()
-        .expect("lmforge runs")
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn assert_ok(out: &Output) -> String {
-    let err = stderr(out);
-    assert!(out.status.success(), "{err}");
-    err
-}
-
-/// Fails with a message containing every one of `parts`.
-fn assert_fails(out: &Output, parts: &[&str]) -> String {
-    let err = stderr(out);
-    assert!(!out.status.success(), "succeeded: {err}");
-    for part in parts {
-        assert!(err.contains(part), "{err:?} lacks {part:?}");
-    }
-    err
-}
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
