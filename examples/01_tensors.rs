@@ -11,6 +11,9 @@
 //! Run: `cargo run --release --example 01_tensors` (`LMFORGE_TINY=1` for
 //! the small size the test suite uses).
 
+#[path = "common/mod.rs"]
+mod common;
+
 use lmforge::backend::cpu::matmul::{Accumulate, MatRef, matmul, matmul_naive};
 
 /// A matrix with deterministic "random" entries in [-1, 1).
@@ -117,8 +120,11 @@ pub fn run(tiny: bool) -> Outcome {
     outcome
 }
 
-fn main() {
-    run(std::env::var_os("LMFORGE_TINY").is_some());
+fn main() -> std::process::ExitCode {
+    common::main_with(|args| {
+        run(args.tiny);
+        Ok(())
+    })
 }
 
 #[cfg(test)]

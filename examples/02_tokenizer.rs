@@ -4,6 +4,9 @@
 //!
 //! Run: `cargo run --release --example 02_tokenizer`.
 
+#[path = "common/mod.rs"]
+mod common;
+
 use lmforge::tokenizer::{CharTokenizer, Tokenizer};
 
 /// What the chapter found.
@@ -54,8 +57,11 @@ pub fn run(tiny: bool) -> Outcome {
     }
 }
 
-fn main() {
-    run(std::env::var_os("LMFORGE_TINY").is_some());
+fn main() -> std::process::ExitCode {
+    common::main_with(|args| {
+        run(args.tiny);
+        Ok(())
+    })
 }
 
 #[cfg(test)]

@@ -13,6 +13,9 @@
 //!
 //! Run: `cargo run --release --example 03_bigram`.
 
+#[path = "common/mod.rs"]
+mod common;
+
 use lmforge::backend::cpu::Cpu;
 use lmforge::sample::{SampleOptions, generate};
 use lmforge::tokenizer::{CharTokenizer, Tokenizer};
@@ -91,9 +94,8 @@ pub fn run(tiny: bool) -> lmforge::Result<Outcome> {
     })
 }
 
-fn main() -> lmforge::Result<()> {
-    lmforge::backend::cpu::init_threads(None)?;
-    run(std::env::var_os("LMFORGE_TINY").is_some()).map(|_| ())
+fn main() -> std::process::ExitCode {
+    common::main_with(|args| run(args.tiny).map(|_| ()))
 }
 
 #[cfg(test)]

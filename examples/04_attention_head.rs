@@ -19,6 +19,9 @@
 //!
 //! Run: `cargo run --release --example 04_attention_head`.
 
+#[path = "common/mod.rs"]
+mod common;
+
 use lmforge::backend::AttentionDims;
 use lmforge::backend::cpu::attention;
 
@@ -122,8 +125,11 @@ pub fn run(tiny: bool) -> f32 {
     diff
 }
 
-fn main() {
-    run(std::env::var_os("LMFORGE_TINY").is_some());
+fn main() -> std::process::ExitCode {
+    common::main_with(|args| {
+        run(args.tiny);
+        Ok(())
+    })
 }
 
 #[cfg(test)]

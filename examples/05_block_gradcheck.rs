@@ -16,6 +16,9 @@
 //!
 //! Run: `cargo run --release --example 05_block_gradcheck`.
 
+#[path = "common/mod.rs"]
+mod common;
+
 use lmforge::backend::cpu::{Cpu, attention};
 use lmforge::backend::{AttentionDims, Backend};
 use lmforge::model::{Activation, Activations, Arch, Mode, Model, ModelConfig, Norm, Window};
@@ -199,9 +202,8 @@ pub fn run(tiny: bool) -> lmforge::Result<[f32; 3]> {
     ])
 }
 
-fn main() -> lmforge::Result<()> {
-    lmforge::backend::cpu::init_threads(None)?;
-    run(std::env::var_os("LMFORGE_TINY").is_some()).map(|_| ())
+fn main() -> std::process::ExitCode {
+    common::main_with(|args| run(args.tiny).map(|_| ()))
 }
 
 #[cfg(test)]

@@ -1,96 +1,179 @@
 //! Chapter 6: the whole GPT (token and position embeddings, blocks of
 //! attention and MLP, a final layer norm and the LM head), trained on Tiny
-//! Shakespeare for a minute with the `char-cpu` preset, then sampled.
+//! Shakespeare with the `char-cpu` preset, then saved and sampled.
 //!
-//! This is what `lmforge train` does, called as a library: `train::train`
-//! runs the loop (forward, loss, backward, AdamW, evaluations, checkpoints)
-//! and leaves a run directory with `loss.png`, `metrics.jsonl` and the
-//! model. A timer asks it to stop after 60 seconds, as Ctrl-C would.
+//! The training loop is written out here, step by step, as in the course's
+//! notebook; `lmforge train` runs this same loop (with checkpoints, plots
+//! and Ctrl-C on top):
 //!
-//! Run: `cargo run --release --example 06_gpt_shakespeare` (the run goes
-//! to `runs/example-06`; look at `runs/example-06/loss.png` afterwards).
+//! ```text
+//! course (PyTorch)                 here
+//! xb, yb = get_batch('train')      batches.fill(..)                    xb, yb: (B, T) token ids
+//! logits = model(xb)               model.forward(..)                   logits: (B, T, V)
+//! optimizer.zero_grad()            be.fill(grads, 0.0)
+//! loss = F.cross_entropy(..)       model.backward(..) starts with the loss, then
+//! loss.backward()                    walks the layers in reverse, adding into grads
+//! optimizer.step()                 adamw.update(..)                    clip, then AdamW
+//! ```
+//!
+//! Memory is decided before the loop: parameters, gradients, the two AdamW
+//! moments and the activations are a few flat buffers sized from the
+//! config, and the loop allocates nothing.
+//!
+//! Run: `cargo run --release --example 06_gpt_shakespeare -- --threads 2`.
+//! It writes `runs/example-06` (replaced on a re-run), a run that
+//! `lmforge sample runs/example-06` and `lmforge chat runs/example-06` read.
 
+#[path = "common/mod.rs"]
+mod common;
+
+use lmforge::backend::Backend;
 use lmforge::backend::cpu::Cpu;
 use lmforge::checkpoint;
+use lmforge::data::sampler::BatchSampler;
+use lmforge::model::{Activations, Grads, Mode, Model, Window};
+use lmforge::optim::AdamW;
 use lmforge::sample::{SampleOptions, generate};
-use lmforge::train::{Observe, Preset, Start, TrainJob, TrainSummary};
+use lmforge::tokenizer::{CharTokenizer, Tokenizer};
+use lmforge::train::{Preset, TrainConfig};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
-/// Train into `out` for at most `seconds`, then sample; returns the summary and the sample.
-pub fn run(tiny: bool, out: &Path, seconds: u64) -> lmforge::Result<(TrainSummary, String)> {
+/// The validation loss before and after training, and the sample.
+pub struct Outcome {
+    pub val_before: f32,
+    pub val_after: f32,
+    pub sample: String,
+}
+
+/// The `char-cpu` preset for a vocabulary of `vocab_size` characters (made
+/// test-sized when `tiny`).
+fn config(vocab_size: usize, tiny: bool) -> TrainConfig {
     let mut config = Preset::CharCpu.config();
+    config.model.vocab_size = vocab_size;
     if tiny {
-        // A model and a run small enough for the test suite; a short warmup
-        // and a high rate, so eight steps visibly learn.
+        // Small enough for the test suite; a short warmup and a high rate,
+        // so a few steps visibly learn.
         config.model.n_layer = 1;
         config.model.n_embd = 32;
         config.model.block_size = 16;
         config.batch_size = 4;
-        config.max_iters = 8;
-        config.eval_interval = 4;
+        config.max_iters = 30;
+        config.eval_interval = 10;
         config.eval_iters = 2;
         config.warmup_iters = 1;
         config.lr = 1e-2;
     }
-    let m = &config.model;
-    println!(
-        "GPT: {} layers, {} heads, C = {}, block T = {}, batch B = {}",
-        m.n_layer, m.n_head, m.n_embd, m.block_size, config.batch_size
-    );
-    println!(
-        "training for up to {} steps or {seconds} s into {}",
-        config.max_iters,
-        out.display()
-    );
-
-    let stop = AtomicBool::new(false);
-    let summary = std::thread::scope(|scope| {
-        let timer = scope.spawn(|| {
-            // Sleep in short naps so the timer ends soon after training does.
-            for _ in 0..seconds * 10 {
-                if stop.load(Ordering::SeqCst) {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            stop.store(true, Ordering::SeqCst);
-        });
-        let job = TrainJob {
-            data: None, // the built-in Tiny Shakespeare
-            out: out.to_path_buf(),
-            start: Start::New(Box::new(config)),
-            progress: true,
-            stop: &stop,
-            guards: lmforge::train::Safeguards::default(),
-            observe: Observe::default(),
-        };
-        let summary = lmforge::train::train(&Cpu::new(), job);
-        stop.store(true, Ordering::SeqCst);
-        let _ = timer.join();
-        summary
-    })?;
-    let val = summary
-        .val_loss
-        .map_or("-".to_string(), |v| format!("{v:.4}"));
-    println!(
-        "stopped at step {}: last validation loss {val}, {:.0} tokens/s",
-        summary.step, summary.tokens_per_sec
-    );
-    println!("loss plot: {}", out.join("loss.png").display());
-
-    let text = sample(out, if tiny { 30 } else { 400 })?;
-    Ok((summary, text))
+    config
 }
 
-/// Load the run's model and tokenizer, as `lmforge sample` does, and
-/// write `tokens` characters after "ROMEO:".
+/// Mean loss over `config.eval_iters` validation batches, without dropout.
+fn estimate_loss(
+    be: &Cpu,
+    (model, params, acts): (&Model, &Vec<f32>, &mut Activations<Cpu>),
+    batches: &BatchSampler,
+    config: &TrainConfig,
+) -> f32 {
+    let (b, t) = (config.batch_size, config.model.block_size);
+    let (mut xb, mut yb) = (vec![0u32; b * t], vec![0u32; b * t]);
+    let mut sum = 0.0;
+    for i in 0..config.eval_iters {
+        batches.fill(1, i, &mut xb, &mut yb);
+        model.forward(be, params, acts, &xb, Window::batch(b, t), Mode::Eval);
+        sum += model.loss(be, acts, &yb, Window::batch(b, t));
+    }
+    sum / config.eval_iters as f32
+}
+
+/// Train on the built-in text, save the run into `out`, and sample from it.
+pub fn run(tiny: bool, out: &Path) -> lmforge::Result<Outcome> {
+    let text = lmforge::data::text::demo_corpus();
+    let tokenizer = CharTokenizer::from_text(&text)?;
+    let ids = tokenizer.encode(&text)?;
+    let split = ids.len() * 9 / 10; // the first 90% trains, the rest validates
+    let (train, val) = (ids[..split].to_vec(), ids[split..].to_vec());
+    let config = config(tokenizer.vocab_size(), tiny);
+    let m = &config.model;
+    let (b, t) = (config.batch_size, m.block_size);
+    println!(
+        "GPT: {} layers, {} heads, C = {}, block T = {}, batch B = {}, V = {}",
+        m.n_layer, m.n_head, m.n_embd, t, b, m.vocab_size
+    );
+
+    // Every buffer, sized once from the config.
+    let be = Cpu::new();
+    let model = Model::new(config.model.clone())?;
+    let n = model.num_params();
+    println!("{n} parameters");
+    let mut params = be.upload(model.init_params(config.seed))?;
+    let mut grads = Grads::new(&be, 0, n)?;
+    let mut acts = Activations::training(&be, &model.config, b, t)?;
+    let mut adamw = AdamW::sharded(&be, config.adamw(), &model.layout.tensors, 0, 0..n)?;
+    let batches = BatchSampler::new(&train, b, t, config.seed, "training")?;
+    let val_batches = BatchSampler::new(&val, b, t, config.seed, "validation")?;
+    let (mut xb, mut yb) = (vec![0u32; b * t], vec![0u32; b * t]);
+    let (window, schedule) = (Window::batch(b, t), config.schedule());
+
+    let val_before = estimate_loss(&be, (&model, &params, &mut acts), &val_batches, &config);
+    println!(
+        "step 0: val loss {val_before:.4} (a uniform guess: ln V = {:.4})",
+        (m.vocab_size as f32).ln()
+    );
+    for step in 0..config.max_iters {
+        batches.fill(0, step, &mut xb, &mut yb);
+        let mode = Mode::Train {
+            seed: config.seed,
+            step_key: step,
+        };
+        be.fill(Cpu::view_mut(&mut grads.buf, 0..n), 0.0);
+        model.forward(&be, &params, &mut acts, &xb, window, mode);
+        // d(mean loss)/d(each position's loss) = 1 / (B * T)
+        let loss = model.backward(
+            &be,
+            &params,
+            &mut grads,
+            &mut acts,
+            &yb,
+            window,
+            mode,
+            1.0 / (b * t) as f32,
+        );
+        let norm = adamw.update(
+            &be,
+            &mut params,
+            &grads.buf,
+            schedule.at(step),
+            config.grad_clip,
+        );
+        if (step + 1) % config.eval_interval == 0 {
+            let val = estimate_loss(&be, (&model, &params, &mut acts), &val_batches, &config);
+            println!(
+                "step {}: train loss {loss:.4}, val loss {val:.4}, gradient norm {norm:.3}",
+                step + 1
+            );
+        }
+    }
+    let val_after = estimate_loss(&be, (&model, &params, &mut acts), &val_batches, &config);
+
+    // A run folder that `lmforge sample` reads: tokenizer first (the model
+    // file records its checksum), then weights and config.
+    common::fresh_folder(out)?;
+    tokenizer.save(&out.join(checkpoint::TOKENIZER_FILE))?;
+    checkpoint::save_model(out, &model, &params, tokenizer.eot_token())?;
+    let sample = sample(out, if tiny { 30 } else { 400 })?;
+    Ok(Outcome {
+        val_before,
+        val_after,
+        sample,
+    })
+}
+
+/// Load the run back, as `lmforge sample` does, and write `tokens`
+/// characters after "ROMEO:".
 fn sample(out: &Path, tokens: usize) -> lmforge::Result<String> {
     let (model, params) = checkpoint::load_model(out)?;
-    let tokenizer = lmforge::tokenizer::load(&out.join(checkpoint::TOKENIZER_FILE))?;
+    let tokenizer = checkpoint::load_tokenizer(out, &model)?;
     let be = Cpu::new();
-    let params = lmforge::backend::Backend::upload(&be, params)?;
+    let params = be.upload(params)?;
     let opts = SampleOptions {
         max_new_tokens: tokens,
         temperature: 0.8,
@@ -105,21 +188,27 @@ fn sample(out: &Path, tokens: usize) -> lmforge::Result<String> {
     Ok(text)
 }
 
-fn main() -> lmforge::Result<()> {
-    lmforge::backend::cpu::init_threads(None)?;
-    let tiny = std::env::var_os("LMFORGE_TINY").is_some();
-    run(tiny, Path::new("runs/example-06"), 60).map(|_| ())
+fn main() -> std::process::ExitCode {
+    common::main_with(|args| run(args.tiny, Path::new("runs/example-06")).map(|_| ()))
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
-    fn trains_writes_the_plot_and_samples() {
+    fn the_written_out_loop_learns_saves_a_run_and_samples() {
         let dir = tempfile::tempdir().unwrap();
-        let (summary, text) = super::run(true, dir.path(), 120).unwrap();
-        assert_eq!(summary.step, 8);
-        assert!(summary.val_loss.unwrap() < 65f32.ln(), "learned something");
-        assert!(dir.path().join("loss.png").is_file());
-        assert_eq!(text.chars().count(), 30);
+        let out = dir.path().join("example-06");
+        let first = super::run(true, &out).unwrap();
+        assert!(
+            first.val_after < first.val_before - 0.3,
+            "{} -> {}",
+            first.val_before,
+            first.val_after
+        );
+        assert_eq!(first.sample.chars().count(), 30);
+        // A second run replaces the first and, given the same seed, repeats it.
+        let second = super::run(true, &out).unwrap();
+        assert_eq!(first.val_after, second.val_after);
+        assert_eq!(first.sample, second.sample);
     }
 }

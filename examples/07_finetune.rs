@@ -9,7 +9,11 @@
 //! exactly at the parent because `B` starts at zero. The new text may only
 //! use characters the first text had (the tokenizer is the parent's).
 //!
-//! Run: `cargo run --release --example 07_finetune`.
+//! Run: `cargo run --release --example 07_finetune -- --threads 2`. It
+//! writes `runs/example-07` (replaced on a re-run): `base`, `full`, `lora`.
+
+#[path = "common/mod.rs"]
+mod common;
 
 use lmforge::backend::cpu::Cpu;
 use lmforge::model::{LoraConfig, LoraTarget};
@@ -112,11 +116,12 @@ pub fn run(tiny: bool, dir: &Path) -> lmforge::Result<[TrainSummary; 3]> {
     Ok([base, full, lora])
 }
 
-fn main() -> lmforge::Result<()> {
-    lmforge::backend::cpu::init_threads(None)?;
-    let tiny = std::env::var_os("LMFORGE_TINY").is_some();
-    let dir = Path::new("runs/example-07");
-    run(tiny, dir).map(|_| ())
+fn main() -> std::process::ExitCode {
+    common::main_with(|args| {
+        let dir = Path::new("runs/example-07");
+        common::fresh_folder(dir)?;
+        run(args.tiny, dir).map(|_| ())
+    })
 }
 
 #[cfg(test)]

@@ -34,6 +34,15 @@ pub enum Error {
          `lmforge train --resume {path}`, or pass --overwrite to replace it"
     )]
     RunExists { path: PathBuf, files: String },
+    /// A folder another process is writing (see [`crate::rundir::RunLock`]).
+    #[error("{path} is in use by {holder}; wait until it ends, or stop it, before writing there")]
+    InUse { path: PathBuf, holder: String },
+    /// An output (a folder of a run or an export, or one file) that already
+    /// exists: a command never replaces what it did not make unless asked.
+    #[error(
+        "{path} already exists{holds}; pass --overwrite to replace it, or choose another --out"
+    )]
+    OutputExists { path: PathBuf, holds: String },
     /// A loss or gradient norm that is NaN or infinite: training stops
     /// rather than write a model full of NaN.
     #[error("{0}")]

@@ -48,7 +48,7 @@ pub fn write_atomic_bytes(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// Whether a process with this id still runs. Where that cannot be told
 /// (no `/proc`), every process counts as gone.
-fn process_alive(pid: u32) -> bool {
+pub(crate) fn process_alive(pid: u32) -> bool {
     pid == std::process::id() || Path::new("/proc").join(pid.to_string()).exists()
 }
 

@@ -7,8 +7,9 @@
 //! ([`data::sampler`]) → [`model`] (forward, loss, backward; kernels in
 //! [`backend`]) → [`optim`] (AdamW, schedules, clipping) → [`train`] (the loop,
 //! evaluation, metrics) → [`checkpoint`] → [`sample`] (text generation) → [`chat`] (templates and the
-//! terminal chat). Beside the pipeline, [`plot`] draws a run's loss curves and [`report`]
-//! lists runs and writes a run's HTML report.
+//! terminal chat); [`hf`] and [`gguf`] take models in and out. Beside the pipeline, [`plot`] draws a run's loss curves and [`report`]
+//! lists runs and writes a run's HTML report, and [`eval`] measures a model on a text
+//! (perplexity, bits per byte) or on multiple-choice questions.
 //!
 //! A lower stage never imports a higher one.
 
@@ -19,8 +20,10 @@ pub mod data;
 pub mod diag;
 pub mod dist;
 pub mod error;
+pub mod eval;
 pub mod finetune;
 pub mod fsutil;
+pub mod gguf;
 pub mod hf;
 pub mod memory;
 pub mod model;
@@ -28,6 +31,7 @@ pub mod optim;
 pub mod plot;
 pub mod report;
 pub mod rng;
+pub mod rundir;
 pub mod sample;
 pub mod serve;
 pub mod tokenizer;

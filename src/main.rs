@@ -29,6 +29,8 @@ enum Command {
     Serve(cli::serve::ServeArgs),
     /// Encode, decode and train tokenizers.
     Tokenizer(cli::tokenizer::TokenizerCommand),
+    /// Measure a run: perplexity and bits per byte on a text, or multiple-choice accuracy.
+    Eval(cli::eval::EvalArgs),
     /// Measure speed.
     #[command(allow_negative_numbers = true)]
     Bench(cli::bench::BenchArgs),
@@ -38,6 +40,10 @@ enum Command {
     ImportHf(cli::import_hf::ImportArgs),
     /// Export a run as a Hugging Face folder (LoRA adapters merged into the weights).
     ExportHf(cli::export_hf::ExportArgs),
+    /// Export a run as one GGUF file for llama.cpp, Ollama and LM Studio.
+    ExportGguf(cli::export_gguf::ExportGgufArgs),
+    /// Import a GGUF file (llama.cpp, Ollama) as a run.
+    ImportGguf(cli::import_gguf::ImportGgufArgs),
     /// Merge a LoRA run's adapters into its parent's weights, as an ordinary run.
     MergeLora(cli::merge_lora::MergeArgs),
     /// Draw the loss curves of runs (PNG or SVG); several runs overlay.
@@ -56,10 +62,13 @@ fn main() -> ExitCode {
         Command::Chat(args) => cli::chat::run(args),
         Command::Serve(args) => cli::serve::run(args),
         Command::Tokenizer(cmd) => cli::tokenizer::run(cmd).map(|()| ExitCode::SUCCESS),
+        Command::Eval(args) => cli::eval::run(args),
         Command::Bench(args) => cli::bench::run(args),
         Command::Prepare(args) => cli::prepare::run(args),
         Command::ImportHf(args) => cli::import_hf::run(args),
         Command::ExportHf(args) => cli::export_hf::run(args),
+        Command::ExportGguf(args) => cli::export_gguf::run(args),
+        Command::ImportGguf(args) => cli::import_gguf::run(args),
         Command::MergeLora(args) => cli::merge_lora::run(args),
         Command::Plot(args) => cli::plot::run(args),
         Command::Runs(args) => cli::runs::run(args),

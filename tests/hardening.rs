@@ -2,37 +2,14 @@
 //! real binary. Before the fix each of these lost work, aborted, or ended
 //! with exit code 0 on a wrong result.
 
+mod runs;
+
+use runs::{assert_fails, assert_ok, run};
+
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_lmforge"))
-        .args(args)
-        .output()
-        .expect("lmforge runs")
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// Fails with a message containing every one of `parts`.
-fn assert_fails(out: &Output, parts: &[&str]) -> String {
-    let err = stderr(out);
-    assert!(!out.status.success(), "succeeded: {err}");
-    for part in parts {
-        assert!(err.contains(part), "{err:?} lacks {part:?}");
-    }
-    err
-}
-
-fn assert_ok(out: &Output) -> String {
-    let err = stderr(out);
-    assert!(out.status.success(), "{err}");
-    err
-}
+use std::process::Output;
 
 fn text(i: usize) -> String {
     format!("line {i}: the quick brown fox jumps over the lazy dog.\n")

@@ -167,7 +167,7 @@ fn import_from_the_cache_and_export_round_trip() {
             "import-hf",
             "gpt2-never-downloaded",
             "--out",
-            run.to_str().unwrap(),
+            tmp.path().join("missing").to_str().unwrap(),
         ],
         &[("HF_HUB_CACHE", &hub)],
     );

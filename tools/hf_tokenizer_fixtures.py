@@ -25,8 +25,13 @@ vocabulary and others, like most emoji, are not):
   `<unk>` for characters it lacks, no byte fallback).
 - `bert_wordpiece.json`: a cased BERT-style WordPiece (`##` continuations,
   `[CLS]`, `[SEP]`, `[UNK]`).
+- `bytelevel_partial.json`: a GPT-2-style byte-level BPE (ByteLevel
+  pre-tokenizer and decoder, `<|endoftext|>`) trained WITHOUT the full
+  256-byte initial alphabet, as `ByteLevelBPETokenizer().train(...)` does by
+  default: bytes the training text lacks (0x00, most of 0x80-0xFF) have no
+  token, so lmforge's own BPE cannot take it and `tokenizers` runs it.
 
-The four Llama-family files come out the same on every run; the Unigram and
+The four Llama-family files and the partial byte-level one come out the same on every run; the Unigram and
 WordPiece trainers break ties differently from run to run, so a rerun rewrites
 those two with other, equally valid, vocabularies (the tests read whatever
 was committed).
@@ -39,7 +44,7 @@ ids add after a preceding token: decode of [anchor] + ids minus the anchor's
 text, which is what streaming one token at a time must produce).
 
     /root/bench-venv/bin/python tools/hf_tokenizer_fixtures.py \
-        [--shakespeare /work/shared/data/tinyshakespeare.txt]
+        [--shakespeare /work/shared/data/tinyshakespeare.txt] [--only NAME ...]
 """
 import argparse
 import json
@@ -209,6 +214,16 @@ def wordpiece(texts):
     return tok, ["[CLS]", "[SEP]"], []
 
 
+def bytelevel_partial(texts):
+    """GPT-2's layout trained from the text's own characters only (no initial_alphabet)."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=360, special_tokens=["<|endoftext|>"], show_progress=False)
+    tok.train_from_iterator(texts, trainer)
+    return tok, ["<|endoftext|>"], []
+
+
 def cases(tok, texts):
     ordinary = Tokenizer.from_str(tok.to_str())
     ordinary.encode_special_tokens = True
@@ -235,6 +250,7 @@ def cases(tok, texts):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shakespeare", type=Path, default=Path("/work/shared/data/tinyshakespeare.txt"))
+    ap.add_argument("--only", nargs="*", help="write only these fixtures (default: all)")
     args = ap.parse_args()
     texts = corpus(args.shakespeare)
     shakespeare_excerpt = texts[0][5000:7000]
@@ -247,7 +263,10 @@ def main():
         ("mistral_spm", mistral(spm)),
         ("t5_unigram", unigram(texts)),
         ("bert_wordpiece", wordpiece(texts)),
+        ("bytelevel_partial", bytelevel_partial(texts)),
     ]:
+        if args.only and name not in args.only:
+            continue
         path = OUT / f"{name}.json"
         tok.save(str(path))
         # Test what a reader of the saved file gets.

@@ -38,10 +38,11 @@
 //! text.
 //!
 //! **Limits.** A template is at most [`MAX_TEMPLATE_BYTES`]; one rendering
-//! gets [`FUEL`] units of work (instructions and bytes made, see
-//! `minijinja`'s fuel) and [`RECURSION_LIMIT`] levels of nesting, so a
-//! template that loops forever or builds huge strings fails quickly instead
-//! of hanging.
+//! gets [`FUEL`] units of work (instructions, and bytes made: about 64 MB in
+//! all, see `minijinja`'s fuel), with the ways around the fuel closed
+//! ([`super::jinja_limits`]), and [`RECURSION_LIMIT`] levels of nesting, so a
+//! template that loops forever or builds huge text or lists fails quickly
+//! with an error instead of hanging or taking the memory.
 
 use super::template::{Message, Rendered, Role};
 use crate::error::{Error, Result};
@@ -61,8 +62,9 @@ pub const CHAT_FILES: [&str; 3] = [TOKENIZER_CONFIG_FILE, TEMPLATE_FILE, GENERAT
 
 /// The largest template accepted.
 pub const MAX_TEMPLATE_BYTES: usize = 1 << 20;
-/// Work one rendering may do (about one unit per instruction or 64 bytes made).
-pub const FUEL: u64 = 20_000_000;
+/// Work one rendering may do: one unit per instruction or per 64 bytes made
+/// (so at most about 64 MB of data, or a million instructions).
+pub const FUEL: u64 = 1_000_000;
 /// How deeply a rendering may nest (loops, macros, includes).
 pub const RECURSION_LIMIT: usize = 100;
 
@@ -92,6 +94,8 @@ struct Segment {
 #[derive(Debug, Clone)]
 pub struct JinjaTemplate {
     env: Environment<'static>,
+    /// The template's text (compiled again, `+` checked, at each rendering).
+    source: String,
     /// `(name, text)` of each special token in `tokenizer_config.json`.
     specials: Vec<(&'static str, String)>,
     /// `eos_token_id` of `generation_config.json`.
@@ -122,6 +126,20 @@ impl JinjaTemplate {
         JinjaTemplate::compile(source, specials, eos_ids, &file).map(Some)
     }
 
+    /// The template text of the folder `dir` (`chat_template.jinja`, or
+    /// `tokenizer_config.json`'s `chat_template`), uncompiled; `None` without one.
+    pub fn source(dir: &Path) -> Result<Option<String>> {
+        let jinja_path = dir.join(TEMPLATE_FILE);
+        if jinja_path.exists() {
+            return read_text(&jinja_path).map(Some);
+        }
+        let config_path = dir.join(TOKENIZER_CONFIG_FILE);
+        match config_path.exists() {
+            true => chat_template(&read_json(&config_path)?, &config_path),
+            false => Ok(None),
+        }
+    }
+
     /// Compile `source` (read from `file`); `specials` are the `(name, text)`
     /// the template sees.
     fn compile(
@@ -146,11 +164,12 @@ impl JinjaTemplate {
                  marks message contents with",
             ));
         }
-        let env = environment(source)
+        let env = environment(source.clone())
             .map_err(|e| Error::format(file, format!("the chat template does not compile: {e}")))?;
         let name = file.file_name().unwrap_or(file.as_os_str());
         Ok(JinjaTemplate {
             env,
+            source,
             specials,
             eos_ids,
             file: name.to_string_lossy().into_owned(),
@@ -168,20 +187,22 @@ impl JinjaTemplate {
         for (name, text) in &self.specials {
             ctx.push((name, Value::from(text.as_str())));
         }
-        let template = self
-            .env
-            .get_template("chat_template")
-            .expect("added at compile time");
-        template
-            .render(Value::from_pairs(ctx))
-            .map_err(|e| self.error(e))
+        super::jinja_limits::render(
+            &self.env,
+            "chat_template",
+            &self.source,
+            Value::from_pairs(ctx),
+        )
+        .map_err(|e| self.error(e))
     }
 
     fn error(&self, e: minijinja::Error) -> Error {
         let why = match e.kind() {
-            ErrorKind::OutOfFuel => {
-                "it ran out of fuel (too much work: a loop without end, or huge text)".to_string()
-            }
+            ErrorKind::OutOfFuel => format!(
+                "it ran out of fuel (more than {FUEL} units of work: a loop without end, or \
+                 more than about {} MB of text and lists)",
+                FUEL * 64 / 1_000_000
+            ),
             _ => e.to_string(),
         };
         Error::Data(format!("the chat template of {}: {why}", self.file))
@@ -426,7 +447,7 @@ fn environment(source: String) -> std::result::Result<Environment<'static>, mini
         .lstrip_blocks(true)
         .build()?;
     env.set_syntax(syntax);
-    env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+    super::jinja_limits::install(&mut env);
     env.set_fuel(Some(FUEL));
     env.set_recursion_limit(RECURSION_LIMIT);
     env.add_function("raise_exception", raise_exception);

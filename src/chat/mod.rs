@@ -3,16 +3,19 @@
 //! lmforge's template ([`template`])), used both to train on conversations
 //! (SFT) and to talk to the trained model; the conversation kept within the
 //! context window ([`conversation`]); the terminal session of `lmforge chat`
-//! ([`terminal`]).
+//! ([`terminal`]); text without a terminal ([`reply`]).
 
 pub mod conversation;
 pub mod format;
 pub mod jinja;
+pub mod jinja_limits;
+pub mod reply;
 pub mod template;
 pub mod terminal;
 
 pub use self::conversation::{Conversation, prompt_for};
 pub use self::format::ChatFormat;
+pub use self::reply::{answer, continue_text};
 pub use self::template::{ChatTemplate, Message, Rendered, Role, SPECIAL_TOKENS};
 pub use self::terminal::{ChatOptions, run};
 

@@ -23,8 +23,28 @@ pub const MODEL_TYPES: [&str; 3] = ["llama", "qwen2", "mistral"];
 /// positions would make a 1B model's KV cache 8 GB).
 pub const MAX_IMPORTED_CONTEXT: usize = 8192;
 
-fn usize_field(json: &Value, name: &str) -> Option<usize> {
-    json.get(name).and_then(Value::as_u64).map(|v| v as usize)
+/// A count in a Hugging Face config (a size, a number of layers): `None`
+/// when absent or null; when present but not a whole number (`-32`,
+/// `"50257"`, `2.5`), an error saying what it is.
+pub fn usize_field(json: &Value, name: &str) -> Result<Option<usize>, String> {
+    let value = match json.get(name) {
+        None | Some(Value::Null) => return Ok(None),
+        Some(value) => value,
+    };
+    let count = value.as_u64().and_then(|n| usize::try_from(n).ok());
+    count.map(Some).ok_or_else(|| {
+        let kind = match value {
+            Value::String(_) => " (a string)",
+            Value::Number(_) => "",
+            _ => " (not a number)",
+        };
+        format!("field {name:?} is {value}{kind}: expected a whole number, 0 or more")
+    })
+}
+
+/// [`usize_field`], which must be there.
+pub fn required_usize_field(json: &Value, name: &str) -> Result<usize, String> {
+    usize_field(json, name)?.ok_or_else(|| format!("field {name:?} is missing"))
 }
 
 fn f32_field(obj: &Value, name: &str) -> Result<f32, String> {
@@ -60,7 +80,7 @@ fn rope_scaling(json: &Value) -> Result<RopeScaling, String> {
             original_max_position_embeddings: usize_field(
                 scaling,
                 "original_max_position_embeddings",
-            )
+            )?
             .ok_or("rope setting \"original_max_position_embeddings\" is missing")?,
         }),
         other => Err(format!(
@@ -89,7 +109,7 @@ fn check_supported(json: &Value, model_type: &str, c: usize, nh: usize) -> Resul
     if act != "silu" {
         return Err(format!("hidden_act {act:?} is not supported (only silu)"));
     }
-    if let Some(hd) = usize_field(json, "head_dim")
+    if let Some(hd) = usize_field(json, "head_dim")?
         && nh > 0
         && hd * nh != c
     {
@@ -110,22 +130,21 @@ fn check_supported(json: &Value, model_type: &str, c: usize, nh: usize) -> Resul
 /// The context: `max_position_embeddings`, bounded by a sliding window and
 /// by [`MAX_IMPORTED_CONTEXT`].
 fn context(json: &Value, model_type: &str) -> Result<usize, String> {
-    let max = usize_field(json, "max_position_embeddings")
-        .ok_or("field \"max_position_embeddings\" is missing")?;
+    let max = required_usize_field(json, "max_position_embeddings")?;
     let windowed = match model_type {
         "qwen2" => json.get("use_sliding_window").and_then(Value::as_bool) == Some(true),
         _ => true,
     };
-    let window = usize_field(json, "sliding_window").filter(|_| windowed);
+    let window = usize_field(json, "sliding_window")?.filter(|_| windowed);
     Ok(max.min(window.unwrap_or(max)).min(MAX_IMPORTED_CONTEXT))
 }
 
 /// Read a Hugging Face Llama-family config.
 pub fn from_hf(json: &Value, model_type: &str) -> Result<ModelConfig, String> {
-    let field = |name: &str| usize_field(json, name).ok_or(format!("field {name:?} is missing"));
+    let field = |name: &str| required_usize_field(json, name);
     let (c, nh) = (field("hidden_size")?, field("num_attention_heads")?);
     check_supported(json, model_type, c, nh)?;
-    let n_kv_head = usize_field(json, "num_key_value_heads").unwrap_or(nh);
+    let n_kv_head = usize_field(json, "num_key_value_heads")?.unwrap_or(nh);
     let eps = json
         .get("rms_norm_eps")
         .and_then(Value::as_f64)

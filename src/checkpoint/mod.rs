@@ -132,7 +132,7 @@ pub fn read_f32(st: &SafeTensors, name: &str, len: usize, path: &Path) -> Result
 }
 
 /// Names of the zero biases written for `transformers` (absent from the model).
-fn absent_biases(cfg: &ModelConfig) -> Vec<(String, usize)> {
+pub(crate) fn absent_biases(cfg: &ModelConfig) -> Vec<(String, usize)> {
     if cfg.arch != Arch::Gpt {
         return Vec::new();
     }
@@ -206,10 +206,7 @@ fn model_config_from_json(json: &serde_json::Value, path: &Path) -> Result<Model
     }
     check_hf_gpt2(json).map_err(|message| Error::format(path, message))?;
     let field = |name: &str| {
-        json.get(name)
-            .and_then(|v| v.as_u64())
-            .map(|v| v as usize)
-            .ok_or_else(|| Error::format(path, format!("field {name:?} is missing")))
+        hf_llama::required_usize_field(json, name).map_err(|message| Error::format(path, message))
     };
     let activation = match json
         .get("activation_function")

@@ -16,7 +16,10 @@
 //! `lm_head.weight` in a tied model (a copy of the token embedding). Zero
 //! biases lmforge writes for biases a model lacks are skipped too. Any other
 //! tensor the model has no place for is an error: it means a different
-//! architecture, and ignoring it would give a silently wrong model.
+//! architecture, and ignoring it would give a silently wrong model. Every
+//! tensor must have the shape the config gives it (the right number of values
+//! laid out another way, `wte` as `[n_embd, vocab_size]`, is an error naming
+//! it, not a model that samples garbage).
 
 use super::integrity;
 use crate::error::{Error, Result};
@@ -200,6 +203,17 @@ pub fn load_params(dir: &Path, model: &Model) -> Result<Vec<f32>> {
                 ),
             ));
         };
+        if view.shape() != spec.shape.as_slice() {
+            return Err(Error::format(
+                path,
+                format!(
+                    "tensor {name:?} has shape {:?}; config.json makes it {:?}: the weights \
+                     and the config do not belong together",
+                    view.shape(),
+                    spec.shape
+                ),
+            ));
+        }
         let dst = &mut params[spec.range.clone()];
         widen(view.dtype(), view.data(), dst)
             .map_err(|e| Error::format(path, format!("tensor {name:?} {e}")))?;

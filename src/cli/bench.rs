@@ -1,5 +1,6 @@
 //! `lmforge bench train` and `bench sample`: training and generation speed with synthetic tokens and random weights.
 
+use lmforge::backend::cuda::MatmulPrecision;
 use lmforge::backend::{Backend, Device};
 use lmforge::tokenizer::TokenizerSpec;
 use lmforge::train::{Preset, TrainConfig, TrainOverrides, config};
@@ -17,6 +18,35 @@ enum BenchWhat {
     Train(BenchTrainArgs),
     /// Time text generation with random weights, with and without the KV cache.
     Sample(BenchSampleArgs),
+    /// Time scoring (`lmforge eval`) against decoding and against one forward pass.
+    Eval(BenchEvalArgs),
+}
+
+#[derive(clap::Args)]
+struct BenchEvalArgs {
+    /// Model shape to measure.
+    #[arg(long, value_enum, default_value = "gpt2")]
+    preset: Preset,
+    /// Vocabulary size (default: the preset tokenizer's).
+    #[arg(long)]
+    vocab: Option<usize>,
+    /// Tokens decoded for the decoding speed.
+    #[arg(long, default_value_t = 64)]
+    decode_tokens: usize,
+    /// Full windows scored for the scoring speed.
+    #[arg(long, default_value_t = 2)]
+    windows: usize,
+    /// HellaSwag-layout questions (four endings each) scored.
+    #[arg(long, default_value_t = 1000)]
+    examples: usize,
+    /// Worker threads (default: one per core).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Compute device.
+    #[arg(long, value_enum, default_value = "cpu")]
+    device: Device,
+    #[command(flatten)]
+    overrides: TrainOverrides,
 }
 
 #[derive(clap::Args)]
@@ -66,6 +96,9 @@ struct BenchTrainArgs {
     /// Compute device.
     #[arg(long, value_enum, default_value = "cpu")]
     device: Device,
+    /// How the GPU multiplies matrices: TF32 tensor cores, or full float32.
+    #[arg(long, value_enum, default_value = "tf32")]
+    matmul_precision: MatmulPrecision,
     #[command(flatten)]
     overrides: TrainOverrides,
 }
@@ -74,7 +107,46 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     match args.what {
         BenchWhat::Train(args) => train(args),
         BenchWhat::Sample(args) => sample(args),
+        BenchWhat::Eval(args) => eval(args),
     }
+}
+
+fn eval(args: BenchEvalArgs) -> anyhow::Result<ExitCode> {
+    match super::backend(args.device, args.threads)? {
+        super::Selected::Cpu(cpu) => eval_on(&cpu, args),
+        super::Selected::Cuda(gpu) => eval_on(gpu.as_ref(), args),
+    }
+}
+
+fn eval_on<B: Backend>(backend: &B, args: BenchEvalArgs) -> anyhow::Result<ExitCode> {
+    let mut cfg = config::resolve(args.preset, None, &args.overrides)?;
+    cfg.model.vocab_size = vocab_size(args.vocab, &cfg)?;
+    let model = lmforge::model::Model::new(cfg.model.clone())?;
+    let params = backend.upload(model.init_params(cfg.seed))?;
+    let (decode, windows, examples) = (args.decode_tokens, args.windows, args.examples);
+    let r = lmforge::eval::bench::bench(backend, &model, &params, decode, windows, examples)?;
+    println!(
+        "lmforge {}: {} params, vocab {}, context {}, {} threads",
+        args.preset,
+        model.num_params(),
+        cfg.model.vocab_size,
+        cfg.model.block_size,
+        rayon::current_num_threads()
+    );
+    println!("decode tokens/s: {:.1}", r.decode_tokens_per_s);
+    println!(
+        "scoring tokens/s: {:.1} ({:.1}x decoding)",
+        r.score_tokens_per_s,
+        r.score_tokens_per_s / r.decode_tokens_per_s
+    );
+    println!(
+        "{examples} HellaSwag-layout questions ({} tokens): {:.2} s; one forward over as many tokens: {:.2} s ({:.2}x)",
+        r.choice_tokens,
+        r.choices_s,
+        r.forward_s,
+        r.choices_s / r.forward_s
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Characters in Tiny Shakespeare: the vocabulary a `char` preset is measured with.
@@ -130,7 +202,8 @@ fn sample(args: BenchSampleArgs) -> anyhow::Result<ExitCode> {
 fn train(args: BenchTrainArgs) -> anyhow::Result<ExitCode> {
     let cfg = config::resolve(args.preset, None, &args.overrides)?;
     let vocab = vocab_size(args.vocab, &cfg)?;
-    let (report, on) = match super::backend(args.device, args.threads)? {
+    let (report, on) = match super::backend_with(args.device, args.threads, args.matmul_precision)?
+    {
         super::Selected::Cpu(cpu) => {
             let report = lmforge::train::bench(&cpu, &cfg, vocab, args.warmup_steps, args.steps)?;
             (report, format!("{} threads", rayon::current_num_threads()))

@@ -8,7 +8,8 @@ use std::process::ExitCode;
 
 #[derive(clap::Args)]
 pub struct ChatArgs {
-    /// Run directory written by `lmforge train`. A model whose tokenizer has the chat
+    /// Run directory written by `lmforge train`, or a `.gguf` file (converted to
+    /// f32 weights at load). A model whose tokenizer has the chat
     /// template's special tokens talks through it; a base model continues your text,
     /// each reply ending at a blank line.
     run: PathBuf,
@@ -40,6 +41,7 @@ pub struct ChatArgs {
 pub fn run(args: ChatArgs) -> anyhow::Result<ExitCode> {
     let sampling = args.sampling.options(args.max_new_tokens)?;
     let backend = super::backend(args.device, args.threads)?;
+    let run = lmforge::gguf::open_run(&args.run)?;
     let history = args.history.or_else(|| {
         std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".lmforge_history"))
     });
@@ -51,8 +53,8 @@ pub fn run(args: ChatArgs) -> anyhow::Result<ExitCode> {
         verbose: args.verbose,
     };
     match backend {
-        Selected::Cpu(cpu) => lmforge::chat::run(&cpu, &args.run, opts)?,
-        Selected::Cuda(gpu) => lmforge::chat::run(gpu.as_ref(), &args.run, opts)?,
+        Selected::Cpu(cpu) => lmforge::chat::run(&cpu, run.path(), opts)?,
+        Selected::Cuda(gpu) => lmforge::chat::run(gpu.as_ref(), run.path(), opts)?,
     }
     Ok(ExitCode::SUCCESS)
 }

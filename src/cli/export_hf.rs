@@ -10,10 +10,16 @@ pub struct ExportArgs {
     /// Folder to write.
     #[arg(long)]
     out: PathBuf,
+    /// Replace the model files already in --out (deleted only once the new
+    /// ones are complete; other files stay).
+    #[arg(long)]
+    overwrite: bool,
 }
 
 pub fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
-    lmforge::hf::export(&args.run, &args.out)?;
+    lmforge::rundir::write_new_output(&args.out, "lmforge export-hf", args.overwrite, |dir| {
+        lmforge::hf::export(&args.run, dir)
+    })?;
     eprintln!(
         "wrote {}; load it with transformers.AutoModelForCausalLM.from_pretrained({:?}) and AutoTokenizer.from_pretrained",
         args.out.display(),

@@ -11,10 +11,22 @@ pub struct ImportArgs {
     /// Run directory to write (model.safetensors, config.json, tokenizer.json).
     #[arg(long)]
     out: PathBuf,
+    /// Replace the run already in --out (its files are deleted only once the
+    /// new ones are complete; other files stay).
+    #[arg(long)]
+    overwrite: bool,
+    /// The tokenizer, for a folder without tokenizer files (what
+    /// `model.save_pretrained` alone writes): `gpt2` or a tokenizer.json.
+    /// It must not have more tokens than the config's vocab_size.
+    #[arg(long)]
+    tokenizer: Option<lmforge::tokenizer::TokenizerSpec>,
 }
 
 pub fn run(args: ImportArgs) -> anyhow::Result<ExitCode> {
-    let imported = lmforge::hf::import(&args.source, &args.out)?;
+    let imported =
+        lmforge::rundir::write_new_output(&args.out, "lmforge import-hf", args.overwrite, |dir| {
+            lmforge::hf::import_with(&args.source, dir, args.tokenizer.as_ref())
+        })?;
     let c = &imported.model.config;
     eprintln!(
         "imported {} ({} layers x {} dims, {} heads, context {}, vocabulary {}, {} parameters) into {}",

@@ -1,6 +1,5 @@
 //! `lmforge merge-lora`: a LoRA run as an ordinary run, its adapters merged into the weights.
 
-use lmforge::checkpoint::{self, TOKENIZER_FILE};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -11,25 +10,16 @@ pub struct MergeArgs {
     /// Run directory to write: model.safetensors, config.json, tokenizer.json.
     #[arg(long)]
     out: PathBuf,
+    /// Replace the run already in --out (its files are deleted only once the
+    /// new ones are complete; other files stay).
+    #[arg(long)]
+    overwrite: bool,
 }
 
 pub fn run(args: MergeArgs) -> anyhow::Result<ExitCode> {
-    if !args
-        .run
-        .join(lmforge::finetune::adapters::ADAPTER_FILE)
-        .exists()
-    {
-        anyhow::bail!(
-            "{}: not a LoRA run (no adapter_model.safetensors)",
-            args.run.display()
-        );
-    }
-    let (model, params) = lmforge::finetune::load_run(&args.run)?;
-    let tokenizer = lmforge::tokenizer::load(&args.run.join(TOKENIZER_FILE))?;
-    std::fs::create_dir_all(&args.out)?;
-    checkpoint::save_model(&args.out, &model, &params, tokenizer.eot_token())?;
-    tokenizer.save(&args.out.join(TOKENIZER_FILE))?;
-    lmforge::chat::jinja::sync_chat_files(Some(&args.run), &args.out)?;
+    lmforge::rundir::write_new_output(&args.out, "lmforge merge-lora", args.overwrite, |dir| {
+        lmforge::finetune::adapters::write_merged(&args.run, dir)
+    })?;
     eprintln!("merged {} into {}", args.run.display(), args.out.display());
     Ok(ExitCode::SUCCESS)
 }

@@ -3,11 +3,14 @@
 
 use lmforge::backend::Device;
 use lmforge::backend::cpu::Cpu;
-use lmforge::backend::cuda::Cuda;
+use lmforge::backend::cuda::{Cuda, MatmulPrecision};
 
 pub mod bench;
 pub mod chat;
+pub mod eval;
+pub mod export_gguf;
 pub mod export_hf;
+pub mod import_gguf;
 pub mod import_hf;
 pub mod merge_lora;
 pub mod plot;
@@ -55,12 +58,21 @@ pub fn cpu_backend(threads: Option<usize>) -> anyhow::Result<(Cpu, usize)> {
     Ok((Cpu::new(), lmforge::backend::cpu::init_threads(threads)?))
 }
 
+/// The backend `--device` names, a GPU's products in TF32 (see [`backend_with`]).
+pub fn backend(device: Device, threads: Option<usize>) -> anyhow::Result<Selected> {
+    backend_with(device, threads, MatmulPrecision::default())
+}
+
 /// The backend `--device` names. `cuda` fails with the reason when the GPU
 /// or one of its libraries is missing; `auto` then says why and takes the CPU.
 /// The GPU, driver and libraries in use are printed to stderr.
-pub fn backend(device: Device, threads: Option<usize>) -> anyhow::Result<Selected> {
+pub fn backend_with(
+    device: Device,
+    threads: Option<usize>,
+    precision: MatmulPrecision,
+) -> anyhow::Result<Selected> {
     let cuda = || {
-        Cuda::new().map(|gpu| {
+        Cuda::with_precision(precision).map(|gpu| {
             eprint!("{}", gpu.info());
             Selected::Cuda(Box::new(gpu))
         })

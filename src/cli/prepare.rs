@@ -2,7 +2,6 @@
 
 use lmforge::data::prepare::{OnBad, PrepareOptions, prepare};
 use lmforge::tokenizer::TokenizerSpec;
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -43,6 +42,10 @@ pub struct PrepareArgs {
     /// Close a shard once it holds this many tokens.
     #[arg(long, default_value_t = 100_000_000)]
     shard_tokens: u64,
+    /// No progress output (by default: a bar on a terminal, else a line
+    /// every 10 seconds).
+    #[arg(long, short)]
+    quiet: bool,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -70,7 +73,7 @@ pub fn run(args: PrepareArgs) -> anyhow::Result<ExitCode> {
     opts.on_bad_archive = args.on_bad_archive.into();
     opts.char_vocab_max = args.char_vocab_max;
     opts.shard_tokens = args.shard_tokens;
-    opts.progress = std::io::stderr().is_terminal();
+    opts.progress = !args.quiet;
     let r = prepare(&opts)?;
     let mb = r.bytes_read as f64 / 1e6;
     println!(
@@ -88,18 +91,19 @@ pub fn run(args: PrepareArgs) -> anyhow::Result<ExitCode> {
         r.seconds,
         mb / r.seconds.max(1e-9)
     );
-    if r.inputs_skipped == 0 && (r.train_tokens == 0 || r.val_tokens == 0) {
+    // An empty validation split is what --val-fraction 0 asks for.
+    let empty = match (r.train_tokens, r.val_tokens) {
+        (0, _) => Some("training"),
+        (_, 0) if args.val_fraction > 0.0 => Some("validation"),
+        _ => None,
+    };
+    if let Some(split) = empty.filter(|_| r.inputs_skipped == 0) {
         eprintln!(
-            "warning: the {} split is empty: documents are assigned whole to one split, and \
-             {} documents are too few for --val-fraction {}. Train on the text file directly \
-             (lmforge train --data FILE splits its tail off), or split it into more documents.",
-            if r.train_tokens == 0 {
-                "training"
-            } else {
-                "validation"
-            },
-            r.documents,
-            args.val_fraction
+            "warning: the {split} split is empty: documents are assigned whole to one split, \
+             and {} documents are too few for --val-fraction {}. Train on the text file \
+             directly (lmforge train --data FILE splits its tail off), or split it into more \
+             documents.",
+            r.documents, args.val_fraction
         );
     }
     if r.skipped_bad_utf8 > 0 {

@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use lmforge::backend::{Backend, Device};
-use lmforge::sample::{Flow, Generator, SampleOptions};
+use lmforge::sample::{Flow, SampleOptions};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -53,7 +53,7 @@ impl SamplingArgs {
 
 #[derive(clap::Args)]
 pub struct SampleArgs {
-    /// Run directory written by `lmforge train`.
+    /// Run directory written by `lmforge train`, or a `.gguf` file (converted to f32 weights at load).
     run: PathBuf,
     /// Text to continue (default: a newline). Longer than the context: only its last block_size tokens are used.
     #[arg(long)]
@@ -89,13 +89,15 @@ fn sample_on<B: Backend>(
     opts: SampleOptions,
 ) -> anyhow::Result<ExitCode> {
     let loading = || format!("loading the run {}", args.run.display());
-    let config = lmforge::checkpoint::load_config(&args.run).with_context(loading)?;
+    let run = lmforge::gguf::open_run(&args.run).with_context(loading)?;
+    lmforge::sample::check_is_run(run.path())?;
+    let config = lmforge::checkpoint::load_config(run.path()).with_context(loading)?;
     if !args.ignore_memory_check {
         let estimate = lmforge::memory::sampling(&config)?;
         let available = lmforge::memory::available();
         lmforge::memory::check(&estimate, "sampling this model", available.as_ref())?;
     }
-    let (model, params, tokenizer) = lmforge::sample::load_run(&args.run).with_context(loading)?;
+    let (model, params, tokenizer) = lmforge::sample::load_run(run.path()).with_context(loading)?;
     let default_prompt = args.prompt.is_none();
     let prompt_text = args.prompt.unwrap_or_else(|| "\n".to_string());
     let prompt = tokenizer.encode(&prompt_text).with_context(|| {
@@ -109,22 +111,21 @@ fn sample_on<B: Backend>(
     lmforge::sample::check_prompt(&model, &prompt).context("--prompt")?;
     let params = backend.upload(params)?;
     // Sampling continues text: a chat template that does not load only loses its stop tokens.
-    let format = lmforge::chat::ChatFormat::find(&args.run, tokenizer.as_ref()).unwrap_or(None);
-    let stops = lmforge::chat::stop_tokens(format.as_ref(), tokenizer.as_ref());
-    let mut generator = Generator::new(backend, &model, &params, opts.seed, stops)?;
-
+    let format = lmforge::chat::ChatFormat::find(run.path(), tokenizer.as_ref()).unwrap_or(None);
+    let loaded = (&model, &params, tokenizer.as_ref());
     let mut stdout = std::io::stdout().lock();
     let stdout_err = |e: std::io::Error| lmforge::Error::io("<stdout>", e);
     stdout
         .write_all(prompt_text.as_bytes())
         .map_err(stdout_err)?;
-    generator.generate_text(tokenizer.as_ref(), &prompt, &opts, |piece| {
+    let on_text = |piece: &str| {
         stdout
             .write_all(piece.as_bytes())
             .and_then(|_| stdout.flush())
             .map_err(stdout_err)?;
         Ok(Flow::Continue)
-    })?;
+    };
+    lmforge::chat::continue_text(backend, loaded, format.as_ref(), &prompt, &opts, on_text)?;
     stdout.write_all(b"\n").map_err(stdout_err)?;
     Ok(ExitCode::SUCCESS)
 }

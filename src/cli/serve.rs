@@ -7,10 +7,12 @@ use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 #[derive(clap::Args)]
 pub struct ServeArgs {
-    /// Run directories to serve (each is a model, named by its directory).
+    /// Run directories to serve (each is a model, named by its directory), or
+    /// `.gguf` files (named by the file, converted to f32 weights at load).
     #[arg(required = true)]
     runs: Vec<PathBuf>,
     /// Address to listen on: 127.0.0.1 (this machine only) unless you open it up, e.g. 0.0.0.0.
@@ -34,6 +36,16 @@ pub struct ServeArgs {
     /// The largest request body, in bytes.
     #[arg(long, default_value_t = 1 << 20)]
     max_body: usize,
+    /// Seconds a client has to send a request's headers, from when it connects or its previous reply
+    /// ends (so also how long an idle connection stays open).
+    #[arg(long, default_value_t = 10.0)]
+    header_timeout: f64,
+    /// Seconds a client has to send a request's whole body (answer 408 after).
+    #[arg(long, default_value_t = 30.0)]
+    body_timeout: f64,
+    /// Connections open at once; more wait to be accepted until one closes.
+    #[arg(long, default_value_t = 256)]
+    max_connections: usize,
     /// A prompt longer than the model's context: keep its end (cut) or answer 400 (refuse).
     #[arg(long, value_enum, default_value = "cut")]
     long_prompts: LongPrompts,
@@ -46,6 +58,14 @@ pub struct ServeArgs {
     /// Start even if the models look too big for the memory available.
     #[arg(long)]
     ignore_memory_check: bool,
+}
+
+/// A timeout flag: a positive number of seconds.
+fn seconds(flag: &str, value: f64) -> anyhow::Result<Duration> {
+    match Duration::try_from_secs_f64(value) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        _ => anyhow::bail!("{flag} must be a positive number of seconds, not {value}"),
+    }
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -62,14 +82,20 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             args.host
         );
     }
+    let opened = (args.runs.iter())
+        .map(|run| lmforge::gguf::open_run(run))
+        .collect::<lmforge::Result<Vec<_>>>()?;
     let opts = ServeOptions {
-        runs: args.runs,
+        runs: opened.iter().map(|run| run.path().to_path_buf()).collect(),
         addr: SocketAddr::new(args.host, args.port),
         api_key: args.api_key,
         parallel: args.parallel,
         queue: args.queue,
         max_tokens: args.max_tokens,
         max_body: args.max_body,
+        header_timeout: seconds("--header-timeout", args.header_timeout)?,
+        body_timeout: seconds("--body-timeout", args.body_timeout)?,
+        max_connections: args.max_connections,
         long_prompts: args.long_prompts,
         ignore_memory_check: args.ignore_memory_check,
     };

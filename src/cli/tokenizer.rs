@@ -58,6 +58,10 @@ enum Action {
         /// The tokenizer.json to write; the tiktoken ranks go beside it (`.tiktoken`).
         #[arg(long)]
         out: PathBuf,
+        /// Replace --out (and its `.tiktoken`) if they exist; the new files
+        /// replace them only once complete.
+        #[arg(long)]
+        overwrite: bool,
         /// Pre-tokenization split: `gpt2` or `gpt4` (cl100k).
         #[arg(long, default_value = "gpt2")]
         pattern: String,
@@ -87,6 +91,7 @@ pub fn run(cmd: TokenizerCommand) -> Result<()> {
         Action::Train {
             vocab_size,
             out,
+            overwrite,
             pattern,
             specials,
             skip_invalid_utf8,
@@ -100,7 +105,7 @@ pub fn run(cmd: TokenizerCommand) -> Result<()> {
                 specials,
                 skip_invalid_utf8,
             };
-            train_command(&config, &files, &out)
+            train_command(&config, &files, &out, overwrite)
         }
     }
 }
@@ -307,11 +312,26 @@ fn decode(spec: &TokenizerSpec, file: &Path) -> Result<()> {
     Ok(())
 }
 
-fn train_command(config: &train::TrainConfig, files: &[PathBuf], out: &Path) -> Result<()> {
+fn train_command(
+    config: &train::TrainConfig,
+    files: &[PathBuf],
+    out: &Path,
+    overwrite: bool,
+) -> Result<()> {
     let start = Instant::now();
+    let ranks = out.with_extension("tiktoken");
+    if ranks == out {
+        bail!(
+            "--out {}: the tiktoken ranks would be written over it; name the tokenizer.json file",
+            out.display()
+        );
+    }
+    config.check()?; // a wrong argument is reported first
+    for path in [out, ranks.as_path()] {
+        lmforge::rundir::claim_output_file(path, overwrite)?;
+    }
     let (tok, report) = train::train_files(files, config)?;
     tok.save(out)?;
-    let ranks = out.with_extension("tiktoken");
     tok.save_tiktoken(&ranks)?;
     if tok.vocab_size() < config.vocab_size {
         lmforge::diag::warn(format!(

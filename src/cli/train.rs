@@ -2,12 +2,13 @@
 
 use super::Selected;
 use anyhow::Context;
+use lmforge::backend::cuda::MatmulPrecision;
 use lmforge::backend::{Backend, Device};
 use lmforge::dist::World;
-use lmforge::model::{LoraConfig, LoraTarget};
+use lmforge::model::LoraTarget;
 use lmforge::train::{
-    FineTuneRequest, Observe, OnNan, Parallel, Preset, Safeguards, Start, TrainConfig, TrainJob,
-    TrainOverrides, config,
+    FineTuneOptions, Observe, OnNan, Parallel, Preset, Safeguards, Start, TrainJob, TrainOverrides,
+    TrainRequest,
 };
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -41,6 +42,9 @@ pub struct TrainArgs {
     /// Compute device.
     #[arg(long, value_enum, default_value = "cpu")]
     device: Device,
+    /// How the GPU multiplies matrices: TF32 tensor cores, or full float32.
+    #[arg(long, value_enum, default_value = "tf32")]
+    matmul_precision: MatmulPrecision,
     /// No progress output.
     #[arg(long, short)]
     quiet: bool,
@@ -54,6 +58,10 @@ pub struct TrainArgs {
     /// Start even if the model looks too big for the memory available.
     #[arg(long)]
     ignore_memory_check: bool,
+    /// Train on a shard directory whose `lmforge prepare` was interrupted
+    /// (or still runs): only the inputs it finished.
+    #[arg(long)]
+    allow_partial: bool,
     #[command(flatten)]
     finetune: FineTuneArgs,
     /// The loss plot redrawn in the run directory at each evaluation:
@@ -64,6 +72,10 @@ pub struct TrainArgs {
     /// run's samples.jsonl (shown by `lmforge report`).
     #[arg(long)]
     sample_every_eval: bool,
+    /// At each evaluation, score these multiple-choice questions (JSON
+    /// Lines, as `lmforge eval --choices` reads) and log their `acc_norm`.
+    #[arg(long, value_name = "FILE.jsonl")]
+    eval_choices: Option<PathBuf>,
     /// Started as several ranks (mpirun, srun; needs `--features mpi`):
     /// 1 shards AdamW's moments across the ranks (ZeRO-1), 0 keeps them
     /// whole on every rank. The same losses and files either way.
@@ -108,57 +120,43 @@ struct FineTuneArgs {
     sft: Option<PathBuf>,
 }
 
-/// The fine-tune `args` asks for, with its training options.
-fn fine_tune_request(args: &TrainArgs, init_from: &str) -> anyhow::Result<FineTuneRequest> {
+/// The options as the library takes them.
+fn request(args: &TrainArgs) -> TrainRequest {
     let ft = &args.finetune;
-    let lora = ft.lora_rank.map(|rank| LoraConfig {
-        rank,
-        alpha: ft.lora_alpha.unwrap_or(2.0 * rank as f32),
-        targets: ft.lora_targets.clone().unwrap_or_default(),
-    });
-    let mut given = args.overrides.clone();
-    if lora.is_some() && given.lr.is_none() {
-        given.lr = Some(2e-4); // adapters start at zero and want a larger step
+    TrainRequest {
+        data: args.data.clone(),
+        preset: args.preset,
+        config: args.config.clone(),
+        out: args.out.clone(),
+        resume: args.resume.clone(),
+        overrides: args.overrides.clone(),
+        finetune: FineTuneOptions {
+            init_from: ft.init_from.clone(),
+            freeze_embeddings: ft.freeze_embeddings,
+            freeze_layers: ft.freeze_layers,
+            lora_rank: ft.lora_rank,
+            lora_alpha: ft.lora_alpha,
+            lora_targets: ft.lora_targets.clone(),
+            sft: ft.sft.clone(),
+        },
     }
-    let preset = args.preset.unwrap_or(Preset::Finetune);
-    let mut config: TrainConfig = config::resolve(preset, args.config.as_deref(), &given)?;
-    config.sft = ft.sft.is_some();
-    Ok(FineTuneRequest {
-        config,
-        given: args.overrides.clone(),
-        init_from: init_from.to_string(),
-        freeze_embeddings: ft.freeze_embeddings,
-        freeze_layers: ft.freeze_layers,
-        lora,
-    })
 }
 
 pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
     let world = World::from_env()?;
     let threads = args.threads.or_else(|| threads_per_rank(&world));
-    let backend = super::backend(args.device, threads)?;
-    let data = args.finetune.sft.clone().or(args.data.clone());
-    let (out, start) = match (&args.resume, &args.finetune.init_from) {
-        (None, Some(init_from)) => {
-            let out = args
-                .out
-                .clone()
-                .unwrap_or_else(|| PathBuf::from("runs/finetune"));
-            (
-                out,
-                Start::FineTune(Box::new(fine_tune_request(&args, init_from)?)),
-            )
-        }
-        _ => plain_start(&args)?,
-    };
+    let backend = super::backend_with(args.device, threads, args.matmul_precision)?;
+    let (out, data, start) = request(&args).start()?;
     let guards = Safeguards {
         overwrite: args.overwrite,
         on_nan: args.on_nan,
         ignore_memory_check: args.ignore_memory_check,
+        allow_partial: args.allow_partial,
     };
     let observe = Observe {
         plot: args.plot.0,
         sample_every_eval: args.sample_every_eval,
+        eval_choices: args.eval_choices.clone(),
     };
     let parallel = Parallel {
         world: &world,
@@ -189,29 +187,6 @@ fn threads_per_rank(world: &World) -> Option<usize> {
     let launch = lmforge::dist::Launch::from_env().filter(|_| world.size() > 1)?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     Some((cores / launch.local_size).max(1))
-}
-
-/// A new run from a preset, or the resumption of one.
-fn plain_start(args: &TrainArgs) -> anyhow::Result<(PathBuf, Start)> {
-    Ok(match &args.resume {
-        Some(dir) => {
-            let mut overrides = Vec::new();
-            if let Some(path) = &args.config {
-                overrides.push(TrainOverrides::from_toml_file(path)?);
-            }
-            overrides.push(args.overrides.clone());
-            (dir.clone(), Start::Resume(overrides))
-        }
-        None => {
-            let preset = args.preset.unwrap_or(Preset::CharCpu);
-            let cfg = config::resolve(preset, args.config.as_deref(), &args.overrides)?;
-            let default_out = PathBuf::from("runs").join(preset.to_string());
-            (
-                args.out.clone().unwrap_or(default_out),
-                Start::New(Box::new(cfg)),
-            )
-        }
-    })
 }
 
 fn run_training<B: Backend>(
@@ -265,8 +240,25 @@ fn run_training<B: Backend>(
         eprintln!("resume with: lmforge train --resume {}", out.display());
         return Ok(ExitCode::from(130));
     }
-    eprintln!("sample with: lmforge sample {}", out.display());
+    let next = if is_chat_model(&out) {
+        "chat"
+    } else {
+        "sample"
+    };
+    eprintln!("{next} with: lmforge {next} {}", out.display());
     Ok(ExitCode::SUCCESS)
+}
+
+/// Whether the run in `dir` talks in turns (a chat template or lmforge's
+/// chat tokens), so `chat` is the command to suggest rather than `sample`.
+fn is_chat_model(dir: &std::path::Path) -> bool {
+    let tokenizer = lmforge::tokenizer::load(&dir.join(lmforge::checkpoint::TOKENIZER_FILE));
+    tokenizer.is_ok_and(|tok| {
+        matches!(
+            lmforge::chat::ChatFormat::find(dir, tok.as_ref()),
+            Ok(Some(_))
+        )
+    })
 }
 
 /// `--plot`: a picture format, or none.

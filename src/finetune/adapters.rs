@@ -155,6 +155,23 @@ fn recorded_finetune(dir: &Path) -> Result<FineTune> {
     })
 }
 
+/// Write the LoRA run `run` into the folder `out` as an ordinary run
+/// (`lmforge merge-lora`): the merged `model.safetensors` and its
+/// `config.json`, the tokenizer and the chat files.
+pub fn write_merged(run: &Path, out: &Path) -> Result<()> {
+    if !run.join(ADAPTER_FILE).exists() {
+        return Err(Error::format(
+            run,
+            format!("not a LoRA run (no {ADAPTER_FILE})"),
+        ));
+    }
+    let (model, params) = load_run(run)?;
+    let tokenizer = crate::tokenizer::load(&run.join(checkpoint::TOKENIZER_FILE))?;
+    checkpoint::save_model(out, &model, &params, tokenizer.eot_token())?;
+    tokenizer.save(&out.join(checkpoint::TOKENIZER_FILE))?;
+    crate::chat::jinja::sync_chat_files(Some(run), out)
+}
+
 /// The model of a run directory, LoRA adapters merged (see the module doc),
 /// or any folder [`checkpoint::load_model`] reads.
 pub fn load_run(dir: &Path) -> Result<(Model, Vec<f32>)> {

@@ -115,6 +115,15 @@ pub fn load_parent(name: &str) -> Result<Loaded> {
 
 /// Load the parent a fine-tune recorded, refusing one whose weights changed.
 pub fn reload_parent(recorded: &Parent) -> Result<Loaded> {
+    if !recorded.path.exists() {
+        return Err(Error::Data(format!(
+            "this fine-tune's parent model {} (recorded as '{}') is gone: it was moved or \
+             deleted. Put it back at that path (a LoRA run keeps only its adapters), or \
+             train a new fine-tune from where the parent is now",
+            recorded.path.display(),
+            recorded.name
+        )));
+    }
     let loaded = load_parent(&recorded.path.to_string_lossy())?;
     if loaded.parent.weights_sha256 != recorded.weights_sha256 {
         return Err(Error::Data(format!(

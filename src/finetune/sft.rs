@@ -58,6 +58,7 @@ fn parse_line(text: &str, number: usize, path: &Path) -> Result<Vec<Message>> {
 /// [`PROMPT_BIT`] on those the loss skips.
 pub fn read(path: &Path, tok: &dyn Tokenizer, format: &ChatFormat) -> Result<Vec<Vec<u32>>> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let text = crate::data::documents::strip_bom(&text);
     let mut examples = Vec::new();
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {

@@ -101,7 +101,12 @@ pub fn resolve(name: &str) -> Result<PathBuf> {
         (None, true) => {
             "not a folder, and no Hugging Face cache is set (HF_HOME, HF_HUB_CACHE, HOME)".into()
         }
-        (_, false) => "no such folder".into(),
+        (_, false) => {
+            return Err(Error::Config(format!(
+                "{name}: no such folder (a local path, not a Hugging Face model name: \
+                 it was moved or deleted)"
+            )));
+        }
     };
     Err(Error::Config(format!(
         "{name}: {looked}. lmforge never downloads: fetch the model once elsewhere \

@@ -11,7 +11,7 @@
 //! |---|---|
 //! | `config.json` | `model_type` `gpt2` (sizes from `n_layer`, `n_head`, `n_embd`, `n_positions`, `vocab_size`), or `llama`, `qwen2`, `mistral` |
 //! | `model.safetensors`, or `model.safetensors.index.json` + shards | weights, F32/F16/BF16 (see [`crate::checkpoint::weights`]) |
-//! | `tokenizer.json`, or `vocab.json` + `merges.txt` | the byte-level BPE |
+//! | `tokenizer.json`, or `vocab.json` + `merges.txt` | the tokenizer; a folder with neither (what `model.save_pretrained` alone writes) is given one by `import-hf --tokenizer gpt2\|PATH` ([`read_with`]) |
 //! | `tokenizer_config.json`, `chat_template.jinja`, `generation_config.json` | copied into the run: the model's chat template and stop tokens (see [`crate::chat::jinja`]) |
 //! | `pytorch_model.bin` alone | refused, with the one-line conversion |
 //!
@@ -25,7 +25,7 @@ use crate::checkpoint::{self, CONFIG_FILE, TOKENIZER_FILE};
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomic_bytes;
 use crate::model::Model;
-use crate::tokenizer::{self, BpeTokenizer, Tokenizer};
+use crate::tokenizer::{self, BpeTokenizer, Tokenizer, TokenizerSpec};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 
@@ -40,6 +40,13 @@ pub struct Imported {
 /// Read the model, weights and tokenizer of a Hugging Face folder, or of a
 /// model name found in the local cache.
 pub fn read(name_or_dir: &str) -> Result<Imported> {
+    read_with(name_or_dir, None)
+}
+
+/// [`read`], with the tokenizer `tokenizer` instead of the folder's own (for
+/// a folder that has none). A tokenizer with more tokens than the config's
+/// `vocab_size` is refused: its last ids would have no embedding.
+pub fn read_with(name_or_dir: &str, tokenizer: Option<&TokenizerSpec>) -> Result<Imported> {
     let source = cache::resolve(name_or_dir)?;
     if !source.join(CONFIG_FILE).exists() {
         return Err(Error::format(
@@ -48,15 +55,28 @@ pub fn read(name_or_dir: &str) -> Result<Imported> {
         ));
     }
     let (model, params) = checkpoint::load_model(&source)?;
-    let tokenizer = read_tokenizer(&source)?;
-    if tokenizer.vocab_size() > model.config.vocab_size {
+    let given = tokenizer;
+    let tokenizer = match given {
+        Some(spec) => spec.load()?,
+        None => read_tokenizer(&source)?,
+    };
+    let (tokens, vocab) = (tokenizer.vocab_size(), model.config.vocab_size);
+    let named = given.map_or("the folder's tokenizer".into(), |s| {
+        format!("the tokenizer {s}")
+    });
+    if tokens > vocab {
         return Err(Error::format(
             &source,
             format!(
-                "the tokenizer has {} tokens, the model's vocabulary only {}",
-                tokenizer.vocab_size(),
-                model.config.vocab_size
+                "{named} has {tokens} tokens, more than the model's vocabulary of {vocab} \
+                 (config.json's vocab_size): ids from {vocab} on would have no embedding"
             ),
+        ));
+    }
+    if given.is_some() && tokens < vocab {
+        crate::diag::warn(format!(
+            "{named} has {tokens} tokens, the model's vocabulary {vocab}: ids {tokens}..{vocab} \
+             are never produced (fine for a vocabulary padded to a round size)"
         ));
     }
     Ok(Imported {
@@ -77,7 +97,9 @@ pub fn read_tokenizer(dir: &Path) -> Result<Box<dyn Tokenizer>> {
     if !vocab_path.exists() || !merges_path.exists() {
         return Err(Error::format(
             dir,
-            "has no tokenizer.json, nor vocab.json + merges.txt",
+            "has no tokenizer.json, nor vocab.json + merges.txt (model.save_pretrained alone \
+             writes none): give the tokenizer the model was trained with, with \
+             --tokenizer gpt2 or --tokenizer PATH/tokenizer.json",
         ));
     }
     let text = std::fs::read_to_string(&vocab_path).map_err(|e| Error::io(&vocab_path, e))?;
@@ -111,7 +133,17 @@ pub fn read_tokenizer(dir: &Path) -> Result<Box<dyn Tokenizer>> {
 /// `serve` and `train --init-from`. A chat template that does not load is
 /// copied all the same, with a warning (chatting will say why it fails).
 pub fn import(name_or_dir: &str, out: &Path) -> Result<Imported> {
-    let imported = read(name_or_dir)?;
+    import_with(name_or_dir, out, None)
+}
+
+/// [`import`], with the tokenizer `tokenizer` instead of the folder's own
+/// (see [`read_with`]).
+pub fn import_with(
+    name_or_dir: &str,
+    out: &Path,
+    tokenizer: Option<&TokenizerSpec>,
+) -> Result<Imported> {
+    let imported = read_with(name_or_dir, tokenizer)?;
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let eot = imported.tokenizer.eot_token();
     checkpoint::save_model(out, &imported.model, &imported.params, eot)?;

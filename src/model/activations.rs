@@ -19,6 +19,10 @@
 //! - [`Purpose::Decoding`]: one row per sequence of a decoding batch, every
 //!   tensor one reused slot (`qkv` holds the new rows before they are copied
 //!   into each sequence's cache), logits for every row.
+//! - [`Purpose::Scoring`]: `N` rows split into any `B x T` window, forward only:
+//!   every tensor one reused slot (`qkv` too: the window is computed whole,
+//!   nothing is cached for later), no backward scratch, logits and losses for
+//!   every row. What evaluation (`lmforge eval`) runs.
 
 use super::config::{Arch, ModelConfig};
 use super::lora::LoraScratch;
@@ -37,6 +41,9 @@ pub enum Purpose {
     /// KV caches are in their own [`Purpose::Inference`] activations (a
     /// server decoding many requests together); logits for every row.
     Decoding,
+    /// Forward only over batches of up to `B x T` tokens, with the logits
+    /// and per-position losses of every row (evaluation).
+    Scoring,
 }
 
 /// The positions one forward pass computes: `b` sequences of `t` new tokens
@@ -273,6 +280,7 @@ pub fn sizes(
 ) -> (ActTensors<Shape>, Scratch<Shape>) {
     let training = purpose == Purpose::Training;
     let decoding = purpose == Purpose::Decoding;
+    let scoring = purpose == Purpose::Scoring;
     let (blocks, llama) = (cfg.arch != Arch::Bigram, cfg.arch == Arch::Llama);
     let (c, v, nh) = (cfg.n_embd, cfg.vocab_size, cfg.n_head);
     let layers = if blocks { cfg.n_layer } else { 0 };
@@ -292,12 +300,16 @@ pub fn sizes(
     };
     let with_blocks = |s: Shape| if blocks { s } else { none };
     let scratch = |width: usize| with_blocks(shape(training as usize, rows, width));
-    let head_rows = if training || decoding { rows } else { 1 };
+    let head_rows = if training || decoding || scoring {
+        rows
+    } else {
+        1
+    };
     let kv_width = 2 * cfg.n_kv_head() * cfg.head_size();
     // The KV cache: a GPT keeps every layer's `qkv` rows; a Llama keeps only
     // its KV heads, in `kv_cache`. A decoding batch caches nothing itself.
     let (qkv, kv_cache) = match (llama, purpose) {
-        (_, Purpose::Decoding) => (block(cfg.qkv_width()), none),
+        (_, Purpose::Decoding | Purpose::Scoring) => (block(cfg.qkv_width()), none),
         (true, Purpose::Inference) => (block(cfg.qkv_width()), shape(layers, rows, kv_width)),
         _ => (shape(layers, rows, cfg.qkv_width()), none),
     };
@@ -319,7 +331,7 @@ pub fn sizes(
             norm(0, 0)
         },
         logits: shape(1, head_rows, v),
-        losses: shape(training as usize, rows, 1),
+        losses: shape((training || scoring) as usize, rows, 1),
     };
     let scratch = Scratch {
         d_res: scratch(c),
@@ -389,6 +401,13 @@ impl<B: Backend> Activations<B> {
         Self::new(be, cfg, Purpose::Inference, 1, cfg.block_size)
     }
 
+    /// Buffers for scoring (forward only, every position's loss) `rows`
+    /// positions at a time, in any window `b x t` with `b * t <= rows` (and
+    /// `t <= cfg.block_size`): many short sequences or a few long ones.
+    pub fn scoring(be: &B, cfg: &ModelConfig, rows: usize) -> Result<Self> {
+        Self::new(be, cfg, Purpose::Scoring, rows, 1)
+    }
+
     /// Buffers for one decoding step of up to `sequences` sequences at once
     /// (their caches: [`Activations::inference`] each).
     pub fn decoding(be: &B, cfg: &ModelConfig, sequences: usize) -> Result<Self> {
@@ -405,7 +424,7 @@ impl<B: Backend> Activations<B> {
         };
         let (tensors, scratch) = sizes(cfg, rows, purpose);
         let (tensors, scratch) = (tensors.try_map(allocate)?, scratch.try_map(allocate)?);
-        let targets = if purpose == Purpose::Training {
+        let targets = if matches!(purpose, Purpose::Training | Purpose::Scoring) {
             rows
         } else {
             0
@@ -435,6 +454,7 @@ impl<B: Backend> Activations<B> {
             Purpose::Training => {
                 window.pos == 0 && window.b <= self.batch_size && window.t <= self.block_size
             }
+            Purpose::Scoring => window.pos == 0 && window.n() <= self.batch_size * self.block_size,
             Purpose::Inference => window.b == 1 && window.pos + window.t <= self.block_size,
             Purpose::Decoding => window.pos == 0 && window.t == 1 && window.b <= self.batch_size,
         };
@@ -451,7 +471,9 @@ impl<B: Backend> Activations<B> {
     /// (`ln_f`, logits): every row in training, the last position when decoding.
     pub(super) fn head_rows(&self, window: Window) -> (Rows, Rows) {
         match self.purpose {
-            Purpose::Training | Purpose::Decoding => (window.rows(), window.rows()),
+            Purpose::Training | Purpose::Decoding | Purpose::Scoring => {
+                (window.rows(), window.rows())
+            }
             Purpose::Inference => {
                 let last = window.rows().end - 1;
                 ((last..last + 1).into(), (0..1).into())
@@ -463,5 +485,11 @@ impl<B: Backend> Activations<B> {
     /// row `row` (training).
     pub fn logits_row(&self, row: usize) -> B::View<'_> {
         self.tensors.logits.at(0, row..row + 1)
+    }
+
+    /// Per-position losses of rows `rows`, left by [`super::Model::loss`]
+    /// (training or scoring activations).
+    pub fn losses(&self, rows: Range<usize>) -> B::View<'_> {
+        self.tensors.losses.at(0, rows)
     }
 }

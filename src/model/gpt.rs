@@ -251,7 +251,8 @@ impl Model {
     }
 
     /// Mean cross-entropy of the logits left by [`Model::forward`] (training
-    /// activations, same window) against `targets: (B, T)`.
+    /// or scoring activations, same window) against `targets: (B, T)`; the
+    /// per-position losses stay in `acts.tensors.losses` ([`Activations::losses`]).
     pub fn loss<B: Backend>(
         &self,
         be: &B,
@@ -270,10 +271,9 @@ impl Model {
         window: Window,
         dloss: Option<f32>,
     ) -> f32 {
-        assert_eq!(
-            acts.purpose,
-            Purpose::Training,
-            "losses need training activations"
+        assert!(
+            matches!(acts.purpose, Purpose::Training | Purpose::Scoring),
+            "losses need training or scoring activations"
         );
         assert_eq!(targets.len(), window.n(), "one target per position");
         let rows = window.rows();

@@ -14,6 +14,7 @@ pub mod layers;
 pub mod lora;
 pub mod params;
 pub mod rope;
+pub mod score;
 
 pub use activations::{Activations, Purpose, Window};
 pub use config::{

@@ -17,7 +17,7 @@ pub mod raster;
 pub mod svg;
 
 pub use chart::{PlotOptions, RunSeries, XAxis, XScale, loss_svg};
-pub use metrics::{EvalPoint, RunMetrics, StepPoint};
+pub use metrics::{EvalPoint, RunMetrics, SkippedStep, StepPoint};
 
 use crate::checkpoint::TRAIN_CONFIG_FILE;
 use crate::error::{Error, Result};
@@ -100,8 +100,17 @@ pub fn run_names(runs: &[PathBuf]) -> Vec<String> {
         .collect()
 }
 
-/// Write the figure of `runs` to `out`, as PNG or SVG after its extension.
+/// Write the figure of `runs` to `out`, as PNG or SVG after its extension;
+/// the metrics lines left out are printed as warnings.
 pub fn plot_runs(runs: &[PathBuf], out: &Path, opts: &PlotOptions) -> Result<()> {
+    for warning in draw_runs(runs, out, opts)? {
+        crate::diag::warn(warning);
+    }
+    Ok(())
+}
+
+/// [`plot_runs`], returning the metrics lines left out instead of printing them.
+pub fn draw_runs(runs: &[PathBuf], out: &Path, opts: &PlotOptions) -> Result<Vec<String>> {
     let format = Format::from_path(out)?;
     let series = runs
         .iter()
@@ -113,7 +122,9 @@ pub fn plot_runs(runs: &[PathBuf], out: &Path, opts: &PlotOptions) -> Result<()>
         Format::Svg => svg.into_bytes(),
         Format::Png => raster::svg_to_png(&svg, out)?,
     };
-    write_atomic_bytes(out, &bytes)
+    write_atomic_bytes(out, &bytes)?;
+    let bad_lines = series.into_iter().flat_map(|s| s.metrics.bad_lines);
+    Ok(bad_lines.collect())
 }
 
 /// Draw the run directory's own `loss.png` (or `loss.svg`), what training
@@ -122,4 +133,11 @@ pub fn write_run_plot(run: &Path, format: Format) -> Result<PathBuf> {
     let out = run.join(format.run_plot_file());
     plot_runs(&[run.to_path_buf()], &out, &PlotOptions::default())?;
     Ok(out)
+}
+
+/// [`write_run_plot`], returning the metrics lines left out instead of printing them.
+pub fn draw_run_plot(run: &Path, format: Format) -> Result<(PathBuf, Vec<String>)> {
+    let out = run.join(format.run_plot_file());
+    let bad_lines = draw_runs(&[run.to_path_buf()], &out, &PlotOptions::default())?;
+    Ok((out, bad_lines))
 }

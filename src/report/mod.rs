@@ -11,6 +11,7 @@ pub use runs::{RunSummary, list_runs};
 use crate::checkpoint::TRAIN_CONFIG_FILE;
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomic_bytes;
+use crate::plot::metrics::{bad_line, read_log_lines};
 use crate::plot::svg::escape;
 use crate::plot::{PlotOptions, RunMetrics, axis::format_count, load_run, loss_svg, run_names};
 use crate::train::observe::SAMPLES_FILE;
@@ -35,29 +36,26 @@ pub struct Sample {
 }
 
 /// The run's samples, in order; none if it has no `samples.jsonl`. A line
-/// that is not JSON is an error naming its line.
+/// that cannot be read is left out with a warning naming it (as for the
+/// metrics, [`crate::plot::metrics::read_log_lines`]).
 pub fn read_samples(run: &Path) -> Result<Vec<Sample>> {
     let path = run.join(SAMPLES_FILE);
     let Ok(text) = std::fs::read_to_string(&path) else {
         return Ok(Vec::new());
     };
+    let (values, bad) = read_log_lines(&text, &path);
+    let mut bad: Vec<String> = bad.into_iter().map(|(_, message)| message).collect();
     let mut samples = Vec::new();
-    for (i, line) in text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-    {
-        let bad = |m: String| Error::format(format!("{}:{}", path.display(), i + 1), m);
-        let value: serde_json::Value =
-            serde_json::from_str(line).map_err(|e| bad(format!("bad sample line: {e}")))?;
-        let (Some(step), Some(text)) = (value["step"].as_u64(), value["text"].as_str()) else {
-            return Err(bad("bad sample line: needs \"step\" and \"text\"".into()));
-        };
-        samples.push(Sample {
-            step,
-            text: text.to_string(),
-        });
+    for (number, value) in values {
+        match (value["step"].as_u64(), value["text"].as_str()) {
+            (Some(step), Some(text)) => samples.push(Sample {
+                step,
+                text: text.to_string(),
+            }),
+            _ => bad.push(bad_line(&path, number, "needs \"step\" and \"text\"")),
+        }
     }
+    bad.iter().for_each(crate::diag::warn);
     Ok(samples)
 }
 
@@ -74,6 +72,9 @@ pub fn write_report(run: &Path, out: Option<&Path>) -> Result<PathBuf> {
 pub fn report_html(run: &Path) -> Result<String> {
     let name = run_names(&[run.to_path_buf()]).remove(0);
     let series = load_run(run, name.clone())?;
+    for bad in &series.metrics.bad_lines {
+        crate::diag::warn(bad);
+    }
     let plot = loss_svg(std::slice::from_ref(&series), &PlotOptions::default())?;
     let config_path = run.join(TRAIN_CONFIG_FILE);
     let config = std::fs::read_to_string(&config_path).map_err(|e| Error::io(&config_path, e))?;
@@ -125,6 +126,9 @@ fn numbers_section(s: &RunSummary, m: &RunMetrics) -> String {
     );
     row(&mut html, "tokenizer", s.tokenizer.clone());
     row(&mut html, "steps", s.steps.map(|v| v.to_string()));
+    if let Some(skipped) = m.skipped_summary() {
+        row(&mut html, "steps skipped (no update)", Some(skipped));
+    }
     let best = m
         .best_val()
         .map(|(step, v)| format!("{v:.4} nats per token at step {step}"));

@@ -1,6 +1,8 @@
 //! `lmforge runs`: one line per run directory, read tolerantly: a field a
 //! run does not have (an older version, a run that has not checkpointed
 //! yet, a fine-tune's parent) shows as `-`, and unknown fields are ignored.
+//! Below the table, a note per run says why its columns are `-` (a run
+//! trained from scratch has no parent: that one goes without saying).
 
 use crate::checkpoint::TRAIN_CONFIG_FILE;
 use crate::error::{Error, Result};
@@ -24,6 +26,9 @@ pub struct RunSummary {
     pub wall_s: Option<f64>,
     /// The run a fine-tune started from (`init_from` or `parent` in `train_config.json`).
     pub parent: Option<String>,
+    /// Why columns are missing (`steps, best val: no metrics.jsonl`), and
+    /// metrics lines left out.
+    pub notes: Vec<String>,
 }
 
 /// Whether `dir` looks like a run directory.
@@ -31,15 +36,26 @@ pub fn is_run(dir: &Path) -> bool {
     dir.join(TRAIN_CONFIG_FILE).is_file() || dir.join(METRICS_FILE).is_file()
 }
 
-fn read_json(path: &Path) -> Option<Value> {
-    serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
+/// The JSON of `path`, or why there is none.
+fn read_json(path: &Path) -> std::result::Result<Value, String> {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let text = std::fs::read_to_string(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => format!("no {name}"),
+        _ => format!("{name}: {e}"),
+    })?;
+    serde_json::from_str(&text).map_err(|e| format!("{name} is not valid JSON ({e})"))
 }
 
-/// The model config: the training config's, else `config.json`'s.
-fn model_config(train: Option<&Value>, dir: &Path) -> Option<ModelConfig> {
+/// The model config: the training config's, else `config.json`'s; or why
+/// neither can be read.
+fn model_config(train: Option<&Value>, dir: &Path) -> std::result::Result<ModelConfig, String> {
     let from_train = train.and_then(|v| serde_json::from_value(v["config"].clone()).ok());
-    let config = from_train.or_else(|| crate::checkpoint::load_config(dir).ok())?;
-    config.validate().ok().map(|()| config)
+    let config = match from_train {
+        Some(config) => config,
+        None => crate::checkpoint::load_config(dir).map_err(|e| e.to_string())?,
+    };
+    config.validate().map_err(|e| e.to_string())?;
+    Ok(config)
 }
 
 /// A string field at the top of the run file or in its `config`.
@@ -71,9 +87,10 @@ impl RunSummary {
     /// Read what there is of the run in `dir`.
     pub fn read(dir: &Path) -> Self {
         let train = read_json(&dir.join(TRAIN_CONFIG_FILE));
-        let train = train.as_ref();
-        let model = model_config(train, dir);
-        let metrics = RunMetrics::load(dir).ok();
+        let model = model_config(train.as_ref().ok(), dir);
+        let metrics = RunMetrics::load(dir);
+        let notes = notes(&train, &model, &metrics, dir);
+        let (train, model, metrics) = (train.as_ref().ok(), model.ok(), metrics.ok());
         let steps = metrics.as_ref().map(RunMetrics::last_step);
         RunSummary {
             dir: dir.to_path_buf(),
@@ -89,8 +106,47 @@ impl RunSummary {
             tokens_seen: steps.zip(tokens_per_step(dir)).map(|(s, t)| s as f64 * t),
             wall_s: metrics.as_ref().and_then(RunMetrics::elapsed_s),
             parent: field(train, &["init_from", "parent"]),
+            notes,
         }
     }
+}
+
+/// Why the columns a run lacks are `-`, and the metrics lines left out.
+fn notes(
+    train: &std::result::Result<Value, String>,
+    model: &std::result::Result<ModelConfig, String>,
+    metrics: &Result<RunMetrics>,
+    dir: &Path,
+) -> Vec<String> {
+    let mut notes = Vec::new();
+    if let Err(why) = model {
+        notes.push(format!("model, params: {why}"));
+    }
+    match train {
+        Err(why) => notes.push(format!("tokenizer: {why}")),
+        Ok(train) if field(Some(train), &["tokenizer"]).is_none() => {
+            notes.push(format!("tokenizer: {TRAIN_CONFIG_FILE} names none"))
+        }
+        Ok(_) => {}
+    }
+    match metrics {
+        Err(e) => notes.push(format!("steps, best val, tokens, time: {e}")),
+        Ok(m) => {
+            if m.best_val().is_none() {
+                notes.push("best val: no finite evaluation logged".into());
+            }
+            if tokens_per_step(dir).is_none() {
+                notes.push(format!(
+                    "tokens: {TRAIN_CONFIG_FILE} has no batch and block size"
+                ));
+            }
+            if m.elapsed_s().is_none() {
+                notes.push("time: no elapsed_s logged".into());
+            }
+            notes.extend(m.bad_lines.iter().cloned());
+        }
+    }
+    notes
 }
 
 /// The runs in `dir`: `dir` itself if it is one, else every run directory
@@ -182,6 +238,18 @@ pub fn table(runs: &[RunSummary], base: &Path) -> String {
             .collect();
         out.push_str(line.join("  ").trim_end());
         out.push('\n');
+    }
+    let noted: Vec<(&String, &RunSummary)> = rows[1..]
+        .iter()
+        .map(|row| &row[0])
+        .zip(runs)
+        .filter(|(_, run)| !run.notes.is_empty())
+        .collect();
+    if !noted.is_empty() {
+        out.push_str("\nwhy \"-\":\n");
+    }
+    for (name, run) in noted {
+        out.push_str(&format!("  {name}: {}\n", run.notes.join("; ")));
     }
     out
 }

@@ -128,9 +128,26 @@ pub struct Reply {
 /// Load what generation needs from a run directory: the model, its weights
 /// and `tokenizer.json`. `sample` and `chat` both load through here.
 pub fn load_run(dir: &Path) -> Result<(Model, Vec<f32>, Box<dyn Tokenizer>)> {
+    check_is_run(dir)?;
     let (model, params) = crate::finetune::load_run(dir)?;
     let tokenizer = crate::checkpoint::load_tokenizer(dir, &model)?;
     Ok((model, params, tokenizer))
+}
+
+/// A folder that is not a run is told so (rather than "config.json: No such file").
+pub fn check_is_run(dir: &Path) -> Result<()> {
+    if !dir.is_dir() {
+        return Err(Error::Data(format!("{}: no such folder", dir.display())));
+    }
+    if !dir.join(crate::checkpoint::CONFIG_FILE).exists() {
+        return Err(Error::Data(format!(
+            "{} is not an lmforge run (no {}); runs are made by `lmforge train` or \
+             `lmforge import-hf`",
+            dir.display(),
+            crate::checkpoint::CONFIG_FILE
+        )));
+    }
+    Ok(())
 }
 
 /// Check a prompt before generating: at least one token, all in the vocabulary.

@@ -40,6 +40,10 @@ use tokio::sync::mpsc::UnboundedReceiver;
 const PAGE: &str = include_str!("page.html");
 /// How long Ctrl-C waits for the requests in flight before exiting anyway.
 const DRAIN: Duration = Duration::from_secs(60);
+/// Prompts made at once (chat templates and tokenizers run on blocking threads).
+const PREPARING: usize = 2;
+/// How long making a prompt may take before the request gets a 503.
+const PREPARE_DEADLINE: Duration = Duration::from_secs(10);
 /// How much of a too-large body is read (and dropped) before answering 413.
 const DRAIN_BYTES: usize = 64 << 20;
 
@@ -49,6 +53,8 @@ struct App {
     opts: ServeOptions,
     started: u64,
     requests: AtomicU64,
+    /// Permits to make a prompt ([`PREPARING`]).
+    preparing: Arc<tokio::sync::Semaphore>,
 }
 
 /// Listen on `opts.addr` and serve until Ctrl-C or SIGTERM.
@@ -67,6 +73,7 @@ pub(super) fn run(
         opts: opts.clone(),
         started: now(),
         requests: AtomicU64::new(0),
+        preparing: Arc::new(tokio::sync::Semaphore::new(PREPARING)),
     });
     runtime.block_on(listen(app, opts.addr, on_ready))
 }
@@ -75,18 +82,65 @@ async fn listen(app: Arc<App>, addr: SocketAddr, on_ready: impl FnOnce(SocketAdd
     let cannot = |e: std::io::Error| Error::Data(format!("cannot listen on {addr}: {e}"));
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(cannot)?;
     on_ready(listener.local_addr().map_err(cannot)?);
-    let (stopping, stopped) = tokio::sync::oneshot::channel();
-    let server = axum::serve(listener, router(app)).with_graceful_shutdown(async move {
-        shutdown_signal().await;
-        say("stopping: finishing the requests in flight (Ctrl-C again to quit now)");
-        let _ = stopping.send(());
-    });
+    let (stopping, stopped) = tokio::sync::watch::channel(false);
+    let connections = Arc::new(tokio::sync::Semaphore::new(app.opts.max_connections));
+    let router = router(app.clone());
+    let accepting = accept(listener, router, &app.opts, connections.clone(), stopped);
     tokio::select! {
-        served = server => served.map_err(|e| Error::Data(format!("the server failed: {e}"))),
-        _ = async { let _ = stopped.await; tokio::time::sleep(DRAIN).await } => {
-            say("stopping: gave up waiting for the requests still in flight");
-            Ok(())
-        }
+        () = accepting => {}
+        () = shutdown_signal() => {}
+    }
+    say("stopping: finishing the requests in flight (Ctrl-C again to quit now)");
+    let _ = stopping.send(true);
+    let all = u32::try_from(app.opts.max_connections).unwrap_or(u32::MAX);
+    if tokio::time::timeout(DRAIN, connections.acquire_many(all))
+        .await
+        .is_err()
+    {
+        say("stopping: gave up waiting for the requests still in flight");
+    }
+    Ok(())
+}
+
+/// Accept connections, at most `max_connections` open at once (the others
+/// wait in the listen queue), each served with the header timeout, until
+/// `stopped` turns true.
+async fn accept(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    opts: &ServeOptions,
+    connections: Arc<tokio::sync::Semaphore>,
+    stopped: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(opts.header_timeout);
+    loop {
+        let Ok(permit) = connections.clone().acquire_owned().await else {
+            return;
+        };
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(_) => {
+                // Out of file descriptors, or a connection reset while queued: go on.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        let connection = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+        let mut stopped = stopped.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            tokio::pin!(connection);
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                _ = async { let _ = stopped.wait_for(|stop| *stop).await; } => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.await;
+                }
+            }
+        });
     }
 }
 
@@ -234,16 +288,33 @@ async fn chat_completions(State(app): State<Arc<App>>, body: Body) -> Response {
 
 async fn respond(app: Arc<App>, body: Body, chat: bool) -> Response {
     let limit = app.opts.max_body;
-    let Some(bytes) = read_body(body, limit).await else {
-        let message = format!("the request body is over {limit} bytes (the server's --max-body)");
-        return error(ApiError::status(
-            413,
-            "invalid_request_error",
-            "request_too_large",
-            message,
-        ));
+    let waited = app.opts.body_timeout;
+    let bytes = match tokio::time::timeout(waited, read_body(body, limit)).await {
+        Ok(Some(bytes)) => bytes,
+        Ok(None) => {
+            let message =
+                format!("the request body is over {limit} bytes (the server's --max-body)");
+            return error(ApiError::status(
+                413,
+                "invalid_request_error",
+                "request_too_large",
+                message,
+            ));
+        }
+        Err(_) => {
+            let message = format!(
+                "the request body did not arrive within {:.0} s (the server's --body-timeout)",
+                waited.as_secs_f64()
+            );
+            return error(ApiError::status(
+                408,
+                "invalid_request_error",
+                "request_timeout",
+                message,
+            ));
+        }
     };
-    match start(&app, &bytes, chat) {
+    match prepare(app, bytes, chat).await {
         Err(e) => error(e),
         Ok(reply) => {
             let cut = reply.cut;
@@ -286,6 +357,43 @@ async fn read_body(body: Body, limit: usize) -> Option<Vec<u8>> {
         bytes.extend_from_slice(&chunk);
     }
     Some(bytes)
+}
+
+/// Make the prompt and queue the request ([`start`]) on a blocking thread,
+/// at most [`PREPARING`] at once and within [`PREPARE_DEADLINE`], so that a
+/// slow chat template or tokenizer never holds up the async workers (and
+/// `/health` with them).
+async fn prepare(app: Arc<App>, body: Vec<u8>, chat: bool) -> std::result::Result<Reply, ApiError> {
+    let too_slow = |what: &str| {
+        ApiError::status(
+            503,
+            "server_error",
+            "prompt_timeout",
+            format!(
+                "{what} took longer than {} s; try again later",
+                PREPARE_DEADLINE.as_secs()
+            ),
+        )
+    };
+    let deadline = tokio::time::Instant::now() + PREPARE_DEADLINE;
+    let permit = tokio::time::timeout_at(deadline, app.preparing.clone().acquire_owned())
+        .await
+        .map_err(|_| too_slow("waiting for a free thread to make the prompt"))?
+        .map_err(|_| too_slow("waiting for a free thread to make the prompt"))?;
+    let task = tokio::task::spawn_blocking(move || {
+        let _permit = permit; // held until the prompt is made, even after the deadline
+        start(&app, &body, chat)
+    });
+    match tokio::time::timeout_at(deadline, task).await {
+        Ok(Ok(reply)) => reply,
+        Ok(Err(_)) => Err(ApiError::status(
+            500,
+            "server_error",
+            "internal_error",
+            "making the prompt failed".to_string(),
+        )),
+        Err(_) => Err(too_slow("making the prompt")),
+    }
 }
 
 /// A request handed to its engine: what is needed to send the reply.

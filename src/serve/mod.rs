@@ -33,6 +33,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::mpsc::{SyncSender, sync_channel};
+use std::time::Duration;
 
 /// What to do with a prompt longer than the context window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -57,6 +58,13 @@ pub struct ServeOptions {
     pub max_tokens: usize,
     /// The largest request body, in bytes.
     pub max_body: usize,
+    /// How long a client may take to send a request's headers, from when it
+    /// connects or its previous reply ends (so also the idle limit).
+    pub header_timeout: Duration,
+    /// How long a client may take to send a request's body.
+    pub body_timeout: Duration,
+    /// Connections open at once (more wait in the listen queue).
+    pub max_connections: usize,
     pub long_prompts: LongPrompts,
     /// Start even if the estimate says the memory is short.
     pub ignore_memory_check: bool,
@@ -117,6 +125,9 @@ fn check(opts: &ServeOptions) -> Result<()> {
     if opts.max_tokens == 0 {
         return bad("--max-tokens must be at least 1");
     }
+    if opts.max_connections == 0 {
+        return bad("--max-connections must be at least 1");
+    }
     if opts.max_body < 1024 {
         return bad("--max-body must be at least 1024 bytes");
     }
@@ -134,6 +145,7 @@ where
     B: Backend + 'static,
     F: Fn() -> B + Send + 'static,
 {
+    crate::sample::check_is_run(dir)?;
     let config = crate::checkpoint::load_config(dir)?;
     if !opts.ignore_memory_check {
         let estimate = crate::memory::serving(&config, opts.parallel)?;

@@ -608,13 +608,31 @@ impl BpeTokenizer {
     /// ([`super::load`] gives such files to [`super::hf::HfTokenizer`]). The file is
     /// untrusted: anything malformed is an [`Error::Format`] naming the entry.
     pub fn from_hf_json(json: &Value, path: &Path) -> Result<Self> {
+        Self::read_hf_json(json, path)?.map_err(|not_own| Error::format(path, not_own))
+    }
+
+    /// [`Self::from_hf_json`], telling apart a malformed file (the outer
+    /// error) from a well-formed one outside the fast path (`Ok(Err(why))`:
+    /// a pipeline it does not implement, or a vocabulary without a token for
+    /// every byte), which [`super::load`] gives to `tokenizers`.
+    pub(super) fn read_hf_json(
+        json: &Value,
+        path: &Path,
+    ) -> Result<std::result::Result<Self, String>> {
         let bad = |message: String| Error::format(path, message);
-        let (pattern, ignore_merges) = hf_header(json).map_err(bad)?;
+        let (pattern, ignore_merges) = match hf_header(json) {
+            Ok(header) => header,
+            Err(not_own) => return Ok(Err(not_own)),
+        };
         let vocab = read_vocab(&json["model"]).map_err(bad)?;
         let specials = hf_added_tokens(&json["added_tokens"]).map_err(bad)?;
         let tokens = hf_lay_out(&vocab, &specials).map_err(bad)?;
         let merges = hf_merges(&json["model"]["merges"], &vocab).map_err(bad)?;
+        if let Err(not_own) = hf_full_byte_alphabet(&tokens) {
+            return Ok(Err(not_own));
+        }
         Self::from_merges("bpe", pattern, tokens, merges, specials, ignore_merges)
+            .map(Ok)
             .map_err(|e| bad(e.to_string()))
     }
 
@@ -712,7 +730,7 @@ pub(super) fn read_json(path: &Path) -> Result<Value> {
 /// Check the model header (BPE, nothing unsupported); gives the pattern and
 /// `ignore_merges`. [`super::load`] sends a file this refuses to
 /// [`super::hf::HfTokenizer`].
-pub(super) fn hf_header(json: &Value) -> Result<(Pattern, bool), String> {
+fn hf_header(json: &Value) -> Result<(Pattern, bool), String> {
     let model = &json["model"];
     if model["type"] != "BPE" {
         return Err(expected("model.type", &model["type"], "\"BPE\""));
@@ -749,6 +767,24 @@ pub(super) fn hf_header(json: &Value) -> Result<(Pattern, bool), String> {
     }
     hf_plain_added_tokens(&json["added_tokens"])?;
     Ok((pattern, ignore_merges))
+}
+
+/// Check that each of the 256 bytes has a token of its own: the fast path
+/// starts every word from its bytes. A vocabulary trained without the full
+/// initial alphabet (Hugging Face's `BpeTrainer` without
+/// `initial_alphabet=ByteLevel.alphabet()`) lacks the bytes its training
+/// text never held; `tokenizers` drops such bytes, and runs the file.
+fn hf_full_byte_alphabet(tokens: &[Vec<u8>]) -> Result<(), String> {
+    let mut present = [false; 256];
+    for token in tokens.iter().filter(|t| t.len() == 1) {
+        present[token[0] as usize] = true;
+    }
+    match (0..=255u8).find(|&b| !present[b as usize]) {
+        Some(b) => Err(format!(
+            "byte 0x{b:02x} has no token (a vocabulary trained without the full 256-byte alphabet)"
+        )),
+        None => Ok(()),
+    }
 }
 
 /// Check that every added token is special and matched as written: a token

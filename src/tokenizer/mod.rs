@@ -81,8 +81,9 @@ pub trait Tokenizer: Send + Sync {
 /// - `BPE`: lmforge's own fast byte-level BPE ([`BpeTokenizer`]) when the file
 ///   uses only what it implements exactly (GPT-2-style files: ByteLevel, or a
 ///   Split with the GPT-2 or GPT-4 regex then ByteLevel, no normalizer, no byte
-///   fallback, special added tokens); any other BPE file (Llama 3, Qwen2,
-///   SentencePiece-style Llama 2 / Mistral) goes to Hugging Face's
+///   fallback, special added tokens, a token for each of the 256 bytes); any
+///   other BPE file (Llama 3, Qwen2, SentencePiece-style Llama 2 / Mistral, a
+///   byte-level vocabulary trained without the full byte alphabet) goes to Hugging Face's
 ///   `tokenizers` ([`HfTokenizer`]);
 /// - `Unigram`, `WordPiece`: [`HfTokenizer`].
 ///
@@ -92,8 +93,8 @@ pub fn load(path: &Path) -> Result<Box<dyn Tokenizer>> {
     let json = bpe::read_json(path)?;
     match json["model"]["type"].as_str() {
         Some("WordLevel") => Ok(Box::new(CharTokenizer::from_hf_json(&json, path)?)),
-        Some("BPE") => match bpe::hf_header(&json) {
-            Ok(_) => Ok(Box::new(BpeTokenizer::from_hf_json(&json, path)?)),
+        Some("BPE") => match BpeTokenizer::read_hf_json(&json, path)? {
+            Ok(own) => Ok(Box::new(own)),
             Err(not_own) => Ok(Box::new(HfTokenizer::from_hf_json(
                 &json,
                 path,

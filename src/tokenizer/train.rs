@@ -63,7 +63,8 @@ pub struct TrainReport {
 }
 
 impl TrainConfig {
-    fn check(&self) -> Result<()> {
+    /// Refuse a vocabulary too small for the 256 byte tokens and the specials.
+    pub fn check(&self) -> Result<()> {
         let needed = 256 + self.specials.len();
         if self.vocab_size < needed {
             return Err(Error::Config(format!(

@@ -1,7 +1,8 @@
 //! What keeps a day of training from being lost or silently wrong:
 //! - a new run never writes over an existing one unless asked (`--overwrite`);
 //! - a resume says clearly when there is nothing to resume from yet;
-//! - the temporaries a killed process left are removed before a run starts;
+//! - one process at a time writes a run, and the temporaries a killed
+//!   process left are removed before a run starts ([`crate::rundir`]);
 //! - a loss or gradient norm that is NaN or infinite stops training (or,
 //!   with `--on-nan skip`, drops that step), so no checkpoint holds NaN.
 
@@ -46,6 +47,8 @@ pub struct Safeguards {
     pub on_nan: OnNan,
     /// Allocate even when the memory estimate exceeds what is available.
     pub ignore_memory_check: bool,
+    /// Train on a shard directory `prepare` has not finished.
+    pub allow_partial: bool,
 }
 
 /// Make `out` ready for a new run: refuse a directory holding a run unless
@@ -101,6 +104,33 @@ pub fn check_memory(config: &TrainConfig, guards: &Safeguards) -> Result<()> {
     }
     let available = crate::memory::available();
     crate::memory::check(&estimate, "training this model", available.as_ref())
+}
+
+/// Refuse shards that `prepare` has not finished (it was interrupted, or
+/// still runs) unless `allow_partial`, which trains on them with a warning.
+pub fn check_finished(
+    source: &super::corpus::Source,
+    data: Option<&Path>,
+    allow_partial: bool,
+) -> Result<()> {
+    let super::corpus::Source::Shards(set) = source else {
+        return Ok(());
+    };
+    let Some((done, inputs)) = set.unfinished() else {
+        return Ok(());
+    };
+    let dir = data.map_or(String::new(), |d| d.display().to_string());
+    let what = format!("{dir} was not finished ({done} of {inputs} inputs done)");
+    if allow_partial {
+        crate::diag::warn(format!(
+            "{what}; training on what it holds (--allow-partial)"
+        ));
+        return Ok(());
+    }
+    Err(Error::Data(format!(
+        "{what}; run the same `lmforge prepare` again to finish it, or pass --allow-partial \
+         to train on what it holds"
+    )))
 }
 
 /// Refuse to resume `out` when it holds no checkpoint, saying why.

@@ -23,6 +23,7 @@ pub mod guard;
 pub mod observe;
 pub mod presets;
 mod progress;
+pub mod request;
 pub mod run;
 pub mod trainer;
 
@@ -31,6 +32,7 @@ pub use config::{TrainConfig, TrainOverrides};
 pub use guard::{OnNan, Safeguards};
 pub use observe::Observe;
 pub use presets::Preset;
+pub use request::{FineTuneOptions, TrainRequest};
 pub use trainer::{Parallel, Split, Trainer};
 
 use crate::backend::Backend;
@@ -46,6 +48,10 @@ use run::{Metrics, RunFile};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
+
+/// Why a fine-tuning step was skipped when its batch held prompt tokens only
+/// (the `why` of its `metrics.jsonl` line).
+pub const MASKED: &str = "every target masked";
 
 /// A new run, a fine-tune of a trained model, or the continuation of the
 /// run in the output directory.
@@ -207,7 +213,8 @@ impl Plan {
             true => Some(
                 parent
                     .tokenizer
-                    .with_specials(&crate::chat::template::SPECIAL_TOKENS)?,
+                    .with_specials(&crate::chat::template::SPECIAL_TOKENS)
+                    .map_err(with_bpe_hint)?,
             ),
             false => None,
         };
@@ -325,14 +332,28 @@ pub fn train<B: Backend>(be: &B, job: TrainJob) -> Result<TrainSummary> {
 /// corpus and trains; rank 0 alone writes the run directory (the others
 /// only read it, to resume), prints progress and saves checkpoints.
 pub fn train_on<B: Backend>(be: &B, parallel: Parallel, job: TrainJob) -> Result<TrainSummary> {
+    train_observed(be, parallel, job, &mut |_| {})
+}
+
+/// [`train_on`], handing `on_record` each record of `metrics.jsonl` as it
+/// is written (rank 0): how the Python package streams a run's metrics.
+pub fn train_observed<B: Backend>(
+    be: &B,
+    parallel: Parallel,
+    job: TrainJob,
+    on_record: &mut dyn FnMut(&serde_json::Value),
+) -> Result<TrainSummary> {
     let out = job.out.as_path();
     let root = parallel.world.is_root();
     let new_run = matches!(job.start, Start::New(_) | Start::FineTune(_));
+    // One writer per run: held until training ends; it also removes what
+    // killed writers left in the run directory.
+    let _lock = match root {
+        true => Some(crate::rundir::RunLock::acquire(out, "lmforge train")?),
+        false => None,
+    };
     if root && new_run && !job.guards.overwrite {
         guard::prepare_new_run(out, false)?; // refuse early, before reading any data
-    }
-    if root {
-        crate::fsutil::remove_stale_temps(out, &guard::RUN_FILES)?;
     }
     let plan = match &job.start {
         Start::New(config) => Plan::new(config, job.data.clone(), &job.guards)?,
@@ -353,7 +374,7 @@ pub fn train_on<B: Backend>(be: &B, parallel: Parallel, job: TrainJob) -> Result
         data.as_deref(),
         tokenizer,
         chat_dir,
-        state.is_some(),
+        (state.is_some(), job.guards.allow_partial),
     )?;
     guard::check_memory(&config, &job.guards)?;
     let (train_tokens, val_tokens) = corpus.splits();
@@ -376,6 +397,7 @@ pub fn train_on<B: Backend>(be: &B, parallel: Parallel, job: TrainJob) -> Result
     let resumed_step = resumed_at.map(|(step, _)| step);
     let session = Session {
         job: &job,
+        on_record,
         metrics: match root {
             true => Some(Metrics::open(out, resumed_step)?),
             false => None,
@@ -383,7 +405,7 @@ pub fn train_on<B: Backend>(be: &B, parallel: Parallel, job: TrainJob) -> Result
         observer: match root {
             true => Some(Observer::new(
                 out,
-                job.observe,
+                job.observe.clone(),
                 tokenizer.as_ref(),
                 resumed_step,
             )?),
@@ -396,6 +418,7 @@ pub fn train_on<B: Backend>(be: &B, parallel: Parallel, job: TrainJob) -> Result
         eot_token: tokenizer.eot_token(),
         last_checkpoint: resumed_at.map(|(step, _)| step),
         skipped_in_a_row: 0,
+        masked_steps: 0,
         summary: TrainSummary {
             step: trainer.steps_done(),
             train_loss: None,
@@ -445,7 +468,7 @@ fn read_corpus(
     data: Option<&Path>,
     tokenizer: Option<Box<dyn Tokenizer>>,
     chat_dir: &Path,
-    resumed: bool,
+    (resumed, allow_partial): (bool, bool),
 ) -> Result<(corpus::Corpus, Box<dyn Tokenizer>)> {
     if config.sft {
         let path = data.ok_or_else(|| Error::Config("--sft needs a JSON Lines file".into()))?;
@@ -463,6 +486,7 @@ fn read_corpus(
         return Ok((corpus, tokenizer));
     }
     let source = corpus::open(data)?;
+    guard::check_finished(&source, data, allow_partial)?;
     let fixed_vocab = tokenizer.is_some();
     let tokenizer = match tokenizer {
         Some(t) => t,
@@ -484,6 +508,8 @@ fn read_corpus(
 /// One session of training: the loop and what it reports.
 struct Session<'j> {
     job: &'j TrainJob<'j>,
+    /// Told each metrics record (see [`train_observed`]).
+    on_record: &'j mut dyn FnMut(&serde_json::Value),
     /// The metrics log and the reports (rank 0's; `None` on other ranks).
     metrics: Option<Metrics>,
     observer: Option<Observer<'j>>,
@@ -498,13 +524,18 @@ struct Session<'j> {
     last_checkpoint: Option<u64>,
     /// Non-finite steps dropped in a row (`--on-nan skip`).
     skipped_in_a_row: u32,
+    /// Steps of this session whose batch had every target masked (`--sft`).
+    masked_steps: u64,
     summary: TrainSummary,
 }
 
 impl Session<'_> {
     fn log(&mut self, line: serde_json::Value) -> Result<()> {
         match &mut self.metrics {
-            Some(metrics) => metrics.log(line),
+            Some(metrics) => {
+                (self.on_record)(&line);
+                metrics.log(line)
+            }
             None => Ok(()),
         }
     }
@@ -524,14 +555,23 @@ impl Session<'_> {
             return Err(guard::stopped_at(step, &why, out, last, skipping));
         }
         let peak_rss_mb = observe::peak_rss_mb();
+        let mut acc_norm = None;
         if let Some(observer) = &mut self.observer {
-            let line = observer.eval_line(step, train_loss, val_loss, peak_rss_mb);
+            acc_norm = observer.acc_norm(trainer)?;
+            let mut line = observer.eval_line(step, train_loss, val_loss, peak_rss_mb);
+            if let Some(acc) = acc_norm {
+                line.push_str(&format!(", acc_norm {acc:.4}"));
+            }
             self.progress.line(line);
         }
         self.summary.train_loss = Some(train_loss);
         self.summary.val_loss = Some(val_loss);
         let elapsed_s = self.elapsed();
-        self.log(serde_json::json!({"step": step, "eval": true, "train_loss": train_loss, "val_loss": val_loss, "elapsed_s": elapsed_s, "peak_rss_mb": peak_rss_mb}))?;
+        let mut line = serde_json::json!({"step": step, "eval": true, "train_loss": train_loss, "val_loss": val_loss, "elapsed_s": elapsed_s, "peak_rss_mb": peak_rss_mb});
+        if let Some(acc) = acc_norm {
+            line["acc_norm"] = acc.into();
+        }
+        self.log(line)?;
         let warnings = match &mut self.observer {
             Some(observer) => observer.after_eval(trainer, step),
             None => Vec::new(),
@@ -569,7 +609,21 @@ impl Session<'_> {
         }
         self.progress
             .line(format!("step {done}: {why}: step dropped (--on-nan skip)"));
-        self.log(serde_json::json!({"step": done, "skipped": true, "lr": lr}))
+        self.log(serde_json::json!({"step": done, "skipped": true, "why": why, "lr": lr}))
+    }
+
+    /// A fine-tuning step whose batch held prompt tokens only: every target
+    /// masked, so no loss to log and no update made. Said the first time,
+    /// counted at the end, logged as skipped each time.
+    fn masked_step(&mut self, done: u64, lr: f32) -> Result<()> {
+        if self.masked_steps == 0 {
+            self.progress.line(format!(
+                "step {done}: every target of the batch is masked (prompt tokens only): \
+                 no loss, no update; such steps are logged as skipped"
+            ));
+        }
+        self.masked_steps += 1;
+        self.log(serde_json::json!({"step": done, "skipped": true, "why": MASKED, "lr": lr}))
     }
 
     /// Train to `max_iters` (or until asked to stop), evaluating and
@@ -592,6 +646,7 @@ impl Session<'_> {
             let (done, tokens_per_sec) = (step + 1, tokens_per_step / dt);
             let elapsed_s = self.elapsed();
             match guard::non_finite(loss, trainer.last_grad_norm) {
+                None if trainer.last_targets == 0 => self.masked_step(done, lr)?,
                 None => {
                     self.skipped_in_a_row = 0;
                     let mut line = serde_json::json!({"step": done, "train_loss": loss, "lr": lr, "tokens_per_sec": tokens_per_sec, "elapsed_s": elapsed_s});
@@ -625,9 +680,33 @@ impl Session<'_> {
                 break;
             }
         }
+        if self.masked_steps > 0 {
+            self.progress.line(format!(
+                "{} of {} steps had every target masked (no reply token in the batch) and made \
+                 no update; a longer --block or shorter prompts put replies in more batches",
+                self.masked_steps,
+                self.summary.step - start
+            ));
+        }
         self.progress.finish();
         let steps = (self.summary.step - start) as f64;
         self.summary.tokens_per_sec = tokens_per_step * steps / trained_time.max(1e-9);
         Ok(self.summary)
     }
+}
+
+/// `err` (a tokenizer that cannot take the chat tokens) with the way to a
+/// chatbot: a BPE trained with the chat tokens, pretrained, then `--sft`.
+fn with_bpe_hint(err: Error) -> Error {
+    let err = match err {
+        Error::Config(message) => message,
+        other => other.to_string(),
+    };
+    let specials = crate::chat::template::SPECIAL_TOKENS.join("' --special '");
+    Error::Config(format!(
+        "{err}. To chat with a model trained from scratch, give it a BPE with the chat tokens: \
+         `lmforge tokenizer train --vocab-size 2048 --special '<|endoftext|>' --special '{specials}' \
+         --out tok.json TEXT`, pretrain with `lmforge train --tokenizer tok.json --out base`, then \
+         `lmforge train --init-from base --sft chats.jsonl --out chatbot` (or start from GPT-2: --tokenizer gpt2)"
+    ))
 }

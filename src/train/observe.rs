@@ -9,6 +9,7 @@
 use super::Trainer;
 use crate::backend::Backend;
 use crate::error::{Error, Result};
+use crate::eval::Example;
 use crate::fsutil::write_atomic_bytes;
 use crate::plot::{Format, RunMetrics};
 use crate::sample::{SampleOptions, generate};
@@ -24,12 +25,15 @@ const SAMPLE_TEMPERATURE: f64 = 0.8;
 const SAMPLE_TOP_K: usize = 40;
 
 /// What to produce at each evaluation.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Observe {
     /// Redraw the run directory's `loss.png` (or `loss.svg`); `None`: no plot.
     pub plot: Option<Format>,
     /// Append a short sample of the model's text to `samples.jsonl`.
     pub sample_every_eval: bool,
+    /// Score these multiple-choice questions (`lmforge eval --choices`'
+    /// JSON Lines) and log their `acc_norm`.
+    pub eval_choices: Option<PathBuf>,
 }
 
 impl Default for Observe {
@@ -37,6 +41,7 @@ impl Default for Observe {
         Observe {
             plot: Some(Format::Png),
             sample_every_eval: false,
+            eval_choices: None,
         }
     }
 }
@@ -56,6 +61,8 @@ pub(super) struct Observer<'t> {
     options: Observe,
     tokenizer: &'t dyn Tokenizer,
     best_val: Option<(u64, f32)>,
+    /// The questions of [`Observe::eval_choices`], read once.
+    choices: Vec<Example>,
     /// The last warning printed, so a failure repeating at every evaluation warns once.
     last_warning: Option<String>,
 }
@@ -74,11 +81,16 @@ impl<'t> Observer<'t> {
             None => None,
         };
         keep_samples_until(&out.join(SAMPLES_FILE), resumed_at)?;
+        let choices = match &options.eval_choices {
+            Some(path) => crate::eval::read_examples(path)?,
+            None => Vec::new(),
+        };
         Ok(Observer {
             out: out.to_path_buf(),
             options,
             tokenizer,
             best_val: best_val.map(|(step, loss)| (step, loss as f32)),
+            choices,
             last_warning: None,
         })
     }
@@ -98,6 +110,25 @@ impl<'t> Observer<'t> {
         format!("step {step}: train loss {train:.4}, val loss {val:.4} ({best}){memory}")
     }
 
+    /// The model's `acc_norm` on [`Observe::eval_choices`] (`None` without
+    /// questions): llm.c's HellaSwag scoring, see [`crate::eval::choices`].
+    pub fn acc_norm<B: Backend>(&self, trainer: &Trainer<B>) -> Result<Option<f64>> {
+        let Some(path) = &self.options.eval_choices else {
+            return Ok(None);
+        };
+        let (be, model) = (trainer.backend(), &trainer.model);
+        let rows = crate::eval::default_rows(model);
+        let mut scorer = crate::eval::Scorer::new(be, model, trainer.params(), rows)?;
+        let score = crate::eval::score_choices(
+            &mut scorer,
+            self.tokenizer,
+            &self.choices,
+            path,
+            |_, _| {},
+        )?;
+        Ok(Some(score.acc_norm))
+    }
+
     /// Draw the plot and take the sample; returns the warnings to print.
     pub fn after_eval<B: Backend>(&mut self, trainer: &Trainer<B>, step: u64) -> Vec<String> {
         let mut warnings: Vec<String> = self.redraw().into_iter().collect();
@@ -114,8 +145,11 @@ impl<'t> Observer<'t> {
     /// shows its last steps.
     pub fn redraw(&mut self) -> Option<String> {
         let format = self.options.plot?;
-        let error = crate::plot::write_run_plot(&self.out, format).err()?;
-        self.warn(format!("could not draw the loss plot: {error}"))
+        match crate::plot::draw_run_plot(&self.out, format) {
+            Ok((_, bad_lines)) if bad_lines.is_empty() => None,
+            Ok((_, bad_lines)) => self.warn(bad_lines.join("; ")),
+            Err(error) => self.warn(format!("could not draw the loss plot: {error}")),
+        }
     }
 
     fn warn(&mut self, message: String) -> Option<String> {

@@ -91,6 +91,10 @@ pub struct Trainer<'a, B: Backend> {
     /// The last step's gradient norm before clipping; NaN when its loss was
     /// not finite. A non-finite step makes no update (see [`Trainer::step`]).
     pub last_grad_norm: f32,
+    /// The targets the last step's loss counted, over all its micro-batches
+    /// and ranks. 0 when fine-tuning on conversations drew only prompt
+    /// tokens (every target masked): that step has no loss and makes no update.
+    pub last_targets: u64,
 }
 
 /// How a trainer shares its work: the world of ranks, and whether AdamW's
@@ -179,6 +183,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
             targets: vec![0; b * t],
             dropout_seed: mix64(seed ^ 0xD50F),
             last_grad_norm: 0.0,
+            last_targets: 0,
             last_comm_s: 0.0,
             parallel,
             scratch,
@@ -233,7 +238,9 @@ impl<'a, B: Backend> Trainer<'a, B> {
     /// One optimizer update (with gradient accumulation); returns the mean
     /// loss. A step whose loss or gradient norm is NaN or infinite changes
     /// no weight and no moment (it still counts as a step): the caller sees
-    /// it in the loss and [`Trainer::last_grad_norm`] and decides.
+    /// it in the loss and [`Trainer::last_grad_norm`] and decides. So does a
+    /// step with no target to learn from ([`Trainer::last_targets`] 0; its
+    /// loss is 0 and means nothing).
     pub fn step(&mut self, step: u64) -> Result<f32> {
         let be = self.be;
         be.run(|| self.step_here(step))
@@ -243,6 +250,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
         let (accum, world) = (self.config.grad_accum, self.parallel.world);
         let (ranks, rank) = (world.size(), world.rank());
         let mut loss = 0.0;
+        self.last_targets = 0;
         for micro in 0..accum {
             let g = (micro * ranks + rank) as u64;
             // A rank alone sums in the gradients: its first micro-batch goes
@@ -258,12 +266,21 @@ impl<'a, B: Backend> Trainer<'a, B> {
         let total = (accum * ranks) as f32;
         let loss = match ranks {
             1 => loss / total,
-            _ => self.sum_over_ranks(loss, "loss all-reduce")? / total,
+            _ => {
+                // The target count rides along (exact below 2^24; only 0 matters).
+                let (mut sum, mine) = ([0.0f32; 2], [loss, self.last_targets as f32]);
+                world.all_reduce_sum(&mine, &mut sum, "loss all-reduce")?;
+                self.last_targets = sum[1] as u64;
+                sum[0] / total
+            }
         };
         let (lr, clip) = (self.config.schedule().at(step), self.config.grad_clip);
         self.last_grad_norm = if !loss.is_finite() {
             self.opt.skip();
             f32::NAN
+        } else if self.last_targets == 0 {
+            self.opt.skip();
+            0.0
         } else if ranks == 1 {
             let be = self.be;
             let grads = &self.grads.buf;
@@ -295,8 +312,9 @@ impl<'a, B: Backend> Trainer<'a, B> {
             &mut self.targets,
         );
         // Each micro-batch's mean loss weighs 1 / total (b * t counted targets in pretraining).
-        let counted = unmark_prompts(cfg.sft, &mut self.inputs, &mut self.targets).max(1);
-        let dloss = 1.0 / (counted as u64 * total) as f32;
+        let counted = unmark_prompts(cfg.sft, &mut self.inputs, &mut self.targets);
+        self.last_targets += counted as u64;
+        let dloss = 1.0 / (counted.max(1) as u64 * total) as f32;
         self.check_token_ids()?;
         let mode = Mode::Train {
             seed: self.dropout_seed,

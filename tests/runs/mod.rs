@@ -3,7 +3,8 @@
 //! plus the chat template's special tokens, and one with ChatML's tokens and
 //! Qwen2's `chat_template` in its `tokenizer_config.json`.
 //!
-//! Also the metrics helper the fine-tuning tests read losses with.
+//! Also the metrics helper the fine-tuning tests read losses with, and the
+//! run-and-check helpers of the hardening tests.
 //!
 //! Each test binary compiles this module and uses only part of it.
 #![allow(dead_code)]
@@ -12,10 +13,35 @@ use lmforge::chat::SPECIAL_TOKENS;
 use lmforge::model::{Activation, Arch, Model, ModelConfig, Norm};
 use lmforge::tokenizer::Tokenizer;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 
 pub fn lmforge() -> Command {
     Command::new(env!("CARGO_BIN_EXE_lmforge"))
+}
+
+/// `lmforge ARGS`, run to the end.
+pub fn run(args: &[&str]) -> Output {
+    lmforge().args(args).output().expect("lmforge runs")
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Fails with a message containing every one of `parts`.
+pub fn assert_fails(out: &Output, parts: &[&str]) -> String {
+    let err = stderr(out);
+    assert!(!out.status.success(), "succeeded: {err}");
+    for part in parts {
+        assert!(err.contains(part), "{err:?} lacks {part:?}");
+    }
+    err
+}
+
+pub fn assert_ok(out: &Output) -> String {
+    let err = stderr(out);
+    assert!(out.status.success(), "{err}");
+    err
 }
 
 /// A character-level base model (block 64), trained on the built-in text for 30 steps.

@@ -14,9 +14,14 @@
 //! column stride). The bias of `dst`'s columns is then the bias of `D`'s rows:
 //! exactly what `CUBLASLT_EPILOGUE_BIAS` adds.
 //!
-//! Products run in full float32 (`CUBLAS_COMPUTE_32F`, no TF32), so they match
-//! the CPU backend to float32 rounding.
+//! Operands and results are float32. With [`MatmulPrecision::Tf32`] (the
+//! default) the products run on TF32 tensor cores
+//! (`CUBLAS_COMPUTE_32F_FAST_TF32`: inputs rounded to 10 mantissa bits, sums
+//! in float32, relative error about 1e-3); with [`MatmulPrecision::Fp32`] in
+//! full float32 (`CUBLAS_COMPUTE_32F`), matching the CPU backend to float32
+//! rounding.
 
+use super::MatmulPrecision;
 use crate::error::{Error, Result};
 use cudarc::cublaslt::{result as lt, sys};
 use std::ffi::c_void;
@@ -69,6 +74,7 @@ pub struct Blas {
     handle: sys::cublasLtHandle_t,
     workspace: u64,
     workspace_len: usize,
+    compute: sys::cublasComputeType_t,
 }
 
 // SAFETY: the handle is used from one thread at a time (the backend's calls
@@ -78,13 +84,15 @@ unsafe impl Send for Blas {}
 unsafe impl Sync for Blas {}
 
 impl Blas {
-    /// A handle using the `workspace_len` bytes at `workspace`.
-    pub fn new(workspace: u64, workspace_len: usize) -> Result<Blas> {
+    /// A handle using the `workspace_len` bytes at `workspace`, its
+    /// products in `precision`.
+    pub fn new(workspace: u64, workspace_len: usize, precision: MatmulPrecision) -> Result<Blas> {
         let handle = lt::create_handle().map_err(|e| blas_error("start cuBLASLt", e))?;
         Ok(Blas {
             handle,
             workspace,
             workspace_len,
+            compute: compute_type(precision),
         })
     }
 
@@ -102,7 +110,7 @@ impl Blas {
         accumulate: bool,
         bias: Option<u64>,
     ) -> Result<()> {
-        let desc = Desc::new(a.transpose, b.transpose, bias)?;
+        let desc = Desc::new(self.compute, (a.transpose, b.transpose), bias)?;
         let la = Layout::new(a.stored_rows, a.stored_cols, a.ld)?;
         let lb = Layout::new(b.stored_rows, b.stored_cols, b.ld)?;
         let ld = Layout::new(n, m, n.max(1) as i64)?;
@@ -144,21 +152,30 @@ impl Drop for Blas {
     }
 }
 
+/// cuBLASLt's compute type for `precision` (operands stay float32 either way).
+fn compute_type(precision: MatmulPrecision) -> sys::cublasComputeType_t {
+    match precision {
+        MatmulPrecision::Tf32 => sys::cublasComputeType_t::CUBLAS_COMPUTE_32F_FAST_TF32,
+        MatmulPrecision::Fp32 => sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+    }
+}
+
 fn blas_error(what: &str, e: lt::CublasError) -> Error {
     Error::Cuda(format!("could not {what}: {e:?}"))
 }
 
-/// A matmul descriptor: float32 compute, transposes, the bias epilogue.
+/// A matmul descriptor: the compute type, transposes, the bias epilogue.
 struct Desc(sys::cublasLtMatmulDesc_t);
 
 impl Desc {
-    fn new(transpose_a: bool, transpose_b: bool, bias: Option<u64>) -> Result<Desc> {
+    fn new(
+        compute: sys::cublasComputeType_t,
+        (transpose_a, transpose_b): (bool, bool),
+        bias: Option<u64>,
+    ) -> Result<Desc> {
         let desc = Desc(
-            lt::create_matmul_desc(
-                sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
-                sys::cudaDataType::CUDA_R_32F,
-            )
-            .map_err(|e| blas_error("describe a matrix product", e))?,
+            lt::create_matmul_desc(compute, sys::cudaDataType::CUDA_R_32F)
+                .map_err(|e| blas_error("describe a matrix product", e))?,
         );
         // cublasOperation_t: 0 = N, 1 = T (cuBLASLt's bindings do not name it).
         let op = |t: bool| i32::from(t);
@@ -296,6 +313,17 @@ mod tests {
             }
         }
         d
+    }
+
+    #[test]
+    fn tf32_is_the_default_and_fp32_is_full_float32() {
+        use sys::cublasComputeType_t as C;
+        let default = compute_type(MatmulPrecision::default());
+        assert!(matches!(default, C::CUBLAS_COMPUTE_32F_FAST_TF32));
+        assert!(matches!(
+            compute_type(MatmulPrecision::Fp32),
+            C::CUBLAS_COMPUTE_32F
+        ));
     }
 
     #[test]

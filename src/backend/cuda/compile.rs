@@ -21,26 +21,31 @@ use std::ffi::CString;
 use std::path::{Path, PathBuf};
 
 /// Every kernel source, in the order they are joined (helpers first).
-const SOURCES: [(&str, &str); 8] = [
+const SOURCES: [(&str, &str); 10] = [
     ("common.cu", include_str!("kernels/common.cu")),
     ("elementwise.cu", include_str!("kernels/elementwise.cu")),
     ("activation.cu", include_str!("kernels/activation.cu")),
     ("embedding.cu", include_str!("kernels/embedding.cu")),
     ("layernorm.cu", include_str!("kernels/layernorm.cu")),
+    ("rmsnorm.cu", include_str!("kernels/rmsnorm.cu")),
+    ("rope.cu", include_str!("kernels/rope.cu")),
     ("loss.cu", include_str!("kernels/loss.cu")),
     ("adamw.cu", include_str!("kernels/adamw.cu")),
     ("attention.cu", include_str!("kernels/attention.cu")),
 ];
 
 /// The entry points the backend loads; each must be in the compiled program.
-pub const KERNELS: [&str; 20] = [
+pub const KERNELS: [&str; 28] = [
     "lmf_fill",
     "lmf_scale",
     "lmf_add",
     "lmf_dropout",
     "lmf_residual",
+    "lmf_copy_columns",
     "lmf_act_forward",
     "lmf_act_backward",
+    "lmf_swiglu_forward",
+    "lmf_swiglu_backward",
     "lmf_embedding_forward",
     "lmf_embedding_backward_wte",
     "lmf_embedding_backward_wpe",
@@ -48,8 +53,13 @@ pub const KERNELS: [&str; 20] = [
     "lmf_layernorm_backward_input",
     "lmf_layernorm_backward_params",
     "lmf_bias_backward",
+    "lmf_rmsnorm_forward",
+    "lmf_rmsnorm_backward_input",
+    "lmf_rmsnorm_backward_weight",
+    "lmf_rope",
     "lmf_cross_entropy",
     "lmf_loss_sum",
+    "lmf_sum_of_squares",
     "lmf_adamw",
     "lmf_attention_forward",
     "lmf_attention_backward_q",

@@ -97,14 +97,15 @@ impl<'a> Launcher<'a> {
         self.run_shape(grid as u64, (grid, 1, 1), (block, 1, 1));
     }
 
-    /// Attention: one warp per query (or key) row, per head, per sequence.
-    pub fn run_rows(self, d: AttentionDims) {
+    /// Attention: one warp per query (or key) row, per head, per sequence
+    /// (`heads`: the query heads, or the key/value heads for dK and dV).
+    pub fn run_rows(self, d: AttentionDims, heads: usize) {
         let grid = (
             (d.t as u64).div_ceil(ATTENTION_WARPS as u64) as u32,
-            d.n_head as u32,
+            heads as u32,
             d.b as u32,
         );
-        let work = (d.t * d.n_head * d.b) as u64;
+        let work = (d.t * heads * d.b) as u64;
         self.run_shape(work, grid, (32 * ATTENTION_WARPS, 1, 1));
     }
 
@@ -136,13 +137,20 @@ impl<'a> Launcher<'a> {
     }
 }
 
-/// Attention keeps a head in registers: refuse a larger one clearly.
-pub fn check_head_size(d: AttentionDims) {
+/// Attention keeps a head in registers: refuse a larger one clearly; and
+/// each key/value head serves a whole group of query heads.
+pub fn check_heads(d: AttentionDims) {
     assert!(
         d.head_size() <= MAX_HEAD_SIZE,
         "the CUDA attention kernels take heads of at most {MAX_HEAD_SIZE} channels, \
          and this model's have {} (n_embd / n_head)",
         d.head_size()
+    );
+    assert!(
+        d.n_kv_head > 0 && d.n_head.is_multiple_of(d.n_kv_head),
+        "{} query heads cannot share {} key/value heads evenly",
+        d.n_head,
+        d.n_kv_head
     );
 }
 

@@ -16,6 +16,17 @@
 //! gradient norm, a download). Every reduction runs in a fixed order with no
 //! atomics, so a step gives the same bits on every run.
 //!
+//! Every layer of the seam has a device kernel: nothing runs on the host
+//! behind the model's back. Per training step only the batch's token ids go
+//! up, and the loss and the gradient norm's partial sums come down; every
+//! copy between host and device is counted ([`Cuda::transfers`]) so a test
+//! can hold the backend to that.
+//!
+//! Matrix products use TF32 tensor cores by default
+//! ([`MatmulPrecision::Tf32`], as PyTorch's `allow_tf32` and llm.c's fp32
+//! path); [`MatmulPrecision::Fp32`] gives full float32 products, equal to the
+//! CPU's up to the order of the sums.
+//!
 //! The seam's kernels return nothing, so a failure inside one (the GPU lost,
 //! a launch refused) panics with the driver's message: it is a fault of the
 //! machine or of this backend, not of the user's input. Out-of-memory, the
@@ -24,22 +35,43 @@
 
 mod blas;
 pub mod compile;
-mod host;
 mod launch;
 pub mod probe;
 
 use crate::backend::{
     Accumulate, Activation, AdamWStep, AttentionDims, Backend, Dropout, Epilogue, LAYER_NORM_EPS,
-    Mat, ParamGroup, RopeDims,
+    Mat, NORM_CHUNK, ParamGroup, RopeDims,
 };
 use crate::error::{Error, Result};
 use blas::{Blas, Operand};
-use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr};
+use cudarc::driver::{
+    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr, DeviceRepr,
+    DriverError, ValidAsZeroBits,
+};
 use launch::Launcher;
 use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+
+/// How cuBLASLt multiplies float32 matrices (`--matmul-precision`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum MatmulPrecision {
+    /// TF32 tensor cores: inputs rounded to a 10-bit mantissa, sums in
+    /// float32 (`CUBLAS_COMPUTE_32F_FAST_TF32`); several times faster.
+    #[default]
+    Tf32,
+    /// Full float32 (`CUBLAS_COMPUTE_32F`), as the CPU computes.
+    Fp32,
+}
+
+/// Copies between host and device memory since the backend started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Transfers {
+    pub count: u64,
+    pub bytes: u64,
+}
 
 /// What the backend found when it started, for the user to see.
 #[derive(Clone, Debug)]
@@ -53,13 +85,15 @@ pub struct DeviceInfo {
     pub libraries: Vec<probe::Found>,
     /// Whether the kernels came from the on-disk cache.
     pub kernels_cached: bool,
+    pub precision: MatmulPrecision,
 }
 
 impl std::fmt::Display for DeviceInfo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(
             f,
-            "cuda: {} (sm_{}{}, {:.1} GiB), driver CUDA {}.{}, NVRTC {}.{}, kernels {}",
+            "cuda: {} (sm_{}{}, {:.1} GiB), driver CUDA {}.{}, NVRTC {}.{}, kernels {}, \
+             products {:?}",
             self.name,
             self.arch.0,
             self.arch.1,
@@ -73,6 +107,7 @@ impl std::fmt::Display for DeviceInfo {
             } else {
                 "compiled"
             },
+            self.precision,
         )?;
         for lib in &self.libraries {
             writeln!(f, "cuda: {} from {lib}", lib.library.files[0])?;
@@ -137,13 +172,16 @@ pub struct Cuda {
     stream: Arc<CudaStream>,
     kernels: HashMap<&'static str, CudaFunction>,
     blas: Blas,
-    /// cuBLASLt's workspace, the gradient norm's partial sums, the norm and
-    /// clip factor, the loss's sum and count: allocated once.
+    /// cuBLASLt's workspace and the loss's sum and count: allocated once.
     _workspace: CudaSlice<u8>,
-    norm_out: CudaSlice<f32>,
     loss_out: CudaSlice<f64>,
     /// Attention backward's per-query `D` values, grown on first use.
-    attention_scratch: Mutex<Option<CudaSlice<f32>>>,
+    attention_scratch: Scratch<f32>,
+    /// The gradient norm's per-chunk partial sums, grown on first use.
+    norm_partials: Scratch<f64>,
+    /// Copies between host and device so far (count, bytes).
+    transfer_count: AtomicU64,
+    transfer_bytes: AtomicU64,
     info: DeviceInfo,
     _module: Arc<CudaModule>,
 }
@@ -152,8 +190,14 @@ pub struct Cuda {
 const WORKSPACE_BYTES: usize = 32 << 20;
 
 impl Cuda {
-    /// Start the backend on the first GPU (see the module docs for the steps).
+    /// Start the backend on the first GPU with TF32 products (see the module
+    /// docs for the steps).
     pub fn new() -> Result<Cuda> {
+        Cuda::with_precision(MatmulPrecision::default())
+    }
+
+    /// Start the backend on the first GPU, its products in `precision`.
+    pub fn with_precision(precision: MatmulPrecision) -> Result<Cuda> {
         let libraries = probe::open_libraries()?.to_vec();
         let driver_version = driver_version()?;
         if driver_version < 13000 {
@@ -188,7 +232,7 @@ impl Cuda {
         let workspace = stream
             .alloc_zeros::<u8>(WORKSPACE_BYTES)
             .map_err(alloc_err)?;
-        let blas = Blas::new(workspace.device_ptr(&stream).0, WORKSPACE_BYTES)?;
+        let blas = Blas::new(workspace.device_ptr(&stream).0, WORKSPACE_BYTES, precision)?;
         let info = DeviceInfo {
             name: ctx.name().unwrap_or_else(|_| "GPU 0".into()),
             arch,
@@ -197,11 +241,14 @@ impl Cuda {
             nvrtc_version: compile::nvrtc_version()?,
             libraries,
             kernels_cached,
+            precision,
         };
         Ok(Cuda {
-            norm_out: stream.alloc_zeros::<f32>(2).map_err(alloc_err)?,
             loss_out: stream.alloc_zeros::<f64>(2).map_err(alloc_err)?,
-            attention_scratch: Mutex::new(None),
+            attention_scratch: Scratch::default(),
+            norm_partials: Scratch::default(),
+            transfer_count: AtomicU64::new(0),
+            transfer_bytes: AtomicU64::new(0),
             _workspace: workspace,
             blas,
             kernels,
@@ -220,21 +267,50 @@ impl Cuda {
         Launcher::new(&self.stream, &self.kernels[name], name)
     }
 
-    /// The address of attention backward's `D` scratch of `len` floats.
-    fn attention_scratch(&self, len: usize) -> u64 {
-        let mut kept = self
-            .attention_scratch
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if kept.as_ref().is_none_or(|s| s.len() < len) {
-            let fresh = self
-                .stream
-                .alloc_zeros::<f32>(len)
-                .unwrap_or_else(|e| panic!("CUDA: no memory for attention's scratch: {e}"));
-            *kept = Some(fresh);
+    /// Copies between host and device memory since the backend started.
+    pub fn transfers(&self) -> Transfers {
+        Transfers {
+            count: self.transfer_count.load(Ordering::Relaxed),
+            bytes: self.transfer_bytes.load(Ordering::Relaxed),
         }
-        let scratch = kept.as_ref().expect("just allocated");
-        scratch.device_ptr(&self.stream).0
+    }
+
+    /// Count one copy of `host` (an empty one copies nothing and is not counted).
+    fn count_transfer<T>(&self, host: &[T]) {
+        if host.is_empty() {
+            return;
+        }
+        self.transfer_count.fetch_add(1, Ordering::Relaxed);
+        let bytes = std::mem::size_of_val(host) as u64;
+        self.transfer_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Copy `host` to device address `dst` (counted).
+    fn to_device<T>(&self, dst: u64, host: &[T]) -> std::result::Result<(), DriverError> {
+        self.count_transfer(host);
+        launch::upload(&self.stream, dst, host)
+    }
+
+    /// Copy `host.len()` values from device address `src` (counted).
+    fn to_host<T>(&self, src: u64, host: &mut [T]) {
+        self.count_transfer(host);
+        launch::download(&self.stream, src, host)
+    }
+
+    /// RoPE in place: forward (`sign = 1`) or backward (`sign = -1`).
+    fn rope(&self, x: DevViewMut<'_>, table: DevView<'_>, d: RopeDims, sign: f32) {
+        let pairs = (d.rows * d.heads * (d.head_size / 2)) as u64;
+        self.launcher("lmf_rope")
+            .arg(x.addr)
+            .arg(table.addr)
+            .arg(d.rows as u64)
+            .arg(d.t as u64)
+            .arg(d.pos as u64)
+            .arg(d.heads as u64)
+            .arg(d.head_size as u64)
+            .arg(d.row_stride as u64)
+            .arg(sign)
+            .run_elementwise(pairs);
     }
 
     fn alloc(&self, len: usize) -> Result<CudaBuf> {
@@ -253,7 +329,31 @@ impl Cuda {
     }
 }
 
-fn driver_error(what: &str, e: cudarc::driver::DriverError) -> Error {
+/// A device buffer kept between calls and grown when a call needs more.
+struct Scratch<T>(Mutex<Option<CudaSlice<T>>>);
+
+impl<T> Default for Scratch<T> {
+    fn default() -> Self {
+        Scratch(Mutex::new(None))
+    }
+}
+
+impl<T: DeviceRepr + ValidAsZeroBits> Scratch<T> {
+    /// The address of at least `len` values (`what` names it in a panic).
+    fn at_least(&self, stream: &Arc<CudaStream>, len: usize, what: &str) -> u64 {
+        let mut kept = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if kept.as_ref().is_none_or(|s| s.len() < len) {
+            let fresh = stream
+                .alloc_zeros::<T>(len.max(1))
+                .unwrap_or_else(|e| panic!("CUDA: no memory for {what}: {e}"));
+            *kept = Some(fresh);
+        }
+        let scratch = kept.as_ref().expect("just allocated");
+        scratch.device_ptr(stream).0
+    }
+}
+
+fn driver_error(what: &str, e: DriverError) -> Error {
     Error::Cuda(format!("could not {what}: {e}"))
 }
 
@@ -297,7 +397,7 @@ impl Backend for Cuda {
 
     fn upload(&self, host: Vec<f32>) -> Result<CudaBuf> {
         let buf = self.alloc(host.len())?;
-        launch::upload(&self.stream, buf.addr, &host)
+        self.to_device(buf.addr, &host)
             .map_err(|e| driver_error("copy to the GPU", e))?;
         Ok(buf)
     }
@@ -378,13 +478,13 @@ impl Backend for Cuda {
 
     fn upload_ids(&self, ids: &mut CudaIds, at: usize, host: &[u32]) {
         assert!(at + host.len() <= ids.len, "upload_ids out of bounds");
-        launch::upload(&self.stream, ids.addr + (at * 4) as u64, host)
+        self.to_device(ids.addr + (at * 4) as u64, host)
             .unwrap_or_else(|e| panic!("CUDA: could not copy token ids to the GPU: {e}"));
     }
 
     fn download(&self, src: DevView<'_>, host: &mut [f32]) {
         assert_eq!(src.len, host.len(), "download: lengths differ");
-        launch::download(&self.stream, src.addr, host);
+        self.to_host(src.addr, host);
     }
 
     fn on_host<R>(&self, src: DevView<'_>, f: impl FnOnce(&[f32]) -> R) -> R {
@@ -604,8 +704,6 @@ impl Backend for Cuda {
             .run_columns(cols as u64);
     }
 
-    /// The kernel takes GPT's fused layout, whose `kv` rows hold the queries
-    /// too; other layouts (grouped-query, a separate KV cache) run on the host.
     fn attention_forward(
         &self,
         out: DevViewMut<'_>,
@@ -615,11 +713,7 @@ impl Backend for Cuda {
         dims: AttentionDims,
         dropout: Option<Dropout>,
     ) {
-        if !host::fused_heads(dims) {
-            return self.attention_forward_on_host((out, lse), q, kv, dims, dropout);
-        }
-        let qkv = kv;
-        launch::check_head_size(dims);
+        launch::check_heads(dims);
         assert!(
             dims.pos == 0 || dims.b == 1,
             "only one sequence continues a cache"
@@ -628,17 +722,23 @@ impl Backend for Cuda {
         self.launcher("lmf_attention_forward")
             .arg(out.addr)
             .arg(lse.addr)
-            .arg(qkv.addr)
+            .arg(q.addr)
+            .arg(kv.addr)
             .arg(dims.t as u64)
             .arg(dims.pos as u64)
             .arg(dims.c as u64)
             .arg(dims.n_head as u64)
+            .arg(dims.n_kv_head as u64)
+            .arg(dims.q_stride as u64)
+            .arg(dims.kv_stride as u64)
+            .arg(dims.k_offset as u64)
             .arg(p)
             .arg(seed)
             .arg(stream)
-            .run_rows(dims);
+            .run_rows(dims, dims.n_head);
     }
 
+    /// Training's layout: `qkv (B, T, C + 2 KVC)`, queries then keys then values.
     fn attention_backward(
         &self,
         dqkv: DevViewMut<'_>,
@@ -648,14 +748,23 @@ impl Backend for Cuda {
         dims: AttentionDims,
         dropout: Option<Dropout>,
     ) {
-        if !host::fused_heads(dims) {
-            return self.attention_backward_on_host(dqkv, (dout, qkv, lse), dims, dropout);
-        }
-        launch::check_head_size(dims);
+        launch::check_heads(dims);
         assert_eq!(dims.pos, 0, "attention backward runs on whole sequences");
-        let dsum = self.attention_scratch(dims.b * dims.n_head * dims.t);
+        assert_eq!(
+            dims.q_stride, dims.kv_stride,
+            "attention backward reads one qkv"
+        );
+        let dsum = self.attention_scratch.at_least(
+            &self.stream,
+            dims.b * dims.n_head * dims.t,
+            "attention's scratch",
+        );
         let (p, seed, stream) = dropout_args(dropout);
-        for kernel in ["lmf_attention_backward_q", "lmf_attention_backward_kv"] {
+        let passes = [
+            ("lmf_attention_backward_q", dims.n_head),
+            ("lmf_attention_backward_kv", dims.n_kv_head),
+        ];
+        for (kernel, heads) in passes {
             self.launcher(kernel)
                 .arg(dqkv.addr)
                 .arg(dsum)
@@ -665,10 +774,13 @@ impl Backend for Cuda {
                 .arg(dims.t as u64)
                 .arg(dims.c as u64)
                 .arg(dims.n_head as u64)
+                .arg(dims.n_kv_head as u64)
+                .arg(dims.q_stride as u64)
+                .arg(dims.k_offset as u64)
                 .arg(p)
                 .arg(seed)
                 .arg(stream)
-                .run_rows(dims);
+                .run_rows(dims, heads);
         }
     }
 
@@ -682,7 +794,15 @@ impl Backend for Cuda {
         c: usize,
         eps: f32,
     ) {
-        self.rmsnorm_forward_on_host((out, rstd), inp, weight, n, c, eps)
+        self.launcher("lmf_rmsnorm_forward")
+            .arg(out.addr)
+            .arg(rstd.addr)
+            .arg(inp.addr)
+            .arg(weight.addr)
+            .arg(eps)
+            .arg(n as u64)
+            .arg(c as u64)
+            .run_warps(n as u64);
     }
 
     fn rmsnorm_backward(
@@ -696,19 +816,44 @@ impl Backend for Cuda {
         n: usize,
         c: usize,
     ) {
-        self.rmsnorm_backward_on_host((dinp, dweight), dout, inp, weight, rstd, (n, c))
+        let (n, c) = (n as u64, c as u64);
+        self.launcher("lmf_rmsnorm_backward_input")
+            .arg(dinp.addr)
+            .arg(dout.addr)
+            .arg(inp.addr)
+            .arg(weight.addr)
+            .arg(rstd.addr)
+            .arg(n)
+            .arg(c)
+            .run_warps(n);
+        if let Some(dweight) = dweight {
+            self.launcher("lmf_rmsnorm_backward_weight")
+                .arg(dweight.addr)
+                .arg(dout.addr)
+                .arg(inp.addr)
+                .arg(rstd.addr)
+                .arg(n)
+                .arg(c)
+                .run_columns(c);
+        }
     }
 
     fn rope_forward(&self, x: DevViewMut<'_>, table: DevView<'_>, dims: RopeDims) {
-        self.rope_on_host(x, table, dims, false)
+        self.rope(x, table, dims, 1.0)
     }
 
     fn rope_backward(&self, dx: DevViewMut<'_>, table: DevView<'_>, dims: RopeDims) {
-        self.rope_on_host(dx, table, dims, true)
+        self.rope(dx, table, dims, -1.0)
     }
 
     fn swiglu_forward(&self, out: DevViewMut<'_>, fc: DevView<'_>, n: usize, i: usize) {
-        self.swiglu_forward_on_host(out, fc, n, i)
+        let (n, i) = (n as u64, i as u64);
+        self.launcher("lmf_swiglu_forward")
+            .arg(out.addr)
+            .arg(fc.addr)
+            .arg(n)
+            .arg(i)
+            .run_elementwise(n * i);
     }
 
     fn swiglu_backward(
@@ -719,17 +864,36 @@ impl Backend for Cuda {
         n: usize,
         i: usize,
     ) {
-        self.swiglu_backward_on_host(dfc, dout, fc, n, i)
+        let (n, i) = (n as u64, i as u64);
+        self.launcher("lmf_swiglu_backward")
+            .arg(dfc.addr)
+            .arg(dout.addr)
+            .arg(fc.addr)
+            .arg(n)
+            .arg(i)
+            .run_elementwise(n * i);
     }
 
     fn copy_columns(
         &self,
         dst: DevViewMut<'_>,
         src: DevView<'_>,
-        rows_cols: (usize, usize),
-        src_stride_first: (usize, usize),
+        (rows, cols): (usize, usize),
+        (src_stride, first): (usize, usize),
     ) {
-        self.copy_columns_on_host(dst, src, rows_cols, src_stride_first)
+        assert!(
+            dst.len >= rows * cols,
+            "copy_columns: destination too short"
+        );
+        let (rows, cols) = (rows as u64, cols as u64);
+        self.launcher("lmf_copy_columns")
+            .arg(dst.addr)
+            .arg(src.addr)
+            .arg(rows)
+            .arg(cols)
+            .arg(src_stride as u64)
+            .arg(first as u64)
+            .run_elementwise(rows * cols);
     }
 
     fn residual(&self, branch: DevViewMut<'_>, skip: DevView<'_>, dropout: Option<Dropout>) {
@@ -781,17 +945,28 @@ impl Backend for Cuda {
             .arg(n)
             .run_blocks(1, 1024);
         let mut sum_count = [0.0f64; 2];
-        launch::download(&self.stream, out, &mut sum_count);
+        self.to_host(out, &mut sum_count);
         (sum_count[0] / sum_count[1].max(1.0)) as f32
     }
 
-    /// On the host, with the CPU's code: the same chunks and order, so the
-    /// norm equals the CPU backend's. (A device kernel is the next step: this
-    /// downloads the gradients once a step.)
+    /// On the device, one block per chunk; only the partial sums come back.
     fn sum_of_squares(&self, grads: DevView<'_>, partials: &mut [f64]) {
-        self.on_host(grads, |g| {
-            crate::backend::cpu::adamw::sum_of_squares_by_chunk(g, partials)
-        })
+        let chunks = grads.len.div_ceil(NORM_CHUNK);
+        assert_eq!(
+            partials.len(),
+            chunks,
+            "sum_of_squares: one partial per chunk"
+        );
+        let out = self
+            .norm_partials
+            .at_least(&self.stream, chunks, "the gradient norm");
+        self.launcher("lmf_sum_of_squares")
+            .arg(out)
+            .arg(grads.addr)
+            .arg(grads.len as u64)
+            .arg(NORM_CHUNK as u64)
+            .run_blocks(chunks as u32, 256);
+        self.to_host(out, partials);
     }
 
     fn adamw(
@@ -804,15 +979,13 @@ impl Backend for Cuda {
         step: AdamWStep,
         norm: f32,
     ) {
-        let norm_out = self.norm_out.device_ptr(&self.stream).0;
-        // The clip factor as the CPU computes it; 0 (update nothing) for a non-finite norm.
+        // The clip factor as the CPU computes it; 0 (update nothing) for a
+        // non-finite norm. A launch argument: no copy to the device.
         let factor = match (norm.is_finite(), step.grad_clip > 0.0) {
             (false, _) => 0.0,
             (true, true) => (step.grad_clip / (norm + 1e-6)).min(1.0),
             (true, false) => 1.0,
         };
-        launch::upload(&self.stream, norm_out, &[norm, factor])
-            .unwrap_or_else(|e| panic!("CUDA: could not copy the gradient norm to the GPU: {e}"));
         let bias1 = 1.0 - step.beta1.powi(step.t as i32);
         let bias2_sqrt = (1.0 - step.beta2.powi(step.t as i32)).sqrt();
         for group in groups {
@@ -828,7 +1001,7 @@ impl Backend for Cuda {
                 .arg(grads.addr + at)
                 .arg(m.addr + at)
                 .arg(v.addr + at)
-                .arg(norm_out)
+                .arg(factor)
                 .arg(step.lr)
                 .arg(step.beta1)
                 .arg(step.beta2)
@@ -843,9 +1016,9 @@ impl Backend for Cuda {
 
     fn on_host_mut<R>(&self, dst: DevViewMut<'_>, f: impl FnOnce(&mut [f32]) -> R) -> R {
         let mut host = vec![0.0; dst.len];
-        launch::download(&self.stream, dst.addr, &mut host);
+        self.to_host(dst.addr, &mut host);
         let result = f(&mut host);
-        launch::upload(&self.stream, dst.addr, &host)
+        self.to_device(dst.addr, &host)
             .unwrap_or_else(|e| panic!("CUDA: could not copy values back to the GPU: {e}"));
         result
     }

@@ -7,7 +7,7 @@
 //! | zstd       | `28 b5 2f fd`                                               |
 //! | tar        | `ustar` at byte 257 with a valid header checksum, or `.tar` |
 //! | Parquet    | `PAR1`                                                      |
-//! | JSON Lines | `.jsonl`/`.ndjson`/`.json`, or (not `.txt`) starting with `{` |
+//! | JSON Lines | `.jsonl`/`.ndjson`/`.json`, or (not `.txt`) starting with `{` (after a BOM) |
 //! | plain text | anything else                                               |
 //!
 //! A compressed stream's content is detected again under its name without
@@ -41,12 +41,16 @@ pub fn detect(head: &[u8], name: &str) -> Format {
     } else if ext(".jsonl")
         || ext(".ndjson")
         || ext(".json")
-        || (!ext(".txt") && head.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{'))
+        || (!ext(".txt") && first_non_space(super::strip_bom_bytes(head)) == Some(b'{'))
     {
         Format::JsonLines
     } else {
         Format::Text
     }
+}
+
+fn first_non_space(bytes: &[u8]) -> Option<u8> {
+    bytes.iter().copied().find(|b| !b.is_ascii_whitespace())
 }
 
 /// Is this format a compression (decompressed, then detected again)?
@@ -124,6 +128,7 @@ mod tests {
         assert_eq!(detect(b"PAR1....", "x"), Format::Parquet);
         assert_eq!(detect(b"{\"text\": 1}", "x.txt"), Format::Text);
         assert_eq!(detect(b" {\"text\": 1}", "x"), Format::JsonLines);
+        assert_eq!(detect(b"\xef\xbb\xbf{\"text\": 1}", "x"), Format::JsonLines);
         assert_eq!(detect(b"hello", "x.jsonl"), Format::JsonLines);
         assert_eq!(detect(b"hello", "x"), Format::Text);
     }

@@ -78,7 +78,7 @@ fn expand_one(path: &Path) -> Result<Vec<PathBuf>> {
         let p = entry.map_err(|e| Error::io(e.path().to_path_buf(), e.into()))?;
         if p.is_dir() {
             files.extend(walk(&p)?);
-        } else {
+        } else if readable_kind(&p) {
             files.push(p);
         }
     }
@@ -88,7 +88,26 @@ fn expand_one(path: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// Every file under `dir`, recursively, skipping hidden names. A directory
+/// Whether a file found in a directory or by a pattern is one to read: a
+/// regular file (or a link to one). A FIFO, socket or device is skipped with
+/// a warning: reading a FIFO nobody writes to would wait for ever. (One
+/// named on the command line is read as given.) A path whose kind cannot be
+/// told (a dangling link) is kept, for opening it to say why.
+fn readable_kind(path: &Path) -> bool {
+    let Ok(meta) = std::fs::metadata(path) else {
+        return true;
+    };
+    if !meta.is_file() {
+        crate::diag::warn(format!(
+            "{}: not a regular file (a FIFO, socket or device); skipping it",
+            path.display()
+        ));
+    }
+    meta.is_file()
+}
+
+/// Every file under `dir`, recursively, skipping hidden names and what is
+/// not a regular file ([`readable_kind`]). A directory
 /// reached a second time (a symbolic link to a parent or to a directory
 /// already walked) is skipped with a warning, so a link loop is neither
 /// followed until `ELOOP` nor read over and over.
@@ -117,7 +136,7 @@ fn walk(dir: &Path) -> Result<Vec<PathBuf>> {
             }
             if path.is_dir() {
                 pending.push(path);
-            } else {
+            } else if readable_kind(&path) {
                 files.push(path);
             }
         }

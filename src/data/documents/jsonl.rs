@@ -1,6 +1,7 @@
 //! JSON Lines: one JSON object per line, its `text_field` string a document.
-//! Blank lines are skipped; a line that is not a JSON object with that string
-//! field is an error naming the file and line.
+//! Blank lines are skipped, and a byte-order mark before the first line; a
+//! line that is not a JSON object with that string field is an error naming
+//! the file and line.
 //!
 //! A line is read into memory whole (to be parsed), so its length is bounded:
 //! a record longer than [`MAX_RECORD_BYTES`] is an error naming the file and
@@ -43,6 +44,11 @@ impl DocReader<'_> {
             offset += line.len() as u64;
             match read {
                 Line::End => return Ok(()),
+                Line::Whole if line_no == 1 => {
+                    let record = super::strip_bom_bytes(&line);
+                    let bom = (line.len() - record.len()) as u64;
+                    self.read_record(record, display, start + bom, line_no)?
+                }
                 Line::Whole => self.read_record(&line, display, start, line_no)?,
                 Line::TooLong => {
                     let reason = format!(

@@ -55,6 +55,20 @@ pub use self::reader::{
     Blob, InputStats, MAX_BLOB, Piece, Unit, expand_blob, read_all, read_input, read_stream,
 };
 
+/// The UTF-8 byte-order mark some editors put at the start of a file: not
+/// text, removed wherever a file starts (text, JSON Lines, conversations).
+pub const BOM: &str = "\u{feff}";
+
+/// `text` without a leading [`BOM`].
+pub fn strip_bom(text: &str) -> &str {
+    text.strip_prefix(BOM).unwrap_or(text)
+}
+
+/// `bytes` without a leading [`BOM`].
+pub fn strip_bom_bytes(bytes: &[u8]) -> &[u8] {
+    bytes.strip_prefix(BOM.as_bytes()).unwrap_or(bytes)
+}
+
 /// Documents are cut into pieces of at most this many bytes.
 pub const PIECE_BYTES: usize = 1 << 20;
 

@@ -24,21 +24,25 @@
 //! partly-filled shards) and at the very end. Re-running with the same
 //! settings deletes shard files the manifest does not list, skips finished
 //! inputs and goes on; at most the inputs since the last update are read again.
+//! The manifest says `complete` only once every input is read, so `train`
+//! never takes an interrupted directory for the whole corpus. One `prepare`
+//! at a time writes a directory ([`crate::rundir::RunLock`]).
 
 pub mod output;
 pub mod pipeline;
+pub mod progress;
 pub mod resume;
 pub mod vocab;
 
 pub use crate::data::documents::{OnBad, Split};
 
 use crate::data::documents::{self, InputFile, ReadOptions};
-use crate::data::shards::{PrepareSettings, TOKENIZER_FILE};
+use crate::data::shards::{MANIFEST_FILE, PrepareSettings, TOKENIZER_FILE};
 use crate::error::{Error, Result};
 use crate::tokenizer::{Tokenizer, TokenizerSpec};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Everything `lmforge prepare` needs.
 #[derive(Debug, Clone)]
@@ -59,7 +63,8 @@ pub struct PrepareOptions {
     pub char_vocab_max: Option<usize>,
     /// A shard is closed once it holds this many tokens.
     pub shard_tokens: u64,
-    /// Draw progress bars on stderr (they stay hidden when it is not a terminal).
+    /// Show progress on stderr: a bar on a terminal, else a line every
+    /// [`progress::LINE_EVERY`].
     pub progress: bool,
 }
 
@@ -155,19 +160,21 @@ pub fn prepare(opts: &PrepareOptions) -> Result<PrepareReport> {
             opts.inputs.join(" ")
         )));
     }
+    let _lock = crate::rundir::RunLock::acquire(&opts.out, "lmforge prepare")?;
     let (mut manifest, tokenizer) = resume::open_output(opts, &all_inputs)?;
     let todo = resume::unfinished(&manifest, &all_inputs, &opts.out)?;
+    let manifest_path = opts.out.join(MANIFEST_FILE);
+    manifest.inputs = Some(manifest.finished_inputs.len() + todo.len());
+    manifest.complete = todo.is_empty();
+    manifest.save(&manifest_path)?;
     let mut report = PrepareReport {
         inputs_skipped: all_inputs.len() - todo.len(),
         vocab_size: tokenizer.vocab_size(),
         ..Default::default()
     };
 
-    let bar = progress_bar(
-        opts.progress,
-        todo.iter().map(|i| i.bytes).sum(),
-        "tokenizing",
-    );
+    let total_bytes = todo.iter().map(|i| i.bytes).sum();
+    let mut shown = progress::Progress::new(opts.progress, total_bytes, "tokenizing");
     let bytes_read = AtomicU64::new(0);
     let dtype = manifest.dtype;
     let work = |pieces| output::tokenize_batch(tokenizer.as_ref(), dtype, pieces);
@@ -180,16 +187,14 @@ pub fn prepare(opts: &PrepareOptions) -> Result<PrepareReport> {
         &work,
         &mut |item| {
             sink.receive(item, &mut report)?;
-            bar.set_position(bytes_read.load(Ordering::Relaxed));
-            bar.set_message(format!(
-                "{} docs, {} tokens",
-                report.documents,
-                sink.tokens_written()
-            ));
+            let bytes = bytes_read.load(Ordering::Relaxed);
+            shown.update(bytes, sink.tokens_written(), report.documents);
             Ok(())
         },
     )?;
-    bar.finish_and_clear();
+    shown.finish();
+    manifest.complete = true;
+    manifest.save(&manifest_path)?;
     report.train_tokens = manifest.train.iter().map(|s| s.tokens).sum();
     report.val_tokens = manifest.val.iter().map(|s| s.tokens).sum();
     if report.train_tokens + report.val_tokens == 0 {
@@ -225,23 +230,4 @@ fn tokenizer_for(opts: &PrepareOptions, inputs: &[InputFile]) -> Result<Box<dyn 
             crate::tokenizer::load(&path)
         }
     }
-}
-
-/// A progress bar on stderr showing bytes/s and ETA; hidden unless `show`
-/// (indicatif also hides it when stderr is not a terminal).
-fn progress_bar(show: bool, total_bytes: u64, what: &str) -> indicatif::ProgressBar {
-    if !show {
-        return indicatif::ProgressBar::hidden();
-    }
-    let bar = indicatif::ProgressBar::new(total_bytes);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{prefix} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}",
-        )
-        .expect("a valid template")
-        .progress_chars("=> "),
-    );
-    bar.set_prefix(what.to_string());
-    bar.enable_steady_tick(Duration::from_millis(500));
-    bar
 }

@@ -49,6 +49,8 @@ pub fn open_output(
             train: Vec::new(),
             val: Vec::new(),
             finished_inputs: Vec::new(),
+            inputs: Some(inputs.len()),
+            complete: false,
         };
         manifest.save(&manifest_path)?;
         (manifest, tokenizer)
@@ -93,7 +95,7 @@ fn check_fresh_dir(out: &Path) -> Result<()> {
     for entry in std::fs::read_dir(out).map_err(|e| Error::io(out, e))? {
         let name = entry.map_err(|e| Error::io(out, e))?.file_name();
         let name = name.to_string_lossy();
-        if name != TOKENIZER_FILE && !name.contains(".tmp") {
+        if name != TOKENIZER_FILE && name != crate::rundir::LOCK_FILE && !name.contains(".tmp") {
             return Err(Error::format(
                 out,
                 format!(

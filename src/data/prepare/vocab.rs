@@ -6,8 +6,9 @@
 //! `--char-vocab-max N`, only the N most frequent characters are kept (ties go to
 //! the smaller character) and `<unk>` is added after `<|endoftext|>`.
 
+use super::PrepareOptions;
 use super::pipeline::{self, Item};
-use super::{PrepareOptions, progress_bar};
+use super::progress::Progress;
 use crate::data::documents::{InputFile, Piece};
 use crate::error::{Error, Result};
 use crate::tokenizer::CharTokenizer;
@@ -84,7 +85,8 @@ impl CharCounts {
 /// Count the characters of every input in a streaming pass and build the tokenizer.
 pub fn char_tokenizer(inputs: &[InputFile], opts: &PrepareOptions) -> Result<CharTokenizer> {
     let total = inputs.iter().map(|i| i.bytes).sum();
-    let bar = progress_bar(opts.progress, total, "vocabulary");
+    let mut shown = Progress::new(opts.progress, total, "vocabulary");
+    let mut documents = 0;
     let bytes_read = AtomicU64::new(0);
     let mut counts = CharCounts::default();
     let work = |pieces: Vec<Piece>| -> Result<CharCounts> {
@@ -101,14 +103,19 @@ pub fn char_tokenizer(inputs: &[InputFile], opts: &PrepareOptions) -> Result<Cha
         &bytes_read,
         &work,
         &mut |item| {
-            if let Item::Batches { results, .. } = item {
-                results.iter().for_each(|c| counts.merge(c));
+            match item {
+                Item::Batches { results, stats } => {
+                    results.iter().for_each(|c| counts.merge(c));
+                    documents += stats.documents;
+                }
+                Item::InputDone { stats, .. } => documents += stats.documents,
             }
-            bar.set_position(bytes_read.load(std::sync::atomic::Ordering::Relaxed));
+            let bytes = bytes_read.load(std::sync::atomic::Ordering::Relaxed);
+            shown.update(bytes, 0, documents);
             Ok(())
         },
     )?;
-    bar.finish_and_clear();
+    shown.finish();
     counts.tokenizer(opts.char_vocab_max)
 }
 

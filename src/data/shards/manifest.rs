@@ -7,8 +7,14 @@
 //!   "vocab_size": 66, "eot_token": 65, "dtype": "u16",
 //!   "settings": { "tokenizer", "char_vocab_max", "val_fraction", "seed", "text_field" },
 //!   "train": [{ "file": "train_000000.bin", "tokens": 123 }, ...], "val": [...],
-//!   "finished_inputs": [{ "path", "bytes", "documents", "skipped_bad_utf8", "bad_archive" }, ...] }
+//!   "finished_inputs": [{ "path", "bytes", "documents", "skipped_bad_utf8", "bad_archive" }, ...],
+//!   "inputs": 12, "complete": false }
 //! ```
+//!
+//! `complete` is false from the start of a `prepare` run until every one of
+//! its `inputs` is read: shards of an interrupted run are never taken for
+//! the whole corpus. (Manifests written before these two fields existed
+//! read as complete.)
 //!
 //! `settings` and `finished_inputs` are what `prepare` needs to resume; they
 //! live here, with the rest of the format, so that reading shards never
@@ -81,6 +87,19 @@ pub struct Manifest {
     pub train: Vec<ShardEntry>,
     pub val: Vec<ShardEntry>,
     pub finished_inputs: Vec<FinishedInput>,
+    /// How many inputs the directory is prepared from: those finished and
+    /// those the last `prepare` run still had to read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inputs: Option<usize>,
+    /// Every input is read: false while `prepare` runs, and after it was
+    /// interrupted.
+    #[serde(default = "complete_if_not_recorded")]
+    pub complete: bool,
+}
+
+/// Manifests of earlier versions did not record completion.
+fn complete_if_not_recorded() -> bool {
+    true
 }
 
 impl Manifest {
@@ -103,6 +122,13 @@ impl Manifest {
             ));
         }
         serde_json::from_value(value).map_err(|e| Error::format(path, format!("bad manifest: {e}")))
+    }
+
+    /// `(inputs done, inputs)` of a directory `prepare` has not finished;
+    /// `None` when it is complete.
+    pub fn unfinished(&self) -> Option<(usize, usize)> {
+        let done = self.finished_inputs.len();
+        (!self.complete).then(|| (done, self.inputs.unwrap_or(done).max(done)))
     }
 
     /// Write atomically.

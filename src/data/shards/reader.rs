@@ -159,6 +159,8 @@ pub struct ShardSet {
     vocab_size: Option<usize>,
     eot_token: Option<u32>,
     tokenizer_path: Option<PathBuf>,
+    /// `(inputs done, inputs)` when `prepare` had not finished the directory.
+    unfinished: Option<(usize, usize)>,
 }
 
 impl ShardSet {
@@ -196,6 +198,7 @@ impl ShardSet {
             vocab_size: None,
             eot_token: None,
             tokenizer_path: Some(dir.join(TOKENIZER_FILE)).filter(|p| p.exists()),
+            unfinished: None,
         })
     }
 
@@ -213,6 +216,7 @@ impl ShardSet {
             vocab_size: Some(manifest.vocab_size),
             eot_token: manifest.eot_token,
             tokenizer_path: Some(dir.join(TOKENIZER_FILE)),
+            unfinished: manifest.unfinished(),
         })
     }
 
@@ -244,6 +248,12 @@ impl ShardSet {
 
     pub fn layout(&self) -> Layout {
         self.layout
+    }
+
+    /// `(inputs done, inputs)` of a directory `lmforge prepare` did not
+    /// finish (it was interrupted, or is still running); `None` otherwise.
+    pub fn unfinished(&self) -> Option<(usize, usize)> {
+        self.unfinished
     }
 }
 

@@ -39,3 +39,23 @@ extern "C" __global__ void lmf_act_backward(float* d, const float* pre, int kind
     for (u64 i = blockIdx.x * (u64)blockDim.x + threadIdx.x; i < n; i += (u64)gridDim.x * blockDim.x)
         d[i] *= lmf_act_grad(kind, pre[i]);
 }
+
+// SwiGLU (math in backend/cpu/swiglu.rs): fc (n, 2i) = [gate | up],
+// out (n, i) = silu(gate) * up.
+extern "C" __global__ void lmf_swiglu_forward(float* out, const float* fc, u64 n, u64 i) {
+    for (u64 e = blockIdx.x * (u64)blockDim.x + threadIdx.x; e < n * i; e += (u64)gridDim.x * blockDim.x) {
+        u64 r = e / i, j = e % i;
+        float gate = fc[r * 2 * i + j], up = fc[r * 2 * i + i + j];
+        out[e] = lmf_act(2, gate) * up;
+    }
+}
+
+// dfc (n, 2i) = [dout * up * silu'(gate) | dout * silu(gate)], overwritten.
+extern "C" __global__ void lmf_swiglu_backward(float* dfc, const float* dout, const float* fc, u64 n, u64 i) {
+    for (u64 e = blockIdx.x * (u64)blockDim.x + threadIdx.x; e < n * i; e += (u64)gridDim.x * blockDim.x) {
+        u64 r = e / i, j = e % i;
+        float gate = fc[r * 2 * i + j], up = fc[r * 2 * i + i + j], dy = dout[e];
+        dfc[r * 2 * i + j] = dy * up * lmf_act_grad(2, gate);
+        dfc[r * 2 * i + i + j] = dy * lmf_act(2, gate);
+    }
+}

@@ -1,4 +1,5 @@
-// Elementwise kernels over n floats: fill, scale, add, dropout, residual.
+// Elementwise kernels over n floats: fill, scale, add, dropout, residual,
+// and the column copy of the KV cache.
 
 extern "C" __global__ void lmf_fill(float* dst, float value, u64 n) {
     for (u64 i = blockIdx.x * (u64)blockDim.x + threadIdx.x; i < n; i += (u64)gridDim.x * blockDim.x)
@@ -26,4 +27,12 @@ extern "C" __global__ void lmf_dropout(float* x, float p, u64 seed, u64 stream, 
 extern "C" __global__ void lmf_residual(float* branch, const float* skip, float p, u64 seed, u64 stream, u64 n) {
     for (u64 i = blockIdx.x * (u64)blockDim.x + threadIdx.x; i < n; i += (u64)gridDim.x * blockDim.x)
         branch[i] = branch[i] * lmf_drop_factor(p, seed, stream, i) + skip[i];
+}
+
+// dst (rows, cols) = columns first .. first + cols of each row of src (rows
+// src_stride apart), packed: a Llama's new keys and values into its KV cache.
+extern "C" __global__ void lmf_copy_columns(float* dst, const float* src, u64 rows, u64 cols,
+                                            u64 src_stride, u64 first) {
+    for (u64 e = blockIdx.x * (u64)blockDim.x + threadIdx.x; e < rows * cols; e += (u64)gridDim.x * blockDim.x)
+        dst[e] = src[e / cols * src_stride + first + e % cols];
 }

@@ -1,0 +1,323 @@
+//! GGUF export and import: the committed Hugging Face fixtures (GPT-2, Llama
+//! with Llama 3.1 rope scaling, Qwen2 in bf16, Mistral in f16) go run →
+//! GGUF → run; f32 gives the weights back exactly and the same greedy text,
+//! q8_0 and q4_0 within their quantization step. The K-quant fixtures
+//! (`tools/make_gguf_fixtures.py`, gguf-py's own dequantization) check the
+//! block decoders, and damaged files give errors, never panics.
+
+use lmforge::gguf::{self, ExportType, file::GgufFile};
+use proptest::prelude::*;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const FIXTURES: [&str; 4] = [
+    "hf_gpt2/single",
+    "hf_llama/llama",
+    "hf_llama/qwen2_bf16",
+    "hf_llama/mistral_f16",
+];
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+/// An imported run of the fixture `name` in `dir`.
+fn run_of(name: &str, dir: &Path) -> PathBuf {
+    let run = dir.join(name.replace('/', "_"));
+    lmforge::hf::import(fixture(name).to_str().unwrap(), &run).unwrap();
+    run
+}
+
+fn lmforge(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_lmforge"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// `lmforge sample` greedily from a run directory or a `.gguf` file.
+fn greedy(model: &Path) -> String {
+    let out = lmforge(&[
+        "sample",
+        model.to_str().unwrap(),
+        "--prompt",
+        "the",
+        "--temperature",
+        "0",
+        "--max-new-tokens",
+        "12",
+        "--threads",
+        "1",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn f32_round_trip_gives_the_weights_and_text_back() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in FIXTURES {
+        let run = run_of(name, dir.path());
+        let (model, params) = lmforge::finetune::load_run(&run).unwrap();
+        let file = dir.path().join(format!("{}.gguf", name.replace('/', "_")));
+        gguf::export(&run, &file, ExportType::F32).unwrap();
+        let back = gguf::read(&file).unwrap();
+        assert_eq!(back.params, params, "{name}: f32 weights come back exactly");
+        let (a, b) = (&back.model.config, &model.config);
+        assert_eq!(
+            (
+                a.arch,
+                a.n_layer,
+                a.n_head,
+                a.n_embd,
+                a.vocab_size,
+                a.tie_embeddings,
+                a.qkv_bias
+            ),
+            (
+                b.arch,
+                b.n_layer,
+                b.n_head,
+                b.n_embd,
+                b.vocab_size,
+                b.tie_embeddings,
+                b.qkv_bias
+            ),
+            "{name}"
+        );
+        let text = greedy(&run);
+        assert_eq!(
+            greedy(&file),
+            text,
+            "{name}: the same greedy text from the .gguf"
+        );
+        let imported = dir.path().join(format!("{}_back", name.replace('/', "_")));
+        let out = lmforge(&[
+            "import-gguf",
+            file.to_str().unwrap(),
+            "--out",
+            imported.to_str().unwrap(),
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            greedy(&imported),
+            text,
+            "{name}: the same greedy text after import-gguf"
+        );
+    }
+}
+
+#[test]
+fn quantized_exports_are_within_a_quantization_step() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["hf_gpt2/single", "hf_llama/llama"] {
+        let run = run_of(name, dir.path());
+        let (model, params) = lmforge::finetune::load_run(&run).unwrap();
+        // Q8_0 rounds to half a step of amax / 127; Q4_0's 16 levels run from -8 to 7 steps of
+        // amax / 8, so the end opposite the largest value is clipped by up to a whole step.
+        for (ty, step) in [
+            (ExportType::Q8_0, 0.5 / 127.0),
+            (ExportType::Q4_0, 1.0 / 8.0),
+        ] {
+            let file = dir.path().join("q.gguf");
+            gguf::export(&run, &file, ty).unwrap();
+            let back = gguf::read(&file).unwrap();
+            for t in &model.layout.tensors {
+                let (want, got) = (&params[t.range.clone()], &back.params[t.range.clone()]);
+                let amax = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+                let worst = want
+                    .iter()
+                    .zip(got)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0f32, f32::max);
+                // At worst the tensor's amax stands for the block's; 1e-3 for the f16 scale.
+                let tolerance = if t.shape.len() == 1 {
+                    0.0
+                } else {
+                    amax * (step + 1e-3)
+                };
+                assert!(
+                    worst <= tolerance,
+                    "{name} {ty:?} {}: {worst} > {tolerance}",
+                    t.name
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn k_quants_and_quantizers_match_gguf_py() {
+    let path = fixture("gguf/kquants.gguf");
+    let bytes = std::fs::read(&path).unwrap();
+    let file = GgufFile::parse(&bytes, &path).unwrap();
+    let values = |name: &str| file.tensor_f32(file.tensor(name).unwrap());
+    for name in ["q4_k", "q6_k"] {
+        let (ours, theirs) = (values(name), values(&format!("{name}.expected")));
+        assert_eq!(ours.len(), theirs.len());
+        let worst = ours
+            .iter()
+            .zip(&theirs)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(
+            worst <= 1e-6,
+            "{name}: worst difference from gguf-py {worst}"
+        );
+    }
+    for (name, ty) in [
+        ("q8_0", gguf::quant::GgmlType::Q8_0),
+        ("q4_0", gguf::quant::GgmlType::Q4_0),
+    ] {
+        let mut ours = Vec::new();
+        gguf::quant::quantize(ty, &values(&format!("{name}.source")), &mut ours);
+        assert_eq!(
+            ours,
+            file.tensor_bytes(file.tensor(name).unwrap()),
+            "{name}: bytes equal gguf-py's"
+        );
+    }
+}
+
+#[test]
+fn a_char_tokenizer_run_is_refused_with_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, run) = (dir.path().join("text.txt"), dir.path().join("run"));
+    std::fs::write(&data, "some words to read, and more words. ".repeat(40)).unwrap();
+    let (d, r) = (data.to_str().unwrap(), run.to_str().unwrap());
+    let train = [
+        "train",
+        "--data",
+        d,
+        "--tokenizer",
+        "char",
+        "--out",
+        r,
+        "--n-layer",
+        "1",
+        "--n-head",
+        "2",
+        "--n-embd",
+        "8",
+        "--block",
+        "8",
+        "--batch",
+        "2",
+        "--max-iters",
+        "1",
+        "--eval-iters",
+        "1",
+        "--threads",
+        "1",
+        "-q",
+    ];
+    assert!(lmforge(&train).status.success());
+    let out_file = dir.path().join("m.gguf");
+    let out = lmforge(&["export-gguf", r, "--out", out_file.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("character tokenizer") && err.contains("--tokenizer gpt2"),
+        "{err}"
+    );
+    assert!(!out_file.exists(), "nothing written");
+}
+
+/// A file with one key and one F32 tensor, its architecture and the
+/// tensor's type and offset given.
+fn tiny_file(arch: &str, type_id: u32, offset: u64) -> Vec<u8> {
+    let mut b = Vec::new();
+    b.extend(b"GGUF");
+    b.extend(3u32.to_le_bytes());
+    b.extend(1u64.to_le_bytes());
+    b.extend(1u64.to_le_bytes());
+    let string = |b: &mut Vec<u8>, s: &str| {
+        b.extend((s.len() as u64).to_le_bytes());
+        b.extend(s.as_bytes());
+    };
+    string(&mut b, "general.architecture");
+    b.extend(8u32.to_le_bytes());
+    string(&mut b, arch);
+    string(&mut b, "token_embd.weight");
+    b.extend(2u32.to_le_bytes());
+    b.extend(32u64.to_le_bytes());
+    b.extend(4u64.to_le_bytes());
+    b.extend(type_id.to_le_bytes());
+    b.extend(offset.to_le_bytes());
+    b.resize(b.len().next_multiple_of(32) + 32 * 4 * 4, 0);
+    b
+}
+
+#[test]
+fn bad_files_are_named_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.gguf");
+    for (bytes, expected) in [
+        (
+            tiny_file("falcon", 0, 0),
+            "architecture \"falcon\" is not supported",
+        ),
+        (tiny_file("llama", 13, 0), "type 13 (Q5_K)"),
+        (
+            tiny_file("llama", 0, 1 << 20),
+            "runs past the end of the file",
+        ),
+        (tiny_file("llama", 0, 0)[..60].to_vec(), "truncated"),
+        (b"GGML....".to_vec(), "not a GGUF file"),
+    ] {
+        std::fs::write(&path, &bytes).unwrap();
+        let err = gguf::read(&path).err().expect("refused").to_string();
+        assert!(err.contains(expected) && err.contains("bad.gguf"), "{err}");
+    }
+}
+
+/// An exported file of the GPT-2 fixture, made once.
+fn exported() -> &'static Vec<u8> {
+    static BYTES: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    BYTES.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let run = run_of("hf_gpt2/single", dir.path());
+        let file = dir.path().join("m.gguf");
+        gguf::export(&run, &file, ExportType::Q8_0).unwrap();
+        std::fs::read(file).unwrap()
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    /// Bytes of the header and tensor table overwritten, or the file cut
+    /// short: it reads, or fails naming the file; it never panics.
+    #[test]
+    fn damaged_files_never_panic(
+        at in 0usize..1 << 16, value in any::<u8>(), width in 1usize..9, cut in any::<bool>()
+    ) {
+        let mut bytes = exported().clone();
+        // The metadata and tensor table take the first ~25 KB (the 400-token vocabulary).
+        let header_end = bytes.len() - 60_000.min(bytes.len() / 2);
+        let at = at % header_end;
+        if cut {
+            bytes.truncate(at);
+        } else {
+            for b in &mut bytes[at..(at + width).min(header_end)] {
+                *b = value;
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("damaged.gguf");
+        std::fs::write(&path, &bytes).unwrap();
+        if let Err(e) = gguf::read(&path) {
+            prop_assert!(e.to_string().contains("damaged.gguf"), "{}", e);
+        }
+    }
+}
