@@ -49,6 +49,8 @@ pub fn scratch_len(d: AttentionDims) -> usize {
 
 /// Softmax of the first `t1 + 1` entries of `row` (the positions query `t1`
 /// may see); the rest are set to 0. Returns the log-sum-exp of those scores.
+/// Inlined, so that it is compiled at the caller's SIMD level.
+#[inline(always)]
 fn causal_softmax(row: &mut [f32], t1: usize) -> f32 {
     vectorised!({
         let (seen, masked) = row.split_at_mut(t1 + 1);

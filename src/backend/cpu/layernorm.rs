@@ -40,9 +40,22 @@ pub fn forward(
                 let mu = sum_map(x, |v| v) / c as f32;
                 let var = sum_map(x, |v| (v - mu) * (v - mu)) / c as f32;
                 let s = 1.0 / (var + EPS).sqrt();
-                for i in 0..c {
-                    let b = bias.map_or(0.0, |b| b[i]);
-                    o[i] = (x[i] - mu) * s * weight[i] + b;
+                // One loop per case: a bias looked up per element keeps the
+                // loop from vectorising.
+                let (o, x) = (&mut o[..c], &x[..c]);
+                match bias {
+                    Some(b) => {
+                        o.iter_mut()
+                            .zip(x)
+                            .zip(weight)
+                            .zip(b)
+                            .for_each(|(((o, x), w), b)| {
+                                *o = (x - mu) * s * w + b;
+                            })
+                    }
+                    None => o.iter_mut().zip(x).zip(weight).for_each(|((o, x), w)| {
+                        *o = (x - mu) * s * w;
+                    }),
                 }
                 *m = mu;
                 *r = s;
