@@ -5,6 +5,10 @@
 //!   the slow reference twin `matmul_naive`, to 5e-4 (sums of 301 products
 //!   of size <= 1: each rounding is at most ~2e-6, typically the difference
 //!   is ~1e-5), and bit for bit from one run to the next at each level;
+//! - bf16 products (`bf16::matmul`: AVX512_BF16's `vdpbf16ps` at `avx512`
+//!   where the CPU has it, portable code otherwise) give the same bits at
+//!   every level as the naive twin: the portable code adds in the
+//!   instruction's order, and the products of bf16 numbers are exact;
 //! - a whole training step (forward, loss, backward, AdamW) of a GPT and a
 //!   Llama layout, and one-row products, give the *same bits* at every level
 //!   as at `portable`: element-wise kernels are compiled once per level but
@@ -17,6 +21,7 @@
 //! in this binary runs while it changes.
 
 use lmforge::backend::cpu::Cpu;
+use lmforge::backend::cpu::bf16::{self, Bf16Panels, Bf16Rows};
 use lmforge::backend::cpu::matmul::{MatRef, matmul, matmul_naive};
 use lmforge::backend::cpu::simd::{self, Level};
 use lmforge::backend::{Accumulate, AdamWStep, Backend, ParamGroup};
@@ -66,6 +71,26 @@ fn products() -> Vec<Vec<f32>> {
             assert!(worst < 5e-4, "m {m}: max diff {worst} from matmul_naive");
             results.push(fast);
         }
+    }
+    results
+}
+
+/// bf16 products of every tile size (8, 4, 2, 1 rows), odd `k`, `n` past a
+/// panel edge; each checked bit for bit against `bf16::matmul_naive`.
+fn bf16_products() -> Vec<Vec<f32>> {
+    let mut results = Vec::new();
+    for (m, k, n) in [(15, 301, 77), (40, 64, 16)] {
+        let (x, w) = (random(m * k, 50), random(k * n, 51));
+        let a = Bf16Rows::from_f32(MatRef::new(&x, m, k));
+        let b = Bf16Panels::from_f32(MatRef::new(&w, k, n));
+        let (mut fast, mut slow) = (random(m * n, 52), random(m * n, 52));
+        bf16::matmul(&mut fast, &a, &b, Accumulate::Add);
+        bf16::matmul_naive(&mut slow, &a, &b, Accumulate::Add);
+        assert!(
+            fast == slow,
+            "bf16 ({m}, {k}, {n}): differs from matmul_naive"
+        );
+        results.push(fast);
     }
     results
 }
@@ -169,6 +194,11 @@ fn every_level_matches_the_reference_and_portable() {
         assert_eq!(simd::level(), level);
         let first = products();
         assert!(first == products(), "{level:?}: products differ run to run");
+        eprintln!(
+            "{level:?}: bf16 products in hardware: {}",
+            simd::pairs_in_hardware()
+        );
+        let bf16 = bf16_products();
         let steps = (training_step(gpt()), training_step(llama()));
         assert!(steps.0.0.is_finite() && steps.1.0.is_finite());
         assert_eq!(steps, (training_step(gpt()), training_step(llama())));
@@ -176,10 +206,11 @@ fn every_level_matches_the_reference_and_portable() {
         // the same at every level; `few_rows` adds 8 or 16 lanes, fused.
         let one_row = [first[0].clone(), first[1].clone()];
         match &at_portable {
-            None => at_portable = Some((one_row, steps)),
+            None => at_portable = Some((one_row, steps, bf16)),
             Some(portable) => {
                 assert!(portable.0 == one_row, "{level:?}: one-row products differ");
                 assert!(portable.1 == steps, "{level:?}: training step differs");
+                assert!(portable.2 == bf16, "{level:?}: bf16 products differ");
             }
         }
     }

@@ -281,9 +281,113 @@ impl Vector for Portable {
     }
 }
 
+/// Products of bfloat16 pairs summed into 16 f32 lanes: the operation of
+/// AVX512_BF16's `vdpbf16ps`. Each 32-bit lane of a [`PairDot::Pairs`] holds
+/// two bf16 numbers, the even-indexed one in the low half:
+///
+/// ```text
+/// acc[l] = (acc[l] + a_odd[l] * b_odd[l]) + a_even[l] * b_even[l]
+/// ```
+///
+/// A product of two bf16 numbers (8 significant bits each) is exact in f32,
+/// so only the two additions round, in this order: the portable code gives
+/// the instruction's bits, except in f32's subnormal range, which the
+/// instruction flushes to 0 (checked on this CPU in `tests/simd_levels.rs`).
+pub trait PairDot: Copy {
+    /// 16 lanes of two bf16 numbers each.
+    type Pairs: Copy;
+    const ZERO: Self;
+    fn load_pairs(from: &[u32; 16]) -> Self::Pairs;
+    fn splat_pair(pair: u32) -> Self::Pairs;
+    /// `self + a . b`, pair by pair, in the order above.
+    fn dot(self, a: Self::Pairs, b: Self::Pairs) -> Self;
+    fn store(self, to: &mut [f32; 16]);
+}
+
+/// A kernel written once for any [`PairDot`]; [`dispatch_pairs`] picks which.
+pub trait PairKernel {
+    type Output;
+    /// Mark it `#[inline(always)]`, as [`Kernel::run`].
+    fn run<D: PairDot>(self) -> Self::Output;
+}
+
+/// Whether bf16 products run on AVX512_BF16 (`vdpbf16ps`): the CPU has it
+/// and the chosen level is `avx512`. Otherwise they run as portable code at
+/// the chosen level (the same numbers, more instructions).
+pub fn pairs_in_hardware() -> bool {
+    level() == Level::Avx512 && has_avx512_bf16()
+}
+
+#[cfg(target_arch = "x86_64")]
+fn has_avx512_bf16() -> bool {
+    std::arch::is_x86_feature_detected!("avx512bf16")
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn has_avx512_bf16() -> bool {
+    false
+}
+
+/// Run `kernel` with AVX512_BF16 where [`pairs_in_hardware`], else with the
+/// portable [`PairDot`] compiled for the chosen level.
+#[inline(always)]
+pub fn dispatch_pairs<K: PairKernel>(kernel: K) -> K::Output {
+    #[cfg(target_arch = "x86_64")]
+    if pairs_in_hardware() {
+        // SAFETY: `pairs_in_hardware` checked AVX512_BF16 and the avx512 level.
+        return unsafe { x86::run_avx512_bf16(kernel) };
+    }
+    dispatch(PortablyPaired(kernel))
+}
+
+/// A [`PairKernel`] run with [`PortablePairs`], as a [`Kernel`] (so it is
+/// compiled once per level).
+struct PortablyPaired<K>(K);
+
+impl<K: PairKernel> Kernel for PortablyPaired<K> {
+    type Output = K::Output;
+    #[inline(always)]
+    fn run<V: Vector>(self) -> K::Output {
+        self.0.run::<PortablePairs>()
+    }
+}
+
+/// The portable [`PairDot`]: 16 floats in an array.
+#[derive(Clone, Copy)]
+pub struct PortablePairs([f32; 16]);
+
+impl PairDot for PortablePairs {
+    type Pairs = [u32; 16];
+    const ZERO: Self = PortablePairs([0.0; 16]);
+
+    #[inline(always)]
+    fn load_pairs(from: &[u32; 16]) -> [u32; 16] {
+        *from
+    }
+
+    #[inline(always)]
+    fn splat_pair(pair: u32) -> [u32; 16] {
+        [pair; 16]
+    }
+
+    #[inline(always)]
+    fn dot(self, a: [u32; 16], b: [u32; 16]) -> Self {
+        let odd = |p: u32| f32::from_bits(p & 0xffff_0000);
+        let even = |p: u32| f32::from_bits(p << 16);
+        PortablePairs(std::array::from_fn(|l| {
+            (self.0[l] + odd(a[l]) * odd(b[l])) + even(a[l]) * even(b[l])
+        }))
+    }
+
+    #[inline(always)]
+    fn store(self, to: &mut [f32; 16]) {
+        *to = self.0;
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{Kernel, Vector};
+    use super::{Kernel, PairDot, PairKernel, Vector};
     use std::arch::x86_64::*;
 
     // The features of x86-64-v3 and x86-64-v4, as `detected` checks them.
@@ -357,6 +461,43 @@ mod x86 {
         #[inline(always)]
         fn mul_add(self, a: Self, b: Self) -> Self {
             Avx512(unsafe { _mm512_fmadd_ps(a.0, b.0, self.0) })
+        }
+    }
+
+    #[target_feature(enable = "avx,avx2,fma,bmi1,bmi2,f16c,lzcnt,movbe")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512cd,avx512dq,avx512vl,avx512bf16")]
+    pub(super) unsafe fn run_avx512_bf16<K: PairKernel>(kernel: K) -> K::Output {
+        kernel.run::<Avx512Bf16>()
+    }
+
+    #[derive(Clone, Copy)]
+    pub(super) struct Avx512Bf16(__m512);
+
+    // SAFETY: as for `Avx512`; an `Avx512Bf16` exists only inside
+    // `run_avx512_bf16`, which runs only on CPUs with AVX512_BF16.
+    impl PairDot for Avx512Bf16 {
+        type Pairs = __m512bh;
+        const ZERO: Self =
+            Avx512Bf16(unsafe { std::mem::transmute::<[f32; 16], __m512>([0.0; 16]) });
+
+        #[inline(always)]
+        fn load_pairs(from: &[u32; 16]) -> __m512bh {
+            unsafe { std::mem::transmute(_mm512_loadu_si512(from.as_ptr().cast())) }
+        }
+
+        #[inline(always)]
+        fn splat_pair(pair: u32) -> __m512bh {
+            unsafe { std::mem::transmute(_mm512_set1_epi32(pair as i32)) }
+        }
+
+        #[inline(always)]
+        fn dot(self, a: __m512bh, b: __m512bh) -> Self {
+            Avx512Bf16(unsafe { _mm512_dpbf16_ps(self.0, a, b) })
+        }
+
+        #[inline(always)]
+        fn store(self, to: &mut [f32; 16]) {
+            unsafe { _mm512_storeu_ps(to.as_mut_ptr(), self.0) }
         }
     }
 }

@@ -1,0 +1,470 @@
+//! bfloat16: conversions that round exactly as PyTorch does, and matrix
+//! products of bf16 operands with f32 sums (AVX512_BF16 where the CPU has it).
+//!
+//! A bf16 number is the top half of an f32: sign, the same 8 exponent bits,
+//! 7 mantissa bits (8 significant bits: relative spacing 2^-7, rounding
+//! error at most 2^-8). So the two conversions are bit operations:
+//!
+//! ```text
+//! f32 -> bf16:  h = (bits + 0x7fff + ((bits >> 16) & 1)) >> 16   round to nearest, ties to even
+//!               (a NaN stays a NaN: its top half, with the quiet bit set)
+//! bf16 -> f32:  bits = h << 16                                     exact
+//! ```
+//!
+//! Products: `dst (m, n) = [dst +] a (m, k) @ b (k, n)`, `a` and `b` bf16,
+//! sums in f32. The elements of `k` go in pairs `(2p, 2p + 1)`, added as
+//! AVX512_BF16's `vdpbf16ps` adds them (see `simd::PairDot`):
+//!
+//! ```text
+//! s = 0;  for p:  s = (s + a[i, 2p+1] b[2p+1, j]) + a[i, 2p] b[2p, j];   dst[i, j] = [dst[i, j] +] s
+//! ```
+//!
+//! A product of two bf16 numbers is exact in f32 (8 + 8 significant bits
+//! fit in 24), so only the additions round, in that fixed order: the result
+//! is the same bits at every level and thread count (away from f32's
+//! subnormal range, which the instruction flushes to 0), and [`matmul_naive`]
+//! computes it one element at a time. Against the exact sum of the same bf16
+//! products, the error is at most about `k 2^-24 sum_p |a b|`.
+//!
+//! Layouts (odd `k` is padded with a zero):
+//! - [`Bf16Rows`] `a`: row `i` is `k / 2` pairs, `(a[i, 2p], a[i, 2p+1])` in one `u32`;
+//! - [`Bf16Panels`] `b`: panels of 16 columns; panel `q` is `k / 2` groups
+//!   of 16 pairs `(b[2p, 16q + l], b[2p + 1, 16q + l])`, read front to back
+//!   by the product (columns past `n` are zeros).
+
+use super::matmul::MatRef;
+use super::simd::{self, PairDot, PairKernel};
+use crate::backend::Accumulate;
+use rayon::prelude::*;
+
+/// `x` rounded to the nearest bf16, ties to even (PyTorch's rounding).
+#[inline(always)]
+pub fn to_bf16(x: f32) -> u16 {
+    let bits = x.to_bits();
+    if x.is_nan() {
+        return ((bits >> 16) | 0x0040) as u16;
+    }
+    ((bits + 0x7fff + ((bits >> 16) & 1)) >> 16) as u16
+}
+
+/// The f32 with the same value as the bf16 `h` (exact).
+#[inline(always)]
+pub fn to_f32(h: u16) -> f32 {
+    f32::from_bits((h as u32) << 16)
+}
+
+/// Two bf16 numbers in one `u32`: `even` in the low half.
+#[inline(always)]
+fn pair(even: f32, odd: f32) -> u32 {
+    to_bf16(even) as u32 | (to_bf16(odd) as u32) << 16
+}
+
+/// The elements of `m` at `(r, c)`, 0 outside it (the padding).
+#[inline(always)]
+fn at(m: &MatRef, r: usize, c: usize) -> f32 {
+    match r < m.rows() && c < m.cols() {
+        true => m.data()[r * m.row_stride() + c * m.col_stride()],
+        false => 0.0,
+    }
+}
+
+/// A bf16 matrix `(rows, cols)` as rows of pairs (the left operand).
+pub struct Bf16Rows {
+    pairs: Vec<u32>,
+    rows: usize,
+    cols: usize,
+}
+
+impl Bf16Rows {
+    /// `m` rounded to bf16.
+    pub fn from_f32(m: MatRef) -> Self {
+        let mut rows = Bf16Rows {
+            pairs: vec![0; m.rows() * m.cols().div_ceil(2)],
+            rows: m.rows(),
+            cols: m.cols(),
+        };
+        rows.fill(m);
+        rows
+    }
+
+    /// Overwrite with `m` (of this shape) rounded to bf16; allocates nothing.
+    pub fn fill(&mut self, m: MatRef) {
+        assert_eq!(
+            (m.rows(), m.cols()),
+            (self.rows, self.cols),
+            "bf16 rows: shape"
+        );
+        let width = self.cols.div_ceil(2);
+        self.pairs
+            .par_chunks_mut(width.max(1))
+            .enumerate()
+            .for_each(|(r, row)| {
+                simd::vectorised!({
+                    for (p, out) in row.iter_mut().enumerate() {
+                        *out = pair(at(&m, r, 2 * p), at(&m, r, 2 * p + 1));
+                    }
+                })
+            });
+    }
+
+    fn row(&self, r: usize) -> &[u32] {
+        let width = self.cols.div_ceil(2);
+        &self.pairs[r * width..][..width]
+    }
+}
+
+/// A bf16 matrix `(rows, cols)` in panels of 16 columns (the right operand).
+pub struct Bf16Panels {
+    pairs: Vec<[u32; 16]>,
+    rows: usize,
+    cols: usize,
+}
+
+impl Bf16Panels {
+    /// `m` rounded to bf16.
+    pub fn from_f32(m: MatRef) -> Self {
+        let mut panels = Bf16Panels {
+            pairs: vec![[0; 16]; m.cols().div_ceil(16) * m.rows().div_ceil(2)],
+            rows: m.rows(),
+            cols: m.cols(),
+        };
+        panels.fill(m);
+        panels
+    }
+
+    /// Overwrite with `m` (of this shape) rounded to bf16; allocates nothing.
+    pub fn fill(&mut self, m: MatRef) {
+        assert_eq!(
+            (m.rows(), m.cols()),
+            (self.rows, self.cols),
+            "bf16 panels: shape"
+        );
+        let depth = self.rows.div_ceil(2);
+        self.pairs
+            .par_chunks_mut(depth.max(1))
+            .enumerate()
+            .for_each(|(q, panel)| {
+                for (p, group) in panel.iter_mut().enumerate() {
+                    for (l, out) in group.iter_mut().enumerate() {
+                        let c = 16 * q + l;
+                        *out = pair(at(&m, 2 * p, c), at(&m, 2 * p + 1, c));
+                    }
+                }
+            });
+    }
+
+    fn panel(&self, q: usize) -> &[[u32; 16]] {
+        let depth = self.rows.div_ceil(2);
+        &self.pairs[q * depth..][..depth]
+    }
+}
+
+/// Rows per parallel task.
+const TASK_ROWS: usize = 32;
+
+/// `dst (m, n) = [dst +] a (m, k) @ b (k, n)` (`dst` row-major), in the
+/// order the module docs give.
+pub fn matmul(dst: &mut [f32], a: &Bf16Rows, b: &Bf16Panels, mode: Accumulate) {
+    let (m, n) = (a.rows, b.cols);
+    assert_eq!(a.cols, b.rows, "bf16 matmul: inner dimensions");
+    assert!(dst.len() >= m * n, "bf16 matmul: dst too short");
+    if n == 0 {
+        return;
+    }
+    dst[..m * n]
+        .par_chunks_mut(TASK_ROWS * n)
+        .enumerate()
+        .for_each(|(task, dst)| {
+            let first = task * TASK_ROWS;
+            simd::dispatch_pairs(Rows {
+                dst,
+                a,
+                b,
+                first,
+                mode,
+            })
+        });
+}
+
+/// The slow, obviously correct twin of [`matmul`]: one element at a time,
+/// the same order of additions, so the same bits.
+pub fn matmul_naive(dst: &mut [f32], a: &Bf16Rows, b: &Bf16Panels, mode: Accumulate) {
+    let (m, n) = (a.rows, b.cols);
+    assert_eq!(a.cols, b.rows, "bf16 matmul: inner dimensions");
+    let odd = |p: u32| f32::from_bits(p & 0xffff_0000);
+    let even = |p: u32| f32::from_bits(p << 16);
+    for i in 0..m {
+        for j in 0..n {
+            let mut s = 0.0f32;
+            for (p, &x) in a.row(i).iter().enumerate() {
+                let y = b.panel(j / 16)[p][j % 16];
+                s = (s + odd(x) * odd(y)) + even(x) * even(y);
+            }
+            let d = &mut dst[i * n + j];
+            *d = if mode == Accumulate::Add { *d + s } else { s };
+        }
+    }
+}
+
+/// Rows `first..` of the product, into `dst` (whole rows of `n`).
+struct Rows<'a> {
+    dst: &'a mut [f32],
+    a: &'a Bf16Rows,
+    b: &'a Bf16Panels,
+    first: usize,
+    mode: Accumulate,
+}
+
+impl PairKernel for Rows<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run<D: PairDot>(self) {
+        let Rows {
+            dst,
+            a,
+            b,
+            first,
+            mode,
+        } = self;
+        let n = b.cols;
+        let count = dst.len() / n;
+        let mut r = 0;
+        // Tiles of 8, 4, 2 or 1 rows, each holding its sums in registers.
+        while r < count {
+            let rows = [8, 4, 2, 1]
+                .into_iter()
+                .find(|&t| t <= count - r)
+                .unwrap_or(1);
+            let dst = &mut dst[r * n..][..rows * n];
+            match rows {
+                8 => tile::<D, 8>(dst, a, b, first + r, mode),
+                4 => tile::<D, 4>(dst, a, b, first + r, mode),
+                2 => tile::<D, 2>(dst, a, b, first + r, mode),
+                _ => tile::<D, 1>(dst, a, b, first + r, mode),
+            }
+            r += rows;
+        }
+    }
+}
+
+/// Rows `i..i + R` of the product into `dst` (`R` rows of `n`), two panels
+/// (32 columns) at a time.
+#[inline(always)]
+fn tile<D: PairDot, const R: usize>(
+    dst: &mut [f32],
+    a: &Bf16Rows,
+    b: &Bf16Panels,
+    i: usize,
+    mode: Accumulate,
+) {
+    let a_rows: [&[u32]; R] = std::array::from_fn(|r| a.row(i + r));
+    let panels = b.cols.div_ceil(16);
+    let mut q = 0;
+    while q < panels {
+        if q + 1 < panels {
+            let sums = panel_sums::<D, R, 2>(&a_rows, [b.panel(q), b.panel(q + 1)]);
+            store(dst, &sums, q, b.cols, mode);
+            q += 2;
+        } else {
+            let sums = panel_sums::<D, R, 1>(&a_rows, [b.panel(q)]);
+            store(dst, &sums, q, b.cols, mode);
+            q += 1;
+        }
+    }
+}
+
+/// The sums of `R` rows of pairs against `P` panels.
+#[inline(always)]
+fn panel_sums<D: PairDot, const R: usize, const P: usize>(
+    a: &[&[u32]; R],
+    b: [&[[u32; 16]]; P],
+) -> [[D; P]; R] {
+    let depth = b[0].len();
+    let a: [&[u32]; R] = std::array::from_fn(|r| &a[r][..depth]);
+    let b: [&[[u32; 16]]; P] = std::array::from_fn(|t| &b[t][..depth]);
+    let mut sums = [[D::ZERO; P]; R];
+    for p in 0..depth {
+        let columns: [D::Pairs; P] = std::array::from_fn(|t| D::load_pairs(&b[t][p]));
+        for r in 0..R {
+            let row = D::splat_pair(a[r][p]);
+            for t in 0..P {
+                sums[r][t] = sums[r][t].dot(row, columns[t]);
+            }
+        }
+    }
+    sums
+}
+
+/// Write (or add) the sums of panels `q..q + P` into `dst`'s rows of `n`.
+#[inline(always)]
+fn store<D: PairDot, const R: usize, const P: usize>(
+    dst: &mut [f32],
+    sums: &[[D; P]; R],
+    q: usize,
+    n: usize,
+    mode: Accumulate,
+) {
+    for (r, row) in sums.iter().enumerate() {
+        for (t, sum) in row.iter().enumerate() {
+            let mut lanes = [0.0f32; 16];
+            sum.store(&mut lanes);
+            let c0 = 16 * (q + t);
+            let out = &mut dst[r * n + c0..][..16.min(n - c0)];
+            for (o, s) in out.iter_mut().zip(&lanes) {
+                *o = if mode == Accumulate::Add { *o + s } else { *s };
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+    use safetensors::SafeTensors;
+
+    fn random(n: usize, seed: u64) -> Vec<f32> {
+        let mut rng = Rng::new(seed, 0);
+        (0..n).map(|_| rng.next_f32() * 2.0 - 1.0).collect()
+    }
+
+    /// `tests/fixtures/bf16.safetensors` (tools/make_bf16_fixtures.py): each
+    /// tensor as f32 (bf16 ones widened, exactly) and its shape.
+    fn fixture() -> impl Fn(&str) -> (Vec<f32>, Vec<usize>) {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/bf16.safetensors"
+        );
+        let bytes = std::fs::read(path).expect("tests/fixtures/bf16.safetensors");
+        move |name| {
+            let file = SafeTensors::deserialize(&bytes).unwrap();
+            let t = file.tensor(name).unwrap();
+            let values = match t.dtype() {
+                safetensors::Dtype::F32 => t
+                    .data()
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect(),
+                safetensors::Dtype::BF16 => t
+                    .data()
+                    .chunks_exact(2)
+                    .map(|b| to_f32(u16::from_le_bytes([b[0], b[1]])))
+                    .collect(),
+                other => panic!("{name}: unexpected {other:?}"),
+            };
+            (values, t.shape().to_vec())
+        }
+    }
+
+    #[test]
+    fn rounding_matches_pytorch_and_half_bit_for_bit() {
+        let tensor = fixture();
+        let (inputs, outputs) = (tensor("convert_in").0, tensor("convert_out").0);
+        for (x, want) in inputs.iter().zip(&outputs) {
+            let got = to_f32(to_bf16(*x));
+            // NaN: PyTorch writes 0x7fc0 or 0xffff depending on its code
+            // path; any NaN will do.
+            match want.is_nan() {
+                true => assert!(got.is_nan(), "{:#010x}: {got}", x.to_bits()),
+                false => assert_eq!(got.to_bits(), want.to_bits(), "{:#010x}", x.to_bits()),
+            }
+        }
+        // Every 65521st bit pattern: the same bits as `half`'s conversion.
+        for bits in (0..=u32::MAX).step_by(65_521) {
+            let x = f32::from_bits(bits);
+            assert_eq!(
+                to_bf16(x),
+                half::bf16::from_f32(x).to_bits(),
+                "{bits:#010x}"
+            );
+        }
+    }
+
+    /// Row counts that take every tile size, odd `k`, `n` past a panel edge.
+    fn shapes() -> Vec<(usize, usize, usize)> {
+        vec![
+            (1, 1, 1),
+            (3, 37, 21),
+            (8, 64, 32),
+            (19, 35, 50),
+            (45, 130, 17),
+        ]
+    }
+
+    #[test]
+    fn product_is_the_naive_twin_bit_for_bit() {
+        for (m, k, n) in shapes() {
+            let (x, w) = (random(m * k, 1), random(k * n, 2));
+            let a = Bf16Rows::from_f32(MatRef::new(&x, m, k));
+            // `w` read transposed from `(n, k)` memory: the strided path.
+            let b = Bf16Panels::from_f32(MatRef::new(&w, n, k).t());
+            for mode in [Accumulate::Overwrite, Accumulate::Add] {
+                let start = random(m * n, 3);
+                let (mut fast, mut slow) = (start.clone(), start);
+                matmul(&mut fast, &a, &b, mode);
+                matmul_naive(&mut slow, &a, &b, mode);
+                assert!(
+                    fast == slow,
+                    "({m}, {k}, {n}) {mode:?}: differs from matmul_naive"
+                );
+            }
+        }
+    }
+
+    /// Worst `|got - want| / bound` over the product, where `bound` is the
+    /// module's error bound `(k + 2) 2^-24 sum_p |a b|` (k additions, and the
+    /// fixture's own rounding of the exact sum to f32).
+    fn worst_against_bound(got: &[f32], want: &[f32], a: &[f32], b: &[f32], k: usize) -> f64 {
+        let n = want.len() / (a.len() / k);
+        let mut worst = 0.0f64;
+        for (idx, (g, w)) in got.iter().zip(want).enumerate() {
+            let (i, j) = (idx / n, idx % n);
+            let abs: f64 = (0..k)
+                .map(|p| {
+                    (to_f32(to_bf16(a[i * k + p])) * to_f32(to_bf16(b[p * n + j]))).abs() as f64
+                })
+                .sum();
+            let bound = (k + 2) as f64 * 2f64.powi(-24) * abs;
+            worst = worst.max((*g as f64 - *w as f64).abs() / bound.max(f64::MIN_POSITIVE));
+        }
+        worst
+    }
+
+    #[test]
+    fn product_matches_pytorch_within_the_derived_bound() {
+        let tensor = fixture();
+        let ((a, a_shape), (b, _)) = (tensor("a"), tensor("b"));
+        let (exact, torch) = (tensor("exact").0, tensor("torch_bf16").0);
+        let (m, k) = (a_shape[0], a_shape[1]);
+        let n = exact.len() / m;
+        let mut got = vec![0.0; m * n];
+        let rows = Bf16Rows::from_f32(MatRef::new(&a, m, k));
+        matmul(
+            &mut got,
+            &rows,
+            &Bf16Panels::from_f32(MatRef::new(&b, k, n)),
+            Accumulate::Overwrite,
+        );
+        let worst = worst_against_bound(&got, &exact, &a, &b, k);
+        eprintln!("bf16 product: worst error {worst:.3} of the bound");
+        assert!(worst <= 1.0, "error {worst} times the bound");
+        // PyTorch rounds its own f32 sums to bf16: both roundings of nearly
+        // the same sum agree, or sit one bf16 step apart across a boundary.
+        for (g, t) in got.iter().zip(&torch) {
+            let ours = to_f32(to_bf16(*g));
+            let step = f32::from_bits(t.to_bits() & 0x7f80_0000) * 2f32.powi(-7);
+            assert!((ours - t).abs() <= step, "ours {ours} torch {t}");
+        }
+    }
+
+    #[test]
+    fn refilling_reuses_the_buffers() {
+        let (x, y) = (random(6 * 5, 4), random(6 * 5, 5));
+        let mut a = Bf16Rows::from_f32(MatRef::new(&x, 6, 5));
+        let before = a.pairs.as_ptr();
+        a.fill(MatRef::new(&y, 6, 5));
+        assert_eq!(a.pairs.as_ptr(), before);
+        assert!(a.row(5)[2] == pair(y[29], 0.0) && a.row(0)[0] == pair(y[0], y[1]));
+    }
+}
