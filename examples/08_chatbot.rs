@@ -348,7 +348,7 @@ fn main() -> std::process::ExitCode {
         let dir = Path::new("runs/example-08");
         run(args.tiny, dir)?;
         let chatbot = dir.join("chatbot");
-        if !std::io::stdin().is_terminal() || args.tiny {
+        if !std::io::stdin().is_terminal() {
             println!("chat with it: lmforge chat {}", chatbot.display());
             return Ok(());
         }
