@@ -129,6 +129,9 @@ pub fn default_stride(context: usize) -> usize {
     (context / 2).max(1)
 }
 
+/// The likeliest tokens at a position, `(token, logprob)`, likeliest first.
+pub type TopLogprobs = Vec<(u32, f32)>;
+
 /// The losses of `tokens[1..]` (in nats), each after the tokens before it,
 /// read in windows `stride` apart (`1..=block_size`) as [`score_text`]
 /// reads a text; with `top > 0` also the `top` likeliest tokens at each of
@@ -140,7 +143,7 @@ pub fn score_tokens<B: Backend>(
     stride: usize,
     top: usize,
     mut progress: impl FnMut(usize, usize),
-) -> Result<(Vec<f32>, Vec<Vec<(u32, f32)>>)> {
+) -> Result<(Vec<f32>, Vec<TopLogprobs>)> {
     let context = scorer.block_size();
     if tokens.len() < 2 {
         return Ok((Vec::new(), Vec::new()));
