@@ -168,13 +168,15 @@ where
     let (ready, started) = sync_channel(1);
     let load = Arc::new(Load::default());
     let (engine_load, slots, block_size) = (load.clone(), opts.parallel, model.config.block_size);
+    let engine_tokenizer = tokenizer.clone();
     let thread = std::thread::spawn(move || {
         let be = new_backend();
         let params = match be.upload(params) {
             Ok(params) => params,
             Err(e) => return drop(ready.send(Err(e))),
         };
-        match Engine::new(&be, &model, &params, slots, engine_load) {
+        let loaded = (&model, &params, engine_tokenizer);
+        match Engine::new(&be, loaded, slots, engine_load) {
             Ok(engine) => {
                 let _ = ready.send(Ok(()));
                 engine.run(queue);
