@@ -17,7 +17,8 @@ pub struct PrepareArgs {
     /// Output directory: shards, manifest.json, tokenizer.json. Re-running resumes.
     #[arg(long)]
     out: PathBuf,
-    /// Fraction of documents that go to the validation split.
+    /// Share of the tokens that go to the validation split: the tail of each
+    /// large document, whole small documents picked by a seeded hash.
     #[arg(long, default_value_t = 0.1)]
     val_fraction: f64,
     /// Seed of the train/validation split.
@@ -91,20 +92,8 @@ pub fn run(args: PrepareArgs) -> anyhow::Result<ExitCode> {
         r.seconds,
         mb / r.seconds.max(1e-9)
     );
-    // An empty validation split is what --val-fraction 0 asks for.
-    let empty = match (r.train_tokens, r.val_tokens) {
-        (0, _) => Some("training"),
-        (_, 0) if args.val_fraction > 0.0 => Some("validation"),
-        _ => None,
-    };
-    if let Some(split) = empty.filter(|_| r.inputs_skipped == 0) {
-        eprintln!(
-            "warning: the {split} split is empty: documents are assigned whole to one split, \
-             and {} documents are too few for --val-fraction {}. Train on the text file \
-             directly (lmforge train --data FILE splits its tail off), or split it into more \
-             documents.",
-            r.documents, args.val_fraction
-        );
+    if let Some(warning) = &r.split_warning {
+        eprintln!("warning: {warning}");
     }
     if r.skipped_bad_utf8 > 0 {
         println!(
