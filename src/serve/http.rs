@@ -14,6 +14,7 @@
 
 use super::api::{self, ApiError, Header, Input};
 use super::engine::{Event, Job};
+use super::write_deadline::WriteDeadline;
 use super::{LongPrompts, ServeOptions, Served};
 use crate::chat::{self, conversation::BASE_STOP};
 use crate::error::{Error, Result};
@@ -103,7 +104,7 @@ async fn listen(app: Arc<App>, addr: SocketAddr, on_ready: impl FnOnce(SocketAdd
 }
 
 /// Accept connections, at most `max_connections` open at once (the others
-/// wait in the listen queue), each served with the header timeout, until
+/// wait in the listen queue), each served with the header and write timeouts, until
 /// `stopped` turns true.
 async fn accept(
     listener: tokio::net::TcpListener,
@@ -128,6 +129,7 @@ async fn accept(
             }
         };
         let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        let stream = WriteDeadline::new(stream, opts.write_timeout);
         let connection = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
         let mut stopped = stopped.clone();
         tokio::spawn(async move {

@@ -23,6 +23,7 @@
 pub mod api;
 pub mod engine;
 mod http;
+mod write_deadline;
 
 use crate::backend::Backend;
 use crate::chat::ChatFormat;
@@ -63,6 +64,9 @@ pub struct ServeOptions {
     pub header_timeout: Duration,
     /// How long a client may take to send a request's body.
     pub body_timeout: Duration,
+    /// How long a reply may wait for the client to read any of it before the
+    /// connection is closed (a client that stopped reading a stream).
+    pub write_timeout: Duration,
     /// Connections open at once (more wait in the listen queue).
     pub max_connections: usize,
     pub long_prompts: LongPrompts,
