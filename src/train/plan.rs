@@ -46,7 +46,7 @@ pub struct Plan {
 /// Where a configuration came from, with what step 3 needs of it.
 enum Origin {
     New,
-    Resume(RunFile),
+    Resume(Box<RunFile>),
     FineTune(Box<Loaded>, Option<Box<dyn Tokenizer>>),
 }
 
@@ -79,7 +79,7 @@ pub fn resolve(
             data,
             ..Default::default()
         },
-        Origin::Resume(run) => resume(out, &config, run, data)?,
+        Origin::Resume(run) => resume(out, &config, *run, data)?,
         Origin::FineTune(parent, tokenizer) => fine_tune(*parent, tokenizer, &config, data)?,
     };
     let chat_dir = brought.parent_dir.as_deref().unwrap_or(out);
@@ -126,7 +126,7 @@ fn resumed_config(out: &Path, overrides: &[TrainOverrides]) -> Result<(TrainConf
         )));
     }
     config.model = saved;
-    Ok((config, Origin::Resume(run)))
+    Ok((config, Origin::Resume(Box::new(run))))
 }
 
 /// A resumed run's checkpoint, tokenizer and (for a fine-tune) starting
