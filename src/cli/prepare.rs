@@ -2,6 +2,7 @@
 
 use lmforge::data::prepare::{OnBad, PrepareOptions, prepare};
 use lmforge::tokenizer::TokenizerSpec;
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -76,8 +77,11 @@ pub fn run(args: PrepareArgs) -> anyhow::Result<ExitCode> {
     opts.shard_tokens = args.shard_tokens;
     opts.progress = !args.quiet;
     let r = prepare(&opts)?;
+    // A closed stdout (`| head`) ends the command quietly (see `is_broken_pipe`).
+    let mut out = std::io::stdout().lock();
     let mb = r.bytes_read as f64 / 1e6;
-    println!(
+    writeln!(
+        out,
         "{}: {} documents, {} train + {} val tokens, vocabulary {} ({} inputs read, {} already done)",
         args.out.display(),
         r.documents,
@@ -86,28 +90,31 @@ pub fn run(args: PrepareArgs) -> anyhow::Result<ExitCode> {
         r.vocab_size,
         r.inputs_read,
         r.inputs_skipped
-    );
-    println!(
+    )?;
+    writeln!(
+        out,
         "read {mb:.1} MB in {:.1} s ({:.1} MB/s)",
         r.seconds,
         mb / r.seconds.max(1e-9)
-    );
+    )?;
     if let Some(warning) = &r.split_warning {
         eprintln!("warning: {warning}");
     }
     if r.skipped_bad_utf8 > 0 {
-        println!(
+        writeln!(
+            out,
             "skipped {} documents that are not valid UTF-8",
             r.skipped_bad_utf8
-        );
+        )?;
     }
     if !r.bad_archives.is_empty() {
-        println!(
+        writeln!(
+            out,
             "skipped {} corrupt or truncated archives:",
             r.bad_archives.len()
-        );
+        )?;
         for bad in &r.bad_archives {
-            println!("  {bad}");
+            writeln!(out, "  {bad}")?;
         }
     }
     Ok(ExitCode::SUCCESS)
