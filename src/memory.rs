@@ -7,11 +7,11 @@
 //! Every count is taken in `u128` and checked: a configuration whose size
 //! does not fit in 64 bits is reported as such. The activations come from the
 //! model's one size table ([`crate::model::activations::sizes`]); the
-//! parameter count follows the layout ([`crate::model::ParamLayout`]) term by term.
+//! parameter count from the layout ([`crate::model::ParamLayout`]).
 
 use crate::error::{Error, Result};
 use crate::model::activations::{Purpose, Shape, sizes};
-use crate::model::{Arch, ModelConfig};
+use crate::model::{Arch, ModelConfig, ParamLayout};
 use std::path::Path;
 
 const F32: u128 = 4;
@@ -57,57 +57,38 @@ fn overflow(cfg: &ModelConfig) -> Error {
 }
 
 /// The number of parameters, or an error if the model is too large to count
-/// in a `usize` (with room for its gradients and moments). Counted in `u128`
-/// from the config, term by term as [`crate::model::ParamLayout::new`] lays the tensors
-/// out (a test holds the two equal), because building the layout of a
-/// hostile config (a billion layers) would itself exhaust memory.
+/// in a `usize` (with room for its gradients and moments). Taken from the
+/// layout ([`ParamLayout`]) of the model with no block and with one, as
+/// every block is laid out alike: laying out a hostile config (a billion
+/// layers) whole would itself exhaust memory, and [`ParamLayout::count`]
+/// adds up in `u128`.
 pub fn param_count(cfg: &ModelConfig) -> Result<usize> {
-    let (v, t, c, l) = (
-        cfg.vocab_size as u128,
-        cfg.block_size as u128,
-        cfg.n_embd as u128,
-        cfg.n_layer as u128,
-    );
-    let on = |present: bool, n: u128| if present { n } else { 0 };
-    let count = match cfg.arch {
-        Arch::Bigram => v * v,
-        Arch::Gpt => {
-            // Two norm gains, the four matrices, then the optional biases.
-            let block = 12 * c * c + 2 * c + on(cfg.qkv_bias, 3 * c) + on(cfg.bias, 8 * c);
-            let head = on(!cfg.tie_embeddings, v * c) + on(cfg.lm_head_bias, v);
-            v * c + t * c + l * block + c + on(cfg.bias, c) + head + l * lora_per_block(cfg)
-        }
-        Arch::Llama => {
-            // Two RMS gains, q/k/v (+ biases), o, gate, up and down.
-            let (qkv, i) = (cfg.qkv_width() as u128, cfg.ffn_width() as u128);
-            let block = 2 * c + c * qkv + on(cfg.qkv_bias, qkv) + c * c + 3 * c * i;
-            v * c + l * block + c + on(!cfg.tie_embeddings, v * c) + l * lora_per_block(cfg)
-        }
+    // No tensor dimension beyond 2^40: then every width the layout derives
+    // (`4 * C`, ...) fits a `usize`, and only the products could overflow.
+    let dims = [
+        cfg.vocab_size,
+        cfg.block_size,
+        cfg.n_embd,
+        cfg.llama.as_ref().map_or(0, |l| l.intermediate_size),
+        cfg.lora.as_ref().map_or(0, |l| l.rank),
+    ];
+    if dims.iter().any(|&d| d > 1 << 40) {
+        return Err(overflow(cfg));
+    }
+    let with_blocks = |n_layer| {
+        ParamLayout::new(&ModelConfig {
+            n_layer,
+            ..cfg.clone()
+        })
+        .count()
     };
+    let (outside, one) = (with_blocks(0), with_blocks(1));
+    let count = outside + cfg.n_layer as u128 * (one - outside);
     // 16 bytes a parameter (weights, gradients, two moments) must be addressable.
     if count * 4 * F32 > isize::MAX as u128 {
         return Err(overflow(cfg));
     }
     Ok(count as usize)
-}
-
-/// LoRA adapter parameters in one block: `r * (IN + OUT)` per adapted layer
-/// (for a Llama's `q_proj`, `IN = OUT = C`; `k_proj`: `OUT = KVC`; ...).
-fn lora_per_block(cfg: &ModelConfig) -> u128 {
-    use crate::model::LoraTarget::*;
-    let Some(lora) = &cfg.lora else { return 0 };
-    let (c, r) = (cfg.n_embd as u128, lora.rank as u128);
-    let kvc = (cfg.n_kv_head() * cfg.head_size()) as u128;
-    let i = cfg.ffn_width() as u128;
-    let per_target = |t: &crate::model::LoraTarget| match t {
-        CAttn => r * 4 * c,
-        CProj => r * 2 * c + r * 5 * c,
-        CFc => r * 5 * c,
-        QProj | OProj => r * 2 * c,
-        KProj | VProj => r * (c + kvc),
-        GateProj | UpProj | DownProj => r * (c + i),
-    };
-    lora.targets.iter().map(per_target).sum()
 }
 
 /// Floats of every activation in the size table for `rows` positions.
@@ -308,7 +289,7 @@ pub fn check(estimate: &Estimate, what: &str, available: Option<&Available>) -> 
 mod tests {
     use super::*;
     use crate::backend::AttentionDims;
-    use crate::model::{Activation, Norm, ParamLayout};
+    use crate::model::{Activation, Norm};
 
     fn cfg(n_layer: usize, n_embd: usize, block: usize) -> ModelConfig {
         ModelConfig {

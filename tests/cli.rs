@@ -694,25 +694,31 @@ fn nanogpt_layout_needs_a_tokenizer_and_checks_ids() {
     );
 }
 
+/// Issue 30 item 4: one prepared file gets about `--val-fraction` of its
+/// tokens as validation (its tail), with no warning, and `train` on it
+/// evaluates.
 #[test]
-fn prepare_warns_when_a_split_is_empty() {
+fn a_one_file_prepared_corpus_has_validation() {
     let dir = tempfile::tempdir().unwrap();
     let data = corpus(dir.path());
-    let out = dir.path().join("one_doc");
+    let shards = dir.path().join("one_doc");
     let result = run(&[
         "prepare",
         data.to_str().unwrap(),
         "--tokenizer",
         "char",
         "--out",
-        out.to_str().unwrap(),
+        shards.to_str().unwrap(),
+        "-q",
     ]);
     assert!(result.status.success(), "{}", stderr(&result));
-    assert!(
-        stderr(&result).contains("split is empty"),
-        "{}",
-        stderr(&result)
-    );
+    assert!(!stderr(&result).contains("warning"), "{}", stderr(&result));
+    let out = dir.path().join("run");
+    let result = train(&shards, &out, &["--max-iters", "2", "--eval-interval", "1"]);
+    assert!(result.status.success(), "{}", stderr(&result));
+    let (_, val) = losses(&out);
+    assert_eq!(val.len(), 3, "evaluated at steps 0, 1 and 2: {val:?}");
+    assert!(val.iter().all(|(_, loss)| loss.is_finite() && *loss > 0.0));
 }
 
 /// Every float flag is checked finite and in range, naming the flag, before

@@ -228,6 +228,7 @@ impl<B: Backend> Runner for B {
             bias.then(|| B::view(&b, 0..c)),
             n,
             c,
+            1e-5,
         );
         let mut dinp = self.upload(vec![0.125; n * c]).unwrap();
         let mut dw = self.upload(vec![0.5; 2 * c]).unwrap();

@@ -353,6 +353,8 @@ fn sft_steps_with_every_target_masked_are_not_losses_of_zero() {
         "30",
         "--eval-interval",
         "30",
+        "--eval-iters",
+        "200",
         "--batch",
         "1",
         "--block",
@@ -381,4 +383,80 @@ fn sft_steps_with_every_target_masked_are_not_losses_of_zero() {
     assert!(masked > 0, "{log}");
     let picture = dir.path().join("loss.svg");
     assert_ok(&run(&["plot", s(&out), "--out", s(&picture)]));
+}
+
+/// Chats whose long prompts leave most `1 x 8` windows without a reply token.
+fn mostly_prompt_chats(dir: &Path) -> PathBuf {
+    let chats = dir.join("chats.jsonl");
+    let prompt = "tell me a long story about the quick brown fox and the lazy dog ".repeat(6);
+    let lines: String = (0..8)
+        .map(|i| format!("{{\"prompt\": \"{prompt}{i}\", \"response\": \"No.\"}}\n"))
+        .collect();
+    std::fs::write(&chats, lines).unwrap();
+    chats
+}
+
+fn sft_eval(chats: &Path, out: &Path, eval_iters: &str, seed: &str) -> std::process::Output {
+    run(&[
+        "train",
+        "--init-from",
+        s(&tiny_gpt2_fixture()),
+        "--sft",
+        s(chats),
+        "--max-iters",
+        "1",
+        "--eval-interval",
+        "1",
+        "--eval-iters",
+        eval_iters,
+        "--seed",
+        seed,
+        "--batch",
+        "1",
+        "--block",
+        "8",
+        "--threads",
+        "1",
+        "--out",
+        s(out),
+    ])
+}
+
+/// Item 10: an SFT evaluation weighs each batch by the reply tokens it
+/// counts. Averaging the all-masked batches in as 0 (the old way) gave the
+/// untrained model a validation loss far under ln(vocabulary).
+#[test]
+fn sft_evaluation_weighs_batches_by_their_counted_targets() {
+    let dir = tempfile::tempdir().unwrap();
+    let chats = mostly_prompt_chats(dir.path());
+    let out = dir.path().join("sft");
+    assert_ok(&sft_eval(&chats, &out, "200", "1337"));
+    let log = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    let first_eval = log
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+        .find(|v| v["eval"] == true)
+        .expect("an evaluation line");
+    let uniform = (400f64).ln();
+    for split in ["train_loss", "val_loss"] {
+        let loss = first_eval[split].as_f64().unwrap();
+        assert!(loss > 0.5 * uniform, "{split} {loss}: {first_eval}");
+    }
+}
+
+/// An SFT evaluation that counts no target at all has no loss: a clear
+/// error, not a logged 0.
+#[test]
+fn an_sft_evaluation_without_any_reply_token_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let chats = mostly_prompt_chats(dir.path());
+    let failed = (1..40).map(|seed| {
+        let out = dir.path().join(format!("sft{seed}"));
+        sft_eval(&chats, &out, "1", &seed.to_string())
+    });
+    let failed = failed
+        .filter(|o| !o.status.success())
+        .find(|o| String::from_utf8_lossy(&o.stderr).contains("evaluation batches"))
+        .expect("some seed draws an evaluation batch without a reply token");
+    assert_fails(&failed, &["was masked", "no reply token", "--block"]);
 }

@@ -273,6 +273,58 @@ fn slow_clients_are_timed_out_and_cannot_starve_a_normal_request() {
     drop(crowd);
 }
 
+/// A client that asks for a long streamed reply and then reads nothing: once
+/// the kernel's buffers are full the server's writes wait, and after
+/// `--write-timeout` the connection is closed and its engine slot freed.
+/// Without that, with one connection and one slot allowed, nobody else
+/// would ever be answered.
+#[test]
+fn a_client_that_stops_reading_a_stream_loses_its_connection_after_the_write_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = runs::char_run(dir.path());
+    let limits = [
+        "--write-timeout",
+        "1",
+        "--max-connections",
+        "1",
+        "--parallel",
+        "1",
+        "--max-tokens",
+        "30000",
+    ];
+    let server = Server::start(&run, &limits);
+    // About 700 bytes a token with 20 top log-probabilities: some 20 MB, far
+    // more than the socket buffers hold.
+    let body = json!({"prompt": "a", "max_tokens": 30000, "stream": true, "logprobs": 20});
+    let body = body.to_string();
+    let mut stalled = TcpStream::connect(&server.addr).unwrap();
+    let head = format!(
+        "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stalled.write_all(head.as_bytes()).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let started = Instant::now();
+    let quick = json!({"prompt": "a", "max_tokens": 2}).to_string();
+    let answer = server.request("POST", "/v1/completions", &quick, Duration::from_secs(30));
+    assert_eq!(answer.map(|a| a.0), Some(200));
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    // The stalled client finds its reply cut short: the connection was closed.
+    stalled
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut reply = Vec::new();
+    let read = stalled.read_to_end(&mut reply);
+    let text = String::from_utf8_lossy(&reply);
+    assert!(read.is_ok() || reply.len() > 1000, "{read:?}");
+    assert!(!text.contains("data: [DONE]"), "the whole reply arrived");
+}
+
 #[test]
 fn sample_and_serve_say_when_a_folder_is_not_a_run() {
     let dir = tempfile::tempdir().unwrap();

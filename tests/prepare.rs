@@ -187,7 +187,7 @@ fn many_docs(n: usize) -> Vec<u8> {
 #[test]
 fn split_is_by_document_seeded_and_deterministic() {
     let tmp = tempfile::tempdir().unwrap();
-    let input = write(tmp.path(), "docs.jsonl", &many_docs(400));
+    let input = write(tmp.path(), "docs.jsonl", &many_docs(4000));
     let run = |name: &str, seed: u64| {
         let mut o = opts(&[&input], &tmp.path().join(name));
         o.val_fraction = 0.1;
@@ -205,14 +205,148 @@ fn split_is_by_document_seeded_and_deterministic() {
         "same seed, same split"
     );
     assert_ne!(a_train, c_train, "another seed, another split");
-    // Whole documents: every split starts with the end-of-text token, and about
-    // 10% of the 400 documents are in val.
+    // Whole documents (each under 1/1024 of the corpus): every split starts
+    // with the end-of-text token, and about 10% of the 4000 documents are in
+    // val (standard deviation 19).
     let eot = *a_train.first().unwrap();
     assert_eq!(a_val.first(), Some(&eot));
     let val_docs = a_val.iter().filter(|&&t| t == eot).count();
     let train_docs = a_train.iter().filter(|&&t| t == eot).count();
-    assert_eq!(val_docs + train_docs, 400);
-    assert!((15..=70).contains(&val_docs), "{val_docs} val documents");
+    assert_eq!(val_docs + train_docs, 4000);
+    assert!((320..=480).contains(&val_docs), "{val_docs} val documents");
+}
+
+/// The validation share of a prepared directory's tokens, and the report.
+fn val_share(inputs: &[&Path], out: &Path, fraction: f64) -> (f64, PrepareReport) {
+    let mut o = opts(inputs, out);
+    o.val_fraction = fraction;
+    let report = prepare(&o).unwrap();
+    let set = ShardSet::open(out).unwrap();
+    let (train, val) = (set.train().len(), set.val().len());
+    assert_eq!(
+        (train as u64, val as u64),
+        (report.train_tokens, report.val_tokens)
+    );
+    (val as f64 / (train + val) as f64, report)
+}
+
+/// A text of `lines` lines, about 40 bytes each.
+fn play(lines: usize, tag: &str) -> String {
+    (0..lines)
+        .map(|i| format!("{tag} line {i}: now is the winter of our discontent\n"))
+        .collect()
+}
+
+/// Issue 30 item 4: one file, and four files, give about `--val-fraction` of
+/// their tokens to validation (each file's tail) and no warning; the head
+/// stays in train, in order.
+#[test]
+fn one_file_and_four_files_validate_their_tails() {
+    let tmp = tempfile::tempdir().unwrap();
+    let one = write(tmp.path(), "one.txt", play(2000, "one").as_bytes());
+    let (share, report) = val_share(&[&one], &tmp.path().join("one"), 0.1);
+    assert_eq!((report.documents, report.tail_split), (1, 1));
+    assert!((share - 0.1).abs() < 0.005, "one file: {share}");
+    assert!(report.split_warning.is_none(), "{:?}", report.split_warning);
+    // The head trains and the tail validates, cut at the start of a line,
+    // each after an end-of-text token.
+    let set = ShardSet::open(&tmp.path().join("one")).unwrap();
+    let tok = lmforge::tokenizer::load(set.tokenizer_path().unwrap()).unwrap();
+    let (train, val) = (
+        tok.decode(&tokens(set.train())),
+        tok.decode(&tokens(set.val())),
+    );
+    let (train, val) = (
+        train.strip_prefix("<|endoftext|>").unwrap(),
+        val.strip_prefix("<|endoftext|>").unwrap(),
+    );
+    assert!(
+        val.starts_with("one line ") && train.ends_with('\n'),
+        "{val}"
+    );
+    assert_eq!(format!("{train}{val}"), play(2000, "one"));
+
+    let four: Vec<PathBuf> = (0..4)
+        .map(|i| {
+            write(
+                tmp.path(),
+                &format!("in4/{i}.txt"),
+                play(500, &i.to_string()).as_bytes(),
+            )
+        })
+        .collect();
+    let refs: Vec<&Path> = four.iter().map(|p| p.as_path()).collect();
+    let (share, report) = val_share(&refs, &tmp.path().join("four"), 0.1);
+    assert_eq!((report.documents, report.tail_split), (4, 4));
+    assert!((share - 0.1).abs() < 0.005, "four files: {share}");
+    assert!(report.split_warning.is_none(), "{:?}", report.split_warning);
+    // Each tail starts with the end-of-text token: 4 in val, 4 in train.
+    let set = ShardSet::open(&tmp.path().join("four")).unwrap();
+    let eot = tokens(set.train())[0];
+    assert_eq!(tokens(set.val()).iter().filter(|&&t| t == eot).count(), 4);
+    assert_eq!(tokens(set.val())[0], eot);
+}
+
+/// Many small documents go whole to one split, about `--val-fraction` of
+/// them; `--val-fraction 0` puts nothing in validation and warns of nothing.
+#[test]
+fn many_small_documents_go_whole_and_fraction_zero_validates_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = write(tmp.path(), "docs.jsonl", &many_docs(5000));
+    let (share, report) = val_share(&[&input], &tmp.path().join("many"), 0.1);
+    assert_eq!((report.documents, report.tail_split), (5000, 0));
+    // 5000 documents of about equal length: the share's standard deviation
+    // is sqrt(0.1 * 0.9 / 5000) = 0.004; 0.02 is five of them.
+    assert!((share - 0.1).abs() < 0.02, "many documents: {share}");
+    assert!(report.split_warning.is_none(), "{:?}", report.split_warning);
+
+    let one = write(tmp.path(), "one.txt", play(200, "one").as_bytes());
+    for (name, input) in [("zero-many", &input), ("zero-one", &one)] {
+        let (share, report) = val_share(&[input], &tmp.path().join(name), 0.0);
+        assert_eq!((share, report.split_warning), (0.0, None), "{name}");
+    }
+}
+
+/// A single document of unknown length (a compressed file) goes whole to
+/// one split: a warning says so.
+#[test]
+fn a_split_far_from_the_fraction_warns_why() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = write(tmp.path(), "one.txt.gz", &gz(play(200, "one").as_bytes()));
+    let (share, report) = val_share(&[&input], &tmp.path().join("out"), 0.1);
+    assert!(share == 0.0 || share == 1.0, "{share}");
+    let warning = report.split_warning.expect("a warning");
+    assert!(
+        warning.contains("not the 10.0%") && warning.contains("unknown length"),
+        "{warning}"
+    );
+}
+
+/// A directory prepared before the tail rule (no `split` in its settings)
+/// still reads, and resuming it is refused by name.
+#[test]
+fn manifests_without_a_split_rule_read_and_refuse_to_resume() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = write(tmp.path(), "one.txt", play(100, "one").as_bytes());
+    let out = tmp.path().join("out");
+    val_share(&[&input], &out, 0.1);
+    let path = out.join("manifest.json");
+    let mut manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(manifest["settings"]["split"], "document-or-tail/1024");
+    manifest["settings"]
+        .as_object_mut()
+        .unwrap()
+        .remove("split");
+    std::fs::write(&path, manifest.to_string()).unwrap();
+    assert!(ShardSet::open(&out).unwrap().val().len() > 0);
+    let mut o = opts(&[&input], &out);
+    o.val_fraction = 0.1;
+    let err = prepare(&o).unwrap_err().to_string();
+    assert!(
+        err.contains("split rule document (now document-or-tail/1024)"),
+        "{err}"
+    );
 }
 
 #[test]

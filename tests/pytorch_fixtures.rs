@@ -23,7 +23,7 @@ use lmforge::backend::cpu::{Cpu, matmul};
 use lmforge::backend::cuda::Cuda;
 use lmforge::backend::{Accumulate, Activation, AttentionDims, Backend, Epilogue, Mat, RopeDims};
 use lmforge::model::lora::{LoraParams, LoraScratch};
-use lmforge::model::params::{LinearParams, NormParams};
+use lmforge::model::params::{LinearParams, NormKind, NormParams};
 use lmforge::model::{Activations, Arch, Mode, Model, ModelConfig, Norm, TensorSpec};
 use lmforge::model::{Grads, WeightLayout, Weights, Window};
 use lmforge::model::{LlamaConfig, RopeScaling};
@@ -183,7 +183,9 @@ fn norm_params() -> NormParams {
     NormParams {
         weight: 0..C,
         bias: Some(C..2 * C),
-        rms_eps: None,
+        kind: NormKind::Layer {
+            eps: lmforge::model::GPT_LAYER_NORM_EPS,
+        },
     }
 }
 
@@ -538,7 +540,7 @@ fn rmsnorm_forward_backward<B: Backend>(be: &B) {
     let norm = NormParams {
         weight: 0..c,
         bias: None,
-        rms_eps: Some(eps),
+        kind: NormKind::Rms { eps },
     };
     let (params, x) = (up(be, fx.f("weight")), up(be, fx.f("x")));
     let (mut out, mut mean, mut rstd) = (zeros(be, n * c), zeros(be, n), zeros(be, n));

@@ -185,6 +185,45 @@ fn completions_match_lmforge_sample_and_report_usage() {
         sampled.contains(&format!("ROMEO:{text}")),
         "{sampled:?} vs {text:?}"
     );
+    // Sampling with a seed gives `lmforge sample`'s text with that seed,
+    // also past the context of 64 tokens (the window slides, as in `sample`).
+    let (status, body) = server.post(
+        "/v1/completions",
+        &json!({"prompt": "ROMEO:", "max_tokens": 100, "temperature": 0.9, "top_k": 30,
+                "frequency_penalty": 0.5, "seed": 21}),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["usage"]["completion_tokens"], 100,
+        "not cut at the context"
+    );
+    assert_eq!(body["choices"][0]["finish_reason"], "length");
+    let sample = lmforge()
+        .arg("sample")
+        .arg(&run)
+        .args([
+            "--prompt",
+            "ROMEO:",
+            "--max-new-tokens",
+            "100",
+            "--temperature",
+            "0.9",
+        ])
+        .args([
+            "--top-k",
+            "30",
+            "--frequency-penalty",
+            "0.5",
+            "--seed",
+            "21",
+            "--threads",
+            "2",
+        ])
+        .output()
+        .unwrap();
+    let sampled = String::from_utf8(sample.stdout).unwrap();
+    let text = body["choices"][0]["text"].as_str().unwrap();
+    assert_eq!(sampled, format!("ROMEO:{text}\n"));
     // Seeded sampling repeats; another seed differs.
     let seeded = |seed: u64| {
         let request =
@@ -387,6 +426,120 @@ fn a_stop_string_ends_the_reply_before_it() {
         streamed_text(&events),
         (expected.to_string(), "stop".to_string())
     );
+}
+
+/// `echo` with `max_tokens: 0` scores a text as an evaluation harness asks
+/// for it: the prompt's tokens with their log-probabilities, the first
+/// null, each equal to minus `lmforge eval`'s loss for it (a text longer
+/// than the context, read in the same windows).
+#[test]
+fn echo_logprobs_equal_lmforge_eval_per_token_losses() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = char_run(dir.path());
+    let text = "ROMEO:\nBut soft, what light through yonder window breaks?\n\
+                It is the east, and Juliet is the sun. Arise, fair sun,\n\
+                and kill the envious moon, who is already sick and pale.\n";
+    let file = dir.path().join("text.txt");
+    std::fs::write(&file, text).unwrap();
+    let eval = lmforge()
+        .arg("eval")
+        .arg(&run)
+        .arg("--text")
+        .arg(&file)
+        .args(["--json", "--per-token", "--threads", "2"])
+        .output()
+        .unwrap();
+    assert!(eval.status.success(), "{eval:?}");
+    let eval: Value = serde_json::from_slice(&eval.stdout).unwrap();
+    assert!(eval["windows"].as_u64().unwrap() > 1, "{eval}");
+    let server = Server::start(&[&run], &[]);
+    let request = json!({"prompt": text, "max_tokens": 0, "echo": true, "logprobs": 2});
+    let (status, body) = server.post("/v1/completions", &request);
+    assert_eq!(status, 200, "{body}");
+    let choice = &body["choices"][0];
+    assert_eq!(
+        (choice["text"].as_str(), &choice["finish_reason"]),
+        (Some(text), &json!("length"))
+    );
+    let logprobs = &choice["logprobs"];
+    assert_eq!(logprobs["tokens"], eval["token_texts"]);
+    let got = logprobs["token_logprobs"].as_array().unwrap();
+    let losses = eval["losses"].as_array().unwrap();
+    assert_eq!(
+        (got.len(), &got[0], &logprobs["top_logprobs"][0]),
+        (losses.len() + 1, &Value::Null, &Value::Null)
+    );
+    for (i, (lp, loss)) in got[1..].iter().zip(losses).enumerate() {
+        let (lp, loss) = (lp.as_f64().unwrap(), loss.as_f64().unwrap());
+        assert!((lp + loss).abs() < 1e-5, "token {}: {lp} vs -{loss}", i + 1);
+        let top = logprobs["top_logprobs"][i + 1].as_object().unwrap();
+        assert!((2..=3).contains(&top.len()), "{top:?}");
+        assert!(top.values().all(|v| v.as_f64().unwrap() <= 1e-6));
+    }
+    let offsets: Vec<u64> = (0..text.len() as u64).collect();
+    assert_eq!(
+        logprobs["text_offset"],
+        json!(offsets),
+        "one character per token"
+    );
+    assert_eq!(body["usage"]["completion_tokens"], 0);
+}
+
+/// Chat log-probabilities in OpenAI's shape, `n` choices picked from
+/// `best_of` candidates, and the penalties' limits.
+#[test]
+fn chat_logprobs_and_several_choices_are_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = char_run(dir.path());
+    let server = Server::start(&[&run], &[]);
+    let messages = json!([{"role": "user", "content": "KING:"}]);
+    let request = json!({"messages": messages, "max_tokens": 8, "seed": 2,
+        "logprobs": true, "top_logprobs": 3, "presence_penalty": 1.0});
+    let (status, body) = server.post("/v1/chat/completions", &request);
+    assert_eq!(status, 200, "{body}");
+    let choice = &body["choices"][0];
+    let content = choice["logprobs"]["content"].as_array().unwrap();
+    assert_eq!(
+        content.len() as u64,
+        body["usage"]["completion_tokens"].as_u64().unwrap()
+    );
+    for entry in content {
+        let token = entry["token"].as_str().unwrap();
+        let bytes: Vec<u8> = serde_json::from_value(entry["bytes"].clone()).unwrap();
+        assert_eq!(bytes, token.as_bytes());
+        assert!(entry["logprob"].as_f64().unwrap() <= 0.0);
+        assert_eq!(
+            entry["top_logprobs"].as_array().unwrap().len(),
+            3,
+            "{entry}"
+        );
+    }
+    let request = json!({"prompt": "KING:", "max_tokens": 5, "n": 2, "best_of": 3, "seed": 4});
+    let (status, body) = server.post("/v1/completions", &request);
+    assert_eq!(status, 200, "{body}");
+    let choices = body["choices"].as_array().unwrap();
+    assert_eq!(choices.len(), 2);
+    assert_eq!(
+        (&choices[0]["index"], &choices[1]["index"]),
+        (&json!(0), &json!(1))
+    );
+    assert_eq!(choices[0]["logprobs"], Value::Null, "not asked for");
+    assert_eq!(
+        body["usage"]["completion_tokens"], 15,
+        "every candidate counts"
+    );
+    for (field, value) in [
+        ("presence_penalty", 2.5),
+        ("frequency_penalty", -3.0),
+        ("temperature", 2.5),
+    ] {
+        let (status, body) = server.post("/v1/completions", &json!({"prompt": "a", field: value}));
+        assert_eq!(
+            (status, body["error"]["param"].as_str()),
+            (400, Some(field)),
+            "{body}"
+        );
+    }
 }
 
 #[test]

@@ -47,6 +47,7 @@ fn sampling(
         repetition_penalty,
         stop,
         seed,
+        ..SampleOptions::default()
     };
     opts.validate().py_err()?;
     Ok(opts)

@@ -171,6 +171,7 @@ pub fn train(
         on_nan: choice::<OnNan>("on_nan", on_nan)?,
         ignore_memory_check,
         allow_partial,
+        device_memory: None, // the GPU's is set once it is opened
     };
     let observe = Observe {
         plot: match plot {
@@ -217,8 +218,11 @@ pub fn train(
             };
             match cuda {
                 false => run_on(&lmforge::backend::cpu::Cpu::new(), job, &mut on_record),
-                true => lmforge::backend::cuda::Cuda::new()
-                    .and_then(|gpu| run_on(&gpu, job, &mut on_record)),
+                true => lmforge::backend::cuda::Cuda::new().and_then(|gpu| {
+                    let mut job = job;
+                    job.guards.device_memory = Some(gpu.info().memory_bytes as u64);
+                    run_on(&gpu, job, &mut on_record)
+                }),
             }
         })
         .map_err(|e| crate::errors::to_py(lmforge::Error::io("<training thread>", e), None))?;

@@ -36,9 +36,6 @@ use std::ops::Range;
 /// (the prompt tokens of a supervised fine-tuning example).
 pub const IGNORE_TARGET: u32 = u32::MAX;
 
-/// Added to the variance in every layer norm (GPT-2's `layer_norm_epsilon`).
-pub const LAYER_NORM_EPS: f32 = 1e-5;
-
 /// Where the model runs, as chosen with `--device`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Device {
@@ -345,6 +342,7 @@ pub trait Backend: Sync + Sized {
         bias: Option<Self::View<'_>>,
         n: usize,
         c: usize,
+        eps: f32,
     );
     /// Accumulates into `dinp` (a residual stream's gradient), `dweight` and
     /// `dbias` (both `None` for a frozen norm).

@@ -183,7 +183,7 @@ fn hf_config(cfg: &ModelConfig, eot_token: Option<u32>) -> serde_json::Value {
         "resid_pdrop": cfg.dropout,
         "embd_pdrop": cfg.dropout,
         "attn_pdrop": cfg.dropout,
-        "layer_norm_epsilon": crate::backend::LAYER_NORM_EPS,
+        "layer_norm_epsilon": cfg.norm_eps(),
         "initializer_range": 0.02,
         "tie_word_embeddings": cfg.tie_embeddings,
         "bos_token_id": eot_token,
@@ -268,11 +268,11 @@ fn check_hf_gpt2(json: &serde_json::Value) -> std::result::Result<(), String> {
         ));
     }
     if let Some(eps) = json.get("layer_norm_epsilon").and_then(|v| v.as_f64())
-        && (eps - crate::backend::LAYER_NORM_EPS as f64).abs() > 1e-9
+        && (eps - crate::model::GPT_LAYER_NORM_EPS as f64).abs() > 1e-9
     {
         return Err(format!(
             "layer_norm_epsilon = {eps}: lmforge's layer norm uses {}",
-            crate::backend::LAYER_NORM_EPS
+            crate::model::GPT_LAYER_NORM_EPS
         ));
     }
     for flag in ["scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn"] {

@@ -31,6 +31,10 @@ pub struct EvalArgs {
     /// Print one JSON object (with every question's pick for --choices).
     #[arg(long)]
     json: bool,
+    /// With --json and --text: also every token (`token_ids`, `tokens`) and
+    /// its loss in nats (`losses[i]` is token i + 1's; the first is given).
+    #[arg(long, requires = "json")]
+    per_token: bool,
     /// Worker threads (default: one per core).
     #[arg(long)]
     threads: Option<usize>,
@@ -64,7 +68,10 @@ fn eval_on<B: Backend>(backend: &B, args: EvalArgs) -> anyhow::Result<ExitCode> 
         )
         .with_context(|| format!("scoring {}", path.display()))?;
         bar.finish();
-        print_text(&score, args.json);
+        match args.per_token {
+            true => print_per_token(&score, tokenizer.as_ref()),
+            false => print_text(&score, args.json),
+        }
     } else if let Some(path) = &args.choices {
         let mut examples = lmforge::eval::read_examples(path)?;
         examples.truncate(args.limit.unwrap_or(usize::MAX));
@@ -81,15 +88,31 @@ fn eval_on<B: Backend>(backend: &B, args: EvalArgs) -> anyhow::Result<ExitCode> 
     Ok(ExitCode::SUCCESS)
 }
 
+fn text_json(s: &TextScore) -> serde_json::Value {
+    serde_json::json!({
+        "tokens": s.tokens, "scored_tokens": s.scored_tokens,
+        "text_bytes": s.text_bytes, "scored_bytes": s.scored_bytes,
+        "total_loss": s.total_loss, "mean_loss": s.mean_loss,
+        "perplexity": s.perplexity, "bits_per_byte": s.bits_per_byte,
+        "context": s.context, "stride": s.stride, "windows": s.windows,
+    })
+}
+
+/// The JSON of [`print_text`] with each token and its loss.
+fn print_per_token(s: &TextScore, tok: &dyn lmforge::tokenizer::Tokenizer) {
+    let mut value = text_json(s);
+    let texts: Vec<String> = (s.token_ids.iter())
+        .map(|&id| String::from_utf8_lossy(&tok.decode_bytes(&[id])).into_owned())
+        .collect();
+    value["token_ids"] = serde_json::json!(s.token_ids);
+    value["token_texts"] = serde_json::json!(texts);
+    value["losses"] = serde_json::json!(s.losses);
+    println!("{value}");
+}
+
 fn print_text(s: &TextScore, json: bool) {
     if json {
-        let value = serde_json::json!({
-            "tokens": s.tokens, "scored_tokens": s.scored_tokens,
-            "text_bytes": s.text_bytes, "scored_bytes": s.scored_bytes,
-            "total_loss": s.total_loss, "mean_loss": s.mean_loss,
-            "perplexity": s.perplexity, "bits_per_byte": s.bits_per_byte,
-            "context": s.context, "stride": s.stride, "windows": s.windows,
-        });
+        let value = text_json(s);
         println!("{value}");
         return;
     }

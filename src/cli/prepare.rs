@@ -2,6 +2,7 @@
 
 use lmforge::data::prepare::{OnBad, PrepareOptions, prepare};
 use lmforge::tokenizer::TokenizerSpec;
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -17,7 +18,8 @@ pub struct PrepareArgs {
     /// Output directory: shards, manifest.json, tokenizer.json. Re-running resumes.
     #[arg(long)]
     out: PathBuf,
-    /// Fraction of documents that go to the validation split.
+    /// Share of the tokens that go to the validation split: the tail of each
+    /// large document, whole small documents picked by a seeded hash.
     #[arg(long, default_value_t = 0.1)]
     val_fraction: f64,
     /// Seed of the train/validation split.
@@ -75,8 +77,11 @@ pub fn run(args: PrepareArgs) -> anyhow::Result<ExitCode> {
     opts.shard_tokens = args.shard_tokens;
     opts.progress = !args.quiet;
     let r = prepare(&opts)?;
+    // A closed stdout (`| head`) ends the command quietly (see `is_broken_pipe`).
+    let mut out = std::io::stdout().lock();
     let mb = r.bytes_read as f64 / 1e6;
-    println!(
+    writeln!(
+        out,
         "{}: {} documents, {} train + {} val tokens, vocabulary {} ({} inputs read, {} already done)",
         args.out.display(),
         r.documents,
@@ -85,40 +90,31 @@ pub fn run(args: PrepareArgs) -> anyhow::Result<ExitCode> {
         r.vocab_size,
         r.inputs_read,
         r.inputs_skipped
-    );
-    println!(
+    )?;
+    writeln!(
+        out,
         "read {mb:.1} MB in {:.1} s ({:.1} MB/s)",
         r.seconds,
         mb / r.seconds.max(1e-9)
-    );
-    // An empty validation split is what --val-fraction 0 asks for.
-    let empty = match (r.train_tokens, r.val_tokens) {
-        (0, _) => Some("training"),
-        (_, 0) if args.val_fraction > 0.0 => Some("validation"),
-        _ => None,
-    };
-    if let Some(split) = empty.filter(|_| r.inputs_skipped == 0) {
-        eprintln!(
-            "warning: the {split} split is empty: documents are assigned whole to one split, \
-             and {} documents are too few for --val-fraction {}. Train on the text file \
-             directly (lmforge train --data FILE splits its tail off), or split it into more \
-             documents.",
-            r.documents, args.val_fraction
-        );
+    )?;
+    if let Some(warning) = &r.split_warning {
+        eprintln!("warning: {warning}");
     }
     if r.skipped_bad_utf8 > 0 {
-        println!(
+        writeln!(
+            out,
             "skipped {} documents that are not valid UTF-8",
             r.skipped_bad_utf8
-        );
+        )?;
     }
     if !r.bad_archives.is_empty() {
-        println!(
+        writeln!(
+            out,
             "skipped {} corrupt or truncated archives:",
             r.bad_archives.len()
-        );
+        )?;
         for bad in &r.bad_archives {
-            println!("  {bad}");
+            writeln!(out, "  {bad}")?;
         }
     }
     Ok(ExitCode::SUCCESS)

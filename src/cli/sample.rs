@@ -10,7 +10,7 @@ use std::process::ExitCode;
 /// The sampling flags, shared by `sample` and `chat`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct SamplingArgs {
-    /// Softmax temperature: below 1 is more conservative, above 1 more random, 0 always picks the likeliest.
+    /// Softmax temperature (0 to 2): below 1 is more conservative, above 1 more random, 0 always picks the likeliest.
     #[arg(long, default_value_t = 1.0)]
     pub temperature: f32,
     /// Sample only among the k likeliest tokens.
@@ -25,6 +25,12 @@ pub struct SamplingArgs {
     /// Make tokens already in the context less likely: positive logits are divided by it, negative ones multiplied (1 = off; 1.1-1.3 is typical).
     #[arg(long, default_value_t = 1.0)]
     pub repetition_penalty: f32,
+    /// Subtract this from the logit of every token already in the reply (OpenAI's presence_penalty, -2..=2).
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    pub presence_penalty: f32,
+    /// Subtract this from a token's logit for each time it is already in the reply (OpenAI's frequency_penalty, -2..=2).
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    pub frequency_penalty: f32,
     /// Stop when the text contains this string (not printed). Repeatable.
     #[arg(long = "stop", value_name = "STRING")]
     pub stop: Vec<String>,
@@ -43,8 +49,11 @@ impl SamplingArgs {
             top_p: self.top_p,
             min_p: self.min_p,
             repetition_penalty: self.repetition_penalty,
+            presence_penalty: self.presence_penalty,
+            frequency_penalty: self.frequency_penalty,
             stop: self.stop.clone(),
             seed: self.seed,
+            logprobs: None,
         };
         opts.validate()?;
         Ok(opts)

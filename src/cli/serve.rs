@@ -43,6 +43,10 @@ pub struct ServeArgs {
     /// Seconds a client has to send a request's whole body (answer 408 after).
     #[arg(long, default_value_t = 30.0)]
     body_timeout: f64,
+    /// Seconds a reply may wait for the client to read any of it; then the connection is closed
+    /// (a client that stopped reading a streamed reply cannot hold its connection).
+    #[arg(long, default_value_t = 30.0)]
+    write_timeout: f64,
     /// Connections open at once; more wait to be accepted until one closes.
     #[arg(long, default_value_t = 256)]
     max_connections: usize,
@@ -95,6 +99,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         max_body: args.max_body,
         header_timeout: seconds("--header-timeout", args.header_timeout)?,
         body_timeout: seconds("--body-timeout", args.body_timeout)?,
+        write_timeout: seconds("--write-timeout", args.write_timeout)?,
         max_connections: args.max_connections,
         long_prompts: args.long_prompts,
         ignore_memory_check: args.ignore_memory_check,

@@ -147,11 +147,16 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
     let threads = args.threads.or_else(|| threads_per_rank(&world));
     let backend = super::backend_with(args.device, threads, args.matmul_precision)?;
     let (out, data, start) = request(&args).start()?;
+    let device_memory = match &backend {
+        Selected::Cpu(_) => None,
+        Selected::Cuda(gpu) => Some(gpu.info().memory_bytes as u64),
+    };
     let guards = Safeguards {
         overwrite: args.overwrite,
         on_nan: args.on_nan,
         ignore_memory_check: args.ignore_memory_check,
         allow_partial: args.allow_partial,
+        device_memory,
     };
     let observe = Observe {
         plot: args.plot.0,

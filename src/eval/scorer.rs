@@ -63,6 +63,11 @@ pub struct Scorer<'m, B: Backend> {
     acts: Activations<B>,
     rows: usize,
     losses: Vec<f32>,
+    /// Positions per sequence in the last [`Scorer::score`] (its rows are `b * width + t`).
+    width: usize,
+    /// One row of logits on the host, and scratch ids ([`Scorer::top_logprobs`]).
+    row: Vec<f32>,
+    ids: Vec<u32>,
 }
 
 impl<'m, B: Backend> Scorer<'m, B> {
@@ -77,6 +82,9 @@ impl<'m, B: Backend> Scorer<'m, B> {
             acts: Activations::scoring(be, &model.config, rows)?,
             rows,
             losses: vec![0.0; rows],
+            width: 0,
+            row: Vec::new(),
+            ids: Vec::new(),
         })
     }
 
@@ -135,6 +143,7 @@ impl<'m, B: Backend> Scorer<'m, B> {
             model.loss(be, acts, &targets, window);
         });
         let n = window.n();
+        self.width = t;
         be.download(self.acts.losses(0..n), &mut self.losses[..n]);
         let losses = &self.losses[..n];
         if let Some(bad) = losses.iter().find(|x| !x.is_finite()) {
@@ -147,5 +156,14 @@ impl<'m, B: Backend> Scorer<'m, B> {
             .enumerate()
             .map(|(b, s)| losses[b * t..b * t + s.inputs.len()].to_vec())
             .collect())
+    }
+
+    /// After [`Scorer::score`]: the `k` likeliest next tokens at position `t`
+    /// of sequence `b`, with their log-probabilities (largest first).
+    pub fn top_logprobs(&mut self, b: usize, t: usize, k: usize) -> Vec<(u32, f32)> {
+        self.row.resize(self.model.config.vocab_size, 0.0);
+        let logits = self.acts.logits_row(b * self.width + t);
+        self.be.download(logits, &mut self.row);
+        crate::sample::logprobs::top_logprobs(&self.row, k, &mut self.ids)
     }
 }

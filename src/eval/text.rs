@@ -73,7 +73,8 @@ pub struct TextScore {
     pub context: usize,
     pub stride: usize,
     pub windows: usize,
-    /// `losses[i]`: the loss of token `i + 1`, in nats.
+    /// The text's token ids; `losses[i]` is the loss of `token_ids[i + 1]`, in nats.
+    pub token_ids: Vec<u32>,
     pub losses: Vec<f32>,
 }
 
@@ -84,10 +85,10 @@ pub fn score_text<B: Backend>(
     tokenizer: &dyn Tokenizer,
     text: &str,
     stride: Option<usize>,
-    mut progress: impl FnMut(usize, usize),
+    progress: impl FnMut(usize, usize),
 ) -> Result<TextScore> {
     let context = scorer.block_size();
-    let stride = stride.unwrap_or((context / 2).max(1));
+    let stride = stride.unwrap_or_else(|| default_stride(context));
     if stride == 0 || stride > context {
         return Err(Error::Config(format!(
             "--stride must be between 1 and the model's context ({context}), got {stride}"
@@ -101,18 +102,7 @@ pub fn score_text<B: Backend>(
         )));
     }
     let spans = windows(tokens.len() - 1, context, stride);
-    let mut losses = Vec::with_capacity(tokens.len() - 1);
-    let per_batch = scorer.sequences_per_batch(context);
-    for (k, batch) in spans.chunks(per_batch).enumerate() {
-        let seqs: Vec<Sequence> = batch
-            .iter()
-            .map(|s| Sequence::continuation(&tokens[s.start..s.end + 1], s.scored_from - s.start))
-            .collect();
-        for (span, got) in batch.iter().zip(scorer.score(&seqs)?) {
-            losses.extend_from_slice(&got[span.scored_from - span.start..]);
-        }
-        progress((k * per_batch + batch.len()).min(spans.len()), spans.len());
-    }
+    let (losses, _) = score_tokens(scorer, &tokens, stride, 0, progress)?;
     let first_bytes = tokenizer.decode_bytes(&tokens[..1]).len();
     let scored_bytes = text.len().saturating_sub(first_bytes).max(1);
     let total_loss: f64 = losses.iter().map(|&l| l as f64).sum();
@@ -129,8 +119,54 @@ pub fn score_text<B: Backend>(
         context,
         stride,
         windows: spans.len(),
+        token_ids: tokens,
         losses,
     })
+}
+
+/// The stride when none is given: half the context.
+pub fn default_stride(context: usize) -> usize {
+    (context / 2).max(1)
+}
+
+/// The likeliest tokens at a position, `(token, logprob)`, likeliest first.
+pub type TopLogprobs = Vec<(u32, f32)>;
+
+/// The losses of `tokens[1..]` (in nats), each after the tokens before it,
+/// read in windows `stride` apart (`1..=block_size`) as [`score_text`]
+/// reads a text; with `top > 0` also the `top` likeliest tokens at each of
+/// those positions, with their log-probabilities (else no lists). Calls
+/// `progress(windows done, windows)` after each forward.
+pub fn score_tokens<B: Backend>(
+    scorer: &mut Scorer<B>,
+    tokens: &[u32],
+    stride: usize,
+    top: usize,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<(Vec<f32>, Vec<TopLogprobs>)> {
+    let context = scorer.block_size();
+    if tokens.len() < 2 {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    let spans = windows(tokens.len() - 1, context, stride);
+    let mut losses = Vec::with_capacity(tokens.len() - 1);
+    let mut tops = Vec::new();
+    let per_batch = scorer.sequences_per_batch(context);
+    for (k, batch) in spans.chunks(per_batch).enumerate() {
+        let seqs: Vec<Sequence> = batch
+            .iter()
+            .map(|s| Sequence::continuation(&tokens[s.start..s.end + 1], s.scored_from - s.start))
+            .collect();
+        for (b, (span, got)) in batch.iter().zip(scorer.score(&seqs)?).enumerate() {
+            let from = span.scored_from - span.start;
+            losses.extend_from_slice(&got[from..]);
+            if top > 0 {
+                tops.extend((from..got.len()).map(|t| scorer.top_logprobs(b, t, top)));
+            }
+        }
+        progress((k * per_batch + batch.len()).min(spans.len()), spans.len());
+    }
+    Ok((losses, tops))
 }
 
 #[cfg(test)]

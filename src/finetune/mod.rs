@@ -14,8 +14,11 @@
 //!   under LoRA), see [`crate::model::Grads`].
 //! - **LoRA runs** ([`adapters`]) save only their adapters; [`load_run`]
 //!   rebuilds the parent and merges them for sampling, chat and export.
+//! - **The policy** ([`policy`]): what a fine-tune may change of its parent,
+//!   and its defaults (the `finetune` preset, LoRA's learning rate and alpha).
 
 pub mod adapters;
+pub mod policy;
 pub mod sft;
 
 use crate::checkpoint::{self, weights::TensorFiles};

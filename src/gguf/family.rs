@@ -170,7 +170,7 @@ pub fn hparams(cfg: &ModelConfig, arch: &str) -> Vec<(String, Value)> {
         kv(k("attention.head_count"), u(cfg.n_head)),
     ];
     let Some(l) = &cfg.llama else {
-        let eps = crate::backend::LAYER_NORM_EPS;
+        let eps = cfg.norm_eps();
         keys.push(kv(k("attention.layer_norm_epsilon"), Value::F32(eps)));
         return keys;
     };

@@ -185,7 +185,20 @@ impl LlamaConfig {
     }
 }
 
+/// Added to the variance in every layer norm of a GPT (GPT-2's
+/// `layer_norm_epsilon`); a Llama's RMS norms use [`LlamaConfig::rms_norm_eps`].
+pub const GPT_LAYER_NORM_EPS: f32 = 1e-5;
+
 impl ModelConfig {
+    /// The epsilon of every norm of this model (see [`GPT_LAYER_NORM_EPS`]):
+    /// what the norm layers pass to the kernels, and what `config.json` and
+    /// GGUF files record.
+    pub fn norm_eps(&self) -> f32 {
+        self.llama
+            .as_ref()
+            .map_or(GPT_LAYER_NORM_EPS, |l| l.rms_norm_eps)
+    }
+
     /// After `arch` was set (`--arch`): add or drop the Llama options to
     /// match, and with `default_activation` the arch's own (SiLU for Llama,
     /// GELU for GPT). A Llama has no biases outside q/k/v and is pre-norm.

@@ -19,7 +19,7 @@
 
 use super::grads::Grads;
 use super::lora::LoraScratch;
-use super::params::{LinearParams, NormParams, WeightLayout};
+use super::params::{LinearParams, NormKind, NormParams, WeightLayout};
 use crate::backend::{Accumulate, Activation, Backend, Epilogue, Mat};
 
 /// What a layer reads its weights from: the flat parameters and, for
@@ -175,11 +175,12 @@ impl NormParams {
         c: usize,
     ) {
         let weight = B::view(params, self.weight.clone());
-        if let Some(eps) = self.rms_eps {
-            return be.rmsnorm_forward(out, rstd, inp, weight, n, c, eps);
-        }
+        let eps = match self.kind {
+            NormKind::Rms { eps } => return be.rmsnorm_forward(out, rstd, inp, weight, n, c, eps),
+            NormKind::Layer { eps } => eps,
+        };
         let bias = self.bias.clone().map(|r| B::view(params, r));
-        be.layernorm_forward(out, mean, rstd, inp, weight, bias, n, c);
+        be.layernorm_forward(out, mean, rstd, inp, weight, bias, n, c, eps);
     }
 
     /// Accumulates into `dinp` and the gain and bias gradients in `grads`.
@@ -202,7 +203,7 @@ impl NormParams {
             None => (None, None),
         };
         let (mean, rstd) = stats;
-        if self.rms_eps.is_some() {
+        if let NormKind::Rms { .. } = self.kind {
             return be.rmsnorm_backward(dinp, dw, dout, inp, weight, rstd, n, c);
         }
         be.layernorm_backward(dinp, dw, db, dout, inp, weight, mean, rstd, n, c);

@@ -18,7 +18,8 @@ pub mod score;
 
 pub use activations::{Activations, Purpose, Window};
 pub use config::{
-    Activation, Arch, LlamaConfig, LoraConfig, LoraTarget, ModelConfig, Norm, RopeScaling,
+    Activation, Arch, GPT_LAYER_NORM_EPS, LlamaConfig, LoraConfig, LoraTarget, ModelConfig, Norm,
+    RopeScaling,
 };
 pub use gpt::{Mode, Model};
 pub use grads::Grads;

@@ -79,8 +79,16 @@ impl TensorSpec {
 pub struct NormParams {
     pub weight: Range<usize>,
     pub bias: Option<Range<usize>>,
-    /// `Some(eps)`: RMS norm (Llama family); `None`: layer norm.
-    pub rms_eps: Option<f32>,
+    pub kind: NormKind,
+}
+
+/// Which normalisation, with the epsilon added to its variance (or mean square).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum NormKind {
+    /// Layer norm (GPT-2): centred, scaled, with an optional bias.
+    Layer { eps: f32 },
+    /// RMS norm (Llama family): scaled by the root mean square only.
+    Rms { eps: f32 },
 }
 
 /// How a linear layer's weight matrix is stored.
@@ -139,10 +147,13 @@ struct Builder {
 }
 
 impl Builder {
+    /// Sizes saturate instead of wrapping: the layout of a configuration too
+    /// big to address still lists its true shapes, which
+    /// [`ParamLayout::count`] adds up (its ranges are then meaningless).
     fn add(&mut self, name: String, shape: &[usize]) -> Range<usize> {
-        let size: usize = shape.iter().product();
-        let range = self.total..self.total + size;
-        self.total += size;
+        let size = shape.iter().fold(1usize, |n, &d| n.saturating_mul(d));
+        let range = self.total..self.total.saturating_add(size);
+        self.total = range.end;
         self.tensors.push(TensorSpec {
             name,
             shape: shape.to_vec(),
@@ -155,11 +166,11 @@ impl Builder {
         present.then(|| self.add(name, shape))
     }
 
-    fn norm(&mut self, prefix: &str, c: usize, bias: bool) -> NormParams {
+    fn norm(&mut self, prefix: &str, c: usize, bias: bool, eps: f32) -> NormParams {
         NormParams {
             weight: self.add(format!("{prefix}.weight"), &[c]),
             bias: self.add_if(bias, format!("{prefix}.bias"), &[c]),
-            rms_eps: None,
+            kind: NormKind::Layer { eps },
         }
     }
 
@@ -167,7 +178,7 @@ impl Builder {
         NormParams {
             weight: self.add(name, &[c]),
             bias: None,
-            rms_eps: Some(eps),
+            kind: NormKind::Rms { eps },
         }
     }
 
@@ -293,6 +304,13 @@ impl BlockParams {
 }
 
 impl ParamLayout {
+    /// The number of parameters, added up from the tensors' shapes in
+    /// `u128`: exact even where `total` saturated.
+    pub fn count(&self) -> u128 {
+        let size = |t: &TensorSpec| t.shape.iter().map(|&d| d as u128).product::<u128>();
+        self.tensors.iter().map(size).sum()
+    }
+
     pub fn new(cfg: &ModelConfig) -> Self {
         let mut b = Builder {
             tensors: Vec::new(),
@@ -315,22 +333,23 @@ impl ParamLayout {
         if cfg.arch == Arch::Llama {
             return Self::llama(cfg, b);
         }
+        let eps = cfg.norm_eps();
         let wte = b.add("transformer.wte.weight".into(), &[v, c]);
         let wpe = b.add("transformer.wpe.weight".into(), &[cfg.block_size, c]);
         let mut blocks: Vec<BlockParams> = (0..cfg.n_layer)
             .map(|l| {
                 let p = format!("transformer.h.{l}");
                 BlockParams {
-                    ln_1: b.norm(&format!("{p}.ln_1"), c, cfg.bias),
+                    ln_1: b.norm(&format!("{p}.ln_1"), c, cfg.bias, eps),
                     c_attn: b.linear(&format!("{p}.attn.c_attn"), c, 3 * c, cfg.qkv_bias),
                     attn_proj: b.linear(&format!("{p}.attn.c_proj"), c, c, cfg.bias),
-                    ln_2: b.norm(&format!("{p}.ln_2"), c, cfg.bias),
+                    ln_2: b.norm(&format!("{p}.ln_2"), c, cfg.bias, eps),
                     c_fc: b.linear(&format!("{p}.mlp.c_fc"), c, 4 * c, cfg.bias),
                     mlp_proj: b.linear(&format!("{p}.mlp.c_proj"), 4 * c, c, cfg.bias),
                 }
             })
             .collect();
-        let ln_f = Some(b.norm("transformer.ln_f", c, cfg.bias));
+        let ln_f = Some(b.norm("transformer.ln_f", c, cfg.bias, eps));
         let untied = b.add_if(!cfg.tie_embeddings, "lm_head.weight".into(), &[v, c]);
         let lm_head = Some(LinearParams {
             weight: untied.unwrap_or(wte.clone()),

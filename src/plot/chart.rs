@@ -1,5 +1,7 @@
 //! The loss figure: training and validation loss against steps (or tokens)
-//! in the top panel, the learning rate below on the same x axis.
+//! in the top panel, the learning rate below on the same x axis; or below,
+//! when the runs logged it (`train --eval-choices`), the multiple-choice
+//! accuracy `acc_norm` at each evaluation instead.
 //!
 //! One run: training loss of each step (faint), training and validation
 //! loss at evaluations (lines with dots), in two colours. Several runs: one
@@ -73,6 +75,7 @@ struct Curves {
     eval_train: Vec<(f64, f64)>,
     val: Vec<(f64, f64)>,
     lr: Vec<(f64, f64)>,
+    acc_norm: Vec<(f64, f64)>,
 }
 
 impl Curves {
@@ -96,6 +99,9 @@ impl Curves {
                 .steps
                 .iter()
                 .filter_map(|s| Some((at(s.step), s.lr?)))
+                .collect(),
+            acc_norm: (m.evals.iter())
+                .filter_map(|e| Some((at(e.step), e.acc_norm?)))
                 .collect(),
         })
     }
@@ -137,7 +143,7 @@ fn x_axis(curves: &[Curves], opts: &PlotOptions, from: f64, to: f64) -> Axis {
     let xs = || {
         curves
             .iter()
-            .flat_map(|c| c.losses().chain(&c.lr).map(|p| p.0))
+            .flat_map(|c| c.losses().chain(&c.lr).chain(&c.acc_norm).map(|p| p.0))
     };
     let hi = xs().fold(0.0, f64::max).max(1.0);
     let scale = match opts.x_scale {
@@ -212,7 +218,13 @@ pub fn loss_svg(runs: &[RunSeries], opts: &PlotOptions) -> Result<String> {
         .map(|r| Curves::new(r, opts.x))
         .collect::<Result<_>>()?;
     let (loss_lo, loss_hi) = padded(curves.iter().flat_map(|c| c.losses().map(|p| p.1)), false);
-    let (_, lr_hi) = padded(curves.iter().flat_map(|c| c.lr.iter().map(|p| p.1)), true);
+    let lower = Lower::of(&curves);
+    let (_, lr_hi) = padded(
+        curves
+            .iter()
+            .flat_map(|c| lower.series(c).iter().map(|p| p.1)),
+        true,
+    );
     let mut y_loss = Axis {
         lo: loss_lo,
         hi: loss_hi,
@@ -228,7 +240,7 @@ pub fn loss_svg(runs: &[RunSeries], opts: &PlotOptions) -> Result<String> {
         to: 0.0,
     };
     let loss_ticks = y_loss.ticks(axis::format_plain);
-    let lr_ticks = lr_ticks(&y_lr);
+    let lr_ticks = lower.ticks(&y_lr);
     let widest = loss_ticks
         .iter()
         .chain(&lr_ticks)
@@ -247,11 +259,11 @@ pub fn loss_svg(runs: &[RunSeries], opts: &PlotOptions) -> Result<String> {
         "loss (nats per token)",
         false,
     );
-    draw_panel(&mut svg, &x, &y_lr, &lr_ticks, "learning rate", true);
+    draw_panel(&mut svg, &x, &y_lr, &lr_ticks, lower.title(), true);
     draw_x_title(&mut svg, &x, &layout, opts.x);
     let single = runs.len() == 1;
     for (i, c) in curves.iter().enumerate() {
-        draw_run(&mut svg, c, (&x, &y_loss, &y_lr), i, single);
+        draw_run(&mut svg, c, (&x, &y_loss, &y_lr), i, single, lower);
     }
     draw_legend(&mut svg, runs, &layout, single);
     svg.text(
@@ -264,13 +276,45 @@ pub fn loss_svg(runs: &[RunSeries], opts: &PlotOptions) -> Result<String> {
     Ok(svg.finish())
 }
 
-/// Three or so ticks for the learning rate panel (it is short).
-fn lr_ticks(y: &Axis) -> Vec<(f64, String)> {
-    let ticks = axis::linear_ticks(y.lo, y.hi, 3);
-    ticks
-        .into_iter()
-        .map(|v| (v, axis::format_sci(v)))
-        .collect()
+/// What the lower panel shows: `acc_norm` when any run logged it, else
+/// the learning rate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lower {
+    LearningRate,
+    AccNorm,
+}
+
+impl Lower {
+    fn of(curves: &[Curves]) -> Self {
+        match curves.iter().any(|c| !c.acc_norm.is_empty()) {
+            true => Lower::AccNorm,
+            false => Lower::LearningRate,
+        }
+    }
+
+    fn series(self, c: &Curves) -> &[(f64, f64)] {
+        match self {
+            Lower::LearningRate => &c.lr,
+            Lower::AccNorm => &c.acc_norm,
+        }
+    }
+
+    fn title(self) -> &'static str {
+        match self {
+            Lower::LearningRate => "learning rate",
+            Lower::AccNorm => "acc_norm",
+        }
+    }
+
+    /// Three or so ticks (the panel is short).
+    fn ticks(self, y: &Axis) -> Vec<(f64, String)> {
+        let format = match self {
+            Lower::LearningRate => axis::format_sci,
+            Lower::AccNorm => axis::format_plain,
+        };
+        let ticks = axis::linear_ticks(y.lo, y.hi, 3);
+        ticks.into_iter().map(|v| (v, format(v))).collect()
+    }
 }
 
 fn title(runs: &[RunSeries]) -> String {
@@ -382,8 +426,15 @@ fn to_pixels(points: &[(f64, f64)], x: &Axis, y: &Axis) -> Vec<(f64, f64)> {
     out
 }
 
-fn draw_run(svg: &mut Svg, c: &Curves, axes: (&Axis, &Axis, &Axis), i: usize, single: bool) {
-    let (x, y_loss, y_lr) = axes;
+fn draw_run(
+    svg: &mut Svg,
+    c: &Curves,
+    axes: (&Axis, &Axis, &Axis),
+    i: usize,
+    single: bool,
+    lower: Lower,
+) {
+    let (x, y_loss, y_lower) = axes;
     let color = PALETTE[i % PALETTE.len()];
     let (train_color, val_color) = if single {
         (PALETTE[0], PALETTE[1])
@@ -412,7 +463,11 @@ fn draw_run(svg: &mut Svg, c: &Curves, axes: (&Axis, &Axis, &Axis), i: usize, si
             .for_each(|p| svg.circle(*p, 4.0, train_color));
         val.iter().for_each(|p| svg.circle(*p, 4.5, val_color));
     }
-    svg.polyline(&to_pixels(&c.lr, x, y_lr), Stroke::solid(color, 2.2));
+    let below = to_pixels(lower.series(c), x, y_lower);
+    svg.polyline(&below, Stroke::solid(color, 2.2));
+    if lower == Lower::AccNorm && below.len() <= 60 {
+        below.iter().for_each(|p| svg.circle(*p, 4.0, color));
+    }
 }
 
 /// The legend, in the top right corner of the loss panel.
@@ -515,6 +570,36 @@ mod tests {
         );
     }
 
+    /// The lower panel shows acc_norm when a run logged it, else the learning rate.
+    #[test]
+    fn the_lower_panel_shows_acc_norm_when_the_metrics_have_it() {
+        let log = |acc: &str| {
+            format!(
+                "{{\"step\":1,\"train_loss\":3.0,\"lr\":0.001}}\n\
+                 {{\"step\":1,\"eval\":true,\"train_loss\":3.0,\"val_loss\":3.1{acc}}}\n\
+                 {{\"step\":2,\"train_loss\":2.0,\"lr\":0.001}}\n\
+                 {{\"step\":2,\"eval\":true,\"train_loss\":2.0,\"val_loss\":2.1{acc}}}\n"
+            )
+        };
+        let svg = |text: &str| {
+            let metrics = RunMetrics::parse(text, std::path::Path::new("m")).unwrap();
+            let run = RunSeries {
+                name: "r".into(),
+                metrics,
+                tokens_per_step: None,
+            };
+            loss_svg(&[run], &PlotOptions::default()).unwrap()
+        };
+        let with = svg(&log(",\"acc_norm\":0.375"));
+        assert!(with.contains(">acc_norm<") && !with.contains(">learning rate<"));
+        assert!(
+            with.contains(">0.4<") || with.contains(">0.40<"),
+            "acc ticks"
+        );
+        let without = svg(&log(""));
+        assert!(without.contains(">learning rate<") && !without.contains("acc_norm"));
+    }
+
     #[test]
     fn log_axis_only_when_the_fall_is_early() {
         let curves = |tau: f64| Curves {
@@ -524,6 +609,7 @@ mod tests {
             eval_train: vec![],
             val: vec![],
             lr: vec![],
+            acc_norm: vec![],
         };
         assert!(log_reads_better(&curves(30.0), 2000.0));
         assert!(!log_reads_better(&curves(600.0), 2000.0));

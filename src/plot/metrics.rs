@@ -6,6 +6,7 @@
 //! ```text
 //! {"step": 10, "train_loss": 3.1, "lr": 0.001, "tokens_per_sec": 9000, "elapsed_s": 1.2}
 //! {"step": 10, "eval": true, "train_loss": 3.0, "val_loss": 3.2, "elapsed_s": 1.5, "peak_rss_mb": 210.0}
+//! {"step": 20, "eval": true, ..., "acc_norm": 0.31}     (with train --eval-choices)
 //! {"step": 11, "skipped": true, "why": "the loss is NaN", "lr": 0.001}
 //! ```
 //!
@@ -40,6 +41,8 @@ pub struct EvalPoint {
     pub elapsed_s: Option<f64>,
     /// Peak resident memory of the training process so far, in MiB.
     pub peak_rss_mb: Option<f64>,
+    /// Multiple-choice accuracy by mean loss (`train --eval-choices`).
+    pub acc_norm: Option<f64>,
 }
 
 /// A step that made no update and has no loss: a non-finite loss or gradient
@@ -115,6 +118,7 @@ fn read_line(value: &Value) -> std::result::Result<Line, &'static str> {
             val_loss: number("val_loss").ok_or("no \"val_loss\" number")?,
             elapsed_s: number("elapsed_s"),
             peak_rss_mb: number("peak_rss_mb"),
+            acc_norm: number("acc_norm"),
         }));
     }
     Ok(Line::Step(StepPoint {
@@ -171,6 +175,14 @@ impl RunMetrics {
             .map(|e| (e.step, e.val_loss))
             .filter(|(_, loss)| loss.is_finite())
             .min_by(|a, b| a.1.total_cmp(&b.1))
+    }
+
+    /// The highest multiple-choice `acc_norm` and the step it was reached at.
+    pub fn best_acc_norm(&self) -> Option<(u64, f64)> {
+        self.evals
+            .iter()
+            .filter_map(|e| Some((e.step, e.acc_norm?)))
+            .max_by(|a, b| a.1.total_cmp(&b.1))
     }
 
     /// The last step logged (updates done, skipped ones included).
@@ -239,6 +251,12 @@ mod tests {
         assert_eq!(m.steps[0].lr, Some(0.001));
         assert_eq!(m.best_val(), Some((1, 3.1)));
         assert_eq!(m.last_step(), 1);
+        assert_eq!((m.evals[0].acc_norm, m.best_acc_norm()), (None, None));
+        let acc = r#"{"step":2,"eval":true,"train_loss":2.8,"val_loss":3.0,"acc_norm":0.3}"#;
+        let later = r#"{"step":3,"eval":true,"train_loss":2.7,"val_loss":2.9,"acc_norm":0.25}"#;
+        let m = RunMetrics::parse(&format!("{EVAL}\n{acc}\n{later}\n"), Path::new("m")).unwrap();
+        assert_eq!(m.evals[1].acc_norm, Some(0.3));
+        assert_eq!(m.best_acc_norm(), Some((2, 0.3)));
     }
 
     #[test]

@@ -133,6 +133,10 @@ fn numbers_section(s: &RunSummary, m: &RunMetrics) -> String {
         .best_val()
         .map(|(step, v)| format!("{v:.4} nats per token at step {step}"));
     row(&mut html, "best validation loss", best);
+    if let Some((step, acc)) = m.best_acc_norm() {
+        let value = format!("{acc:.4} at step {step} (multiple choice, --eval-choices)");
+        row(&mut html, "best acc_norm", Some(value));
+    }
     row(&mut html, "tokens seen", s.tokens_seen.map(format_count));
     row(&mut html, "wall time", s.wall_s.map(runs::format_duration));
     let speed = m
@@ -149,19 +153,30 @@ fn numbers_section(s: &RunSummary, m: &RunMetrics) -> String {
     html
 }
 
-/// Every evaluation as a table.
+/// Every evaluation as a table (with `acc_norm` when the run logged it).
 fn evals_section(m: &RunMetrics) -> String {
+    let acc = m.evals.iter().any(|e| e.acc_norm.is_some());
     let mut html = String::from(
-        "<h2>Evaluations</h2>\n<table>\n<tr><th>step</th><th>train loss</th><th>val loss</th><th>time</th><th>peak RSS</th></tr>\n",
+        "<h2>Evaluations</h2>\n<table>\n<tr><th>step</th><th>train loss</th><th>val loss</th>",
     );
+    if acc {
+        html.push_str("<th>acc_norm</th>");
+    }
+    html.push_str("<th>time</th><th>peak RSS</th></tr>\n");
     let dash = || "-".to_string();
     for e in &m.evals {
+        let _ = write!(
+            html,
+            "<tr><td class=n>{}</td><td class=n>{:.4}</td><td class=n>{:.4}</td>",
+            e.step, e.train_loss, e.val_loss,
+        );
+        if acc {
+            let value = e.acc_norm.map_or_else(dash, |a| format!("{a:.4}"));
+            let _ = write!(html, "<td class=n>{value}</td>");
+        }
         let _ = writeln!(
             html,
-            "<tr><td class=n>{}</td><td class=n>{:.4}</td><td class=n>{:.4}</td><td class=n>{}</td><td class=n>{}</td></tr>",
-            e.step,
-            e.train_loss,
-            e.val_loss,
+            "<td class=n>{}</td><td class=n>{}</td></tr>",
             e.elapsed_s.map_or_else(dash, runs::format_duration),
             e.peak_rss_mb.map_or_else(dash, |mb| format!("{mb:.0} MiB")),
         );
@@ -184,4 +199,29 @@ fn samples_section(samples: &[Sample]) -> String {
         );
     }
     html
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The evaluations table and the numbers gain acc_norm when it was logged.
+    #[test]
+    fn acc_norm_is_reported_when_the_run_logged_it() {
+        let eval = |step: u32, acc: &str| {
+            format!("{{\"step\":{step},\"eval\":true,\"train_loss\":2.0,\"val_loss\":2.5{acc}}}\n")
+        };
+        let path = Path::new("m");
+        let plain = RunMetrics::parse(&eval(1, ""), path).unwrap();
+        assert!(!evals_section(&plain).contains("acc_norm"));
+        let text = eval(1, ",\"acc_norm\":0.25") + &eval(2, ",\"acc_norm\":0.3125");
+        let with = RunMetrics::parse(&text, path).unwrap();
+        let table = evals_section(&with);
+        assert!(
+            table.contains("<th>acc_norm</th>") && table.contains(">0.3125<"),
+            "{table}"
+        );
+        let numbers = numbers_section(&RunSummary::read(Path::new("no-such-run")), &with);
+        assert!(numbers.contains("0.3125 at step 2"), "{numbers}");
+    }
 }

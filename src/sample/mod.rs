@@ -1,31 +1,40 @@
 //! Text generation: repeatedly run the model on the sequence so far, turn the
-//! last position's logits into a next token ([`sampler`]: repetition
-//! penalty, temperature, top-k, top-p, min-p), and stop at a stop token, a
-//! stop string ([`stop`]), `max_new_tokens`, or when the caller says so.
+//! last position's logits into a next token ([`sampler`]: repetition,
+//! presence and frequency penalties, temperature, top-k, top-p, min-p), and
+//! stop at a stop token, a stop string ([`stop`]), `max_new_tokens`, or when
+//! the caller says so.
 //!
-//! The model keeps a key/value cache (the `qkv` rows of inference
-//! [`Activations`]): while the text fits in the context, each new token is
-//! one more position through the same forward pass. A [`Generator`] keeps
-//! its cache between calls, so a prompt that starts with the previous call's
-//! sequence (a chat, one turn later) only computes its new positions. Past
-//! `block_size` tokens the window slides, every position changes, and each
-//! token runs the forward on the last `block_size` tokens (as nanoGPT does).
+//! All of that is one sequence's [`Decoder`] ([`decoder`]): it keeps the
+//! key/value cache (the `qkv` rows of inference [`Activations`]), the
+//! sampling state and the context policy (past `block_size` tokens the window
+//! slides). `lmforge sample` and `chat` drive one through a [`Generator`],
+//! `lmforge serve`'s engine drives many in batched steps ([`forward_all`]),
+//! and so do the benchmarks here. A [`Generator`] keeps its decoder between
+//! calls, so a prompt that starts with the previous call's sequence (a chat,
+//! one turn later) only computes its new positions.
 
+pub mod decoder;
+pub mod logprobs;
 pub mod sampler;
 pub mod stop;
 
 use crate::backend::Backend;
 use crate::error::{Error, Result};
-use crate::model::{Activations, Mode, Model, Window};
-use crate::rng::Rng;
+use crate::model::{Activations, Model};
 use crate::tokenizer::Tokenizer;
 use std::path::Path;
 
+pub use self::decoder::{Decoder, Feed, SAMPLE_STREAM, Step, forward_all};
+pub use self::logprobs::TokenLogprob;
 pub use self::sampler::Sampler;
 pub use self::stop::StopText;
 
-/// The random stream sampling draws from (with the user's seed).
-const SAMPLE_STREAM: u64 = 0x5A3F;
+/// The highest temperature, and the largest presence or frequency penalty
+/// (either sign), the CLI and the API accept (OpenAI's limits).
+pub const MAX_TEMPERATURE: f32 = 2.0;
+pub const MAX_PENALTY: f32 = 2.0;
+/// The most alternatives reported per token with log-probabilities.
+pub const MAX_LOGPROBS: usize = 20;
 
 /// How to choose tokens and when to stop; the field names are the flags of
 /// `lmforge sample` and `lmforge chat`.
@@ -42,9 +51,15 @@ pub struct SampleOptions {
     pub min_p: Option<f32>,
     /// Above 1 discourages the tokens already in the context window; 1 is off.
     pub repetition_penalty: f32,
+    /// Subtracted once from the logit of every token already in the reply (OpenAI's).
+    pub presence_penalty: f32,
+    /// Subtracted from a token's logit once per time it is in the reply (OpenAI's).
+    pub frequency_penalty: f32,
     /// Generation ends where the text contains one of these (not printed).
     pub stop: Vec<String>,
     pub seed: u64,
+    /// Report each drawn token's log-probability and this many alternatives'.
+    pub logprobs: Option<usize>,
 }
 
 impl Default for SampleOptions {
@@ -56,41 +71,83 @@ impl Default for SampleOptions {
             top_p: None,
             min_p: None,
             repetition_penalty: 1.0,
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
             stop: Vec::new(),
             seed: 1337,
+            logprobs: None,
         }
     }
 }
 
+/// An option outside its range: which (by field name, `top_p`) and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BadOption {
+    pub option: &'static str,
+    pub rule: String,
+}
+
+impl BadOption {
+    fn new(option: &'static str, rule: String) -> Self {
+        BadOption { option, rule }
+    }
+
+    /// Said as a command-line flag: `--top-p must be ...`.
+    pub fn as_flag(&self) -> String {
+        format!("--{} {}", self.option.replace('_', "-"), self.rule)
+    }
+}
+
 impl SampleOptions {
-    /// Check every option; an error names the flag at fault.
-    pub fn validate(&self) -> Result<()> {
-        let bad = |message: String| Err(Error::Config(message));
+    /// Check every option against its range; the one place the limits are
+    /// written, for the CLI ([`SampleOptions::validate`]) and the API alike.
+    pub fn check(&self) -> std::result::Result<(), BadOption> {
+        let bad = |option, rule| Err(BadOption::new(option, rule));
         let t = self.temperature;
-        if !t.is_finite() || t < 0.0 {
-            return bad(format!(
-                "--temperature must be a finite number at least 0 (0 = greedy), got {t}"
-            ));
+        if !(0.0..=MAX_TEMPERATURE).contains(&t) {
+            let rule =
+                format!("must be a number from 0 to {MAX_TEMPERATURE} (0 = greedy), got {t}");
+            return bad("temperature", rule);
         }
         if self.top_k == Some(0) {
-            return bad("--top-k must be at least 1".into());
+            return bad("top_k", "must be at least 1".into());
         }
         if let Some(p) = self.top_p.filter(|p| !(*p > 0.0 && *p <= 1.0)) {
-            return bad(format!("--top-p must be above 0 and at most 1, got {p}"));
+            return bad("top_p", format!("must be above 0 and at most 1, got {p}"));
         }
         if let Some(p) = self.min_p.filter(|p| !(0.0..=1.0).contains(p)) {
-            return bad(format!("--min-p must be between 0 and 1, got {p}"));
+            return bad("min_p", format!("must be between 0 and 1, got {p}"));
         }
         let r = self.repetition_penalty;
         if !r.is_finite() || r <= 0.0 {
-            return bad(format!(
-                "--repetition-penalty must be a finite number above 0 (1 = off), got {r}"
-            ));
+            let rule = format!("must be a finite number above 0 (1 = off), got {r}");
+            return bad("repetition_penalty", rule);
+        }
+        for (option, p) in [
+            ("presence_penalty", self.presence_penalty),
+            ("frequency_penalty", self.frequency_penalty),
+        ] {
+            if !(-MAX_PENALTY..=MAX_PENALTY).contains(&p) {
+                let rule =
+                    format!("must be a number from -{MAX_PENALTY} to {MAX_PENALTY}, got {p}");
+                return bad(option, rule);
+            }
         }
         if self.stop.iter().any(String::is_empty) {
-            return bad("--stop must not be empty".into());
+            return bad("stop", "must not be empty".into());
+        }
+        if let Some(k) = self.logprobs.filter(|&k| k > MAX_LOGPROBS) {
+            return bad(
+                "logprobs",
+                format!("must be from 0 to {MAX_LOGPROBS}, got {k}"),
+            );
         }
         Ok(())
+    }
+
+    /// [`SampleOptions::check`] as an error naming the command-line flag.
+    pub fn validate(&self) -> Result<()> {
+        self.check().map_err(|bad| Error::Config(bad.as_flag()))
     }
 }
 
@@ -152,82 +209,18 @@ pub fn check_is_run(dir: &Path) -> Result<()> {
 
 /// Check a prompt before generating: at least one token, all in the vocabulary.
 pub fn check_prompt(model: &Model, prompt: &[u32]) -> Result<()> {
-    if prompt.is_empty() {
-        return Err(Error::Data(
-            "the prompt must contain at least one token".into(),
-        ));
-    }
-    let v = model.config.vocab_size;
-    if let Some(&bad) = prompt.iter().find(|&&id| id as usize >= v) {
-        return Err(Error::Data(format!(
-            "token id {bad} is outside the model's vocabulary of {v}"
-        )));
-    }
-    Ok(())
+    decoder::check_prompt(model.config.vocab_size, prompt)
 }
 
-/// A sequence being extended one token at a time, with the positions
-/// already computed kept in the activations.
-struct Context<'m, B: Backend> {
-    model: &'m Model,
-    params: &'m B::Buf,
-    acts: Activations<B>,
-    /// Positions of the sequence whose keys and values are in `acts`.
-    cached: usize,
-    /// false: every position is computed again for each token (for `bench`).
-    use_cache: bool,
-    /// The next-token logits, on the host.
-    logits: Vec<f32>,
-}
-
-impl<'m, B: Backend> Context<'m, B> {
-    fn new(be: &B, model: &'m Model, params: &'m B::Buf) -> Result<Self> {
-        Ok(Context {
-            model,
-            params,
-            acts: Activations::inference(be, &model.config)?,
-            cached: 0,
-            use_cache: true,
-            logits: vec![0.0; model.config.vocab_size],
-        })
-    }
-
-    /// The next-token logits after `tokens`, the whole sequence so far: its
-    /// first `cached` positions are those of the previous call.
-    fn logits_after(&mut self, be: &B, tokens: &[u32]) -> &mut [f32] {
-        let (len, block) = (tokens.len(), self.model.config.block_size);
-        let (pos, new) = if len > block {
-            (0, &tokens[len - block..]) // slid: every position moved
-        } else {
-            let start = if self.use_cache {
-                self.cached.min(len - 1)
-            } else {
-                0
-            };
-            (start, &tokens[start..])
-        };
-        let window = Window::continuing(pos, new.len());
-        let (model, params, acts) = (self.model, self.params, &mut self.acts);
-        be.run(|| model.forward(be, params, acts, new, window, Mode::Eval));
-        self.cached = if len > block { 0 } else { len };
-        be.download(self.acts.logits_row(0), &mut self.logits);
-        &mut self.logits
-    }
-}
-
-/// Generates from one model, keeping the KV cache, the random stream and the
-/// sampling scratch from one call to the next.
+/// Generates from one model through one [`Decoder`], keeping the KV cache
+/// and the random stream from one call to the next.
 pub struct Generator<'m, B: Backend> {
     be: &'m B,
-    context: Context<'m, B>,
-    sampler: Sampler,
-    rng: Rng,
+    model: &'m Model,
+    params: &'m B::Buf,
+    decoder: Decoder<B>,
     /// Tokens that end a generation (not part of the reply).
     stop_tokens: Vec<u32>,
-    /// The last sequence: prompt and reply of the previous call.
-    tokens: Vec<u32>,
-    /// Prompt positions the last call took from the cache.
-    reused: usize,
 }
 
 impl<'m, B: Backend> Generator<'m, B> {
@@ -242,67 +235,69 @@ impl<'m, B: Backend> Generator<'m, B> {
     ) -> Result<Self> {
         Ok(Generator {
             be,
-            context: Context::new(be, model, params)?,
-            sampler: Sampler::new(model.config.vocab_size),
-            rng: Rng::new(seed, SAMPLE_STREAM),
+            model,
+            params,
+            decoder: Decoder::new(be, model, seed, 0)?,
             stop_tokens,
-            tokens: Vec::new(),
-            reused: 0,
         })
     }
 
     /// How many positions of the last sequence are in the KV cache.
     pub fn cached_positions(&self) -> usize {
-        self.context.cached
+        self.decoder.cached_positions()
     }
 
     /// How many positions of the last prompt were not computed again.
     pub fn reused_positions(&self) -> usize {
-        self.reused
+        self.decoder.reused_positions()
+    }
+
+    /// Decode after `prompt` until the decoder ends the sequence, calling
+    /// `on_step` with each step; when it says stop, the sequence is
+    /// interrupted and `on_step` gets one last step with the held-back text.
+    fn run(
+        &mut self,
+        tok: Option<&dyn Tokenizer>,
+        prompt: &[u32],
+        opts: &SampleOptions,
+        mut on_step: impl FnMut(&Step) -> Result<Flow>,
+    ) -> Result<Finish> {
+        self.decoder.start(prompt, opts, &self.stop_tokens)?;
+        loop {
+            if let Some(finish) = self.decoder.finish() {
+                return Ok(finish);
+            }
+            self.decoder.forward(self.be, self.model, self.params);
+            let step = self.decoder.advance(tok)?;
+            if on_step(&step)? == Flow::Stop && step.finish.is_none() {
+                let text = self.decoder.interrupt();
+                let finish = self.decoder.finish();
+                on_step(&Step {
+                    token: None,
+                    logprob: None,
+                    text,
+                    finish,
+                })?;
+            }
+        }
     }
 
     /// Draw up to `opts.max_new_tokens` tokens after `prompt`, calling `emit`
     /// with each as soon as it is drawn. The positions that `prompt` shares
-    /// with the previous call's sequence are not computed again. Returns
-    /// the tokens drawn (without a stop token) and why it ended.
+    /// with the previous call's sequence are not computed again. Stop
+    /// strings need the text: see [`Generator::generate_text`]. Returns the
+    /// tokens drawn (without a stop token) and why it ended.
     pub fn generate(
         &mut self,
         prompt: &[u32],
         opts: &SampleOptions,
         mut emit: impl FnMut(u32) -> Result<Flow>,
     ) -> Result<(Vec<u32>, Finish)> {
-        opts.validate()?;
-        check_prompt(self.context.model, prompt)?;
-        let shared = common_prefix(&self.tokens, prompt);
-        self.context.cached = self.context.cached.min(shared);
-        // The last prompt position is always computed: its logits are needed.
-        self.reused = self.context.cached.min(prompt.len() - 1);
-        self.tokens.clear();
-        self.tokens.extend_from_slice(prompt);
-        let block = self.context.model.config.block_size;
-        let mut finish = Finish::Length;
-        for _ in 0..opts.max_new_tokens {
-            let logits = self.context.logits_after(self.be, &self.tokens);
-            if let Some(bad) = logits.iter().find(|x| !x.is_finite()) {
-                return Err(Error::NonFinite(format!(
-                    "the model's logits hold {bad} after {} tokens: its weights give no usable \
-                     probabilities (a run that diverged?)",
-                    self.tokens.len()
-                )));
-            }
-            let recent = &self.tokens[self.tokens.len().saturating_sub(block)..];
-            let next = self.sampler.choose(logits, recent, opts, &mut self.rng);
-            if self.stop_tokens.contains(&next) {
-                finish = Finish::Token(next);
-                break;
-            }
-            self.tokens.push(next);
-            if emit(next)? == Flow::Stop {
-                finish = Finish::Interrupted;
-                break;
-            }
-        }
-        Ok((self.tokens[prompt.len()..].to_vec(), finish))
+        let finish = self.run(None, prompt, opts, |step| match step.token {
+            Some(token) => emit(token),
+            None => Ok(Flow::Continue),
+        })?;
+        Ok((self.decoder.generated().to_vec(), finish))
     }
 
     /// [`Generator::generate`] as text: `on_text` gets each piece as soon as
@@ -315,40 +310,23 @@ impl<'m, B: Backend> Generator<'m, B> {
         opts: &SampleOptions,
         mut on_text: impl FnMut(&str) -> Result<Flow>,
     ) -> Result<Reply> {
-        let mut stops = StopText::new(&opts.stop);
-        let (mut piece, mut text, mut hit) = (String::new(), String::new(), None);
-        let (tokens, mut finish) = self.generate(prompt, opts, |id| {
-            piece.clear();
-            hit = stops.push(&tok.decode_bytes(&[id]), &mut piece);
-            text.push_str(&piece);
-            let flow = on_text(&piece)?;
-            Ok(if hit.is_some() { Flow::Stop } else { flow })
+        let mut text = String::new();
+        let finish = self.run(Some(tok), prompt, opts, |step| {
+            text.push_str(&step.text);
+            on_text(&step.text)
         })?;
-        match hit {
-            Some(k) => finish = Finish::StopString(k),
-            None => {
-                piece.clear();
-                stops.finish(&mut piece);
-                text.push_str(&piece);
-                on_text(&piece)?;
-            }
-        }
         Ok(Reply {
-            tokens,
+            tokens: self.decoder.generated().to_vec(),
             text,
             finish,
         })
     }
 }
 
-/// How many leading tokens `a` and `b` share.
-fn common_prefix(a: &[u32], b: &[u32]) -> usize {
-    a.iter().zip(b).take_while(|(x, y)| x == y).count()
-}
-
 /// Generate up to `max_new_tokens` tokens after `prompt` (at least one token),
 /// calling `emit` with each new token as soon as it is drawn; no stop tokens.
-/// A prompt longer than the context is cropped to its last `block_size` tokens.
+/// Past the context the window slides (so a prompt longer than the context
+/// is read from its last `block_size` tokens).
 pub fn generate<B: Backend>(
     be: &B,
     model: &Model,
@@ -370,7 +348,7 @@ fn generate_with<B: Backend>(
     mut emit: impl FnMut(u32) -> Result<()>,
 ) -> Result<Vec<u32>> {
     let mut generator = Generator::new(be, model, params, opts.seed, Vec::new())?;
-    generator.context.use_cache = use_cache;
+    generator.decoder.use_cache = use_cache;
     let (tokens, _) = generator.generate(prompt, opts, |t| emit(t).map(|()| Flow::Continue))?;
     Ok(tokens)
 }
@@ -395,11 +373,7 @@ pub fn bench<B: Backend>(
     let prompt: Vec<u32> = (0..prompt_len as u64)
         .map(|i| (i * 7919 % v) as u32)
         .collect();
-    let opts = SampleOptions {
-        max_new_tokens: new_tokens,
-        temperature: 0.0,
-        ..SampleOptions::default()
-    };
+    let opts = greedy(new_tokens);
     let speed = |use_cache| -> Result<f64> {
         let t0 = std::time::Instant::now();
         generate_with(be, model, params, &prompt, &opts, use_cache, |_| Ok(()))?;
@@ -408,11 +382,20 @@ pub fn bench<B: Backend>(
     Ok((speed(true)?, speed(false)?))
 }
 
+fn greedy(max_new_tokens: usize) -> SampleOptions {
+    SampleOptions {
+        max_new_tokens,
+        temperature: 0.0,
+        ..SampleOptions::default()
+    }
+}
+
 /// Batched decoding speed in tokens/s, all streams together: `streams`
-/// sequences (each after its own `prompt_len`-token prompt) decode
-/// `new_tokens` each in steps of one [`Model::forward_batch`] over all of
-/// them, as `lmforge serve` does with that many clients. Greedy choice on the
-/// host; prefill is not timed.
+/// decoders (each after its own `prompt_len`-token prompt) decode
+/// `new_tokens` each in steps of [`forward_all`] (one
+/// [`Model::forward_batch`] over all of them), as `lmforge serve`'s engine
+/// does with that many clients. Greedy; prefill and the first token are not
+/// timed.
 pub fn bench_batched<B: Backend>(
     be: &B,
     model: &Model,
@@ -428,43 +411,40 @@ pub fn bench_batched<B: Backend>(
             cfg.block_size
         )));
     }
-    let mut caches = (0..streams)
-        .map(|_| Activations::inference(be, cfg))
-        .collect::<Result<Vec<_>>>()?;
     let mut batch = Activations::decoding(be, cfg, streams)?;
-    let mut logits = vec![0.0f32; cfg.vocab_size];
-    let mut tokens = Vec::with_capacity(streams);
-    for (s, cache) in caches.iter_mut().enumerate() {
-        let v = cfg.vocab_size as u64;
+    let opts = greedy(new_tokens + 1);
+    let v = cfg.vocab_size as u64;
+    let mut decoders = Vec::with_capacity(streams);
+    for s in 0..streams as u64 {
+        let mut decoder = Decoder::new(be, model, 0, s)?;
         let prompt: Vec<u32> = (0..prompt_len as u64)
-            .map(|i| ((i + s as u64) * 7919 % v) as u32)
+            .map(|i| ((i + s) * 7919 % v) as u32)
             .collect();
-        let window = Window::continuing(0, prompt_len);
-        be.run(|| model.forward(be, params, cache, &prompt, window, Mode::Eval));
-        be.download(cache.logits_row(0), &mut logits);
-        tokens.push(sampler::argmax(&logits));
+        decoder.start(&prompt, &opts, &[])?;
+        decoder.forward(be, model, params);
+        decoder.advance(None)?;
+        decoders.push(decoder);
     }
     let t0 = std::time::Instant::now();
-    for step in 0..new_tokens {
-        let positions = vec![prompt_len + step; streams];
-        let mut refs: Vec<_> = caches.iter_mut().collect();
-        be.run(|| model.forward_batch(be, params, &mut batch, &mut refs, &tokens, &positions));
-        for (s, token) in tokens.iter_mut().enumerate() {
-            be.download(batch.logits_row(s), &mut logits);
-            *token = sampler::argmax(&logits);
+    for _ in 0..new_tokens {
+        let mut all: Vec<&mut Decoder<B>> = decoders.iter_mut().collect();
+        forward_all(be, model, params, &mut batch, &mut all);
+        for decoder in all {
+            decoder.advance(None)?;
         }
     }
     Ok((streams * new_tokens) as f64 / t0.elapsed().as_secs_f64())
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::backend::cpu::Cpu;
-    use crate::model::{Activation, Arch, ModelConfig, Norm};
+    use crate::model::{Activation, Arch, Mode, ModelConfig, Norm, Window};
+    use crate::rng::Rng;
 
-    /// A tiny random GPT: vocabulary 23, context 6.
-    fn tiny(block_size: usize) -> (Model, Vec<f32>) {
+    /// A tiny random GPT: vocabulary 23, context `block_size`.
+    pub(crate) fn tiny(block_size: usize) -> (Model, Vec<f32>) {
         let cfg = ModelConfig {
             arch: Arch::Gpt,
             vocab_size: 23,
@@ -518,7 +498,7 @@ mod tests {
             let window = Window::batch(1, t);
             model.forward(&be, &params, &mut acts, context, window, Mode::Eval);
             let mut row = acts.logits_row(t - 1).to_vec();
-            let next = sampler.choose(&mut row, context, &opts_n(1.0, 1), &mut rng);
+            let next = sampler.choose(&mut row, context, &tokens[2..], &opts_n(1.0, 1), &mut rng);
             tokens.push(next);
         }
         assert_eq!(got, tokens[2..]);
@@ -645,7 +625,35 @@ mod tests {
 
     #[test]
     fn every_bad_option_is_named() {
-        let cases: [(SampleOptions, &str); 7] = [
+        let cases: [(SampleOptions, &str); 11] = [
+            (
+                SampleOptions {
+                    temperature: 2.5,
+                    ..Default::default()
+                },
+                "--temperature",
+            ),
+            (
+                SampleOptions {
+                    presence_penalty: 2.5,
+                    ..Default::default()
+                },
+                "--presence-penalty",
+            ),
+            (
+                SampleOptions {
+                    frequency_penalty: -2.5,
+                    ..Default::default()
+                },
+                "--frequency-penalty",
+            ),
+            (
+                SampleOptions {
+                    logprobs: Some(21),
+                    ..Default::default()
+                },
+                "--logprobs",
+            ),
             (
                 SampleOptions {
                     temperature: -1.0,
@@ -704,6 +712,10 @@ mod tests {
         let ok = SampleOptions {
             top_p: Some(1.0),
             min_p: Some(0.0),
+            temperature: 2.0,
+            presence_penalty: -2.0,
+            frequency_penalty: 2.0,
+            logprobs: Some(20),
             ..Default::default()
         };
         assert!(ok.validate().is_ok());

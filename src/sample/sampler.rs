@@ -5,6 +5,9 @@
 //! 1. repetition penalty r, for each distinct token i in the context window:
 //!        z_i = z_i / r   if z_i > 0        (r > 1 makes a repeat less likely)
 //!        z_i = z_i * r   otherwise
+//!    presence and frequency penalties (OpenAI's), for each token i drawn
+//!    c_i times so far in the reply:
+//!        z_i = z_i - c_i * frequency_penalty - (c_i > 0) * presence_penalty
 //! 2. temperature T:      greedy (the argmax of z) if T = 0, else
 //!        w_i = exp((z_i - max_j z_j) / T)  (unnormalised probabilities, w_max = 1)
 //! 3. top-k:  keep the k tokens with the largest z (ties: the lower id)
@@ -30,6 +33,8 @@ pub struct Sampler {
     kept: Vec<u32>,
     /// `seen[i]`: token `i` occurs in the context window (step 1).
     seen: Vec<bool>,
+    /// `counts[i]`: how often token `i` was drawn (step 1; zero between calls).
+    counts: Vec<u32>,
 }
 
 impl Sampler {
@@ -37,20 +42,27 @@ impl Sampler {
         Sampler {
             kept: Vec::with_capacity(vocab_size),
             seen: vec![false; vocab_size],
+            counts: vec![0; vocab_size],
         }
     }
 
-    /// The next token after a context whose window is `recent`, from its
-    /// `logits` (changed in place: scratch afterwards).
+    /// The next token after a context whose window is `recent` and whose
+    /// reply so far is `generated`, from its `logits` (changed in place:
+    /// scratch afterwards).
     pub fn choose(
         &mut self,
         logits: &mut [f32],
         recent: &[u32],
+        generated: &[u32],
         opts: &SampleOptions,
         rng: &mut Rng,
     ) -> u32 {
         if opts.repetition_penalty != 1.0 {
             penalize(logits, recent, opts.repetition_penalty, &mut self.seen);
+        }
+        if opts.presence_penalty != 0.0 || opts.frequency_penalty != 0.0 {
+            let (presence, frequency) = (opts.presence_penalty, opts.frequency_penalty);
+            penalize_counts(logits, generated, presence, frequency, &mut self.counts);
         }
         if opts.temperature == 0.0 {
             return argmax(logits);
@@ -99,6 +111,30 @@ pub fn penalize(logits: &mut [f32], recent: &[u32], penalty: f32, seen: &mut [bo
     for &id in recent {
         if let Some(s) = seen.get_mut(id as usize) {
             *s = false;
+        }
+    }
+}
+
+/// Step 1, OpenAI's penalties: subtract `frequency` per earlier draw and
+/// `presence` once from each token of `generated` (`counts` is all zero
+/// before and after).
+pub fn penalize_counts(
+    logits: &mut [f32],
+    generated: &[u32],
+    presence: f32,
+    frequency: f32,
+    counts: &mut [u32],
+) {
+    for &id in generated {
+        if let Some(c) = counts.get_mut(id as usize) {
+            *c += 1;
+        }
+    }
+    for &id in generated {
+        let i = id as usize;
+        if i < logits.len() && counts[i] > 0 {
+            logits[i] -= counts[i] as f32 * frequency + presence;
+            counts[i] = 0;
         }
     }
 }
@@ -179,7 +215,7 @@ mod tests {
         let mut row = logits.to_vec();
         for _ in 0..n {
             row.copy_from_slice(logits);
-            counts[sampler.choose(&mut row, recent, opts, &mut rng) as usize] += 1;
+            counts[sampler.choose(&mut row, recent, &[], opts, &mut rng) as usize] += 1;
         }
         counts
     }
@@ -261,7 +297,7 @@ mod tests {
         let draws = |o: &SampleOptions| {
             let (mut sampler, mut rng) = (Sampler::new(4), Rng::new(5, 0));
             (0..200)
-                .map(|_| sampler.choose(&mut logits.clone(), &[], o, &mut rng))
+                .map(|_| sampler.choose(&mut logits.clone(), &[], &[], o, &mut rng))
                 .collect::<Vec<_>>()
         };
         assert_eq!(draws(&all), draws(&opts()));
@@ -298,6 +334,35 @@ mod tests {
             ..o
         };
         assert_eq!(counts(&[2.0, 1.5], &[0], &o, 1), [1, 0], "1.0 is off");
+    }
+
+    #[test]
+    fn presence_and_frequency_penalties_subtract_per_token_and_per_draw() {
+        let mut z = [1.0, 1.0, 1.0, 1.0];
+        let mut counts = vec![0; 4];
+        penalize_counts(&mut z, &[0, 2, 0, 0, 9], 0.5, 0.25, &mut counts);
+        assert_eq!(z, [1.0 - 0.75 - 0.5, 1.0, 1.0 - 0.25 - 0.5, 1.0]);
+        assert!(counts.iter().all(|&c| c == 0), "scratch left clean");
+        let greedy = SampleOptions {
+            temperature: 0.0,
+            presence_penalty: 0.6,
+            ..opts()
+        };
+        let mut sampler = Sampler::new(2);
+        let mut rng = Rng::new(1, 0);
+        let pick = |s: &mut Sampler, o: &SampleOptions, r: &mut Rng| {
+            s.choose(&mut [2.0, 1.5], &[], &[0], o, r)
+        };
+        assert_eq!(
+            pick(&mut sampler, &greedy, &mut rng),
+            1,
+            "the drawn token loses"
+        );
+        let off = SampleOptions {
+            presence_penalty: 0.0,
+            ..greedy
+        };
+        assert_eq!(pick(&mut sampler, &off, &mut rng), 0);
     }
 
     #[test]

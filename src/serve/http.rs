@@ -12,12 +12,13 @@
 //! A client that goes away drops its reply stream, which closes its job's
 //! channel; the engine frees the slot on its next step.
 
-use super::api::{self, ApiError, Header, Input};
+use super::api::{self, ApiError, Header, Input, LoggedToken};
 use super::engine::{Event, Job};
+use super::write_deadline::WriteDeadline;
 use super::{LongPrompts, ServeOptions, Served};
 use crate::chat::{self, conversation::BASE_STOP};
 use crate::error::{Error, Result};
-use crate::sample::{Finish, SampleOptions, StopText};
+use crate::sample::{Finish, SampleOptions, TokenLogprob};
 use crate::tokenizer::Tokenizer;
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -103,7 +104,7 @@ async fn listen(app: Arc<App>, addr: SocketAddr, on_ready: impl FnOnce(SocketAdd
 }
 
 /// Accept connections, at most `max_connections` open at once (the others
-/// wait in the listen queue), each served with the header timeout, until
+/// wait in the listen queue), each served with the header and write timeouts, until
 /// `stopped` turns true.
 async fn accept(
     listener: tokio::net::TcpListener,
@@ -128,6 +129,7 @@ async fn accept(
             }
         };
         let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        let stream = WriteDeadline::new(stream, opts.write_timeout);
         let connection = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
         let mut stopped = stopped.clone();
         tokio::spawn(async move {
@@ -405,44 +407,68 @@ struct Reply {
     prompt_tokens: usize,
     /// Prompt tokens cut from the front to fit the context.
     cut: usize,
-    events: UnboundedReceiver<Event>,
-    text: TextOut,
+    /// The prompt's text and tokens when it comes back first (`echo`).
+    echo: Option<(String, Vec<u32>)>,
+    /// Log-probabilities go into the response.
+    logprobs: bool,
+    /// Choices returned: the best `n` of the candidates.
+    n: usize,
+    candidates: Vec<UnboundedReceiver<Event>>,
+    tokenizer: Arc<dyn Tokenizer>,
+    /// Tokens streamed so far, and characters (for `text_offset`).
+    streamed: Streamed,
 }
 
-/// Check a request, make its prompt and queue it with the model's engine.
+/// Check a request, make its prompt and queue its candidates with the model's engine.
 fn start(app: &App, body: &[u8], chat: bool) -> std::result::Result<Reply, ApiError> {
     let request = api::parse(body, chat)?;
     let served = pick(app, request.model.as_deref())?;
     let tok = &*served.tokenizer;
-    let (mut prompt, mut stop_strings) =
-        (prompt_ids(served, &request.input)?, request.stop.clone());
-    if chat && served.template.is_none() {
-        stop_strings.push(BASE_STOP.to_string()); // a base model's reply ends at a blank line
-    }
+    let mut prompt = prompt_ids(served, &request.input)?;
     let max_tokens = max_tokens(app, request.max_tokens)?;
-    let cut = fit(app, served, &mut prompt, max_tokens, chat)?;
-    let opts = SampleOptions {
-        max_new_tokens: max_tokens,
-        temperature: request.temperature,
-        top_p: request.top_p,
-        seed: request.seed.unwrap_or_else(|| fresh_seed(app)),
-        ..SampleOptions::default()
+    // Scoring alone reads a long prompt in windows, as `lmforge eval` does.
+    let scoring_only = request.echo && max_tokens == 0;
+    let cut = match scoring_only {
+        true => 0,
+        false => fit(app, served, &mut prompt, max_tokens, chat)?,
     };
-    let (events, replies) = tokio::sync::mpsc::unbounded_channel();
+    let mut opts = SampleOptions {
+        max_new_tokens: max_tokens,
+        seed: request.seed.unwrap_or_else(|| fresh_seed(app)),
+        ..request.opts.clone()
+    };
+    if chat && served.template.is_none() {
+        opts.stop.push(BASE_STOP.to_string()); // a base model's reply ends at a blank line
+    }
+    let wanted = opts.logprobs;
+    if request.best_of > request.n {
+        opts.logprobs.get_or_insert(0); // the candidates are ranked by them
+    }
     let stop_tokens = match chat {
         true => chat::stop_tokens(served.template.as_ref(), tok),
         false => tok.eot_token().into_iter().collect(),
     };
-    let prompt_tokens = prompt.len();
-    queue(
-        served,
-        Job {
-            prompt,
-            opts,
-            stop_tokens,
+    let mut candidates = Vec::with_capacity(request.best_of);
+    for candidate in 0..request.best_of {
+        let (events, replies) = tokio::sync::mpsc::unbounded_channel();
+        let job = Job {
+            prompt: prompt.clone(),
+            opts: opts.clone(),
+            stop_tokens: stop_tokens.clone(),
+            candidate: candidate as u64,
+            score_prompt: wanted.filter(|_| request.echo && candidate == 0),
             events,
-        },
-    )?;
+        };
+        queue(served, job)?;
+        candidates.push(replies);
+    }
+    let echo = request.echo.then(|| {
+        let text = match &request.input {
+            Input::Prompt(text) if cut == 0 => text.clone(),
+            _ => tok.decode(&prompt),
+        };
+        (text, prompt.clone())
+    });
     let n = app.requests.fetch_add(1, Ordering::Relaxed);
     let prefix = if chat { "chatcmpl" } else { "cmpl" };
     Ok(Reply {
@@ -454,10 +480,14 @@ fn start(app: &App, body: &[u8], chat: bool) -> std::result::Result<Reply, ApiEr
         chat,
         stream: request.stream,
         include_usage: request.include_usage,
-        prompt_tokens,
+        prompt_tokens: prompt.len(),
         cut,
-        events: replies,
-        text: TextOut::new(served.tokenizer.clone(), &stop_strings),
+        echo,
+        logprobs: wanted.is_some(),
+        n: request.n,
+        candidates,
+        tokenizer: served.tokenizer.clone(),
+        streamed: Streamed::default(),
     })
 }
 
@@ -576,74 +606,88 @@ fn queue(served: &Served, job: Job) -> std::result::Result<(), ApiError> {
     }
 }
 
-/// A reply's tokens turned into text, held back at stop strings ([`StopText`]).
-struct TextOut {
-    tokenizer: Arc<dyn Tokenizer>,
-    stops: StopText,
-    tokens: usize,
-    /// The finish reason to report after the last piece.
-    ended: Option<&'static str>,
+/// What an engine sends about one candidate, gathered.
+#[derive(Default)]
+struct Collected {
+    text: String,
+    tokens: Vec<(u32, Option<TokenLogprob>)>,
+    prompt: Option<Vec<Option<TokenLogprob>>>,
+    finish: &'static str,
 }
 
-/// The next thing to send.
-enum Piece {
-    Text(String),
-    End(&'static str),
-    Failed(String),
-}
-
-impl TextOut {
-    fn new(tokenizer: Arc<dyn Tokenizer>, stops: &[String]) -> Self {
-        TextOut {
-            tokenizer,
-            stops: StopText::new(stops),
-            tokens: 0,
-            ended: None,
-        }
+impl Collected {
+    /// The mean log-probability of its tokens (how `best_of` ranks).
+    fn mean_logprob(&self) -> f64 {
+        let sum: f64 = self
+            .tokens
+            .iter()
+            .flat_map(|(_, lp)| lp)
+            .map(|lp| lp.logprob as f64)
+            .sum();
+        sum / self.tokens.len().max(1) as f64
     }
+}
 
-    async fn next(&mut self, events: &mut UnboundedReceiver<Event>) -> Piece {
-        if let Some(reason) = self.ended.take() {
-            return Piece::End(reason);
-        }
-        let mut out = String::new();
+/// The API's reason for a finish: `length`, or `stop` (a stop token or string).
+fn reason(finish: Finish) -> &'static str {
+    match finish {
+        Finish::Length => "length",
+        _ => "stop",
+    }
+}
+
+/// Wait for one candidate's whole reply (or the reason it failed).
+async fn collect_one(
+    events: &mut UnboundedReceiver<Event>,
+) -> std::result::Result<Collected, String> {
+    let mut got = Collected::default();
+    loop {
         match events.recv().await {
-            Some(Event::Token(id)) => {
-                self.tokens += 1;
-                let bytes = self.tokenizer.decode_bytes(&[id]);
-                if self.stops.push(&bytes, &mut out).is_some() {
-                    events.close(); // the engine stops at its next step
-                    self.ended = Some("stop");
-                }
+            Some(Event::Prompt(scored)) => got.prompt = Some(scored),
+            Some(Event::Token { id, text, logprob }) => {
+                got.text.push_str(&text);
+                got.tokens.push((id, logprob));
             }
-            Some(Event::Done(finish)) => {
-                self.stops.finish(&mut out);
-                self.ended = Some(if finish == Finish::Length {
-                    "length"
-                } else {
-                    "stop"
-                });
+            Some(Event::Done { text, finish }) => {
+                got.text.push_str(&text);
+                got.finish = reason(finish);
+                return Ok(got);
             }
-            Some(Event::Failed(message)) => return Piece::Failed(message),
-            None => return Piece::Failed("the model's engine stopped".into()),
+            Some(Event::Failed(message)) => return Err(message),
+            None => return Err("the model's engine stopped".into()),
         }
-        Piece::Text(out)
     }
+}
+
+/// A token and its log-probabilities as the API reports them.
+fn logged(tok: &dyn Tokenizer, id: u32, logprob: Option<&TokenLogprob>) -> LoggedToken {
+    LoggedToken {
+        bytes: tok.decode_bytes(&[id]),
+        logprob: logprob.map(|lp| lp.logprob),
+        top: logprob.map(|lp| {
+            (lp.top.iter())
+                .map(|&(t, l)| (tok.decode_bytes(&[t]), l))
+                .collect()
+        }),
+    }
+}
+
+/// Where a streamed reply's log-probabilities are.
+#[derive(Default)]
+struct Streamed {
+    tokens: usize,
+    /// Characters of the text sent so far (the next token's `text_offset`).
+    chars: usize,
 }
 
 impl Reply {
-    fn usage(&self) -> Value {
-        api::usage(self.prompt_tokens, self.text.tokens)
-    }
-
-    /// Wait for the whole reply and send it as one JSON body.
+    /// Wait for every candidate and send the best `n` as one JSON body.
     async fn collect(mut self) -> Response {
-        let mut text = String::new();
-        let reason = loop {
-            match self.text.next(&mut self.events).await {
-                Piece::Text(piece) => text.push_str(&piece),
-                Piece::End(reason) => break reason,
-                Piece::Failed(message) => {
+        let mut all = Vec::with_capacity(self.candidates.len());
+        for events in &mut self.candidates {
+            match collect_one(events).await {
+                Ok(got) => all.push(got),
+                Err(message) => {
                     return error(ApiError::status(
                         500,
                         "server_error",
@@ -652,10 +696,20 @@ impl Reply {
                     ));
                 }
             }
-        };
+        }
+        let completion_tokens = all.iter().map(|c| c.tokens.len()).sum();
+        let prompt_scores = all.first_mut().and_then(|c| c.prompt.take());
+        if all.len() > self.n {
+            all.sort_by(|a, b| b.mean_logprob().total_cmp(&a.mean_logprob()));
+            all.truncate(self.n);
+        }
+        let choices = (all.iter().enumerate())
+            .map(|(i, c)| self.choice(i, c, prompt_scores.as_deref()))
+            .collect();
+        let usage = api::usage(self.prompt_tokens, completion_tokens);
         let mut body = match self.chat {
-            true => self.header.chat(&text, reason, self.usage()),
-            false => self.header.completion(&text, reason, self.usage()),
+            true => self.header.chat(choices, usage),
+            false => self.header.completion(choices, usage),
         };
         if self.cut > 0 {
             body["warning"] = json!(format!(
@@ -666,11 +720,58 @@ impl Reply {
         Json(body).into_response()
     }
 
+    /// One choice of the response: the text (after the prompt with `echo`)
+    /// and, when asked for, the log-probabilities.
+    fn choice(
+        &self,
+        index: usize,
+        c: &Collected,
+        prompt: Option<&[Option<TokenLogprob>]>,
+    ) -> Value {
+        let tok = &*self.tokenizer;
+        let mut tokens: Vec<LoggedToken> = Vec::new();
+        if let (Some((_, ids)), true) = (&self.echo, self.logprobs) {
+            let scores = prompt.unwrap_or_default();
+            tokens.extend(
+                ids.iter()
+                    .enumerate()
+                    .map(|(i, &id)| logged(tok, id, scores.get(i).and_then(Option::as_ref))),
+            );
+        }
+        tokens.extend(
+            c.tokens
+                .iter()
+                .map(|(id, lp)| logged(tok, *id, lp.as_ref())),
+        );
+        if self.chat {
+            let logprobs = match self.logprobs {
+                true => api::chat_logprobs(&tokens),
+                false => Value::Null,
+            };
+            return api::chat_choice(index, &c.text, logprobs, c.finish);
+        }
+        let logprobs = match self.logprobs {
+            true => api::completion_logprobs(&tokens, 0),
+            false => Value::Null,
+        };
+        let echoed = self.echo.as_ref().map_or("", |(text, _)| text.as_str());
+        api::completion_choice(
+            index,
+            &format!("{echoed}{}", c.text),
+            logprobs,
+            Some(c.finish),
+        )
+    }
+
     /// The reply as server-sent events, ending with `data: [DONE]`.
     fn into_events(
         self,
     ) -> impl futures_util::Stream<Item = std::result::Result<SseEvent, Infallible>> {
-        let first = if self.chat { Phase::Role } else { Phase::Body };
+        let first = match (self.chat, &self.echo) {
+            (true, _) => Phase::Role,
+            (false, Some(_)) => Phase::Echo,
+            (false, None) => Phase::Body,
+        };
         futures_util::stream::unfold((self, first), |(mut reply, phase)| async move {
             let (data, next) = reply.event(phase).await?;
             Some((Ok(SseEvent::default().data(data)), (reply, next)))
@@ -679,30 +780,27 @@ impl Reply {
 
     /// The data of the event of `phase`, and the phase after it.
     async fn event(&mut self, phase: Phase) -> Option<(String, Phase)> {
-        let h = &self.header;
         let event = match phase {
-            Phase::Role => (
-                h.chat_chunk(json!({"role": "assistant", "content": ""}), None),
-                Phase::Body,
-            ),
-            Phase::Body => loop {
-                match self.text.next(&mut self.events).await {
-                    Piece::Text(piece) if piece.is_empty() => continue,
-                    Piece::Text(piece) => break (self.chunk(&piece, None), Phase::Body),
-                    Piece::End(reason) => break (self.chunk("", Some(reason)), Phase::Usage),
-                    Piece::Failed(message) => {
-                        let failed = ApiError::status(500, "server_error", "model_failed", message);
-                        break (failed.body(), Phase::Done);
-                    }
-                }
+            Phase::Role => {
+                let delta = json!({"role": "assistant", "content": ""});
+                (
+                    self.header.chat_chunk(delta, Value::Null, None),
+                    Phase::Body,
+                )
+            }
+            Phase::Echo => match self.echo_chunk().await {
+                Ok(chunk) => (chunk, Phase::Body),
+                Err(failed) => (failed, Phase::Done),
             },
+            Phase::Body => self.body_event().await,
             Phase::Usage if self.include_usage => {
                 let object = if self.chat {
                     "chat.completion.chunk"
                 } else {
                     "text_completion"
                 };
-                (self.header.usage_chunk(object, self.usage()), Phase::Done)
+                let usage = api::usage(self.prompt_tokens, self.streamed.tokens);
+                (self.header.usage_chunk(object, usage), Phase::Done)
             }
             Phase::Usage | Phase::Done => return Some(("[DONE]".into(), Phase::Finished)),
             Phase::Finished => return None,
@@ -710,13 +808,83 @@ impl Reply {
         Some((event.0.to_string(), event.1))
     }
 
-    fn chunk(&self, text: &str, finish: Option<&str>) -> Value {
-        match (self.chat, finish) {
-            (true, None) => self.header.chat_chunk(json!({"content": text}), None),
-            (true, Some(_)) => self.header.chat_chunk(json!({}), finish),
-            (false, _) => self.header.completion_chunk(text, finish),
+    /// The first chunk of an echoing completion: the prompt (with its log-probabilities).
+    async fn echo_chunk(&mut self) -> std::result::Result<Value, Value> {
+        let Some((text, ids)) = self.echo.clone() else {
+            return Ok(self.header.completion_chunk("", Value::Null, None));
+        };
+        let mut logprobs = Value::Null;
+        if self.logprobs {
+            let scores = match self.candidates[0].recv().await {
+                Some(Event::Prompt(scores)) => scores,
+                Some(Event::Failed(message)) => return Err(failed(message)),
+                _ => return Err(failed("the model's engine stopped".into())),
+            };
+            let tok = &*self.tokenizer;
+            let tokens: Vec<LoggedToken> = (ids.iter().zip(&scores))
+                .map(|(&id, lp)| logged(tok, id, lp.as_ref()))
+                .collect();
+            logprobs = api::completion_logprobs(&tokens, 0);
+        }
+        self.streamed.chars = text.chars().count();
+        Ok(self.header.completion_chunk(&text, logprobs, None))
+    }
+
+    /// The next chunk of the reply (a token, the finish, or a failure).
+    async fn body_event(&mut self) -> (Value, Phase) {
+        loop {
+            let (id, text, logprob) = match self.candidates[0].recv().await {
+                Some(Event::Token { id, text, logprob }) => (id, text, logprob),
+                Some(Event::Done { text, finish }) => {
+                    let reason = Some(reason(finish));
+                    let chunk = match (self.chat, text.is_empty()) {
+                        (true, true) => self.header.chat_chunk(json!({}), Value::Null, reason),
+                        (true, false) => {
+                            let delta = json!({"content": text});
+                            self.header.chat_chunk(delta, Value::Null, reason)
+                        }
+                        (false, _) => self.header.completion_chunk(&text, Value::Null, reason),
+                    };
+                    return (chunk, Phase::Usage);
+                }
+                Some(Event::Prompt(_)) => continue,
+                Some(Event::Failed(message)) => return (failed(message), Phase::Done),
+                None => return (failed("the model's engine stopped".into()), Phase::Done),
+            };
+            self.streamed.tokens += 1;
+            if text.is_empty() && !self.logprobs {
+                continue;
+            }
+            let token = logged(&*self.tokenizer, id, logprob.as_ref());
+            let chunk = match self.chat {
+                true => {
+                    let logprobs = match self.logprobs {
+                        true => api::chat_logprobs(std::slice::from_ref(&token)),
+                        false => Value::Null,
+                    };
+                    self.header
+                        .chat_chunk(json!({"content": text}), logprobs, None)
+                }
+                false => {
+                    let logprobs = match self.logprobs {
+                        true => api::completion_logprobs(
+                            std::slice::from_ref(&token),
+                            self.streamed.chars,
+                        ),
+                        false => Value::Null,
+                    };
+                    self.streamed.chars += String::from_utf8_lossy(&token.bytes).chars().count();
+                    self.header.completion_chunk(&text, logprobs, None)
+                }
+            };
+            return (chunk, Phase::Body);
         }
     }
+}
+
+/// A failure told inside a stream (the status line has gone already).
+fn failed(message: String) -> Value {
+    ApiError::status(500, "server_error", "model_failed", message).body()
 }
 
 /// Where a streamed reply is.
@@ -724,6 +892,8 @@ impl Reply {
 enum Phase {
     /// Chat only: the chunk that opens the assistant's message.
     Role,
+    /// Completions with `echo`: the prompt first.
+    Echo,
     Body,
     Usage,
     Done,

@@ -23,6 +23,7 @@
 pub mod api;
 pub mod engine;
 mod http;
+mod write_deadline;
 
 use crate::backend::Backend;
 use crate::chat::ChatFormat;
@@ -63,6 +64,9 @@ pub struct ServeOptions {
     pub header_timeout: Duration,
     /// How long a client may take to send a request's body.
     pub body_timeout: Duration,
+    /// How long a reply may wait for the client to read any of it before the
+    /// connection is closed (a client that stopped reading a stream).
+    pub write_timeout: Duration,
     /// Connections open at once (more wait in the listen queue).
     pub max_connections: usize,
     pub long_prompts: LongPrompts,
@@ -164,13 +168,15 @@ where
     let (ready, started) = sync_channel(1);
     let load = Arc::new(Load::default());
     let (engine_load, slots, block_size) = (load.clone(), opts.parallel, model.config.block_size);
+    let engine_tokenizer = tokenizer.clone();
     let thread = std::thread::spawn(move || {
         let be = new_backend();
         let params = match be.upload(params) {
             Ok(params) => params,
             Err(e) => return drop(ready.send(Err(e))),
         };
-        match Engine::new(&be, &model, &params, slots, engine_load) {
+        let loaded = (&model, &params, engine_tokenizer);
+        match Engine::new(&be, loaded, slots, engine_load) {
             Ok(engine) => {
                 let _ = ready.send(Ok(()));
                 engine.run(queue);

@@ -400,6 +400,37 @@ impl TrainOverrides {
     }
 }
 
+/// The flags of `$o`'s `$shape` fields that are given, as `--field-name`.
+/// The pattern names every field of [`TrainOverrides`] with no `..`, so a
+/// new override that is not sorted into model shape or training here does
+/// not compile.
+macro_rules! given_shape_flags {
+    ($o:expr; shape: $($shape:ident),*; training: $($training:ident),*) => {{
+        let TrainOverrides { $($shape,)* $($training: _,)* } = $o;
+        let flags = [$((stringify!($shape), $shape.is_some())),*];
+        flags
+            .into_iter()
+            .filter(|(_, given)| *given)
+            .map(|(name, _)| format!("--{}", name.replace('_', "-")))
+            .collect()
+    }};
+}
+
+impl TrainOverrides {
+    /// The model-shape flags given (`--n-layer`, `--tokenizer`, ...): what
+    /// a fine-tune cannot change, as its weights are tied to them. The
+    /// context (`--block`) and `--dropout` are training options here.
+    pub fn shape_flags(&self) -> Vec<String> {
+        given_shape_flags!(self;
+            shape: tokenizer, arch, n_layer, n_head, n_embd, norm, activation,
+                tie_embeddings, bias, qkv_bias, lm_head_bias, n_kv_head, intermediate_size,
+                rope_theta;
+            training: block_size, dropout, batch_size, val_fraction, max_iters, lr, min_lr,
+                schedule, warmup_iters, lr_decay_iters, grad_accum, grad_clip, weight_decay,
+                beta1, beta2, eps, eval_interval, eval_iters, checkpoint_interval, seed)
+    }
+}
+
 /// The resolved configuration: preset, then TOML file, then flags.
 pub fn resolve(preset: Preset, toml: Option<&Path>, flags: &TrainOverrides) -> Result<TrainConfig> {
     let mut cfg = preset.config();

@@ -129,6 +129,51 @@ fn shard_tokenizer(
     Ok((tokenizer, spec.clone()))
 }
 
+/// Read and encode the corpus (conversations with `config.sft`, in the chat
+/// format of `chat_dir`), with the given tokenizer or one made for it; sets
+/// a new run's vocabulary size.
+pub fn read(
+    config: &mut TrainConfig,
+    data: Option<&Path>,
+    tokenizer: Option<Box<dyn Tokenizer>>,
+    chat_dir: &Path,
+    (resumed, allow_partial): (bool, bool),
+) -> Result<(Corpus, Box<dyn Tokenizer>)> {
+    if config.sft {
+        let path = data.ok_or_else(|| Error::Config("--sft needs a JSON Lines file".into()))?;
+        let tokenizer = tokenizer.ok_or_else(|| {
+            Error::Config("--sft fine-tunes a trained model: give --init-from".into())
+        })?;
+        let block = config.model.block_size;
+        let corpus = conversations(
+            path,
+            tokenizer.as_ref(),
+            chat_dir,
+            config.val_fraction,
+            block,
+        )?;
+        return Ok((corpus, tokenizer));
+    }
+    let source = open(data)?;
+    super::guard::check_finished(&source, data, allow_partial)?;
+    let fixed_vocab = tokenizer.is_some();
+    let tokenizer = match tokenizer {
+        Some(t) => t,
+        None => new_tokenizer(&source, config, data)?,
+    };
+    let (corpus, vocab_size) = tokenize(source, tokenizer.as_ref(), config.val_fraction)?;
+    if (resumed || fixed_vocab) && vocab_size > config.model.vocab_size {
+        return Err(Error::Config(format!(
+            "the data needs a vocabulary of {vocab_size} tokens, the model has {}",
+            config.model.vocab_size
+        )));
+    }
+    if !fixed_vocab {
+        config.model.vocab_size = vocab_size;
+    }
+    Ok((corpus, tokenizer))
+}
+
 /// Encode the text (shards are already tokens) and split it. Returns the
 /// corpus and the vocabulary size the model needs: the tokenizer's, or more
 /// when the shards say their ids go higher.

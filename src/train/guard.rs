@@ -49,6 +49,10 @@ pub struct Safeguards {
     pub ignore_memory_check: bool,
     /// Train on a shard directory `prepare` has not finished.
     pub allow_partial: bool,
+    /// The memory of the device that trains, in bytes, when it is not the
+    /// host's (a GPU's): what the memory check compares with. `None`: the
+    /// host's memory available now ([`crate::memory::available`]).
+    pub device_memory: Option<u64>,
 }
 
 /// Make `out` ready for a new run: refuse a directory holding a run unless
@@ -102,7 +106,13 @@ pub fn check_memory(config: &TrainConfig, guards: &Safeguards) -> Result<()> {
     if guards.ignore_memory_check {
         return Ok(());
     }
-    let available = crate::memory::available();
+    let available = match guards.device_memory {
+        Some(bytes) => Some(crate::memory::Available {
+            bytes: bytes as u128,
+            source: "the GPU's memory".into(),
+        }),
+        None => crate::memory::available(),
+    };
     crate::memory::check(&estimate, "training this model", available.as_ref())
 }
 

@@ -2,13 +2,42 @@
 //! arguments of the Python package's `lmforge.train`), turned into where to
 //! write and how to [`Start`]: a new run from a preset, a fine-tune, or a
 //! resumption. The command line and the Python package both go through
-//! [`TrainRequest::start`], so the same options mean the same run.
+//! [`TrainRequest::start`], so the same options mean the same run; a
+//! library caller may build a [`Start`] itself. Either way
+//! [`super::plan::resolve`] makes it a checked plan.
 
+use super::Preset;
 use super::config::{self, TrainConfig, TrainOverrides};
-use super::{FineTuneRequest, Preset, Start};
 use crate::error::{Error, Result};
+use crate::finetune::policy;
 use crate::model::{LoraConfig, LoraTarget};
 use std::path::PathBuf;
+
+/// A new run, a fine-tune of a trained model, or the continuation of the
+/// run in the output directory.
+pub enum Start {
+    New(Box<TrainConfig>),
+    FineTune(Box<FineTuneRequest>),
+    /// Continue from the last checkpoint, with the saved configuration changed
+    /// by these overrides, applied in order (training options only, e.g. `max_iters`).
+    Resume(Vec<TrainOverrides>),
+}
+
+/// What `train --init-from` asks for.
+pub struct FineTuneRequest {
+    /// The training options: [`policy::training_config`] gives the
+    /// fine-tune defaults (the `finetune` preset, LoRA's learning rate).
+    pub config: TrainConfig,
+    /// The overrides as given: model-shape flags are refused (the parent decides the shape).
+    pub given: TrainOverrides,
+    /// A run, a Hugging Face folder, or a model name in the local cache.
+    pub init_from: String,
+    pub freeze_embeddings: bool,
+    pub freeze_layers: usize,
+    /// LoRA's settings; no targets means the parent architecture's defaults
+    /// ([`crate::model::LoraTarget::defaults`]).
+    pub lora: Option<LoraConfig>,
+}
 
 /// Fine-tuning: start from a trained model instead of random weights.
 #[derive(Debug, Clone, Default)]
@@ -150,18 +179,12 @@ impl TrainRequest {
     /// The fine-tune of `init_from` asked for, with its training options.
     fn fine_tune_request(&self, init_from: &str) -> Result<FineTuneRequest> {
         let ft = &self.finetune;
-        let lora = ft.lora_rank.map(|rank| LoraConfig {
-            rank,
-            alpha: ft.lora_alpha.unwrap_or(2.0 * rank as f32),
-            targets: ft.lora_targets.clone().unwrap_or_default(),
-        });
-        let mut given = self.overrides.clone();
-        if lora.is_some() && given.lr.is_none() {
-            given.lr = Some(2e-4); // adapters start at zero and want a larger step
-        }
-        let preset = self.preset.unwrap_or(Preset::Finetune);
-        let mut config: TrainConfig = config::resolve(preset, self.config.as_deref(), &given)?;
-        config.sft = ft.sft.is_some();
+        let lora = ft
+            .lora_rank
+            .map(|rank| policy::lora(rank, ft.lora_alpha, ft.lora_targets.clone()));
+        let (preset, file) = (self.preset, self.config.as_deref());
+        let config =
+            policy::training_config(preset, file, &self.overrides, &lora, ft.sft.is_some())?;
         Ok(FineTuneRequest {
             config,
             given: self.overrides.clone(),

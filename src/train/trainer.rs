@@ -53,6 +53,21 @@ fn unmark_prompts(sft: bool, inputs: &mut [u32], targets: &mut [u32]) -> usize {
     counted
 }
 
+/// An SFT evaluation with no reply token in any of its batches has no loss
+/// to report: say so rather than log a made-up number.
+fn every_eval_target_masked(split: Split, batches: u64, window: Window) -> Error {
+    let name = match split {
+        Split::Train => "training",
+        Split::Val => "validation",
+    };
+    Error::Data(format!(
+        "every target of the {batches} {name} evaluation batches ({} x {} tokens) was masked: \
+         the conversations there have no reply token inside a window, so there is no loss to \
+         measure; use a larger --block, shorter conversations, or more --eval-iters",
+        window.b, window.t
+    ))
+}
+
 /// Which split an evaluation reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Split {
@@ -423,7 +438,9 @@ impl<'a, B: Backend> Trainer<'a, B> {
         Ok(norm)
     }
 
-    /// Mean loss over `eval_iters` batches of one split, dropout off.
+    /// Mean loss per counted target over `eval_iters` batches of one split,
+    /// dropout off. Each batch weighs by the targets it counts, so an SFT
+    /// batch whose targets are all masked adds nothing (not a loss of 0).
     pub fn evaluate(&mut self, split: Split, step: u64) -> Result<f32> {
         let be = self.be;
         be.run(|| self.evaluate_here(split, step))
@@ -440,25 +457,31 @@ impl<'a, B: Backend> Trainer<'a, B> {
             self.parallel.world.size() as u64,
             self.parallel.world.rank() as u64,
         );
-        let mut total = 0.0f64;
+        // [sum of per-target losses, counted targets]
+        let mut sums = [0.0f64; 2];
         for i in 0..iters {
             let index = (step * iters + i) * ranks + rank;
             sampler.fill(stream, index, &mut self.inputs, &mut self.targets);
-            unmark_prompts(self.config.sft, &mut self.inputs, &mut self.targets);
+            let counted = unmark_prompts(self.config.sft, &mut self.inputs, &mut self.targets);
             self.check_token_ids()?;
             let (model, acts) = (&self.model, &mut self.acts);
             model.forward(be, &self.params, acts, &self.inputs, window, Mode::Eval);
-            total += model.loss(be, acts, &self.targets, window) as f64;
+            let mean = model.loss(be, acts, &self.targets, window) as f64;
+            sums[0] += mean * counted as f64;
+            sums[1] += counted as f64;
         }
         if ranks > 1 {
-            let mut sum = [0.0f64];
+            let mut total = [0.0f64; 2];
             let what = "evaluation all-reduce";
             self.parallel
                 .world
-                .all_reduce_sum_f64(&[total], &mut sum, what)?;
-            total = sum[0];
+                .all_reduce_sum_f64(&sums, &mut total, what)?;
+            sums = total;
         }
-        Ok((total / (iters * ranks) as f64) as f32)
+        if sums[1] == 0.0 {
+            return Err(every_eval_target_masked(split, iters * ranks, window));
+        }
+        Ok((sums[0] / sums[1]) as f32)
     }
 
     /// Write the model files (a LoRA run: its adapters) and the training

@@ -16,9 +16,8 @@ use super::math::{sum_map, sum_map3};
 use super::simd::vectorised;
 use rayon::prelude::*;
 
-const EPS: f32 = crate::backend::LAYER_NORM_EPS;
-
-/// `inp`, `out`: `(N, C)`; `mean`, `rstd`: `(N)`.
+/// `inp`, `out`: `(N, C)`; `mean`, `rstd`: `(N)`; `eps` is the model's
+/// ([`crate::model::ModelConfig::norm_eps`]).
 #[allow(clippy::too_many_arguments)]
 pub fn forward(
     out: &mut [f32],
@@ -29,6 +28,7 @@ pub fn forward(
     bias: Option<&[f32]>,
     n: usize,
     c: usize,
+    eps: f32,
 ) {
     let (mean, rstd) = (&mut mean[..n], &mut rstd[..n]);
     out[..n * c]
@@ -39,7 +39,7 @@ pub fn forward(
             vectorised!({
                 let mu = sum_map(x, |v| v) / c as f32;
                 let var = sum_map(x, |v| (v - mu) * (v - mu)) / c as f32;
-                let s = 1.0 / (var + EPS).sqrt();
+                let s = 1.0 / (var + eps).sqrt();
                 // One loop per case: a bias looked up per element keeps the
                 // loop from vectorising.
                 let (o, x) = (&mut o[..c], &x[..c]);

@@ -194,8 +194,9 @@ impl Backend for Cpu {
         bias: Option<&[f32]>,
         n: usize,
         c: usize,
+        eps: f32,
     ) {
-        layernorm::forward(out, mean, rstd, inp, weight, bias, n, c);
+        layernorm::forward(out, mean, rstd, inp, weight, bias, n, c, eps);
     }
 
     fn layernorm_backward(

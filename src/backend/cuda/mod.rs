@@ -39,8 +39,8 @@ mod launch;
 pub mod probe;
 
 use crate::backend::{
-    Accumulate, Activation, AdamWStep, AttentionDims, Backend, Dropout, Epilogue, LAYER_NORM_EPS,
-    Mat, NORM_CHUNK, ParamGroup, RopeDims,
+    Accumulate, Activation, AdamWStep, AttentionDims, Backend, Dropout, Epilogue, Mat, NORM_CHUNK,
+    ParamGroup, RopeDims,
 };
 use crate::error::{Error, Result};
 use blas::{Blas, Operand};
@@ -588,6 +588,7 @@ impl Backend for Cuda {
         bias: Option<DevView<'_>>,
         n: usize,
         c: usize,
+        eps: f32,
     ) {
         self.launcher("lmf_layernorm_forward")
             .arg(out.addr)
@@ -596,7 +597,7 @@ impl Backend for Cuda {
             .arg(inp.addr)
             .arg(weight.addr)
             .arg(bias.map_or(0, |b| b.addr))
-            .arg(LAYER_NORM_EPS)
+            .arg(eps)
             .arg(n as u64)
             .arg(c as u64)
             .run_warps(n as u64);

@@ -59,7 +59,8 @@ impl DocReader<'_> {
             let result = if self.blobs && entry.size() <= MAX_BLOB {
                 self.read_member(&mut entry, &member_display, &member, depth + 1)
             } else {
-                self.stream(&mut entry, &member_display, &member, depth + 1)
+                let len = Some(entry.size());
+                self.stream(&mut entry, &member_display, &member, depth + 1, len)
             };
             match result {
                 // The tar itself is cut or corrupt: not this member's fault.
@@ -87,7 +88,8 @@ impl DocReader<'_> {
         r.read_to_end(&mut bytes)
             .map_err(|e| io_stop(display, depth, e))?;
         if !is_compressed(detect(&bytes, name)) {
-            return self.stream(&mut bytes.as_slice(), display, name, depth);
+            let len = Some(bytes.len() as u64);
+            return self.stream(&mut bytes.as_slice(), display, name, depth, len);
         }
         let blob = Blob {
             bytes,

@@ -169,6 +169,23 @@ pub fn split_text(text: &str, max: usize) -> impl Iterator<Item = &str> {
     })
 }
 
+/// Where in `text` a validation tail that should start at byte `from`
+/// starts: after the first newline at or past `from` that is followed by a
+/// non-white-space character (so the tail starts a line), else at the first
+/// character boundary at or past `from` (a text without such a newline is
+/// cut there). At most `text.len()`.
+pub fn tail_cut(text: &str, from: usize) -> usize {
+    let bytes = text.as_bytes();
+    let from = from.min(bytes.len());
+    let line = (from.max(1)..bytes.len())
+        .find(|&i| bytes[i - 1] == b'\n' && !bytes[i].is_ascii_whitespace());
+    line.unwrap_or_else(|| {
+        (from..=bytes.len())
+            .find(|&i| text.is_char_boundary(i))
+            .unwrap_or(bytes.len())
+    })
+}
+
 /// Normalise one piece: remove a byte-order mark at the start of a document
 /// (`document_start`), and turn CRLF into LF.
 pub fn normalize_piece(mut text: String, document_start: bool) -> String {
@@ -249,5 +266,20 @@ mod tests {
                 start += p.len();
             }
         }
+    }
+
+    #[test]
+    fn a_tail_starts_a_line_or_at_a_character() {
+        let text = "one\ntwo\n\nthree é";
+        assert_eq!(&text[tail_cut(text, 1)..], "two\n\nthree é");
+        assert_eq!(
+            &text[tail_cut(text, 5)..],
+            "three é",
+            "not before a blank line"
+        );
+        assert_eq!(&text[tail_cut(text, 0)..], "two\n\nthree é");
+        assert_eq!(tail_cut(text, 16), 17, "on a character boundary");
+        assert_eq!(tail_cut(text, 99), text.len());
+        assert_eq!(tail_cut("abcdef", 2), 2, "no newline: cut at the mark");
     }
 }

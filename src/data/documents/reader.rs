@@ -4,8 +4,8 @@
 //! [`super::parquet`].
 
 use super::format::{Format, detect, strip_compression};
-use super::pieces::{Cutter, normalize_piece, split_text};
-use super::{InputFile, OnBad, PIECE_BYTES, ReadOptions, Split};
+use super::pieces::{Cutter, normalize_piece, split_text, tail_cut};
+use super::{InputFile, OnBad, PIECE_BYTES, ReadOptions, Split, TAIL_SHARE};
 use crate::error::{Error, Result};
 use std::io::Read;
 use std::sync::Arc;
@@ -25,6 +25,10 @@ pub struct Piece {
     pub text: String,
     /// The document's first piece: the end-of-text token goes before it.
     pub first: bool,
+    /// The first piece of a document's validation tail (see
+    /// [`ReadOptions::corpus_bytes`]): an end-of-text token goes before it
+    /// too, so the validation stream never runs two documents together.
+    pub starts_tail: bool,
     pub split: Split,
     /// Where it came from, for errors (e.g. `owt.tar:a.xz:b.txt`).
     pub source: Arc<str>,
@@ -34,6 +38,8 @@ pub struct Piece {
 #[derive(Debug, Default, Clone)]
 pub struct InputStats {
     pub documents: u64,
+    /// Documents split at their tail rather than assigned whole.
+    pub tail_split: u64,
     pub skipped_bad_utf8: u64,
     /// Corrupt or truncated archives (or members), and JSON Lines records
     /// over the size bound, skipped: `name: reason`.
@@ -44,6 +50,7 @@ impl InputStats {
     /// Add what another part of the same input found.
     pub fn add(&mut self, other: InputStats) {
         self.documents += other.documents;
+        self.tail_split += other.tail_split;
         self.skipped_bad_utf8 += other.skipped_bad_utf8;
         self.bad_archives.extend(other.bad_archives);
     }
@@ -124,7 +131,8 @@ pub fn read_input(
         bytes_read.fetch_add(input.bytes.saturating_sub(4), Ordering::Relaxed);
         result
     } else {
-        reader.stream(&mut magic.as_slice().chain(file), &display, &name, 0)
+        let len = Some(input.bytes);
+        reader.stream(&mut magic.as_slice().chain(file), &display, &name, 0, len)
     };
     conclude(result, reader.stats, opts)
 }
@@ -141,6 +149,7 @@ pub fn expand_blob(
             &blob.display,
             &blob.name,
             blob.depth,
+            None,
         )
     })
 }
@@ -195,7 +204,9 @@ pub fn read_stream(
     opts: &ReadOptions,
     emit: &mut dyn FnMut(Piece) -> Result<()>,
 ) -> Result<InputStats> {
-    without_blobs(opts, name, emit, |reader| reader.stream(r, name, name, 0))
+    without_blobs(opts, name, emit, |reader| {
+        reader.stream(r, name, name, 0, None)
+    })
 }
 
 /// Turn how reading ended into the stats, or the error to stop with.
@@ -242,6 +253,11 @@ pub(super) fn io_stop(display: &str, depth: usize, e: std::io::Error) -> Stop {
 /// The document being handed on.
 pub(super) struct Document {
     split: Split,
+    /// Where (in bytes of normalised text) the validation tail starts, for a
+    /// document split at its tail.
+    tail_from: Option<u64>,
+    /// Bytes of normalised text handed on so far.
+    offset: u64,
     /// The next piece starts the document (a byte-order mark there goes).
     at_start: bool,
     /// No piece has been handed on yet.
@@ -281,13 +297,16 @@ impl<'a> DocReader<'a> {
     }
 
     /// Read one stream. `display` names it in messages; `name` is what its
-    /// format is detected from; `depth` is how many decoders/tars it sits in.
+    /// format is detected from; `depth` is how many decoders/tars it sits in;
+    /// `len` is its length in bytes where known ahead (a file, a tar member),
+    /// which a plain-text document needs to have its tail split off.
     pub(super) fn stream(
         &mut self,
         r: &mut dyn Read,
         display: &str,
         name: &str,
         depth: usize,
+        len: Option<u64>,
     ) -> Result<(), Stop> {
         if depth > MAX_DEPTH {
             return Err(Stop::Archive(
@@ -303,15 +322,15 @@ impl<'a> DocReader<'a> {
         match detect(&head, name) {
             Format::Gzip => {
                 let mut d = flate2::read::MultiGzDecoder::new(stream);
-                self.stream(&mut d, display, &inner, depth + 1)
+                self.stream(&mut d, display, &inner, depth + 1, None)
             }
             Format::Xz => {
                 let mut d = liblzma::read::XzDecoder::new_multi_decoder(stream);
-                self.stream(&mut d, display, &inner, depth + 1)
+                self.stream(&mut d, display, &inner, depth + 1, None)
             }
             Format::Zstd => {
                 let mut d = zstd::stream::read::Decoder::new(stream).map_err(io_err)?;
-                self.stream(&mut d, display, &inner, depth + 1)
+                self.stream(&mut d, display, &inner, depth + 1, None)
             }
             Format::Tar => self.read_tar(&mut stream, display, depth),
             Format::Parquet => Err(Stop::Fatal(Error::format(
@@ -320,14 +339,20 @@ impl<'a> DocReader<'a> {
                  a compressed file or stdin); extract it",
             ))),
             Format::JsonLines => self.read_jsonl(&mut stream, display, depth),
-            Format::Text => self.read_text(&mut stream, display, depth),
+            Format::Text => self.read_text(&mut stream, display, depth, len),
         }
     }
 
     /// A plain-text document, streamed in pieces of at most [`PIECE_BYTES`]:
     /// memory stays flat however long it is, with or without newlines.
-    fn read_text(&mut self, r: &mut dyn Read, display: &str, depth: usize) -> Result<(), Stop> {
-        let mut doc = self.begin_document();
+    fn read_text(
+        &mut self,
+        r: &mut dyn Read,
+        display: &str,
+        depth: usize,
+        len: Option<u64>,
+    ) -> Result<(), Stop> {
+        let mut doc = self.begin_document(len);
         let mut cutter = Cutter::new(PIECE_BYTES);
         let mut buf = Vec::with_capacity(cutter.wanted());
         let mut offset = 0u64;
@@ -354,7 +379,7 @@ impl<'a> DocReader<'a> {
     /// A document held in memory (a JSON Lines record, a Parquet row), handed
     /// on in pieces.
     pub(super) fn emit_document(&mut self, text: &str, display: &str) -> Result<(), Stop> {
-        let mut doc = self.begin_document();
+        let mut doc = self.begin_document(Some(text.len() as u64));
         for piece in split_text(text, PIECE_BYTES) {
             self.emit_piece(&mut doc, piece.to_string(), display)?;
         }
@@ -379,29 +404,69 @@ impl<'a> DocReader<'a> {
         }))
     }
 
-    /// Number the next document and decide its split from (seed, input, index).
-    /// Every document is numbered, even one that turns out empty, so the
-    /// split of the others does not depend on it.
-    fn begin_document(&mut self) -> Document {
+    /// Number the next document and decide its split: a document of
+    /// `len` bytes that holds at least 1/[`TAIL_SHARE`] of the corpus keeps
+    /// its head in train and gives its last `val_fraction` to validation;
+    /// any other (or one of unknown length, inside a compressed stream) goes
+    /// whole to one split by a hash of (seed, input, index). Every document
+    /// is numbered, even one that turns out empty, so the split of the
+    /// others does not depend on it.
+    fn begin_document(&mut self, len: Option<u64>) -> Document {
         let bits = crate::rng::hash3(self.opts.seed, self.split_key, self.doc_index);
         self.doc_index += 1;
+        let fraction = self.opts.val_fraction;
+        let big = len.filter(|&n| n > 0 && n.saturating_mul(TAIL_SHARE) >= self.opts.corpus_bytes);
+        if let Some(n) = big.filter(|_| fraction > 0.0) {
+            self.stats.tail_split += 1;
+            return Document {
+                split: Split::Train,
+                tail_from: Some((n as f64 * (1.0 - fraction)).round() as u64),
+                offset: 0,
+                at_start: true,
+                first: true,
+            };
+        }
         let unit = (bits >> 11) as f64 / (1u64 << 53) as f64;
-        let split = if unit < self.opts.val_fraction {
+        let split = if unit < fraction {
             Split::Val
         } else {
             Split::Train
         };
         Document {
             split,
+            tail_from: None,
+            offset: 0,
             at_start: true,
             first: true,
         }
     }
 
-    /// Normalise a piece of `doc` and hand it on (unless it is empty).
+    /// Normalise a piece of `doc` and hand it on (unless it is empty); the
+    /// piece holding the start of the document's validation tail is handed
+    /// on as two.
     fn emit_piece(&mut self, doc: &mut Document, text: String, display: &str) -> Result<(), Stop> {
-        let text = normalize_piece(text, doc.at_start);
+        let mut text = normalize_piece(text, doc.at_start);
         doc.at_start = false;
+        let start = doc.offset;
+        doc.offset += text.len() as u64;
+        let Some(from) = doc.tail_from.filter(|&from| from < doc.offset) else {
+            return self.hand_on(doc, text, false, display);
+        };
+        doc.tail_from = None;
+        let cut = tail_cut(&text, from.saturating_sub(start) as usize);
+        let tail = text.split_off(cut);
+        self.hand_on(doc, text, false, display)?;
+        doc.split = Split::Val;
+        self.hand_on(doc, tail, true, display)
+    }
+
+    fn hand_on(
+        &mut self,
+        doc: &mut Document,
+        text: String,
+        starts_tail: bool,
+        display: &str,
+    ) -> Result<(), Stop> {
         if text.is_empty() {
             return Ok(());
         }
@@ -412,6 +477,7 @@ impl<'a> DocReader<'a> {
         (self.emit)(Unit::Piece(Piece {
             text,
             first,
+            starts_tail: starts_tail && !first,
             split: doc.split,
             source: display.into(),
         }))

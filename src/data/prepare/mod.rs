@@ -10,10 +10,14 @@
 //!    characters, and with `--char-vocab-max N` only the N most frequent
 //!    characters are kept, plus `<unk>`.
 //! 3. Stream documents ([`documents`]) through the [`pipeline`]: the
-//!    end-of-text token goes before every document (as in llm.c), each
-//!    document goes to train or val by a hash of (seed, input file name,
-//!    document number), and the tokens are appended to the current shard of
-//!    that split ([`output`]). (Documents inside a compressed tar member up
+//!    end-of-text token goes before every document (as in llm.c) and before
+//!    a document's validation tail; a document holding at least
+//!    1/[`TAIL_SHARE`] of the corpus gives its last `--val-fraction` to
+//!    validation, any other goes whole to train or val by a hash of (seed,
+//!    input file name, document number) (see [`documents`]), and the tokens
+//!    are appended to the current shard of that split ([`output`]). A split
+//!    far from the fraction asked for is reported
+//!    ([`PrepareReport::split_warning`]). (Documents inside a compressed tar member up
 //!    to [`documents::MAX_BLOB`], which a worker expands, are numbered within
 //!    the member, keyed by `input name:member path`.)
 //!
@@ -34,10 +38,10 @@ pub mod progress;
 pub mod resume;
 pub mod vocab;
 
-pub use crate::data::documents::{OnBad, Split};
+pub use crate::data::documents::{OnBad, Split, TAIL_SHARE};
 
 use crate::data::documents::{self, InputFile, ReadOptions};
-use crate::data::shards::{MANIFEST_FILE, PrepareSettings, TOKENIZER_FILE};
+use crate::data::shards::{MANIFEST_FILE, PrepareSettings, SPLIT_RULE, TOKENIZER_FILE};
 use crate::error::{Error, Result};
 use crate::tokenizer::{Tokenizer, TokenizerSpec};
 use std::path::{Path, PathBuf};
@@ -118,16 +122,19 @@ impl PrepareOptions {
             val_fraction: self.val_fraction,
             seed: self.seed,
             text_field: self.text_field.clone(),
+            split: SPLIT_RULE.into(),
         }
     }
 
-    fn read_options(&self) -> ReadOptions {
+    /// How to read `inputs`, all of which make up the corpus.
+    fn read_options(&self, inputs: &[InputFile]) -> ReadOptions {
         ReadOptions {
             text_field: self.text_field.clone(),
             on_bad_utf8: self.on_bad_utf8,
             on_bad_archive: self.on_bad_archive,
             val_fraction: self.val_fraction,
             seed: self.seed,
+            corpus_bytes: inputs.iter().map(|i| i.bytes).sum(),
         }
     }
 }
@@ -139,6 +146,8 @@ pub struct PrepareReport {
     /// Inputs a previous run had finished.
     pub inputs_skipped: usize,
     pub documents: u64,
+    /// Documents split at their tail (the rest went whole to one split).
+    pub tail_split: u64,
     pub train_tokens: u64,
     pub val_tokens: u64,
     pub bytes_read: u64,
@@ -147,6 +156,8 @@ pub struct PrepareReport {
     pub bad_archives: Vec<String>,
     pub vocab_size: usize,
     pub seconds: f64,
+    /// Why the validation share is far from `--val-fraction`, if it is.
+    pub split_warning: Option<String>,
 }
 
 /// Run `lmforge prepare`.
@@ -181,7 +192,7 @@ pub fn prepare(opts: &PrepareOptions) -> Result<PrepareReport> {
     let mut sink = output::Sink::new(&opts.out, &mut manifest, &todo, opts.shard_tokens);
     pipeline::run(
         &todo,
-        &opts.read_options(),
+        &opts.read_options(&all_inputs),
         opts.threads,
         &bytes_read,
         &work,
@@ -205,7 +216,28 @@ pub fn prepare(opts: &PrepareOptions) -> Result<PrepareReport> {
     }
     report.bytes_read = bytes_read.load(Ordering::Relaxed);
     report.seconds = start.elapsed().as_secs_f64();
+    report.split_warning = split_warning(opts.val_fraction, &report);
     Ok(report)
+}
+
+/// A validation share off by more than a quarter of `--val-fraction` (or
+/// any, when it is 0) gets a warning saying why.
+fn split_warning(fraction: f64, report: &PrepareReport) -> Option<String> {
+    let total = report.train_tokens + report.val_tokens;
+    let share = report.val_tokens as f64 / total.max(1) as f64;
+    if (share - fraction).abs() <= fraction / 4.0 {
+        return None;
+    }
+    let whole = report.documents - report.tail_split;
+    Some(format!(
+        "validation holds {:.1}% of the tokens, not the {:.1}% --val-fraction asks for: {} \
+         documents were split at their tail and {whole} went whole to one split (those \
+         under 1/{TAIL_SHARE} of the corpus, or of unknown length inside compressed files), \
+         too few to average out. Decompress a compressed text, or give more documents",
+        100.0 * share,
+        100.0 * fraction,
+        report.tail_split,
+    ))
 }
 
 /// The one place a `--tokenizer` argument becomes a tokenizer, saved as

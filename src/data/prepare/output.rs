@@ -20,7 +20,8 @@ pub struct TokenBatch {
 }
 
 /// Tokenize a batch of pieces (in a worker): the end-of-text token before each
-/// document's first piece, then its ids, in the split it was assigned.
+/// document's first piece and before its validation tail, then its ids, in
+/// the split it was assigned.
 pub fn tokenize_batch(
     tokenizer: &dyn Tokenizer,
     dtype: Dtype,
@@ -36,6 +37,8 @@ pub fn tokenize_batch(
         let mut ids = Vec::with_capacity(piece.text.len() + 1);
         if piece.first {
             batch.documents += 1;
+        }
+        if piece.first || piece.starts_tail {
             ids.extend(eot);
         }
         let tokens = tokenizer
@@ -174,9 +177,11 @@ impl<'a> Sink<'a> {
                     report.documents += batch.documents;
                     self.write(batch)?;
                 }
+                report.tail_split += stats.tail_split;
                 self.member_stats.add(stats);
             }
             Item::InputDone { index, mut stats } => {
+                report.tail_split += stats.tail_split;
                 stats.add(std::mem::take(&mut self.member_stats));
                 report.inputs_read += 1;
                 report.skipped_bad_utf8 += stats.skipped_bad_utf8;

@@ -128,6 +128,7 @@ fn check_same_settings(path: &Path, old: &PrepareSettings, new: &PrepareSettings
             old.text_field.clone(),
             new.text_field.clone(),
         ),
+        ("the split rule", old.split.clone(), new.split.clone()),
     ];
     let differ: Vec<String> = pairs
         .iter()

@@ -98,7 +98,7 @@ pub fn char_tokenizer(inputs: &[InputFile], opts: &PrepareOptions) -> Result<Cha
     };
     pipeline::run(
         inputs,
-        &opts.read_options(),
+        &opts.read_options(inputs),
         opts.threads,
         &bytes_read,
         &work,

@@ -5,7 +5,7 @@
 //! { "format": "lmforge-shards", "version": 1,
 //!   "tokenizer_kind": "char", "tokenizer_id": <FNV-1a 64 of tokenizer.json>,
 //!   "vocab_size": 66, "eot_token": 65, "dtype": "u16",
-//!   "settings": { "tokenizer", "char_vocab_max", "val_fraction", "seed", "text_field" },
+//!   "settings": { "tokenizer", "char_vocab_max", "val_fraction", "seed", "text_field", "split" },
 //!   "train": [{ "file": "train_000000.bin", "tokens": 123 }, ...], "val": [...],
 //!   "finished_inputs": [{ "path", "bytes", "documents", "skipped_bad_utf8", "bad_archive" }, ...],
 //!   "inputs": 12, "complete": false }
@@ -68,6 +68,21 @@ pub struct PrepareSettings {
     pub val_fraction: f64,
     pub seed: u64,
     pub text_field: String,
+    /// How documents were assigned to the splits: [`SPLIT_RULE`], or
+    /// `document` (each document whole, by a hash) in manifests written
+    /// before the rule existed.
+    #[serde(default = "split_by_document")]
+    pub split: String,
+}
+
+/// The split rule `prepare` uses now: documents of at least 1/1024 of the
+/// corpus give their tail to validation, smaller ones go whole to one split
+/// (see [`crate::data::documents`]).
+pub const SPLIT_RULE: &str = "document-or-tail/1024";
+
+/// Manifests of earlier versions assigned every document whole.
+fn split_by_document() -> String {
+    "document".into()
 }
 
 /// `manifest.json`: what a prepared directory holds.

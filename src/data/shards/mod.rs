@@ -47,8 +47,8 @@ pub mod writer;
 pub use self::header::{Dtype, HEADER_BYTES, MAGIC, ShardHeader, VERSION};
 pub use self::layout::Layout;
 pub use self::manifest::{
-    FinishedInput, MANIFEST_FILE, MANIFEST_VERSION, Manifest, PrepareSettings, ShardEntry,
-    TOKENIZER_FILE,
+    FinishedInput, MANIFEST_FILE, MANIFEST_VERSION, Manifest, PrepareSettings, SPLIT_RULE,
+    ShardEntry, TOKENIZER_FILE,
 };
 pub use self::reader::{ShardSet, ShardedTokens};
 pub use self::writer::ShardWriter;
