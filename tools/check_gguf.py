@@ -3,7 +3,7 @@
     /work/venv/bin/python tools/check_gguf.py [--lmforge target/release/lmforge]
         [--llama-cpp-python /path/to/venv-with-llama-cpp-python/bin/python]
 
-1. Makes tiny random GPT-2 and Llama models with transformers (the 400-token byte-level BPE of
+1. Makes tiny random GPT-2 and Llama models in transformers' layout with numpy (the 400-token byte-level BPE of
    tests/fixtures/tokenizer/hf_bpe_tokenizer.json), imports them (`lmforge import-hf`) and exports
    each as GGUF in every type (`lmforge export-gguf --type f32|f16|bf16|q8_0|q4_0`).
 2. Reads every file with gguf-py's GGUFReader and checks each tensor against the transformers
@@ -25,9 +25,8 @@ import sys
 import tempfile
 
 import numpy as np
-import torch
 from gguf import GGUFReader, GGMLQuantizationType, quants
-from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+from safetensors.numpy import save_file
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 TOKENIZER = ROOT / "tests" / "fixtures" / "tokenizer" / "hf_bpe_tokenizer.json"
@@ -37,25 +36,77 @@ TYPES = {"f32": GGMLQuantizationType.F32, "f16": GGMLQuantizationType.F16,
 PROMPT = "the quick brown fox"
 
 
+def gpt2_tensors(rng, v=400, p=64, c=64, layers=2):
+    """A GPT-2 state dict as `save_pretrained` writes it (Conv1D weights `(in, out)`, LM head tied)."""
+    n = lambda *shape: (rng.standard_normal(shape) * 0.1).astype(np.float32)
+    sd = {"transformer.wte.weight": n(v, c), "transformer.wpe.weight": n(p, c),
+          "transformer.ln_f.weight": 1 + n(c), "transformer.ln_f.bias": n(c)}
+    for l in range(layers):
+        for name, shape in [("ln_1", (c,)), ("attn.c_attn", (c, 3 * c)), ("attn.c_proj", (c, c)),
+                            ("ln_2", (c,)), ("mlp.c_fc", (c, 4 * c)), ("mlp.c_proj", (4 * c, c))]:
+            sd[f"transformer.h.{l}.{name}.weight"] = (1 + n(c)) if name.startswith("ln") else n(*shape)
+            sd[f"transformer.h.{l}.{name}.bias"] = n(shape[-1])
+    config = {"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "vocab_size": v,
+              "n_positions": p, "n_embd": c, "n_layer": layers, "n_head": 4, "n_inner": None,
+              "activation_function": "gelu_new", "layer_norm_epsilon": 1e-5,
+              "bos_token_id": 0, "eos_token_id": 0, "tie_word_embeddings": True}
+    return sd, config
+
+
+def llama_tensors(rng, v=400, p=64, c=64, hidden=128, layers=2, heads=4, kv_heads=2):
+    """A Llama state dict as `save_pretrained` writes it (`(out, in)` weights, untied head)."""
+    n = lambda *shape: (rng.standard_normal(shape) * 0.1).astype(np.float32)
+    kv = c // heads * kv_heads
+    sd = {"model.embed_tokens.weight": n(v, c), "model.norm.weight": 1 + n(c), "lm_head.weight": n(v, c)}
+    for l in range(layers):
+        for name, shape in [("input_layernorm", (c,)), ("self_attn.q_proj", (c, c)),
+                            ("self_attn.k_proj", (kv, c)), ("self_attn.v_proj", (kv, c)),
+                            ("self_attn.o_proj", (c, c)), ("post_attention_layernorm", (c,)),
+                            ("mlp.gate_proj", (hidden, c)), ("mlp.up_proj", (hidden, c)),
+                            ("mlp.down_proj", (c, hidden))]:
+            sd[f"model.layers.{l}.{name}.weight"] = (1 + n(c)) if name.endswith("layernorm") else n(*shape)
+    config = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "vocab_size": v,
+              "hidden_size": c, "intermediate_size": hidden, "num_hidden_layers": layers,
+              "num_attention_heads": heads, "num_key_value_heads": kv_heads,
+              "max_position_embeddings": p, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
+              "hidden_act": "silu", "tie_word_embeddings": False, "bos_token_id": 0, "eos_token_id": 0}
+    return sd, config
+
+
+def partial_utf8_tokens():
+    """Ids of the tokens whose bytes are not UTF-8 on their own (a lone byte of a multi-byte
+    character): text made of them prints as U+FFFD whichever of them it was."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    byte_of = {chr(b): b for b in printable}
+    byte_of.update({chr(256 + i): b for i, b in enumerate(b for b in range(256) if b not in printable)})
+    vocab = json.loads(TOKENIZER.read_text())["model"]["vocab"]
+    ids = []
+    for token, i in vocab.items():
+        try:
+            bytes(byte_of[ch] for ch in token).decode("utf-8")
+        except (UnicodeDecodeError, KeyError):
+            ids.append(i)
+    return ids
+
+
 def make_models(out):
-    torch.manual_seed(0)
-    gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=400, n_positions=64, n_embd=64, n_layer=2, n_head=4,
-                                      bos_token_id=0, eos_token_id=0))
-    llama = LlamaForCausalLM(LlamaConfig(vocab_size=400, hidden_size=64, intermediate_size=128,
-                                         num_hidden_layers=2, num_attention_heads=4,
-                                         num_key_value_heads=2, max_position_embeddings=64,
-                                         rms_norm_eps=1e-5, tie_word_embeddings=False,
-                                         bos_token_id=0, eos_token_id=0))
+    """Tiny random models in Hugging Face's layout, written with numpy alone (no torch needed).
+    Their weights are larger than GPT-2's 0.02 init, so greedy decoding does not sit on near-ties,
+    and the output rows of partial UTF-8 tokens are zero, so greedy text is readable and a
+    differing token shows in it."""
+    rng = np.random.default_rng(0)
+    partial = partial_utf8_tokens()
     models = {}
-    for name, model in [("gpt2", gpt2), ("llama", llama)]:
-        # Larger weights than the 0.02 init, so greedy decoding does not sit on near-ties.
-        with torch.no_grad():
-            for p in model.parameters():
-                if p.dim() == 2:
-                    p.mul_(5.0)
-        model.save_pretrained(out / name, safe_serialization=True)
+    for name, (sd, config) in [("gpt2", gpt2_tensors(rng)), ("llama", llama_tensors(rng))]:
+        head = "transformer.wte.weight" if name == "gpt2" else "lm_head.weight"
+        sd[head][partial] = 0.0
+        (out / name).mkdir()
+        save_file(sd, str(out / name / "model.safetensors"), metadata={"format": "pt"})
+        (out / name / "config.json").write_text(json.dumps(config, indent=2))
         shutil.copy(TOKENIZER, out / name / "tokenizer.json")
-        models[name] = {k: v.detach().float().numpy() for k, v in model.state_dict().items()}
+        if name == "gpt2":
+            sd = dict(sd, **{"lm_head.weight": sd["transformer.wte.weight"]})
+        models[name] = sd
     return models
 
 
@@ -127,12 +178,19 @@ def check_file(path, arch, ty, sd):
 
 
 def greedy_llama_cpp(python, path, n):
+    """llama.cpp's greedy continuation of PROMPT: its token ids, detokenized to bytes and decoded
+    as lmforge prints text (an invalid UTF-8 sequence becomes U+FFFD; `create_completion` would
+    drop such bytes, hiding a differing token)."""
     code = ("import sys, llama_cpp\n"
             "llm = llama_cpp.Llama(model_path=sys.argv[1], n_ctx=64, n_threads=2, verbose=False)\n"
-            "r = llm.create_completion(sys.argv[2], max_tokens=int(sys.argv[3]), temperature=0.0, top_k=1)\n"
-            "sys.stdout.write(r['choices'][0]['text'])\n")
-    return subprocess.run([python, "-c", code, str(path), PROMPT, str(n)], check=True,
-                          capture_output=True, text=True).stdout
+            "ids = []\n"
+            "for t in llm.generate(llm.tokenize(sys.argv[2].encode(), add_bos=False), top_k=1, temp=0.0):\n"
+            "    if t == llm.token_eos() or len(ids) == int(sys.argv[3]): break\n"
+            "    ids.append(t)\n"
+            "sys.stdout.buffer.write(llm.detokenize(ids))\n")
+    out = subprocess.run([python, "-c", code, str(path), PROMPT, str(n)], check=True,
+                         capture_output=True).stdout
+    return out.decode("utf-8", errors="replace")
 
 
 def main():

@@ -168,8 +168,10 @@ fn quantize_q4_0(block: &[f32], out: &mut Vec<u8>) {
     let d = max / -8.0;
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
     out.extend(f16::from_f32(d).to_le_bytes());
-    // As gguf-py: the product in f64, so the result does not hang on FMA.
-    let q = |x: f32| ((x as f64 * id as f64 + 8.5) as u8).min(15);
+    // As gguf-py: `x * id` rounded to f32, then `+ 8.5` rounded to f32 (Rust
+    // never fuses the two into one FMA). Computed exactly, in f64, an `x * id`
+    // just under 4.5 that f32 rounds to 4.5 would give 12 where gguf-py gives 13.
+    let q = |x: f32| ((x * id + 8.5f32) as u8).min(15);
     out.extend((0..16).map(|j| q(block[j]) | (q(block[j + 16]) << 4)));
 }
 
@@ -280,6 +282,19 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn q4_0_rounds_in_f32_as_gguf_py_does() {
+        // x * id is just under 4.5 exactly, 4.5 once rounded to f32: gguf-py
+        // (and so convert_hf_to_gguf.py) stores 13 for it, an exact sum 12.
+        let mut block = [0f32; 32];
+        block[0] = f32::from_bits(0x3e96_8cb2);
+        block[20] = f32::from_bits(0xbe29_5e48);
+        let mut bytes = Vec::new();
+        quantize(GgmlType::Q4_0, &block, &mut bytes);
+        assert_eq!(bytes[2 + 4] >> 4, 13);
+        assert_eq!(bytes[2] & 15, 0);
     }
 
     #[test]
