@@ -3,7 +3,9 @@
 //! GGUF → run; f32 gives the weights back exactly and the same greedy text,
 //! q8_0 and q4_0 within their quantization step. The K-quant fixtures
 //! (`tools/make_gguf_fixtures.py`, gguf-py's own dequantization) check the
-//! block decoders, and damaged files give errors, never panics.
+//! block decoders, a SentencePiece vocabulary written by llama.cpp's own
+//! converter encodes and decodes as llama.cpp does
+//! (`tools/make_gguf_spm_fixture.py`), and damaged files give errors, never panics.
 
 use lmforge::gguf::{self, ExportType, file::GgufFile};
 use proptest::prelude::*;
@@ -187,6 +189,74 @@ fn k_quants_and_quantizers_match_gguf_py() {
             "{name}: bytes equal gguf-py's"
         );
     }
+}
+
+/// What llama.cpp made of `gguf/spm.gguf`: ids of some texts, a greedy continuation.
+fn spm_expected() -> serde_json::Value {
+    let text = std::fs::read_to_string(fixture("gguf/spm_expected.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+#[test]
+fn a_sentencepiece_vocabulary_encodes_as_llama_cpp_does() {
+    let expected = spm_expected();
+    let imported = gguf::read(&fixture("gguf/spm.gguf")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tokenizer.json");
+    std::fs::write(&path, imported.tokenizer.to_string()).unwrap();
+    let tokenizer = lmforge::tokenizer::load(&path).unwrap();
+    let texts = expected["texts"].as_array().unwrap();
+    for (text, ids) in texts.iter().zip(expected["ids"].as_array().unwrap()) {
+        let text = text.as_str().unwrap();
+        let ids: Vec<u32> = serde_json::from_value(ids.clone()).unwrap();
+        assert_eq!(tokenizer.encode(text).unwrap(), ids, "{text:?}");
+        assert_eq!(tokenizer.decode(&ids), text, "{text:?}");
+    }
+}
+
+#[test]
+fn a_sentencepiece_run_exports_a_vocabulary_that_encodes_the_same() {
+    let expected = spm_expected();
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    gguf::import(&fixture("gguf/spm.gguf"), &run).unwrap();
+    let out = dir.path().join("again.gguf");
+    gguf::export(&run, &out, ExportType::F32).unwrap();
+    let bytes = std::fs::read(&out).unwrap();
+    let file = GgufFile::parse(&bytes, &out).unwrap();
+    let model = file.get("tokenizer.ggml.model").and_then(|v| v.as_str());
+    assert_eq!(model, Some("llama"));
+    let imported = gguf::read(&out).unwrap();
+    let path = dir.path().join("tokenizer.json");
+    std::fs::write(&path, imported.tokenizer.to_string()).unwrap();
+    let tokenizer = lmforge::tokenizer::load(&path).unwrap();
+    let texts = expected["texts"].as_array().unwrap();
+    for (text, ids) in texts.iter().zip(expected["ids"].as_array().unwrap()) {
+        let ids: Vec<u32> = serde_json::from_value(ids.clone()).unwrap();
+        assert_eq!(tokenizer.encode(text.as_str().unwrap()).unwrap(), ids);
+    }
+}
+
+#[test]
+fn a_sentencepiece_gguf_continues_text_as_llama_cpp_does() {
+    let expected = spm_expected();
+    let prompt = expected["prompt"].as_str().unwrap();
+    let out = lmforge(&[
+        "sample",
+        fixture("gguf/spm.gguf").to_str().unwrap(),
+        "--prompt",
+        prompt,
+        "--temperature",
+        "0",
+        "--max-new-tokens",
+        "16",
+        "--threads",
+        "1",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let greedy = expected["greedy_text"].as_str().unwrap();
+    assert_eq!(text, format!("{prompt}{greedy}\n"));
 }
 
 #[test]

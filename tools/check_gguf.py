@@ -13,6 +13,9 @@
    shapes and the architecture keys are checked too.
 3. With --llama-cpp-python, llama.cpp (through llama-cpp-python) generates greedily from the f32
    and q8_0 files, and its text must equal `lmforge sample --temperature 0` on the same file.
+4. With --llama-cpp-python, llama.cpp's own quantizer (`llama_model_quantize`) turns 256-wide
+   models' f32 files into Q8_0, Q4_0, Q4_K_M and Q6_K files; lmforge must read each and decode
+   the same greedy text as llama.cpp on it.
 
 Prints one line per file and exits non-zero on any mismatch. Nothing is downloaded.
 """
@@ -89,7 +92,7 @@ def partial_utf8_tokens():
     return ids
 
 
-def make_models(out):
+def make_models(out, width=64):
     """Tiny random models in Hugging Face's layout, written with numpy alone (no torch needed).
     Their weights are larger than GPT-2's 0.02 init, so greedy decoding does not sit on near-ties,
     and the output rows of partial UTF-8 tokens are zero, so greedy text is readable and a
@@ -97,10 +100,11 @@ def make_models(out):
     rng = np.random.default_rng(0)
     partial = partial_utf8_tokens()
     models = {}
-    for name, (sd, config) in [("gpt2", gpt2_tensors(rng)), ("llama", llama_tensors(rng))]:
+    for name, (sd, config) in [("gpt2", gpt2_tensors(rng, c=width)),
+                               ("llama", llama_tensors(rng, c=width, hidden=2 * width))]:
         head = "transformer.wte.weight" if name == "gpt2" else "lm_head.weight"
         sd[head][partial] = 0.0
-        (out / name).mkdir()
+        (out / name).mkdir(parents=True)
         save_file(sd, str(out / name / "model.safetensors"), metadata={"format": "pt"})
         (out / name / "config.json").write_text(json.dumps(config, indent=2))
         shutil.copy(TOKENIZER, out / name / "tokenizer.json")
@@ -154,7 +158,8 @@ def check_file(path, arch, ty, sd):
     reader = GGUFReader(path)
     field = lambda key: reader.fields[key].contents()
     assert field("general.architecture") == arch, field("general.architecture")
-    assert field(f"{arch}.block_count") == 2 and field(f"{arch}.embedding_length") == 64
+    assert field(f"{arch}.block_count") == 2 and field(f"{arch}.embedding_length") == sd[
+        "transformer.wte.weight" if arch == "gpt2" else "model.embed_tokens.weight"].shape[1]
     assert field("tokenizer.ggml.model") == "gpt2" and len(field("tokenizer.ggml.tokens")) == 400
     expected = expected_tensors(arch, sd)
     got = {t.name: t for t in reader.tensors}
@@ -193,6 +198,49 @@ def greedy_llama_cpp(python, path, n):
     return out.decode("utf-8", errors="replace")
 
 
+# llama.cpp's own quantizer (`llama_model_quantize`, the `llama-quantize` tool's library call)
+# with its file types: LLAMA_FTYPE_MOSTLY_*.
+LLAMA_FTYPES = {"q8_0": 7, "q4_0": 2, "q4_k_m": 15, "q6_k": 18}
+
+
+def quantize_llama_cpp(python, src, dst, ftype):
+    code = ("import sys, llama_cpp\n"
+            "p = llama_cpp.llama_model_quantize_default_params()\n"
+            "p.ftype = int(sys.argv[3])\n"
+            "rc = llama_cpp.llama_model_quantize(sys.argv[1].encode(), sys.argv[2].encode(), p)\n"
+            "sys.exit(rc)\n")
+    subprocess.run([python, "-c", code, str(src), str(dst), str(ftype)], check=True, capture_output=True)
+    return sorted({t.tensor_type.name for t in GGUFReader(dst).tensors})
+
+
+def greedy_both(lmforge, python, path, label, n=24):
+    """lmforge's and llama.cpp's greedy continuations of PROMPT on one file: 1 if they differ."""
+    ours = lmforge("sample", str(path), "--prompt", PROMPT, "--temperature", "0",
+                   "--max-new-tokens", str(n), "--threads", "2").stdout
+    ours = ours[len(PROMPT):].removesuffix("\n")
+    theirs = greedy_llama_cpp(python, path, n)
+    same = ours == theirs
+    print(f"{label}: greedy text {'EQUAL' if same else 'DIFFERS'}\n"
+          f"  lmforge:   {json.dumps(ours)}\n  llama.cpp: {json.dumps(theirs)}")
+    return int(not same)
+
+
+def llama_cpp_quantized(lmforge, python, tmp):
+    """Files llama.cpp quantized itself, read back by lmforge (models 256 wide, so the
+    K-quants' 256-value super-blocks fit every matrix)."""
+    failures = 0
+    for arch in make_models(tmp / "wide", width=256):
+        run = tmp / f"wide_run_{arch}"
+        lmforge("import-hf", str(tmp / "wide" / arch), "--out", str(run))
+        f32 = tmp / f"wide_{arch}.f32.gguf"
+        lmforge("export-gguf", str(run), "--out", str(f32), "--type", "f32")
+        for name, ftype in LLAMA_FTYPES.items():
+            path = tmp / f"wide_{arch}.llama-cpp-{name}.gguf"
+            types = quantize_llama_cpp(python, f32, path, ftype)
+            failures += greedy_both(lmforge, python, path, f"{arch} llama.cpp {name} ({', '.join(types)})")
+    return failures
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--lmforge", default=str(ROOT / "target" / "release" / "lmforge"))
@@ -217,15 +265,9 @@ def main():
                     failures += 1
                     print(f"{arch} {ty}: MISMATCH {e}")
                 if args.llama_cpp_python and ty in ("f32", "q8_0"):
-                    n = 24
-                    ours = lmforge("sample", str(path), "--prompt", PROMPT, "--temperature", "0",
-                                   "--max-new-tokens", str(n), "--threads", "2").stdout
-                    ours = ours[len(PROMPT):].removesuffix("\n")
-                    theirs = greedy_llama_cpp(args.llama_cpp_python, path, n)
-                    same = ours == theirs
-                    failures += not same
-                    print(f"{arch} {ty}: greedy text {'EQUAL' if same else 'DIFFERS'}\n"
-                          f"  lmforge:   {json.dumps(ours)}\n  llama.cpp: {json.dumps(theirs)}")
+                    failures += greedy_both(lmforge, args.llama_cpp_python, path, f"{arch} {ty}")
+        if args.llama_cpp_python:
+            failures += llama_cpp_quantized(lmforge, args.llama_cpp_python, tmp)
     sys.exit(1 if failures else 0)
 
 
