@@ -186,8 +186,9 @@ impl LlamaConfig {
 }
 
 /// Added to the variance in every layer norm of a GPT (GPT-2's
-/// `layer_norm_epsilon`); a Llama's RMS norms use [`LlamaConfig::rms_norm_eps`].
-pub const GPT_LAYER_NORM_EPS: f32 = 1e-5;
+/// `layer_norm_epsilon`, [`super::family::gpt2::LAYER_NORM_EPS`]); a Llama's
+/// RMS norms use [`LlamaConfig::rms_norm_eps`].
+pub const GPT_LAYER_NORM_EPS: f32 = super::family::gpt2::LAYER_NORM_EPS;
 
 impl ModelConfig {
     /// The epsilon of every norm of this model (see [`GPT_LAYER_NORM_EPS`]):
