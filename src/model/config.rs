@@ -248,8 +248,8 @@ impl ModelConfig {
     /// Width of the feed-forward's first projection: the hidden width, twice
     /// for SwiGLU's gate and up projections side by side.
     pub fn fc_width(&self) -> usize {
-        match self.arch {
-            Arch::Llama => 2 * self.ffn_width(),
+        match self.family().recipe.map(|r| r.mlp) {
+            Some(super::family::Mlp::SwiGlu) => 2 * self.ffn_width(),
             _ => self.ffn_width(),
         }
     }
