@@ -307,14 +307,55 @@ fn many_small_documents_go_whole_and_fraction_zero_validates_nothing() {
     }
 }
 
-/// A single document of unknown length (a compressed file) goes whole to
-/// one split: a warning says so.
+/// One compressed text (gzip, xz, zstd) is measured by a first pass and
+/// split at its tail like the plain file: the same tokens in each split.
+#[test]
+fn one_compressed_text_validates_its_tail_as_the_plain_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = play(2000, "one");
+    let plain = write(tmp.path(), "plain/one.txt", text.as_bytes());
+    let (share, _) = val_share(&[&plain], &tmp.path().join("plain-out"), 0.1);
+    assert!((share - 0.1).abs() < 0.005, "plain: {share}");
+    let expected = ShardSet::open(&tmp.path().join("plain-out")).unwrap();
+    let expected = (tokens(expected.train()), tokens(expected.val()));
+    let compressed = [
+        ("one.txt.gz", gz(text.as_bytes())),
+        ("one.txt.xz", xz(text.as_bytes())),
+        ("one.txt.zst", zst(text.as_bytes())),
+    ];
+    for (name, bytes) in compressed {
+        let input = write(tmp.path(), &format!("{name}/{name}"), &bytes);
+        let out = tmp.path().join(format!("{name}-out"));
+        let (share, report) = val_share(&[&input], &out, 0.1);
+        assert_eq!((report.documents, report.tail_split), (1, 1), "{name}");
+        assert!((share - 0.1).abs() < 0.005, "{name}: {share}");
+        assert!(
+            report.split_warning.is_none(),
+            "{name}: {:?}",
+            report.split_warning
+        );
+        let set = ShardSet::open(&out).unwrap();
+        assert_eq!((tokens(set.train()), tokens(set.val())), expected, "{name}");
+    }
+}
+
+/// Two documents of unknown length (compressed members of a tar) go whole
+/// to one split each: a warning says why.
 #[test]
 fn a_split_far_from_the_fraction_warns_why() {
     let tmp = tempfile::tempdir().unwrap();
-    let input = write(tmp.path(), "one.txt.gz", &gz(play(200, "one").as_bytes()));
+    let (a, b) = (gz(play(200, "a").as_bytes()), gz(play(200, "b").as_bytes()));
+    let input = write(
+        tmp.path(),
+        "two.tar",
+        &tar(&[("a.txt.gz", &a), ("b.txt.gz", &b)]),
+    );
     let (share, report) = val_share(&[&input], &tmp.path().join("out"), 0.1);
-    assert!(share == 0.0 || share == 1.0, "{share}");
+    assert_eq!((report.documents, report.tail_split), (2, 0));
+    assert!(
+        [0.0, 1.0].contains(&share) || (share - 0.5).abs() < 0.01,
+        "{share}"
+    );
     let warning = report.split_warning.expect("a warning");
     assert!(
         warning.contains("not the 10.0%") && warning.contains("unknown length"),

@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """Checks the book's internal links (and the README's): every relative link
 in docs/src/**/*.md and README.md names a file that exists, every page is in
-SUMMARY.md, and every SUMMARY.md entry exists. Exits 1 listing what is dead.
+SUMMARY.md, and every SUMMARY.md entry exists. A book page may not link out
+of docs/src (to `../../src/model/params.rs`, say): the built book holds only
+docs/src, so such a link is dead there; name the file as code instead
+(`src/model/params.rs`). Exits 1 listing what is dead.
 
 Usage: python3 tools/check_book_links.py   (from the repository root)
 """
@@ -30,9 +33,19 @@ def dead_links(path):
     for number, target in links(path):
         if re.match(r"^[a-z]+:", target) or target.startswith("#"):
             continue
-        file = target.split("#", 1)[0]
-        if not (path.parent / file).exists():
+        file = (path.parent / target.split("#", 1)[0]).resolve()
+        if not file.exists():
             yield f"{path.relative_to(ROOT)}:{number}: dead link {target}"
+        elif in_book(path) and not in_book(file):
+            yield (
+                f"{path.relative_to(ROOT)}:{number}: link out of the book {target} "
+                f"(dead in the built book; write `{file.relative_to(ROOT)}` as code)"
+            )
+
+
+def in_book(path):
+    """Whether `path` is inside docs/src, the part of the tree the built book holds."""
+    return path.resolve().is_relative_to(SRC.resolve())
 
 
 def main():

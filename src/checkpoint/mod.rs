@@ -2,7 +2,7 @@
 //!
 //! | file | contents |
 //! |---|---|
-//! | `model.safetensors` | parameters under Hugging Face GPT-2 names (see [`crate::model::params`]) |
+//! | `model.safetensors` | parameters under Hugging Face names (GPT-2's or a Llama's, see [`crate::model::family`]) |
 //! | `config.json` | a `transformers` GPT-2 (or Llama / Qwen2, see [`hf_llama`]) config, plus the exact lmforge model config under `"lmforge"` |
 //! | `tokenizer.json` | the tokenizer, Hugging Face format |
 //! | `train_config.json` | the resolved training configuration (for `--resume`) |
@@ -131,34 +131,10 @@ pub fn read_f32(st: &SafeTensors, name: &str, len: usize, path: &Path) -> Result
         .collect())
 }
 
-/// Names of the zero biases written for `transformers` (absent from the model).
+/// Names of the zero biases written for `transformers` (absent from the
+/// model; see [`crate::model::family::Family::absent_biases`]).
 pub(crate) fn absent_biases(cfg: &ModelConfig) -> Vec<(String, usize)> {
-    if cfg.arch != Arch::Gpt {
-        return Vec::new();
-    }
-    let c = cfg.n_embd;
-    let mut names = Vec::new();
-    for l in 0..cfg.n_layer {
-        let p = format!("transformer.h.{l}");
-        if !cfg.qkv_bias {
-            names.push((format!("{p}.attn.c_attn.bias"), 3 * c));
-        }
-        if !cfg.bias {
-            for (suffix, len) in [
-                ("ln_1", c),
-                ("attn.c_proj", c),
-                ("ln_2", c),
-                ("mlp.c_fc", 4 * c),
-                ("mlp.c_proj", c),
-            ] {
-                names.push((format!("{p}.{suffix}.bias"), len));
-            }
-        }
-    }
-    if !cfg.bias {
-        names.push(("transformer.ln_f.bias".into(), c));
-    }
-    names
+    cfg.family().absent_biases(cfg)
 }
 
 /// A `transformers`-style GPT-2 config with the exact lmforge config inside.

@@ -17,7 +17,7 @@ use crate::backend::cpu::Cpu;
 use crate::checkpoint::{self, weights};
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomic_bytes;
-use crate::model::{Arch, Model, ModelConfig};
+use crate::model::{Model, ModelConfig, WeightLayout};
 use safetensors::SafeTensors;
 use safetensors::tensor::{Dtype, TensorView};
 use sha2::{Digest, Sha256};
@@ -80,12 +80,14 @@ pub fn save_adapters(
     let file = safetensors::serialize(views, Some(meta))
         .map_err(|e| Error::format(&path, e.to_string()))?;
     write_atomic_bytes(&path, &file)?;
+    // PEFT's flag for weights stored `(IN, OUT)` (GPT-2's `Conv1D`).
+    let conv1d = model.config.family().recipe.map(|r| r.linear) == Some(WeightLayout::InOut);
     let config = serde_json::json!({
         "peft_type": "LORA", "task_type": "CAUSAL_LM",
         "base_model_name_or_path": parent,
         "r": lora.rank, "lora_alpha": lora.alpha, "lora_dropout": 0.0, "bias": "none",
         "target_modules": lora.targets,
-        "fan_in_fan_out": model.config.arch == Arch::Gpt,
+        "fan_in_fan_out": conv1d,
     });
     let json = serde_json::to_vec_pretty(&config).expect("JSON serialises");
     write_atomic_bytes(&dir.join(ADAPTER_CONFIG_FILE), &json)?;

@@ -1,21 +1,9 @@
-//! The model families in GGUF: architecture keys, tensor names, and how a
-//! tensor's layout differs from lmforge's (Hugging Face's), described once
-//! and used by both export and import.
-//!
-//! | lmforge (Hugging Face) | GGUF (llama.cpp) | change |
-//! |---|---|---|
-//! | `transformer.wte.weight` / `model.embed_tokens.weight` | `token_embd.weight` | |
-//! | `transformer.wpe.weight` | `position_embd.weight` | |
-//! | `transformer.h.{l}.ln_1.*` / `model.layers.{l}.input_layernorm.weight` | `blk.{l}.attn_norm.*` | |
-//! | `transformer.h.{l}.attn.c_attn.*` | `blk.{l}.attn_qkv.*` | `(C, 3C)` transposed |
-//! | `model.layers.{l}.self_attn.{q,k,v}_proj.*` | `blk.{l}.attn_{q,k,v}.*` | `llama`: q and k rows permuted |
-//! | `transformer.h.{l}.attn.c_proj.*` / `...self_attn.o_proj.weight` | `blk.{l}.attn_output.*` | GPT-2: transposed |
-//! | `transformer.h.{l}.ln_2.*` / `...post_attention_layernorm.weight` | `blk.{l}.ffn_norm.*` | |
-//! | `transformer.h.{l}.mlp.c_fc.*` / `...mlp.up_proj.weight` | `blk.{l}.ffn_up.*` | GPT-2: transposed |
-//! | `model.layers.{l}.mlp.gate_proj.weight` | `blk.{l}.ffn_gate.weight` | |
-//! | `transformer.h.{l}.mlp.c_proj.*` / `...mlp.down_proj.weight` | `blk.{l}.ffn_down.*` | GPT-2: transposed |
-//! | `transformer.ln_f.*` / `model.norm.weight` | `output_norm.*` | |
-//! | `lm_head.weight` | `output.weight` | |
+//! The model families in GGUF: architecture keys, and how a tensor's
+//! layout differs from lmforge's (Hugging Face's), used by both export and
+//! import. Each tensor's GGUF name and layout change are its family's
+//! ([`crate::model::family`]: the tables in [`crate::model::family::gpt2`]
+//! and [`crate::model::family::llama`]); GPT-2's `Conv1D` weights are
+//! transposed, a Llama's `q` and `k` rows permuted.
 //!
 //! **The rotary permutation.** Hugging Face's Llama rotates the two halves
 //! of each head (`rotate_half`: dimension `i` pairs with `i + hs/2`); llama.cpp's
@@ -27,6 +15,7 @@
 
 use super::file::{GgufFile, Value};
 use crate::checkpoint::hf_llama::MAX_IMPORTED_CONTEXT;
+use crate::model::family::ToGguf;
 use crate::model::{Activation, Arch, LlamaConfig, ModelConfig, Norm, RopeScaling};
 
 /// How a tensor's values are laid out in GGUF relative to lmforge.
@@ -72,47 +61,20 @@ pub fn architecture(cfg: &ModelConfig) -> Result<&'static str, String> {
 /// The GGUF name and layout change of the lmforge tensor `name`, if it has one
 /// (the rotary permutation only applies for `arch` `llama`).
 pub fn gguf_name(cfg: &ModelConfig, arch: &str, name: &str) -> Option<(String, Change)> {
-    let fixed = match name {
-        "transformer.wte.weight" | "model.embed_tokens.weight" => Some("token_embd.weight"),
-        "transformer.wpe.weight" => Some("position_embd.weight"),
-        "transformer.ln_f.weight" | "model.norm.weight" => Some("output_norm.weight"),
-        "transformer.ln_f.bias" => Some("output_norm.bias"),
-        "lm_head.weight" => Some("output.weight"),
-        _ => None,
+    let family = cfg.family();
+    let placed = family.find(name)?;
+    let gguf = family.gguf_name(placed)?;
+    let rope = |heads: usize| match arch {
+        "llama" => Change::Rope { heads },
+        _ => Change::Same,
     };
-    if let Some(fixed) = fixed {
-        return Some((fixed.to_string(), Change::Same));
-    }
-    let (prefix, rest) = name
-        .strip_prefix("transformer.h.")
-        .or_else(|| name.strip_prefix("model.layers."))?
-        .split_once('.')?;
-    let (part, kind) = rest.rsplit_once('.')?;
-    let conv = |suffix: &'static str| match kind {
-        "weight" => (suffix, Change::Transpose),
-        _ => (suffix, Change::Same),
+    let change = match placed.tensor.to_gguf {
+        ToGguf::Same => Change::Same,
+        ToGguf::Transpose => Change::Transpose,
+        ToGguf::RopeQ => rope(cfg.n_head),
+        ToGguf::RopeK => rope(cfg.n_kv_head()),
     };
-    let rope = |suffix: &'static str, heads: usize| match arch {
-        "llama" => (suffix, Change::Rope { heads }),
-        _ => (suffix, Change::Same),
-    };
-    let (suffix, change) = match part {
-        "ln_1" | "input_layernorm" => ("attn_norm", Change::Same),
-        "ln_2" | "post_attention_layernorm" => ("ffn_norm", Change::Same),
-        "attn.c_attn" => conv("attn_qkv"),
-        "attn.c_proj" => conv("attn_output"),
-        "mlp.c_fc" => conv("ffn_up"),
-        "mlp.c_proj" => conv("ffn_down"),
-        "self_attn.q_proj" => rope("attn_q", cfg.n_head),
-        "self_attn.k_proj" => rope("attn_k", cfg.n_kv_head()),
-        "self_attn.v_proj" => ("attn_v", Change::Same),
-        "self_attn.o_proj" => ("attn_output", Change::Same),
-        "mlp.gate_proj" => ("ffn_gate", Change::Same),
-        "mlp.up_proj" => ("ffn_up", Change::Same),
-        "mlp.down_proj" => ("ffn_down", Change::Same),
-        _ => return None,
-    };
-    Some((format!("blk.{prefix}.{suffix}.{kind}"), change))
+    Some((gguf, change))
 }
 
 /// Apply `change` to `values` of lmforge's `shape` (`to_gguf`), or undo it.

@@ -24,7 +24,8 @@
 //!   nothing is cached for later), no backward scratch, logits and losses for
 //!   every row. What evaluation (`lmforge eval`) runs.
 
-use super::config::{Arch, ModelConfig};
+use super::config::ModelConfig;
+use super::family::{Mlp, Positions};
 use super::lora::LoraScratch;
 use crate::backend::Backend;
 use crate::error::Result;
@@ -281,7 +282,10 @@ pub fn sizes(
     let training = purpose == Purpose::Training;
     let decoding = purpose == Purpose::Decoding;
     let scoring = purpose == Purpose::Scoring;
-    let (blocks, llama) = (cfg.arch != Arch::Bigram, cfg.arch == Arch::Llama);
+    let recipe = cfg.family().recipe;
+    let blocks = recipe.is_some();
+    let rotary = recipe.is_some_and(|r| r.positions == Positions::Rotary);
+    let swiglu = recipe.is_some_and(|r| r.mlp == Mlp::SwiGlu);
     let (c, v, nh) = (cfg.n_embd, cfg.vocab_size, cfg.n_head);
     let layers = if blocks { cfg.n_layer } else { 0 };
     // Per-layer tensors: every layer for backward, one reused slot for inference.
@@ -306,9 +310,10 @@ pub fn sizes(
         1
     };
     let kv_width = 2 * cfg.n_kv_head() * cfg.head_size();
-    // The KV cache: a GPT keeps every layer's `qkv` rows; a Llama keeps only
-    // its KV heads, in `kv_cache`. A decoding batch caches nothing itself.
-    let (qkv, kv_cache) = match (llama, purpose) {
+    // The KV cache: a GPT keeps every layer's `qkv` rows; a Llama (rotary
+    // positions: its keys are cached turned) keeps only its KV heads, in
+    // `kv_cache`. A decoding batch caches nothing itself.
+    let (qkv, kv_cache) = match (rotary, purpose) {
         (_, Purpose::Decoding | Purpose::Scoring) => (block(cfg.qkv_width()), none),
         (true, Purpose::Inference) => (block(cfg.qkv_width()), shape(layers, rows, kv_width)),
         _ => (shape(layers, rows, cfg.qkv_width()), none),
@@ -341,7 +346,7 @@ pub fn sizes(
         d_atty: scratch(c),
         d_qkv: scratch(cfg.qkv_width()),
         d_fc: scratch(cfg.fc_width()),
-        d_fc_act: if llama {
+        d_fc_act: if swiglu {
             scratch(cfg.ffn_width())
         } else {
             none

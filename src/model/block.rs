@@ -9,7 +9,8 @@
 //!
 //! attn(h) = attention(c_attn(h))               mlp(h) = c_proj(act(c_fc(h)))
 //! ```
-//! A Llama-family block is the pre-norm one with RMS norms, and:
+//! A Llama-family block is the pre-norm one with RMS norms, and (its
+//! family's recipe, [`super::family`]):
 //! ```text
 //! attn(h) = attention(rope(c_attn(h)))         rope turns the query and key heads
 //! mlp(h) = down(silu(gate(h)) * up(h))         c_fc = [gate | up], one product
@@ -27,7 +28,8 @@
 //! embedding.
 
 use super::activations::{ActTensors, NormActs, Rows, Scratch, Tensor};
-use super::config::{Arch, Norm};
+use super::config::Norm;
+use super::family::Mlp;
 use super::gpt::{Model, Pass};
 use super::grads::Grads;
 use super::params::NormParams;
@@ -143,6 +145,14 @@ fn norm_backward<B: Backend>(
 }
 
 impl Model {
+    /// The family's feed-forward (see [`super::family`]).
+    fn mlp(&self) -> Mlp {
+        self.config
+            .family()
+            .recipe
+            .map_or(Mlp::Activated, |r| r.mlp)
+    }
+
     fn attention_dims<B: Backend>(&self, pass: &Pass<B>) -> AttentionDims {
         let w = pass.window;
         self.attention_dims_at(w.b, w.t, w.pos, pass.kv_cache)
@@ -390,14 +400,15 @@ impl Model {
             }
         };
         let (pre, act) = (fc.at_mut(l, rows), fc_act.at_mut(l, rows));
-        match self.config.arch {
-            Arch::Llama => {
+        match self.mlp() {
+            Mlp::SwiGlu => {
                 p.c_fc.forward(be, params, pre, mlp_in, n);
                 be.swiglu_forward(act, fc.at(l, rows), n, self.config.ffn_width());
             }
-            _ => p
-                .c_fc
-                .forward_activated(be, params, pre, act, mlp_in, n, self.config.activation),
+            Mlp::Activated => {
+                p.c_fc
+                    .forward_activated(be, params, pre, act, mlp_in, n, self.config.activation)
+            }
         }
         p.mlp_proj
             .forward(be, params, res_mlp.at_mut(l, rows), fc_act.at(l, rows), n);
@@ -539,7 +550,7 @@ impl Model {
         let drop = self.dropout(pass.mode, 3 + 3 * l as u64);
         let d_branch = branch_grad(be, (d_res, d_sum, d_branch), incoming, rows, drop);
         let (fc, fc_act) = (a.fc.at(l, rows), a.fc_act.at(l, rows));
-        if self.config.arch == Arch::Llama {
+        if self.mlp() == Mlp::SwiGlu {
             let d_act = d_fc_act.at_mut(0, rows);
             p.mlp_proj
                 .backward(be, params, grads, d_act, d_branch, fc_act, n, None);

@@ -186,8 +186,9 @@ impl LlamaConfig {
 }
 
 /// Added to the variance in every layer norm of a GPT (GPT-2's
-/// `layer_norm_epsilon`); a Llama's RMS norms use [`LlamaConfig::rms_norm_eps`].
-pub const GPT_LAYER_NORM_EPS: f32 = 1e-5;
+/// `layer_norm_epsilon`, [`super::family::gpt2::LAYER_NORM_EPS`]); a Llama's
+/// RMS norms use [`LlamaConfig::rms_norm_eps`].
+pub const GPT_LAYER_NORM_EPS: f32 = super::family::gpt2::LAYER_NORM_EPS;
 
 impl ModelConfig {
     /// The epsilon of every norm of this model (see [`GPT_LAYER_NORM_EPS`]):
@@ -247,8 +248,8 @@ impl ModelConfig {
     /// Width of the feed-forward's first projection: the hidden width, twice
     /// for SwiGLU's gate and up projections side by side.
     pub fn fc_width(&self) -> usize {
-        match self.arch {
-            Arch::Llama => 2 * self.ffn_width(),
+        match self.family().recipe.map(|r| r.mlp) {
+            Some(super::family::Mlp::SwiGlu) => 2 * self.ffn_width(),
             _ => self.ffn_width(),
         }
     }

@@ -1,12 +1,14 @@
 //! The models: the course's bigram table and a GPT, with forward and backward
 //! written once ([`gpt`], [`block`]) as calls to a [`crate::backend::Backend`],
-//! over parameters laid out by [`params`] and activations sized by
+//! over parameters laid out by [`params`] from each family's
+//! description ([`family`]), and activations sized by
 //! [`activations`]. The kernels themselves, each with its math, live in
 //! `backend/cpu/`.
 
 pub mod activations;
 pub mod block;
 pub mod config;
+pub mod family;
 pub mod gpt;
 pub mod grads;
 pub mod init;

@@ -1,49 +1,14 @@
 //! Where every parameter lives in the one flat `f32` buffer.
 //!
 //! Parameters, their gradients and the two AdamW moments are four buffers of
-//! the same length; a [`ParamLayout`] names the ranges inside them. Names and
-//! shapes are those of Hugging Face's GPT-2 (`GPT2LMHeadModel`), including its
-//! `Conv1D` layout: a linear layer's weight is stored `(in, out)` and applied
-//! as `out = x @ W + b`. A checkpoint is therefore these ranges written under
-//! these names, with no transposes.
-//!
-//! | tensor | shape | course notebook equivalent |
-//! |---|---|---|
-//! | `transformer.wte.weight` | `(V, C)` | `token_embedding_table.weight` |
-//! | `transformer.wpe.weight` | `(block_size, C)` | `position_embedding_table.weight` |
-//! | `transformer.h.{l}.ln_1.weight/bias` | `(C)` | `blocks[l].ln1` |
-//! | `transformer.h.{l}.attn.c_attn.weight/bias` | `(C, 3C)`, `(3C)` | `[query heads; key heads; value heads]` stacked, transposed |
-//! | `transformer.h.{l}.attn.c_proj.weight/bias` | `(C, C)`, `(C)` | `blocks[l].sa.proj`, transposed |
-//! | `transformer.h.{l}.ln_2.weight/bias` | `(C)` | `blocks[l].ln2` |
-//! | `transformer.h.{l}.mlp.c_fc.weight/bias` | `(C, 4C)`, `(4C)` | `blocks[l].ffwd.net[0]`, transposed |
-//! | `transformer.h.{l}.mlp.c_proj.weight/bias` | `(4C, C)`, `(C)` | `blocks[l].ffwd.net[2]`, transposed |
-//! | `transformer.ln_f.weight/bias` | `(C)` | `ln_f` |
-//! | `lm_head.weight` (untied only) | `(V, C)` | `lm_head.weight` (not transposed) |
-//! | `lm_head.bias` (if enabled) | `(V)` | `lm_head.bias` |
-//!
-//! The bigram model has one tensor, `token_embedding_table.weight` `(V, V)`.
-//!
-//! A Llama-family model uses Hugging Face's `LlamaForCausalLM` names, whose
-//! linear layers are `nn.Linear`, stored `(OUT, IN)` (`KVC = n_kv_head * hs`,
-//! `I = intermediate_size`):
-//!
-//! | tensor | shape |
-//! |---|---|
-//! | `model.embed_tokens.weight` | `(V, C)` |
-//! | `model.layers.{l}.input_layernorm.weight` | `(C)` (RMS norm gain) |
-//! | `model.layers.{l}.self_attn.{q,k,v}_proj.weight` | `(C, C)`, `(KVC, C)`, `(KVC, C)` |
-//! | `model.layers.{l}.self_attn.{q,k,v}_proj.bias` (Qwen2) | `(C)`, `(KVC)`, `(KVC)` |
-//! | `model.layers.{l}.self_attn.o_proj.weight` | `(C, C)` |
-//! | `model.layers.{l}.post_attention_layernorm.weight` | `(C)` |
-//! | `model.layers.{l}.mlp.{gate,up}_proj.weight` | `(I, C)` each |
-//! | `model.layers.{l}.mlp.down_proj.weight` | `(C, I)` |
-//! | `model.norm.weight` | `(C)` |
-//! | `lm_head.weight` (untied only) | `(V, C)` |
-//!
-//! `q`, `k`, `v` are laid out one after the other (and their biases after
-//! them), so together they are one `(C + 2 KVC, C)` matrix: the block runs
-//! them as one fused `c_attn` product, as GPT-2's. Likewise `gate` and `up`
-//! form one `(2I, C)` product, `c_fc`, whose output SwiGLU splits in two.
+//! the same length; a [`ParamLayout`] names the ranges inside them. The
+//! tensors, their order, shapes and Hugging Face names are the model
+//! family's ([`super::family`]: [`super::family::gpt2`] with the course's
+//! names beside GPT-2's, [`super::family::llama`]); a checkpoint is these
+//! ranges written under those names, with no transposes. The layout walks
+//! the family's table and gathers each tensor into its place in the wiring:
+//! a norm, or a linear layer whose weight may be several tensors side by side
+//! (a Llama's `q`, `k`, `v` are one `(C + 2 KVC, C)` matrix, `c_attn`).
 //!
 //! With LoRA (see [`super::lora`]), the adapters follow every base tensor, for
 //! each layer `l` and target `m` (`attn.c_attn`, `attn.c_proj`, `mlp.c_fc`,
@@ -54,7 +19,8 @@
 //! `down`): an adapter on `q_proj` adapts only the query rows of the fused `c_attn`,
 //! its part of the fused output, exactly as PEFT's adapter on the separate `q_proj`.
 
-use super::config::{Arch, LoraTarget, ModelConfig};
+use super::config::{LoraTarget, ModelConfig};
+use super::family::{Family, Part, Placed, Slot};
 use super::lora::LoraParams;
 use std::ops::Range;
 
@@ -94,9 +60,10 @@ pub enum NormKind {
 /// How a linear layer's weight matrix is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WeightLayout {
-    /// `(IN, OUT)`: transformer-block linears (Hugging Face `Conv1D`).
+    /// `(IN, OUT)`: GPT-2's block linears (Hugging Face `Conv1D`).
     InOut,
-    /// `(OUT, IN)`: the LM head (`nn.Linear`, or the tied token embedding).
+    /// `(OUT, IN)`: `nn.Linear` (a Llama's block linears, every LM head,
+    /// the tied token embedding).
     OutIn,
 }
 
@@ -162,65 +129,6 @@ impl Builder {
         range
     }
 
-    fn add_if(&mut self, present: bool, name: String, shape: &[usize]) -> Option<Range<usize>> {
-        present.then(|| self.add(name, shape))
-    }
-
-    fn norm(&mut self, prefix: &str, c: usize, bias: bool, eps: f32) -> NormParams {
-        NormParams {
-            weight: self.add(format!("{prefix}.weight"), &[c]),
-            bias: self.add_if(bias, format!("{prefix}.bias"), &[c]),
-            kind: NormKind::Layer { eps },
-        }
-    }
-
-    fn rms_norm(&mut self, name: String, c: usize, eps: f32) -> NormParams {
-        NormParams {
-            weight: self.add(name, &[c]),
-            bias: None,
-            kind: NormKind::Rms { eps },
-        }
-    }
-
-    /// `nn.Linear` layers applied as one product: their `(OUT_k, IN)` weights
-    /// one after the other (one `(sum OUT_k, IN)` matrix), then their biases.
-    fn fused_out_in(
-        &mut self,
-        parts: &[(String, usize)],
-        fan_in: usize,
-        bias: bool,
-    ) -> LinearParams {
-        let start = self.total;
-        for (name, out) in parts {
-            self.add(format!("{name}.weight"), &[*out, fan_in]);
-        }
-        let weight = start..self.total;
-        let bias_start = self.total;
-        for (name, out) in parts.iter().filter(|_| bias) {
-            self.add(format!("{name}.bias"), &[*out]);
-        }
-        LinearParams {
-            weight,
-            bias: bias.then_some(bias_start..self.total),
-            fan_in,
-            fan_out: parts.iter().map(|(_, out)| out).sum(),
-            layout: WeightLayout::OutIn,
-            lora: Vec::new(),
-        }
-    }
-
-    /// Weight first, bias right after: gradient code borrows the two together.
-    fn linear(&mut self, prefix: &str, fan_in: usize, fan_out: usize, bias: bool) -> LinearParams {
-        LinearParams {
-            weight: self.add(format!("{prefix}.weight"), &[fan_in, fan_out]),
-            bias: self.add_if(bias, format!("{prefix}.bias"), &[fan_out]),
-            fan_in,
-            fan_out,
-            layout: WeightLayout::InOut,
-            lora: Vec::new(),
-        }
-    }
-
     /// Append adapters for the output features `out` of `linear`, named
     /// after the weight tensor of those outputs (a part of a fused
     /// `(OUT, IN)` weight, or an `(IN, OUT)` weight whole).
@@ -271,6 +179,145 @@ impl Builder {
     }
 }
 
+/// The ranges the tensors of one slot fill, gathered while laying out: a
+/// weight (or gain) of one or more tensors side by side, and a bias likewise.
+#[derive(Default, Clone)]
+struct Filled {
+    weight: Option<Range<usize>>,
+    bias: Option<Range<usize>>,
+    fan_in: usize,
+    fan_out: usize,
+}
+
+/// What the tensors of one block (or those outside the blocks) filled, by slot.
+#[derive(Default)]
+struct Gathered {
+    slots: Vec<(Slot, Filled)>,
+}
+
+/// `range` grown by `next`, which must follow it.
+fn extend(range: Option<Range<usize>>, next: Range<usize>) -> Option<Range<usize>> {
+    match range {
+        None => Some(next),
+        Some(r) => {
+            debug_assert_eq!(r.end, next.start, "a slot's tensors sit side by side");
+            Some(r.start..next.end)
+        }
+    }
+}
+
+impl Builder {
+    /// Add one tensor of the family and record where it went.
+    fn place(&mut self, family: &Family, p: Placed, cfg: &ModelConfig, into: &mut Gathered) {
+        let t = p.tensor;
+        if !t.when.holds(cfg) {
+            return;
+        }
+        let shape = t.dims(cfg);
+        let range = self.add(family.hf_name(p), &shape);
+        let filled = into.slot(t.slot);
+        match t.part {
+            Part::Bias => filled.bias = extend(filled.bias.take(), range),
+            Part::Weight => {
+                filled.weight = extend(filled.weight.take(), range);
+                // (IN, OUT) or (OUT, IN), as the layer's layout says.
+                let in_out = layout_of(family, t.slot) == WeightLayout::InOut;
+                if let [a, b] = shape[..] {
+                    let (fan_in, out) = if in_out { (a, b) } else { (b, a) };
+                    filled.fan_in = fan_in;
+                    filled.fan_out = filled.fan_out.saturating_add(out);
+                }
+            }
+        }
+    }
+}
+
+/// How `slot`'s weight is stored: the family's block layout, but the LM
+/// head (its own `lm_head.weight`, or the tied embedding) is always `(OUT, IN)`.
+fn layout_of(family: &Family, slot: Slot) -> WeightLayout {
+    match (slot, family.recipe) {
+        (Slot::LmHead | Slot::Wte | Slot::Wpe, _) | (_, None) => WeightLayout::OutIn,
+        (_, Some(recipe)) => recipe.linear,
+    }
+}
+
+impl Gathered {
+    fn slot(&mut self, slot: Slot) -> &mut Filled {
+        let i = match self.slots.iter().position(|(s, _)| *s == slot) {
+            Some(i) => i,
+            None => {
+                self.slots.push((slot, Filled::default()));
+                self.slots.len() - 1
+            }
+        };
+        &mut self.slots[i].1
+    }
+
+    fn take(&mut self, slot: Slot) -> Filled {
+        std::mem::take(self.slot(slot))
+    }
+
+    /// The norm in `slot`, if the family has one there.
+    fn norm(&mut self, slot: Slot, family: &Family, cfg: &ModelConfig) -> Option<NormParams> {
+        let filled = self.take(slot);
+        let recipe = family.recipe?;
+        Some(NormParams {
+            weight: filled.weight?,
+            bias: filled.bias,
+            kind: recipe.norm_kind(cfg),
+        })
+    }
+
+    fn linear(&mut self, slot: Slot, family: &Family) -> LinearParams {
+        let filled = self.take(slot);
+        LinearParams {
+            weight: filled.weight.expect("every block linear has a weight"),
+            bias: filled.bias,
+            fan_in: filled.fan_in,
+            fan_out: filled.fan_out,
+            layout: layout_of(family, slot),
+            lora: Vec::new(),
+        }
+    }
+
+    fn block(mut self, family: &Family, cfg: &ModelConfig) -> BlockParams {
+        let mut norm = |slot| self.norm(slot, family, cfg).expect("a block has its norms");
+        let (ln_1, ln_2) = (norm(Slot::Ln1), norm(Slot::Ln2));
+        BlockParams {
+            ln_1,
+            c_attn: self.linear(Slot::CAttn, family),
+            attn_proj: self.linear(Slot::AttnProj, family),
+            ln_2,
+            c_fc: self.linear(Slot::CFc, family),
+            mlp_proj: self.linear(Slot::MlpProj, family),
+        }
+    }
+
+    /// The token embedding (or bigram table), and the LM head `(V, C)`:
+    /// `lm_head.weight`, or the embedding itself when tied. A family
+    /// without blocks has no head (its table gives the logits).
+    fn embedding_and_head(
+        &mut self,
+        family: &Family,
+        cfg: &ModelConfig,
+    ) -> (Range<usize>, Option<LinearParams>) {
+        let wte = self
+            .take(Slot::Wte)
+            .weight
+            .expect("every family embeds tokens");
+        let head = self.take(Slot::LmHead);
+        let lm_head = family.recipe.map(|_| LinearParams {
+            weight: head.weight.unwrap_or(wte.clone()),
+            bias: head.bias,
+            fan_in: cfg.n_embd,
+            fan_out: cfg.vocab_size,
+            layout: WeightLayout::OutIn,
+            lora: Vec::new(),
+        });
+        (wte, lm_head)
+    }
+}
+
 impl BlockParams {
     /// The linear layers a LoRA target names in this block, each with the
     /// output features it adapts: all of them, or a Llama's part of a fused
@@ -311,54 +358,37 @@ impl ParamLayout {
         self.tensors.iter().map(size).sum()
     }
 
+    /// Lay out `cfg`'s model: its family's tensors in order, then any adapters.
     pub fn new(cfg: &ModelConfig) -> Self {
+        let family = cfg.family();
         let mut b = Builder {
             tensors: Vec::new(),
             total: 0,
         };
-        let (v, c) = (cfg.vocab_size, cfg.n_embd);
-        if cfg.arch == Arch::Bigram {
-            let wte = b.add("token_embedding_table.weight".into(), &[v, v]);
-            return ParamLayout {
-                tensors: b.tensors,
-                total: b.total,
-                base_total: b.total,
-                wte,
-                wpe: 0..0,
-                blocks: Vec::new(),
-                ln_f: None,
-                lm_head: None,
-            };
-        }
-        if cfg.arch == Arch::Llama {
-            return Self::llama(cfg, b);
-        }
-        let eps = cfg.norm_eps();
-        let wte = b.add("transformer.wte.weight".into(), &[v, c]);
-        let wpe = b.add("transformer.wpe.weight".into(), &[cfg.block_size, c]);
-        let mut blocks: Vec<BlockParams> = (0..cfg.n_layer)
+        let mut outside = Gathered::default();
+        let mut place = |tensors: &'static [_], layer, into: &mut Gathered| {
+            for tensor in tensors {
+                b.place(family, Placed { tensor, layer }, cfg, into);
+            }
+        };
+        place(family.before, None, &mut outside);
+        // (The bigram's config has an `n_layer` too, but its family no block.)
+        let n_blocks = if family.block.is_empty() {
+            0
+        } else {
+            cfg.n_layer
+        };
+        let mut blocks: Vec<BlockParams> = (0..n_blocks)
             .map(|l| {
-                let p = format!("transformer.h.{l}");
-                BlockParams {
-                    ln_1: b.norm(&format!("{p}.ln_1"), c, cfg.bias, eps),
-                    c_attn: b.linear(&format!("{p}.attn.c_attn"), c, 3 * c, cfg.qkv_bias),
-                    attn_proj: b.linear(&format!("{p}.attn.c_proj"), c, c, cfg.bias),
-                    ln_2: b.norm(&format!("{p}.ln_2"), c, cfg.bias, eps),
-                    c_fc: b.linear(&format!("{p}.mlp.c_fc"), c, 4 * c, cfg.bias),
-                    mlp_proj: b.linear(&format!("{p}.mlp.c_proj"), 4 * c, c, cfg.bias),
-                }
+                let mut block = Gathered::default();
+                place(family.block, Some(l), &mut block);
+                block.block(family, cfg)
             })
             .collect();
-        let ln_f = Some(b.norm("transformer.ln_f", c, cfg.bias, eps));
-        let untied = b.add_if(!cfg.tie_embeddings, "lm_head.weight".into(), &[v, c]);
-        let lm_head = Some(LinearParams {
-            weight: untied.unwrap_or(wte.clone()),
-            bias: b.add_if(cfg.lm_head_bias, "lm_head.bias".into(), &[v]),
-            fan_in: c,
-            fan_out: v,
-            layout: WeightLayout::OutIn,
-            lora: Vec::new(),
-        });
+        place(family.after, None, &mut outside);
+        let (wte, lm_head) = outside.embedding_and_head(family, cfg);
+        let ln_f = outside.norm(Slot::LnF, family, cfg);
+        let wpe = outside.take(Slot::Wpe).weight.unwrap_or(0..0);
         let base_total = b.total;
         b.adapt_blocks(&mut blocks, cfg);
         ParamLayout {
@@ -373,68 +403,6 @@ impl ParamLayout {
         }
     }
 
-    /// The Llama-family layout (see the module's table).
-    fn llama(cfg: &ModelConfig, mut b: Builder) -> Self {
-        let llama = cfg
-            .llama
-            .as_ref()
-            .expect("validated: arch llama has its shape");
-        let (v, c, eps) = (cfg.vocab_size, cfg.n_embd, llama.rms_norm_eps);
-        let (kvc, i) = (cfg.n_kv_head() * cfg.head_size(), llama.intermediate_size);
-        let wte = b.add("model.embed_tokens.weight".into(), &[v, c]);
-        let mut blocks: Vec<BlockParams> = (0..cfg.n_layer)
-            .map(|l| {
-                let p = format!("model.layers.{l}");
-                let (attn, mlp) = (format!("{p}.self_attn"), format!("{p}.mlp"));
-                let qkv = [
-                    (format!("{attn}.q_proj"), c),
-                    (format!("{attn}.k_proj"), kvc),
-                    (format!("{attn}.v_proj"), kvc),
-                ];
-                let ln_1 = b.rms_norm(format!("{p}.input_layernorm.weight"), c, eps);
-                let c_attn = b.fused_out_in(&qkv, c, cfg.qkv_bias);
-                let attn_proj = b.fused_out_in(&[(format!("{attn}.o_proj"), c)], c, false);
-                let ln_2 = b.rms_norm(format!("{p}.post_attention_layernorm.weight"), c, eps);
-                let gate_up = [
-                    (format!("{mlp}.gate_proj"), i),
-                    (format!("{mlp}.up_proj"), i),
-                ];
-                let c_fc = b.fused_out_in(&gate_up, c, false);
-                let mlp_proj = b.fused_out_in(&[(format!("{mlp}.down_proj"), c)], i, false);
-                BlockParams {
-                    ln_1,
-                    c_attn,
-                    attn_proj,
-                    ln_2,
-                    c_fc,
-                    mlp_proj,
-                }
-            })
-            .collect();
-        let ln_f = Some(b.rms_norm("model.norm.weight".into(), c, eps));
-        let untied = b.add_if(!cfg.tie_embeddings, "lm_head.weight".into(), &[v, c]);
-        let lm_head = Some(LinearParams {
-            weight: untied.unwrap_or(wte.clone()),
-            bias: None,
-            fan_in: c,
-            fan_out: v,
-            layout: WeightLayout::OutIn,
-            lora: Vec::new(),
-        });
-        let base_total = b.total;
-        b.adapt_blocks(&mut blocks, cfg);
-        ParamLayout {
-            tensors: b.tensors,
-            total: b.total,
-            base_total,
-            wte,
-            wpe: 0..0,
-            blocks,
-            ln_f,
-            lm_head,
-        }
-    }
-
     pub fn get(&self, name: &str) -> Option<&TensorSpec> {
         self.tensors.iter().find(|t| t.name == name)
     }
@@ -443,7 +411,7 @@ impl ParamLayout {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::config::{Activation, Norm};
+    use crate::model::config::{Activation, Arch, Norm};
 
     #[test]
     fn gpt2_124m_has_124m_parameters() {

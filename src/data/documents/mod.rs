@@ -34,7 +34,8 @@
 //! # The train/validation split
 //!
 //! With a `val_fraction` f, a document whose length is known ahead (a
-//! file, a tar member, a JSON Lines record, a Parquet row) and that holds at
+//! file, a tar member, a JSON Lines record, a Parquet row, or the text of a
+//! compressed input file, measured by a first pass) and that holds at
 //! least 1/[`TAIL_SHARE`] of the corpus is cut in two: its head trains, its
 //! last f validates (cut after a newline where one follows the mark, see
 //! [`pieces::tail_cut`]). Any other document goes whole to one split by a

@@ -3,7 +3,7 @@
 //! [`super::archive`], JSON Lines in [`super::jsonl`], Parquet in
 //! [`super::parquet`].
 
-use super::format::{Format, detect, strip_compression};
+use super::format::{Format, detect, is_compressed, strip_compression};
 use super::pieces::{Cutter, normalize_piece, split_text, tail_cut};
 use super::{InputFile, OnBad, PIECE_BYTES, ReadOptions, Split, TAIL_SHARE};
 use crate::error::{Error, Result};
@@ -123,6 +123,7 @@ pub fn read_input(
         .to_string_lossy()
         .into_owned();
     let mut reader = DocReader::new(opts, &name, true, emit);
+    reader.text_len = measure_compressed_text(input, &name, opts);
     let mut magic = Vec::with_capacity(4);
     fill(&mut file, &mut magic, 4).map_err(|e| Error::io(&input.path, e))?;
     let result = if magic == b"PAR1" {
@@ -135,6 +136,51 @@ pub fn read_input(
         reader.stream(&mut magic.as_slice().chain(file), &display, &name, 0, len)
     };
     conclude(result, reader.stats, opts)
+}
+
+/// The length of the plain text inside `input` when it is one compressed
+/// text (`.txt.xz`, `.gz`, `.zst`) big enough to have its tail split off (see
+/// [`TAIL_SHARE`]); `None` otherwise, or when it cannot be read through
+/// (reading it proper then reports why).
+///
+/// Found by a first pass that only decompresses and counts, in constant
+/// memory: the text may be tens of gigabytes, and its validation tail
+/// (`--val-fraction` of it) must start at a known offset, as a plain
+/// file's does. The alternative, a buffer holding the tail until the end is
+/// seen, would have to hold a tenth of the text. The pass costs one more
+/// decompression of the file (zstd and gzip run many times faster than
+/// tokenizing; xz at a few times its speed).
+fn measure_compressed_text(input: &InputFile, name: &str, opts: &ReadOptions) -> Option<u64> {
+    let big = input.bytes.saturating_mul(TAIL_SHARE) >= opts.corpus_bytes;
+    if opts.val_fraction <= 0.0 || !big {
+        return None;
+    }
+    let mut file = std::io::BufReader::new(std::fs::File::open(&input.path).ok()?);
+    let mut head = Vec::with_capacity(512);
+    fill(&mut file, &mut head, 512).ok()?;
+    let format = detect(&head, name);
+    if !is_compressed(format) {
+        return None;
+    }
+    let mut text = decoder(format, head.as_slice().chain(file)).ok()?;
+    let mut inner = Vec::with_capacity(512);
+    fill(&mut text, &mut inner, 512).ok()?;
+    if detect(&inner, &strip_compression(name)) != Format::Text {
+        return None;
+    }
+    let rest = std::io::copy(&mut text, &mut std::io::sink()).ok()?;
+    Some(inner.len() as u64 + rest)
+}
+
+/// A reader of the decompressed bytes of a `format` stream (any other
+/// format: the bytes as they are).
+fn decoder<'r>(format: Format, r: impl Read + 'r) -> std::io::Result<Box<dyn Read + 'r>> {
+    Ok(match format {
+        Format::Gzip => Box::new(flate2::read::MultiGzDecoder::new(r)),
+        Format::Xz => Box::new(liblzma::read::XzDecoder::new_multi_decoder(r)),
+        Format::Zstd => Box::new(zstd::stream::read::Decoder::new(r)?),
+        _ => Box::new(r),
+    })
 }
 
 /// Stream the documents of a [`Blob`] to `emit` (in one of prepare's workers).
@@ -274,6 +320,9 @@ pub(super) struct DocReader<'a> {
     doc_index: u64,
     /// Hand compressed tar members on as blobs instead of reading them here.
     pub(super) blobs: bool,
+    /// The length of the text inside the input's compression, when
+    /// [`measure_compressed_text`] measured it.
+    text_len: Option<u64>,
     pub(super) stats: InputStats,
     pub(super) emit: &'a mut dyn FnMut(Unit) -> Result<()>,
 }
@@ -291,6 +340,7 @@ impl<'a> DocReader<'a> {
             split_key: crate::data::fnv1a64(key.as_bytes()),
             doc_index: 0,
             blobs,
+            text_len: None,
             stats: InputStats::default(),
             emit,
         }
@@ -318,19 +368,12 @@ impl<'a> DocReader<'a> {
         let mut head = Vec::with_capacity(512);
         fill(r, &mut head, 512).map_err(io_err)?;
         let mut stream = head.as_slice().chain(r);
-        let inner = strip_compression(name);
         match detect(&head, name) {
-            Format::Gzip => {
-                let mut d = flate2::read::MultiGzDecoder::new(stream);
-                self.stream(&mut d, display, &inner, depth + 1, None)
-            }
-            Format::Xz => {
-                let mut d = liblzma::read::XzDecoder::new_multi_decoder(stream);
-                self.stream(&mut d, display, &inner, depth + 1, None)
-            }
-            Format::Zstd => {
-                let mut d = zstd::stream::read::Decoder::new(stream).map_err(io_err)?;
-                self.stream(&mut d, display, &inner, depth + 1, None)
+            format @ (Format::Gzip | Format::Xz | Format::Zstd) => {
+                let mut d = decoder(format, stream).map_err(io_err)?;
+                // The text's length, where a first pass measured it.
+                let len = self.text_len.take();
+                self.stream(&mut d, display, &strip_compression(name), depth + 1, len)
             }
             Format::Tar => self.read_tar(&mut stream, display, depth),
             Format::Parquet => Err(Stop::Fatal(Error::format(
@@ -407,7 +450,7 @@ impl<'a> DocReader<'a> {
     /// Number the next document and decide its split: a document of
     /// `len` bytes that holds at least 1/[`TAIL_SHARE`] of the corpus keeps
     /// its head in train and gives its last `val_fraction` to validation;
-    /// any other (or one of unknown length, inside a compressed stream) goes
+    /// any other (or one of unknown length: compressed, and not measured) goes
     /// whole to one split by a hash of (seed, input, index). Every document
     /// is numbered, even one that turns out empty, so the split of the
     /// others does not depend on it.

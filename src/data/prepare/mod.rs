@@ -232,8 +232,8 @@ fn split_warning(fraction: f64, report: &PrepareReport) -> Option<String> {
     Some(format!(
         "validation holds {:.1}% of the tokens, not the {:.1}% --val-fraction asks for: {} \
          documents were split at their tail and {whole} went whole to one split (those \
-         under 1/{TAIL_SHARE} of the corpus, or of unknown length inside compressed files), \
-         too few to average out. Decompress a compressed text, or give more documents",
+         under 1/{TAIL_SHARE} of the corpus, or of unknown length inside compressed archive \
+         members), too few to average out. Decompress such an archive, or give more documents",
         100.0 * share,
         100.0 * fraction,
         report.tail_split,
