@@ -38,10 +38,34 @@ fn trained(dir: &Path) -> (PathBuf, PathBuf) {
     std::fs::write(&held_out, &text[cut..end]).unwrap();
     let run = dir.join("run");
     let args = [
-        "train", "--data", train.to_str().unwrap(), "--out", run.to_str().unwrap(),
-        "--n-layer", "2", "--n-head", "2", "--n-embd", "64", "--block", "64", "--batch", "16",
-        "--max-iters", "300", "--lr", "3e-3", "--eval-interval", "300", "--eval-iters", "2",
-        "--threads", "2", "--plot", "none", "-q",
+        "train",
+        "--data",
+        train.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+        "--n-layer",
+        "2",
+        "--n-head",
+        "2",
+        "--n-embd",
+        "64",
+        "--block",
+        "64",
+        "--batch",
+        "16",
+        "--max-iters",
+        "300",
+        "--lr",
+        "3e-3",
+        "--eval-interval",
+        "300",
+        "--eval-iters",
+        "2",
+        "--threads",
+        "2",
+        "--plot",
+        "none",
+        "-q",
     ];
     ok(lmforge(&args));
     (run, held_out)
@@ -49,8 +73,15 @@ fn trained(dir: &Path) -> (PathBuf, PathBuf) {
 
 fn perplexity(run: &Path, text: &Path, weights: &str) -> f64 {
     let args = [
-        "eval", run.to_str().unwrap(), "--text", text.to_str().unwrap(), "--json",
-        "--threads", "2", "--weights", weights,
+        "eval",
+        run.to_str().unwrap(),
+        "--text",
+        text.to_str().unwrap(),
+        "--json",
+        "--threads",
+        "2",
+        "--weights",
+        weights,
     ];
     let json: serde_json::Value = serde_json::from_str(&ok(lmforge(&args))).unwrap();
     json["perplexity"].as_f64().expect("a perplexity")
@@ -61,19 +92,39 @@ fn quantized_weights_keep_held_out_perplexity_and_sample() {
     let dir = tempfile::tempdir().unwrap();
     let (run, held_out) = trained(dir.path());
     let f32 = perplexity(&run, &held_out, "f32");
-    assert!(f32.ln() < 3.0, "trained well below uniform (ln 65 = 4.17): ln ppl {}", f32.ln());
+    assert!(
+        f32.ln() < 3.0,
+        "trained well below uniform (ln 65 = 4.17): ln ppl {}",
+        f32.ln()
+    );
     for (weights, bound) in [("bf16", 0.01), ("q8_0", 0.01), ("q4_0", 0.05)] {
         let got = perplexity(&run, &held_out, weights);
         let rel = (got - f32).abs() / f32;
-        eprintln!("{weights}: perplexity {got:.4} vs f32 {f32:.4} ({:.3}%)", 100.0 * rel);
+        eprintln!(
+            "{weights}: perplexity {got:.4} vs f32 {f32:.4} ({:.3}%)",
+            100.0 * rel
+        );
         assert!(rel <= bound, "{weights}: perplexity {got} vs f32 {f32}");
     }
     let run = run.to_str().unwrap();
     let text = ok(lmforge(&[
-        "sample", run, "--prompt", "ROMEO:", "--max-new-tokens", "40", "--temperature", "0",
-        "--weights", "q8_0", "--threads", "2",
+        "sample",
+        run,
+        "--prompt",
+        "ROMEO:",
+        "--max-new-tokens",
+        "40",
+        "--temperature",
+        "0",
+        "--weights",
+        "q8_0",
+        "--threads",
+        "2",
     ]));
-    assert!(text.starts_with("ROMEO:") && text.len() > "ROMEO:".len() + 10, "{text:?}");
+    assert!(
+        text.starts_with("ROMEO:") && text.len() > "ROMEO:".len() + 10,
+        "{text:?}"
+    );
 }
 
 #[test]
@@ -82,17 +133,56 @@ fn weights_that_cannot_be_packed_are_refused_clearly() {
     let run = dir.path().join("run");
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/eval/text.txt");
     ok(lmforge(&[
-        "train", "--data", data.to_str().unwrap(), "--out", run.to_str().unwrap(),
-        "--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--block", "16", "--batch", "2",
-        "--max-iters", "1", "--eval-interval", "1", "--eval-iters", "1", "--threads", "1",
-        "--plot", "none", "-q",
+        "train",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+        "--n-layer",
+        "1",
+        "--n-head",
+        "2",
+        "--n-embd",
+        "16",
+        "--block",
+        "16",
+        "--batch",
+        "2",
+        "--max-iters",
+        "1",
+        "--eval-interval",
+        "1",
+        "--eval-iters",
+        "1",
+        "--threads",
+        "1",
+        "--plot",
+        "none",
+        "-q",
     ]));
-    let out = lmforge(&["sample", run.to_str().unwrap(), "--weights", "q4_0", "--max-new-tokens", "2"]);
+    let out = lmforge(&[
+        "sample",
+        run.to_str().unwrap(),
+        "--weights",
+        "q4_0",
+        "--max-new-tokens",
+        "2",
+    ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(stderr.contains("transformer.wte.weight") && stderr.contains("16") && stderr.contains("32"), "{stderr}");
+    assert!(
+        stderr.contains("transformer.wte.weight") && stderr.contains("16") && stderr.contains("32"),
+        "{stderr}"
+    );
     let out = lmforge(&["sample", run.to_str().unwrap(), "--weights", "q5"]);
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("q8_0"));
     // bf16 has no block: any width packs.
-    ok(lmforge(&["sample", run.to_str().unwrap(), "--weights", "bf16", "--max-new-tokens", "3"]));
+    ok(lmforge(&[
+        "sample",
+        run.to_str().unwrap(),
+        "--weights",
+        "bf16",
+        "--max-new-tokens",
+        "3",
+    ]));
 }

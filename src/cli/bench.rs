@@ -1,9 +1,9 @@
 //! `lmforge bench train` and `bench sample`: training and generation speed with synthetic tokens and random weights.
 
 use lmforge::backend::WeightType;
-use lmforge::model::{PackedWeights, Weights};
 use lmforge::backend::cuda::MatmulPrecision;
 use lmforge::backend::{Backend, Device};
+use lmforge::model::{PackedWeights, Weights};
 use lmforge::tokenizer::TokenizerSpec;
 use lmforge::train::{Preset, TrainConfig, TrainOverrides, config};
 use std::process::ExitCode;

@@ -202,7 +202,14 @@ pub fn load_run_as<B: Backend>(
     if ty == crate::backend::WeightType::F32 {
         let (model, params, tokenizer) = load_run(dir)?;
         let params = be.upload(params)?;
-        return Ok((model, load::LoadedWeights { params, packed: None }, tokenizer));
+        return Ok((
+            model,
+            load::LoadedWeights {
+                params,
+                packed: None,
+            },
+            tokenizer,
+        ));
     }
     check_is_run(dir)?;
     let model = Model::new(crate::checkpoint::load_config(dir)?)?;
@@ -525,7 +532,7 @@ pub(crate) mod tests {
         let uncached = generate_with(
             &be,
             &model,
-            &params,
+            (&params).into(),
             &[3, 1],
             &opts_n(1.0, 12),
             false,

@@ -305,7 +305,8 @@ mod tests {
             replies.push(reply);
         }
         drop(send);
-        let engine = Engine::new(&be, (&model, &params, chars()), 2, load.clone()).unwrap();
+        let engine =
+            Engine::new(&be, (&model, (&params).into(), chars()), 2, load.clone()).unwrap();
         engine.run(queue);
         assert_eq!(load.active.load(Ordering::Relaxed), 0, "every slot freed");
         replies

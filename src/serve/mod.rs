@@ -25,11 +25,11 @@ pub mod engine;
 mod http;
 mod write_deadline;
 
-use crate::backend::WeightType;
-use crate::sample::load::{LoadedWeights, load_weights};
 use crate::backend::Backend;
+use crate::backend::WeightType;
 use crate::chat::ChatFormat;
 use crate::error::{Error, Result};
+use crate::sample::load::{LoadedWeights, load_weights};
 use crate::tokenizer::Tokenizer;
 use engine::{Engine, Job, Load};
 use std::net::SocketAddr;
