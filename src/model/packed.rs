@@ -247,6 +247,42 @@ mod tests {
         }
     }
 
+    /// A batched decoding step over packed weights (`serve`'s engine) gives
+    /// each sequence the logits of decoding it alone: the same bits, since
+    /// every output of a quantized product is computed whole from its own row.
+    #[test]
+    fn batched_packed_decoding_matches_one_sequence_at_a_time() {
+        let be = Cpu::new();
+        let model = Model::new(gpt()).unwrap();
+        let mut rng = Rng::new(4, 0);
+        let params: Vec<f32> = (0..model.num_params())
+            .map(|_| rng.next_f32() - 0.5)
+            .collect();
+        let packed = PackedWeights::from_params(&be, &model, &params, WeightType::Q8_0).unwrap();
+        let weights = Weights::packed(&params, Some(&packed));
+        let prompts: [&[u32]; 2] = [&[1, 2, 3], &[7, 8]];
+        let new = |p: &[u32]| {
+            let mut acts = Activations::inference(&be, &model.config).unwrap();
+            let w = Window::continuing(0, p.len());
+            model.forward_with(&be, weights, &mut acts, p, w, Mode::Eval);
+            acts
+        };
+        let (mut alone, mut cached): (Vec<_>, Vec<_>) =
+            prompts.iter().map(|p| (new(p), new(p))).unzip();
+        let mut batch = Activations::decoding(&be, &model.config, 2).unwrap();
+        let (tokens, positions) = ([4u32, 9], [3usize, 2]);
+        let mut caches: Vec<_> = cached.iter_mut().collect();
+        model.forward_batch(&be, weights, &mut batch, &mut caches, &tokens, &positions);
+        for i in 0..2 {
+            let w = Window::continuing(positions[i], 1);
+            model.forward_with(&be, weights, &mut alone[i], &tokens[i..=i], w, Mode::Eval);
+            assert!(
+                batch.logits_row(i) == alone[i].logits_row(0),
+                "sequence {i}"
+            );
+        }
+    }
+
     #[test]
     fn unpackable_models_are_refused_with_the_tensor_named() {
         let be = Cpu::new();
