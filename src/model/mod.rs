@@ -14,6 +14,7 @@ pub mod grads;
 pub mod init;
 pub mod layers;
 pub mod lora;
+pub mod packed;
 pub mod params;
 pub mod rope;
 pub mod score;
@@ -26,4 +27,5 @@ pub use config::{
 pub use gpt::{Mode, Model};
 pub use grads::Grads;
 pub use layers::Weights;
+pub use packed::PackedWeights;
 pub use params::{ParamLayout, TensorSpec, WeightLayout};
