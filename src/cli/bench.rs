@@ -1,5 +1,6 @@
 //! `lmforge bench train` and `bench sample`: training and generation speed with synthetic tokens and random weights.
 
+use lmforge::backend::cpu::Dtype;
 use lmforge::backend::cuda::MatmulPrecision;
 use lmforge::backend::{Backend, Device};
 use lmforge::tokenizer::TokenizerSpec;
@@ -99,6 +100,9 @@ struct BenchTrainArgs {
     /// How the GPU multiplies matrices: TF32 tensor cores, or full float32.
     #[arg(long, value_enum, default_value = "tf32")]
     matmul_precision: MatmulPrecision,
+    /// The CPU's matrix products: float32, or bfloat16 operands with f32 sums.
+    #[arg(long, value_enum, default_value = "f32")]
+    dtype: Dtype,
     #[command(flatten)]
     overrides: TrainOverrides,
 }
@@ -202,11 +206,18 @@ fn sample(args: BenchSampleArgs) -> anyhow::Result<ExitCode> {
 fn train(args: BenchTrainArgs) -> anyhow::Result<ExitCode> {
     let cfg = config::resolve(args.preset, None, &args.overrides)?;
     let vocab = vocab_size(args.vocab, &cfg)?;
-    let (report, on) = match super::backend_with(args.device, args.threads, args.matmul_precision)?
+    let (report, on) = match super::backend_with(
+        args.device,
+        args.threads,
+        args.matmul_precision,
+        args.dtype,
+    )?
     {
         super::Selected::Cpu(cpu) => {
             let report = lmforge::train::bench(&cpu, &cfg, vocab, args.warmup_steps, args.steps)?;
-            (report, format!("{} threads", rayon::current_num_threads()))
+            let dtype = format!("{:?}", cpu.dtype()).to_lowercase();
+            let threads = rayon::current_num_threads();
+            (report, format!("{threads} threads, {dtype} products"))
         }
         super::Selected::Cuda(gpu) => {
             let report =

@@ -68,6 +68,13 @@ fn at(m: &MatRef, r: usize, c: usize) -> f32 {
     }
 }
 
+/// `v` resized to `len`, growing its capacity to exactly the largest length
+/// asked so far (not doubling it), as the memory estimate counts it.
+fn resize_exact<T: Clone>(v: &mut Vec<T>, len: usize, value: T) {
+    v.reserve_exact(len.saturating_sub(v.len()));
+    v.resize(len, value);
+}
+
 /// A bf16 matrix `(rows, cols)` as rows of pairs (the left operand).
 #[derive(Default)]
 pub struct Bf16Rows {
@@ -92,7 +99,7 @@ impl Bf16Rows {
     /// grow past the largest shape held so far.
     pub fn refill(&mut self, m: MatRef) {
         (self.rows, self.cols) = (m.rows(), m.cols());
-        self.pairs.resize(m.rows() * m.cols().div_ceil(2), 0);
+        resize_exact(&mut self.pairs, m.rows() * m.cols().div_ceil(2), 0);
         self.fill(m);
     }
 
@@ -147,7 +154,7 @@ impl Bf16Panels {
     pub fn refill(&mut self, m: MatRef) {
         (self.rows, self.cols) = (m.rows(), m.cols());
         let len = m.cols().div_ceil(16) * m.rows().div_ceil(2);
-        self.pairs.resize(len, [0; 16]);
+        resize_exact(&mut self.pairs, len, [0; 16]);
         self.fill(m);
     }
 
