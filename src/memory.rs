@@ -135,12 +135,22 @@ fn bf16_scratch_bytes(cfg: &ModelConfig, rows: usize) -> u128 {
         (cfg.ffn_width() as u128, c),
         (c, cfg.vocab_size as u128),
     ];
-    let inner = [Some(rows as u128), cfg.lora.as_ref().map(|l| l.rank as u128)];
+    let inner = [
+        Some(rows as u128),
+        cfg.lora.as_ref().map(|l| l.rank as u128),
+    ];
     let (mut lhs, mut rhs) = (0u128, 0u128);
     for (fan_in, fan_out) in linears {
         for x in inner.into_iter().flatten() {
             let dims = [x, fan_in, fan_out];
-            for (m, k, n) in [(0, 1, 2), (0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0)] {
+            for (m, k, n) in [
+                (0, 1, 2),
+                (0, 2, 1),
+                (1, 0, 2),
+                (1, 2, 0),
+                (2, 0, 1),
+                (2, 1, 0),
+            ] {
                 let (m, k, n) = (dims[m], dims[k], dims[n]);
                 lhs = lhs.max(m * k.div_ceil(2));
                 rhs = rhs.max(16 * n.div_ceil(16) * k.div_ceil(2));
@@ -484,7 +494,10 @@ mod tests {
             let rows = config.batch_size * config.model.block_size;
             let bound = bf16_scratch_bytes(&config.model, rows);
             let held = be.bf16_scratch_bytes() as u128;
-            assert!(held <= bound && 2 * held >= bound, "held {held}, estimated {bound}");
+            assert!(
+                held <= bound && 2 * held >= bound,
+                "held {held}, estimated {bound}"
+            );
             let f32_run = training(&config.model, 2, None, Dtype::F32).unwrap();
             let bf16_run = training(&config.model, 2, None, Dtype::Bf16).unwrap();
             assert_eq!(bf16_run.total() - f32_run.total(), bound);

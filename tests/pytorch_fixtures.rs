@@ -982,10 +982,19 @@ fn model_under_autocast(be: &Cpu, name: &str, prefix: &str, arch: Arch) {
     let mut grads = Grads::new(be, 0, model.num_params()).unwrap();
     model.forward(be, &params, &mut acts, idx, window, Mode::Eval);
     let v = model.config.vocab_size;
-    let logits: Vec<f32> = (0..b * t).flat_map(|r| acts.logits_row(r).to_vec()).collect();
+    let logits: Vec<f32> = (0..b * t)
+        .flat_map(|r| acts.logits_row(r).to_vec())
+        .collect();
     let dloss = 1.0 / (b * t) as f32;
     let loss = model.backward(
-        be, &params, &mut grads, &mut acts, targets, window, Mode::Eval, dloss,
+        be,
+        &params,
+        &mut grads,
+        &mut acts,
+        targets,
+        window,
+        Mode::Eval,
+        dloss,
     );
     assert_eq!(logits.len(), b * t * v);
     let mut checks = vec![
@@ -994,11 +1003,18 @@ fn model_under_autocast(be: &Cpu, name: &str, prefix: &str, arch: Arch) {
     ];
     for spec in &model.layout.tensors {
         let grad = grads.buf[spec.range.clone()].to_vec();
-        checks.push((format!("grad.{}", spec.name), grad, fx.f(&format!("grad.{}", spec.name))));
+        checks.push((
+            format!("grad.{}", spec.name),
+            grad,
+            fx.f(&format!("grad.{}", spec.name)),
+        ));
     }
     for (what, ours, reference) in checks {
         let torch = ac.f(&format!("{prefix}.{what}"));
-        let (e_ours, e_torch) = (relative_error(&ours, reference), relative_error(torch, reference));
+        let (e_ours, e_torch) = (
+            relative_error(&ours, reference),
+            relative_error(torch, reference),
+        );
         eprintln!("{prefix} {what}: lmforge bf16 {e_ours:.2e}, PyTorch autocast {e_torch:.2e}");
         assert!(
             e_ours <= 2.0 * e_torch + 2f64.powi(-10),
@@ -1006,7 +1022,10 @@ fn model_under_autocast(be: &Cpu, name: &str, prefix: &str, arch: Arch) {
         );
     }
     let e_logits = relative_error(&logits, fx.f("logits"));
-    assert!(e_logits > 2f64.powi(-14), "{prefix}: logits as exact as f32 ({e_logits:.2e}): no bf16 products");
+    assert!(
+        e_logits > 2f64.powi(-14),
+        "{prefix}: logits as exact as f32 ({e_logits:.2e}): no bf16 products"
+    );
 }
 
 #[test]
@@ -1016,10 +1035,20 @@ fn bf16_linear_matches_autocast() {
 
 #[test]
 fn bf16_gpt2_model_matches_autocast() {
-    model_under_autocast(&Cpu::with_dtype(Dtype::Bf16), "model_gpt2", "gpt2", Arch::Gpt);
+    model_under_autocast(
+        &Cpu::with_dtype(Dtype::Bf16),
+        "model_gpt2",
+        "gpt2",
+        Arch::Gpt,
+    );
 }
 
 #[test]
 fn bf16_llama_model_matches_autocast() {
-    model_under_autocast(&Cpu::with_dtype(Dtype::Bf16), "model_llama", "llama", Arch::Llama);
+    model_under_autocast(
+        &Cpu::with_dtype(Dtype::Bf16),
+        "model_llama",
+        "llama",
+        Arch::Llama,
+    );
 }

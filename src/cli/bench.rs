@@ -206,25 +206,26 @@ fn sample(args: BenchSampleArgs) -> anyhow::Result<ExitCode> {
 fn train(args: BenchTrainArgs) -> anyhow::Result<ExitCode> {
     let cfg = config::resolve(args.preset, None, &args.overrides)?;
     let vocab = vocab_size(args.vocab, &cfg)?;
-    let (report, on) = match super::backend_with(
-        args.device,
-        args.threads,
-        args.matmul_precision,
-        args.dtype,
-    )?
-    {
-        super::Selected::Cpu(cpu) => {
-            let report = lmforge::train::bench(&cpu, &cfg, vocab, args.warmup_steps, args.steps)?;
-            let dtype = format!("{:?}", cpu.dtype()).to_lowercase();
-            let threads = rayon::current_num_threads();
-            (report, format!("{threads} threads, {dtype} products"))
-        }
-        super::Selected::Cuda(gpu) => {
-            let report =
-                lmforge::train::bench(gpu.as_ref(), &cfg, vocab, args.warmup_steps, args.steps)?;
-            (report, gpu.info().name.clone())
-        }
-    };
+    let (report, on) =
+        match super::backend_with(args.device, args.threads, args.matmul_precision, args.dtype)? {
+            super::Selected::Cpu(cpu) => {
+                let report =
+                    lmforge::train::bench(&cpu, &cfg, vocab, args.warmup_steps, args.steps)?;
+                let dtype = format!("{:?}", cpu.dtype()).to_lowercase();
+                let threads = rayon::current_num_threads();
+                (report, format!("{threads} threads, {dtype} products"))
+            }
+            super::Selected::Cuda(gpu) => {
+                let report = lmforge::train::bench(
+                    gpu.as_ref(),
+                    &cfg,
+                    vocab,
+                    args.warmup_steps,
+                    args.steps,
+                )?;
+                (report, gpu.info().name.clone())
+            }
+        };
     println!(
         "lmforge {}: {} params, vocab {vocab}, batch {} x block {}, {on}",
         args.preset, report.num_params, cfg.batch_size, cfg.model.block_size

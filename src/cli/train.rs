@@ -2,8 +2,8 @@
 
 use super::Selected;
 use anyhow::Context;
-use lmforge::backend::cuda::MatmulPrecision;
 use lmforge::backend::cpu::Dtype;
+use lmforge::backend::cuda::MatmulPrecision;
 use lmforge::backend::{Backend, Device};
 use lmforge::dist::World;
 use lmforge::model::LoraTarget;

@@ -523,7 +523,9 @@ mod tests {
         (0..m * n)
             .map(|idx| {
                 let (i, j) = (idx / n, idx % n);
-                let s: f64 = (0..k).map(|p| round(a[i * k + p]) * round(b[p * n + j])).sum();
+                let s: f64 = (0..k)
+                    .map(|p| round(a[i * k + p]) * round(b[p * n + j]))
+                    .sum();
                 s as f32
             })
             .collect()
@@ -543,8 +545,14 @@ mod tests {
         );
         let products = [
             (MatRef::new(&x, n, fan_in), MatRef::new(&w, fan_in, fan_out)),
-            (MatRef::new(&dout, n, fan_out), MatRef::new(&w, fan_in, fan_out).t()),
-            (MatRef::new(&x, n, fan_in).t(), MatRef::new(&dout, n, fan_out)),
+            (
+                MatRef::new(&dout, n, fan_out),
+                MatRef::new(&w, fan_in, fan_out).t(),
+            ),
+            (
+                MatRef::new(&x, n, fan_in).t(),
+                MatRef::new(&dout, n, fan_out),
+            ),
         ];
         let mut scratch = Bf16Scratch::default();
         let mut buffers = None;
