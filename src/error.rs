@@ -24,6 +24,9 @@ pub enum Error {
     Config(String),
     #[error("{0}")]
     Data(String),
+    /// Weights that cannot be kept in the type asked for (`--weights`).
+    #[error("weights: {0}")]
+    Weights(String),
     #[error("characters not in the vocabulary: {0}")]
     OutOfVocabulary(String),
     #[error("{path}: {message}")]

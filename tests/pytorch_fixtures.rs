@@ -301,6 +301,7 @@ fn lora_forward_backward<B: Backend>(be: &B) {
     let weights = Weights {
         params: &params,
         lora: Some(&scratch),
+        packed: None,
     };
     let (x, dout) = (up(be, fx.f("x")), up(be, fx.f("dout")));
     let mut out = zeros(be, n * OC);

@@ -48,6 +48,58 @@ pub enum Device {
     Auto,
 }
 
+/// The element type a weight matrix is kept in for decoding (`--weights`).
+///
+/// Quantized types store each row of a matrix along its reduction
+/// dimension `IN` in blocks of 32 values, in ggml's exact layout (so a GGUF
+/// file's tensor bytes are used as they are; see `backend/cpu/quant.rs`):
+/// a block stands for `x[j] = d * q[j]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum WeightType {
+    /// float32: 4 bytes a value, the flat parameter buffer itself (nothing packed).
+    F32,
+    /// bfloat16: 2 bytes a value (f32's top half: 8 significant bits).
+    Bf16,
+    /// ggml's Q8_0: blocks of 32 values, an f16 scale `d` and 32 `i8`:
+    /// 34 bytes per 32 values (8.5 bits a value).
+    #[value(name = "q8_0")]
+    Q8_0,
+    /// ggml's Q4_0: blocks of 32 values, an f16 scale `d` and 16 bytes of
+    /// 4-bit `q` (value `d * (q - 8)`): 18 bytes per 32 values (4.5 bits a value).
+    #[value(name = "q4_0")]
+    Q4_0,
+}
+
+impl WeightType {
+    /// The flag's spelling (`q8_0`).
+    pub fn name(self) -> &'static str {
+        match self {
+            WeightType::F32 => "f32",
+            WeightType::Bf16 => "bf16",
+            WeightType::Q8_0 => "q8_0",
+            WeightType::Q4_0 => "q4_0",
+        }
+    }
+
+    /// Values per block along `IN` (1 for the float types).
+    pub fn block_len(self) -> usize {
+        match self {
+            WeightType::F32 | WeightType::Bf16 => 1,
+            WeightType::Q8_0 | WeightType::Q4_0 => 32,
+        }
+    }
+
+    /// Bytes per block.
+    pub fn block_bytes(self) -> usize {
+        match self {
+            WeightType::F32 => 4,
+            WeightType::Bf16 => 2,
+            WeightType::Q8_0 => 34,
+            WeightType::Q4_0 => 18,
+        }
+    }
+}
+
 /// The feed-forward non-linearity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -266,6 +318,9 @@ pub trait Backend: Sync + Sized {
     type IdsView<'a>: Copy + Send
     where
         Self: 'a;
+    /// An owned weight matrix `(IN, OUT)` in a [`WeightType`] other than
+    /// f32, for [`Backend::matmul_packed`] (see [`crate::model::PackedWeights`]).
+    type Packed: Send + Sync;
 
     // Memory.
 
@@ -369,6 +424,42 @@ pub trait Backend: Sync + Sized {
         rhs: Mat<Self::View<'_>>,
         acc: Accumulate,
         epilogue: Epilogue<'_, '_, Self>,
+    );
+    /// `w (IN, OUT)` (either stride order, as [`crate::model::LinearParams::weight_mat`]
+    /// gives it) converted to `ty`. Refused for `WeightType::F32` (f32 weights
+    /// stay in the flat buffer), and for a quantized type when `IN` is not a
+    /// multiple of its block length.
+    fn pack(&self, w: Mat<Self::View<'_>>, ty: WeightType) -> Result<Self::Packed>;
+    /// A `(IN, OUT)` weight from the bytes of a GGUF tensor of `ty`: `OUT`
+    /// rows of `IN` values each, as ggml stores them (bf16: little-endian halves).
+    fn pack_blocks(
+        &self,
+        ty: WeightType,
+        in_out: (usize, usize),
+        bytes: &[u8],
+    ) -> Result<Self::Packed>;
+    /// `dst (m, OUT) = lhs (m, IN) @ w`, then the epilogue as [`Backend::matmul`]'s
+    /// (`Epilogue::None`, `Bias` or `Activation`: packed weights are for
+    /// inference; `dst` row-major).
+    fn matmul_packed(
+        &self,
+        dst: Self::ViewMut<'_>,
+        lhs: Mat<Self::View<'_>>,
+        w: &Self::Packed,
+        epilogue: Epilogue<'_, '_, Self>,
+    );
+    /// The embedding through a packed table: `out[i] = table[idx[i]] (+ wpe[pos + i % t])`,
+    /// where `table` is the packed `(IN = C, OUT = V)` weight of a `(V, C)`
+    /// token embedding (the tied LM head's), read as f32.
+    #[allow(clippy::too_many_arguments)]
+    fn packed_rows(
+        &self,
+        out: Self::ViewMut<'_>,
+        idx: Self::IdsView<'_>,
+        table: &Self::Packed,
+        wpe: Option<Self::View<'_>>,
+        pos: usize,
+        t: usize,
     );
     /// `dbias[j] += sum_i dout[i, j]` over `n` rows of `cols`.
     fn bias_backward(&self, dbias: Self::ViewMut<'_>, dout: Self::View<'_>, n: usize, cols: usize);

@@ -17,6 +17,7 @@
 //! `dequantize_row_q6_K`. The fixtures in `tests/fixtures/gguf/` (made by
 //! `tools/make_gguf_fixtures.py` with gguf-py) check both against gguf-py.
 
+use crate::backend::WeightType;
 use half::{bf16, f16};
 
 /// A tensor element type lmforge reads (and, for some, writes).
@@ -127,12 +128,6 @@ pub fn unknown_type_name(id: u32) -> String {
     format!("type {id} ({name})")
 }
 
-/// `x` in `values` rounded to the nearest integer, halves away from zero
-/// (C's `roundf`, gguf-py's `np_roundf`).
-fn round_away(x: f32) -> f32 {
-    x.round()
-}
-
 /// Append the bytes of `values` stored as `ty` (a writable type: the float
 /// types, `Q8_0`, `Q4_0`; `values.len()` a multiple of the block length).
 pub fn quantize(ty: GgmlType, values: &[f32], out: &mut Vec<u8>) {
@@ -144,33 +139,23 @@ pub fn quantize(ty: GgmlType, values: &[f32], out: &mut Vec<u8>) {
         GgmlType::BF16 => values
             .iter()
             .for_each(|v| out.extend(bf16::from_f32(*v).to_le_bytes())),
-        GgmlType::Q8_0 => values.chunks_exact(32).for_each(|b| quantize_q8_0(b, out)),
-        GgmlType::Q4_0 => values.chunks_exact(32).for_each(|b| quantize_q4_0(b, out)),
+        GgmlType::Q8_0 => values
+            .chunks_exact(32)
+            .for_each(|b| quantize_block(WeightType::Q8_0, b, out)),
+        GgmlType::Q4_0 => values
+            .chunks_exact(32)
+            .for_each(|b| quantize_block(WeightType::Q4_0, b, out)),
         GgmlType::Q4K | GgmlType::Q6K => unreachable!("lmforge does not write {}", ty.name()),
     }
 }
 
-/// One `Q8_0` block: `d = max|x| / 127`, `q = round(x / d)`.
-fn quantize_q8_0(block: &[f32], out: &mut Vec<u8>) {
-    let amax = block.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let d = amax / 127.0;
-    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-    out.extend(f16::from_f32(d).to_le_bytes());
-    out.extend(block.iter().map(|v| round_away(v * id) as i8 as u8));
-}
-
-/// One `Q4_0` block: `d = x_max / -8` where `x_max` is the value of largest
-/// magnitude, `q = min(15, trunc(x / d + 8.5))`.
-fn quantize_q4_0(block: &[f32], out: &mut Vec<u8>) {
-    let max = block
-        .iter()
-        .fold(0f32, |m, &v| if v.abs() > m.abs() { v } else { m });
-    let d = max / -8.0;
-    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-    out.extend(f16::from_f32(d).to_le_bytes());
-    // As gguf-py: the product in f64, so the result does not hang on FMA.
-    let q = |x: f32| ((x as f64 * id as f64 + 8.5) as u8).min(15);
-    out.extend((0..16).map(|j| q(block[j]) | (q(block[j + 16]) << 4)));
+/// One `Q8_0` or `Q4_0` block, by the quantizer the CPU backend packs
+/// weights with (ggml's reference rounding).
+fn quantize_block(ty: WeightType, block: &[f32], out: &mut Vec<u8>) {
+    let values: &[f32; 32] = block.try_into().expect("blocks of 32");
+    let at = out.len();
+    out.resize(at + ty.block_bytes(), 0);
+    crate::backend::cpu::quant::quantize_block(ty, values, &mut out[at..]);
 }
 
 fn half_at(b: &[u8], at: usize) -> f32 {

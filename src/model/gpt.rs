@@ -26,6 +26,7 @@ use super::config::{Arch, ModelConfig};
 use super::grads::Grads;
 use super::layers::Weights;
 use super::lora::LoraScratch;
+use super::packed::PackedWeights;
 use super::params::ParamLayout;
 use crate::backend::{Backend, Dropout};
 use crate::error::Result;
@@ -52,6 +53,8 @@ pub struct Model {
 pub(super) struct Pass<'p, B: Backend> {
     pub be: &'p B,
     pub params: &'p B::Buf,
+    /// The packed matrices, when decoding with `--weights` other than f32.
+    pub packed: Option<&'p PackedWeights<B>>,
     pub window: Window,
     pub mode: Mode,
     /// LoRA's scratch, shared with the activations (adapted models only).
@@ -65,14 +68,15 @@ pub(super) struct Pass<'p, B: Backend> {
 impl<'p, B: Backend> Pass<'p, B> {
     fn new(
         be: &'p B,
-        params: &'p B::Buf,
+        weights: Weights<'p, B>,
         acts: &Activations<B>,
         window: Window,
         mode: Mode,
     ) -> Self {
         Pass {
             be,
-            params,
+            params: weights.params,
+            packed: weights.packed,
             window,
             mode,
             lora: acts.lora.clone(),
@@ -86,6 +90,7 @@ impl<'p, B: Backend> Pass<'p, B> {
         Weights {
             params: self.params,
             lora: self.lora.as_deref(),
+            packed: self.packed,
         }
     }
 }
@@ -126,6 +131,20 @@ impl Model {
         window: Window,
         mode: Mode,
     ) {
+        self.forward_with(be, Weights::plain(params), acts, tokens, window, mode)
+    }
+
+    /// [`Model::forward`] with the matrices of `weights.packed` read from
+    /// there (decoding with `--weights`); without them it is `forward` itself.
+    pub fn forward_with<B: Backend>(
+        &self,
+        be: &B,
+        weights: Weights<'_, B>,
+        acts: &mut Activations<B>,
+        tokens: &[u32],
+        window: Window,
+        mode: Mode,
+    ) {
         acts.check(window);
         assert_eq!(tokens.len(), window.n(), "one token id per position");
         assert!(
@@ -137,7 +156,7 @@ impl Model {
             "inference activations have no dropout masks to replay"
         );
         be.upload_ids(&mut acts.tokens, window.rows().start, tokens);
-        let pass = Pass::new(be, params, acts, window, mode);
+        let pass = Pass::new(be, weights, acts, window, mode);
         if self.config.arch == Arch::Bigram {
             return self.bigram_forward(&pass, acts);
         }
@@ -158,7 +177,7 @@ impl Model {
     pub fn forward_batch<B: Backend>(
         &self,
         be: &B,
-        params: &B::Buf,
+        weights: Weights<'_, B>,
         batch: &mut Activations<B>,
         caches: &mut [&mut Activations<B>],
         tokens: &[u32],
@@ -176,7 +195,7 @@ impl Model {
             cache.check(Window::continuing(pos, 1));
         }
         be.upload_ids(&mut batch.tokens, 0, tokens);
-        let pass = Pass::new(be, params, batch, window, Mode::Eval);
+        let pass = Pass::new(be, weights, batch, window, Mode::Eval);
         if self.config.arch == Arch::Bigram {
             return self.bigram_forward(&pass, batch);
         }
@@ -194,11 +213,15 @@ impl Model {
         let lay = &self.layout;
         let wte = B::view(pass.params, lay.wte.clone());
         let c = self.config.n_embd;
+        let table = pass.packed.and_then(|p| p.get(&lay.wte));
         for (i, &pos) in positions.iter().enumerate() {
             let wpe = (!lay.wpe.is_empty()).then(|| B::view(pass.params, lay.wpe.clone()));
             let idx = B::ids_view(&acts.tokens, i..i + 1);
             let row = acts.tensors.encoded.at_mut(0, i..i + 1);
-            pass.be.embedding_forward(row, idx, wte, wpe, pos, 1, c);
+            match table {
+                Some(table) => pass.be.packed_rows(row, idx, table, wpe, pos, 1),
+                None => pass.be.embedding_forward(row, idx, wte, wpe, pos, 1, c),
+            }
         }
     }
 
@@ -221,7 +244,10 @@ impl Model {
         let idx = B::ids_view(&acts.tokens, rows.into());
         let encoded = &mut acts.tensors.encoded;
         let c = self.config.n_embd;
-        be.embedding_forward(encoded.at_mut(0, rows), idx, wte, wpe, w.pos, w.t, c);
+        match pass.packed.and_then(|p| p.get(&lay.wte)) {
+            Some(table) => be.packed_rows(encoded.at_mut(0, rows), idx, table, wpe, w.pos, w.t),
+            None => be.embedding_forward(encoded.at_mut(0, rows), idx, wte, wpe, w.pos, w.t, c),
+        }
         if let Some(d) = self.dropout(pass.mode, 0) {
             be.dropout(encoded.at_mut(0, rows), d);
         }
@@ -243,7 +269,7 @@ impl Model {
         let logits = a.logits.at_mut(0, dst);
         head.forward(
             be,
-            Weights::plain(params),
+            Weights::packed(params, pass.packed),
             logits,
             a.ln_f.out.at(0, dst),
             dst.len(),
@@ -302,7 +328,7 @@ impl Model {
     ) -> f32 {
         acts.check(window);
         let mean_loss = self.cross_entropy(be, acts, targets, window, Some(dloss));
-        let pass = Pass::new(be, params, acts, window, mode);
+        let pass = Pass::new(be, Weights::plain(params), acts, window, mode);
         if self.config.arch == Arch::Bigram {
             let rows = window.rows();
             let Some(dtable) = grads.get(&self.layout.wte) else {
@@ -558,7 +584,8 @@ mod tests {
             let positions: Vec<usize> = prompt_lens.iter().map(|&p| p + step).collect();
             let tokens: Vec<u32> = positions.iter().zip(&seqs).map(|(&p, s)| s[p]).collect();
             let mut caches: Vec<_> = batched.iter_mut().collect();
-            model.forward_batch(&be, &params, &mut batch, &mut caches, &tokens, &positions);
+            let weights = Weights::plain(&params);
+            model.forward_batch(&be, weights, &mut batch, &mut caches, &tokens, &positions);
             for i in 0..3 {
                 let w = Window::continuing(positions[i], 1);
                 model.forward(&be, &params, &mut alone[i], &tokens[i..=i], w, Mode::Eval);

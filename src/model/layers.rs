@@ -7,6 +7,8 @@
 //! dinp = dout @ W^T                [times act'(pre), in the epilogue]
 //! dW  += inp^T @ dout              db += sum_n dout[n, :]
 //! ```
+//! With packed weights ([`super::packed`], decoding only) the forward
+//! product reads the packed matrix instead (`Backend::matmul_packed`).
 //! With LoRA the product uses `W_eff = W + s·AᵀBᵀ` and backward adds the
 //! adapters' gradients instead of `dW` (math in [`super::lora`]).
 //!
@@ -19,14 +21,18 @@
 
 use super::grads::Grads;
 use super::lora::LoraScratch;
+use super::packed::PackedWeights;
 use super::params::{LinearParams, NormKind, NormParams, WeightLayout};
 use crate::backend::{Accumulate, Activation, Backend, Epilogue, Mat};
 
-/// What a layer reads its weights from: the flat parameters and, for
-/// adapted layers, the LoRA scratch its effective weight is formed in.
+/// What a layer reads its weights from: the flat parameters, for adapted
+/// layers the LoRA scratch its effective weight is formed in, and for
+/// decoding with `--weights` the packed matrices (which then take the place
+/// of their ranges in `params`).
 pub struct Weights<'p, B: Backend> {
     pub params: &'p B::Buf,
     pub lora: Option<&'p LoraScratch<B>>,
+    pub packed: Option<&'p PackedWeights<B>>,
 }
 
 impl<B: Backend> Clone for Weights<'_, B> {
@@ -39,7 +45,20 @@ impl<B: Backend> Copy for Weights<'_, B> {}
 impl<'p, B: Backend> Weights<'p, B> {
     /// Parameters without adapters.
     pub fn plain(params: &'p B::Buf) -> Self {
-        Weights { params, lora: None }
+        Weights {
+            params,
+            lora: None,
+            packed: None,
+        }
+    }
+
+    /// Parameters with the matrices of `packed` read from there (decoding).
+    pub fn packed(params: &'p B::Buf, packed: Option<&'p PackedWeights<B>>) -> Self {
+        Weights {
+            params,
+            lora: None,
+            packed,
+        }
     }
 }
 
@@ -56,6 +75,11 @@ impl LinearParams {
             return super::lora::with_adapted_weight(be, w.params, scratch, self, f);
         }
         f(self.weight_mat::<B>(B::view(w.params, self.weight.clone())))
+    }
+
+    /// This layer's packed weight, when `w` holds one.
+    fn packed<'w, B: Backend>(&self, w: Weights<'w, B>) -> Option<&'w B::Packed> {
+        w.packed.and_then(|p| p.get(&self.weight))
     }
 
     /// `weight`, stored as this layer's, as an `(IN, OUT)` matrix view.
@@ -84,6 +108,9 @@ impl LinearParams {
             None => Epilogue::None,
         };
         let inp = Mat::new(inp, n, self.fan_in);
+        if let Some(packed) = self.packed(w) {
+            return be.matmul_packed(out, inp, packed, epilogue);
+        }
         self.with_weight(be, w, |weight| {
             be.matmul(out, inp, weight, Accumulate::Overwrite, epilogue)
         });
@@ -107,6 +134,9 @@ impl LinearParams {
             out,
         };
         let inp = Mat::new(inp, n, self.fan_in);
+        if let Some(packed) = self.packed(w) {
+            return be.matmul_packed(pre, inp, packed, epilogue);
+        }
         self.with_weight(be, w, |weight| {
             be.matmul(pre, inp, weight, Accumulate::Overwrite, epilogue)
         });
@@ -114,7 +144,8 @@ impl LinearParams {
 
     /// Overwrites `dinp` (with `through = Some((act, pre))`: the gradient of
     /// `pre`, whose activation was this layer's input) and accumulates into
-    /// the weight and bias gradients (or the adapters') in `grads`.
+    /// the weight and bias gradients (or the adapters') in `grads`. Reads the
+    /// f32 weight: `w.packed` is for decoding only.
     #[allow(clippy::too_many_arguments)]
     pub fn backward<B: Backend>(
         &self,

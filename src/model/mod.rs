@@ -12,6 +12,7 @@ pub mod grads;
 pub mod init;
 pub mod layers;
 pub mod lora;
+pub mod packed;
 pub mod params;
 pub mod rope;
 pub mod score;
@@ -24,4 +25,5 @@ pub use config::{
 pub use gpt::{Mode, Model};
 pub use grads::Grads;
 pub use layers::Weights;
+pub use packed::PackedWeights;
 pub use params::{ParamLayout, TensorSpec, WeightLayout};

@@ -339,7 +339,16 @@ pub fn forward_all<B: Backend>(
         .map(|(d, _)| &mut **d)
         .collect();
     let mut caches: Vec<&mut Activations<B>> = rows.iter_mut().map(|d| &mut d.cache).collect();
-    be.run(|| model.forward_batch(be, params, batch, &mut caches, &tokens, &positions));
+    be.run(|| {
+        model.forward_batch(
+            be,
+            crate::model::Weights::plain(params),
+            batch,
+            &mut caches,
+            &tokens,
+            &positions,
+        )
+    });
     for (row, decoder) in rows.into_iter().enumerate() {
         decoder.fed_from(be, batch.logits_row(row));
     }

@@ -179,6 +179,17 @@ impl Bf16Panels {
             });
     }
 
+    /// `(rows, cols)`.
+    pub fn shape(&self) -> (usize, usize) {
+        (self.rows, self.cols)
+    }
+
+    /// Element `(r, c)`, as f32 (exact).
+    pub fn value(&self, r: usize, c: usize) -> f32 {
+        let pair = self.panel(c / 16)[r / 2][c % 16];
+        to_f32((pair >> (16 * (r % 2))) as u16)
+    }
+
     fn panel(&self, q: usize) -> &[[u32; 16]] {
         let depth = self.rows.div_ceil(2);
         &self.pairs[q * depth..][..depth]

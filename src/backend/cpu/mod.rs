@@ -13,6 +13,7 @@ pub mod linear;
 pub mod loss;
 pub mod math;
 pub mod matmul;
+pub mod quant;
 pub mod rmsnorm;
 pub mod rope;
 pub mod simd;
@@ -20,9 +21,11 @@ pub mod swiglu;
 
 use crate::backend::{
     Accumulate, AdamWStep, AttentionDims, Backend, Dropout, Epilogue, Mat, ParamGroup, RopeDims,
+    WeightType,
 };
 use crate::error::{Error, Result};
 use matmul::MatRef;
+use rayon::prelude::*;
 use simd::vectorised;
 use std::ops::Range;
 use std::sync::Mutex;
@@ -50,6 +53,37 @@ pub struct Cpu {
     attention_scratch: Mutex<Vec<f32>>,
     dtype: Dtype,
     bf16_scratch: Mutex<bf16::Bf16Scratch>,
+    /// A quantized product's activations, and its transposed result.
+    quant_scratch: Mutex<(quant::QuantizedRows, Vec<f32>)>,
+}
+
+/// A weight matrix `(IN, OUT)` kept in a type other than f32 (see [`WeightType`]).
+pub enum Packed {
+    /// bf16, in the panels [`bf16::matmul`] reads.
+    Bf16(bf16::Bf16Panels),
+    /// Q8_0 or Q4_0 blocks along `IN` ([`quant`]).
+    Quant(quant::QuantMatrix),
+}
+
+impl Packed {
+    /// `(IN, OUT)`.
+    pub fn shape(&self) -> (usize, usize) {
+        match self {
+            Packed::Bf16(p) => p.shape(),
+            Packed::Quant(q) => q.shape(),
+        }
+    }
+
+    /// Row `o` of the transposed matrix, `W[:, o]`, as f32 into `out (IN)`.
+    fn column(&self, o: usize, out: &mut [f32]) {
+        match self {
+            Packed::Bf16(p) => out
+                .iter_mut()
+                .enumerate()
+                .for_each(|(r, v)| *v = p.value(r, o)),
+            Packed::Quant(q) => q.dequantize_row(o, out),
+        }
+    }
 }
 
 impl Cpu {
@@ -143,6 +177,18 @@ fn matmul_bf16(
     }
 }
 
+/// `bias (n)` added to every row of `dst (m, n)`.
+fn add_bias(dst: &mut [f32], bias: &[f32]) {
+    let n = bias.len();
+    dst.par_chunks_mut(n.max(1)).for_each(|row| {
+        vectorised!({
+            for (d, b) in row.iter_mut().zip(bias) {
+                *d += b;
+            }
+        })
+    });
+}
+
 fn mat(m: Mat<&[f32]>) -> MatRef<'_> {
     MatRef::from_mat(m)
 }
@@ -153,6 +199,7 @@ impl Backend for Cpu {
     type View<'a> = &'a [f32];
     type ViewMut<'a> = &'a mut [f32];
     type IdsView<'a> = &'a [u32];
+    type Packed = Packed;
 
     fn zeros(&self, len: usize) -> Result<Vec<f32>> {
         Ok(vec![0.0; len])
@@ -321,6 +368,111 @@ impl Backend for Cpu {
                 linear::with_activation_grad(dst, lhs, rhs, pre, act)
             }
         }
+    }
+
+    fn pack(&self, w: Mat<&[f32]>, ty: WeightType) -> Result<Packed> {
+        let w = mat(w);
+        match ty {
+            WeightType::F32 => Err(Error::Weights(
+                "f32 weights are not packed: they stay in the parameter buffer".into(),
+            )),
+            WeightType::Bf16 => Ok(Packed::Bf16(bf16::Bf16Panels::from_f32(w))),
+            WeightType::Q8_0 | WeightType::Q4_0 => {
+                Ok(Packed::Quant(quant::QuantMatrix::quantize(w, ty)?))
+            }
+        }
+    }
+
+    fn pack_blocks(&self, ty: WeightType, in_out: (usize, usize), bytes: &[u8]) -> Result<Packed> {
+        let (k, n) = in_out;
+        match ty {
+            WeightType::Bf16 if bytes.len() == 2 * k * n => {
+                // One tensor at a time in f32 (exact: the values are bf16 already).
+                let values: Vec<f32> = bytes
+                    .chunks_exact(2)
+                    .map(|b| bf16::to_f32(u16::from_le_bytes([b[0], b[1]])))
+                    .collect();
+                Ok(Packed::Bf16(bf16::Bf16Panels::from_f32(
+                    MatRef::new(&values, n, k).t(),
+                )))
+            }
+            WeightType::Q8_0 | WeightType::Q4_0 => Ok(Packed::Quant(
+                quant::QuantMatrix::from_blocks(ty, in_out, bytes)?,
+            )),
+            _ => Err(Error::Weights(format!(
+                "{} bytes of {} for a ({k}, {n}) matrix",
+                bytes.len(),
+                ty.name()
+            ))),
+        }
+    }
+
+    fn matmul_packed(
+        &self,
+        dst: &mut [f32],
+        lhs: Mat<&[f32]>,
+        w: &Packed,
+        epilogue: Epilogue<'_, '_, Self>,
+    ) {
+        let (lhs, (k, n)) = (mat(lhs), w.shape());
+        assert_eq!(lhs.cols(), k, "matmul_packed: inner dimensions");
+        let pre = &mut dst[..lhs.rows() * n];
+        match w {
+            Packed::Bf16(panels) => {
+                let rows = bf16::Bf16Rows::from_f32(lhs);
+                bf16::matmul(pre, &rows, panels, Accumulate::Overwrite);
+            }
+            Packed::Quant(q) => match self.quant_scratch.try_lock() {
+                Ok(mut kept) => {
+                    let (rows, transposed) = &mut *kept;
+                    rows.fill(lhs);
+                    quant::matmul(pre, rows, q, transposed);
+                }
+                Err(_) => {
+                    let mut rows = quant::QuantizedRows::default();
+                    rows.fill(lhs);
+                    quant::matmul(pre, &rows, q, &mut Vec::new());
+                }
+            },
+        }
+        match epilogue {
+            Epilogue::None => {}
+            Epilogue::Bias(bias) => add_bias(pre, bias),
+            Epilogue::Activation { bias, act, out } => {
+                if let Some(bias) = bias {
+                    add_bias(pre, bias);
+                }
+                activation::forward(&mut out[..pre.len()], pre, act);
+            }
+            Epilogue::ActivationGrad { .. } => {
+                panic!(
+                    "matmul_packed: packed weights are for inference, no gradient runs through them"
+                )
+            }
+        }
+    }
+
+    fn packed_rows(
+        &self,
+        out: &mut [f32],
+        idx: &[u32],
+        table: &Packed,
+        wpe: Option<&[f32]>,
+        pos: usize,
+        t: usize,
+    ) {
+        let c = table.shape().0;
+        out[..idx.len() * c]
+            .par_chunks_mut(c.max(1))
+            .zip(idx)
+            .enumerate()
+            .for_each(|(i, (row, &id))| {
+                table.column(id as usize, row);
+                if let Some(wpe) = wpe {
+                    let p = &wpe[(pos + i % t) * c..][..c];
+                    row.iter_mut().zip(p).for_each(|(r, p)| *r += p);
+                }
+            });
     }
 
     fn bias_backward(&self, dbias: &mut [f32], dout: &[f32], n: usize, cols: usize) {
@@ -572,5 +724,104 @@ mod tests {
                 .recv_timeout(Duration::from_secs(120))
                 .expect("a caller of on_pool never finished");
         }
+    }
+}
+
+/// The packed products through the seam, against the f32 product of the
+/// same (rounded) values.
+#[cfg(test)]
+mod packed_tests {
+    use super::*;
+    use crate::backend::Activation;
+    use crate::rng::Rng;
+
+    fn random(n: usize, seed: u64) -> Vec<f32> {
+        let mut rng = Rng::new(seed, 0);
+        (0..n).map(|_| rng.next_f32() * 2.0 - 1.0).collect()
+    }
+
+    fn round_bf16(v: &[f32]) -> Vec<f32> {
+        v.iter().map(|x| bf16::to_f32(bf16::to_bf16(*x))).collect()
+    }
+
+    /// `x (m, k) @ w (k, n)` in f64, from f32 values.
+    fn exact(x: &[f32], w: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
+        let mut out = vec![0.0; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                let s: f64 = (0..k)
+                    .map(|p| x[i * k + p] as f64 * w[p * n + j] as f64)
+                    .sum();
+                out[i * n + j] = s as f32;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn bf16_packed_product_with_epilogues_is_the_f32_product_of_the_rounded_values() {
+        let be = Cpu::new();
+        for (m, k, n) in [(1, 32, 20), (3, 64, 37), (9, 70, 33)] {
+            let (x, w, bias) = (random(m * k, 1), random(k * n, 2), random(n, 3));
+            // Stored `(OUT, IN)`, viewed `(IN, OUT)`: the LM head's stride order.
+            let w_t: Vec<f32> = (0..n * k).map(|i| w[(i % k) * n + i / k]).collect();
+            let packed = be
+                .pack(Mat::new(&w_t[..], n, k).t(), WeightType::Bf16)
+                .unwrap();
+            let mut want = exact(&round_bf16(&x), &round_bf16(&w), m, k, n);
+            want.iter_mut()
+                .enumerate()
+                .for_each(|(i, v)| *v += bias[i % n]);
+            let (mut pre, mut out) = (vec![0.0; m * n], vec![0.0; m * n]);
+            let epilogue = Epilogue::Activation {
+                bias: Some(&bias[..]),
+                act: Activation::Gelu,
+                out: &mut out[..],
+            };
+            be.matmul_packed(&mut pre, Mat::new(&x, m, k), &packed, epilogue);
+            let mut act = vec![0.0; m * n];
+            activation::forward(&mut act, &pre, Activation::Gelu);
+            for i in 0..m * n {
+                // f32 sums of k exact products: k 2^-24 relative to sum |x w| <= k.
+                let tol = (k as f32 + 2.0) * 2f32.powi(-24) * k as f32;
+                assert!(
+                    (pre[i] - want[i]).abs() <= tol,
+                    "({m},{k},{n}) {i}: {} vs {}",
+                    pre[i],
+                    want[i]
+                );
+                assert_eq!(out[i], act[i], "the activation of the product");
+            }
+        }
+    }
+
+    #[test]
+    fn packed_rows_read_the_tables_rows_and_add_positions() {
+        let be = Cpu::new();
+        let (v, c) = (5, 64);
+        let table = random(v * c, 4);
+        let wpe = random(3 * c, 5);
+        for ty in [WeightType::Bf16, WeightType::Q8_0, WeightType::Q4_0] {
+            let packed = be.pack(Mat::new(&table[..], v, c).t(), ty).unwrap();
+            let mut out = vec![0.0; 2 * c];
+            be.packed_rows(&mut out, &[4, 1], &packed, Some(&wpe), 1, 2);
+            let step = match ty {
+                WeightType::Bf16 => 2f32.powi(-8),
+                WeightType::Q8_0 => 0.5 / 127.0 + 1e-3,
+                _ => 0.5 / 8.0 * 2.0 + 1e-3,
+            };
+            for (i, &(id, pos)) in [(4usize, 1usize), (1, 2)].iter().enumerate() {
+                for j in 0..c {
+                    let want = table[id * c + j] + wpe[pos * c + j];
+                    let got = out[i * c + j];
+                    assert!(
+                        (got - want).abs() <= step,
+                        "{ty:?} row {i} col {j}: {got} vs {want}"
+                    );
+                }
+            }
+        }
+        let err = be.pack(Mat::new(&table[..], v, c), WeightType::F32).err();
+        assert!(err.expect("f32 is not packed").to_string().contains("f32"));
     }
 }

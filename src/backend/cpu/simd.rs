@@ -40,6 +40,10 @@
 //! | `a.sum()` | the lanes added pairwise, in a fixed order |
 //! | `a.store(&mut array)` | the lanes, written out |
 //! | `prefetch(data, at)` | a hint to start loading `data[at]`'s cache line |
+//!
+//! Quantized blocks (`backend/cpu/quant.rs`) have their own small API,
+//! [`BlockDot`] and [`dispatch_blocks`]: integer dot products of 32 values
+//! (AVX2's `vpmaddubsw`, or AVX512_VNNI's `vpdpbusd` where the CPU has it).
 
 use crate::error::{Error, Result};
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -385,10 +389,272 @@ impl PairDot for PortablePairs {
     }
 }
 
+/// Dot products of ggml's quantized blocks of 32 values against a Q8_0
+/// activation block (`x`: 32 `i8`, its scale `dx`), summed into 8 f32 lanes
+/// as llama.cpp's `ggml_vec_dot_q8_0_q8_0` does:
+///
+/// ```text
+/// lane[l] = sum_{j = 4l..4l+4} w[j] x[j]            (exact, in i32)
+/// acc[l]  = acc[l] + (dw dx) lane[l]                 (fused at avx2 and up)
+/// ```
+///
+/// `w` is a whole weight block: its f16 scale `dw` (2 bytes, little-endian)
+/// then the quantized values (Q8_0: 32 `i8`; Q4_0: 16 bytes, the low
+/// nibbles values 0..16 and the high nibbles 16..32, each minus 8).
+pub trait BlockDot: Copy {
+    const ZERO: Self;
+    fn dot_q8_0(self, w: &[u8; 34], x: &[i8; 32], dx: f32) -> Self;
+    fn dot_q4_0(self, w: &[u8; 18], x: &[i8; 32], dx: f32) -> Self;
+    /// The 8 lanes added pairwise, in a fixed order.
+    fn sum(self) -> f32;
+}
+
+/// A kernel written once for any [`BlockDot`]; [`dispatch_blocks`] picks which.
+pub trait BlockKernel {
+    type Output;
+    /// Mark it `#[inline(always)]`, as [`Kernel::run`].
+    fn run<D: BlockDot>(self) -> Self::Output;
+}
+
+/// Which [`BlockDot`] runs: the portable one, AVX2's `vpmaddubsw`, or
+/// AVX512_VNNI's `vpdpbusd` (on 256-bit registers, as llama.cpp uses it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlockLevel {
+    Portable,
+    Avx2,
+    Avx512Vnni,
+}
+
+impl BlockLevel {
+    pub const ALL: [BlockLevel; 3] = [
+        BlockLevel::Portable,
+        BlockLevel::Avx2,
+        BlockLevel::Avx512Vnni,
+    ];
+
+    /// The one the chosen [`Level`] runs: `avx512` with VNNI where the CPU has it.
+    pub fn chosen() -> BlockLevel {
+        match level() {
+            Level::Avx512 if has_avx512_vnni() => BlockLevel::Avx512Vnni,
+            Level::Avx512 | Level::Avx2 => BlockLevel::Avx2,
+            Level::Portable => BlockLevel::Portable,
+        }
+    }
+
+    /// Whether this CPU can run it.
+    pub fn available(self) -> bool {
+        match self {
+            BlockLevel::Portable => true,
+            BlockLevel::Avx2 => Level::Avx2.available(),
+            BlockLevel::Avx512Vnni => Level::Avx512.available() && has_avx512_vnni(),
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn has_avx512_vnni() -> bool {
+    std::arch::is_x86_feature_detected!("avx512vnni")
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn has_avx512_vnni() -> bool {
+    false
+}
+
+/// Run `kernel` with the [`BlockDot`] of [`BlockLevel::chosen`].
+#[inline(always)]
+pub fn dispatch_blocks<K: BlockKernel>(kernel: K) -> K::Output {
+    dispatch_blocks_at(BlockLevel::chosen(), kernel)
+}
+
+/// Run `kernel` with the [`BlockDot`] of `level` (tests compare them);
+/// panics if the CPU lacks it.
+#[inline(always)]
+pub fn dispatch_blocks_at<K: BlockKernel>(level: BlockLevel, kernel: K) -> K::Output {
+    assert!(level.available(), "{level:?} is not available on this CPU");
+    match level {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `available` checked the CPU's features just above.
+        BlockLevel::Avx512Vnni => unsafe { x86::run_blocks_vnni(kernel) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        BlockLevel::Avx2 => unsafe { x86::run_blocks_avx2(kernel) },
+        _ => kernel.run::<PortableBlocks>(),
+    }
+}
+
+/// The scale of a block: the f16 in its first two bytes, as f32.
+#[inline(always)]
+fn block_scale(w: &[u8]) -> f32 {
+    half::f16::from_le_bytes([w[0], w[1]]).to_f32()
+}
+
+/// The portable [`BlockDot`]: 8 f32 lanes in an array.
+#[derive(Clone, Copy)]
+pub struct PortableBlocks([f32; 8]);
+
+impl PortableBlocks {
+    #[inline(always)]
+    fn add_lanes(self, w: &[i8; 32], x: &[i8; 32], d: f32) -> Self {
+        PortableBlocks(std::array::from_fn(|l| {
+            let lane: i32 = (4 * l..4 * l + 4).map(|j| w[j] as i32 * x[j] as i32).sum();
+            super::math::mul_add(d, lane as f32, self.0[l])
+        }))
+    }
+}
+
+impl BlockDot for PortableBlocks {
+    const ZERO: Self = PortableBlocks([0.0; 8]);
+
+    #[inline(always)]
+    fn dot_q8_0(self, w: &[u8; 34], x: &[i8; 32], dx: f32) -> Self {
+        let q: [i8; 32] = std::array::from_fn(|j| w[2 + j] as i8);
+        self.add_lanes(&q, x, block_scale(w) * dx)
+    }
+
+    #[inline(always)]
+    fn dot_q4_0(self, w: &[u8; 18], x: &[i8; 32], dx: f32) -> Self {
+        let q: [i8; 32] = std::array::from_fn(|j| match j < 16 {
+            true => (w[2 + j] & 15) as i8 - 8,
+            false => (w[2 + j - 16] >> 4) as i8 - 8,
+        });
+        self.add_lanes(&q, x, block_scale(w) * dx)
+    }
+
+    #[inline(always)]
+    fn sum(self) -> f32 {
+        sum8(self.0)
+    }
+}
+
+/// 8 lanes added pairwise: `((0+4)+(2+6)) + ((1+5)+(3+7))`.
+#[inline(always)]
+fn sum8(mut lanes: [f32; 8]) -> f32 {
+    let mut width = 8;
+    while width > 1 {
+        width /= 2;
+        for l in 0..width {
+            lanes[l] += lanes[l + width];
+        }
+    }
+    lanes[0]
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{Kernel, PairDot, PairKernel, Vector};
+    use super::{BlockDot, BlockKernel, Kernel, PairDot, PairKernel, Vector};
     use std::arch::x86_64::*;
+
+    #[target_feature(enable = "avx,avx2,fma,bmi1,bmi2,f16c,lzcnt,movbe")]
+    pub(super) unsafe fn run_blocks_avx2<K: BlockKernel>(kernel: K) -> K::Output {
+        kernel.run::<Avx2Blocks>()
+    }
+
+    #[target_feature(enable = "avx,avx2,fma,bmi1,bmi2,f16c,lzcnt,movbe")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512cd,avx512dq,avx512vl,avx512vnni")]
+    pub(super) unsafe fn run_blocks_vnni<K: BlockKernel>(kernel: K) -> K::Output {
+        kernel.run::<VnniBlocks>()
+    }
+
+    // SAFETY (every `unsafe` below): an `Avx2Blocks` exists only inside
+    // `run_blocks_avx2` or `run_blocks_vnni`, a `VnniBlocks` only inside
+    // `run_blocks_vnni` (private types; `ZERO` is plain bits), which run only
+    // on CPUs with those features; loads read exactly the arrays' bytes.
+    #[derive(Clone, Copy)]
+    pub(super) struct Avx2Blocks(__m256);
+
+    #[derive(Clone, Copy)]
+    pub(super) struct VnniBlocks(__m256);
+
+    /// The f16 in the first two bytes of `w`, as f32 (F16C).
+    #[inline(always)]
+    fn scale(w: &[u8]) -> f32 {
+        let bits = u16::from_le_bytes([w[0], w[1]]) as i32;
+        unsafe { _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits))) }
+    }
+
+    /// 32 bytes from `at`.
+    #[inline(always)]
+    fn load32(at: &[u8]) -> __m256i {
+        assert!(at.len() >= 32);
+        unsafe { _mm256_loadu_si256(at.as_ptr().cast()) }
+    }
+
+    /// A Q4_0 block's 16 bytes as 32 `i8` values in `-8..8` (low nibbles first).
+    #[inline(always)]
+    fn unpack_q4(w: &[u8; 18]) -> __m256i {
+        unsafe {
+            let low = _mm_loadu_si128(w[2..].as_ptr().cast());
+            let both = _mm256_set_m128i(_mm_srli_epi16(low, 4), low);
+            let nibbles = _mm256_and_si256(both, _mm256_set1_epi8(15));
+            _mm256_sub_epi8(nibbles, _mm256_set1_epi8(8))
+        }
+    }
+
+    /// `|w|` (unsigned) and `x * sign(w)` (signed): llama.cpp's sign trick,
+    /// since the byte products take one unsigned operand. `|w| <= 128` and
+    /// `|x| <= 127`, so nothing overflows.
+    #[inline(always)]
+    fn signed_pair(w: __m256i, x: __m256i) -> (__m256i, __m256i) {
+        unsafe { (_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w)) }
+    }
+
+    impl Avx2Blocks {
+        /// `acc + d * (sums of 4 byte products)`, `vpmaddubsw` then `vpmaddwd`.
+        #[inline(always)]
+        fn add(self, w: __m256i, x: __m256i, d: f32) -> Self {
+            unsafe {
+                let (uw, sx) = signed_pair(w, x);
+                let pairs = _mm256_maddubs_epi16(uw, sx);
+                let quads = _mm256_madd_epi16(pairs, _mm256_set1_epi16(1));
+                let sums = _mm256_cvtepi32_ps(quads);
+                Avx2Blocks(_mm256_fmadd_ps(_mm256_set1_ps(d), sums, self.0))
+            }
+        }
+    }
+
+    impl VnniBlocks {
+        /// `acc + d * (sums of 4 byte products)`, one `vpdpbusd`.
+        #[inline(always)]
+        fn add(self, w: __m256i, x: __m256i, d: f32) -> Self {
+            unsafe {
+                let (uw, sx) = signed_pair(w, x);
+                let quads = _mm256_dpbusd_epi32(_mm256_setzero_si256(), uw, sx);
+                let sums = _mm256_cvtepi32_ps(quads);
+                VnniBlocks(_mm256_fmadd_ps(_mm256_set1_ps(d), sums, self.0))
+            }
+        }
+    }
+
+    /// `BlockDot` for a type with an `add` as above.
+    macro_rules! block_dot {
+        ($t:ident) => {
+            impl BlockDot for $t {
+                const ZERO: Self = $t(unsafe { std::mem::transmute::<[f32; 8], __m256>([0.0; 8]) });
+
+                #[inline(always)]
+                fn dot_q8_0(self, w: &[u8; 34], x: &[i8; 32], dx: f32) -> Self {
+                    let x = unsafe { _mm256_loadu_si256(x.as_ptr().cast()) };
+                    self.add(load32(&w[2..]), x, scale(w) * dx)
+                }
+
+                #[inline(always)]
+                fn dot_q4_0(self, w: &[u8; 18], x: &[i8; 32], dx: f32) -> Self {
+                    let x = unsafe { _mm256_loadu_si256(x.as_ptr().cast()) };
+                    self.add(unpack_q4(w), x, scale(w) * dx)
+                }
+
+                #[inline(always)]
+                fn sum(self) -> f32 {
+                    let mut lanes = [0.0f32; 8];
+                    unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), self.0) };
+                    super::sum8(lanes)
+                }
+            }
+        };
+    }
+    block_dot!(Avx2Blocks);
+    block_dot!(VnniBlocks);
 
     // The features of x86-64-v3 and x86-64-v4, as `detected` checks them.
     #[target_feature(enable = "avx,avx2,fma,bmi1,bmi2,f16c,lzcnt,movbe")]

@@ -40,7 +40,7 @@ pub mod probe;
 
 use crate::backend::{
     Accumulate, Activation, AdamWStep, AttentionDims, Backend, Dropout, Epilogue, Mat, NORM_CHUNK,
-    ParamGroup, RopeDims,
+    ParamGroup, RopeDims, WeightType,
 };
 use crate::error::{Error, Result};
 use blas::{Blas, Operand};
@@ -380,6 +380,17 @@ fn act_kind(act: Activation) -> i32 {
     }
 }
 
+/// The CUDA backend keeps every weight in f32: no packed weight exists
+/// (`pack` refuses), so the packed kernels have nothing to run on.
+pub enum NoPacked {}
+
+fn no_packed(ty: WeightType) -> Error {
+    Error::Cuda(format!(
+        "--weights {} runs on the CPU backend (--device cpu); the GPU keeps f32 weights",
+        ty.name()
+    ))
+}
+
 fn operand(m: &Mat<DevView<'_>>) -> Operand {
     Operand::transposed_view(m.data.addr, m.rows, m.cols, m.row_stride, m.col_stride)
 }
@@ -390,6 +401,7 @@ impl Backend for Cuda {
     type View<'a> = DevView<'a>;
     type ViewMut<'a> = DevViewMut<'a>;
     type IdsView<'a> = IdsView<'a>;
+    type Packed = NoPacked;
 
     fn zeros(&self, len: usize) -> Result<CudaBuf> {
         self.alloc(len)
@@ -694,6 +706,41 @@ impl Backend for Cuda {
                 .run_elementwise(len),
             Epilogue::None | Epilogue::Bias(_) => {}
         }
+    }
+
+    fn pack(&self, _w: Mat<DevView<'_>>, ty: WeightType) -> Result<NoPacked> {
+        Err(no_packed(ty))
+    }
+
+    fn pack_blocks(
+        &self,
+        ty: WeightType,
+        _in_out: (usize, usize),
+        _bytes: &[u8],
+    ) -> Result<NoPacked> {
+        Err(no_packed(ty))
+    }
+
+    fn matmul_packed(
+        &self,
+        _dst: DevViewMut<'_>,
+        _lhs: Mat<DevView<'_>>,
+        w: &NoPacked,
+        _epilogue: Epilogue<'_, '_, Self>,
+    ) {
+        match *w {}
+    }
+
+    fn packed_rows(
+        &self,
+        _out: DevViewMut<'_>,
+        _idx: IdsView<'_>,
+        table: &NoPacked,
+        _wpe: Option<DevView<'_>>,
+        _pos: usize,
+        _t: usize,
+    ) {
+        match *table {}
     }
 
     fn bias_backward(&self, dbias: DevViewMut<'_>, dout: DevView<'_>, n: usize, cols: usize) {
