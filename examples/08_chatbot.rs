@@ -269,7 +269,7 @@ fn ask(run: &Path, questions: &[&str]) -> lmforge::Result<Vec<Answer>> {
         let messages = [Message::new(Role::User, *question)];
         let reply = chat::answer(
             &be,
-            (&model, &params, tok.as_ref()),
+            (&model, (&params).into(), tok.as_ref()),
             format.as_ref(),
             &messages,
             &opts,
@@ -363,6 +363,7 @@ fn main() -> std::process::ExitCode {
             history: None,
             stats: false,
             verbose: false,
+            weights: lmforge::backend::WeightType::F32,
         };
         chat::run(&Cpu::new(), &chatbot, opts)
     })

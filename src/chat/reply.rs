@@ -8,7 +8,7 @@ use super::conversation::BASE_STOP;
 use super::{ChatFormat, Message};
 use crate::backend::Backend;
 use crate::error::Result;
-use crate::model::Model;
+use crate::model::{Model, Weights};
 use crate::sample::{Flow, Generator, Reply, SampleOptions};
 use crate::tokenizer::Tokenizer;
 
@@ -16,7 +16,7 @@ use crate::tokenizer::Tokenizer;
 /// format (if any) is `format`, calling `on_text` with each piece of text.
 pub fn continue_text<B: Backend>(
     be: &B,
-    (model, params, tok): (&Model, &B::Buf, &dyn Tokenizer),
+    (model, params, tok): (&Model, Weights<'_, B>, &dyn Tokenizer),
     format: Option<&ChatFormat>,
     prompt: &[u32],
     opts: &SampleOptions,
@@ -32,7 +32,7 @@ pub fn continue_text<B: Backend>(
 /// the chat format if there is one, else as the continue form.
 pub fn answer<B: Backend>(
     be: &B,
-    loaded: (&Model, &B::Buf, &dyn Tokenizer),
+    loaded: (&Model, Weights<'_, B>, &dyn Tokenizer),
     format: Option<&ChatFormat>,
     messages: &[Message],
     opts: &SampleOptions,

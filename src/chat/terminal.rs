@@ -17,7 +17,7 @@ use super::conversation::{BASE_STOP, Conversation, Fitted};
 use super::format::ChatFormat;
 use crate::backend::Backend;
 use crate::error::{Error, Result};
-use crate::model::Model;
+use crate::model::{Model, Weights};
 use crate::sample::{Flow, Generator, Reply, SampleOptions};
 use crate::tokenizer::Tokenizer;
 use std::io::{BufRead, IsTerminal, Write};
@@ -50,13 +50,15 @@ pub struct ChatOptions {
     pub stats: bool,
     /// Before each reply, print the prompt's token count and text (stderr).
     pub verbose: bool,
+    /// The type the weights are kept in (`--weights`).
+    pub weights: crate::backend::WeightType,
 }
 
 /// Chat with the run in `run_dir` on `be` until `/quit` or the end of input.
 pub fn run<B: Backend>(be: &B, run_dir: &Path, opts: ChatOptions) -> Result<()> {
     opts.sampling.validate()?;
-    let (model, params, tok) = crate::sample::load_run(run_dir)?;
-    let params = be.upload(params)?;
+    let (model, loaded, tok) = crate::sample::load_run_as(be, run_dir, opts.weights)?;
+    let params = loaded.weights();
     let interactive = std::io::stdin().is_terminal();
     let mut input = if interactive {
         ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::SeqCst))
@@ -66,7 +68,7 @@ pub fn run<B: Backend>(be: &B, run_dir: &Path, opts: ChatOptions) -> Result<()> 
         Input::Piped(std::io::stdin().lock())
     };
     let format = ChatFormat::find(run_dir, tok.as_ref())?;
-    let mut session = Session::new(be, &model, &params, tok.as_ref(), format, opts, interactive)?;
+    let mut session = Session::new(be, &model, params, tok.as_ref(), format, opts, interactive)?;
     if interactive {
         session.banner(run_dir);
     }
@@ -160,7 +162,7 @@ impl<'a, B: Backend> Session<'a, B> {
     fn new(
         be: &'a B,
         model: &'a Model,
-        params: &'a B::Buf,
+        params: Weights<'a, B>,
         tok: &'a dyn Tokenizer,
         format: Option<ChatFormat>,
         mut opts: ChatOptions,

@@ -1,8 +1,10 @@
 //! `lmforge bench train` and `bench sample`: training and generation speed with synthetic tokens and random weights.
 
+use lmforge::backend::WeightType;
 use lmforge::backend::cpu::Dtype;
 use lmforge::backend::cuda::MatmulPrecision;
 use lmforge::backend::{Backend, Device};
+use lmforge::model::{PackedWeights, Weights};
 use lmforge::tokenizer::TokenizerSpec;
 use lmforge::train::{Preset, TrainConfig, TrainOverrides, config};
 use std::process::ExitCode;
@@ -72,6 +74,11 @@ struct BenchSampleArgs {
     /// Worker threads (default: one per core).
     #[arg(long)]
     threads: Option<usize>,
+    /// Keep the weights in this type while decoding: f32, bf16, or ggml's q8_0 / q4_0
+    /// blocks (8.5 and 4.5 bits a value). Matrices are converted at load and no f32
+    /// copy of them is kept; norms, biases and positions stay f32. CPU only.
+    #[arg(long, value_enum, default_value = "f32")]
+    weights: WeightType,
     #[command(flatten)]
     overrides: TrainOverrides,
 }
@@ -174,17 +181,23 @@ fn sample(args: BenchSampleArgs) -> anyhow::Result<ExitCode> {
     let vocab = cfg.model.vocab_size;
     let model = lmforge::model::Model::new(cfg.model.clone())?;
     let params = backend.upload(model.init_params(cfg.seed))?;
+    let packed = match args.weights {
+        WeightType::F32 => None,
+        ty => Some(PackedWeights::from_params(&backend, &model, &params, ty)?),
+    };
+    let params = Weights::packed(&params, packed.as_ref());
     let (cached, uncached) = lmforge::sample::bench(
         &backend,
         &model,
-        &params,
+        params,
         args.prompt_tokens,
         args.new_tokens,
     )?;
     println!(
-        "lmforge {}: {} params, vocab {vocab}, prompt {} + {} new tokens, {threads} threads",
+        "lmforge {}: {} params ({} weights), vocab {vocab}, prompt {} + {} new tokens, {threads} threads",
         args.preset,
         model.num_params(),
+        args.weights.name(),
         args.prompt_tokens,
         args.new_tokens
     );
@@ -192,8 +205,8 @@ fn sample(args: BenchSampleArgs) -> anyhow::Result<ExitCode> {
     println!("lmforge sample tokens/s without cache: {uncached:.1}");
     if let Some(streams) = args.streams {
         let (prompt, new) = (args.prompt_tokens, args.new_tokens);
-        let one = lmforge::sample::bench_batched(&backend, &model, &params, prompt, new, 1)?;
-        let all = lmforge::sample::bench_batched(&backend, &model, &params, prompt, new, streams)?;
+        let one = lmforge::sample::bench_batched(&backend, &model, params, prompt, new, 1)?;
+        let all = lmforge::sample::bench_batched(&backend, &model, params, prompt, new, streams)?;
         println!("lmforge batched tokens/s, 1 stream: {one:.1}");
         println!(
             "lmforge batched tokens/s, {streams} streams together: {all:.1} ({:.2}x one stream)",

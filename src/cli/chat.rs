@@ -1,7 +1,7 @@
 //! `lmforge chat`: talk to a trained run in the terminal (or answer piped lines).
 
 use super::Selected;
-use lmforge::backend::Device;
+use lmforge::backend::{Device, WeightType};
 use lmforge::chat::ChatOptions;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -36,6 +36,11 @@ pub struct ChatArgs {
     /// Compute device.
     #[arg(long, value_enum, default_value = "cpu")]
     device: Device,
+    /// Keep the weights in this type while decoding: f32, bf16, or ggml's q8_0 / q4_0
+    /// blocks (8.5 and 4.5 bits a value). Matrices are converted at load and no f32
+    /// copy of them is kept; norms, biases and positions stay f32. CPU only.
+    #[arg(long, value_enum, default_value = "f32")]
+    weights: WeightType,
 }
 
 pub fn run(args: ChatArgs) -> anyhow::Result<ExitCode> {
@@ -51,6 +56,7 @@ pub fn run(args: ChatArgs) -> anyhow::Result<ExitCode> {
         history,
         stats: args.stats,
         verbose: args.verbose,
+        weights: args.weights,
     };
     match backend {
         Selected::Cpu(cpu) => lmforge::chat::run(&cpu, run.path(), opts)?,

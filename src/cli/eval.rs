@@ -2,7 +2,7 @@
 //! accuracy on multiple-choice questions (HellaSwag's layout or a generic one).
 
 use anyhow::Context;
-use lmforge::backend::{Backend, Device};
+use lmforge::backend::{Backend, Device, WeightType};
 use lmforge::eval::{ChoiceScore, Scorer, TextScore};
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -41,6 +41,10 @@ pub struct EvalArgs {
     /// Compute device.
     #[arg(long, value_enum, default_value = "cpu")]
     device: Device,
+    /// Score with the weights kept in this type (as `sample --weights`): how much
+    /// a quantization costs in perplexity. CPU only.
+    #[arg(long, value_enum, default_value = "f32")]
+    weights: WeightType,
 }
 
 pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
@@ -52,10 +56,10 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
 
 fn eval_on<B: Backend>(backend: &B, args: EvalArgs) -> anyhow::Result<ExitCode> {
     let loading = || format!("loading the run {}", args.run.display());
-    let (model, params, tokenizer) = lmforge::sample::load_run(&args.run).with_context(loading)?;
-    let params = backend.upload(params)?;
+    let (model, loaded, tokenizer) =
+        lmforge::sample::load_run_as(backend, &args.run, args.weights).with_context(loading)?;
     let rows = lmforge::eval::default_rows(&model);
-    let mut scorer = Scorer::new(backend, &model, &params, rows)?;
+    let mut scorer = Scorer::new(backend, &model, loaded.weights(), rows)?;
     let bar = ProgressLine::new(!args.json);
     if let Some(path) = &args.text {
         let text = lmforge::data::text::read_corpus(path)?;

@@ -1,7 +1,7 @@
 //! `lmforge sample`: generate text from a trained run, streamed to stdout.
 
 use anyhow::Context;
-use lmforge::backend::{Backend, Device};
+use lmforge::backend::{Backend, Device, WeightType};
 use lmforge::sample::{Flow, SampleOptions};
 use std::io::Write;
 use std::path::PathBuf;
@@ -81,6 +81,11 @@ pub struct SampleArgs {
     /// Load the model even if it looks too big for the memory available.
     #[arg(long)]
     ignore_memory_check: bool,
+    /// Keep the weights in this type while decoding: f32, bf16, or ggml's q8_0 / q4_0
+    /// blocks (8.5 and 4.5 bits a value). Matrices are converted at load and no f32
+    /// copy of them is kept; norms, biases and positions stay f32. CPU only.
+    #[arg(long, value_enum, default_value = "f32")]
+    weights: WeightType,
 }
 
 pub fn run(args: SampleArgs) -> anyhow::Result<ExitCode> {
@@ -106,7 +111,8 @@ fn sample_on<B: Backend>(
         let available = lmforge::memory::available();
         lmforge::memory::check(&estimate, "sampling this model", available.as_ref())?;
     }
-    let (model, params, tokenizer) = lmforge::sample::load_run(run.path()).with_context(loading)?;
+    let (model, loaded, tokenizer) =
+        lmforge::sample::load_run_as(backend, run.path(), args.weights).with_context(loading)?;
     let default_prompt = args.prompt.is_none();
     let prompt_text = args.prompt.unwrap_or_else(|| "\n".to_string());
     let prompt = tokenizer.encode(&prompt_text).with_context(|| {
@@ -118,10 +124,9 @@ fn sample_on<B: Backend>(
         }
     })?;
     lmforge::sample::check_prompt(&model, &prompt).context("--prompt")?;
-    let params = backend.upload(params)?;
     // Sampling continues text: a chat template that does not load only loses its stop tokens.
     let format = lmforge::chat::ChatFormat::find(run.path(), tokenizer.as_ref()).unwrap_or(None);
-    let loaded = (&model, &params, tokenizer.as_ref());
+    let loaded = (&model, loaded.weights(), tokenizer.as_ref());
     let mut stdout = std::io::stdout().lock();
     let stdout_err = |e: std::io::Error| lmforge::Error::io("<stdout>", e);
     stdout

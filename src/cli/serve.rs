@@ -1,7 +1,7 @@
 //! `lmforge serve`: serve runs over an OpenAI-compatible HTTP API, with a
 //! chat page at `/`.
 
-use lmforge::backend::Device;
+use lmforge::backend::{Device, WeightType};
 use lmforge::serve::{LongPrompts, ServeOptions};
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -62,6 +62,11 @@ pub struct ServeArgs {
     /// Start even if the models look too big for the memory available.
     #[arg(long)]
     ignore_memory_check: bool,
+    /// Keep the weights in this type while decoding: f32, bf16, or ggml's q8_0 / q4_0
+    /// blocks (8.5 and 4.5 bits a value). Matrices are converted at load and no f32
+    /// copy of them is kept; norms, biases and positions stay f32. CPU only.
+    #[arg(long, value_enum, default_value = "f32")]
+    weights: WeightType,
 }
 
 /// A timeout flag: a positive number of seconds.
@@ -103,6 +108,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         max_connections: args.max_connections,
         long_prompts: args.long_prompts,
         ignore_memory_check: args.ignore_memory_check,
+        weights: args.weights,
     };
     let names = opts.runs.len();
     lmforge::serve::serve(lmforge::backend::cpu::Cpu::new, opts, |addr| {

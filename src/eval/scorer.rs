@@ -16,7 +16,7 @@
 
 use crate::backend::{Backend, IGNORE_TARGET};
 use crate::error::{Error, Result};
-use crate::model::{Activations, Mode, Model, Window};
+use crate::model::{Activations, Mode, Model, Weights, Window};
 
 /// One sequence to score: the tokens fed in, and what each position should
 /// predict ([`IGNORE_TARGET`] for positions that are context only).
@@ -59,7 +59,7 @@ pub fn default_rows(model: &Model) -> usize {
 pub struct Scorer<'m, B: Backend> {
     be: &'m B,
     model: &'m Model,
-    params: &'m B::Buf,
+    params: Weights<'m, B>,
     acts: Activations<B>,
     rows: usize,
     losses: Vec<f32>,
@@ -73,12 +73,17 @@ pub struct Scorer<'m, B: Backend> {
 impl<'m, B: Backend> Scorer<'m, B> {
     /// A scorer computing up to `rows` positions per forward (at least
     /// `block_size`, so that a full window fits).
-    pub fn new(be: &'m B, model: &'m Model, params: &'m B::Buf, rows: usize) -> Result<Self> {
+    pub fn new(
+        be: &'m B,
+        model: &'m Model,
+        params: impl Into<Weights<'m, B>>,
+        rows: usize,
+    ) -> Result<Self> {
         let rows = rows.max(model.config.block_size);
         Ok(Scorer {
             be,
             model,
-            params,
+            params: params.into(),
             acts: Activations::scoring(be, &model.config, rows)?,
             rows,
             losses: vec![0.0; rows],
@@ -139,7 +144,7 @@ impl<'m, B: Backend> Scorer<'m, B> {
         let window = Window::batch(seqs.len(), t);
         let (be, model, params, acts) = (self.be, self.model, self.params, &mut self.acts);
         be.run(|| {
-            model.forward(be, params, acts, &inputs, window, Mode::Eval);
+            model.forward_with(be, params, acts, &inputs, window, Mode::Eval);
             model.loss(be, acts, &targets, window);
         });
         let n = window.n();

@@ -42,6 +42,13 @@ impl<B: Backend> Clone for Weights<'_, B> {
 }
 impl<B: Backend> Copy for Weights<'_, B> {}
 
+/// Plain parameters, so the decoding functions take `&params` or packed `Weights` alike.
+impl<'p, B: Backend> From<&'p B::Buf> for Weights<'p, B> {
+    fn from(params: &'p B::Buf) -> Self {
+        Weights::plain(params)
+    }
+}
+
 impl<'p, B: Backend> Weights<'p, B> {
     /// Parameters without adapters.
     pub fn plain(params: &'p B::Buf) -> Self {

@@ -31,7 +31,7 @@ use super::logprobs::{TokenLogprob, token_logprob};
 use super::{Finish, SampleOptions, Sampler, StopText};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
-use crate::model::{Activations, Mode, Model, Window};
+use crate::model::{Activations, Mode, Model, Weights, Window};
 use crate::rng::Rng;
 use crate::tokenizer::Tokenizer;
 
@@ -206,12 +206,12 @@ impl<B: Backend> Decoder<B> {
     }
 
     /// Run the next forward on this sequence alone and take its logits.
-    pub fn forward(&mut self, be: &B, model: &Model, params: &B::Buf) {
+    pub fn forward(&mut self, be: &B, model: &Model, params: Weights<'_, B>) {
         let (from, pos) = self.to_compute();
         let tokens = &self.tokens[from..];
         let window = Window::continuing(pos, tokens.len());
         let cache = &mut self.cache;
-        be.run(|| model.forward(be, params, cache, tokens, window, Mode::Eval));
+        be.run(|| model.forward_with(be, params, cache, tokens, window, Mode::Eval));
         be.download(self.cache.logits_row(0), &mut self.logits);
         self.fed();
     }
@@ -310,7 +310,7 @@ pub fn common_prefix(a: &[u32], b: &[u32]) -> usize {
 pub fn forward_all<B: Backend>(
     be: &B,
     model: &Model,
-    params: &B::Buf,
+    params: Weights<'_, B>,
     batch: &mut Activations<B>,
     decoders: &mut [&mut Decoder<B>],
 ) {
@@ -339,16 +339,7 @@ pub fn forward_all<B: Backend>(
         .map(|(d, _)| &mut **d)
         .collect();
     let mut caches: Vec<&mut Activations<B>> = rows.iter_mut().map(|d| &mut d.cache).collect();
-    be.run(|| {
-        model.forward_batch(
-            be,
-            crate::model::Weights::plain(params),
-            batch,
-            &mut caches,
-            &tokens,
-            &positions,
-        )
-    });
+    be.run(|| model.forward_batch(be, params, batch, &mut caches, &tokens, &positions));
     for (row, decoder) in rows.into_iter().enumerate() {
         decoder.fed_from(be, batch.logits_row(row));
     }

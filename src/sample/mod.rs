@@ -14,13 +14,14 @@
 //! one turn later) only computes its new positions.
 
 pub mod decoder;
+pub mod load;
 pub mod logprobs;
 pub mod sampler;
 pub mod stop;
 
 use crate::backend::Backend;
 use crate::error::{Error, Result};
-use crate::model::{Activations, Model};
+use crate::model::{Activations, Model, Weights};
 use crate::tokenizer::Tokenizer;
 use std::path::Path;
 
@@ -191,6 +192,32 @@ pub fn load_run(dir: &Path) -> Result<(Model, Vec<f32>, Box<dyn Tokenizer>)> {
     Ok((model, params, tokenizer))
 }
 
+/// [`load_run`] with the weights as `ty` on `be` (see [`load`]: other
+/// types than f32 never hold the matrices in f32).
+pub fn load_run_as<B: Backend>(
+    be: &B,
+    dir: &Path,
+    ty: crate::backend::WeightType,
+) -> Result<(Model, load::LoadedWeights<B>, Box<dyn Tokenizer>)> {
+    if ty == crate::backend::WeightType::F32 {
+        let (model, params, tokenizer) = load_run(dir)?;
+        let params = be.upload(params)?;
+        return Ok((
+            model,
+            load::LoadedWeights {
+                params,
+                packed: None,
+            },
+            tokenizer,
+        ));
+    }
+    check_is_run(dir)?;
+    let model = Model::new(crate::checkpoint::load_config(dir)?)?;
+    let tokenizer = crate::checkpoint::load_tokenizer(dir, &model)?;
+    let weights = load::load_weights(be, dir, &model, ty)?;
+    Ok((model, weights, tokenizer))
+}
+
 /// A folder that is not a run is told so (rather than "config.json: No such file").
 pub fn check_is_run(dir: &Path) -> Result<()> {
     if !dir.is_dir() {
@@ -217,7 +244,7 @@ pub fn check_prompt(model: &Model, prompt: &[u32]) -> Result<()> {
 pub struct Generator<'m, B: Backend> {
     be: &'m B,
     model: &'m Model,
-    params: &'m B::Buf,
+    params: Weights<'m, B>,
     decoder: Decoder<B>,
     /// Tokens that end a generation (not part of the reply).
     stop_tokens: Vec<u32>,
@@ -229,14 +256,14 @@ impl<'m, B: Backend> Generator<'m, B> {
     pub fn new(
         be: &'m B,
         model: &'m Model,
-        params: &'m B::Buf,
+        params: impl Into<Weights<'m, B>>,
         seed: u64,
         stop_tokens: Vec<u32>,
     ) -> Result<Self> {
         Ok(Generator {
             be,
             model,
-            params,
+            params: params.into(),
             decoder: Decoder::new(be, model, seed, 0)?,
             stop_tokens,
         })
@@ -327,21 +354,21 @@ impl<'m, B: Backend> Generator<'m, B> {
 /// calling `emit` with each new token as soon as it is drawn; no stop tokens.
 /// Past the context the window slides (so a prompt longer than the context
 /// is read from its last `block_size` tokens).
-pub fn generate<B: Backend>(
+pub fn generate<'p, B: Backend + 'p>(
     be: &B,
     model: &Model,
-    params: &B::Buf,
+    params: impl Into<Weights<'p, B>>,
     prompt: &[u32],
     opts: &SampleOptions,
     emit: impl FnMut(u32) -> Result<()>,
 ) -> Result<Vec<u32>> {
-    generate_with(be, model, params, prompt, opts, true, emit)
+    generate_with(be, model, params.into(), prompt, opts, true, emit)
 }
 
 fn generate_with<B: Backend>(
     be: &B,
     model: &Model,
-    params: &B::Buf,
+    params: Weights<'_, B>,
     prompt: &[u32],
     opts: &SampleOptions,
     use_cache: bool,
@@ -356,14 +383,14 @@ fn generate_with<B: Backend>(
 /// Decoding speed in tokens/s: `(with the KV cache, every position again for
 /// each token)`, generating `new_tokens` after a prompt of `prompt_len`
 /// tokens (greedy).
-pub fn bench<B: Backend>(
+pub fn bench<'p, B: Backend + 'p>(
     be: &B,
     model: &Model,
-    params: &B::Buf,
+    params: impl Into<Weights<'p, B>>,
     prompt_len: usize,
     new_tokens: usize,
 ) -> Result<(f64, f64)> {
-    let block = model.config.block_size;
+    let (params, block) = (params.into(), model.config.block_size);
     if prompt_len == 0 || prompt_len + new_tokens > block {
         return Err(Error::Config(format!(
             "prompt ({prompt_len}) + new tokens ({new_tokens}) must be between 1 and block_size ({block})"
@@ -396,15 +423,15 @@ fn greedy(max_new_tokens: usize) -> SampleOptions {
 /// [`Model::forward_batch`] over all of them), as `lmforge serve`'s engine
 /// does with that many clients. Greedy; prefill and the first token are not
 /// timed.
-pub fn bench_batched<B: Backend>(
+pub fn bench_batched<'p, B: Backend + 'p>(
     be: &B,
     model: &Model,
-    params: &B::Buf,
+    params: impl Into<Weights<'p, B>>,
     prompt_len: usize,
     new_tokens: usize,
     streams: usize,
 ) -> Result<f64> {
-    let cfg = &model.config;
+    let (params, cfg) = (params.into(), &model.config);
     if streams == 0 || prompt_len == 0 || prompt_len + new_tokens > cfg.block_size {
         return Err(Error::Config(format!(
             "streams ({streams}) and prompt ({prompt_len}) must be at least 1, and prompt + new tokens ({new_tokens}) at most block_size ({})",
@@ -505,7 +532,7 @@ pub(crate) mod tests {
         let uncached = generate_with(
             &be,
             &model,
-            &params,
+            (&params).into(),
             &[3, 1],
             &opts_n(1.0, 12),
             false,

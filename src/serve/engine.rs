@@ -27,7 +27,7 @@
 use crate::backend::Backend;
 use crate::error::Result;
 use crate::eval::Scorer;
-use crate::model::{Activations, Model};
+use crate::model::{Activations, Model, Weights};
 use crate::sample::decoder::common_prefix;
 use crate::sample::{Decoder, Finish, SampleOptions, TokenLogprob, forward_all};
 use crate::tokenizer::Tokenizer;
@@ -89,7 +89,7 @@ struct Active<B: Backend> {
 pub struct Engine<'m, B: Backend> {
     be: &'m B,
     model: &'m Model,
-    params: &'m B::Buf,
+    params: Weights<'m, B>,
     tokenizer: Arc<dyn Tokenizer>,
     batch: Activations<B>,
     free: Vec<Decoder<B>>,
@@ -103,7 +103,7 @@ impl<'m, B: Backend> Engine<'m, B> {
     /// An engine decoding up to `slots` sequences together.
     pub fn new(
         be: &'m B,
-        (model, params, tokenizer): (&'m Model, &'m B::Buf, Arc<dyn Tokenizer>),
+        (model, params, tokenizer): (&'m Model, Weights<'m, B>, Arc<dyn Tokenizer>),
         slots: usize,
         load: Arc<Load>,
     ) -> Result<Self> {
@@ -305,7 +305,8 @@ mod tests {
             replies.push(reply);
         }
         drop(send);
-        let engine = Engine::new(&be, (&model, &params, chars()), 2, load.clone()).unwrap();
+        let engine =
+            Engine::new(&be, (&model, (&params).into(), chars()), 2, load.clone()).unwrap();
         engine.run(queue);
         assert_eq!(load.active.load(Ordering::Relaxed), 0, "every slot freed");
         replies

@@ -26,8 +26,10 @@ mod http;
 mod write_deadline;
 
 use crate::backend::Backend;
+use crate::backend::WeightType;
 use crate::chat::ChatFormat;
 use crate::error::{Error, Result};
+use crate::sample::load::{LoadedWeights, load_weights};
 use crate::tokenizer::Tokenizer;
 use engine::{Engine, Job, Load};
 use std::net::SocketAddr;
@@ -72,6 +74,8 @@ pub struct ServeOptions {
     pub long_prompts: LongPrompts,
     /// Start even if the estimate says the memory is short.
     pub ignore_memory_check: bool,
+    /// The type the weights are kept in (`--weights`).
+    pub weights: crate::backend::WeightType,
 }
 
 /// A run being served, as the HTTP side sees it.
@@ -160,8 +164,20 @@ where
         );
         crate::memory::check(&estimate, &what, crate::memory::available().as_ref())?;
     }
-    let (model, params, tokenizer) = crate::sample::load_run(dir)?;
+    // f32 weights load here; packed ones on the engine's thread, where the backend is.
+    let (model, params, tokenizer) = match opts.weights {
+        WeightType::F32 => {
+            let (model, params, tokenizer) = crate::sample::load_run(dir)?;
+            (model, Some(params), tokenizer)
+        }
+        _ => {
+            let model = crate::model::Model::new(config)?;
+            let tokenizer = crate::checkpoint::load_tokenizer(dir, &model)?;
+            (model, None, tokenizer)
+        }
+    };
     let tokenizer: Arc<dyn Tokenizer> = Arc::from(tokenizer);
+    let (weights_dir, weights) = (dir.to_path_buf(), opts.weights);
     let template = ChatFormat::find(dir, &*tokenizer)?;
     let name = run_name(dir);
     let (jobs, queue) = sync_channel(opts.queue);
@@ -171,11 +187,18 @@ where
     let engine_tokenizer = tokenizer.clone();
     let thread = std::thread::spawn(move || {
         let be = new_backend();
-        let params = match be.upload(params) {
-            Ok(params) => params,
+        let loaded = match params {
+            Some(params) => be.upload(params).map(|params| LoadedWeights {
+                params,
+                packed: None,
+            }),
+            None => load_weights(&be, &weights_dir, &model, weights),
+        };
+        let loaded = match loaded {
+            Ok(loaded) => loaded,
             Err(e) => return drop(ready.send(Err(e))),
         };
-        let loaded = (&model, &params, engine_tokenizer);
+        let loaded = (&model, loaded.weights(), engine_tokenizer);
         match Engine::new(&be, loaded, slots, engine_load) {
             Ok(engine) => {
                 let _ = ready.send(Ok(()));

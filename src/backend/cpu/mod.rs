@@ -52,7 +52,8 @@ pub enum Dtype {
 pub struct Cpu {
     attention_scratch: Mutex<Vec<f32>>,
     dtype: Dtype,
-    bf16_scratch: Mutex<bf16::Bf16Scratch>,
+    /// Boxed: the backend stays small enough to pass by value.
+    bf16_scratch: Box<Mutex<bf16::Bf16Scratch>>,
     /// A quantized product's activations, and its transposed result.
     quant_scratch: Mutex<(quant::QuantizedRows, Vec<f32>)>,
 }

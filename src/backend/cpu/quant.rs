@@ -99,7 +99,7 @@ impl QuantMatrix {
         if !matches!(ty, WeightType::Q8_0 | WeightType::Q4_0) {
             return Err(Error::Weights(format!("{} is not a block type", ty.name())));
         }
-        if in_features % QK != 0 {
+        if !in_features.is_multiple_of(QK) {
             return Err(Error::Weights(format!(
                 "{} stores rows in blocks of {QK}: {in_features} input features is not a multiple of {QK}",
                 ty.name()

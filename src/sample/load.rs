@@ -1,0 +1,108 @@
+//! A run's weights loaded for decoding with `--weights f32|bf16|q8_0|q4_0`.
+//!
+//! With f32 the parameters load as always (one flat buffer). With another
+//! type the matrices go straight from the weight files into their packed
+//! form ([`PackedWeights`]), one matrix at a time, and never into the flat
+//! buffer: that buffer is allocated zeroed (`vec![0.0; n]`, which the
+//! allocator takes from the OS as untouched pages) and only the tensors
+//! that stay f32 (norms, biases, position embeddings) are written into it,
+//! so the pages of the matrices' ranges are never mapped. The process then
+//! holds the packed bytes plus at most one matrix in f32 while it loads
+//! (`/usr/bin/time -v` shows the peak; the book's `quantized.md` lists them).
+
+use crate::backend::{Backend, WeightType};
+use crate::checkpoint::{self, weights::TensorFiles};
+use crate::error::{Error, Result};
+use crate::model::packed::{Matrix, matrices};
+use crate::model::{Model, PackedWeights, TensorSpec, Weights};
+use std::path::Path;
+
+/// A model's weights on a backend: the flat parameters, and the packed
+/// matrices that take the place of their ranges there (`--weights` not f32).
+pub struct LoadedWeights<B: Backend> {
+    pub params: B::Buf,
+    pub packed: Option<PackedWeights<B>>,
+}
+
+impl<B: Backend> LoadedWeights<B> {
+    /// What the decoding functions read.
+    pub fn weights(&self) -> Weights<'_, B> {
+        Weights::packed(&self.params, self.packed.as_ref())
+    }
+}
+
+/// The weights of the run in `dir` (whose model is `model`) as `ty`.
+pub fn load_weights<B: Backend>(
+    be: &B,
+    dir: &Path,
+    model: &Model,
+    ty: WeightType,
+) -> Result<LoadedWeights<B>> {
+    if ty == WeightType::F32 {
+        let (_, params) = crate::finetune::load_run(dir)?;
+        let params = be.upload(params)?;
+        return Ok(LoadedWeights {
+            params,
+            packed: None,
+        });
+    }
+    if dir
+        .join(crate::finetune::adapters::ADAPTER_CONFIG_FILE)
+        .exists()
+    {
+        return Err(Error::Weights(format!(
+            "--weights {}: {} is a LoRA run; merge its adapters first (lmforge merge-lora)",
+            ty.name(),
+            dir.display()
+        )));
+    }
+    checkpoint::weights::check_size(dir, &model.config)?;
+    let files = TensorFiles::open(dir)?;
+    let packed_here = matrices(model)?;
+    let inside = |t: &TensorSpec, m: &Matrix| {
+        t.range.start >= m.linear.weight.start && t.range.end <= m.linear.weight.end
+    };
+    let mut host = vec![0.0f32; model.num_params()];
+    for t in &model.layout.tensors {
+        if !packed_here.iter().any(|m| inside(t, m)) {
+            read_into(&files, dir, t, &mut host[t.range.clone()])?;
+        }
+    }
+    let packed = PackedWeights::build(model, ty, |m| {
+        let start = m.linear.weight.start;
+        let mut staging = vec![0.0f32; m.linear.weight.len()];
+        for t in model.layout.tensors.iter().filter(|t| inside(t, m)) {
+            let at = t.range.start - start..t.range.end - start;
+            read_into(&files, dir, t, &mut staging[at])?;
+        }
+        let staging = be.upload(staging)?;
+        let view = B::view(&staging, 0..m.linear.weight.len());
+        be.pack(m.linear.weight_mat::<B>(view), ty)
+    })?;
+    Ok(LoadedWeights {
+        params: be.upload(host)?,
+        packed: Some(packed),
+    })
+}
+
+/// Tensor `t` from the weight files, checked against its shape, into `dst`.
+fn read_into(files: &TensorFiles, dir: &Path, t: &TensorSpec, dst: &mut [f32]) -> Result<()> {
+    let Some((shape, values)) = files.read(&t.name)? else {
+        return Err(Error::format(
+            dir,
+            format!("the weights have no tensor {:?}", t.name),
+        ));
+    };
+    if shape != t.shape {
+        return Err(Error::format(
+            dir,
+            format!(
+                "tensor {:?} has shape {shape:?}; config.json makes it {:?}: the weights \
+                 and the config do not belong together",
+                t.name, t.shape
+            ),
+        ));
+    }
+    dst.copy_from_slice(&values);
+    Ok(())
+}
