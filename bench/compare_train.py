@@ -6,12 +6,15 @@ alternating, so both see the same machine load).
     python3 bench/compare_train.py --preset char-cpu --threads 2
     python3 bench/compare_train.py --preset gpt2 --block 64 --batch 4 --threads 2 --steps 6
     python3 bench/compare_train.py --preset char-cpu --threads 1
+    python3 bench/compare_train.py --preset gpt2 --block 64 --batch 4 --steps 6 --dtype bf16
 
 Prints each side's median tokens/s, step time and peak RSS, the ratios, and the
 speed ratio of each round (the two sides of a round run back to back, so a
 round's ratio is the least disturbed by load from elsewhere on the machine).
 The PyTorch side is bench/torch_train.py: nanoGPT's model (tools/reference_gpt.py,
-attention by F.scaled_dot_product_attention(is_causal=True)), eager, float32.
+attention by F.scaled_dot_product_attention(is_causal=True)), eager, float32; with
+--dtype bf16 both sides take bf16 products with f32 weights and optimizer: PyTorch's
+forward under torch.autocast("cpu", dtype=torch.bfloat16), lmforge `--dtype bf16`.
 
     python3 bench/compare_train.py --preset char-cpu --compare-with /tmp/lmforge-old
 
@@ -59,6 +62,7 @@ def main():
     p.add_argument("--rounds", type=int, default=2, help="alternating runs of each side")
     p.add_argument("--lmforge", default=os.path.join(ROOT, "target", "release", "lmforge"))
     p.add_argument("--compare-with", help="another lmforge binary, timed in the same rounds")
+    p.add_argument("--dtype", choices=("f32", "bf16"), default="f32", help="both sides' product type")
     a = p.parse_args()
     shape = dict(PRESETS[a.preset])
     shape["block"] = a.block or shape["block"]
@@ -67,11 +71,12 @@ def main():
                  "--n-layer", str(shape["n_layer"]), "--n-head", str(shape["n_head"]), "--n-embd", str(shape["n_embd"]),
                  "--block", str(shape["block"]), "--batch", str(shape["batch"]), "--vocab", str(shape["vocab"]),
                  "--threads", str(a.threads), "--steps", str(a.steps + a.warmup_steps), "--warmup-steps", str(a.warmup_steps),
-                 "--bias" if shape["bias"] else "--no-bias"]
+                 "--bias" if shape["bias"] else "--no-bias", "--dtype", a.dtype]
     def lmforge_cmd(binary):
         return [binary, "bench", "train", "--preset", a.preset, "--vocab", str(shape["vocab"]),
                 "--block", str(shape["block"]), "--batch", str(shape["batch"]), "--grad-accum", "1",
-                "--threads", str(a.threads), "--steps", str(a.steps), "--warmup-steps", str(a.warmup_steps)]
+                "--threads", str(a.threads), "--steps", str(a.steps), "--warmup-steps", str(a.warmup_steps),
+                "--dtype", a.dtype]
     sides = [("torch", torch_cmd), ("ours", lmforge_cmd(a.lmforge))]
     if a.compare_with:
         sides.append(("other", lmforge_cmd(a.compare_with)))
@@ -88,7 +93,7 @@ def main():
     round_ratios = [number(ours, "lmforge tokens/s") / number(theirs, "torch tokens/s")
                     for ours, theirs in zip(ours_runs, torch_runs)]
     print(f"{a.preset}: n_layer {shape['n_layer']}, n_embd {shape['n_embd']}, block {shape['block']}, "
-          f"batch {shape['batch']}, vocab {shape['vocab']}, {a.threads} threads, {a.rounds} rounds")
+          f"batch {shape['batch']}, vocab {shape['vocab']}, {a.threads} threads, {a.rounds} rounds, {a.dtype}")
     print(f"{'':10}{'tokens/s':>12}{'step ms':>12}{'peak RSS MiB':>14}")
     print(f"{'pytorch':10}{t['tokens/s']:12.0f}{t['step ms']:12.1f}{t['peak RSS MiB']:14.0f}")
     print(f"{'lmforge':10}{o['tokens/s']:12.0f}{o['step ms']:12.1f}{o['peak RSS MiB']:14.0f}")

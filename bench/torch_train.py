@@ -5,7 +5,8 @@ reports speed (and loss, when given a text file) for comparison.
     python3 bench/torch_train.py --data ../shared/data/tinyshakespeare.txt \
         --steps 2000 --eval-interval 250
 
-Model: tools/reference_gpt.py GPT, pre-LayerNorm, tanh GELU, tied embeddings, float32,
+Model: tools/reference_gpt.py GPT, pre-LayerNorm, tanh GELU, tied embeddings, float32
+(with --dtype bf16: its forward under torch.autocast("cpu", dtype=torch.bfloat16)),
 nanoGPT init (N(0,0.02), c_proj weights N(0, 0.02/sqrt(2*n_layer)), zero biases); biases
 off by default (--bias to enable). AdamW with nanoGPT's grouping (params with dim >= 2
 decay), betas (0.9, --beta2), cosine LR with linear warmup (nanoGPT get_lr), grad-norm
@@ -18,6 +19,7 @@ after --warmup-steps) and `torch final val loss: ...` (with --data).
 """
 
 import argparse
+import contextlib
 import math
 import os
 import statistics
@@ -54,6 +56,9 @@ def parse_args():
     p.add_argument("--data", type=str, default=None, help="text file for char-level training")
     p.add_argument("--eval-interval", type=int, default=250)
     p.add_argument("--eval-iters", type=int, default=20)
+    p.add_argument("--dtype", choices=("f32", "bf16"), default="f32",
+                   help="bf16: forward and loss under torch.autocast('cpu', dtype=torch.bfloat16) "
+                        "(f32 weights, gradients and AdamW, as lmforge --dtype bf16)")
     a = p.parse_args()
     if a.lr_decay_iters is None:
         a.lr_decay_iters = a.steps
@@ -108,7 +113,12 @@ def main():
     )
     model = GPT(cfg)  # float32, nanoGPT init
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, params {n_params}, config {cfg}")
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, params {n_params}, {a.dtype}, config {cfg}")
+
+    def precision():
+        if a.dtype == "bf16":
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
 
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
@@ -122,7 +132,10 @@ def main():
         model.eval()
         out = {}
         for split in ("train", "val"):
-            losses = [model(*get_batch(split))[1].item() for _ in range(a.eval_iters)]
+            losses = []
+            for _ in range(a.eval_iters):
+                with precision():
+                    losses.append(model(*get_batch(split))[1].item())
             out[split] = sum(losses) / len(losses)
         model.train()
         return out
@@ -140,7 +153,8 @@ def main():
             g["lr"] = lr
         x, y = get_batch("train")
         t0 = time.perf_counter()
-        _, loss = model(x, y)
+        with precision():
+            _, loss = model(x, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if a.grad_clip > 0:

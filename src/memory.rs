@@ -9,6 +9,7 @@
 //! model's one size table ([`crate::model::activations::sizes`]); the
 //! parameter count from the layout ([`crate::model::ParamLayout`]).
 
+use crate::backend::cpu::Dtype;
 use crate::error::{Error, Result};
 use crate::model::activations::{Purpose, Shape, sizes};
 use crate::model::{Arch, ModelConfig, ParamLayout};
@@ -115,12 +116,62 @@ fn attention_scratch_floats(cfg: &ModelConfig, b: usize, t: usize) -> u128 {
     3 * b as u128 * t as u128 * t as u128
 }
 
+/// The bf16 operands of the CPU's products (`backend::cpu::bf16::Bf16Scratch`)
+/// when training on `rows` positions: a bound, in bytes. Every product of a
+/// linear layer `(IN, OUT)` multiplies matrices whose three dimensions are
+/// `IN`, `OUT` and the row count (or a LoRA rank), in some order; the scratch
+/// holds the largest left operand (`m * ceil(k/2)` pairs) and the largest
+/// right one (`16 ceil(n/16) * ceil(k/2)` pairs) met, each at most the
+/// largest over all those orders.
+fn bf16_scratch_bytes(cfg: &ModelConfig, rows: usize) -> u128 {
+    if cfg.arch == Arch::Bigram {
+        return 0;
+    }
+    let c = cfg.n_embd as u128;
+    let linears = [
+        (c, cfg.qkv_width() as u128),
+        (c, c),
+        (c, cfg.fc_width() as u128),
+        (cfg.ffn_width() as u128, c),
+        (c, cfg.vocab_size as u128),
+    ];
+    let inner = [
+        Some(rows as u128),
+        cfg.lora.as_ref().map(|l| l.rank as u128),
+    ];
+    let (mut lhs, mut rhs) = (0u128, 0u128);
+    for (fan_in, fan_out) in linears {
+        for x in inner.into_iter().flatten() {
+            let dims = [x, fan_in, fan_out];
+            for (m, k, n) in [
+                (0, 1, 2),
+                (0, 2, 1),
+                (1, 0, 2),
+                (1, 2, 0),
+                (2, 0, 1),
+                (2, 1, 0),
+            ] {
+                let (m, k, n) = (dims[m], dims[k], dims[n]);
+                lhs = lhs.max(m * k.div_ceil(2));
+                rhs = rhs.max(16 * n.div_ceil(16) * k.div_ceil(2));
+            }
+        }
+    }
+    4 * (lhs + rhs)
+}
+
 /// What training `cfg` with batches of `batch` sequences needs: the weights,
 /// and the gradients and AdamW moments of the `trained` parameters (all, or a
-/// fine-tune's unfrozen ones); the activations; the attention scratch; and
-/// the host copies a checkpoint is written from (or a resume read into):
-/// trained weights and moments as bytes, then serialised, 24 bytes a parameter.
-pub fn training(cfg: &ModelConfig, batch: usize, trained: Option<usize>) -> Result<Estimate> {
+/// fine-tune's unfrozen ones); the activations; the attention scratch; the
+/// bf16 copies of the products' operands (with `dtype` bf16); and the host
+/// copies a checkpoint is written from (or a resume read into): trained
+/// weights and moments as bytes, then serialised, 24 bytes a parameter.
+pub fn training(
+    cfg: &ModelConfig,
+    batch: usize,
+    trained: Option<usize>,
+    dtype: Dtype,
+) -> Result<Estimate> {
     let p = param_count(cfg)? as u128;
     let trained = trained.map_or(p, |n| n as u128);
     let (b, t) = (batch, cfg.block_size);
@@ -138,6 +189,13 @@ pub fn training(cfg: &ModelConfig, batch: usize, trained: Option<usize>) -> Resu
             (
                 "attention scratch",
                 attention_scratch_floats(cfg, b, t) * F32,
+            ),
+            (
+                "bf16 operands of the products",
+                match dtype {
+                    Dtype::F32 => 0,
+                    Dtype::Bf16 => bf16_scratch_bytes(cfg, rows),
+                },
             ),
             ("checkpoint copies", 6 * trained * F32),
             ("token batches", 4 * rows as u128 * 4),
@@ -414,13 +472,45 @@ mod tests {
         assert_eq!(allocated, activation_floats(&c, 15, Purpose::Training));
     }
 
+    /// The bf16 operands' part bounds what a bf16 training step holds, and
+    /// is not loose by more than twice (char-cpu, and a Llama with LoRA).
+    #[test]
+    fn bf16_scratch_bounds_what_a_step_holds() {
+        use crate::backend::cpu::Cpu;
+        use crate::model::{LoraConfig, LoraTarget};
+        use crate::train::{Preset, Trainer};
+        let mut lora = Preset::LlamaChar.config();
+        lora.model.lora = Some(LoraConfig {
+            rank: 4,
+            alpha: 8.0,
+            targets: vec![LoraTarget::QProj, LoraTarget::VProj],
+        });
+        for mut config in [Preset::CharCpu.config(), lora] {
+            (config.model.vocab_size, config.batch_size) = (65, 2);
+            let tokens: Vec<u32> = (0..4000u32).map(|i| i % 65).collect();
+            let be = Cpu::with_dtype(Dtype::Bf16);
+            let mut trainer = Trainer::new(&be, &config, (&tokens, &tokens), None, None).unwrap();
+            trainer.step(0).unwrap();
+            let rows = config.batch_size * config.model.block_size;
+            let bound = bf16_scratch_bytes(&config.model, rows);
+            let held = be.bf16_scratch_bytes() as u128;
+            assert!(
+                held <= bound && 2 * held >= bound,
+                "held {held}, estimated {bound}"
+            );
+            let f32_run = training(&config.model, 2, None, Dtype::F32).unwrap();
+            let bf16_run = training(&config.model, 2, None, Dtype::Bf16).unwrap();
+            assert_eq!(bf16_run.total() - f32_run.total(), bound);
+        }
+    }
+
     #[test]
     fn sizes_beyond_64_bits_are_errors_not_panics() {
-        let err = training(&cfg(1, 1 << 31, 64), 12, None)
+        let err = training(&cfg(1, 1 << 31, 64), 12, None, Dtype::F32)
             .unwrap_err()
             .to_string();
         assert!(err.contains("overflows"), "{err}");
-        let err = training(&cfg(1, 64, usize::MAX / 2), 12, None)
+        let err = training(&cfg(1, 64, usize::MAX / 2), 12, None, Dtype::F32)
             .unwrap_err()
             .to_string();
         assert!(err.contains("overflows"), "{err}");
@@ -431,7 +521,7 @@ mod tests {
     #[test]
     fn too_big_for_the_machine_names_both_numbers_and_the_flag() {
         // 8 layers of 4096: about 1.6 G parameters, 26 GB before activations.
-        let estimate = training(&cfg(8, 4096, 64), 12, None).unwrap();
+        let estimate = training(&cfg(8, 4096, 64), 12, None, Dtype::F32).unwrap();
         assert!(estimate.total() > 26_000_000_000, "{estimate:?}");
         let machine = Available {
             bytes: 8_000_000_000,
@@ -443,7 +533,7 @@ mod tests {
         assert!(err.contains("8.0 GB is available (a test)"), "{err}");
         assert!(err.contains("--ignore-memory-check"), "{err}");
         assert!(err.contains(&format_bytes(estimate.total())), "{err}");
-        let small = training(&cfg(1, 32, 16), 4, None).unwrap();
+        let small = training(&cfg(1, 32, 16), 4, None, Dtype::F32).unwrap();
         check(&small, "training", Some(&machine)).unwrap();
         check(&estimate, "training", None).expect("nothing known, nothing refused");
     }

@@ -312,7 +312,12 @@ proptest! {
             Ok(mut cfg) => {
                 cfg.model.vocab_size = 65;
                 // Estimating never panics, whatever the sizes.
-                let _ = lmforge::memory::training(&cfg.model, cfg.batch_size, None);
+                let _ = lmforge::memory::training(
+                    &cfg.model,
+                    cfg.batch_size,
+                    None,
+                    lmforge::backend::cpu::Dtype::Bf16,
+                );
             }
         }
     }

@@ -1,6 +1,7 @@
 //! `lmforge bench train` and `bench sample`: training and generation speed with synthetic tokens and random weights.
 
 use lmforge::backend::WeightType;
+use lmforge::backend::cpu::Dtype;
 use lmforge::backend::cuda::MatmulPrecision;
 use lmforge::backend::{Backend, Device};
 use lmforge::model::{PackedWeights, Weights};
@@ -106,6 +107,9 @@ struct BenchTrainArgs {
     /// How the GPU multiplies matrices: TF32 tensor cores, or full float32.
     #[arg(long, value_enum, default_value = "tf32")]
     matmul_precision: MatmulPrecision,
+    /// The CPU's matrix products: float32, or bfloat16 operands with f32 sums.
+    #[arg(long, value_enum, default_value = "f32")]
+    dtype: Dtype,
     #[command(flatten)]
     overrides: TrainOverrides,
 }
@@ -215,18 +219,26 @@ fn sample(args: BenchSampleArgs) -> anyhow::Result<ExitCode> {
 fn train(args: BenchTrainArgs) -> anyhow::Result<ExitCode> {
     let cfg = config::resolve(args.preset, None, &args.overrides)?;
     let vocab = vocab_size(args.vocab, &cfg)?;
-    let (report, on) = match super::backend_with(args.device, args.threads, args.matmul_precision)?
-    {
-        super::Selected::Cpu(cpu) => {
-            let report = lmforge::train::bench(&cpu, &cfg, vocab, args.warmup_steps, args.steps)?;
-            (report, format!("{} threads", rayon::current_num_threads()))
-        }
-        super::Selected::Cuda(gpu) => {
-            let report =
-                lmforge::train::bench(gpu.as_ref(), &cfg, vocab, args.warmup_steps, args.steps)?;
-            (report, gpu.info().name.clone())
-        }
-    };
+    let (report, on) =
+        match super::backend_with(args.device, args.threads, args.matmul_precision, args.dtype)? {
+            super::Selected::Cpu(cpu) => {
+                let report =
+                    lmforge::train::bench(&cpu, &cfg, vocab, args.warmup_steps, args.steps)?;
+                let dtype = format!("{:?}", cpu.dtype()).to_lowercase();
+                let threads = rayon::current_num_threads();
+                (report, format!("{threads} threads, {dtype} products"))
+            }
+            super::Selected::Cuda(gpu) => {
+                let report = lmforge::train::bench(
+                    gpu.as_ref(),
+                    &cfg,
+                    vocab,
+                    args.warmup_steps,
+                    args.steps,
+                )?;
+                (report, gpu.info().name.clone())
+            }
+        };
     println!(
         "lmforge {}: {} params, vocab {vocab}, batch {} x block {}, {on}",
         args.preset, report.num_params, cfg.batch_size, cfg.model.block_size

@@ -2,7 +2,7 @@
 //! and prints the result.
 
 use lmforge::backend::Device;
-use lmforge::backend::cpu::Cpu;
+use lmforge::backend::cpu::{Cpu, Dtype};
 use lmforge::backend::cuda::{Cuda, MatmulPrecision};
 
 pub mod bench;
@@ -60,17 +60,27 @@ pub fn cpu_backend(threads: Option<usize>) -> anyhow::Result<(Cpu, usize)> {
 
 /// The backend `--device` names, a GPU's products in TF32 (see [`backend_with`]).
 pub fn backend(device: Device, threads: Option<usize>) -> anyhow::Result<Selected> {
-    backend_with(device, threads, MatmulPrecision::default())
+    backend_with(device, threads, MatmulPrecision::default(), Dtype::F32)
 }
 
 /// The backend `--device` names. `cuda` fails with the reason when the GPU
 /// or one of its libraries is missing; `auto` then says why and takes the CPU.
-/// The GPU, driver and libraries in use are printed to stderr.
+/// The GPU, driver and libraries in use are printed to stderr. `dtype` is the
+/// CPU's product type (`--dtype`); bf16 is refused for the GPU, which has no
+/// bf16 kernels yet.
 pub fn backend_with(
     device: Device,
     threads: Option<usize>,
     precision: MatmulPrecision,
+    dtype: Dtype,
 ) -> anyhow::Result<Selected> {
+    if dtype == Dtype::Bf16 && device != Device::Cpu {
+        anyhow::bail!("--dtype bf16 trains on the CPU only (use --device cpu)");
+    }
+    let cpu = || -> anyhow::Result<Selected> {
+        lmforge::backend::cpu::init_threads(threads)?;
+        Ok(Selected::Cpu(Cpu::with_dtype(dtype)))
+    };
     let cuda = || {
         Cuda::with_precision(precision).map(|gpu| {
             eprint!("{}", gpu.info());
@@ -78,11 +88,11 @@ pub fn backend_with(
         })
     };
     match device {
-        Device::Cpu => cpu_backend(threads).map(|(cpu, _)| Selected::Cpu(cpu)),
+        Device::Cpu => cpu(),
         Device::Cuda => Ok(cuda()?),
         Device::Auto => cuda().or_else(|e| {
             eprintln!("--device auto: using the CPU, because {e}");
-            cpu_backend(threads).map(|(cpu, _)| Selected::Cpu(cpu))
+            cpu()
         }),
     }
 }

@@ -2,6 +2,7 @@
 
 use super::Selected;
 use anyhow::Context;
+use lmforge::backend::cpu::Dtype;
 use lmforge::backend::cuda::MatmulPrecision;
 use lmforge::backend::{Backend, Device};
 use lmforge::dist::World;
@@ -45,6 +46,11 @@ pub struct TrainArgs {
     /// How the GPU multiplies matrices: TF32 tensor cores, or full float32.
     #[arg(long, value_enum, default_value = "tf32")]
     matmul_precision: MatmulPrecision,
+    /// The CPU's matrix products: float32, or bfloat16 operands with f32
+    /// sums (weights, optimizer state and checkpoints stay f32, so a run can
+    /// change it on --resume).
+    #[arg(long, value_enum, default_value = "f32")]
+    dtype: Dtype,
     /// No progress output.
     #[arg(long, short)]
     quiet: bool,
@@ -145,7 +151,7 @@ fn request(args: &TrainArgs) -> TrainRequest {
 pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
     let world = World::from_env()?;
     let threads = args.threads.or_else(|| threads_per_rank(&world));
-    let backend = super::backend_with(args.device, threads, args.matmul_precision)?;
+    let backend = super::backend_with(args.device, threads, args.matmul_precision, args.dtype)?;
     let (out, data, start) = request(&args).start()?;
     let device_memory = match &backend {
         Selected::Cpu(_) => None,
@@ -157,6 +163,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
         ignore_memory_check: args.ignore_memory_check,
         allow_partial: args.allow_partial,
         device_memory,
+        dtype: args.dtype,
     };
     let observe = Observe {
         plot: args.plot.0,

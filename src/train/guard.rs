@@ -53,6 +53,9 @@ pub struct Safeguards {
     /// host's (a GPU's): what the memory check compares with. `None`: the
     /// host's memory available now ([`crate::memory::available`]).
     pub device_memory: Option<u64>,
+    /// The CPU's product type (`--dtype`): bf16 adds the operands' copies
+    /// to the estimate.
+    pub dtype: crate::backend::cpu::Dtype,
 }
 
 /// Make `out` ready for a new run: refuse a directory holding a run unless
@@ -102,7 +105,7 @@ pub fn check_memory(config: &TrainConfig, guards: &Safeguards) -> Result<()> {
         }
         None => None,
     };
-    let estimate = crate::memory::training(&model, config.batch_size, trained)?;
+    let estimate = crate::memory::training(&model, config.batch_size, trained, guards.dtype)?;
     if guards.ignore_memory_check {
         return Ok(());
     }

@@ -254,6 +254,11 @@ mod tests {
 
     /// Train `start` into `out` on the built-in corpus.
     fn train(start: Start, out: &Path) {
+        train_with(&crate::backend::cpu::Cpu::new(), start, out);
+    }
+
+    /// [`train`] on `be`.
+    fn train_with(be: &crate::backend::cpu::Cpu, start: Start, out: &Path) {
         let stop = AtomicBool::new(false);
         let observe = Observe {
             plot: None,
@@ -268,7 +273,7 @@ mod tests {
             guards: guards(),
             observe,
         };
-        crate::train::train(&crate::backend::cpu::Cpu::new(), job).unwrap();
+        crate::train::train(be, job).unwrap();
     }
 
     fn resume(max_iters: u64, more: TrainOverrides) -> Start {
@@ -314,6 +319,29 @@ mod tests {
             ..small_gpu
         };
         assert!(resolve(&new_run(tiny()), None, dir.path(), &ignored).is_ok());
+    }
+
+    /// Checkpoints hold the f32 masters whatever the products' type: a run
+    /// started with f32 products goes on with bf16 ones, and back.
+    #[test]
+    fn a_run_changes_its_products_dtype_on_resume() {
+        use crate::backend::cpu::{Cpu, Dtype};
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("run");
+        train(new_run(tiny()), &run);
+        let none = TrainOverrides::default;
+        train_with(&Cpu::with_dtype(Dtype::Bf16), resume(3, none()), &run);
+        let plan = resolve(&resume(4, none()), None, &run, &guards()).unwrap();
+        let state = plan.state.expect("the bf16 session's checkpoint");
+        assert_eq!(state.step, 3);
+        let masters = state.params.iter().filter(|w| w.to_bits() & 0xffff != 0);
+        assert!(
+            masters.count() > state.params.len() / 2,
+            "the checkpoint holds f32 weights, not their bf16 copies"
+        );
+        train(resume(4, none()), &run);
+        let plan = resolve(&resume(5, none()), None, &run, &guards()).unwrap();
+        assert_eq!(plan.state.map(|s| s.step), Some(4));
     }
 
     #[test]

@@ -68,7 +68,15 @@ fn at(m: &MatRef, r: usize, c: usize) -> f32 {
     }
 }
 
+/// `v` resized to `len`, growing its capacity to exactly the largest length
+/// asked so far (not doubling it), as the memory estimate counts it.
+fn resize_exact<T: Clone>(v: &mut Vec<T>, len: usize, value: T) {
+    v.reserve_exact(len.saturating_sub(v.len()));
+    v.resize(len, value);
+}
+
 /// A bf16 matrix `(rows, cols)` as rows of pairs (the left operand).
+#[derive(Default)]
 pub struct Bf16Rows {
     pairs: Vec<u32>,
     rows: usize,
@@ -85,6 +93,14 @@ impl Bf16Rows {
         };
         rows.fill(m);
         rows
+    }
+
+    /// Become `m` rounded to bf16, whatever its shape; allocates only to
+    /// grow past the largest shape held so far.
+    pub fn refill(&mut self, m: MatRef) {
+        (self.rows, self.cols) = (m.rows(), m.cols());
+        resize_exact(&mut self.pairs, m.rows() * m.cols().div_ceil(2), 0);
+        self.fill(m);
     }
 
     /// Overwrite with `m` (of this shape) rounded to bf16; allocates nothing.
@@ -114,6 +130,7 @@ impl Bf16Rows {
 }
 
 /// A bf16 matrix `(rows, cols)` in panels of 16 columns (the right operand).
+#[derive(Default)]
 pub struct Bf16Panels {
     pairs: Vec<[u32; 16]>,
     rows: usize,
@@ -130,6 +147,15 @@ impl Bf16Panels {
         };
         panels.fill(m);
         panels
+    }
+
+    /// Become `m` rounded to bf16, whatever its shape; allocates only to
+    /// grow past the largest shape held so far.
+    pub fn refill(&mut self, m: MatRef) {
+        (self.rows, self.cols) = (m.rows(), m.cols());
+        let len = m.cols().div_ceil(16) * m.rows().div_ceil(2);
+        resize_exact(&mut self.pairs, len, [0; 16]);
+        self.fill(m);
     }
 
     /// Overwrite with `m` (of this shape) rounded to bf16; allocates nothing.
@@ -195,6 +221,32 @@ pub fn matmul(dst: &mut [f32], a: &Bf16Rows, b: &Bf16Panels, mode: Accumulate) {
                 mode,
             })
         });
+}
+
+/// Room for the two operands of a product of f32 matrices taken in bf16:
+/// the training step's products (`x @ W`, `dout @ W^T`, `x^T @ dout`) all
+/// go through one, so after the first step (the largest shapes) it never
+/// grows again.
+#[derive(Default)]
+pub struct Bf16Scratch {
+    lhs: Bf16Rows,
+    rhs: Bf16Panels,
+}
+
+impl Bf16Scratch {
+    /// `dst (m, n) = [dst +] bf16(lhs) (m, k) @ bf16(rhs) (k, n)`, sums in f32
+    /// in the order the module docs give (either operand may be a strided or
+    /// transposed view).
+    pub fn matmul(&mut self, dst: &mut [f32], lhs: MatRef, rhs: MatRef, mode: Accumulate) {
+        self.lhs.refill(lhs);
+        self.rhs.refill(rhs);
+        matmul(dst, &self.lhs, &self.rhs, mode);
+    }
+
+    /// Bytes held now (the largest operands seen so far).
+    pub fn held_bytes(&self) -> usize {
+        4 * (self.lhs.pairs.capacity() + 16 * self.rhs.pairs.capacity())
+    }
 }
 
 /// The slow, obviously correct twin of [`matmul`]: one element at a time,
@@ -466,6 +518,67 @@ mod tests {
             let ours = to_f32(to_bf16(*g));
             let step = f32::from_bits(t.to_bits() & 0x7f80_0000) * 2f32.powi(-7);
             assert!((ours - t).abs() <= step, "ours {ours} torch {t}");
+        }
+    }
+
+    /// `m` as a row-major array.
+    fn dense(m: MatRef) -> Vec<f32> {
+        (0..m.rows() * m.cols())
+            .map(|i| at(&m, i / m.cols(), i % m.cols()))
+            .collect()
+    }
+
+    /// The exact sums of the products of the rounded operands, rounded to f32.
+    fn exact_product(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
+        let round = |x: f32| to_f32(to_bf16(x)) as f64;
+        (0..m * n)
+            .map(|idx| {
+                let (i, j) = (idx / n, idx % n);
+                let s: f64 = (0..k)
+                    .map(|p| round(a[i * k + p]) * round(b[p * n + j]))
+                    .sum();
+                s as f32
+            })
+            .collect()
+    }
+
+    /// A linear layer's three products (`out = x @ W`, `dinp = dout @ W^T`,
+    /// `dW = x^T @ dout`, the last two through transposed views) through one
+    /// scratch: each within the module's bound of the exact sum, and no
+    /// buffer moves once the largest shapes have been seen.
+    #[test]
+    fn training_products_through_one_scratch() {
+        let (n, fan_in, fan_out) = (37, 24, 19);
+        let (x, w, dout) = (
+            random(n * fan_in, 6),
+            random(fan_in * fan_out, 7),
+            random(n * fan_out, 8),
+        );
+        let products = [
+            (MatRef::new(&x, n, fan_in), MatRef::new(&w, fan_in, fan_out)),
+            (
+                MatRef::new(&dout, n, fan_out),
+                MatRef::new(&w, fan_in, fan_out).t(),
+            ),
+            (
+                MatRef::new(&x, n, fan_in).t(),
+                MatRef::new(&dout, n, fan_out),
+            ),
+        ];
+        let mut scratch = Bf16Scratch::default();
+        let mut buffers = None;
+        for _pass in 0..2 {
+            for (lhs, rhs) in products {
+                let (m, k, cols) = (lhs.rows(), lhs.cols(), rhs.cols());
+                let mut got = vec![0.0; m * cols];
+                scratch.matmul(&mut got, lhs, rhs, Accumulate::Overwrite);
+                let (a, b) = (dense(lhs), dense(rhs));
+                let exact = exact_product(&a, &b, m, k, cols);
+                let worst = worst_against_bound(&got, &exact, &a, &b, k);
+                assert!(worst <= 1.0, "({m}, {k}, {cols}): {worst} times the bound");
+            }
+            let now = (scratch.lhs.pairs.as_ptr(), scratch.rhs.pairs.as_ptr());
+            assert!(*buffers.get_or_insert(now) == now, "the scratch moved");
         }
     }
 

@@ -30,7 +30,7 @@ use rayon::prelude::*;
 pub const FUSED_ROWS: usize = 64;
 
 /// Every row of `dst (m, n)` set to `bias (n)`.
-fn fill_rows(dst: &mut [f32], bias: &[f32], n: usize) {
+pub fn fill_rows(dst: &mut [f32], bias: &[f32], n: usize) {
     dst.par_chunks_mut(n)
         .for_each(|row| row.copy_from_slice(bias));
 }

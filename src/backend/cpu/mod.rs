@@ -30,13 +30,30 @@ use simd::vectorised;
 use std::ops::Range;
 use std::sync::Mutex;
 
+/// The element type the CPU backend's matrix products take (`--dtype`).
+/// Buffers, weights and every other kernel stay f32 either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Dtype {
+    /// float32 operands (the `gemm` crate).
+    #[default]
+    F32,
+    /// Both operands of every product rounded to bfloat16 (to nearest, ties
+    /// to even) and multiplied with f32 sums ([`bf16`]): as PyTorch's
+    /// `torch.autocast("cpu", dtype=torch.bfloat16)` runs a linear layer.
+    Bf16,
+}
+
 /// The CPU backend: buffers are `Vec`s in host memory; every kernel runs on
 /// the global `rayon` pool (sized by [`init_threads`]). It owns the scratch
-/// its kernels need beyond their outputs (attention's score matrices), grown on first use and then reused, so
+/// its kernels need beyond their outputs (attention's score matrices, the
+/// bf16 operands of products), grown on first use and then reused, so
 /// steps after the first allocate nothing.
 #[derive(Default)]
 pub struct Cpu {
     attention_scratch: Mutex<Vec<f32>>,
+    dtype: Dtype,
+    /// Boxed: the backend stays small enough to pass by value.
+    bf16_scratch: Box<Mutex<bf16::Bf16Scratch>>,
     /// A quantized product's activations, and its transposed result.
     quant_scratch: Mutex<(quant::QuantizedRows, Vec<f32>)>,
 }
@@ -75,6 +92,32 @@ impl Cpu {
         Cpu::default()
     }
 
+    /// A backend whose matrix products take `dtype` operands. For bf16 on a
+    /// CPU without AVX512_BF16 (or below the avx512 level) this prints once
+    /// that the products run as portable code: the same numbers, slower.
+    pub fn with_dtype(dtype: Dtype) -> Self {
+        if dtype == Dtype::Bf16 && !simd::pairs_in_hardware() {
+            eprintln!(
+                "warning: this CPU (or LMFORGE_SIMD) has no AVX512_BF16: bf16 products run as \
+                 portable code, with the same results, slower than f32"
+            );
+        }
+        Cpu {
+            dtype,
+            ..Cpu::default()
+        }
+    }
+
+    pub fn dtype(&self) -> Dtype {
+        self.dtype
+    }
+
+    /// Bytes of bf16 operands held for the products (0 with f32 products).
+    pub fn bf16_scratch_bytes(&self) -> usize {
+        let kept = self.bf16_scratch.lock();
+        kept.map_or(0, |s| s.held_bytes())
+    }
+
     /// Run `f` on `len` floats of attention scratch.
     fn with_attention_scratch<R>(&self, len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
         with_scratch(&self.attention_scratch, len, f)
@@ -97,6 +140,41 @@ fn with_scratch<T: Clone + Default, R>(
             f(&mut kept[..len])
         }
         Err(_) => f(&mut vec![T::default(); len]),
+    }
+}
+
+/// `dst (m, n) = [dst +] lhs @ rhs` in bf16 ([`bf16::Bf16Scratch`]), then the
+/// epilogue, applied after the whole product.
+fn matmul_bf16(
+    scratch: &Mutex<bf16::Bf16Scratch>,
+    dst: &mut [f32],
+    (lhs, rhs): (MatRef, MatRef),
+    acc: Accumulate,
+    epilogue: Epilogue<'_, '_, Cpu>,
+) {
+    let len = lhs.rows() * rhs.cols();
+    let product = |dst: &mut [f32], mode| match scratch.try_lock() {
+        Ok(mut kept) => kept.matmul(dst, lhs, rhs, mode),
+        Err(_) => bf16::Bf16Scratch::default().matmul(dst, lhs, rhs, mode),
+    };
+    let with_bias = |dst: &mut [f32], bias: Option<&[f32]>| match bias {
+        Some(bias) => {
+            linear::fill_rows(&mut dst[..len], bias, rhs.cols());
+            product(dst, Accumulate::Add)
+        }
+        None => product(dst, Accumulate::Overwrite),
+    };
+    match epilogue {
+        Epilogue::None => product(dst, acc),
+        Epilogue::Bias(bias) => with_bias(dst, Some(bias)),
+        Epilogue::Activation { bias, act, out } => {
+            with_bias(dst, bias);
+            activation::forward(&mut out[..len], &dst[..len], act);
+        }
+        Epilogue::ActivationGrad { act, pre } => {
+            product(dst, Accumulate::Overwrite);
+            activation::backward_inplace(&mut dst[..len], &pre[..len], act);
+        }
     }
 }
 
@@ -277,6 +355,9 @@ impl Backend for Cpu {
                 Accumulate::Overwrite,
                 "an epilogue writes its destination"
             );
+        }
+        if self.dtype == Dtype::Bf16 {
+            return matmul_bf16(&self.bf16_scratch, dst, (lhs, rhs), acc, epilogue);
         }
         match epilogue {
             Epilogue::None => matmul::matmul(dst, lhs, rhs, acc),
