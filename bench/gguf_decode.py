@@ -13,7 +13,7 @@ On each file, in separate processes, with the same thread count:
   - decode: a 16-token prompt, then 128 new tokens, greedy; tokens/s of the 128;
   - prompt processing: 512 tokens in one forward; tokens/s;
   - peak RSS of the process (`wait4`'s ru_maxrss).
-lmforge runs `lmforge bench sample --model FILE` (its weights kept in the file's type);
+lmforge runs `lmforge bench sample --model FILE --weights TYPE` (its weights kept in the file's type);
 llama.cpp runs through llama-cpp-python's low-level `eval`. The best of --rounds is kept.
 Prints one table row per (shape, type) with the ratios lmforge / llama.cpp.
 """
@@ -134,10 +134,10 @@ def make_hf(shape, folder, tokenizer):
     shutil.copy(tokenizer, folder / "tokenizer.json")
 
 
-def lmforge_speeds(lmforge, path, threads):
+def lmforge_speeds(lmforge, path, ty, threads):
     def bench(prompt, new):
-        out, rss = run_measured([lmforge, "bench", "sample", "--model", str(path), "--threads", str(threads),
-                                 "--prompt-tokens", str(prompt), "--new-tokens", str(new)])
+        out, rss = run_measured([lmforge, "bench", "sample", "--model", str(path), "--weights", ty,
+                                 "--threads", str(threads), "--prompt-tokens", str(prompt), "--new-tokens", str(new)])
         return out, rss
     out, rss = bench(PROMPT, NEW)
     decode = float(re.search(r"lmforge sample tokens/s: ([\d.]+)", out).group(1))
@@ -186,7 +186,7 @@ def main():
         if not path.exists():
             subprocess.run([args.lmforge, "export-gguf", str(run), "--out", str(path), "--type", ty],
                            check=True, capture_output=True)
-        ours = best([lmforge_speeds(args.lmforge, path, args.threads) for _ in range(args.rounds)])
+        ours = best([lmforge_speeds(args.lmforge, path, ty, args.threads) for _ in range(args.rounds)])
         theirs = best([llama_cpp_speeds(args.llama_cpp_python, path, args.threads) for _ in range(args.rounds)])
         print(f"| {args.shape} | {ty} | {path.stat().st_size / 2**20:.0f} "
               f"| {ours['decode']:.1f} | {theirs['decode']:.1f} | {ours['decode'] / theirs['decode']:.2f}x "

@@ -1,12 +1,15 @@
 //! `lmforge bench train` and `bench sample`: training and generation speed with synthetic tokens and random weights.
 
+use anyhow::Context;
 use lmforge::backend::WeightType;
 use lmforge::backend::cpu::Dtype;
 use lmforge::backend::cuda::MatmulPrecision;
 use lmforge::backend::{Backend, Device};
-use lmforge::model::{PackedWeights, Weights};
+use lmforge::model::PackedWeights;
+use lmforge::sample::load::{LoadedWeights, load_weights};
 use lmforge::tokenizer::TokenizerSpec;
 use lmforge::train::{Preset, TrainConfig, TrainOverrides, config};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(clap::Args)]
@@ -79,6 +82,10 @@ struct BenchSampleArgs {
     /// copy of them is kept; norms, biases and positions stay f32. CPU only.
     #[arg(long, value_enum, default_value = "f32")]
     weights: WeightType,
+    /// Time this run's (or `.gguf` file's) own weights instead of random ones of
+    /// --preset's shape: prompt processing and decoding, without the no-cache figure.
+    #[arg(long, value_name = "RUN|FILE.gguf")]
+    model: Option<PathBuf>,
     #[command(flatten)]
     overrides: TrainOverrides,
 }
@@ -176,35 +183,44 @@ fn vocab_size(vocab: Option<usize>, cfg: &TrainConfig) -> anyhow::Result<usize> 
 
 fn sample(args: BenchSampleArgs) -> anyhow::Result<ExitCode> {
     let (backend, threads) = super::cpu_backend(args.threads)?;
-    let mut cfg = config::resolve(args.preset, None, &args.overrides)?;
-    cfg.model.vocab_size = vocab_size(args.vocab, &cfg)?;
-    let vocab = cfg.model.vocab_size;
-    let model = lmforge::model::Model::new(cfg.model.clone())?;
-    let params = backend.upload(model.init_params(cfg.seed))?;
-    let packed = match args.weights {
-        WeightType::F32 => None,
-        ty => Some(PackedWeights::from_params(&backend, &model, &params, ty)?),
+    let (what, model, loaded) = match &args.model {
+        Some(path) => {
+            let loading = || format!("loading {}", path.display());
+            let run = lmforge::gguf::open_run(path).with_context(loading)?;
+            let config = lmforge::checkpoint::load_config(run.path()).with_context(loading)?;
+            let model = lmforge::model::Model::new(config)?;
+            let loaded = load_weights(&backend, run.path(), &model, args.weights)?;
+            (path.display().to_string(), model, loaded)
+        }
+        None => {
+            let mut cfg = config::resolve(args.preset, None, &args.overrides)?;
+            cfg.model.vocab_size = vocab_size(args.vocab, &cfg)?;
+            let model = lmforge::model::Model::new(cfg.model.clone())?;
+            let params = backend.upload(model.init_params(cfg.seed))?;
+            let packed = match args.weights {
+                WeightType::F32 => None,
+                ty => Some(PackedWeights::from_params(&backend, &model, &params, ty)?),
+            };
+            (args.preset.to_string(), model, LoadedWeights { params, packed })
+        }
     };
-    let params = Weights::packed(&params, packed.as_ref());
-    let (cached, uncached) = lmforge::sample::bench(
-        &backend,
-        &model,
-        params,
-        args.prompt_tokens,
-        args.new_tokens,
-    )?;
+    let params = loaded.weights();
+    let (prompt, new) = (args.prompt_tokens, args.new_tokens);
+    let prompt_speed = lmforge::sample::bench_prompt(&backend, &model, params, prompt)?;
+    let uncached = args.model.is_none();
+    let (cached, uncached) = lmforge::sample::bench(&backend, &model, params, (prompt, new), uncached)?;
     println!(
-        "lmforge {}: {} params ({} weights), vocab {vocab}, prompt {} + {} new tokens, {threads} threads",
-        args.preset,
+        "lmforge {what}: {} params ({} weights), vocab {}, prompt {prompt} + {new} new tokens, {threads} threads",
         model.num_params(),
         args.weights.name(),
-        args.prompt_tokens,
-        args.new_tokens
+        model.config.vocab_size,
     );
+    println!("lmforge prompt tokens/s: {prompt_speed:.1}");
     println!("lmforge sample tokens/s: {cached:.1}");
-    println!("lmforge sample tokens/s without cache: {uncached:.1}");
+    if let Some(uncached) = uncached {
+        println!("lmforge sample tokens/s without cache: {uncached:.1}");
+    }
     if let Some(streams) = args.streams {
-        let (prompt, new) = (args.prompt_tokens, args.new_tokens);
         let one = lmforge::sample::bench_batched(&backend, &model, params, prompt, new, 1)?;
         let all = lmforge::sample::bench_batched(&backend, &model, params, prompt, new, streams)?;
         println!("lmforge batched tokens/s, 1 stream: {one:.1}");

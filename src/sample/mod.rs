@@ -380,33 +380,66 @@ fn generate_with<B: Backend>(
     Ok(tokens)
 }
 
-/// Decoding speed in tokens/s: `(with the KV cache, every position again for
-/// each token)`, generating `new_tokens` after a prompt of `prompt_len`
-/// tokens (greedy).
+/// Decoding speed in tokens/s on a synthetic `prompt_len`-token prompt:
+/// `new_tokens` greedy tokens with the KV cache, counted from the first new
+/// token on (the prompt's forward pass is [`bench_prompt`]'s figure, as
+/// llama.cpp splits prompt processing from generation), and, when
+/// `uncached`, the same without the cache (every step recomputes the whole
+/// context: the course's loop, for comparison).
 pub fn bench<'p, B: Backend + 'p>(
     be: &B,
     model: &Model,
     params: impl Into<Weights<'p, B>>,
+    (prompt_len, new_tokens): (usize, usize),
+    uncached: bool,
+) -> Result<(f64, Option<f64>)> {
+    let params = params.into();
+    let prompt = synthetic_prompt(model, prompt_len, new_tokens)?;
+    let opts = greedy(new_tokens);
+    let mut first = None;
+    generate_with(be, model, params, &prompt, &opts, true, |_| {
+        first.get_or_insert_with(std::time::Instant::now);
+        Ok(())
+    })?;
+    let cached = match first {
+        Some(t0) if new_tokens > 1 => (new_tokens - 1) as f64 / t0.elapsed().as_secs_f64(),
+        _ => 0.0,
+    };
+    let uncached = uncached.then(|| -> Result<f64> {
+        let t0 = std::time::Instant::now();
+        generate_with(be, model, params, &prompt, &opts, false, |_| Ok(()))?;
+        Ok(new_tokens as f64 / t0.elapsed().as_secs_f64())
+    });
+    Ok((cached, uncached.transpose()?))
+}
+
+/// Prompt processing speed in tokens/s: one forward pass over a synthetic
+/// `prompt_len`-token prompt, filling the KV cache (llama.cpp's `pp` figure).
+pub fn bench_prompt<'p, B: Backend + 'p>(
+    be: &B,
+    model: &Model,
+    params: impl Into<Weights<'p, B>>,
     prompt_len: usize,
-    new_tokens: usize,
-) -> Result<(f64, f64)> {
-    let (params, block) = (params.into(), model.config.block_size);
+) -> Result<f64> {
+    let prompt = synthetic_prompt(model, prompt_len, 0)?;
+    let mut decoder = Decoder::new(be, model, 0, 0)?;
+    decoder.start(&prompt, &greedy(1), &[])?;
+    let t0 = std::time::Instant::now();
+    decoder.forward(be, model, params.into());
+    Ok(prompt_len as f64 / t0.elapsed().as_secs_f64())
+}
+
+/// `prompt_len` ids spread over the vocabulary, checked to leave room for
+/// `new_tokens` more in the context.
+fn synthetic_prompt(model: &Model, prompt_len: usize, new_tokens: usize) -> Result<Vec<u32>> {
+    let block = model.config.block_size;
     if prompt_len == 0 || prompt_len + new_tokens > block {
         return Err(Error::Config(format!(
             "prompt ({prompt_len}) + new tokens ({new_tokens}) must be between 1 and block_size ({block})"
         )));
     }
     let v = model.config.vocab_size as u64;
-    let prompt: Vec<u32> = (0..prompt_len as u64)
-        .map(|i| (i * 7919 % v) as u32)
-        .collect();
-    let opts = greedy(new_tokens);
-    let speed = |use_cache| -> Result<f64> {
-        let t0 = std::time::Instant::now();
-        generate_with(be, model, params, &prompt, &opts, use_cache, |_| Ok(()))?;
-        Ok(new_tokens as f64 / t0.elapsed().as_secs_f64())
-    };
-    Ok((speed(true)?, speed(false)?))
+    Ok((0..prompt_len as u64).map(|i| (i * 7919 % v) as u32).collect())
 }
 
 fn greedy(max_new_tokens: usize) -> SampleOptions {
