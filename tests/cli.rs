@@ -518,6 +518,28 @@ fn bench_takes_the_vocabulary_from_the_preset_tokenizer() {
 }
 
 #[test]
+fn bench_sample_times_a_models_own_weights() {
+    let gguf = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gguf/spm.gguf");
+    let out = run(&[
+        "bench",
+        "sample",
+        "--model",
+        gguf.to_str().unwrap(),
+        "--weights",
+        "q8_0",
+        "--prompt-tokens",
+        "4",
+        "--new-tokens",
+        "8",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("spm.gguf: 34912 params (q8_0 weights), vocab 400"), "{text}");
+    assert!(text.contains("lmforge prompt tokens/s:"), "{text}");
+    assert!(!text.contains("without cache"), "{text}");
+}
+
+#[test]
 fn bench_sample_reports_cached_and_uncached_speed() {
     let out = run(&[
         "bench",
@@ -533,6 +555,7 @@ fn bench_sample_reports_cached_and_uncached_speed() {
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains(", vocab 65,"), "{text}");
     for key in [
+        "lmforge prompt tokens/s:",
         "lmforge sample tokens/s:",
         "lmforge sample tokens/s without cache:",
     ] {
