@@ -534,7 +534,10 @@ fn bench_sample_times_a_models_own_weights() {
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = String::from_utf8(out.stdout).unwrap();
-    assert!(text.contains("spm.gguf: 34912 params (q8_0 weights), vocab 400"), "{text}");
+    assert!(
+        text.contains("spm.gguf: 34912 params (q8_0 weights), vocab 400"),
+        "{text}"
+    );
     assert!(text.contains("lmforge prompt tokens/s:"), "{text}");
     assert!(!text.contains("without cache"), "{text}");
 }

@@ -253,7 +253,11 @@ fn a_sentencepiece_gguf_continues_text_as_llama_cpp_does() {
         "--threads",
         "1",
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     let greedy = expected["greedy_text"].as_str().unwrap();
     assert_eq!(text, format!("{prompt}{greedy}\n"));

@@ -201,14 +201,19 @@ fn sample(args: BenchSampleArgs) -> anyhow::Result<ExitCode> {
                 WeightType::F32 => None,
                 ty => Some(PackedWeights::from_params(&backend, &model, &params, ty)?),
             };
-            (args.preset.to_string(), model, LoadedWeights { params, packed })
+            (
+                args.preset.to_string(),
+                model,
+                LoadedWeights { params, packed },
+            )
         }
     };
     let params = loaded.weights();
     let (prompt, new) = (args.prompt_tokens, args.new_tokens);
     let prompt_speed = lmforge::sample::bench_prompt(&backend, &model, params, prompt)?;
     let uncached = args.model.is_none();
-    let (cached, uncached) = lmforge::sample::bench(&backend, &model, params, (prompt, new), uncached)?;
+    let (cached, uncached) =
+        lmforge::sample::bench(&backend, &model, params, (prompt, new), uncached)?;
     println!(
         "lmforge {what}: {} params ({} weights), vocab {}, prompt {prompt} + {new} new tokens, {threads} threads",
         model.num_params(),

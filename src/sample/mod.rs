@@ -439,7 +439,9 @@ fn synthetic_prompt(model: &Model, prompt_len: usize, new_tokens: usize) -> Resu
         )));
     }
     let v = model.config.vocab_size as u64;
-    Ok((0..prompt_len as u64).map(|i| (i * 7919 % v) as u32).collect())
+    Ok((0..prompt_len as u64)
+        .map(|i| (i * 7919 % v) as u32)
+        .collect())
 }
 
 fn greedy(max_new_tokens: usize) -> SampleOptions {
