@@ -187,7 +187,10 @@ fn merge_list(model: &Json) -> Result<Vec<[String; 2]>, String> {
         .iter()
         .map(|m| match (m.as_str(), m.as_array()) {
             (Some(s), _) => s.split_once(' ').map(|(a, b)| [a.into(), b.into()]),
-            (_, Some(pair)) => Some([pair.first()?.as_str()?.into(), pair.get(1)?.as_str()?.into()]),
+            (_, Some(pair)) => Some([
+                pair.first()?.as_str()?.into(),
+                pair.get(1)?.as_str()?.into(),
+            ]),
             _ => None,
         })
         .collect::<Option<_>>()
@@ -233,8 +236,8 @@ fn sentencepiece_keys(
         Some(list) => list.iter().any(prepends),
         None => prepends(part),
     };
-    let space_prefix = steps(&json["normalizer"], "normalizers")
-        || steps(&json["pre_tokenizer"], "pretokenizers");
+    let space_prefix =
+        steps(&json["normalizer"], "normalizers") || steps(&json["pre_tokenizer"], "pretokenizers");
     let s = |v: &str| Value::String(v.to_string());
     let mut keys = vec![
         ("tokenizer.ggml.model".to_string(), s("llama")),
@@ -242,10 +245,16 @@ fn sentencepiece_keys(
         ("tokenizer.ggml.tokens".to_string(), Value::Array(texts)),
         ("tokenizer.ggml.scores".to_string(), Value::Array(scores)),
         ("tokenizer.ggml.token_type".to_string(), Value::Array(types)),
-        ("tokenizer.ggml.add_space_prefix".to_string(), Value::Bool(space_prefix)),
+        (
+            "tokenizer.ggml.add_space_prefix".to_string(),
+            Value::Bool(space_prefix),
+        ),
     ];
     if let Some(id) = unk.and_then(|u| json["model"]["vocab"][u].as_u64()) {
-        keys.push(("tokenizer.ggml.unknown_token_id".to_string(), Value::U32(id as u32)));
+        keys.push((
+            "tokenizer.ggml.unknown_token_id".to_string(),
+            Value::U32(id as u32),
+        ));
     }
     keys
 }
@@ -427,7 +436,11 @@ fn sentencepiece_merges(tokens: &[String], types: &[i32], scores: &[f32]) -> Vec
         .map(|(id, (t, _))| (t.as_str(), id))
         .collect();
     let mut merges = Vec::new();
-    for (id, piece) in tokens.iter().enumerate().filter(|(id, _)| types[*id] == NORMAL) {
+    for (id, piece) in tokens
+        .iter()
+        .enumerate()
+        .filter(|(id, _)| types[*id] == NORMAL)
+    {
         let mut cuts: Vec<(usize, usize, usize)> = piece
             .char_indices()
             .skip(1)
