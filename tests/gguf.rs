@@ -306,6 +306,16 @@ fn gguf_blocks_load_natively_as_the_imported_run_packs_them() {
         );
         assert_ne!(repacked, f16, "{name}: f16 to q4_0 packed");
     }
+    // The Llama fixture's 48-wide feed-forward is not whole blocks (exported in
+    // F16 in a q8_0 file): such a file stays f32, as its import does.
+    let run = run_of("hf_llama/llama", dir.path());
+    let (file, back) = (dir.path().join("ll.gguf"), dir.path().join("ll"));
+    gguf::export(&run, &file, ExportType::Q8_0).unwrap();
+    gguf::import(&file, &back).unwrap();
+    assert_eq!(
+        total_loss(&file, &text, None),
+        total_loss(&back, &text, None)
+    );
 }
 
 /// What llama.cpp made of `gguf/spm.gguf`: ids of some texts, a greedy continuation.
