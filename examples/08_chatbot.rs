@@ -363,7 +363,7 @@ fn main() -> std::process::ExitCode {
             history: None,
             stats: false,
             verbose: false,
-            weights: lmforge::backend::WeightType::F32,
+            weights: None,
         };
         chat::run(&Cpu::new(), &chatbot, opts)
     })

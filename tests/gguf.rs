@@ -191,6 +191,133 @@ fn k_quants_and_quantizers_match_gguf_py() {
     }
 }
 
+/// A Llama whose matrices are all whole blocks of 32 (the Llama fixture's
+/// 48-wide feed-forward is not), one step trained, with the fixture's tokenizer.
+fn llama_of_blocks(dir: &Path, text: &Path) -> PathBuf {
+    let run = dir.join("llama64");
+    let tokenizer = fixture("hf_llama/llama/tokenizer.json");
+    let out = lmforge(&[
+        "train",
+        "--arch",
+        "llama",
+        "--n-layer",
+        "1",
+        "--n-head",
+        "2",
+        "--n-kv-head",
+        "1",
+        "--n-embd",
+        "64",
+        "--block",
+        "16",
+        "--batch",
+        "2",
+        "--max-iters",
+        "1",
+        "--eval-iters",
+        "1",
+        "--plot",
+        "none",
+        "-q",
+        "--threads",
+        "1",
+        "--tokenizer",
+        tokenizer.to_str().unwrap(),
+        "--data",
+        text.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    run
+}
+
+/// `lmforge eval --json`'s total loss of `model` on `text` (every digit),
+/// with `--weights` when given.
+fn total_loss(model: &Path, text: &Path, weights: Option<&str>) -> String {
+    let mut args = vec![
+        "eval",
+        model.to_str().unwrap(),
+        "--text",
+        text.to_str().unwrap(),
+    ];
+    args.extend(["--json", "--threads", "1"]);
+    args.extend(weights.map(|w| ["--weights", w]).into_iter().flatten());
+    let out = lmforge(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    json["total_loss"].to_string()
+}
+
+/// A `.gguf` given to `eval`/`sample` loads its matrices straight from the
+/// file's blocks (GPT-2's fused `attn_qkv`, a Llama's rotary rows put back and
+/// `q`/`k`/`v`, `gate`/`up` fused): the same bits as the file imported as a
+/// run and packed from f32 with `--weights` of the file's type, so the same
+/// loss to the last digit. Without `--weights` a file keeps its own type (f16:
+/// f32); a file of another type is dequantized a tensor at a time and packed.
+#[test]
+fn gguf_blocks_load_natively_as_the_imported_run_packs_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = dir.path().join("text.txt");
+    std::fs::write(&text, "hello world, the cat sat on the mat.\n".repeat(40)).unwrap();
+    let runs = [
+        run_of("hf_gpt2/single", dir.path()),
+        llama_of_blocks(dir.path(), &text),
+    ];
+    for run in &runs {
+        let name = run.file_name().unwrap().to_string_lossy().into_owned();
+        let imported = |ty: ExportType, tag: &str| {
+            let file = dir.path().join(format!("{name}.{tag}.gguf"));
+            gguf::export(run, &file, ty).unwrap();
+            let back = dir.path().join(format!("{name}.{tag}.run"));
+            gguf::import(&file, &back).unwrap();
+            (file, back)
+        };
+        let f32_loss = total_loss(run, &text, None);
+        for (ty, tag) in [
+            (ExportType::Q8_0, "q8_0"),
+            (ExportType::Q4_0, "q4_0"),
+            (ExportType::Bf16, "bf16"),
+        ] {
+            let (file, back) = imported(ty, tag);
+            let native = total_loss(&file, &text, None);
+            assert_eq!(native, total_loss(&back, &text, Some(tag)), "{name} {tag}");
+            assert_ne!(
+                native, f32_loss,
+                "{name} {tag}: the packed weights were used"
+            );
+        }
+        let (file, back) = imported(ExportType::F16, "f16");
+        let f16 = total_loss(&file, &text, None);
+        assert_eq!(f16, total_loss(&back, &text, None), "{name} f16 as f32");
+        let repacked = total_loss(&file, &text, Some("q4_0"));
+        assert_eq!(
+            repacked,
+            total_loss(&back, &text, Some("q4_0")),
+            "{name} f16 to q4_0"
+        );
+        assert_ne!(repacked, f16, "{name}: f16 to q4_0 packed");
+    }
+    // The Llama fixture's 48-wide feed-forward is not whole blocks (exported in
+    // F16 in a q8_0 file): such a file stays f32, as its import does.
+    let run = run_of("hf_llama/llama", dir.path());
+    let (file, back) = (dir.path().join("ll.gguf"), dir.path().join("ll"));
+    gguf::export(&run, &file, ExportType::Q8_0).unwrap();
+    gguf::import(&file, &back).unwrap();
+    assert_eq!(
+        total_loss(&file, &text, None),
+        total_loss(&back, &text, None)
+    );
+}
+
 /// What llama.cpp made of `gguf/spm.gguf`: ids of some texts, a greedy continuation.
 fn spm_expected() -> serde_json::Value {
     let text = std::fs::read_to_string(fixture("gguf/spm_expected.json")).unwrap();

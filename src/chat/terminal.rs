@@ -50,8 +50,8 @@ pub struct ChatOptions {
     pub stats: bool,
     /// Before each reply, print the prompt's token count and text (stderr).
     pub verbose: bool,
-    /// The type the weights are kept in (`--weights`).
-    pub weights: crate::backend::WeightType,
+    /// The type the weights are kept in (`--weights`; `None`: the run's own).
+    pub weights: Option<crate::backend::WeightType>,
 }
 
 /// Chat with the run in `run_dir` on `be` until `/quit` or the end of input.

@@ -39,14 +39,17 @@ pub struct ChatArgs {
     /// Keep the weights in this type while decoding: f32, bf16, or ggml's q8_0 / q4_0
     /// blocks (8.5 and 4.5 bits a value). Matrices are converted at load and no f32
     /// copy of them is kept; norms, biases and positions stay f32. CPU only.
-    #[arg(long, value_enum, default_value = "f32")]
-    weights: WeightType,
+    /// Default: f32 for a run directory; for a .gguf file its own type (q8_0, q4_0,
+    /// bf16; f32 for F32/F16 files), and q8_0 for K-quant files (lmforge has no
+    /// K-quant kernels: their tensors are re-packed to q8_0 at load).
+    #[arg(long, value_enum)]
+    weights: Option<WeightType>,
 }
 
 pub fn run(args: ChatArgs) -> anyhow::Result<ExitCode> {
     let sampling = args.sampling.options(args.max_new_tokens)?;
     let backend = super::backend(args.device, args.threads)?;
-    let run = lmforge::gguf::open_run(&args.run)?;
+    let run = lmforge::gguf::open_run(&args.run, args.weights)?;
     let history = args.history.or_else(|| {
         std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".lmforge_history"))
     });

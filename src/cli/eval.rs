@@ -41,10 +41,10 @@ pub struct EvalArgs {
     /// Compute device.
     #[arg(long, value_enum, default_value = "cpu")]
     device: Device,
-    /// Score with the weights kept in this type (as `sample --weights`): how much
-    /// a quantization costs in perplexity. CPU only.
-    #[arg(long, value_enum, default_value = "f32")]
-    weights: WeightType,
+    /// Score with the weights kept in this type (as `sample --weights`, whose
+    /// default it shares): how much a quantization costs in perplexity. CPU only.
+    #[arg(long, value_enum)]
+    weights: Option<WeightType>,
 }
 
 pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
@@ -56,8 +56,9 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
 
 fn eval_on<B: Backend>(backend: &B, args: EvalArgs) -> anyhow::Result<ExitCode> {
     let loading = || format!("loading the run {}", args.run.display());
+    let run = lmforge::gguf::open_run(&args.run, args.weights).with_context(loading)?;
     let (model, loaded, tokenizer) =
-        lmforge::sample::load_run_as(backend, &args.run, args.weights).with_context(loading)?;
+        lmforge::sample::load_run_as(backend, run.path(), args.weights).with_context(loading)?;
     let rows = lmforge::eval::default_rows(&model);
     let mut scorer = Scorer::new(backend, &model, loaded.weights(), rows)?;
     let bar = ProgressLine::new(!args.json);

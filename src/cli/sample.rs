@@ -84,8 +84,11 @@ pub struct SampleArgs {
     /// Keep the weights in this type while decoding: f32, bf16, or ggml's q8_0 / q4_0
     /// blocks (8.5 and 4.5 bits a value). Matrices are converted at load and no f32
     /// copy of them is kept; norms, biases and positions stay f32. CPU only.
-    #[arg(long, value_enum, default_value = "f32")]
-    weights: WeightType,
+    /// Default: f32 for a run directory; for a .gguf file its own type (q8_0, q4_0,
+    /// bf16; f32 for F32/F16 files), and q8_0 for K-quant files (lmforge has no
+    /// K-quant kernels: their tensors are re-packed to q8_0 at load).
+    #[arg(long, value_enum)]
+    weights: Option<WeightType>,
 }
 
 pub fn run(args: SampleArgs) -> anyhow::Result<ExitCode> {
@@ -103,7 +106,7 @@ fn sample_on<B: Backend>(
     opts: SampleOptions,
 ) -> anyhow::Result<ExitCode> {
     let loading = || format!("loading the run {}", args.run.display());
-    let run = lmforge::gguf::open_run(&args.run).with_context(loading)?;
+    let run = lmforge::gguf::open_run(&args.run, args.weights).with_context(loading)?;
     lmforge::sample::check_is_run(run.path())?;
     let config = lmforge::checkpoint::load_config(run.path()).with_context(loading)?;
     if !args.ignore_memory_check {

@@ -65,8 +65,11 @@ pub struct ServeArgs {
     /// Keep the weights in this type while decoding: f32, bf16, or ggml's q8_0 / q4_0
     /// blocks (8.5 and 4.5 bits a value). Matrices are converted at load and no f32
     /// copy of them is kept; norms, biases and positions stay f32. CPU only.
-    #[arg(long, value_enum, default_value = "f32")]
-    weights: WeightType,
+    /// Default: f32 for a run directory; for a .gguf file its own type (q8_0, q4_0,
+    /// bf16; f32 for F32/F16 files), and q8_0 for K-quant files (lmforge has no
+    /// K-quant kernels: their tensors are re-packed to q8_0 at load).
+    #[arg(long, value_enum)]
+    weights: Option<WeightType>,
 }
 
 /// A timeout flag: a positive number of seconds.
@@ -92,7 +95,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let opened = (args.runs.iter())
-        .map(|run| lmforge::gguf::open_run(run))
+        .map(|run| lmforge::gguf::open_run(run, args.weights))
         .collect::<lmforge::Result<Vec<_>>>()?;
     let opts = ServeOptions {
         runs: opened.iter().map(|run| run.path().to_path_buf()).collect(),

@@ -116,6 +116,25 @@ pub fn apply(change: Change, values: &[f32], shape: &[usize], to_gguf: bool) -> 
     }
 }
 
+/// The GGUF row each of lmforge's `rows` output rows comes from: the rotary
+/// permutation undone ([`Change::Rope`], as [`apply`] does to whole rows), the
+/// identity otherwise (ggml stores every weight as `OUT` rows, GPT-2's transposed).
+pub fn rows_from_gguf(change: Change, rows: usize) -> Vec<usize> {
+    let Change::Rope { heads } = change else {
+        return (0..rows).collect();
+    };
+    let hs = rows / heads;
+    let mut from = vec![0; rows];
+    for h in 0..heads {
+        for i in 0..hs / 2 {
+            for j in 0..2 {
+                from[h * hs + j * hs / 2 + i] = h * hs + 2 * i + j;
+            }
+        }
+    }
+    from
+}
+
 fn kv(key: String, value: Value) -> (String, Value) {
     (key, value)
 }
@@ -388,5 +407,12 @@ mod tests {
         // One head of 4 rows: GGUF rows are HF rows 0, 2, 1, 3.
         let rope = apply(Change::Rope { heads: 1 }, &[0.0, 1.0, 2.0, 3.0], &[4], true);
         assert_eq!(rope, vec![0.0, 2.0, 1.0, 3.0]);
+        // Whole rows move as apply moves them (the native loader's blocks).
+        let (rows, heads) = (8, 2);
+        let gguf: Vec<f32> = (0..rows).map(|i| i as f32).collect();
+        let undone = apply(Change::Rope { heads }, &gguf, &[rows, 1], false);
+        let from = rows_from_gguf(Change::Rope { heads }, rows);
+        assert_eq!(undone, from.iter().map(|&g| gguf[g]).collect::<Vec<_>>());
+        assert_eq!(rows_from_gguf(Change::Transpose, 3), vec![0, 1, 2]);
     }
 }

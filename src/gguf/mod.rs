@@ -13,14 +13,18 @@
 //! the same keys, names and Q/K row order; norms, biases and Llama 3.1's
 //! `rope_freqs` stay `f32`, and a matrix whose rows are not whole blocks
 //! falls back to `f16`. Import dequantizes every tensor to lmforge's `f32`
-//! weights (a `.gguf` given to `sample`, `chat` or `serve` is converted
-//! into a temporary run directory at load, for now).
+//! weights. A `.gguf` given to `sample`, `chat`, `serve` or `eval` becomes a
+//! temporary run directory ([`open_run`]): with f32 weights a whole import;
+//! with packed ones only its config and tokenizer, and a note
+//! ([`SOURCE_FILE`]) that sends the loader to the file's blocks ([`native`]).
 
 pub mod family;
 pub mod file;
+pub mod native;
 pub mod quant;
 pub mod vocab;
 
+use crate::backend::WeightType;
 use crate::chat::jinja::{GENERATION_CONFIG_FILE, JinjaTemplate, TOKENIZER_CONFIG_FILE};
 use crate::checkpoint::{self, CONFIG_FILE, TOKENIZER_FILE};
 use crate::error::{Error, Result};
@@ -88,7 +92,7 @@ fn tensor_type(shape: &[usize], ty: ExportType) -> GgmlType {
 }
 
 /// The shape a tensor has in GGUF after `change`.
-fn gguf_shape(shape: &[usize], change: Change) -> Vec<usize> {
+pub(crate) fn gguf_shape(shape: &[usize], change: Change) -> Vec<usize> {
     match (change, shape) {
         (Change::Transpose, [r, c]) => vec![*c, *r],
         _ => shape.to_vec(),
@@ -247,17 +251,19 @@ fn map(path: &Path) -> Result<memmap2::Mmap> {
 pub fn read(path: &Path) -> Result<Imported> {
     let bytes = map(path)?;
     let file = GgufFile::parse(&bytes, path)?;
+    let mut imported = describe(&file, path)?;
+    imported.params = read_params(&file, &imported.model, &imported.arch, path)?;
+    Ok(imported)
+}
+
+/// Everything of a parsed file but its weights (`params` left empty).
+fn describe(file: &GgufFile, path: &Path) -> Result<Imported> {
     let bad = |message: String| Error::format(path, message);
-    let cfg = family::config(&file).map_err(bad)?;
+    let cfg = family::config(file).map_err(bad)?;
     cfg.validate().map_err(|e| bad(e.to_string()))?;
     crate::memory::param_count(&cfg).map_err(|e| bad(e.to_string()))?;
-    let arch = file
-        .get("general.architecture")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
+    let arch = native::arch_of(file);
     let model = Model::new(cfg)?;
-    let params = read_params(&file, &model, &arch, path)?;
     let (tokenizer, eot) = vocab::from_gguf(|k| file.get(k).cloned()).map_err(bad)?;
     let chat_template = file
         .get("tokenizer.chat_template")
@@ -268,7 +274,7 @@ pub fn read(path: &Path) -> Result<Imported> {
     types.dedup();
     Ok(Imported {
         model,
-        params,
+        params: Vec::new(),
         tokenizer,
         eot,
         chat_template,
@@ -326,6 +332,13 @@ fn read_params(file: &GgufFile, model: &Model, arch: &str, path: &Path) -> Resul
 /// `tokenizer_config.json` (with `generation_config.json`'s end-of-text id).
 pub fn import(path: &Path, out: &Path) -> Result<Imported> {
     let imported = read(path)?;
+    write_run(&imported, path, out, true)?;
+    Ok(imported)
+}
+
+/// [`import`]'s files in `out`; `model.safetensors` only `with_weights`
+/// (else `config.json` alone describes the model).
+fn write_run(imported: &Imported, path: &Path, out: &Path, with_weights: bool) -> Result<()> {
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let tok_bytes = serde_json::to_vec_pretty(&imported.tokenizer).expect("JSON serialises");
     let tok_path = out.join(TOKENIZER_FILE);
@@ -341,7 +354,11 @@ pub fn import(path: &Path, out: &Path) -> Result<Imported> {
             ),
         ));
     }
-    checkpoint::save_model(out, &imported.model, &imported.params, imported.eot)?;
+    if with_weights {
+        checkpoint::save_model(out, &imported.model, &imported.params, imported.eot)?;
+    } else {
+        checkpoint::save_config(out, &imported.model.config, imported.eot)?;
+    }
     crate::chat::jinja::sync_chat_files(None, out)?;
     if let Some(template) = &imported.chat_template {
         let eot = imported.eot.map(|id| tok.decode(&[id]));
@@ -355,7 +372,7 @@ pub fn import(path: &Path, out: &Path) -> Result<Imported> {
             crate::diag::warn(format!("the model's chat template will not work: {e}"));
         }
     }
-    Ok(imported)
+    Ok(())
 }
 
 /// Whether `path` names a GGUF file (by its extension) rather than a run directory.
@@ -386,10 +403,17 @@ impl Drop for RunDir {
     }
 }
 
-/// `path` as a run directory: a `.gguf` file is imported into a temporary
-/// directory named after the file (so `serve` lists the model by that name);
-/// anything else is taken as a run directory as it is.
-pub fn open_run(path: &Path) -> Result<RunDir> {
+/// The note in a run directory made by [`open_run`] for packed weights: the
+/// GGUF file its weights are read from and the type they are kept in.
+pub const SOURCE_FILE: &str = "gguf_source.json";
+
+/// `path` as a run directory, its weights to be kept as `wanted` (`None`: f32
+/// for a run directory, [`native::default_type`] for a `.gguf` file). A
+/// `.gguf` file becomes a temporary directory named after the file (so
+/// `serve` lists the model by that name): imported whole for f32 weights;
+/// for packed ones holding its config, tokenizer and [`SOURCE_FILE`], the
+/// loader then reading the matrices from the file itself ([`load_packed`]).
+pub fn open_run(path: &Path, wanted: Option<WeightType>) -> Result<RunDir> {
     if !is_gguf(path) {
         return Ok(RunDir {
             dir: path.to_path_buf(),
@@ -407,6 +431,51 @@ pub fn open_run(path: &Path) -> Result<RunDir> {
         dir: tmp.join(stem),
         temporary: Some(tmp),
     };
-    import(path, run.path())?;
+    let bytes = map(path)?;
+    let file = GgufFile::parse(&bytes, path)?;
+    let mut imported = describe(&file, path)?;
+    let ty = match wanted {
+        Some(ty) => ty,
+        None => native::default_type(&file, &imported.model, &imported.arch)?,
+    };
+    if ty == WeightType::F32 {
+        imported.params = read_params(&file, &imported.model, &imported.arch, path)?;
+        write_run(&imported, path, run.path(), true)?;
+        return Ok(run);
+    }
+    write_run(&imported, path, run.path(), false)?;
+    let full = std::fs::canonicalize(path).map_err(|e| Error::io(path, e))?;
+    let note = json!({"gguf": full, "weights": ty.name()});
+    let note = serde_json::to_vec_pretty(&note).expect("JSON serialises");
+    write_atomic_bytes(&run.path().join(SOURCE_FILE), &note)?;
     Ok(run)
+}
+
+/// The GGUF file and weight type [`open_run`] noted in `dir`, if it did.
+pub fn source(dir: &Path) -> Result<Option<(PathBuf, WeightType)>> {
+    let note = dir.join(SOURCE_FILE);
+    if !note.exists() {
+        return Ok(None);
+    }
+    let json = crate::chat::jinja::read_json(&note)?;
+    let gguf = json.get("gguf").and_then(|v| v.as_str()).map(PathBuf::from);
+    let ty = (json.get("weights").and_then(|v| v.as_str()))
+        .and_then(|name| <WeightType as clap::ValueEnum>::from_str(name, false).ok());
+    match (gguf, ty) {
+        (Some(gguf), Some(ty)) => Ok(Some((gguf, ty))),
+        _ => Err(Error::format(&note, "needs \"gguf\" and \"weights\"")),
+    }
+}
+
+/// The weights of the GGUF file `path` for `model`, packed as `ty` (see
+/// [`native`]): the f32 buffer of the tensors left unpacked, and the matrices.
+pub fn load_packed<B: crate::backend::Backend>(
+    be: &B,
+    path: &Path,
+    model: &Model,
+    ty: WeightType,
+) -> Result<(Vec<f32>, crate::model::PackedWeights<B>)> {
+    let bytes = map(path)?;
+    let file = GgufFile::parse(&bytes, path)?;
+    native::load(be, &file, path, model, ty)
 }

@@ -9,6 +9,9 @@
 //! so the pages of the matrices' ranges are never mapped. The process then
 //! holds the packed bytes plus at most one matrix in f32 while it loads
 //! (`/usr/bin/time -v` shows the peak; the book's `quantized.md` lists them).
+//! A directory [`crate::gguf::open_run`] made of a `.gguf` file for packed
+//! weights has its matrices read from the file's own blocks instead
+//! ([`crate::gguf::native`]).
 
 use crate::backend::{Backend, WeightType};
 use crate::checkpoint::{self, weights::TensorFiles};
@@ -28,6 +31,15 @@ impl<B: Backend> LoadedWeights<B> {
     /// What the decoding functions read.
     pub fn weights(&self) -> Weights<'_, B> {
         Weights::packed(&self.params, self.packed.as_ref())
+    }
+}
+
+/// The type `--weights` means for the run in `dir`: `wanted`, else the one
+/// [`crate::gguf::open_run`] chose for a `.gguf` file, else f32.
+pub fn resolve(dir: &Path, wanted: Option<WeightType>) -> Result<WeightType> {
+    match wanted {
+        Some(ty) => Ok(ty),
+        None => Ok(crate::gguf::source(dir)?.map_or(WeightType::F32, |(_, ty)| ty)),
     }
 }
 
@@ -55,6 +67,13 @@ pub fn load_weights<B: Backend>(
             ty.name(),
             dir.display()
         )));
+    }
+    if let Some((gguf, _)) = crate::gguf::source(dir)? {
+        let (host, packed) = crate::gguf::load_packed(be, &gguf, model, ty)?;
+        return Ok(LoadedWeights {
+            params: be.upload(host)?,
+            packed: Some(packed),
+        });
     }
     checkpoint::weights::check_size(dir, &model.config)?;
     let files = TensorFiles::open(dir)?;

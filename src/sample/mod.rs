@@ -192,13 +192,14 @@ pub fn load_run(dir: &Path) -> Result<(Model, Vec<f32>, Box<dyn Tokenizer>)> {
     Ok((model, params, tokenizer))
 }
 
-/// [`load_run`] with the weights as `ty` on `be` (see [`load`]: other
-/// types than f32 never hold the matrices in f32).
+/// [`load_run`] with the weights as `wanted` on `be` (see [`load`]: other
+/// types than f32 never hold the matrices in f32; `None`: [`load::resolve`]).
 pub fn load_run_as<B: Backend>(
     be: &B,
     dir: &Path,
-    ty: crate::backend::WeightType,
+    wanted: Option<crate::backend::WeightType>,
 ) -> Result<(Model, load::LoadedWeights<B>, Box<dyn Tokenizer>)> {
+    let ty = load::resolve(dir, wanted)?;
     if ty == crate::backend::WeightType::F32 {
         let (model, params, tokenizer) = load_run(dir)?;
         let params = be.upload(params)?;

@@ -74,8 +74,8 @@ pub struct ServeOptions {
     pub long_prompts: LongPrompts,
     /// Start even if the estimate says the memory is short.
     pub ignore_memory_check: bool,
-    /// The type the weights are kept in (`--weights`).
-    pub weights: crate::backend::WeightType,
+    /// The type the weights are kept in (`--weights`; `None`: each run's own).
+    pub weights: Option<crate::backend::WeightType>,
 }
 
 /// A run being served, as the HTTP side sees it.
@@ -165,7 +165,8 @@ where
         crate::memory::check(&estimate, &what, crate::memory::available().as_ref())?;
     }
     // f32 weights load here; packed ones on the engine's thread, where the backend is.
-    let (model, params, tokenizer) = match opts.weights {
+    let weights = crate::sample::load::resolve(dir, opts.weights)?;
+    let (model, params, tokenizer) = match weights {
         WeightType::F32 => {
             let (model, params, tokenizer) = crate::sample::load_run(dir)?;
             (model, Some(params), tokenizer)
@@ -177,7 +178,7 @@ where
         }
     };
     let tokenizer: Arc<dyn Tokenizer> = Arc::from(tokenizer);
-    let (weights_dir, weights) = (dir.to_path_buf(), opts.weights);
+    let weights_dir = dir.to_path_buf();
     let template = ChatFormat::find(dir, &*tokenizer)?;
     let name = run_name(dir);
     let (jobs, queue) = sync_channel(opts.queue);
