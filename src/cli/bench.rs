@@ -6,7 +6,7 @@ use lmforge::backend::cpu::Dtype;
 use lmforge::backend::cuda::MatmulPrecision;
 use lmforge::backend::{Backend, Device};
 use lmforge::model::PackedWeights;
-use lmforge::sample::load::{LoadedWeights, load_weights};
+use lmforge::sample::load::LoadedWeights;
 use lmforge::tokenizer::TokenizerSpec;
 use lmforge::train::{Preset, TrainConfig, TrainOverrides, config};
 use std::path::PathBuf;
@@ -80,8 +80,9 @@ struct BenchSampleArgs {
     /// Keep the weights in this type while decoding: f32, bf16, or ggml's q8_0 / q4_0
     /// blocks (8.5 and 4.5 bits a value). Matrices are converted at load and no f32
     /// copy of them is kept; norms, biases and positions stay f32. CPU only.
-    #[arg(long, value_enum, default_value = "f32")]
-    weights: WeightType,
+    /// Default: f32, or with --model a .gguf file's own type (as `lmforge sample`).
+    #[arg(long, value_enum)]
+    weights: Option<WeightType>,
     /// Time this run's (or `.gguf` file's) own weights instead of random ones of
     /// --preset's shape: prompt processing and decoding, without the no-cache figure.
     #[arg(long, value_name = "RUN|FILE.gguf")]
@@ -186,10 +187,10 @@ fn sample(args: BenchSampleArgs) -> anyhow::Result<ExitCode> {
     let (what, model, loaded) = match &args.model {
         Some(path) => {
             let loading = || format!("loading {}", path.display());
-            let run = lmforge::gguf::open_run(path).with_context(loading)?;
-            let config = lmforge::checkpoint::load_config(run.path()).with_context(loading)?;
-            let model = lmforge::model::Model::new(config)?;
-            let loaded = load_weights(&backend, run.path(), &model, args.weights)?;
+            let run = lmforge::gguf::open_run(path, args.weights).with_context(loading)?;
+            let (model, loaded, _) =
+                lmforge::sample::load_run_as(&backend, run.path(), args.weights)
+                    .with_context(loading)?;
             (path.display().to_string(), model, loaded)
         }
         None => {
@@ -197,7 +198,7 @@ fn sample(args: BenchSampleArgs) -> anyhow::Result<ExitCode> {
             cfg.model.vocab_size = vocab_size(args.vocab, &cfg)?;
             let model = lmforge::model::Model::new(cfg.model.clone())?;
             let params = backend.upload(model.init_params(cfg.seed))?;
-            let packed = match args.weights {
+            let packed = match args.weights.unwrap_or(WeightType::F32) {
                 WeightType::F32 => None,
                 ty => Some(PackedWeights::from_params(&backend, &model, &params, ty)?),
             };
@@ -217,7 +218,11 @@ fn sample(args: BenchSampleArgs) -> anyhow::Result<ExitCode> {
     println!(
         "lmforge {what}: {} params ({} weights), vocab {}, prompt {prompt} + {new} new tokens, {threads} threads",
         model.num_params(),
-        args.weights.name(),
+        loaded
+            .packed
+            .as_ref()
+            .map_or(WeightType::F32, |p| p.ty())
+            .name(),
         model.config.vocab_size,
     );
     println!("lmforge prompt tokens/s: {prompt_speed:.1}");

@@ -62,7 +62,7 @@ impl SamplingArgs {
 
 #[derive(clap::Args)]
 pub struct SampleArgs {
-    /// Run directory written by `lmforge train`, or a `.gguf` file (converted to f32 weights at load).
+    /// Run directory written by `lmforge train`, or a `.gguf` file (its weights kept in their own type: see --weights).
     run: PathBuf,
     /// Text to continue (default: a newline). Longer than the context: only its last block_size tokens are used.
     #[arg(long)]
