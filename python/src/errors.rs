@@ -84,6 +84,7 @@ pub fn to_py(e: lmforge::Error, context: Option<&str>) -> PyErr {
         | E::Config(_)
         | E::Data(_)
         | E::OutOfVocabulary(_)
+        | E::Weights(_)
         | E::Format { .. } => BadInputError::new_err(message),
     }
 }

@@ -7,7 +7,7 @@ use crate::errors::{OrPyErr, bad_input};
 use crate::tokenizer::Tokenizer;
 use lmforge::backend::cpu::Cpu;
 use lmforge::chat::{ChatFormat, Message, Role};
-use lmforge::model::Model;
+use lmforge::model::{Model, Weights};
 use lmforge::sample::SampleOptions;
 use numpy::{IntoPyArray, PyArray1, PyArrayMethods};
 use pyo3::prelude::*;
@@ -58,8 +58,12 @@ impl Run {
         ChatFormat::find(&self.path, self.tokenizer.as_ref())
     }
 
-    fn loaded(&self) -> (&Model, &Vec<f32>, &dyn lmforge::tokenizer::Tokenizer) {
-        (&self.model, &self.params, self.tokenizer.as_ref())
+    fn loaded(&self) -> (&Model, Weights<'_, Cpu>, &dyn lmforge::tokenizer::Tokenizer) {
+        (
+            &self.model,
+            Weights::plain(&self.params),
+            self.tokenizer.as_ref(),
+        )
     }
 }
 

@@ -171,7 +171,8 @@ pub fn train(
         on_nan: choice::<OnNan>("on_nan", on_nan)?,
         ignore_memory_check,
         allow_partial,
-        device_memory: None, // the GPU's is set once it is opened
+        device_memory: None,       // the GPU's is set once it is opened
+        dtype: Default::default(), // float32 products: `--dtype bf16` is the CLI's for now
     };
     let observe = Observe {
         plot: match plot {
