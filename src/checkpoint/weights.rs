@@ -161,12 +161,8 @@ pub fn check_size(dir: &Path, config: &crate::model::ModelConfig) -> Result<()> 
     }
     let params = crate::memory::param_count(config)? as u64;
     if params.saturating_mul(2) > bytes {
-        let named = match &files[..] {
-            [one] => one.clone(),
-            _ => dir.join(INDEX_FILE),
-        };
         return Err(Error::format(
-            named,
+            named_file(dir, &files),
             format!(
                 "the weights hold {bytes} bytes, too few for the {params} parameters of \
                  config.json: the files do not belong together"
@@ -227,12 +223,32 @@ pub fn load_params(dir: &Path, model: &Model) -> Result<Vec<f32>> {
         .iter()
         .find(|t| !filled.contains(t.name.as_str()))
     {
-        return Err(Error::format(
-            dir,
-            format!("the weights have no tensor {:?}", missing.name),
-        ));
+        return Err(missing_tensor(dir, &missing.name));
     }
     Ok(params)
+}
+
+/// The file to name for the weights in `dir` as a whole: the one
+/// safetensors file, or the index of the shards.
+fn named_file(dir: &Path, files: &[PathBuf]) -> PathBuf {
+    match files {
+        [one] => one.clone(),
+        _ => dir.join(INDEX_FILE),
+    }
+}
+
+/// The error for a tensor that `config.json` asks for and no weight file holds.
+pub fn missing_tensor(dir: &Path, name: &str) -> Error {
+    let named = weight_files(dir)
+        .map(|files| named_file(dir, &files))
+        .unwrap_or_else(|_| dir.to_path_buf());
+    Error::format(
+        named,
+        format!(
+            "the weights have no tensor {name:?}, which config.json asks for: the \
+             weights and the config do not belong together"
+        ),
+    )
 }
 
 /// Let the kernel drop a map's pages from memory once read: they are the

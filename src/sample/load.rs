@@ -107,10 +107,7 @@ pub fn load_weights<B: Backend>(
 /// Tensor `t` from the weight files, checked against its shape, into `dst`.
 fn read_into(files: &TensorFiles, dir: &Path, t: &TensorSpec, dst: &mut [f32]) -> Result<()> {
     let Some((shape, values)) = files.read(&t.name)? else {
-        return Err(Error::format(
-            dir,
-            format!("the weights have no tensor {:?}", t.name),
-        ));
+        return Err(checkpoint::weights::missing_tensor(dir, &t.name));
     };
     if shape != t.shape {
         return Err(Error::format(
