@@ -132,7 +132,7 @@ impl<'a> MatRef<'a> {
 
 /// `dst (m, n) = lhs @ rhs`, or `dst += lhs @ rhs`; `dst` is row-major.
 /// Large products are split across the thread pool; products of a few rows
-/// (batched decoding) read the weights once, in place ([`few_rows`]).
+/// (decoding) read the weights once, in place ([`few_rows`]).
 pub fn matmul(dst: &mut [f32], lhs: MatRef, rhs: MatRef, mode: Accumulate) {
     let (m, n) = (lhs.rows, rhs.cols);
     let threads = rayon::current_num_threads();
@@ -142,9 +142,6 @@ pub fn matmul(dst: &mut [f32], lhs: MatRef, rhs: MatRef, mode: Accumulate) {
     }
     if threads == 1 || small {
         return matmul_into(dst, n, lhs, rhs, mode, 1.0, false);
-    }
-    if m == 1 {
-        return vector_matmul(dst, lhs, rhs, mode);
     }
     if m < 64 {
         return matmul_into(dst, n, lhs, rhs, mode, 1.0, true);
@@ -174,47 +171,6 @@ pub fn matmul(dst: &mut [f32], lhs: MatRef, rhs: MatRef, mode: Accumulate) {
 /// each thread works on rows that are still in its cache.
 pub fn rows_per_thread(m: usize) -> usize {
     m.div_ceil(rayon::current_num_threads()).max(1)
-}
-
-/// `dst (1, n) = [dst +] x (1, k) @ rhs (k, n)`: one token's worth of work,
-/// bound by reading the weights, so each thread streams one contiguous block
-/// of them:
-/// - rows of `rhs^T` contiguous (the LM head, `x @ wte^T`): a dot product per
-///   output, output columns split across threads;
-/// - rows of `rhs` contiguous (`(IN, OUT)` weights): rows split across
-///   threads, each adding `x[p] * rhs[p, :]` into its own partial sum, and the
-///   partials added in thread order.
-fn vector_matmul(dst: &mut [f32], x: MatRef, rhs: MatRef, mode: Accumulate) {
-    use super::math::{axpy, dot};
-    use super::simd::vectorised;
-    let (k, n) = (x.cols, rhs.cols);
-    let x_data = &x.data[..k];
-    if x.col_stride == 1 && rhs.row_stride == 1 {
-        let cols_per = n.div_ceil(rayon::current_num_threads()).max(256);
-        dst[..n]
-            .par_chunks_mut(cols_per)
-            .enumerate()
-            .for_each(|(block, out)| {
-                vectorised!({
-                    let j0 = block * cols_per;
-                    for (j, o) in out.iter_mut().enumerate() {
-                        let d = dot(x_data, &rhs.data[(j0 + j) * rhs.col_stride..][..k]);
-                        *o = if mode == Accumulate::Add { *o + d } else { d };
-                    }
-                })
-            });
-    } else if x.col_stride == 1 && rhs.col_stride == 1 {
-        split_rows_sum(dst, n, k, 64, mode, |rows, sum| {
-            vectorised!({
-                sum.fill(0.0);
-                for p in rows.clone() {
-                    axpy(sum, x_data[p], &rhs.data[p * rhs.row_stride..][..n]);
-                }
-            })
-        });
-    } else {
-        matmul_into(dst, n, x, rhs, mode, 1.0, false);
-    }
 }
 
 thread_local! {
