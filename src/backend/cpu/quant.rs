@@ -37,6 +37,8 @@
 //!
 //! Decoding one token is a matrix-vector product, bound by memory: the
 //! tasks split the output rows of `W`, so the threads stream its bytes once.
+//! Within a task, sums are computed in register tiles of 4 outputs by 4 rows
+//! of `x` (4 by 1 when decoding), each with its own accumulator.
 
 use super::matmul::MatRef;
 use super::simd::{self, BlockDot, BlockKernel, BlockLevel};
@@ -313,38 +315,100 @@ impl BlockKernel for Outputs<'_> {
 
     #[inline(always)]
     fn run<D: BlockDot>(self) {
+        match self.w.ty {
+            WeightType::Q4_0 => self.tiles::<D, 18>(|acc, w, x, dx| acc.dot_q4_0(w, x, dx)),
+            _ => self.tiles::<D, 34>(|acc, w, x, dx| acc.dot_q8_0(w, x, dx)),
+        }
+    }
+}
+
+/// Outputs and rows of `x` per register tile: [`TILE_OUTPUTS`] x
+/// [`TILE_ROWS`] sums in flight, each weight block read once for the
+/// tile's rows and each block of `x` once for its outputs (prompts); one row
+/// (decoding) takes [`TILE_OUTPUTS`] outputs at a time, so that several
+/// independent sums hide the multiply-add latency.
+const TILE_OUTPUTS: usize = 4;
+const TILE_ROWS: usize = 4;
+
+impl Outputs<'_> {
+    /// Every output of the task in tiles, the ragged edges one sum at a
+    /// time. Each sum adds its blocks in order into one accumulator, so a
+    /// result does not depend on the tile it was computed in.
+    #[inline(always)]
+    fn tiles<D: BlockDot, const BYTES: usize>(
+        self,
+        dot: impl Fn(D, &[u8; BYTES], &[i8; QK], f32) -> D + Copy,
+    ) {
         let Outputs { out, x, w, first } = self;
-        for (k, column) in out.chunks_exact_mut(x.rows).enumerate() {
-            let row = w.row(first + k);
-            for (i, o) in column.iter_mut().enumerate() {
-                let (dx, qx) = x.row(i);
-                *o = match w.ty {
-                    WeightType::Q4_0 => dot_q4_0::<D>(row, dx, qx),
-                    _ => dot_q8_0::<D>(row, dx, qx),
+        let m = x.rows;
+        let count = out.len() / m;
+        let weights = |o: usize| w.row(first + o).as_chunks::<BYTES>().0;
+        for o0 in (0..count).step_by(TILE_OUTPUTS) {
+            let full_outputs = o0 + TILE_OUTPUTS <= count;
+            let mut i0 = 0;
+            while i0 < m {
+                let rows = match full_outputs && m - i0 >= TILE_ROWS {
+                    true => TILE_ROWS,
+                    false => 1,
                 };
+                match (full_outputs, rows) {
+                    (true, TILE_ROWS) => {
+                        let sums = tile::<D, BYTES, TILE_OUTPUTS, TILE_ROWS>(
+                            std::array::from_fn(|o| weights(o0 + o)),
+                            std::array::from_fn(|r| x.row(i0 + r)),
+                            dot,
+                        );
+                        for (o, row) in sums.iter().enumerate() {
+                            out[(o0 + o) * m + i0..][..TILE_ROWS].copy_from_slice(row);
+                        }
+                    }
+                    (true, _) => {
+                        let sums = tile::<D, BYTES, TILE_OUTPUTS, 1>(
+                            std::array::from_fn(|o| weights(o0 + o)),
+                            [x.row(i0)],
+                            dot,
+                        );
+                        for (o, row) in sums.iter().enumerate() {
+                            out[(o0 + o) * m + i0] = row[0];
+                        }
+                    }
+                    _ => {
+                        for o in o0..count {
+                            let sums = tile::<D, BYTES, 1, 1>([weights(o)], [x.row(i0)], dot);
+                            out[o * m + i0] = sums[0][0];
+                        }
+                    }
+                }
+                i0 += rows;
             }
         }
     }
 }
 
+/// `sums[o][r] = dot(W row o, x row r)` for `O` weight rows and `R` rows of
+/// `x`, block by block, each sum in its own accumulator.
 #[inline(always)]
-fn dot_q8_0<D: BlockDot>(row: &[u8], dx: &[f32], qx: &[[i8; QK]]) -> f32 {
-    let blocks = row.as_chunks::<34>().0;
-    let mut acc = D::ZERO;
-    for ((w, d), q) in blocks.iter().zip(dx).zip(qx) {
-        acc = acc.dot_q8_0(w, q, *d);
+fn tile<D: BlockDot, const BYTES: usize, const O: usize, const R: usize>(
+    w: [&[[u8; BYTES]]; O],
+    x: [(&[f32], &[[i8; QK]]); R],
+    dot: impl Fn(D, &[u8; BYTES], &[i8; QK], f32) -> D,
+) -> [[f32; R]; O] {
+    let blocks = x[0].1.len();
+    // Every row cut to the same length, so the loop indexes without checks.
+    let w: [&[[u8; BYTES]]; O] = std::array::from_fn(|o| &w[o][..blocks]);
+    let x: [(&[f32], &[[i8; QK]]); R] =
+        std::array::from_fn(|r| (&x[r].0[..blocks], &x[r].1[..blocks]));
+    let mut acc = [[D::ZERO; R]; O];
+    // Block `b` of every row at once: an index, not one iterator per row.
+    #[allow(clippy::needless_range_loop)]
+    for b in 0..blocks {
+        for o in 0..O {
+            for r in 0..R {
+                acc[o][r] = dot(acc[o][r], &w[o][b], &x[r].1[b], x[r].0[b]);
+            }
+        }
     }
-    acc.sum()
-}
-
-#[inline(always)]
-fn dot_q4_0<D: BlockDot>(row: &[u8], dx: &[f32], qx: &[[i8; QK]]) -> f32 {
-    let blocks = row.as_chunks::<18>().0;
-    let mut acc = D::ZERO;
-    for ((w, d), q) in blocks.iter().zip(dx).zip(qx) {
-        acc = acc.dot_q4_0(w, q, *d);
-    }
-    acc.sum()
+    acc.map(|row| row.map(|a| a.sum()))
 }
 
 /// The slow, obviously correct twin of [`matmul`]: each output one block at
@@ -385,12 +449,14 @@ mod tests {
         rows
     }
 
-    /// `(m, IN, OUT)`: one row (decoding), several, OUT past a task's edge.
-    const SHAPES: [(usize, usize, usize); 5] = [
+    /// `(m, IN, OUT)`: one row (decoding), several, OUT past a task's edge and
+    /// rows and outputs past a tile's.
+    const SHAPES: [(usize, usize, usize); 6] = [
         (1, 32, 1),
         (1, 96, 37),
         (3, 64, 17),
         (5, 128, 33),
+        (9, 64, 23),
         (1, 256, 100),
     ];
 
