@@ -294,11 +294,15 @@ pub fn matmul_at(
             simd::dispatch_blocks_at(level, kernel)
         });
     if m > 1 {
-        for (o, column) in scratch[..m * n].chunks_exact(m).enumerate() {
-            for (i, v) in column.iter().enumerate() {
-                dst[i * n + o] = *v;
-            }
-        }
+        let transposed = &scratch[..m * n];
+        dst[..m * n]
+            .par_chunks_mut(n)
+            .enumerate()
+            .for_each(|(i, row)| {
+                for (o, v) in row.iter_mut().enumerate() {
+                    *v = transposed[o * m + i];
+                }
+            });
     }
 }
 
@@ -316,9 +320,34 @@ impl BlockKernel for Outputs<'_> {
     #[inline(always)]
     fn run<D: BlockDot>(self) {
         match self.w.ty {
-            WeightType::Q4_0 => self.tiles::<D, 18>(|acc, w, x, dx| acc.dot_q4_0(w, x, dx)),
-            _ => self.tiles::<D, 34>(|acc, w, x, dx| acc.dot_q8_0(w, x, dx)),
+            WeightType::Q4_0 => self.tiles::<D, 18, Q4>(),
+            _ => self.tiles::<D, 34, Q8>(),
         }
+    }
+}
+
+/// One weight block of `BYTES` bytes times one block of `x`, added into a
+/// [`BlockDot`]: a type, not a closure, so that it inlines into the
+/// instruction set's copy of the kernel (a closure would be compiled
+/// without that copy's features, and called).
+trait BlockType<const BYTES: usize> {
+    fn dot<D: BlockDot>(acc: D, w: &[u8; BYTES], x: &[i8; QK], dx: f32) -> D;
+}
+
+struct Q8;
+struct Q4;
+
+impl BlockType<34> for Q8 {
+    #[inline(always)]
+    fn dot<D: BlockDot>(acc: D, w: &[u8; 34], x: &[i8; QK], dx: f32) -> D {
+        acc.dot_q8_0(w, x, dx)
+    }
+}
+
+impl BlockType<18> for Q4 {
+    #[inline(always)]
+    fn dot<D: BlockDot>(acc: D, w: &[u8; 18], x: &[i8; QK], dx: f32) -> D {
+        acc.dot_q4_0(w, x, dx)
     }
 }
 
@@ -335,10 +364,7 @@ impl Outputs<'_> {
     /// time. Each sum adds its blocks in order into one accumulator, so a
     /// result does not depend on the tile it was computed in.
     #[inline(always)]
-    fn tiles<D: BlockDot, const BYTES: usize>(
-        self,
-        dot: impl Fn(D, &[u8; BYTES], &[i8; QK], f32) -> D + Copy,
-    ) {
+    fn tiles<D: BlockDot, const BYTES: usize, T: BlockType<BYTES>>(self) {
         let Outputs { out, x, w, first } = self;
         let m = x.rows;
         let count = out.len() / m;
@@ -353,20 +379,18 @@ impl Outputs<'_> {
                 };
                 match (full_outputs, rows) {
                     (true, TILE_ROWS) => {
-                        let sums = tile::<D, BYTES, TILE_OUTPUTS, TILE_ROWS>(
+                        let sums = tile::<D, BYTES, T, TILE_OUTPUTS, TILE_ROWS>(
                             std::array::from_fn(|o| weights(o0 + o)),
                             std::array::from_fn(|r| x.row(i0 + r)),
-                            dot,
                         );
                         for (o, row) in sums.iter().enumerate() {
                             out[(o0 + o) * m + i0..][..TILE_ROWS].copy_from_slice(row);
                         }
                     }
                     (true, _) => {
-                        let sums = tile::<D, BYTES, TILE_OUTPUTS, 1>(
+                        let sums = tile::<D, BYTES, T, TILE_OUTPUTS, 1>(
                             std::array::from_fn(|o| weights(o0 + o)),
                             [x.row(i0)],
-                            dot,
                         );
                         for (o, row) in sums.iter().enumerate() {
                             out[(o0 + o) * m + i0] = row[0];
@@ -374,7 +398,7 @@ impl Outputs<'_> {
                     }
                     _ => {
                         for o in o0..count {
-                            let sums = tile::<D, BYTES, 1, 1>([weights(o)], [x.row(i0)], dot);
+                            let sums = tile::<D, BYTES, T, 1, 1>([weights(o)], [x.row(i0)]);
                             out[o * m + i0] = sums[0][0];
                         }
                     }
@@ -388,10 +412,9 @@ impl Outputs<'_> {
 /// `sums[o][r] = dot(W row o, x row r)` for `O` weight rows and `R` rows of
 /// `x`, block by block, each sum in its own accumulator.
 #[inline(always)]
-fn tile<D: BlockDot, const BYTES: usize, const O: usize, const R: usize>(
+fn tile<D: BlockDot, const BYTES: usize, T: BlockType<BYTES>, const O: usize, const R: usize>(
     w: [&[[u8; BYTES]]; O],
     x: [(&[f32], &[[i8; QK]]); R],
-    dot: impl Fn(D, &[u8; BYTES], &[i8; QK], f32) -> D,
 ) -> [[f32; R]; O] {
     let blocks = x[0].1.len();
     // Every row cut to the same length, so the loop indexes without checks.
@@ -404,11 +427,17 @@ fn tile<D: BlockDot, const BYTES: usize, const O: usize, const R: usize>(
     for b in 0..blocks {
         for o in 0..O {
             for r in 0..R {
-                acc[o][r] = dot(acc[o][r], &w[o][b], &x[r].1[b], x[r].0[b]);
+                acc[o][r] = T::dot(acc[o][r], &w[o][b], &x[r].1[b], x[r].0[b]);
             }
         }
     }
-    acc.map(|row| row.map(|a| a.sum()))
+    let mut sums = [[0.0; R]; O];
+    for o in 0..O {
+        for r in 0..R {
+            sums[o][r] = acc[o][r].sum();
+        }
+    }
+    sums
 }
 
 /// The slow, obviously correct twin of [`matmul`]: each output one block at
