@@ -19,6 +19,7 @@ Prints one table row per (shape, type) with the ratios lmforge / llama.cpp.
 """
 import argparse
 import json
+import multiprocessing
 import os
 import pathlib
 import re
@@ -175,7 +176,15 @@ def main():
     run = work / f"{args.shape}_run"
     if not (run / "config.json").exists():
         hf = work / f"{args.shape}_hf"
-        make_hf(args.shape, hf, gpt2_tokenizer(args.lmforge, work))
+        # In a child process: Linux carries a parent's peak RSS into the
+        # children it starts (ru_maxrss survives fork and exec), so making a
+        # 4 GB model here would show as every later process's peak.
+        maker = multiprocessing.get_context("fork").Process(
+            target=make_hf, args=(args.shape, hf, gpt2_tokenizer(args.lmforge, work)))
+        maker.start()
+        maker.join()
+        if maker.exitcode != 0:
+            sys.exit(f"making the {args.shape} model failed")
         subprocess.run([args.lmforge, "import-hf", str(hf), "--out", str(run)], check=True, capture_output=True)
         shutil.rmtree(hf)
     print("| shape | type | file MB | lmforge decode tok/s | llama.cpp | ratio | lmforge pp512 tok/s | llama.cpp | ratio "

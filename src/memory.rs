@@ -9,6 +9,7 @@
 //! model's one size table ([`crate::model::activations::sizes`]); the
 //! parameter count from the layout ([`crate::model::ParamLayout`]).
 
+use crate::backend::WeightType;
 use crate::backend::cpu::Dtype;
 use crate::error::{Error, Result};
 use crate::model::activations::{Purpose, Shape, sizes};
@@ -204,49 +205,70 @@ pub fn training(
     addressable(estimate, cfg)
 }
 
-/// What sampling from `cfg` needs: the weights, the file they are read from,
-/// the inference activations with the KV cache (every layer's `qkv` rows),
-/// and the attention scratch of one sequence.
-pub fn sampling(cfg: &ModelConfig) -> Result<Estimate> {
+/// What decoding's weights take as `weights` (`--weights`):
+/// - f32: the parameters, and the file they are read from;
+/// - packed (bf16, q8_0, q4_0): every parameter at the type's bytes per
+///   value (norms and biases, which stay f32, are a rounding error beside
+///   the matrices), and the largest matrix in f32 while it is packed.
+fn decoding_weights(cfg: &ModelConfig, weights: WeightType) -> Result<Vec<(&'static str, u128)>> {
     let p = param_count(cfg)? as u128;
-    let t = cfg.block_size;
-    let estimate = Estimate {
-        parts: vec![
-            ("parameters and the file they are read from", 2 * p * F32),
-            (
-                "activations and KV cache",
-                activation_floats(cfg, t, Purpose::Inference) * F32,
-            ),
-            (
-                "attention scratch",
-                attention_scratch_floats(cfg, 1, t) * F32,
-            ),
-        ],
-    };
-    addressable(estimate, cfg)
+    if weights == WeightType::F32 {
+        return Ok(vec![(
+            "parameters and the file they are read from",
+            2 * p * F32,
+        )]);
+    }
+    let (bytes, per) = (weights.block_bytes() as u128, weights.block_len() as u128);
+    let widest = [cfg.vocab_size, cfg.fc_width(), cfg.qkv_width()]
+        .into_iter()
+        .max()
+        .unwrap_or(0) as u128;
+    Ok(vec![
+        ("packed weights", p.div_ceil(per) * bytes),
+        (
+            "one matrix in f32 while it is packed",
+            widest * cfg.n_embd as u128 * F32,
+        ),
+    ])
 }
 
-/// What serving `cfg` to `slots` sequences at once needs: the weights, one
-/// KV cache (inference activations) per slot, and a decoding batch.
-pub fn serving(cfg: &ModelConfig, slots: usize) -> Result<Estimate> {
-    let p = param_count(cfg)? as u128;
+/// What sampling from `cfg` with `weights` needs: the weights, the inference
+/// activations with the KV cache (every layer's `qkv` rows), and the
+/// attention scratch of one sequence.
+pub fn sampling(cfg: &ModelConfig, weights: WeightType) -> Result<Estimate> {
+    let t = cfg.block_size;
+    let mut parts = decoding_weights(cfg, weights)?;
+    parts.extend([
+        (
+            "activations and KV cache",
+            activation_floats(cfg, t, Purpose::Inference) * F32,
+        ),
+        (
+            "attention scratch",
+            attention_scratch_floats(cfg, 1, t) * F32,
+        ),
+    ]);
+    addressable(Estimate { parts }, cfg)
+}
+
+/// What serving `cfg` with `weights` to `slots` sequences at once needs: the
+/// weights, one KV cache (inference activations) per slot, and a decoding batch.
+pub fn serving(cfg: &ModelConfig, slots: usize, weights: WeightType) -> Result<Estimate> {
     let t = cfg.block_size;
     let per_slot = activation_floats(cfg, t, Purpose::Inference) * F32;
-    let estimate = Estimate {
-        parts: vec![
-            ("parameters and the file they are read from", 2 * p * F32),
-            ("a KV cache per --parallel slot", slots as u128 * per_slot),
-            (
-                "the decoding batch",
-                activation_floats(cfg, slots, Purpose::Decoding) * F32,
-            ),
-            (
-                "attention scratch",
-                attention_scratch_floats(cfg, 1, t) * F32,
-            ),
-        ],
-    };
-    addressable(estimate, cfg)
+    let mut parts = decoding_weights(cfg, weights)?;
+    parts.extend([
+        ("a KV cache per --parallel slot", slots as u128 * per_slot),
+        (
+            "the decoding batch",
+            activation_floats(cfg, slots, Purpose::Decoding) * F32,
+        ),
+        (
+            "attention scratch",
+            attention_scratch_floats(cfg, 1, t) * F32,
+        ),
+    ]);
+    addressable(Estimate { parts }, cfg)
 }
 
 /// An estimate beyond what a process can address is an overflow whatever
@@ -504,6 +526,41 @@ mod tests {
         }
     }
 
+    /// Packed weights are estimated at their own bytes, not f32's: at least
+    /// what packing a model really holds (the packed matrices plus the
+    /// tensors left f32), and not twice that.
+    #[test]
+    fn packed_weights_are_estimated_at_their_own_bytes() {
+        use crate::backend::cpu::{Cpu, Packed};
+        use crate::model::{Model, PackedWeights, packed::matrices};
+        let c = cfg(2, 64, 16);
+        let model = Model::new(c.clone()).unwrap();
+        let params = vec![0.5f32; model.num_params()];
+        let weights = |ty| {
+            let estimate = sampling(&c, ty).unwrap();
+            estimate.parts[..2].iter().map(|(_, b)| b).sum::<u128>()
+        };
+        for ty in [WeightType::Q8_0, WeightType::Q4_0] {
+            let packed = PackedWeights::from_params(&Cpu::new(), &model, &params, ty).unwrap();
+            let mut held = 0u128;
+            let mut f32_left = model.num_params() as u128;
+            for m in matrices(&model).unwrap() {
+                let Some(Packed::Quant(q)) = packed.get(&m.linear.weight) else {
+                    panic!("{} is not packed", m.name);
+                };
+                held += q.byte_len() as u128;
+                f32_left -= m.linear.weight.len() as u128;
+            }
+            held += f32_left * F32;
+            let estimated = weights(ty);
+            assert!(
+                estimated >= held && estimated <= 2 * held,
+                "{ty:?}: estimated {estimated}, held {held}"
+            );
+            assert!(3 * estimated < weights(WeightType::F32), "{ty:?}");
+        }
+    }
+
     #[test]
     fn sizes_beyond_64_bits_are_errors_not_panics() {
         let err = training(&cfg(1, 1 << 31, 64), 12, None, Dtype::F32)
@@ -514,7 +571,9 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("overflows"), "{err}");
-        let err = sampling(&cfg(1, 1 << 62, 64)).unwrap_err().to_string();
+        let err = sampling(&cfg(1, 1 << 62, 64), WeightType::F32)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("overflows"), "{err}");
     }
 

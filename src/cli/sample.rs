@@ -110,7 +110,8 @@ fn sample_on<B: Backend>(
     lmforge::sample::check_is_run(run.path())?;
     let config = lmforge::checkpoint::load_config(run.path()).with_context(loading)?;
     if !args.ignore_memory_check {
-        let estimate = lmforge::memory::sampling(&config)?;
+        let weights = lmforge::sample::load::resolve(run.path(), args.weights)?;
+        let estimate = lmforge::memory::sampling(&config, weights)?;
         let available = lmforge::memory::available();
         lmforge::memory::check(&estimate, "sampling this model", available.as_ref())?;
     }

@@ -477,5 +477,17 @@ pub fn load_packed<B: crate::backend::Backend>(
 ) -> Result<(Vec<f32>, crate::model::PackedWeights<B>)> {
     let bytes = map(path)?;
     let file = GgufFile::parse(&bytes, path)?;
-    native::load(be, &file, path, model, ty)
+    native::load(be, &file, path, model, ty, &|read| release(&bytes, read))
+}
+
+/// Let the kernel drop the pages of `read` (a part of `map` already copied
+/// out): they are the file's, and would otherwise stay in the process's
+/// memory beside the packed copy, doubling its peak.
+fn release(map: &memmap2::Mmap, read: &[u8]) {
+    let offset = read.as_ptr() as usize - map.as_ptr() as usize;
+    // SAFETY: a read-only, shared file mapping: dropped pages are re-read
+    // from the file on the next access, so no value seen through it changes.
+    let _ = unsafe {
+        map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, read.len())
+    };
 }

@@ -60,13 +60,15 @@ pub fn default_type(file: &GgufFile, model: &Model, arch: &str) -> Result<Weight
 }
 
 /// The model's weights from `file` (at `path`): the f32 buffer holding all
-/// but the matrices, and the matrices packed as `ty`.
+/// but the matrices, and the matrices packed as `ty`. `release` gets each
+/// matrix's bytes in the file once they are packed.
 pub fn load<B: Backend>(
     be: &B,
     file: &GgufFile,
     path: &Path,
     model: &Model,
     ty: WeightType,
+    release: &dyn Fn(&[u8]),
 ) -> Result<(Vec<f32>, PackedWeights<B>)> {
     let arch = arch_of(file);
     let packed_here = matrices(model)?;
@@ -85,7 +87,7 @@ pub fn load<B: Backend>(
             let (info, change) = gguf_tensor(file, model, &arch, t).map_err(|e| bad(path, e))?;
             parts_of.push((info, change));
         }
-        if parts_of.iter().all(|(info, _)| info.ty == ty_ggml(ty)) {
+        let packed = if parts_of.iter().all(|(info, _)| info.ty == ty_ggml(ty)) {
             let bytes = blocks(file, path, &parts_of)?;
             be.pack_blocks(ty, (m.linear.fan_in, m.linear.fan_out), &bytes)
         } else {
@@ -94,7 +96,11 @@ pub fn load<B: Backend>(
             let n = m.linear.weight.len();
             let view = B::view(&staging, 0..n);
             be.pack(Mat::new(view, m.linear.fan_out, m.linear.fan_in).t(), ty)
+        };
+        for (info, _) in &parts_of {
+            release(file.tensor_bytes(info));
         }
+        packed
     })?;
     Ok((host, packed))
 }

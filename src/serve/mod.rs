@@ -155,8 +155,9 @@ where
 {
     crate::sample::check_is_run(dir)?;
     let config = crate::checkpoint::load_config(dir)?;
+    let weights = crate::sample::load::resolve(dir, opts.weights)?;
     if !opts.ignore_memory_check {
-        let estimate = crate::memory::serving(&config, opts.parallel)?;
+        let estimate = crate::memory::serving(&config, opts.parallel, weights)?;
         let what = format!(
             "serving {} with --parallel {}",
             dir.display(),
@@ -165,7 +166,6 @@ where
         crate::memory::check(&estimate, &what, crate::memory::available().as_ref())?;
     }
     // f32 weights load here; packed ones on the engine's thread, where the backend is.
-    let weights = crate::sample::load::resolve(dir, opts.weights)?;
     let (model, params, tokenizer) = match weights {
         WeightType::F32 => {
             let (model, params, tokenizer) = crate::sample::load_run(dir)?;
