@@ -71,6 +71,14 @@ fn f32_round_trip_gives_the_weights_and_text_back() {
         gguf::export(&run, &file, ExportType::F32).unwrap();
         let back = gguf::read(&file).unwrap();
         assert_eq!(back.params, params, "{name}: f32 weights come back exactly");
+        // Given to `sample` as it is: read from the file, no weight file written.
+        let opened = gguf::open_run(&file, None).unwrap();
+        assert!(
+            !opened.path().join("model.safetensors").exists(),
+            "{name}: an f32 copy was written"
+        );
+        let (_, direct, _) = lmforge::sample::load_run(opened.path()).unwrap();
+        assert_eq!(direct, params, "{name}: f32 weights read from the file");
         let (a, b) = (&back.model.config, &model.config);
         assert_eq!(
             (

@@ -14,9 +14,9 @@
 //! `rope_freqs` stay `f32`, and a matrix whose rows are not whole blocks
 //! falls back to `f16`. Import dequantizes every tensor to lmforge's `f32`
 //! weights. A `.gguf` given to `sample`, `chat`, `serve` or `eval` becomes a
-//! temporary run directory ([`open_run`]): with f32 weights a whole import;
-//! with packed ones only its config and tokenizer, and a note
-//! ([`SOURCE_FILE`]) that sends the loader to the file's blocks ([`native`]).
+//! temporary run directory ([`open_run`]) of only its config and tokenizer,
+//! and a note ([`SOURCE_FILE`]) that sends the loader to the file: its
+//! tensors in f32 ([`load_f32`]) or its blocks packed ([`native`]).
 
 pub mod family;
 pub mod file;
@@ -252,7 +252,8 @@ pub fn read(path: &Path) -> Result<Imported> {
     let bytes = map(path)?;
     let file = GgufFile::parse(&bytes, path)?;
     let mut imported = describe(&file, path)?;
-    imported.params = read_params(&file, &imported.model, &imported.arch, path)?;
+    let release = |read: &[u8]| release(&bytes, read);
+    imported.params = read_params(&file, &imported.model, &imported.arch, path, &release)?;
     Ok(imported)
 }
 
@@ -284,8 +285,15 @@ fn describe(file: &GgufFile, path: &Path) -> Result<Imported> {
 }
 
 /// Every model tensor from the file, changed back to lmforge's layout; a
-/// tensor of the file the model has no place for is an error.
-fn read_params(file: &GgufFile, model: &Model, arch: &str, path: &Path) -> Result<Vec<f32>> {
+/// tensor of the file the model has no place for is an error. `release`
+/// gets each tensor's bytes in the file once they are copied.
+fn read_params(
+    file: &GgufFile,
+    model: &Model,
+    arch: &str,
+    path: &Path,
+    release: &dyn Fn(&[u8]),
+) -> Result<Vec<f32>> {
     let cfg: &ModelConfig = &model.config;
     let mut params = vec![0f32; model.layout.total];
     let mut used = std::collections::HashSet::new();
@@ -308,6 +316,7 @@ fn read_params(file: &GgufFile, model: &Model, arch: &str, path: &Path) -> Resul
         let values = family::apply(change, &file.tensor_f32(info), &t.shape, false);
         crate::checkpoint::integrity::check_finite(&values, &name, path)?;
         params[t.range.clone()].copy_from_slice(&values);
+        release(file.tensor_bytes(info));
         used.insert(name);
     }
     for info in &file.tensors {
@@ -403,16 +412,16 @@ impl Drop for RunDir {
     }
 }
 
-/// The note in a run directory made by [`open_run`] for packed weights: the
-/// GGUF file its weights are read from and the type they are kept in.
+/// The note in a run directory made by [`open_run`]: the GGUF file its
+/// weights are read from and the type they are kept in.
 pub const SOURCE_FILE: &str = "gguf_source.json";
 
 /// `path` as a run directory, its weights to be kept as `wanted` (`None`: f32
 /// for a run directory, [`native::default_type`] for a `.gguf` file). A
 /// `.gguf` file becomes a temporary directory named after the file (so
-/// `serve` lists the model by that name): imported whole for f32 weights;
-/// for packed ones holding its config, tokenizer and [`SOURCE_FILE`], the
-/// loader then reading the matrices from the file itself ([`load_packed`]).
+/// `serve` lists the model by that name) holding its config, tokenizer and
+/// [`SOURCE_FILE`]; the loader then reads the weights from the file itself
+/// ([`load_f32`], [`load_packed`]), with no weight file written.
 pub fn open_run(path: &Path, wanted: Option<WeightType>) -> Result<RunDir> {
     if !is_gguf(path) {
         return Ok(RunDir {
@@ -433,16 +442,11 @@ pub fn open_run(path: &Path, wanted: Option<WeightType>) -> Result<RunDir> {
     };
     let bytes = map(path)?;
     let file = GgufFile::parse(&bytes, path)?;
-    let mut imported = describe(&file, path)?;
+    let imported = describe(&file, path)?;
     let ty = match wanted {
         Some(ty) => ty,
         None => native::default_type(&file, &imported.model, &imported.arch)?,
     };
-    if ty == WeightType::F32 {
-        imported.params = read_params(&file, &imported.model, &imported.arch, path)?;
-        write_run(&imported, path, run.path(), true)?;
-        return Ok(run);
-    }
     write_run(&imported, path, run.path(), false)?;
     let full = std::fs::canonicalize(path).map_err(|e| Error::io(path, e))?;
     let note = json!({"gguf": full, "weights": ty.name()});
@@ -465,6 +469,15 @@ pub fn source(dir: &Path) -> Result<Option<(PathBuf, WeightType)>> {
         (Some(gguf), Some(ty)) => Ok(Some((gguf, ty))),
         _ => Err(Error::format(&note, "needs \"gguf\" and \"weights\"")),
     }
+}
+
+/// The weights of the GGUF file `path` for `model` in f32, one flat buffer
+/// (each tensor's file pages handed back once copied).
+pub fn load_f32(path: &Path, model: &Model) -> Result<Vec<f32>> {
+    let bytes = map(path)?;
+    let file = GgufFile::parse(&bytes, path)?;
+    let arch = native::arch_of(&file);
+    read_params(&file, model, &arch, path, &|read| release(&bytes, read))
 }
 
 /// The weights of the GGUF file `path` for `model`, packed as `ty` (see

@@ -9,8 +9,9 @@
 //! so the pages of the matrices' ranges are never mapped. The process then
 //! holds the packed bytes plus at most one matrix in f32 while it loads
 //! (`/usr/bin/time -v` shows the peak; the book's `quantized.md` lists them).
-//! A directory [`crate::gguf::open_run`] made of a `.gguf` file for packed
-//! weights has its matrices read from the file's own blocks instead
+//! A directory [`crate::gguf::open_run`] made of a `.gguf` file has its
+//! weights read from the file instead: its tensors in f32
+//! ([`crate::gguf::load_f32`]), or its matrices' own blocks
 //! ([`crate::gguf::native`]).
 
 use crate::backend::{Backend, WeightType};
@@ -43,6 +44,20 @@ pub fn resolve(dir: &Path, wanted: Option<WeightType>) -> Result<WeightType> {
     }
 }
 
+/// The model of the run in `dir` and its f32 weights: from the run's weight
+/// files (LoRA adapters merged), or from the GGUF file [`crate::gguf::open_run`]
+/// noted there.
+pub fn load_f32(dir: &Path) -> Result<(Model, Vec<f32>)> {
+    match crate::gguf::source(dir)? {
+        Some((gguf, _)) => {
+            let model = Model::new(checkpoint::load_config(dir)?)?;
+            let params = crate::gguf::load_f32(&gguf, &model)?;
+            Ok((model, params))
+        }
+        None => crate::finetune::load_run(dir),
+    }
+}
+
 /// The weights of the run in `dir` (whose model is `model`) as `ty`.
 pub fn load_weights<B: Backend>(
     be: &B,
@@ -51,7 +66,7 @@ pub fn load_weights<B: Backend>(
     ty: WeightType,
 ) -> Result<LoadedWeights<B>> {
     if ty == WeightType::F32 {
-        let (_, params) = crate::finetune::load_run(dir)?;
+        let (_, params) = load_f32(dir)?;
         let params = be.upload(params)?;
         return Ok(LoadedWeights {
             params,

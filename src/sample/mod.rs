@@ -187,7 +187,7 @@ pub struct Reply {
 /// and `tokenizer.json`. `sample` and `chat` both load through here.
 pub fn load_run(dir: &Path) -> Result<(Model, Vec<f32>, Box<dyn Tokenizer>)> {
     check_is_run(dir)?;
-    let (model, params) = crate::finetune::load_run(dir)?;
+    let (model, params) = load::load_f32(dir)?;
     let tokenizer = crate::checkpoint::load_tokenizer(dir, &model)?;
     Ok((model, params, tokenizer))
 }
