@@ -370,40 +370,30 @@ impl Outputs<'_> {
         let count = out.len() / m;
         let weights = |o: usize| w.row(first + o).as_chunks::<BYTES>().0;
         for o0 in (0..count).step_by(TILE_OUTPUTS) {
-            let full_outputs = o0 + TILE_OUTPUTS <= count;
-            let mut i0 = 0;
-            while i0 < m {
-                let rows = match full_outputs && m - i0 >= TILE_ROWS {
-                    true => TILE_ROWS,
-                    false => 1,
-                };
-                match (full_outputs, rows) {
-                    (true, TILE_ROWS) => {
-                        let sums = tile::<D, BYTES, T, TILE_OUTPUTS, TILE_ROWS>(
-                            std::array::from_fn(|o| weights(o0 + o)),
-                            std::array::from_fn(|r| x.row(i0 + r)),
-                        );
-                        for (o, row) in sums.iter().enumerate() {
-                            out[(o0 + o) * m + i0..][..TILE_ROWS].copy_from_slice(row);
-                        }
-                    }
-                    (true, _) => {
-                        let sums = tile::<D, BYTES, T, TILE_OUTPUTS, 1>(
-                            std::array::from_fn(|o| weights(o0 + o)),
-                            [x.row(i0)],
-                        );
-                        for (o, row) in sums.iter().enumerate() {
-                            out[(o0 + o) * m + i0] = row[0];
-                        }
-                    }
-                    _ => {
-                        for o in o0..count {
-                            let sums = tile::<D, BYTES, T, 1, 1>([weights(o)], [x.row(i0)]);
-                            out[o * m + i0] = sums[0][0];
-                        }
+            if o0 + TILE_OUTPUTS > count {
+                // The task's last few outputs, one sum at a time.
+                for o in o0..count {
+                    for i in 0..m {
+                        out[o * m + i] = tile::<D, BYTES, T, 1, 1>([weights(o)], [x.row(i)])[0][0];
                     }
                 }
-                i0 += rows;
+                continue;
+            }
+            let w_tile = std::array::from_fn(|o| weights(o0 + o));
+            let mut i0 = 0;
+            while i0 + TILE_ROWS <= m {
+                let rows = std::array::from_fn(|r| x.row(i0 + r));
+                let sums = tile::<D, BYTES, T, TILE_OUTPUTS, TILE_ROWS>(w_tile, rows);
+                for (o, row) in sums.iter().enumerate() {
+                    out[(o0 + o) * m + i0..][..TILE_ROWS].copy_from_slice(row);
+                }
+                i0 += TILE_ROWS;
+            }
+            for i in i0..m {
+                let sums = tile::<D, BYTES, T, TILE_OUTPUTS, 1>(w_tile, [x.row(i)]);
+                for (o, row) in sums.iter().enumerate() {
+                    out[(o0 + o) * m + i] = row[0];
+                }
             }
         }
     }
