@@ -702,6 +702,30 @@ mod x86 {
         fn mul_add(self, a: Self, b: Self) -> Self {
             Avx2(unsafe { _mm256_fmadd_ps(a.0, b.0, self.0) })
         }
+
+        /// The trait's halving order (`l += l + 4`, `+ 2`, `+ 1`) in registers.
+        #[inline(always)]
+        fn sum(self) -> f32 {
+            unsafe {
+                halve_128(
+                    _mm256_castps256_ps128(self.0),
+                    _mm256_extractf128_ps(self.0, 1),
+                )
+            }
+        }
+    }
+
+    /// `lo + hi` (lanes `l` and `l + 4` of 8), then `l += l + 2` and
+    /// `l += l + 1`: the last three halvings of [`Vector::sum`], so the bits
+    /// are the portable code's.
+    #[inline(always)]
+    unsafe fn halve_128(lo: __m128, hi: __m128) -> f32 {
+        unsafe {
+            let four = _mm_add_ps(lo, hi);
+            let two = _mm_add_ps(four, _mm_movehl_ps(four, four));
+            let one = _mm_add_ss(two, _mm_shuffle_ps(two, two, 1));
+            _mm_cvtss_f32(one)
+        }
     }
 
     impl Vector for Avx512 {
@@ -727,6 +751,21 @@ mod x86 {
         #[inline(always)]
         fn mul_add(self, a: Self, b: Self) -> Self {
             Avx512(unsafe { _mm512_fmadd_ps(a.0, b.0, self.0) })
+        }
+
+        /// The trait's halving order (`l += l + 8`, then as `Avx2`) in registers.
+        #[inline(always)]
+        fn sum(self) -> f32 {
+            unsafe {
+                let eight = _mm256_add_ps(
+                    _mm512_castps512_ps256(self.0),
+                    _mm512_extractf32x8_ps(self.0, 1),
+                );
+                halve_128(
+                    _mm256_castps256_ps128(eight),
+                    _mm256_extractf128_ps(eight, 1),
+                )
+            }
         }
     }
 
@@ -811,6 +850,22 @@ mod tests {
             assert!(out.as_ref().iter().all(|&v| v == 0.0));
             let want: f32 = a.as_ref().iter().sum();
             assert_eq!(V::load(a).sum(), want);
+            // Values whose sum rounds differently in another order: the
+            // halving order, bit for bit.
+            let mut c = V::Array::default();
+            for (l, v) in c.as_mut().iter_mut().enumerate() {
+                *v = [1e8, 1.0, -1e8, 0.3, 7e-3, -2.5e7, 3.1, 1e-4][l % 8] * (1.0 + l as f32);
+            }
+            let mut lanes = c;
+            let lanes = lanes.as_mut();
+            let mut width = V::LANES;
+            while width > 1 {
+                width /= 2;
+                for l in 0..width {
+                    lanes[l] += lanes[l + width];
+                }
+            }
+            assert_eq!(V::load(&c).sum().to_bits(), lanes[0].to_bits());
             assert_eq!(V::chunks(&[0.0; 40]).len(), 40 / V::LANES);
         }
     }
