@@ -96,7 +96,7 @@ def test_the_gil_is_released_while_training(tmp_path, text_file):
             time.sleep(0.002)
 
     ticker = threading.Thread(target=tick)
-    training = lmforge.train(out=tmp_path / "g", data=text_file, threads=2, max_iters=60, **TINY)
+    training = lmforge.train(out=tmp_path / "g", data=text_file, threads=2, max_iters=300, **TINY)
     ticker.start()
     start = time.perf_counter()
     training.wait()
