@@ -1,9 +1,8 @@
 //! Weights kept quantized in ggml's Q8_0 and Q4_0 blocks, and the product of
 //! f32 activations with them, as llama.cpp computes it.
 //!
-//! A weight matrix `W (IN, OUT)` is stored as `OUT` rows of `IN` values,
-//! each row in blocks of 32 along `IN` (the reduction dimension), in ggml's
-//! exact layout, so a GGUF tensor's bytes are used as they are:
+//! A weight matrix `W (IN, OUT)` is `OUT` rows of `IN` values, each row in
+//! blocks of 32 along `IN` (the reduction dimension). ggml stores a block as:
 //!
 //! | type | bytes per 32 values | block | value `j` |
 //! |---|---|---|---|
@@ -15,19 +14,29 @@
 //! `d = x_max / -8` with `x_max` the value of largest magnitude,
 //! `q = min(15, trunc(x / d + 8.5))`); `gguf::quant` writes files with these.
 //!
+//! In memory the same bytes are regrouped (as llama.cpp's CPU "repack"
+//! buffers do): rows are taken 16 at a time, and block `b` of those 16 rows is
+//! one group block ([`simd::GROUP`]): their 16 scales, then their values 4
+//! inputs by 16 outputs at a time, the layout of a 512-bit register of 16
+//! `i32` sums. Q8_0 values are stored plus 128 (unsigned bytes) for
+//! `vpdpbusd`; Q4_0 nibbles are already `q + 8`. The matrix costs the same
+//! bytes as the file's tensor (plus at most 15 rows of padding).
+//!
 //! The product `dst (m, OUT) = x (m, IN) @ W` (llama.cpp's
 //! `ggml_vec_dot_q8_0_q8_0` and `ggml_vec_dot_q4_0_q8_0`): each row of `x`
-//! is first quantized to Q8_0 once (`dx`, `qx`), then every output is a sum
-//! over the blocks `b` of an exact integer dot product scaled in f32:
+//! is first quantized to Q8_0 once (`dx`, `qx`, and `sum_j qx`), then every
+//! output is a sum over the blocks `b` of an exact integer dot product
+//! scaled in f32:
 //!
 //! ```text
-//! dst[i, o] = sum_b  dw[o, b] dx[i, b]  sum_{j in b} qw[o, j] qx[i, j]
+//! dst[i, o] = sum_b  (dw[o, b] dx[i, b])  sum_{j in b} qw[o, j] qx[i, j]
 //! ```
 //!
-//! summed in the 8 lanes of `simd::BlockDot` (AVX2's `vpmaddubsw`, AVX512_VNNI's
-//! `vpdpbusd`, or portable code, chosen at run time) and the lanes added in
-//! a fixed order. Each output is computed by one task, whole: the result is
-//! the same bits for any thread count, at a given [`BlockLevel`].
+//! the integer sums from `vpdpbusd` (AVX512_VNNI), `vpmaddubsw` (AVX2) or
+//! portable code, chosen at run time, the blocks added in order into one f32
+//! per output with no fused steps ([`simd::GroupDot`]). So a result is the
+//! same bits at every level, for any thread count, and for a row of `x`
+//! alone or in a batch; [`matmul_naive`] is its one-output-at-a-time twin.
 //!
 //! Error against the exact f32 product of the dequantized weights with `x`:
 //! quantizing `x` moves each `x[i, j]` by at most `dx / 2` (plus the f16
@@ -35,13 +44,14 @@
 //! `|err| <= sum_b |dw| (dx / 2 + 2^-11 max_b|x|) sum_j |qw|` plus the f32
 //! sums' rounding (tested in [`tests`]).
 //!
-//! Decoding one token is a matrix-vector product, bound by memory: the
-//! tasks split the output rows of `W`, so the threads stream its bytes once.
-//! Within a task, sums are computed in register tiles of 4 outputs by 4 rows
-//! of `x` (4 by 1 when decoding), each with its own accumulator.
+//! Decoding one token is a matrix-vector product, bound by memory: tasks
+//! split the groups, so the threads stream the weights once. Prompts take
+//! [`TILE_ROWS`] rows of `x` per pass over a group's blocks.
 
 use super::matmul::MatRef;
-use super::simd::{self, BlockDot, BlockKernel, BlockLevel};
+use super::simd::{
+    self, BlockLevel, GROUP, GroupDot, GroupKernel, Q4_0_GROUP_BYTES, Q8_0_GROUP_BYTES, XBlock,
+};
 use crate::backend::WeightType;
 use crate::error::{Error, Result};
 use half::f16;
@@ -50,7 +60,7 @@ use rayon::prelude::*;
 /// Values per block.
 pub const QK: usize = 32;
 
-/// A weight matrix `(IN, OUT)` as `OUT` rows of Q8_0 or Q4_0 blocks along `IN`.
+/// A weight matrix `(IN, OUT)` as groups of 16 rows of Q8_0 or Q4_0 blocks.
 pub struct QuantMatrix {
     ty: WeightType,
     in_features: usize,
@@ -61,39 +71,53 @@ pub struct QuantMatrix {
 impl QuantMatrix {
     /// `w (IN, OUT)` (either stride order) quantized to `ty` (Q8_0 or Q4_0).
     pub fn quantize(w: MatRef, ty: WeightType) -> Result<Self> {
-        let (in_features, out_features) = (w.rows(), w.cols());
-        let mut m = QuantMatrix::zeroed(ty, in_features, out_features)?;
-        let row_bytes = m.row_bytes();
-        m.bytes
-            .par_chunks_mut(row_bytes.max(1))
-            .enumerate()
-            .for_each(|(o, out)| {
-                let mut column = [0f32; QK];
-                for (b, block) in out.chunks_exact_mut(ty.block_bytes()).enumerate() {
-                    for (j, v) in column.iter_mut().enumerate() {
-                        let r = b * QK + j;
-                        *v = w.data()[r * w.row_stride() + o * w.col_stride()];
-                    }
-                    quantize_block(ty, &column, block);
-                }
+        QuantMatrix::from_ggml_blocks(ty, (w.rows(), w.cols()), |o, b, block| {
+            let column: [f32; QK] = std::array::from_fn(|j| {
+                w.data()[(b * QK + j) * w.row_stride() + o * w.col_stride()]
             });
-        Ok(m)
+            quantize_block(ty, &column, block);
+        })
     }
 
     /// A matrix from the bytes of a GGUF tensor of `ty` with `OUT` rows of `IN` values.
     pub fn from_blocks(ty: WeightType, in_out: (usize, usize), bytes: &[u8]) -> Result<Self> {
-        let mut m = QuantMatrix::zeroed(ty, in_out.0, in_out.1)?;
-        if bytes.len() != m.bytes.len() {
+        let (bb, blocks) = (ty.block_bytes(), in_out.0 / QK);
+        let expected = in_out.1 * blocks * bb;
+        if bytes.len() != expected || !in_out.0.is_multiple_of(QK) {
             return Err(Error::Weights(format!(
-                "{} bytes for a {} matrix of {} rows of {}: expected {}",
+                "{} bytes for a {} matrix of {} rows of {}: expected {expected}",
                 bytes.len(),
                 ty.name(),
                 in_out.1,
                 in_out.0,
-                m.bytes.len()
             )));
         }
-        m.bytes.copy_from_slice(bytes);
+        QuantMatrix::from_ggml_blocks(ty, in_out, |o, b, block| {
+            block.copy_from_slice(&bytes[(o * blocks + b) * bb..][..bb])
+        })
+    }
+
+    /// The matrix whose ggml block `b` of row `o` `block(o, b, out)` writes.
+    fn from_ggml_blocks(
+        ty: WeightType,
+        (in_features, out_features): (usize, usize),
+        block: impl Fn(usize, usize, &mut [u8]) + Sync,
+    ) -> Result<Self> {
+        let mut m = QuantMatrix::zeroed(ty, in_features, out_features)?;
+        let (bb, blocks) = (ty.block_bytes(), in_features / QK);
+        let group_bytes = m.group_block_bytes();
+        m.bytes
+            .par_chunks_mut((blocks * group_bytes).max(1))
+            .enumerate()
+            .for_each(|(g, group)| {
+                let mut one = [0u8; 34];
+                for (b, at) in group.chunks_exact_mut(group_bytes).enumerate() {
+                    for lane in 0..GROUP.min(out_features - g * GROUP) {
+                        block(g * GROUP + lane, b, &mut one[..bb]);
+                        place(ty, &one[..bb], lane, at);
+                    }
+                }
+            });
         Ok(m)
     }
 
@@ -107,7 +131,8 @@ impl QuantMatrix {
                 ty.name()
             )));
         }
-        let bytes = vec![0; out_features * in_features / QK * ty.block_bytes()];
+        let groups = out_features.div_ceil(GROUP);
+        let bytes = vec![0; groups * in_features / QK * GROUP * ty.block_bytes()];
         Ok(QuantMatrix {
             ty,
             in_features,
@@ -130,19 +155,37 @@ impl QuantMatrix {
         self.bytes.len()
     }
 
-    fn row_bytes(&self) -> usize {
-        self.in_features / QK * self.ty.block_bytes()
+    /// Bytes of one group's block: 16 ggml blocks.
+    fn group_block_bytes(&self) -> usize {
+        GROUP * self.ty.block_bytes()
     }
 
-    /// Output row `o`'s blocks (column `o` of `W`).
-    fn row(&self, o: usize) -> &[u8] {
-        &self.bytes[o * self.row_bytes()..][..self.row_bytes()]
+    /// Group `g`'s blocks (outputs `16 g..16 g + 16`), in order along `IN`.
+    fn group(&self, g: usize) -> &[u8] {
+        let len = self.in_features / QK * self.group_block_bytes();
+        &self.bytes[g * len..][..len]
+    }
+
+    /// Block `b` of row `o` in ggml's layout, into `out` (34 or 18 bytes).
+    fn ggml_block(&self, o: usize, b: usize, out: &mut [u8]) {
+        let at = &self.group(o / GROUP)[b * self.group_block_bytes()..][..self.group_block_bytes()];
+        let lane = o % GROUP;
+        out[..2].copy_from_slice(&at[2 * lane..][..2]);
+        for (j, byte) in out[2..].iter_mut().enumerate() {
+            let stored = at[32 + 64 * (j / 4) + 4 * lane + j % 4];
+            *byte = match self.ty {
+                WeightType::Q4_0 => stored,
+                _ => stored ^ 0x80,
+            };
+        }
     }
 
     /// Column `o` of `W` (row `o` of the stored matrix) as f32, into `out (IN)`.
     pub fn dequantize_row(&self, o: usize, out: &mut [f32]) {
-        let blocks = self.row(o).chunks_exact(self.ty.block_bytes());
-        for (block, out) in blocks.zip(out.chunks_exact_mut(QK)) {
+        let mut block = [0u8; 34];
+        let block = &mut block[..self.ty.block_bytes()];
+        for (b, out) in out.chunks_exact_mut(QK).enumerate() {
+            self.ggml_block(o, b, block);
             let d = f16::from_le_bytes([block[0], block[1]]).to_f32();
             for (j, o) in out.iter_mut().enumerate() {
                 *o = d * quantized_value(self.ty, block, j) as f32;
@@ -151,7 +194,21 @@ impl QuantMatrix {
     }
 }
 
-/// Value `j` of a block, before its scale.
+/// Write ggml block `block` of the group's output `lane` into the group block
+/// `at` (the layout in [`simd::GROUP`]'s table): for Q4_0 the 16 nibble
+/// bytes keep their order, byte `4k + t` at chunk `k`; for Q8_0 value `j`
+/// goes to chunk `j / 4`, plus 128.
+fn place(ty: WeightType, block: &[u8], lane: usize, at: &mut [u8]) {
+    at[2 * lane..][..2].copy_from_slice(&block[..2]);
+    for (j, &byte) in block[2..].iter().enumerate() {
+        at[32 + 64 * (j / 4) + 4 * lane + j % 4] = match ty {
+            WeightType::Q4_0 => byte,
+            _ => byte ^ 0x80,
+        };
+    }
+}
+
+/// Value `j` of a ggml block, before its scale.
 #[inline(always)]
 fn quantized_value(ty: WeightType, block: &[u8], j: usize) -> i32 {
     match ty {
@@ -209,6 +266,8 @@ pub struct QuantizedRows {
     /// Each block's scale, rounded through f16 as ggml stores it.
     d: Vec<f32>,
     qs: Vec<[i8; QK]>,
+    /// Each block's sum of values.
+    sums: Vec<i32>,
 }
 
 impl QuantizedRows {
@@ -220,36 +279,38 @@ impl QuantizedRows {
         let blocks = self.rows * self.blocks_per_row;
         self.d.resize(blocks, 0.0);
         self.qs.resize(blocks, [0; QK]);
+        self.sums.resize(blocks, 0);
         let per_row = self.blocks_per_row.max(1);
         self.d
             .par_chunks_mut(per_row)
             .zip(self.qs.par_chunks_mut(per_row))
+            .zip(self.sums.par_chunks_mut(per_row))
             .enumerate()
-            .for_each(|(i, (d, qs))| {
-                for (b, (d, qs)) in d.iter_mut().zip(qs).enumerate() {
+            .for_each(|(i, ((d, qs), sums))| {
+                for (b, ((d, qs), sum)) in d.iter_mut().zip(qs).zip(sums).enumerate() {
                     let values: [f32; QK] = std::array::from_fn(|j| {
                         x.data()[i * x.row_stride() + (b * QK + j) * x.col_stride()]
                     });
                     let (scale, q) = quantize_q8_0(&values);
                     (*d, *qs) = (f16::from_f32(scale).to_f32(), q);
+                    *sum = q.iter().map(|&v| v as i32).sum();
                 }
             });
     }
 
-    fn row(&self, i: usize) -> (&[f32], &[[i8; QK]]) {
-        let at = i * self.blocks_per_row;
-        (
-            &self.d[at..][..self.blocks_per_row],
-            &self.qs[at..][..self.blocks_per_row],
-        )
+    /// Block `b` of row `i`.
+    fn block(&self, i: usize, b: usize) -> XBlock<'_> {
+        let at = i * self.blocks_per_row + b;
+        XBlock {
+            q: &self.qs[at],
+            d: self.d[at],
+            sum: self.sums[at],
+        }
     }
 }
 
-/// Output rows of `W` per parallel task.
-const TASK_OUTPUTS: usize = 16;
-
-/// `dst (m, OUT) = x @ W` (`dst` row-major) at the chosen [`BlockLevel`];
-/// `scratch` holds the transposed result when `m > 1`.
+/// `dst (m, OUT) = x @ W` (`dst` row-major); `scratch` holds the result
+/// group by group when `m > 1`.
 pub fn matmul(dst: &mut [f32], x: &QuantizedRows, w: &QuantMatrix, scratch: &mut Vec<f32>) {
     matmul_at(BlockLevel::chosen(), dst, x, w, scratch)
 }
@@ -272,180 +333,147 @@ pub fn matmul_at(
     if m * n == 0 {
         return;
     }
-    // Tasks own whole outputs `o` (rows of the transposed result `(OUT, m)`),
-    // which for one row of `x` is `dst` itself.
-    let transposed: &mut [f32] = match m {
-        1 => &mut dst[..n],
-        _ => {
-            scratch.resize(m * n, 0.0);
-            &mut scratch[..m * n]
-        }
+    let run = |g: usize, out: &mut [f32]| {
+        simd::dispatch_groups_at(level, Group { out, x, w, g });
     };
-    transposed
-        .par_chunks_mut(TASK_OUTPUTS * m)
-        .enumerate()
-        .for_each(|(task, out)| {
-            let kernel = Outputs {
-                out,
-                x,
-                w,
-                first: task * TASK_OUTPUTS,
-            };
-            simd::dispatch_blocks_at(level, kernel)
-        });
-    if m > 1 {
-        let transposed = &scratch[..m * n];
-        dst[..m * n]
-            .par_chunks_mut(n)
+    if m == 1 {
+        // One row: each group's 16 outputs are 16 consecutive values of `dst`.
+        dst[..n]
+            .par_chunks_mut(GROUP)
             .enumerate()
-            .for_each(|(i, row)| {
-                for (o, v) in row.iter_mut().enumerate() {
-                    *v = transposed[o * m + i];
-                }
-            });
+            .for_each(|(g, out)| run(g, out));
+        return;
     }
+    // Group `g` writes its `(m, 16)` block of `scratch`, then the rows of
+    // `dst` gather their 16 values from each group.
+    scratch.resize(n.div_ceil(GROUP) * m * GROUP, 0.0);
+    scratch
+        .par_chunks_mut(m * GROUP)
+        .enumerate()
+        .for_each(|(g, out)| run(g, out));
+    let by_group = &scratch[..];
+    dst[..m * n]
+        .par_chunks_mut(n)
+        .enumerate()
+        .for_each(|(i, row)| {
+            for (g, values) in row.chunks_mut(GROUP).enumerate() {
+                let len = values.len();
+                values.copy_from_slice(&by_group[(g * m + i) * GROUP..][..len]);
+            }
+        });
 }
 
-/// Outputs `first..` of every row of `x`, into `out` (`(count, m)`).
-struct Outputs<'a> {
+/// Outputs `16 g..` of every row of `x`, into `out` (`(m, lanes)`: 16 lanes,
+/// or for one row as many as the matrix has left).
+struct Group<'a> {
     out: &'a mut [f32],
     x: &'a QuantizedRows,
     w: &'a QuantMatrix,
-    first: usize,
+    g: usize,
 }
 
-impl BlockKernel for Outputs<'_> {
+impl GroupKernel for Group<'_> {
     type Output = ();
 
     #[inline(always)]
-    fn run<D: BlockDot>(self) {
+    fn run<D: GroupDot>(self) {
         match self.w.ty {
-            WeightType::Q4_0 => self.tiles::<D, 18, Q4>(),
-            _ => self.tiles::<D, 34, Q8>(),
+            WeightType::Q4_0 => self.rows::<D, Q4_0_GROUP_BYTES, Q4>(),
+            _ => self.rows::<D, Q8_0_GROUP_BYTES, Q8>(),
         }
     }
 }
 
-/// One weight block of `BYTES` bytes times one block of `x`, added into a
-/// [`BlockDot`]: a type, not a closure, so that it inlines into the
-/// instruction set's copy of the kernel (a closure would be compiled
-/// without that copy's features, and called).
+/// One group block of `BYTES` bytes times blocks of `R` rows of `x`: a type,
+/// not a closure, so that it inlines into the instruction set's copy of the
+/// kernel (a closure would be compiled without that copy's features, and called).
 trait BlockType<const BYTES: usize> {
-    fn dot<D: BlockDot>(acc: D, w: &[u8; BYTES], x: &[i8; QK], dx: f32) -> D;
+    fn dot<D: GroupDot, const R: usize>(acc: [D; R], w: &[u8; BYTES], x: [XBlock; R]) -> [D; R];
 }
 
 struct Q8;
 struct Q4;
 
-impl BlockType<34> for Q8 {
+impl BlockType<Q8_0_GROUP_BYTES> for Q8 {
     #[inline(always)]
-    fn dot<D: BlockDot>(acc: D, w: &[u8; 34], x: &[i8; QK], dx: f32) -> D {
-        acc.dot_q8_0(w, x, dx)
+    fn dot<D: GroupDot, const R: usize>(
+        acc: [D; R],
+        w: &[u8; Q8_0_GROUP_BYTES],
+        x: [XBlock; R],
+    ) -> [D; R] {
+        D::q8_0(acc, w, x)
     }
 }
 
-impl BlockType<18> for Q4 {
+impl BlockType<Q4_0_GROUP_BYTES> for Q4 {
     #[inline(always)]
-    fn dot<D: BlockDot>(acc: D, w: &[u8; 18], x: &[i8; QK], dx: f32) -> D {
-        acc.dot_q4_0(w, x, dx)
+    fn dot<D: GroupDot, const R: usize>(
+        acc: [D; R],
+        w: &[u8; Q4_0_GROUP_BYTES],
+        x: [XBlock; R],
+    ) -> [D; R] {
+        D::q4_0(acc, w, x)
     }
 }
 
-/// Outputs and rows of `x` per register tile: [`TILE_OUTPUTS`] x
-/// [`TILE_ROWS`] sums in flight, each weight block read once for the
-/// tile's rows and each block of `x` once for its outputs (prompts); one row
-/// (decoding) takes [`TILE_OUTPUTS`] outputs at a time, so that several
-/// independent sums hide the multiply-add latency.
-const TILE_OUTPUTS: usize = 4;
+/// Rows of `x` per pass over a group's blocks: each weight byte loaded once
+/// serves this many rows.
 const TILE_ROWS: usize = 4;
 
-impl Outputs<'_> {
-    /// Every output of the task in tiles, the ragged edges one sum at a
-    /// time. Each sum adds its blocks in order into one accumulator, so a
-    /// result does not depend on the tile it was computed in.
+impl Group<'_> {
+    /// The group's outputs for every row, [`TILE_ROWS`] rows at a time.
     #[inline(always)]
-    fn tiles<D: BlockDot, const BYTES: usize, T: BlockType<BYTES>>(self) {
-        let Outputs { out, x, w, first } = self;
-        let m = x.rows;
-        let count = out.len() / m;
-        let weights = |o: usize| w.row(first + o).as_chunks::<BYTES>().0;
-        for o0 in (0..count).step_by(TILE_OUTPUTS) {
-            if o0 + TILE_OUTPUTS > count {
-                // The task's last few outputs, one sum at a time.
-                for o in o0..count {
-                    for i in 0..m {
-                        out[o * m + i] = tile::<D, BYTES, T, 1, 1>([weights(o)], [x.row(i)])[0][0];
-                    }
-                }
-                continue;
+    fn rows<D: GroupDot, const BYTES: usize, T: BlockType<BYTES>>(self) {
+        let Group { out, x, w, g } = self;
+        let blocks = w.group(g).as_chunks::<BYTES>().0;
+        let lanes = out.len() / x.rows;
+        let mut i0 = 0;
+        while i0 + TILE_ROWS <= x.rows {
+            let sums = tile::<D, BYTES, T, TILE_ROWS>(blocks, x, i0);
+            for (r, sum) in sums.iter().enumerate() {
+                sum.store(&mut out[(i0 + r) * lanes..][..lanes]);
             }
-            let w_tile = std::array::from_fn(|o| weights(o0 + o));
-            let mut i0 = 0;
-            while i0 + TILE_ROWS <= m {
-                let rows = std::array::from_fn(|r| x.row(i0 + r));
-                let sums = tile::<D, BYTES, T, TILE_OUTPUTS, TILE_ROWS>(w_tile, rows);
-                for (o, row) in sums.iter().enumerate() {
-                    out[(o0 + o) * m + i0..][..TILE_ROWS].copy_from_slice(row);
-                }
-                i0 += TILE_ROWS;
-            }
-            for i in i0..m {
-                let sums = tile::<D, BYTES, T, TILE_OUTPUTS, 1>(w_tile, [x.row(i)]);
-                for (o, row) in sums.iter().enumerate() {
-                    out[(o0 + o) * m + i] = row[0];
-                }
-            }
+            i0 += TILE_ROWS;
+        }
+        for i in i0..x.rows {
+            let [sum] = tile::<D, BYTES, T, 1>(blocks, x, i);
+            sum.store(&mut out[i * lanes..][..lanes]);
         }
     }
 }
 
-/// `sums[o][r] = dot(W row o, x row r)` for `O` weight rows and `R` rows of
-/// `x`, block by block, each sum in its own accumulator.
+/// The 16 outputs of a group for rows `i0..i0 + R` of `x`, block by block.
 #[inline(always)]
-fn tile<D: BlockDot, const BYTES: usize, T: BlockType<BYTES>, const O: usize, const R: usize>(
-    w: [&[[u8; BYTES]]; O],
-    x: [(&[f32], &[[i8; QK]]); R],
-) -> [[f32; R]; O] {
-    let blocks = x[0].1.len();
-    // Every row cut to the same length, so the loop indexes without checks.
-    let w: [&[[u8; BYTES]]; O] = std::array::from_fn(|o| &w[o][..blocks]);
-    let x: [(&[f32], &[[i8; QK]]); R] =
-        std::array::from_fn(|r| (&x[r].0[..blocks], &x[r].1[..blocks]));
-    let mut acc = [[D::ZERO; R]; O];
-    // Block `b` of every row at once: an index, not one iterator per row.
-    #[allow(clippy::needless_range_loop)]
-    for b in 0..blocks {
-        for o in 0..O {
-            for r in 0..R {
-                acc[o][r] = T::dot(acc[o][r], &w[o][b], &x[r].1[b], x[r].0[b]);
-            }
-        }
+fn tile<D: GroupDot, const BYTES: usize, T: BlockType<BYTES>, const R: usize>(
+    blocks: &[[u8; BYTES]],
+    x: &QuantizedRows,
+    i0: usize,
+) -> [D; R] {
+    let mut acc = [D::ZERO; R];
+    for (b, block) in blocks.iter().enumerate() {
+        acc = T::dot(acc, block, std::array::from_fn(|r| x.block(i0 + r, b)));
     }
-    let mut sums = [[0.0; R]; O];
-    for o in 0..O {
-        for r in 0..R {
-            sums[o][r] = acc[o][r].sum();
-        }
-    }
-    sums
+    acc
 }
 
-/// The slow, obviously correct twin of [`matmul`]: each output one block at
-/// a time, integer sums then `acc += (dw dx) sum` in one f32, from the same
-/// quantized `x`.
+/// The slow, obviously correct twin of [`matmul`]: each output one ggml
+/// block at a time, integer sums then `acc + (dw dx) sum` in f32, from the
+/// same quantized `x`.
 pub fn matmul_naive(dst: &mut [f32], x: &QuantizedRows, w: &QuantMatrix) {
     let (m, n) = (x.rows, w.out_features);
-    let bb = w.ty.block_bytes();
+    let mut block = [0u8; 34];
+    let block = &mut block[..w.ty.block_bytes()];
     for i in 0..m {
-        let (dx, qx) = x.row(i);
         for o in 0..n {
             let mut acc = 0f32;
-            for (b, block) in w.row(o).chunks_exact(bb).enumerate() {
+            for b in 0..x.blocks_per_row {
+                w.ggml_block(o, b, block);
                 let dw = f16::from_le_bytes([block[0], block[1]]).to_f32();
+                let xb = x.block(i, b);
                 let sum: i32 = (0..QK)
-                    .map(|j| quantized_value(w.ty, block, j) * qx[b][j] as i32)
+                    .map(|j| quantized_value(w.ty, block, j) * xb.q[j] as i32)
                     .sum();
-                acc += dw * dx[b] * sum as f32;
+                acc += (dw * xb.d) * sum as f32;
             }
             dst[i * n + o] = acc;
         }
@@ -470,13 +498,14 @@ mod tests {
 
     /// `(m, IN, OUT)`: one row (decoding), several, OUT past a task's edge and
     /// rows and outputs past a tile's.
-    const SHAPES: [(usize, usize, usize); 6] = [
+    const SHAPES: [(usize, usize, usize); 7] = [
         (1, 32, 1),
         (1, 96, 37),
         (3, 64, 17),
         (5, 128, 33),
         (9, 64, 23),
         (1, 256, 100),
+        (4, 64, 32),
     ];
 
     #[test]
@@ -492,14 +521,12 @@ mod tests {
                 for level in BlockLevel::ALL.into_iter().filter(|l| l.available()) {
                     let mut got = vec![f32::NAN; m * n];
                     matmul_at(level, &mut got, &xq, &wq, &mut Vec::new());
-                    for (g, e) in got.iter().zip(&want) {
-                        // Only the order of k / 32 f32 additions differs.
-                        let tol = 1e-6 * (k as f32) * e.abs().max(1.0);
-                        assert!(
-                            (g - e).abs() <= tol,
-                            "{ty:?} {level:?} ({m},{k},{n}): {g} vs {e}"
-                        );
-                    }
+                    // The same bits: exact integer sums, the same f32 steps.
+                    let same = got
+                        .iter()
+                        .zip(&want)
+                        .all(|(g, e)| g.to_bits() == e.to_bits());
+                    assert!(same, "{ty:?} {level:?} ({m},{k},{n}): {got:?} vs {want:?}");
                 }
             }
         }
@@ -559,7 +586,17 @@ mod tests {
         let w = random(64 * 3, 5);
         for ty in [WeightType::Q8_0, WeightType::Q4_0] {
             let wq = QuantMatrix::quantize(MatRef::new(&w, 3, 64).t(), ty).unwrap();
-            let again = QuantMatrix::from_blocks(ty, (64, 3), &wq.bytes).unwrap();
+            // Back to ggml's layout (a GGUF tensor's bytes), and in again.
+            let bb = ty.block_bytes();
+            let mut ggml = vec![0; 3 * 2 * bb];
+            for (at, block) in ggml.chunks_exact_mut(bb).enumerate() {
+                wq.ggml_block(at / 2, at % 2, block);
+            }
+            let again = QuantMatrix::from_blocks(ty, (64, 3), &ggml).unwrap();
+            assert!(
+                again.bytes == wq.bytes,
+                "{ty:?}: the regrouped bytes differ"
+            );
             let mut row = vec![0.0; 64];
             again.dequantize_row(1, &mut row);
             // Half a step (Q8_0); Q4_0's `+7 d` end clamps the sign opposite

@@ -41,9 +41,10 @@
 //! | `a.store(&mut array)` | the lanes, written out |
 //! | `prefetch(data, at)` | a hint to start loading `data[at]`'s cache line |
 //!
-//! Quantized blocks (`backend/cpu/quant.rs`) have their own small API,
-//! [`BlockDot`] and [`dispatch_blocks`]: integer dot products of 32 values
-//! (AVX2's `vpmaddubsw`, or AVX512_VNNI's `vpdpbusd` where the CPU has it).
+//! Quantized weights (`backend/cpu/quant.rs`) have their own small API,
+//! [`GroupDot`] and [`dispatch_groups_at`]: integer dot products of 16
+//! outputs' blocks of 32 values at once (AVX2's `vpmaddubsw`, or
+//! AVX512_VNNI's `vpdpbusd` where the CPU has it).
 
 use crate::error::{Error, Result};
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -389,35 +390,66 @@ impl PairDot for PortablePairs {
     }
 }
 
-/// Dot products of ggml's quantized blocks of 32 values against a Q8_0
-/// activation block (`x`: 32 `i8`, its scale `dx`), summed into 8 f32 lanes
-/// as llama.cpp's `ggml_vec_dot_q8_0_q8_0` does:
+/// Outputs per group of a quantized matrix (`quant.rs`): the 16 `i32`
+/// lanes of one 512-bit register.
+pub const GROUP: usize = 16;
+
+/// Bytes of one group's block (16 outputs by 32 inputs): 16 f16 scales,
+/// then the quantized values, 4 input bytes per output lane:
+///
+/// | type | bytes | chunk `k` (64 bytes), lane `o`, byte `t` |
+/// |---|---|---|
+/// | Q8_0 | 32 + 8 x 64 = 544 | `q[o][4k + t] + 128` (an unsigned byte) |
+/// | Q4_0 | 32 + 4 x 64 = 288 | low nibble `q[o][4k + t] + 8`, high nibble `q[o][16 + 4k + t] + 8` |
+pub const Q8_0_GROUP_BYTES: usize = 32 + 8 * 64;
+pub const Q4_0_GROUP_BYTES: usize = 32 + 4 * 64;
+
+/// One block of a row of `x` quantized to Q8_0: 32 values, their scale and
+/// their sum (which removes the weights' `+128` or `+8` offset).
+#[derive(Clone, Copy)]
+pub struct XBlock<'a> {
+    pub q: &'a [i8; 32],
+    pub d: f32,
+    pub sum: i32,
+}
+
+/// Dot products of one group's block with blocks of `R` rows of `x`, added
+/// into 16 f32 lanes per row, one lane per output `o`:
 ///
 /// ```text
-/// lane[l] = sum_{j = 4l..4l+4} w[j] x[j]            (exact, in i32)
-/// acc[l]  = acc[l] + (dw dx) lane[l]                 (fused at avx2 and up)
+/// s[r][o]   = sum_j u[o][j] x[r][j] - offset * sum_j x[r][j]   (exact, in i32)
+/// acc[r][o] = acc[r][o] + (dw[o] * dx[r]) * s[r][o]            (never fused)
 /// ```
 ///
-/// `w` is a whole weight block: its f16 scale `dw` (2 bytes, little-endian)
-/// then the quantized values (Q8_0: 32 `i8`; Q4_0: 16 bytes, the low
-/// nibbles values 0..16 and the high nibbles 16..32, each minus 8).
-pub trait BlockDot: Copy {
+/// `u` is the stored unsigned byte (`q + offset`, offset 128 for Q8_0 and 8
+/// for Q4_0), as AVX512_VNNI's `vpdpbusd` multiplies unsigned by signed
+/// bytes. Integer sums are exact and the f32 steps are the same at every
+/// level, so every level gives the same bits.
+pub trait GroupDot: Copy {
     const ZERO: Self;
-    fn dot_q8_0(self, w: &[u8; 34], x: &[i8; 32], dx: f32) -> Self;
-    fn dot_q4_0(self, w: &[u8; 18], x: &[i8; 32], dx: f32) -> Self;
-    /// The 8 lanes added pairwise, in a fixed order.
-    fn sum(self) -> f32;
+    fn q8_0<const R: usize>(
+        acc: [Self; R],
+        w: &[u8; Q8_0_GROUP_BYTES],
+        x: [XBlock; R],
+    ) -> [Self; R];
+    fn q4_0<const R: usize>(
+        acc: [Self; R],
+        w: &[u8; Q4_0_GROUP_BYTES],
+        x: [XBlock; R],
+    ) -> [Self; R];
+    /// The first `to.len()` (at most 16) lanes.
+    fn store(self, to: &mut [f32]);
 }
 
-/// A kernel written once for any [`BlockDot`]; [`dispatch_blocks`] picks which.
-pub trait BlockKernel {
+/// A kernel written once for any [`GroupDot`]; [`dispatch_groups_at`] picks which.
+pub trait GroupKernel {
     type Output;
     /// Mark it `#[inline(always)]`, as [`Kernel::run`].
-    fn run<D: BlockDot>(self) -> Self::Output;
+    fn run<D: GroupDot>(self) -> Self::Output;
 }
 
-/// Which [`BlockDot`] runs: the portable one, AVX2's `vpmaddubsw`, or
-/// AVX512_VNNI's `vpdpbusd` (on 256-bit registers, as llama.cpp uses it).
+/// Which [`GroupDot`] runs: the portable one, AVX2's `vpmaddubsw`, or
+/// AVX512_VNNI's `vpdpbusd` on 512-bit registers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BlockLevel {
     Portable,
@@ -461,200 +493,325 @@ fn has_avx512_vnni() -> bool {
     false
 }
 
-/// Run `kernel` with the [`BlockDot`] of [`BlockLevel::chosen`].
+/// Run `kernel` with the [`GroupDot`] of `level` ([`BlockLevel::chosen`]
+/// outside tests); panics if the CPU lacks it.
 #[inline(always)]
-pub fn dispatch_blocks<K: BlockKernel>(kernel: K) -> K::Output {
-    dispatch_blocks_at(BlockLevel::chosen(), kernel)
-}
-
-/// Run `kernel` with the [`BlockDot`] of `level` (tests compare them);
-/// panics if the CPU lacks it.
-#[inline(always)]
-pub fn dispatch_blocks_at<K: BlockKernel>(level: BlockLevel, kernel: K) -> K::Output {
+pub fn dispatch_groups_at<K: GroupKernel>(level: BlockLevel, kernel: K) -> K::Output {
     assert!(level.available(), "{level:?} is not available on this CPU");
     match level {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `available` checked the CPU's features just above.
-        BlockLevel::Avx512Vnni => unsafe { x86::run_blocks_vnni(kernel) },
+        BlockLevel::Avx512Vnni => unsafe { x86::run_groups_vnni(kernel) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above.
-        BlockLevel::Avx2 => unsafe { x86::run_blocks_avx2(kernel) },
-        _ => kernel.run::<PortableBlocks>(),
+        BlockLevel::Avx2 => unsafe { x86::run_groups_avx2(kernel) },
+        _ => kernel.run::<PortableGroup>(),
     }
 }
 
-/// The scale of a block: the f16 in its first two bytes, as f32.
+/// The 16 f16 scales that open a group's block, as f32.
 #[inline(always)]
-fn block_scale(w: &[u8]) -> f32 {
-    half::f16::from_le_bytes([w[0], w[1]]).to_f32()
+fn group_scales(w: &[u8]) -> [f32; GROUP] {
+    std::array::from_fn(|o| half::f16::from_le_bytes([w[2 * o], w[2 * o + 1]]).to_f32())
 }
 
-/// The portable [`BlockDot`]: 8 f32 lanes in an array.
+/// `acc + (dw dx) s`, lane by lane: the last step of every level.
+#[inline(always)]
+fn scaled_sums(acc: [f32; GROUP], dw: [f32; GROUP], x: XBlock, s: [i32; GROUP]) -> [f32; GROUP] {
+    std::array::from_fn(|o| acc[o] + (dw[o] * x.d) * s[o] as f32)
+}
+
+/// The portable [`GroupDot`]: 16 f32 lanes in an array.
 #[derive(Clone, Copy)]
-pub struct PortableBlocks([f32; 8]);
+pub struct PortableGroup([f32; GROUP]);
 
-impl PortableBlocks {
+impl PortableGroup {
+    /// [`GroupDot`]'s formula with `value(o, j)` the stored unsigned value.
     #[inline(always)]
-    fn add_lanes(self, w: &[i8; 32], x: &[i8; 32], d: f32) -> Self {
-        PortableBlocks(std::array::from_fn(|l| {
-            let lane: i32 = (4 * l..4 * l + 4).map(|j| w[j] as i32 * x[j] as i32).sum();
-            super::math::mul_add(d, lane as f32, self.0[l])
-        }))
+    fn add<const R: usize>(
+        acc: [Self; R],
+        w: &[u8],
+        x: [XBlock; R],
+        offset: i32,
+        value: impl Fn(usize, usize) -> i32,
+    ) -> [Self; R] {
+        let dw = group_scales(w);
+        std::array::from_fn(|r| {
+            let s = std::array::from_fn(|o| {
+                let dot: i32 = (0..32).map(|j| value(o, j) * x[r].q[j] as i32).sum();
+                dot - offset * x[r].sum
+            });
+            PortableGroup(scaled_sums(acc[r].0, dw, x[r], s))
+        })
     }
 }
 
-impl BlockDot for PortableBlocks {
-    const ZERO: Self = PortableBlocks([0.0; 8]);
+impl GroupDot for PortableGroup {
+    const ZERO: Self = PortableGroup([0.0; GROUP]);
 
     #[inline(always)]
-    fn dot_q8_0(self, w: &[u8; 34], x: &[i8; 32], dx: f32) -> Self {
-        let q: [i8; 32] = std::array::from_fn(|j| w[2 + j] as i8);
-        self.add_lanes(&q, x, block_scale(w) * dx)
-    }
-
-    #[inline(always)]
-    fn dot_q4_0(self, w: &[u8; 18], x: &[i8; 32], dx: f32) -> Self {
-        let q: [i8; 32] = std::array::from_fn(|j| match j < 16 {
-            true => (w[2 + j] & 15) as i8 - 8,
-            false => (w[2 + j - 16] >> 4) as i8 - 8,
-        });
-        self.add_lanes(&q, x, block_scale(w) * dx)
+    fn q8_0<const R: usize>(
+        acc: [Self; R],
+        w: &[u8; Q8_0_GROUP_BYTES],
+        x: [XBlock; R],
+    ) -> [Self; R] {
+        Self::add(acc, w, x, 128, |o, j| {
+            w[32 + 64 * (j / 4) + 4 * o + j % 4] as i32
+        })
     }
 
     #[inline(always)]
-    fn sum(self) -> f32 {
-        sum8(self.0)
+    fn q4_0<const R: usize>(
+        acc: [Self; R],
+        w: &[u8; Q4_0_GROUP_BYTES],
+        x: [XBlock; R],
+    ) -> [Self; R] {
+        Self::add(acc, w, x, 8, |o, j| {
+            let byte = w[32 + 64 * (j % 16 / 4) + 4 * o + j % 4];
+            (if j < 16 { byte & 15 } else { byte >> 4 }) as i32
+        })
     }
-}
 
-/// 8 lanes added pairwise: `((0+4)+(2+6)) + ((1+5)+(3+7))`.
-#[inline(always)]
-fn sum8(mut lanes: [f32; 8]) -> f32 {
-    let mut width = 8;
-    while width > 1 {
-        width /= 2;
-        for l in 0..width {
-            lanes[l] += lanes[l + width];
-        }
+    #[inline(always)]
+    fn store(self, to: &mut [f32]) {
+        to.copy_from_slice(&self.0[..to.len()]);
     }
-    lanes[0]
 }
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{BlockDot, BlockKernel, Kernel, PairDot, PairKernel, Vector};
+    use super::{
+        GroupDot, GroupKernel, Kernel, PairDot, PairKernel, Q4_0_GROUP_BYTES, Q8_0_GROUP_BYTES,
+        Vector, XBlock,
+    };
     use std::arch::x86_64::*;
 
     #[target_feature(enable = "avx,avx2,fma,bmi1,bmi2,f16c,lzcnt,movbe")]
-    pub(super) unsafe fn run_blocks_avx2<K: BlockKernel>(kernel: K) -> K::Output {
-        kernel.run::<Avx2Blocks>()
+    pub(super) unsafe fn run_groups_avx2<K: GroupKernel>(kernel: K) -> K::Output {
+        kernel.run::<Avx2Group>()
     }
 
     #[target_feature(enable = "avx,avx2,fma,bmi1,bmi2,f16c,lzcnt,movbe")]
     #[target_feature(enable = "avx512f,avx512bw,avx512cd,avx512dq,avx512vl,avx512vnni")]
-    pub(super) unsafe fn run_blocks_vnni<K: BlockKernel>(kernel: K) -> K::Output {
-        kernel.run::<VnniBlocks>()
+    pub(super) unsafe fn run_groups_vnni<K: GroupKernel>(kernel: K) -> K::Output {
+        kernel.run::<VnniGroup>()
     }
 
-    // SAFETY (every `unsafe` below): an `Avx2Blocks` exists only inside
-    // `run_blocks_avx2` or `run_blocks_vnni`, a `VnniBlocks` only inside
-    // `run_blocks_vnni` (private types; `ZERO` is plain bits), which run only
-    // on CPUs with those features; loads read exactly the arrays' bytes.
+    // SAFETY (every `unsafe` below): an `Avx2Group` exists only inside
+    // `run_groups_avx2` or `run_groups_vnni`, a `VnniGroup` only inside
+    // `run_groups_vnni` (private types; `ZERO` is plain bits), which run only
+    // on CPUs with those features; loads read within the arrays' bytes
+    // (checked offsets into fixed-size arrays).
     #[derive(Clone, Copy)]
-    pub(super) struct Avx2Blocks(__m256);
+    pub(super) struct Avx2Group([__m256; 2]);
 
     #[derive(Clone, Copy)]
-    pub(super) struct VnniBlocks(__m256);
+    pub(super) struct VnniGroup(__m512);
 
-    /// The f16 in the first two bytes of `w`, as f32 (F16C).
+    /// Bytes `at..at + 4` of a row of `x`, in every 32-bit lane.
     #[inline(always)]
-    fn scale(w: &[u8]) -> f32 {
-        let bits = u16::from_le_bytes([w[0], w[1]]) as i32;
-        unsafe { _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits))) }
+    fn x4(q: &[i8; 32], at: usize) -> i32 {
+        let b = &q[at..at + 4];
+        i32::from_le_bytes([b[0] as u8, b[1] as u8, b[2] as u8, b[3] as u8])
     }
 
     /// 32 bytes from `at`.
     #[inline(always)]
-    fn load32(at: &[u8]) -> __m256i {
-        assert!(at.len() >= 32);
-        unsafe { _mm256_loadu_si256(at.as_ptr().cast()) }
+    fn load32(w: &[u8], at: usize) -> __m256i {
+        let b = &w[at..at + 32];
+        unsafe { _mm256_loadu_si256(b.as_ptr().cast()) }
     }
 
-    /// A Q4_0 block's 16 bytes as 32 `i8` values in `-8..8` (low nibbles first).
+    /// 64 bytes from `at`.
     #[inline(always)]
-    fn unpack_q4(w: &[u8; 18]) -> __m256i {
-        unsafe {
-            let low = _mm_loadu_si128(w[2..].as_ptr().cast());
-            let both = _mm256_set_m128i(_mm_srli_epi16(low, 4), low);
-            let nibbles = _mm256_and_si256(both, _mm256_set1_epi8(15));
-            _mm256_sub_epi8(nibbles, _mm256_set1_epi8(8))
-        }
+    fn load64(w: &[u8], at: usize) -> __m512i {
+        let b = &w[at..at + 64];
+        unsafe { _mm512_loadu_si512(b.as_ptr().cast()) }
     }
 
-    /// `|w|` (unsigned) and `x * sign(w)` (signed): llama.cpp's sign trick,
-    /// since the byte products take one unsigned operand. `|w| <= 128` and
-    /// `|x| <= 127`, so nothing overflows.
-    #[inline(always)]
-    fn signed_pair(w: __m256i, x: __m256i) -> (__m256i, __m256i) {
-        unsafe { (_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w)) }
-    }
-
-    impl Avx2Blocks {
-        /// `acc + d * (sums of 4 byte products)`, `vpmaddubsw` then `vpmaddwd`.
+    impl VnniGroup {
+        /// `acc + (dw dx) (s - offset * sum x)`, from the `i32` sums `s`.
         #[inline(always)]
-        fn add(self, w: __m256i, x: __m256i, d: f32) -> Self {
+        fn finish<const R: usize>(
+            acc: [Self; R],
+            w: &[u8],
+            x: [XBlock; R],
+            s: [__m512i; R],
+            offset: i32,
+        ) -> [Self; R] {
             unsafe {
-                let (uw, sx) = signed_pair(w, x);
-                let pairs = _mm256_maddubs_epi16(uw, sx);
-                let quads = _mm256_madd_epi16(pairs, _mm256_set1_epi16(1));
-                let sums = _mm256_cvtepi32_ps(quads);
-                Avx2Blocks(_mm256_fmadd_ps(_mm256_set1_ps(d), sums, self.0))
+                let dw = _mm512_cvtph_ps(load32(w, 0));
+                std::array::from_fn(|r| {
+                    let s = _mm512_sub_epi32(s[r], _mm512_set1_epi32(offset * x[r].sum));
+                    let d = _mm512_mul_ps(dw, _mm512_set1_ps(x[r].d));
+                    VnniGroup(_mm512_add_ps(
+                        acc[r].0,
+                        _mm512_mul_ps(d, _mm512_cvtepi32_ps(s)),
+                    ))
+                })
             }
         }
     }
 
-    impl VnniBlocks {
-        /// `acc + d * (sums of 4 byte products)`, one `vpdpbusd`.
+    impl GroupDot for VnniGroup {
+        const ZERO: Self =
+            VnniGroup(unsafe { std::mem::transmute::<[f32; 16], __m512>([0.0; 16]) });
+
         #[inline(always)]
-        fn add(self, w: __m256i, x: __m256i, d: f32) -> Self {
+        fn q8_0<const R: usize>(
+            acc: [Self; R],
+            w: &[u8; Q8_0_GROUP_BYTES],
+            x: [XBlock; R],
+        ) -> [Self; R] {
             unsafe {
-                let (uw, sx) = signed_pair(w, x);
-                let quads = _mm256_dpbusd_epi32(_mm256_setzero_si256(), uw, sx);
-                let sums = _mm256_cvtepi32_ps(quads);
-                VnniBlocks(_mm256_fmadd_ps(_mm256_set1_ps(d), sums, self.0))
+                let mut s = [_mm512_setzero_si512(); R];
+                for k in 0..8 {
+                    let wk = load64(w, 32 + 64 * k);
+                    for r in 0..R {
+                        s[r] = _mm512_dpbusd_epi32(s[r], wk, _mm512_set1_epi32(x4(x[r].q, 4 * k)));
+                    }
+                }
+                Self::finish(acc, w, x, s, 128)
+            }
+        }
+
+        #[inline(always)]
+        fn q4_0<const R: usize>(
+            acc: [Self; R],
+            w: &[u8; Q4_0_GROUP_BYTES],
+            x: [XBlock; R],
+        ) -> [Self; R] {
+            unsafe {
+                let mut s = [_mm512_setzero_si512(); R];
+                let nibble = _mm512_set1_epi8(15);
+                for k in 0..4 {
+                    let packed = load64(w, 32 + 64 * k);
+                    let low = _mm512_and_si512(packed, nibble);
+                    let high = _mm512_and_si512(_mm512_srli_epi16(packed, 4), nibble);
+                    for r in 0..R {
+                        s[r] = _mm512_dpbusd_epi32(s[r], low, _mm512_set1_epi32(x4(x[r].q, 4 * k)));
+                        s[r] = _mm512_dpbusd_epi32(
+                            s[r],
+                            high,
+                            _mm512_set1_epi32(x4(x[r].q, 16 + 4 * k)),
+                        );
+                    }
+                }
+                Self::finish(acc, w, x, s, 8)
+            }
+        }
+
+        #[inline(always)]
+        fn store(self, to: &mut [f32]) {
+            let mut lanes = [0.0f32; 16];
+            unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), self.0) };
+            to.copy_from_slice(&lanes[..to.len()]);
+        }
+    }
+
+    impl Avx2Group {
+        /// `sum of 4 byte products` per 32-bit lane, unsigned `u` by signed `x`
+        /// (`vpmaddubsw` then `vpmaddwd`; pairs stay within `i16`).
+        #[inline(always)]
+        fn quads(u: __m256i, x: __m256i) -> __m256i {
+            unsafe { _mm256_madd_epi16(_mm256_maddubs_epi16(u, x), _mm256_set1_epi16(1)) }
+        }
+
+        /// As [`VnniGroup::finish`], per half of 8 outputs.
+        #[inline(always)]
+        fn finish<const R: usize>(
+            acc: [Self; R],
+            w: &[u8],
+            x: [XBlock; R],
+            s: [[__m256i; 2]; R],
+            offset: i32,
+        ) -> [Self; R] {
+            unsafe {
+                let dw = [
+                    _mm256_cvtph_ps(_mm_loadu_si128(w[..16].as_ptr().cast())),
+                    _mm256_cvtph_ps(_mm_loadu_si128(w[16..32].as_ptr().cast())),
+                ];
+                std::array::from_fn(|r| {
+                    Avx2Group(std::array::from_fn(|h| {
+                        let s = _mm256_sub_epi32(s[r][h], _mm256_set1_epi32(offset * x[r].sum));
+                        let d = _mm256_mul_ps(dw[h], _mm256_set1_ps(x[r].d));
+                        _mm256_add_ps(acc[r].0[h], _mm256_mul_ps(d, _mm256_cvtepi32_ps(s)))
+                    }))
+                })
             }
         }
     }
 
-    /// `BlockDot` for a type with an `add` as above.
-    macro_rules! block_dot {
-        ($t:ident) => {
-            impl BlockDot for $t {
-                const ZERO: Self = $t(unsafe { std::mem::transmute::<[f32; 8], __m256>([0.0; 8]) });
+    impl GroupDot for Avx2Group {
+        const ZERO: Self =
+            Avx2Group(unsafe { std::mem::transmute::<[f32; 16], [__m256; 2]>([0.0; 16]) });
 
-                #[inline(always)]
-                fn dot_q8_0(self, w: &[u8; 34], x: &[i8; 32], dx: f32) -> Self {
-                    let x = unsafe { _mm256_loadu_si256(x.as_ptr().cast()) };
-                    self.add(load32(&w[2..]), x, scale(w) * dx)
+        /// Signed weights (`u - 128`), then llama.cpp's sign trick: `|w|` by
+        /// `x * sign(w)`, since `u` by `x` could overflow `vpmaddubsw`'s pairs.
+        #[inline(always)]
+        fn q8_0<const R: usize>(
+            acc: [Self; R],
+            w: &[u8; Q8_0_GROUP_BYTES],
+            x: [XBlock; R],
+        ) -> [Self; R] {
+            unsafe {
+                let mut s = [[_mm256_setzero_si256(); 2]; R];
+                for k in 0..8 {
+                    // `h` picks the half of both the weights and the sums.
+                    #[allow(clippy::needless_range_loop)]
+                    for h in 0..2 {
+                        let signed = _mm256_xor_si256(
+                            load32(w, 32 + 64 * k + 32 * h),
+                            _mm256_set1_epi8(-128),
+                        );
+                        let magnitude = _mm256_sign_epi8(signed, signed);
+                        for r in 0..R {
+                            let xs = _mm256_sign_epi8(_mm256_set1_epi32(x4(x[r].q, 4 * k)), signed);
+                            s[r][h] = _mm256_add_epi32(s[r][h], Self::quads(magnitude, xs));
+                        }
+                    }
                 }
-
-                #[inline(always)]
-                fn dot_q4_0(self, w: &[u8; 18], x: &[i8; 32], dx: f32) -> Self {
-                    let x = unsafe { _mm256_loadu_si256(x.as_ptr().cast()) };
-                    self.add(unpack_q4(w), x, scale(w) * dx)
-                }
-
-                #[inline(always)]
-                fn sum(self) -> f32 {
-                    let mut lanes = [0.0f32; 8];
-                    unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), self.0) };
-                    super::sum8(lanes)
-                }
+                Self::finish(acc, w, x, s, 0)
             }
-        };
+        }
+
+        #[inline(always)]
+        fn q4_0<const R: usize>(
+            acc: [Self; R],
+            w: &[u8; Q4_0_GROUP_BYTES],
+            x: [XBlock; R],
+        ) -> [Self; R] {
+            unsafe {
+                let mut s = [[_mm256_setzero_si256(); 2]; R];
+                let nibble = _mm256_set1_epi8(15);
+                for k in 0..4 {
+                    // `h` picks the half of both the weights and the sums.
+                    #[allow(clippy::needless_range_loop)]
+                    for h in 0..2 {
+                        let packed = load32(w, 32 + 64 * k + 32 * h);
+                        let low = _mm256_and_si256(packed, nibble);
+                        let high = _mm256_and_si256(_mm256_srli_epi16(packed, 4), nibble);
+                        for r in 0..R {
+                            let lo = Self::quads(low, _mm256_set1_epi32(x4(x[r].q, 4 * k)));
+                            let hi = Self::quads(high, _mm256_set1_epi32(x4(x[r].q, 16 + 4 * k)));
+                            s[r][h] = _mm256_add_epi32(s[r][h], _mm256_add_epi32(lo, hi));
+                        }
+                    }
+                }
+                Self::finish(acc, w, x, s, 8)
+            }
+        }
+
+        #[inline(always)]
+        fn store(self, to: &mut [f32]) {
+            let mut lanes = [0.0f32; 16];
+            unsafe {
+                _mm256_storeu_ps(lanes.as_mut_ptr(), self.0[0]);
+                _mm256_storeu_ps(lanes[8..].as_mut_ptr(), self.0[1]);
+            }
+            to.copy_from_slice(&lanes[..to.len()]);
+        }
     }
-    block_dot!(Avx2Blocks);
-    block_dot!(VnniBlocks);
 
     // The features of x86-64-v3 and x86-64-v4, as `detected` checks them.
     #[target_feature(enable = "avx,avx2,fma,bmi1,bmi2,f16c,lzcnt,movbe")]
