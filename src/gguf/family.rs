@@ -79,27 +79,31 @@ pub fn gguf_name(cfg: &ModelConfig, arch: &str, name: &str) -> Option<(String, C
 
 /// Apply `change` to `values` of lmforge's `shape` (`to_gguf`), or undo it.
 pub fn apply(change: Change, values: &[f32], shape: &[usize], to_gguf: bool) -> Vec<f32> {
+    let mut out = vec![0.0; values.len()];
+    apply_into(change, values, shape, to_gguf, &mut out);
+    out
+}
+
+/// [`apply`] into `out` (as long as `values`).
+pub fn apply_into(change: Change, values: &[f32], shape: &[usize], to_gguf: bool, out: &mut [f32]) {
     let (rows, cols) = match shape {
         [rows, cols] => (*rows, *cols),
         [n] => (*n, 1),
-        _ => return values.to_vec(),
+        _ => return out.copy_from_slice(values),
     };
     match change {
-        Change::Same => values.to_vec(),
+        Change::Same => out.copy_from_slice(values),
         Change::Transpose => {
             // lmforge (rows, cols) -> GGUF (cols, rows); back, the other way round.
             let (r, c) = if to_gguf { (rows, cols) } else { (cols, rows) };
-            let mut out = vec![0.0; values.len()];
             for i in 0..r {
                 for j in 0..c {
                     out[j * r + i] = values[i * c + j];
                 }
             }
-            out
         }
         Change::Rope { heads } => {
             let hs = rows / heads;
-            let mut out = vec![0.0; values.len()];
             for h in 0..heads {
                 for i in 0..hs / 2 {
                     for j in 0..2 {
@@ -111,7 +115,6 @@ pub fn apply(change: Change, values: &[f32], shape: &[usize], to_gguf: bool) -> 
                     }
                 }
             }
-            out
         }
     }
 }

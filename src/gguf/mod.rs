@@ -313,10 +313,15 @@ fn read_params(
                 ),
             ));
         }
-        let values = family::apply(change, &file.tensor_f32(info), &t.shape, false);
-        crate::checkpoint::integrity::check_finite(&values, &name, path)?;
-        params[t.range.clone()].copy_from_slice(&values);
-        release(file.tensor_bytes(info));
+        read_tensor_into(
+            file,
+            info,
+            change,
+            &t.shape,
+            &mut params[t.range.clone()],
+            path,
+            release,
+        )?;
         used.insert(name);
     }
     for info in &file.tensors {
@@ -334,6 +339,41 @@ fn read_params(
         }
     }
     Ok(params)
+}
+
+/// Tensor `info` of `file` as lmforge's tensor of `shape` (`change`
+/// undone), into `out`, checked finite. The file's pages go to `release` as
+/// soon as they are read, so that a large tensor never has its file pages,
+/// a converted copy and its place in `out` in memory at once: a tensor kept
+/// as it is converts straight into `out`, a few MiB at a time.
+pub(crate) fn read_tensor_into(
+    file: &GgufFile,
+    info: &file::TensorInfo,
+    change: Change,
+    shape: &[usize],
+    out: &mut [f32],
+    path: &Path,
+    release: &dyn Fn(&[u8]),
+) -> Result<()> {
+    let bytes = file.tensor_bytes(info);
+    if change != Change::Same {
+        let values = quant::dequantize(info.ty, bytes);
+        release(bytes);
+        checkpoint::integrity::check_finite(&values, &info.name, path)?;
+        family::apply_into(change, &values, shape, false, out);
+        return Ok(());
+    }
+    const PIECE_BYTES: usize = 4 << 20;
+    let block = info.ty.block_bytes();
+    let mut at = 0;
+    for piece in bytes.chunks(PIECE_BYTES / block * block) {
+        let values = quant::dequantize(info.ty, piece);
+        checkpoint::integrity::check_finite(&values, &info.name, path)?;
+        out[at..at + values.len()].copy_from_slice(&values);
+        at += values.len();
+        release(piece);
+    }
+    Ok(())
 }
 
 /// Write the GGUF file `path` as the run directory `out`: `model.safetensors`

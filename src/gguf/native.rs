@@ -76,9 +76,8 @@ pub fn load<B: Backend>(
     for t in &model.layout.tensors {
         if !packed_here.iter().any(|m| inside(t, m)) {
             let (info, change) = gguf_tensor(file, model, &arch, t).map_err(|e| bad(path, e))?;
-            let values = family::apply(change, &file.tensor_f32(info), &t.shape, false);
-            check_finite(&values, &info.name, path)?;
-            host[t.range.clone()].copy_from_slice(&values);
+            let out = &mut host[t.range.clone()];
+            super::read_tensor_into(file, info, change, &t.shape, out, path, release)?;
         }
     }
     let packed = PackedWeights::build(model, ty, |m| {
@@ -88,7 +87,7 @@ pub fn load<B: Backend>(
             parts_of.push((info, change));
         }
         let packed = if parts_of.iter().all(|(info, _)| info.ty == ty_ggml(ty)) {
-            let bytes = blocks(file, path, &parts_of)?;
+            let bytes = blocks(file, path, &parts_of, release)?;
             be.pack_blocks(ty, (m.linear.fan_in, m.linear.fan_out), &bytes)
         } else {
             let values = rows_f32(file, path, &parts_of)?;
@@ -169,8 +168,17 @@ fn rows_cols(info: &TensorInfo) -> (usize, usize) {
 
 /// The parts' rows of blocks, one after the other in lmforge's row order,
 /// each tensor checked to hold finite values.
-fn blocks(file: &GgufFile, path: &Path, parts: &[(&TensorInfo, Change)]) -> Result<Vec<u8>> {
-    let mut out = Vec::new();
+fn blocks(
+    file: &GgufFile,
+    path: &Path,
+    parts: &[(&TensorInfo, Change)],
+    release: &dyn Fn(&[u8]),
+) -> Result<Vec<u8>> {
+    let total = parts
+        .iter()
+        .map(|(info, _)| file.tensor_bytes(info).len())
+        .sum();
+    let mut out = Vec::with_capacity(total);
     for (info, change) in parts {
         let (rows, cols) = rows_cols(info);
         let bytes = file.tensor_bytes(info);
@@ -186,6 +194,7 @@ fn blocks(file: &GgufFile, path: &Path, parts: &[(&TensorInfo, Change)]) -> Resu
             check_finite(&dequantize(info.ty, row), &info.name, path)?;
             out.extend_from_slice(row);
         }
+        release(bytes);
     }
     Ok(out)
 }
