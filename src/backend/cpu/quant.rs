@@ -46,7 +46,7 @@
 //!
 //! Decoding one token is a matrix-vector product, bound by memory: tasks
 //! split the groups, so the threads stream the weights once. Prompts take
-//! [`TILE_ROWS`] rows of `x` per pass over a group's blocks.
+//! up to [`TILE_ROWS`] rows of `x` per pass over a group's blocks.
 
 use super::matmul::MatRef;
 use super::simd::{
@@ -417,28 +417,38 @@ impl BlockType<Q4_0_GROUP_BYTES> for Q4 {
 }
 
 /// Rows of `x` per pass over a group's blocks: each weight byte loaded once
-/// serves this many rows.
-const TILE_ROWS: usize = 4;
+/// serves this many rows (then 4 at a time, then one).
+const TILE_ROWS: usize = 8;
 
 impl Group<'_> {
-    /// The group's outputs for every row, [`TILE_ROWS`] rows at a time.
+    /// The group's outputs for every row, in tiles of [`TILE_ROWS`], 4 and 1 rows.
     #[inline(always)]
-    fn rows<D: GroupDot, const BYTES: usize, T: BlockType<BYTES>>(self) {
-        let Group { out, x, w, g } = self;
-        let blocks = w.group(g).as_chunks::<BYTES>().0;
-        let lanes = out.len() / x.rows;
+    fn rows<D: GroupDot, const BYTES: usize, T: BlockType<BYTES>>(mut self) {
         let mut i0 = 0;
-        while i0 + TILE_ROWS <= x.rows {
-            let sums = tile::<D, BYTES, T, TILE_ROWS>(blocks, x, i0);
-            for (r, sum) in sums.iter().enumerate() {
-                sum.store(&mut out[(i0 + r) * lanes..][..lanes]);
-            }
-            i0 += TILE_ROWS;
+        while i0 + TILE_ROWS <= self.x.rows {
+            i0 = self.tile_rows::<D, BYTES, T, TILE_ROWS>(i0);
         }
-        for i in i0..x.rows {
-            let [sum] = tile::<D, BYTES, T, 1>(blocks, x, i);
-            sum.store(&mut out[i * lanes..][..lanes]);
+        while i0 + 4 <= self.x.rows {
+            i0 = self.tile_rows::<D, BYTES, T, 4>(i0);
         }
+        while i0 < self.x.rows {
+            i0 = self.tile_rows::<D, BYTES, T, 1>(i0);
+        }
+    }
+
+    /// Rows `i0..i0 + R` into `out`; the next row.
+    #[inline(always)]
+    fn tile_rows<D: GroupDot, const BYTES: usize, T: BlockType<BYTES>, const R: usize>(
+        &mut self,
+        i0: usize,
+    ) -> usize {
+        let blocks = self.w.group(self.g).as_chunks::<BYTES>().0;
+        let lanes = self.out.len() / self.x.rows;
+        let sums = tile::<D, BYTES, T, R>(blocks, self.x, i0);
+        for (r, sum) in sums.iter().enumerate() {
+            sum.store(&mut self.out[(i0 + r) * lanes..][..lanes]);
+        }
+        i0 + R
     }
 }
 

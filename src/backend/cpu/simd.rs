@@ -633,22 +633,23 @@ mod x86 {
         /// `acc + (dw dx) (s - offset * sum x)`, from the `i32` sums `s`.
         #[inline(always)]
         fn finish<const R: usize>(
-            acc: [Self; R],
+            mut acc: [Self; R],
             w: &[u8],
             x: [XBlock; R],
-            s: [__m512i; R],
+            s: [[__m512i; 2]; R],
             offset: i32,
         ) -> [Self; R] {
+            // Loops, not closures: a closure is compiled without this
+            // level's features, and its intrinsics would become calls.
             unsafe {
                 let dw = _mm512_cvtph_ps(load32(w, 0));
-                std::array::from_fn(|r| {
-                    let s = _mm512_sub_epi32(s[r], _mm512_set1_epi32(offset * x[r].sum));
+                for r in 0..R {
+                    let s = _mm512_add_epi32(s[r][0], s[r][1]);
+                    let s = _mm512_sub_epi32(s, _mm512_set1_epi32(offset * x[r].sum));
                     let d = _mm512_mul_ps(dw, _mm512_set1_ps(x[r].d));
-                    VnniGroup(_mm512_add_ps(
-                        acc[r].0,
-                        _mm512_mul_ps(d, _mm512_cvtepi32_ps(s)),
-                    ))
-                })
+                    acc[r].0 = _mm512_add_ps(acc[r].0, _mm512_mul_ps(d, _mm512_cvtepi32_ps(s)));
+                }
+                acc
             }
         }
     }
@@ -664,11 +665,14 @@ mod x86 {
             x: [XBlock; R],
         ) -> [Self; R] {
             unsafe {
-                let mut s = [_mm512_setzero_si512(); R];
+                // Two sums per row (even and odd chunks), halving the chain
+                // of dependent `vpdpbusd`s.
+                let mut s = [[_mm512_setzero_si512(); 2]; R];
                 for k in 0..8 {
                     let wk = load64(w, 32 + 64 * k);
                     for r in 0..R {
-                        s[r] = _mm512_dpbusd_epi32(s[r], wk, _mm512_set1_epi32(x4(x[r].q, 4 * k)));
+                        let x = _mm512_set1_epi32(x4(x[r].q, 4 * k));
+                        s[r][k % 2] = _mm512_dpbusd_epi32(s[r][k % 2], wk, x);
                     }
                 }
                 Self::finish(acc, w, x, s, 128)
@@ -682,19 +686,17 @@ mod x86 {
             x: [XBlock; R],
         ) -> [Self; R] {
             unsafe {
-                let mut s = [_mm512_setzero_si512(); R];
+                // Low and high nibbles in two sums per row, as for Q8_0.
+                let mut s = [[_mm512_setzero_si512(); 2]; R];
                 let nibble = _mm512_set1_epi8(15);
                 for k in 0..4 {
                     let packed = load64(w, 32 + 64 * k);
                     let low = _mm512_and_si512(packed, nibble);
                     let high = _mm512_and_si512(_mm512_srli_epi16(packed, 4), nibble);
                     for r in 0..R {
-                        s[r] = _mm512_dpbusd_epi32(s[r], low, _mm512_set1_epi32(x4(x[r].q, 4 * k)));
-                        s[r] = _mm512_dpbusd_epi32(
-                            s[r],
-                            high,
-                            _mm512_set1_epi32(x4(x[r].q, 16 + 4 * k)),
-                        );
+                        let (xl, xh) = (x4(x[r].q, 4 * k), x4(x[r].q, 16 + 4 * k));
+                        s[r][0] = _mm512_dpbusd_epi32(s[r][0], low, _mm512_set1_epi32(xl));
+                        s[r][1] = _mm512_dpbusd_epi32(s[r][1], high, _mm512_set1_epi32(xh));
                     }
                 }
                 Self::finish(acc, w, x, s, 8)
@@ -720,7 +722,7 @@ mod x86 {
         /// As [`VnniGroup::finish`], per half of 8 outputs.
         #[inline(always)]
         fn finish<const R: usize>(
-            acc: [Self; R],
+            mut acc: [Self; R],
             w: &[u8],
             x: [XBlock; R],
             s: [[__m256i; 2]; R],
@@ -731,13 +733,15 @@ mod x86 {
                     _mm256_cvtph_ps(_mm_loadu_si128(w[..16].as_ptr().cast())),
                     _mm256_cvtph_ps(_mm_loadu_si128(w[16..32].as_ptr().cast())),
                 ];
-                std::array::from_fn(|r| {
-                    Avx2Group(std::array::from_fn(|h| {
+                for r in 0..R {
+                    for h in 0..2 {
                         let s = _mm256_sub_epi32(s[r][h], _mm256_set1_epi32(offset * x[r].sum));
                         let d = _mm256_mul_ps(dw[h], _mm256_set1_ps(x[r].d));
-                        _mm256_add_ps(acc[r].0[h], _mm256_mul_ps(d, _mm256_cvtepi32_ps(s)))
-                    }))
-                })
+                        acc[r].0[h] =
+                            _mm256_add_ps(acc[r].0[h], _mm256_mul_ps(d, _mm256_cvtepi32_ps(s)));
+                    }
+                }
+                acc
             }
         }
     }
