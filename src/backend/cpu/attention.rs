@@ -34,7 +34,8 @@
 //! on one thread; work is split across threads by batch row. The masked upper
 //! triangle is computed and then zeroed: twice the arithmetic of a causal
 //! loop, but in matrix-product form it is still several times faster. A
-//! single query (decoding one token) is a row of dot products instead.
+//! single query (decoding one token) is a row of dot products instead, with
+//! the work split across threads by batch row and head.
 
 use super::math::{axpy, dot, exp, max, sum_map, sum_map3};
 use super::matmul::{Accumulate, MatRef, matmul_into};
@@ -44,7 +45,9 @@ use rayon::prelude::*;
 
 /// Scratch floats [`forward`] and [`backward`] need for `d`.
 pub fn scratch_len(d: AttentionDims) -> usize {
-    d.b * 3 * d.t * d.keys()
+    // Three `(T, P + T)` tables per batch row, or for a single query one
+    // row of scores per head (the heads run in parallel).
+    d.b * (3 * d.t).max(d.n_head) * d.keys()
 }
 
 /// Softmax of the first `t1 + 1` entries of `row` (the positions query `t1`
@@ -148,6 +151,9 @@ pub fn forward(
         d.pos == 0 || d.b == 1,
         "only one sequence continues a cache"
     );
+    if t == 1 && dropout.is_none() {
+        return single_queries(out, lse, scratch, (q, kv), d);
+    }
     let scale = 1.0 / (hs as f32).sqrt();
     let row_att = nh * t * keys;
     out[..d.b * t * c]
@@ -160,10 +166,6 @@ pub fn forward(
         .for_each(|(b, ((((out, lse), scratch), q), kv))| {
             let (probs, drop_scratch) = scratch.split_at_mut(t * keys);
             for h in 0..nh {
-                if t == 1 && dropout.is_none() {
-                    lse[h] = single_query(&mut out[h * hs..], probs, (q, kv), d, h);
-                    continue;
-                }
                 let [q, k, v] = head_views(q, kv, d, h);
                 matmul_into(probs, keys, q, k.t(), Accumulate::Overwrite, scale, false);
                 for (t1, row) in probs.chunks_exact_mut(keys).enumerate() {
@@ -181,6 +183,29 @@ pub fn forward(
                     false,
                 );
             }
+        });
+}
+
+/// One query per batch row (decoding): every (row, head) pair is a task of
+/// [`single_query`], with its own row of `scratch` for the scores.
+fn single_queries(
+    out: &mut [f32],
+    lse: &mut [f32],
+    scratch: &mut [f32],
+    (q, kv): (&[f32], &[f32]),
+    d: AttentionDims,
+) {
+    let (nh, hs, keys) = (d.n_head, d.head_size(), d.keys());
+    out[..d.b * d.c]
+        .par_chunks_mut(hs)
+        .zip(lse[..d.b * nh].par_iter_mut())
+        .zip(scratch[..d.b * nh * keys].par_chunks_mut(keys))
+        .enumerate()
+        .for_each(|(bh, ((out, lse), scores))| {
+            let (b, h) = (bh / nh, bh % nh);
+            let q = &q[b * d.q_stride..];
+            let kv = &kv[b * keys * d.kv_stride..];
+            *lse = single_query(out, scores, (q, kv), d, h);
         });
 }
 
