@@ -585,6 +585,37 @@ fn bench_sample_reports_cached_and_uncached_speed() {
     );
 }
 
+/// `bench eval` shows each stage's progress while it runs (lines on stderr
+/// when it is not a terminal), then its figures.
+#[test]
+fn bench_eval_shows_progress_then_its_figures() {
+    let out = run(&[
+        "bench",
+        "eval",
+        "--preset",
+        "char-cpu",
+        "--threads",
+        "1",
+        "--decode-tokens",
+        "20",
+        "--windows",
+        "10",
+        "--examples",
+        "12",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let progress = stderr(&out);
+    for line in ["decoding 20/20", "scoring windows 10/10"] {
+        assert!(
+            progress.lines().any(|l| l == line),
+            "{line:?} missing in {progress}"
+        );
+    }
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("scoring tokens/s: "), "{text}");
+    assert!(text.contains("12 HellaSwag-layout questions"), "{text}");
+}
+
 #[test]
 fn gpt2_tokenizer_trains_samples_and_is_kept_on_resume() {
     let dir = tempfile::tempdir().unwrap();

@@ -142,8 +142,13 @@ fn eval_on<B: Backend>(backend: &B, args: BenchEvalArgs) -> anyhow::Result<ExitC
     cfg.model.vocab_size = vocab_size(args.vocab, &cfg)?;
     let model = lmforge::model::Model::new(cfg.model.clone())?;
     let params = backend.upload(model.init_params(cfg.seed))?;
-    let (decode, windows, examples) = (args.decode_tokens, args.windows, args.examples);
-    let r = lmforge::eval::bench::bench(backend, &model, &params, decode, windows, examples)?;
+    let sizes = (args.decode_tokens, args.windows, args.examples);
+    let bar = super::eval::ProgressLine::new(true);
+    let r = lmforge::eval::bench::bench(backend, &model, &params, sizes, |stage, done, all| {
+        bar.show(stage, done, all)
+    })?;
+    bar.finish();
+    let examples = args.examples;
     println!(
         "lmforge {}: {} params, vocab {}, context {}, {} threads",
         args.preset,

@@ -151,13 +151,13 @@ fn print_choices(s: &ChoiceScore, json: bool) {
 }
 
 /// Progress on stderr: a bar on a terminal, a line every tenth otherwise.
-struct ProgressLine {
+pub(super) struct ProgressLine {
     bar: Option<indicatif::ProgressBar>,
     enabled: bool,
 }
 
 impl ProgressLine {
-    fn new(enabled: bool) -> Self {
+    pub(super) fn new(enabled: bool) -> Self {
         let bar = (enabled && std::io::stderr().is_terminal()).then(|| {
             let bar = indicatif::ProgressBar::new(0);
             let style =
@@ -168,7 +168,7 @@ impl ProgressLine {
         ProgressLine { bar, enabled }
     }
 
-    fn show(&self, what: &str, done: usize, all: usize) {
+    pub(super) fn show(&self, what: &str, done: usize, all: usize) {
         match &self.bar {
             Some(bar) => {
                 bar.set_length(all as u64);
@@ -182,7 +182,7 @@ impl ProgressLine {
         }
     }
 
-    fn finish(&self) {
+    pub(super) fn finish(&self) {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }

@@ -32,14 +32,15 @@ pub struct EvalBench {
 }
 
 /// Time decoding `decode_tokens`, scoring `windows` full windows, and
-/// `examples` HellaSwag-layout questions, on random token ids.
+/// `examples` HellaSwag-layout questions, on random token ids, calling
+/// `progress(stage, done, all)` as each stage goes (the last one, the
+/// reference forward pass, counts windows).
 pub fn bench<B: Backend>(
     be: &B,
     model: &Model,
     params: &B::Buf,
-    decode_tokens: usize,
-    windows: usize,
-    examples: usize,
+    (decode_tokens, windows, examples): (usize, usize, usize),
+    mut progress: impl FnMut(&str, usize, usize),
 ) -> Result<EvalBench> {
     let (v, t) = (model.config.vocab_size, model.config.block_size);
     let mut rng = Rng::new(7, 0);
@@ -51,7 +52,12 @@ pub fn bench<B: Backend>(
         ..SampleOptions::default()
     };
     let clock = Instant::now();
-    let drawn = generate(be, model, params, &random(1), &opts, |_| Ok(()))?;
+    let mut decoded = 0;
+    let drawn = generate(be, model, params, &random(1), &opts, |_| {
+        decoded += 1;
+        progress("decoding", decoded, opts.max_new_tokens);
+        Ok(())
+    })?;
     let decode_tokens_per_s = drawn.len() as f64 / clock.elapsed().as_secs_f64();
 
     let mut scorer = Scorer::new(be, model, params, default_rows(model))?;
@@ -59,8 +65,11 @@ pub fn bench<B: Backend>(
         .map(|_| Sequence::continuation(&random(t + 1), 0))
         .collect();
     let clock = Instant::now();
+    let mut scored = 0;
     for batch in text.chunks(scorer.sequences_per_batch(t)) {
         scorer.score(batch)?;
+        scored += batch.len();
+        progress("scoring windows", scored, windows);
     }
     let score_tokens_per_s = (windows * t) as f64 / clock.elapsed().as_secs_f64();
 
@@ -78,10 +87,15 @@ pub fn bench<B: Backend>(
         .map(|r| r.inputs.len())
         .sum();
     let clock = Instant::now();
-    score_encoded(&mut scorer, &questions, |_, _| {})?;
+    score_encoded(&mut scorer, &questions, |done, all| {
+        progress("questions", done, all)
+    })?;
     let choices_s = clock.elapsed().as_secs_f64();
     drop(scorer);
-    let forward_s = one_forward(be, model, params, &random(choice_tokens))?;
+    let tokens = random(choice_tokens);
+    let forward_s = one_forward(be, model, params, &tokens, |done, all| {
+        progress("one forward (windows)", done, all)
+    })?;
     Ok(EvalBench {
         decode_tokens_per_s,
         score_tokens_per_s,
@@ -92,12 +106,21 @@ pub fn bench<B: Backend>(
 }
 
 /// Seconds for the forward pass alone over `tokens`, in windows of
-/// `block_size` positions, as many per pass as the scorer would take.
-fn one_forward<B: Backend>(be: &B, model: &Model, params: &B::Buf, tokens: &[u32]) -> Result<f64> {
+/// `block_size` positions, as many per pass as the scorer would take;
+/// `progress(passes done, passes)` after each pass.
+fn one_forward<B: Backend>(
+    be: &B,
+    model: &Model,
+    params: &B::Buf,
+    tokens: &[u32],
+    mut progress: impl FnMut(usize, usize),
+) -> Result<f64> {
     let (t, rows) = (model.config.block_size, default_rows(model));
     let mut acts = Activations::scoring(be, &model.config, rows)?;
+    let per_pass = (rows / t).max(1) * t;
+    let passes = tokens.len().div_ceil(per_pass);
     let clock = Instant::now();
-    for chunk in tokens.chunks((rows / t).max(1) * t) {
+    for (done, chunk) in tokens.chunks(per_pass).enumerate() {
         let window = match chunk.len() >= t {
             true => Window::batch(chunk.len() / t, t),
             false => Window::batch(1, chunk.len()),
@@ -109,6 +132,7 @@ fn one_forward<B: Backend>(be: &B, model: &Model, params: &B::Buf, tokens: &[u32
             let w = Window::batch(1, rest.len());
             be.run(|| model.forward(be, params, &mut acts, rest, w, Mode::Eval));
         }
+        progress(done + 1, passes);
     }
     let mut last = vec![0.0f32; model.config.vocab_size];
     be.download(acts.logits_row(0), &mut last); // waits for a device to finish
