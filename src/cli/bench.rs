@@ -148,7 +148,6 @@ fn eval_on<B: Backend>(backend: &B, args: BenchEvalArgs) -> anyhow::Result<ExitC
         bar.show(stage, done, all)
     })?;
     bar.finish();
-    let examples = args.examples;
     println!(
         "lmforge {}: {} params, vocab {}, context {}, {} threads",
         args.preset,
@@ -164,7 +163,8 @@ fn eval_on<B: Backend>(backend: &B, args: BenchEvalArgs) -> anyhow::Result<ExitC
         r.score_tokens_per_s / r.decode_tokens_per_s
     );
     println!(
-        "{examples} HellaSwag-layout questions ({} tokens): {:.2} s; one forward over as many tokens: {:.2} s ({:.2}x)",
+        "{} HellaSwag-layout questions ({} tokens): {:.2} s; one forward over as many tokens: {:.2} s ({:.2}x)",
+        args.examples,
         r.choice_tokens,
         r.choices_s,
         r.forward_s,

@@ -61,7 +61,7 @@ pub fn default_type(file: &GgufFile, model: &Model, arch: &str) -> Result<Weight
 
 /// The model's weights from `file` (at `path`): the f32 buffer holding all
 /// but the matrices, and the matrices packed as `ty`. `release` gets each
-/// matrix's bytes in the file once they are packed.
+/// tensor's bytes in the file as soon as they are read.
 pub fn load<B: Backend>(
     be: &B,
     file: &GgufFile,
@@ -86,20 +86,16 @@ pub fn load<B: Backend>(
             let (info, change) = gguf_tensor(file, model, &arch, t).map_err(|e| bad(path, e))?;
             parts_of.push((info, change));
         }
-        let packed = if parts_of.iter().all(|(info, _)| info.ty == ty_ggml(ty)) {
+        if parts_of.iter().all(|(info, _)| info.ty == ty_ggml(ty)) {
             let bytes = blocks(file, path, &parts_of, release)?;
             be.pack_blocks(ty, (m.linear.fan_in, m.linear.fan_out), &bytes)
         } else {
-            let values = rows_f32(file, path, &parts_of)?;
+            let values = rows_f32(file, path, &parts_of, release)?;
             let staging = be.upload(values)?;
             let n = m.linear.weight.len();
             let view = B::view(&staging, 0..n);
             be.pack(Mat::new(view, m.linear.fan_out, m.linear.fan_in).t(), ty)
-        };
-        for (info, _) in &parts_of {
-            release(file.tensor_bytes(info));
         }
-        packed
     })?;
     Ok((host, packed))
 }
@@ -167,7 +163,7 @@ fn rows_cols(info: &TensorInfo) -> (usize, usize) {
 }
 
 /// The parts' rows of blocks, one after the other in lmforge's row order,
-/// each tensor checked to hold finite values.
+/// each tensor checked to hold finite values and its file pages released.
 fn blocks(
     file: &GgufFile,
     path: &Path,
@@ -199,12 +195,19 @@ fn blocks(
     Ok(out)
 }
 
-/// The parts' rows dequantized to f32, one after the other in lmforge's row order.
-fn rows_f32(file: &GgufFile, path: &Path, parts: &[(&TensorInfo, Change)]) -> Result<Vec<f32>> {
+/// The parts' rows dequantized to f32, one after the other in lmforge's row order
+/// (each tensor's file pages released once read).
+fn rows_f32(
+    file: &GgufFile,
+    path: &Path,
+    parts: &[(&TensorInfo, Change)],
+    release: &dyn Fn(&[u8]),
+) -> Result<Vec<f32>> {
     let mut out = Vec::new();
     for (info, change) in parts {
         let (rows, cols) = rows_cols(info);
         let values = file.tensor_f32(info);
+        release(file.tensor_bytes(info));
         check_finite(&values, &info.name, path)?;
         for g in family::rows_from_gguf(*change, rows) {
             out.extend_from_slice(&values[g * cols..(g + 1) * cols]);

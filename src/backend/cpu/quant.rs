@@ -172,7 +172,7 @@ impl QuantMatrix {
         let lane = o % GROUP;
         out[..2].copy_from_slice(&at[2 * lane..][..2]);
         for (j, byte) in out[2..].iter_mut().enumerate() {
-            let stored = at[32 + 64 * (j / 4) + 4 * lane + j % 4];
+            let stored = at[simd::group_byte(lane, j)];
             *byte = match self.ty {
                 WeightType::Q4_0 => stored,
                 _ => stored ^ 0x80,
@@ -201,7 +201,7 @@ impl QuantMatrix {
 fn place(ty: WeightType, block: &[u8], lane: usize, at: &mut [u8]) {
     at[2 * lane..][..2].copy_from_slice(&block[..2]);
     for (j, &byte) in block[2..].iter().enumerate() {
-        at[32 + 64 * (j / 4) + 4 * lane + j % 4] = match ty {
+        at[simd::group_byte(lane, j)] = match ty {
             WeightType::Q4_0 => byte,
             _ => byte ^ 0x80,
         };

@@ -404,6 +404,14 @@ pub const GROUP: usize = 16;
 pub const Q8_0_GROUP_BYTES: usize = 32 + 8 * 64;
 pub const Q4_0_GROUP_BYTES: usize = 32 + 4 * 64;
 
+/// Where a group block keeps byte `j` of output `lane`'s ggml values (Q8_0:
+/// value `j`; Q4_0: the byte of values `j` and `j + 16`): chunk `j / 4`,
+/// lane `lane`, byte `j % 4`, after the 32 bytes of scales.
+#[inline(always)]
+pub fn group_byte(lane: usize, j: usize) -> usize {
+    32 + 64 * (j / 4) + 4 * lane + j % 4
+}
+
 /// One block of a row of `x` quantized to Q8_0: 32 values, their scale and
 /// their sum (which removes the weights' `+128` or `+8` offset).
 #[derive(Clone, Copy)]
@@ -555,9 +563,7 @@ impl GroupDot for PortableGroup {
         w: &[u8; Q8_0_GROUP_BYTES],
         x: [XBlock; R],
     ) -> [Self; R] {
-        Self::add(acc, w, x, 128, |o, j| {
-            w[32 + 64 * (j / 4) + 4 * o + j % 4] as i32
-        })
+        Self::add(acc, w, x, 128, |o, j| w[group_byte(o, j)] as i32)
     }
 
     #[inline(always)]
@@ -567,7 +573,7 @@ impl GroupDot for PortableGroup {
         x: [XBlock; R],
     ) -> [Self; R] {
         Self::add(acc, w, x, 8, |o, j| {
-            let byte = w[32 + 64 * (j % 16 / 4) + 4 * o + j % 4];
+            let byte = w[group_byte(o, j % 16)];
             (if j < 16 { byte & 15 } else { byte >> 4 }) as i32
         })
     }
