@@ -39,7 +39,7 @@
 
 use super::math::{axpy, dot, exp, max, sum_map, sum_map3};
 use super::matmul::{Accumulate, MatRef, matmul_into};
-use super::simd::vectorised;
+use super::simd::{prefetch, vectorised};
 use crate::backend::{AttentionDims, Dropout};
 use rayon::prelude::*;
 
@@ -110,6 +110,12 @@ fn head_views<'a>(q: &'a [f32], kv: &'a [f32], d: AttentionDims, h: usize) -> [M
     ]
 }
 
+/// Key (and value) rows ahead of the one being read that the CPU is asked
+/// to fetch. A head reads 64 floats of each cached row, rows `kv_stride`
+/// floats apart: a stride across pages that the hardware prefetchers do not
+/// follow (measured on GPT-2, 8 caches of 116 to 216 positions: 1.2x to 1.3x).
+const AHEAD: usize = 6;
+
 /// One query (the last position) of one head, as dot products: `out (hs)`;
 /// `scores` holds `P + 1` floats. Returns the log-sum-exp.
 fn single_query(
@@ -125,11 +131,17 @@ fn single_query(
         let (k, v) = (d.key_column(h), d.value_column(h));
         let q = &q[h * hs..][..hs];
         for (t2, s) in scores[..keys].iter_mut().enumerate() {
+            for line in (0..hs).step_by(16) {
+                prefetch(kv, (t2 + AHEAD) * stride + k + line); // 16 floats a cache line
+            }
             *s = dot(q, &kv[t2 * stride + k..][..hs]) * scale;
         }
         let lse = causal_softmax(&mut scores[..keys], d.pos);
         out[..hs].fill(0.0);
         for (t2, &p) in scores[..keys].iter().enumerate() {
+            for line in (0..hs).step_by(16) {
+                prefetch(kv, (t2 + AHEAD) * stride + v + line);
+            }
             axpy(&mut out[..hs], p, &kv[t2 * stride + v..][..hs]);
         }
         lse

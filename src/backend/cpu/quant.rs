@@ -51,6 +51,7 @@
 use super::matmul::MatRef;
 use super::simd::{
     self, BlockLevel, GROUP, GroupDot, GroupKernel, Q4_0_GROUP_BYTES, Q8_0_GROUP_BYTES, XBlock,
+    vectorised,
 };
 use crate::backend::WeightType;
 use crate::error::{Error, Result};
@@ -249,9 +250,16 @@ pub fn quantize_block(ty: WeightType, x: &[f32; QK], out: &mut [u8]) {
 }
 
 /// `d = max|x| / 127` and `q = round(x / d)` (halves away from zero).
+/// `max|x|` compares the bits of `|x|` as integers (the same order for
+/// numbers, and a loop the compiler vectorises; a NaN wins, so it spreads).
 #[inline(always)]
 fn quantize_q8_0(x: &[f32; QK]) -> (f32, [i8; QK]) {
-    let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let amax = f32::from_bits(
+        x.iter()
+            .map(|v| v.to_bits() & 0x7fff_ffff)
+            .max()
+            .unwrap_or(0),
+    );
     let d = amax / 127.0;
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
     (d, std::array::from_fn(|j| (x[j] * id).round() as i8))
@@ -266,8 +274,8 @@ pub struct QuantizedRows {
     /// Each block's scale, rounded through f16 as ggml stores it.
     d: Vec<f32>,
     qs: Vec<[i8; QK]>,
-    /// Each block's sum of values.
-    sums: Vec<i32>,
+    /// Each block's `[-128 sum q, -8 sum q]` ([`XBlock::minus_offset`]).
+    minus_offsets: Vec<[i32; 2]>,
 }
 
 impl QuantizedRows {
@@ -279,32 +287,56 @@ impl QuantizedRows {
         let blocks = self.rows * self.blocks_per_row;
         self.d.resize(blocks, 0.0);
         self.qs.resize(blocks, [0; QK]);
-        self.sums.resize(blocks, 0);
+        self.minus_offsets.resize(blocks, [0; 2]);
         let per_row = self.blocks_per_row.max(1);
         self.d
             .par_chunks_mut(per_row)
             .zip(self.qs.par_chunks_mut(per_row))
-            .zip(self.sums.par_chunks_mut(per_row))
+            .zip(self.minus_offsets.par_chunks_mut(per_row))
             .enumerate()
-            .for_each(|(i, ((d, qs), sums))| {
-                for (b, ((d, qs), sum)) in d.iter_mut().zip(qs).zip(sums).enumerate() {
-                    let values: [f32; QK] = std::array::from_fn(|j| {
-                        x.data()[i * x.row_stride() + (b * QK + j) * x.col_stride()]
-                    });
-                    let (scale, q) = quantize_q8_0(&values);
-                    (*d, *qs) = (f16::from_f32(scale).to_f32(), q);
-                    *sum = q.iter().map(|&v| v as i32).sum();
-                }
+            .for_each(|(i, ((d, qs), terms))| {
+                vectorised!({
+                    let blocks = d.iter_mut().zip(qs.iter_mut()).zip(terms.iter_mut());
+                    for (b, ((d, qs), terms)) in blocks.enumerate() {
+                        let values: [f32; QK] = std::array::from_fn(|j| {
+                            x.data()[i * x.row_stride() + (b * QK + j) * x.col_stride()]
+                        });
+                        let (scale, q) = quantize_q8_0(&values);
+                        (*d, *qs) = (f16::from_f32(scale).to_f32(), q);
+                        let sum: i32 = q.iter().map(|&v| v as i32).sum();
+                        *terms = [-128 * sum, -8 * sum];
+                    }
+                })
             });
     }
 
-    /// Block `b` of row `i`.
-    fn block(&self, i: usize, b: usize) -> XBlock<'_> {
-        let at = i * self.blocks_per_row + b;
+    /// Row `i`'s blocks.
+    fn row(&self, i: usize) -> RowBlocks<'_> {
+        let at = i * self.blocks_per_row..(i + 1) * self.blocks_per_row;
+        RowBlocks {
+            d: &self.d[at.clone()],
+            qs: &self.qs[at.clone()],
+            minus_offsets: &self.minus_offsets[at],
+        }
+    }
+}
+
+/// The blocks of one row of [`QuantizedRows`].
+#[derive(Clone, Copy)]
+struct RowBlocks<'a> {
+    d: &'a [f32],
+    qs: &'a [[i8; QK]],
+    minus_offsets: &'a [[i32; 2]],
+}
+
+impl<'a> RowBlocks<'a> {
+    /// Block `b`.
+    #[inline(always)]
+    fn block(self, b: usize) -> XBlock<'a> {
         XBlock {
-            q: &self.qs[at],
-            d: self.d[at],
-            sum: self.sums[at],
+            q: &self.qs[b],
+            d: &self.d[b],
+            minus_offset: &self.minus_offsets[b],
         }
     }
 }
@@ -443,8 +475,9 @@ impl Group<'_> {
         i0: usize,
     ) -> usize {
         let blocks = self.w.group(self.g).as_chunks::<BYTES>().0;
+        let ahead = &self.w.bytes[self.g * blocks.len() * BYTES..];
         let lanes = self.out.len() / self.x.rows;
-        let sums = tile::<D, BYTES, T, R>(blocks, self.x, i0);
+        let sums = tile::<D, BYTES, T, R>(blocks, ahead, self.x, i0);
         for (r, sum) in sums.iter().enumerate() {
             sum.store(&mut self.out[(i0 + r) * lanes..][..lanes]);
         }
@@ -452,16 +485,29 @@ impl Group<'_> {
     }
 }
 
-/// The 16 outputs of a group for rows `i0..i0 + R` of `x`, block by block.
+/// Group blocks ahead of the one being read that the CPU is asked to fetch:
+/// with several rows a block takes long enough that the hardware prefetchers
+/// fall behind, and the weights' wait on memory would add to the arithmetic
+/// instead of overlapping it (measured on GPT-2's shapes at 8 rows: 8 to 16
+/// blocks ahead read 1.3x faster from memory than none).
+const PREFETCH_BLOCKS: usize = 12;
+
+/// The 16 outputs of a group for rows `i0..i0 + R` of `x`, block by block;
+/// `ahead` is the matrix's bytes from the group's first block on.
 #[inline(always)]
 fn tile<D: GroupDot, const BYTES: usize, T: BlockType<BYTES>, const R: usize>(
     blocks: &[[u8; BYTES]],
+    ahead: &[u8],
     x: &QuantizedRows,
     i0: usize,
 ) -> [D; R] {
+    let rows: [RowBlocks; R] = std::array::from_fn(|r| x.row(i0 + r));
     let mut acc = [D::ZERO; R];
     for (b, block) in blocks.iter().enumerate() {
-        acc = T::dot(acc, block, std::array::from_fn(|r| x.block(i0 + r, b)));
+        for line in (0..BYTES).step_by(64) {
+            simd::prefetch(ahead, (b + PREFETCH_BLOCKS) * BYTES + line);
+        }
+        acc = T::dot(acc, block, std::array::from_fn(|r| rows[r].block(b)));
     }
     acc
 }
@@ -479,11 +525,11 @@ pub fn matmul_naive(dst: &mut [f32], x: &QuantizedRows, w: &QuantMatrix) {
             for b in 0..x.blocks_per_row {
                 w.ggml_block(o, b, block);
                 let dw = f16::from_le_bytes([block[0], block[1]]).to_f32();
-                let xb = x.block(i, b);
+                let xb = x.row(i).block(b);
                 let sum: i32 = (0..QK)
                     .map(|j| quantized_value(w.ty, block, j) * xb.q[j] as i32)
                     .sum();
-                acc += (dw * xb.d) * sum as f32;
+                acc += (dw * *xb.d) * sum as f32;
             }
             dst[i * n + o] = acc;
         }

@@ -413,13 +413,19 @@ pub fn group_byte(lane: usize, j: usize) -> usize {
 }
 
 /// One block of a row of `x` quantized to Q8_0: 32 values, their scale and
-/// their sum (which removes the weights' `+128` or `+8` offset).
+/// the terms that take the weights' `+128` or `+8` offset back off. The
+/// kernels read `d` and the offset terms where they lie, broadcast from memory.
 #[derive(Clone, Copy)]
 pub struct XBlock<'a> {
     pub q: &'a [i8; 32],
-    pub d: f32,
-    pub sum: i32,
+    pub d: &'a f32,
+    /// `[-128 sum x, -8 sum x]`: see [`Q8_0_TERM`] and [`Q4_0_TERM`].
+    pub minus_offset: &'a [i32; 2],
 }
+
+/// Which of [`XBlock::minus_offset`] a Q8_0 and a Q4_0 group block takes.
+pub const Q8_0_TERM: usize = 0;
+pub const Q4_0_TERM: usize = 1;
 
 /// Dot products of one group's block with blocks of `R` rows of `x`, added
 /// into 16 f32 lanes per row, one lane per output `o`:
@@ -526,7 +532,7 @@ fn group_scales(w: &[u8]) -> [f32; GROUP] {
 /// `acc + (dw dx) s`, lane by lane: the last step of every level.
 #[inline(always)]
 fn scaled_sums(acc: [f32; GROUP], dw: [f32; GROUP], x: XBlock, s: [i32; GROUP]) -> [f32; GROUP] {
-    std::array::from_fn(|o| acc[o] + (dw[o] * x.d) * s[o] as f32)
+    std::array::from_fn(|o| acc[o] + (dw[o] * *x.d) * s[o] as f32)
 }
 
 /// The portable [`GroupDot`]: 16 f32 lanes in an array.
@@ -540,14 +546,14 @@ impl PortableGroup {
         acc: [Self; R],
         w: &[u8],
         x: [XBlock; R],
-        offset: i32,
+        term: usize,
         value: impl Fn(usize, usize) -> i32,
     ) -> [Self; R] {
         let dw = group_scales(w);
         std::array::from_fn(|r| {
             let s = std::array::from_fn(|o| {
                 let dot: i32 = (0..32).map(|j| value(o, j) * x[r].q[j] as i32).sum();
-                dot - offset * x[r].sum
+                dot + x[r].minus_offset[term]
             });
             PortableGroup(scaled_sums(acc[r].0, dw, x[r], s))
         })
@@ -563,7 +569,7 @@ impl GroupDot for PortableGroup {
         w: &[u8; Q8_0_GROUP_BYTES],
         x: [XBlock; R],
     ) -> [Self; R] {
-        Self::add(acc, w, x, 128, |o, j| w[group_byte(o, j)] as i32)
+        Self::add(acc, w, x, Q8_0_TERM, |o, j| w[group_byte(o, j)] as i32)
     }
 
     #[inline(always)]
@@ -572,7 +578,7 @@ impl GroupDot for PortableGroup {
         w: &[u8; Q4_0_GROUP_BYTES],
         x: [XBlock; R],
     ) -> [Self; R] {
-        Self::add(acc, w, x, 8, |o, j| {
+        Self::add(acc, w, x, Q4_0_TERM, |o, j| {
             let byte = w[group_byte(o, j % 16)];
             (if j < 16 { byte & 15 } else { byte >> 4 }) as i32
         })
@@ -587,8 +593,8 @@ impl GroupDot for PortableGroup {
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use super::{
-        GroupDot, GroupKernel, Kernel, PairDot, PairKernel, Q4_0_GROUP_BYTES, Q8_0_GROUP_BYTES,
-        Vector, XBlock,
+        GroupDot, GroupKernel, Kernel, PairDot, PairKernel, Q4_0_GROUP_BYTES, Q4_0_TERM,
+        Q8_0_GROUP_BYTES, Q8_0_TERM, Vector, XBlock,
     };
     use std::arch::x86_64::*;
 
@@ -636,24 +642,52 @@ mod x86 {
     }
 
     impl VnniGroup {
-        /// `acc + (dw dx) (s - offset * sum x)`, from the `i32` sums `s`.
+        /// Each row's integer sums start from its offset term (a broadcast
+        /// load, no arithmetic). With 8 rows or more, 8 independent chains of
+        /// `vpdpbusd` keep the unit busy; fewer rows take two chains each
+        /// (even and odd chunks), halving the dependent chain.
+        #[inline(always)]
+        fn start<const R: usize>(x: [XBlock; R], term: usize) -> [[__m512i; 2]; R] {
+            let mut s = [[unsafe { _mm512_setzero_si512() }; 2]; R];
+            for r in 0..R {
+                s[r][0] = unsafe { _mm512_set1_epi32(x[r].minus_offset[term]) };
+            }
+            s
+        }
+
+        /// Chains per row: see [`VnniGroup::start`].
+        const fn chains(rows: usize) -> usize {
+            if rows >= 8 { 1 } else { 2 }
+        }
+
+        /// Each row's sum of its `chains` sums.
+        #[inline(always)]
+        fn joined<const R: usize>(s: [[__m512i; 2]; R], chains: usize) -> [__m512i; R] {
+            let mut joined = [unsafe { _mm512_setzero_si512() }; R];
+            for r in 0..R {
+                joined[r] = match chains {
+                    1 => s[r][0],
+                    _ => unsafe { _mm512_add_epi32(s[r][0], s[r][1]) },
+                };
+            }
+            joined
+        }
+
+        /// `acc + (dw dx) s`, from the `i32` sums `s` (offset included).
         #[inline(always)]
         fn finish<const R: usize>(
             mut acc: [Self; R],
             w: &[u8],
             x: [XBlock; R],
-            s: [[__m512i; 2]; R],
-            offset: i32,
+            s: [__m512i; R],
         ) -> [Self; R] {
             // Loops, not closures: a closure is compiled without this
             // level's features, and its intrinsics would become calls.
             unsafe {
                 let dw = _mm512_cvtph_ps(load32(w, 0));
                 for r in 0..R {
-                    let s = _mm512_add_epi32(s[r][0], s[r][1]);
-                    let s = _mm512_sub_epi32(s, _mm512_set1_epi32(offset * x[r].sum));
-                    let d = _mm512_mul_ps(dw, _mm512_set1_ps(x[r].d));
-                    acc[r].0 = _mm512_add_ps(acc[r].0, _mm512_mul_ps(d, _mm512_cvtepi32_ps(s)));
+                    let d = _mm512_mul_ps(dw, _mm512_set1_ps(*x[r].d));
+                    acc[r].0 = _mm512_add_ps(acc[r].0, _mm512_mul_ps(d, _mm512_cvtepi32_ps(s[r])));
                 }
                 acc
             }
@@ -671,17 +705,16 @@ mod x86 {
             x: [XBlock; R],
         ) -> [Self; R] {
             unsafe {
-                // Two sums per row (even and odd chunks), halving the chain
-                // of dependent `vpdpbusd`s.
-                let mut s = [[_mm512_setzero_si512(); 2]; R];
+                let mut s = Self::start(x, Q8_0_TERM);
                 for k in 0..8 {
                     let wk = load64(w, 32 + 64 * k);
+                    let chain = k % Self::chains(R);
                     for r in 0..R {
                         let x = _mm512_set1_epi32(x4(x[r].q, 4 * k));
-                        s[r][k % 2] = _mm512_dpbusd_epi32(s[r][k % 2], wk, x);
+                        s[r][chain] = _mm512_dpbusd_epi32(s[r][chain], wk, x);
                     }
                 }
-                Self::finish(acc, w, x, s, 128)
+                Self::finish(acc, w, x, Self::joined(s, Self::chains(R)))
             }
         }
 
@@ -692,8 +725,8 @@ mod x86 {
             x: [XBlock; R],
         ) -> [Self; R] {
             unsafe {
-                // Low and high nibbles in two sums per row, as for Q8_0.
-                let mut s = [[_mm512_setzero_si512(); 2]; R];
+                // Low and high nibbles in two sums per row (one chain each).
+                let mut s = Self::start(x, Q4_0_TERM);
                 let nibble = _mm512_set1_epi8(15);
                 for k in 0..4 {
                     let packed = load64(w, 32 + 64 * k);
@@ -705,7 +738,7 @@ mod x86 {
                         s[r][1] = _mm512_dpbusd_epi32(s[r][1], high, _mm512_set1_epi32(xh));
                     }
                 }
-                Self::finish(acc, w, x, s, 8)
+                Self::finish(acc, w, x, Self::joined(s, 2))
             }
         }
 
@@ -725,14 +758,15 @@ mod x86 {
             unsafe { _mm256_madd_epi16(_mm256_maddubs_epi16(u, x), _mm256_set1_epi16(1)) }
         }
 
-        /// As [`VnniGroup::finish`], per half of 8 outputs.
+        /// As [`VnniGroup::finish`], per half of 8 outputs, adding the offset
+        /// term first (none for Q8_0's signed weights).
         #[inline(always)]
         fn finish<const R: usize>(
             mut acc: [Self; R],
             w: &[u8],
             x: [XBlock; R],
             s: [[__m256i; 2]; R],
-            offset: i32,
+            term: Option<usize>,
         ) -> [Self; R] {
             unsafe {
                 let dw = [
@@ -741,8 +775,14 @@ mod x86 {
                 ];
                 for r in 0..R {
                     for h in 0..2 {
-                        let s = _mm256_sub_epi32(s[r][h], _mm256_set1_epi32(offset * x[r].sum));
-                        let d = _mm256_mul_ps(dw[h], _mm256_set1_ps(x[r].d));
+                        let s = match term {
+                            Some(term) => _mm256_add_epi32(
+                                s[r][h],
+                                _mm256_set1_epi32(x[r].minus_offset[term]),
+                            ),
+                            None => s[r][h],
+                        };
+                        let d = _mm256_mul_ps(dw[h], _mm256_set1_ps(*x[r].d));
                         acc[r].0[h] =
                             _mm256_add_ps(acc[r].0[h], _mm256_mul_ps(d, _mm256_cvtepi32_ps(s)));
                     }
@@ -781,7 +821,7 @@ mod x86 {
                         }
                     }
                 }
-                Self::finish(acc, w, x, s, 0)
+                Self::finish(acc, w, x, s, None)
             }
         }
 
@@ -808,7 +848,7 @@ mod x86 {
                         }
                     }
                 }
-                Self::finish(acc, w, x, s, 8)
+                Self::finish(acc, w, x, s, Some(Q4_0_TERM))
             }
         }
 
@@ -978,7 +1018,7 @@ mod x86 {
 /// hint: nothing happens past the end of `data`, or on other CPUs). For
 /// access patterns the hardware prefetchers do not follow on their own.
 #[inline(always)]
-pub fn prefetch(data: &[f32], at: usize) {
+pub fn prefetch<T>(data: &[T], at: usize) {
     #[cfg(target_arch = "x86_64")]
     if at < data.len() {
         // SAFETY: SSE is part of every x86-64 CPU; a prefetch never faults
