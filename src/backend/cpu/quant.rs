@@ -262,7 +262,13 @@ fn quantize_q8_0(x: &[f32; QK]) -> (f32, [i8; QK]) {
     );
     let d = amax / 127.0;
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-    (d, std::array::from_fn(|j| (x[j] * id).round() as i8))
+    // A loop, not `array::from_fn`: its closure may stay out of line, then
+    // compiled without the vector level's features.
+    let mut q = [0i8; QK];
+    for (q, &v) in q.iter_mut().zip(x) {
+        *q = (v * id).round() as i8;
+    }
+    (d, q)
 }
 
 /// Rows of activations quantized to Q8_0: the left operand of [`matmul`],
@@ -298,9 +304,16 @@ impl QuantizedRows {
                 vectorised!({
                     let blocks = d.iter_mut().zip(qs.iter_mut()).zip(terms.iter_mut());
                     for (b, ((d, qs), terms)) in blocks.enumerate() {
-                        let values: [f32; QK] = std::array::from_fn(|j| {
-                            x.data()[i * x.row_stride() + (b * QK + j) * x.col_stride()]
-                        });
+                        let mut values = [0f32; QK];
+                        match x.col_stride() {
+                            1 => values = x.row(i).as_chunks::<QK>().0[b],
+                            stride => {
+                                let first = i * x.row_stride() + b * QK * stride;
+                                for (j, v) in values.iter_mut().enumerate() {
+                                    *v = x.data()[first + j * stride];
+                                }
+                            }
+                        }
                         let (scale, q) = quantize_q8_0(&values);
                         (*d, *qs) = (f16::from_f32(scale).to_f32(), q);
                         let sum: i32 = q.iter().map(|&v| v as i32).sum();
@@ -670,6 +683,23 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Rows read through a transposed view (the gathering path) quantize to
+    /// the same blocks as the same rows stored contiguously.
+    #[test]
+    fn strided_rows_quantize_as_contiguous_ones() {
+        let (m, k) = (3, 96);
+        let x = random(m * k, 5);
+        let xt: Vec<f32> = (0..k * m).map(|i| x[(i % m) * k + i / m]).collect();
+        let contiguous = quantized(&x, m, k);
+        let mut strided = QuantizedRows::default();
+        strided.fill(MatRef::new(&xt, k, m).t());
+        assert_eq!(strided.d, contiguous.d);
+        assert_eq!(strided.qs, contiguous.qs);
+        assert_eq!(strided.minus_offsets, contiguous.minus_offsets);
+        let sum: i32 = contiguous.qs[0].iter().map(|&q| q as i32).sum();
+        assert_eq!(contiguous.minus_offsets[0], [-128 * sum, -8 * sum]);
     }
 
     #[test]

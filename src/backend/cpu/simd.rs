@@ -742,11 +742,14 @@ mod x86 {
             }
         }
 
+        /// One masked store (a copy through an array would call `memcpy`
+        /// for every row of every group).
         #[inline(always)]
         fn store(self, to: &mut [f32]) {
-            let mut lanes = [0.0f32; 16];
-            unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), self.0) };
-            to.copy_from_slice(&lanes[..to.len()]);
+            let mask = (1u32 << to.len().min(16)) - 1;
+            // SAFETY: the mask writes lanes `0..to.len()` only; masked-off
+            // lanes are neither written nor able to fault.
+            unsafe { _mm512_mask_storeu_ps(to.as_mut_ptr(), mask as __mmask16, self.0) };
         }
     }
 
