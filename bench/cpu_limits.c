@@ -4,8 +4,10 @@
  *     independent ones in a loop, inline assembly, one core): vpdpbusd
  *     (quantized products), vfmadd231ps (f32 products), vdpbf16ps (bf16
  *     products), and plain vpaddd / vmulps for comparison;
- *  2. how fast 2 threads stream-read a 1 GiB array (the bound of one-stream
- *     f32 decoding, which reads every weight once per token).
+ *  2. how fast 2 threads stream-read arrays of 8 MB to 1 GiB, read again and
+ *     again (best of 8 passes): the cache's speed while the array fits, then
+ *     memory's. Decoding reads every weight once per token, so this bounds
+ *     one-stream decoding, and shows how much of a model the cache can hold.
  *
  *     gcc -O2 -fopenmp -mavx512f -mavx512vnni -mavx512bf16 bench/cpu_limits.c -o /tmp/cpu_limits
  *     /tmp/cpu_limits
@@ -55,26 +57,30 @@ int main(void) {
     RATE("vpaddd", "vpaddd", clock);
     RATE("vmulps", "vmulps", clock);
 
-    size_t n = (size_t)1 << 28;
-    float *a = aligned_alloc(64, n * sizeof(float));
-    if (!a) return 1;
-    for (size_t i = 0; i < n; i++) a[i] = 1.0f;
-    for (int round = 0; round < 5; round++) {
-        double t = now();
-        float total = 0;
+    size_t megabytes[] = {8, 32, 64, 96, 128, 192, 256, 1024};
+    for (int m = 0; m < 8; m++) {
+        size_t n = megabytes[m] << 18; /* floats */
+        float *a = aligned_alloc(64, n * sizeof(float));
+        if (!a) return 1;
+        for (size_t i = 0; i < n; i++) a[i] = 1.0f;
+        double best = 0;
+        for (int pass = 0; pass < 8; pass++) {
+            double t = now();
+            float total = 0;
 #pragma omp parallel for reduction(+ : total) num_threads(2)
-        for (size_t c = 0; c < 64; c++) {
-            __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
-            for (size_t i = c * (n / 64); i < (c + 1) * (n / 64); i += 64) {
-                s0 = _mm512_add_ps(s0, _mm512_load_ps(a + i));
-                s1 = _mm512_add_ps(s1, _mm512_load_ps(a + i + 16));
-                s2 = _mm512_add_ps(s2, _mm512_load_ps(a + i + 32));
-                s3 = _mm512_add_ps(s3, _mm512_load_ps(a + i + 48));
+            for (size_t c = 0; c < 64; c++) {
+                __m512 s0 = _mm512_setzero_ps(), s1 = s0;
+                for (size_t i = c * (n / 64); i < (c + 1) * (n / 64); i += 32) {
+                    s0 = _mm512_add_ps(s0, _mm512_load_ps(a + i));
+                    s1 = _mm512_add_ps(s1, _mm512_load_ps(a + i + 16));
+                }
+                total += _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
             }
-            total += _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
+            double rate = n * sizeof(float) / (now() - t) / 1e9;
+            if (rate > best && total > 0) best = rate;
         }
-        printf("read, 2 threads: %.1f GB/s (sum %.0f)\n", n * sizeof(float) / (now() - t) / 1e9, total);
+        printf("read %4zu MB, 2 threads: %.1f GB/s\n", megabytes[m], best);
+        free(a);
     }
-    free(a);
     return 0;
 }
