@@ -24,6 +24,8 @@
 //! [`Sampler`] and reused for every token.
 
 use super::SampleOptions;
+use crate::backend::cpu::math;
+use crate::backend::cpu::simd::vectorised;
 use crate::rng::Rng;
 
 /// Scratch space for choosing tokens from a vocabulary of a fixed size.
@@ -150,16 +152,37 @@ pub fn argmax(logits: &[f32]) -> u32 {
     best as u32
 }
 
-/// Step 2 on the kept ids, in place: `z_i` becomes `w_i = exp((z_i - max) / T)`.
+/// Step 2 on the kept ids, in place: `z_i` becomes `w_i = exp((z_i - max) / T)`,
+/// with the vectorised `exp` of the CPU kernels (about 1 ulp). When every id
+/// is kept (no top-k), the whole vocabulary goes through one SIMD loop instead
+/// of one scalar `expf` call per id (8 streams of a 50,257-token vocabulary
+/// spent 8% of a decoding step there); each weight is the same either way.
 fn to_weights(logits: &mut [f32], kept: &[u32], temperature: f32) {
+    if kept.len() == logits.len() {
+        let max = math::max(logits);
+        vectorised!({
+            for z in logits.iter_mut() {
+                *z = weight(*z, max, temperature);
+            }
+        });
+        return;
+    }
     let max = kept
         .iter()
         .map(|&i| logits[i as usize])
         .fold(f32::NEG_INFINITY, f32::max);
     for &i in kept {
         let z = &mut logits[i as usize];
-        *z = ((*z - max) / temperature).exp();
+        *z = weight(*z, max, temperature);
     }
+}
+
+/// `exp((z - max) / T)`, and exactly 0 for a logit of minus infinity (a token
+/// ruled out stays out: the fast `exp` gives about 1e-38 below -87).
+#[inline(always)]
+fn weight(z: f32, max: f32, temperature: f32) -> f32 {
+    let w = math::exp((z - max) / temperature);
+    if z == f32::NEG_INFINITY { 0.0 } else { w }
 }
 
 /// Step 4: `kept` is sorted by weight, largest first; keep the shortest
@@ -199,6 +222,29 @@ fn draw(weights: &[f32], kept: &[u32], rng: &mut Rng) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The whole-vocabulary loop and the loop over kept ids give the same
+    /// weights, within the fast `exp`'s error of libm's, and a logit of
+    /// minus infinity weighs exactly nothing.
+    #[test]
+    fn weights_agree_on_both_paths_and_ruled_out_tokens_weigh_nothing() {
+        let mut every: Vec<f32> = (0..100).map(|i| (i as f32 * 0.37).sin() * 30.0).collect();
+        every[7] = f32::NEG_INFINITY;
+        every[99] = -50.0;
+        let (z, mut some) = (every.clone(), every.clone());
+        to_weights(&mut every, &(0..100).collect::<Vec<u32>>(), 0.8);
+        to_weights(&mut some, &(0..99).collect::<Vec<u32>>(), 0.8);
+        let max = z.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        assert_eq!((every[7], some[7]), (0.0, 0.0));
+        for i in 0..99 {
+            assert_eq!(every[i].to_bits(), some[i].to_bits(), "id {i}");
+            let exact = ((z[i] - max) / 0.8).exp();
+            assert!(
+                (every[i] - exact).abs() <= 4e-7 * exact.max(1e-30),
+                "id {i}"
+            );
+        }
+    }
 
     fn opts() -> SampleOptions {
         SampleOptions {
