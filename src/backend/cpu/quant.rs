@@ -250,16 +250,16 @@ pub fn quantize_block(ty: WeightType, x: &[f32; QK], out: &mut [u8]) {
 }
 
 /// `d = max|x| / 127` and `q = round(x / d)` (halves away from zero).
-/// `max|x|` compares the bits of `|x|` as integers (the same order for
-/// numbers, and a loop the compiler vectorises; a NaN wins, so it spreads).
+/// `max|x|` compares the bits of `|x|` as integers: the same order for
+/// numbers, and a loop the compiler vectorises. A NaN counts as 0, so it is
+/// skipped, as by ggml's reference quantizer and `f32::max`.
 #[inline(always)]
 fn quantize_q8_0(x: &[f32; QK]) -> (f32, [i8; QK]) {
-    let amax = f32::from_bits(
-        x.iter()
-            .map(|v| v.to_bits() & 0x7fff_ffff)
-            .max()
-            .unwrap_or(0),
-    );
+    let magnitude = |v: &f32| match v.to_bits() & 0x7fff_ffff {
+        nan if nan > f32::INFINITY.to_bits() => 0,
+        bits => bits,
+    };
+    let amax = f32::from_bits(x.iter().map(magnitude).max().unwrap_or(0));
     let d = amax / 127.0;
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
     // A loop, not `array::from_fn`: its closure may stay out of line, then
@@ -700,6 +700,18 @@ mod tests {
         assert_eq!(strided.minus_offsets, contiguous.minus_offsets);
         let sum: i32 = contiguous.qs[0].iter().map(|&q| q as i32).sum();
         assert_eq!(contiguous.minus_offsets[0], [-128 * sum, -8 * sum]);
+    }
+
+    /// `max|x|` by integer bits gives f32's own maximum, and skips a NaN.
+    #[test]
+    fn the_block_scale_is_the_largest_magnitude_and_skips_nan() {
+        let mut x: [f32; QK] = std::array::from_fn(|j| (j as f32 - 20.0) * 0.25);
+        let (d, _) = quantize_q8_0(&x);
+        assert_eq!(d, 5.0 / 127.0);
+        x[3] = f32::NAN;
+        x[9] = -7.5;
+        let (d, q) = quantize_q8_0(&x);
+        assert_eq!((d, q[9], q[3]), (7.5 / 127.0, -127, 0));
     }
 
     #[test]
