@@ -105,14 +105,14 @@ impl QuantMatrix {
         block: impl Fn(usize, usize, &mut [u8]) + Sync,
     ) -> Result<Self> {
         let mut m = QuantMatrix::zeroed(ty, in_features, out_features)?;
-        let (bb, blocks) = (ty.block_bytes(), in_features / QK);
-        let group_bytes = m.group_block_bytes();
+        let bb = ty.block_bytes();
+        let (group_bytes, group_block_bytes) = (m.group_bytes(), m.group_block_bytes());
         m.bytes
-            .par_chunks_mut((blocks * group_bytes).max(1))
+            .par_chunks_mut(group_bytes.max(1))
             .enumerate()
             .for_each(|(g, group)| {
                 let mut one = [0u8; 34];
-                for (b, at) in group.chunks_exact_mut(group_bytes).enumerate() {
+                for (b, at) in group.chunks_exact_mut(group_block_bytes).enumerate() {
                     for lane in 0..GROUP.min(out_features - g * GROUP) {
                         block(g * GROUP + lane, b, &mut one[..bb]);
                         place(ty, &one[..bb], lane, at);
@@ -163,8 +163,18 @@ impl QuantMatrix {
 
     /// Group `g`'s blocks (outputs `16 g..16 g + 16`), in order along `IN`.
     fn group(&self, g: usize) -> &[u8] {
-        let len = self.in_features / QK * self.group_block_bytes();
-        &self.bytes[g * len..][..len]
+        &self.bytes_from_group(g)[..self.group_bytes()]
+    }
+
+    /// The matrix's bytes from group `g`'s first block on (what the kernel
+    /// prefetches from).
+    fn bytes_from_group(&self, g: usize) -> &[u8] {
+        &self.bytes[g * self.group_bytes()..]
+    }
+
+    /// Bytes of one group: its blocks along `IN`.
+    fn group_bytes(&self) -> usize {
+        self.in_features / QK * self.group_block_bytes()
     }
 
     /// Block `b` of row `o` in ggml's layout, into `out` (34 or 18 bytes).
@@ -304,16 +314,17 @@ impl QuantizedRows {
                 vectorised!({
                     let blocks = d.iter_mut().zip(qs.iter_mut()).zip(terms.iter_mut());
                     for (b, ((d, qs), terms)) in blocks.enumerate() {
-                        let mut values = [0f32; QK];
-                        match x.col_stride() {
-                            1 => values = x.row(i).as_chunks::<QK>().0[b],
+                        let values = match x.col_stride() {
+                            1 => x.row(i).as_chunks::<QK>().0[b],
                             stride => {
                                 let first = i * x.row_stride() + b * QK * stride;
+                                let mut values = [0f32; QK];
                                 for (j, v) in values.iter_mut().enumerate() {
                                     *v = x.data()[first + j * stride];
                                 }
+                                values
                             }
-                        }
+                        };
                         let (scale, q) = quantize_q8_0(&values);
                         (*d, *qs) = (f16::from_f32(scale).to_f32(), q);
                         let sum: i32 = q.iter().map(|&v| v as i32).sum();
@@ -488,7 +499,7 @@ impl Group<'_> {
         i0: usize,
     ) -> usize {
         let blocks = self.w.group(self.g).as_chunks::<BYTES>().0;
-        let ahead = &self.w.bytes[self.g * blocks.len() * BYTES..];
+        let ahead = self.w.bytes_from_group(self.g);
         let lanes = self.out.len() / self.x.rows;
         let sums = tile::<D, BYTES, T, R>(blocks, ahead, self.x, i0);
         for (r, sum) in sums.iter().enumerate() {
