@@ -40,11 +40,19 @@ use rayon::prelude::*;
 /// `x` rounded to the nearest bf16, ties to even (PyTorch's rounding).
 #[inline(always)]
 pub fn to_bf16(x: f32) -> u16 {
-    let bits = x.to_bits();
-    if x.is_nan() {
-        return ((bits >> 16) | 0x0040) as u16;
+    rounded_bits(x.to_bits()) as u16
+}
+
+/// [`to_bf16`] on an f32's bits, in the low half of the result, without a
+/// branch (so that loops of it vectorise).
+#[inline(always)]
+fn rounded_bits(bits: u32) -> u32 {
+    let rounded = bits.wrapping_add(0x7fff + ((bits >> 16) & 1)) >> 16;
+    let quiet_nan = (bits >> 16) | 0x0040;
+    match bits & 0x7fff_ffff > 0x7f80_0000 {
+        true => quiet_nan,
+        false => rounded,
     }
-    ((bits + 0x7fff + ((bits >> 16) & 1)) >> 16) as u16
 }
 
 /// The f32 with the same value as the bf16 `h` (exact).
@@ -56,7 +64,7 @@ pub fn to_f32(h: u16) -> f32 {
 /// Two bf16 numbers in one `u32`: `even` in the low half.
 #[inline(always)]
 fn pair(even: f32, odd: f32) -> u32 {
-    to_bf16(even) as u32 | (to_bf16(odd) as u32) << 16
+    rounded_bits(even.to_bits()) | rounded_bits(odd.to_bits()) << 16
 }
 
 /// The elements of `m` at `(r, c)`, 0 outside it (the padding).
@@ -111,16 +119,14 @@ impl Bf16Rows {
             "bf16 rows: shape"
         );
         let width = self.cols.div_ceil(2);
-        self.pairs
-            .par_chunks_mut(width.max(1))
-            .enumerate()
-            .for_each(|(r, row)| {
-                simd::vectorised!({
-                    for (p, out) in row.iter_mut().enumerate() {
-                        *out = pair(at(&m, r, 2 * p), at(&m, r, 2 * p + 1));
-                    }
-                })
-            });
+        if width == 0 {
+            return;
+        }
+        match (m.col_stride(), m.row_stride()) {
+            (1, _) => rows_from_rows(&mut self.pairs, m, width),
+            (_, 1) => rows_from_columns(&mut self.pairs, m, width),
+            _ => rows_from_any(&mut self.pairs, m, width),
+        }
     }
 
     fn row(&self, r: usize) -> &[u32] {
@@ -166,17 +172,14 @@ impl Bf16Panels {
             "bf16 panels: shape"
         );
         let depth = self.rows.div_ceil(2);
-        self.pairs
-            .par_chunks_mut(depth.max(1))
-            .enumerate()
-            .for_each(|(q, panel)| {
-                for (p, group) in panel.iter_mut().enumerate() {
-                    for (l, out) in group.iter_mut().enumerate() {
-                        let c = 16 * q + l;
-                        *out = pair(at(&m, 2 * p, c), at(&m, 2 * p + 1, c));
-                    }
-                }
-            });
+        if depth == 0 {
+            return;
+        }
+        match (m.col_stride(), m.row_stride()) {
+            (1, _) => panels_from_rows(&mut self.pairs, m, depth),
+            (_, 1) => panels_from_columns(&mut self.pairs, m, depth),
+            _ => panels_from_any(&mut self.pairs, m, depth),
+        }
     }
 
     /// `(rows, cols)`.
@@ -194,6 +197,149 @@ impl Bf16Panels {
         let depth = self.rows.div_ceil(2);
         &self.pairs[q * depth..][..depth]
     }
+}
+
+// The conversions into the two layouts. Each reads its source the way it
+// lies in memory: a view with contiguous rows (`col_stride` 1) or columns
+// (`row_stride` 1, a transposed view) by slices, in loops that vectorise;
+// any other view element by element. All write every element of the
+// layout, padding included, so a buffer reused for a smaller shape holds
+// no stale values.
+
+/// [`Bf16Rows`] from a view with contiguous rows: pairs of neighbours.
+fn rows_from_rows(pairs: &mut [u32], m: MatRef, width: usize) {
+    pairs
+        .par_chunks_mut(width)
+        .enumerate()
+        .for_each(|(r, out)| {
+            let src = m.row(r);
+            simd::vectorised!({
+                for (out, two) in out.iter_mut().zip(src.chunks_exact(2)) {
+                    *out = pair(two[0], two[1]);
+                }
+            });
+            if src.len() % 2 == 1 {
+                out[width - 1] = pair(src[src.len() - 1], 0.0);
+            }
+        });
+}
+
+/// Rows per task of [`rows_from_columns`]: one cache line of each column.
+const COLUMN_BLOCK: usize = 16;
+
+/// [`Bf16Rows`] from a view with contiguous columns: columns `2p` and
+/// `2p + 1` give pair `p` of every row, read a cache line of rows at a time.
+fn rows_from_columns(pairs: &mut [u32], m: MatRef, width: usize) {
+    let t = m.t();
+    pairs
+        .par_chunks_mut(COLUMN_BLOCK * width)
+        .enumerate()
+        .for_each(|(block, out)| {
+            let (first, count) = (block * COLUMN_BLOCK, out.len() / width);
+            let column = |c: usize| match c < t.rows() {
+                true => &t.row(c)[first..][..count],
+                false => &[],
+            };
+            let mut group = [0u32; COLUMN_BLOCK];
+            for p in 0..width {
+                let (even, odd) = (column(2 * p), column(2 * p + 1));
+                simd::vectorised!({
+                    for (i, g) in group[..count].iter_mut().enumerate() {
+                        *g = pair(even[i], odd.get(i).copied().unwrap_or(0.0));
+                    }
+                });
+                for (i, g) in group[..count].iter().enumerate() {
+                    out[i * width + p] = *g;
+                }
+            }
+        });
+}
+
+/// [`Bf16Rows`] from any view, element by element.
+fn rows_from_any(pairs: &mut [u32], m: MatRef, width: usize) {
+    pairs
+        .par_chunks_mut(width)
+        .enumerate()
+        .for_each(|(r, row)| {
+            for (p, out) in row.iter_mut().enumerate() {
+                *out = pair(at(&m, r, 2 * p), at(&m, r, 2 * p + 1));
+            }
+        });
+}
+
+/// [`Bf16Panels`] from a view with contiguous rows: each group is 16
+/// neighbours of row `2p` interleaved with those of row `2p + 1`.
+fn panels_from_rows(pairs: &mut [[u32; 16]], m: MatRef, depth: usize) {
+    pairs
+        .par_chunks_mut(depth)
+        .enumerate()
+        .for_each(|(q, panel)| {
+            let (first, width) = (16 * q, m.cols().saturating_sub(16 * q).min(16));
+            let part = |r: usize| match r < m.rows() {
+                true => &m.row(r)[first..][..width],
+                false => &[],
+            };
+            for (p, group) in panel.iter_mut().enumerate() {
+                let (even, odd) = (part(2 * p), part(2 * p + 1));
+                if even.len() == 16 && odd.len() == 16 {
+                    simd::vectorised!({
+                        for (l, out) in group.iter_mut().enumerate() {
+                            *out = pair(even[l], odd[l]);
+                        }
+                    });
+                    continue;
+                }
+                for (l, out) in group.iter_mut().enumerate() {
+                    let value = |s: &[f32]| s.get(l).copied().unwrap_or(0.0);
+                    *out = pair(value(even), value(odd));
+                }
+            }
+        });
+}
+
+/// [`Bf16Panels`] from a view with contiguous columns: lane `l` of every
+/// group of panel `q` is pairs of neighbours down column `16 q + l`.
+fn panels_from_columns(pairs: &mut [[u32; 16]], m: MatRef, depth: usize) {
+    let t = m.t();
+    pairs
+        .par_chunks_mut(depth)
+        .enumerate()
+        .for_each(|(q, panel)| {
+            for l in 0..16 {
+                let c = 16 * q + l;
+                let column: &[f32] = match c < t.rows() {
+                    true => t.row(c),
+                    false => &[],
+                };
+                simd::vectorised!({
+                    for (group, two) in panel.iter_mut().zip(column.chunks_exact(2)) {
+                        group[l] = pair(two[0], two[1]);
+                    }
+                });
+                let done = column.len() / 2;
+                for (p, group) in panel.iter_mut().enumerate().skip(done) {
+                    group[l] = pair(
+                        column.get(2 * p).copied().unwrap_or(0.0),
+                        column.get(2 * p + 1).copied().unwrap_or(0.0),
+                    );
+                }
+            }
+        });
+}
+
+/// [`Bf16Panels`] from any view, element by element.
+fn panels_from_any(pairs: &mut [[u32; 16]], m: MatRef, depth: usize) {
+    pairs
+        .par_chunks_mut(depth)
+        .enumerate()
+        .for_each(|(q, panel)| {
+            for (p, group) in panel.iter_mut().enumerate() {
+                for (l, out) in group.iter_mut().enumerate() {
+                    let c = 16 * q + l;
+                    *out = pair(at(&m, 2 * p, c), at(&m, 2 * p + 1, c));
+                }
+            }
+        });
 }
 
 /// Rows per parallel task.
@@ -579,6 +725,35 @@ mod tests {
             }
             let now = (scratch.lhs.pairs.as_ptr(), scratch.rhs.pairs.as_ptr());
             assert!(*buffers.get_or_insert(now) == now, "the scratch moved");
+        }
+    }
+
+    /// Row-major and transposed views (odd sizes, panels cut short, a
+    /// column block cut short) and a strided one, each refilled into buffers
+    /// that held a larger matrix: the same pairs as element by element.
+    #[test]
+    fn every_view_converts_as_element_by_element() {
+        let big = random(40 * 37, 9);
+        let (mut rows, mut panels) = (Bf16Rows::default(), Bf16Panels::default());
+        for (r, c) in [(1, 1), (2, 3), (17, 33), (33, 16), (40, 37)] {
+            let data = random(r * c, (r * c) as u64);
+            let views = [
+                MatRef::new(&data, r, c),
+                MatRef::new(&data, c, r).t(),
+                MatRef::strided(&big, r, c, 37),
+            ];
+            for m in views {
+                rows.refill(MatRef::new(&big, 40, 37));
+                panels.refill(MatRef::new(&big, 37, 40));
+                rows.refill(m);
+                panels.refill(m);
+                let mut want_rows = vec![0; r * c.div_ceil(2)];
+                rows_from_any(&mut want_rows, m, c.div_ceil(2));
+                let mut want_panels = vec![[0; 16]; c.div_ceil(16) * r.div_ceil(2)];
+                panels_from_any(&mut want_panels, m, r.div_ceil(2));
+                assert!(rows.pairs == want_rows, "rows of ({r}, {c})");
+                assert!(panels.pairs == want_panels, "panels of ({r}, {c})");
+            }
         }
     }
 
