@@ -128,20 +128,12 @@ fn bf16_scratch_bytes(cfg: &ModelConfig, rows: usize) -> u128 {
     if cfg.arch == Arch::Bigram {
         return 0;
     }
-    let c = cfg.n_embd as u128;
-    let linears = [
-        (c, cfg.qkv_width() as u128),
-        (c, c),
-        (c, cfg.fc_width() as u128),
-        (cfg.ffn_width() as u128, c),
-        (c, cfg.vocab_size as u128),
-    ];
     let inner = [
         Some(rows as u128),
         cfg.lora.as_ref().map(|l| l.rank as u128),
     ];
     let (mut lhs, mut rhs) = (0u128, 0u128);
-    for (fan_in, fan_out) in linears {
+    for (fan_in, fan_out) in linear_shapes(cfg) {
         for x in inner.into_iter().flatten() {
             let dims = [x, fan_in, fan_out];
             for (m, k, n) in [
@@ -161,10 +153,36 @@ fn bf16_scratch_bytes(cfg: &ModelConfig, rows: usize) -> u128 {
     4 * (lhs + rhs)
 }
 
+/// `(IN, OUT)` of a block's linear layers and of the LM head.
+fn linear_shapes(cfg: &ModelConfig) -> [(u128, u128); 5] {
+    let c = cfg.n_embd as u128;
+    [
+        (c, cfg.qkv_width() as u128),
+        (c, c),
+        (c, cfg.fc_width() as u128),
+        (cfg.ffn_width() as u128, c),
+        (c, cfg.vocab_size as u128),
+    ]
+}
+
+/// Training's bf16 copy of the matrices the forward products read
+/// ([`crate::model::PackedWeights::for_training`]: none for the bigram model
+/// or with LoRA): every block's linear layers and the LM head, in panels of
+/// 16 columns and pairs of rows.
+fn bf16_copy_bytes(cfg: &ModelConfig) -> u128 {
+    if cfg.arch == Arch::Bigram || cfg.lora.is_some() {
+        return 0;
+    }
+    let panels = |(fan_in, fan_out): (u128, u128)| 64 * fan_out.div_ceil(16) * fan_in.div_ceil(2);
+    let [qkv, proj, fc, mlp_proj, head] = linear_shapes(cfg).map(panels);
+    cfg.n_layer as u128 * (qkv + proj + fc + mlp_proj) + head
+}
+
 /// What training `cfg` with batches of `batch` sequences needs: the weights,
 /// and the gradients and AdamW moments of the `trained` parameters (all, or a
-/// fine-tune's unfrozen ones); the activations; the attention scratch; the
-/// bf16 copies of the products' operands (with `dtype` bf16); and the host
+/// fine-tune's unfrozen ones); the activations; the attention scratch; with
+/// `dtype` bf16, the bf16 copy of the weights and the products' converted
+/// operands; and the host
 /// copies a checkpoint is written from (or a resume read into): trained
 /// weights and moments as bytes, then serialised, 24 bytes a parameter.
 pub fn training(
@@ -192,10 +210,10 @@ pub fn training(
                 attention_scratch_floats(cfg, b, t) * F32,
             ),
             (
-                "bf16 operands of the products",
+                "bf16 copy of the weights and operands of the products",
                 match dtype {
                     Dtype::F32 => 0,
-                    Dtype::Bf16 => bf16_scratch_bytes(cfg, rows),
+                    Dtype::Bf16 => bf16_copy_bytes(cfg) + bf16_scratch_bytes(cfg, rows),
                 },
             ),
             ("checkpoint copies", 6 * trained * F32),
@@ -499,7 +517,8 @@ mod tests {
     #[test]
     fn bf16_scratch_bounds_what_a_step_holds() {
         use crate::backend::cpu::Cpu;
-        use crate::model::{LoraConfig, LoraTarget};
+        use crate::model::packed::matrices;
+        use crate::model::{LoraConfig, LoraTarget, PackedWeights};
         use crate::train::{Preset, Trainer};
         let mut lora = Preset::LlamaChar.config();
         lora.model.lora = Some(LoraConfig {
@@ -520,9 +539,24 @@ mod tests {
                 held <= bound && 2 * held >= bound,
                 "held {held}, estimated {bound}"
             );
+            let copy = bf16_copy_bytes(&config.model);
+            let model = crate::model::Model::new(config.model.clone()).unwrap();
+            let params = vec![0.0; model.num_params()];
+            let held_copy: usize = match PackedWeights::for_training(&be, &model, &params).unwrap()
+            {
+                Some(copy) => matrices(&model)
+                    .unwrap()
+                    .iter()
+                    .filter_map(|m| copy.get(&m.linear.weight))
+                    .map(|p| p.byte_len())
+                    .sum(),
+                None => 0,
+            };
+            let held_copy = held_copy as u128;
+            assert_eq!(copy, held_copy, "the bf16 copy's bytes");
             let f32_run = training(&config.model, 2, None, Dtype::F32).unwrap();
             let bf16_run = training(&config.model, 2, None, Dtype::Bf16).unwrap();
-            assert_eq!(bf16_run.total() - f32_run.total(), bound);
+            assert_eq!(bf16_run.total() - f32_run.total(), bound + copy);
         }
     }
 

@@ -430,6 +430,15 @@ pub trait Backend: Sync + Sized {
     /// stay in the flat buffer), and for a quantized type when `IN` is not a
     /// multiple of its block length.
     fn pack(&self, w: Mat<Self::View<'_>>, ty: WeightType) -> Result<Self::Packed>;
+    /// Overwrite `dst`, packed from a matrix of `w`'s shape, with `w`
+    /// converted to its type (allocating nothing): training's copy of the
+    /// weights after each update. Refused for quantized weights and a
+    /// different shape.
+    fn repack(&self, dst: &mut Self::Packed, w: Mat<Self::View<'_>>) -> Result<()>;
+    /// The type training's forward products read the weights in, when this
+    /// backend wants them kept packed as that (the CPU with `--dtype bf16`:
+    /// a bf16 copy, rewritten after each update); `None`: from the f32 buffer.
+    fn training_weights(&self) -> Option<WeightType>;
     /// A `(IN, OUT)` weight from the bytes of a GGUF tensor of `ty`: `OUT`
     /// rows of `IN` values each, as ggml stores them (bf16: little-endian halves).
     fn pack_blocks(

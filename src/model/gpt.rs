@@ -53,7 +53,8 @@ pub struct Model {
 pub(super) struct Pass<'p, B: Backend> {
     pub be: &'p B,
     pub params: &'p B::Buf,
-    /// The packed matrices, when decoding with `--weights` other than f32.
+    /// The packed matrices, when decoding with `--weights` other than f32
+    /// or training with a bf16 copy (forward products only).
     pub packed: Option<&'p PackedWeights<B>>,
     pub window: Window,
     pub mode: Mode,
@@ -135,7 +136,8 @@ impl Model {
     }
 
     /// [`Model::forward`] with the matrices of `weights.packed` read from
-    /// there (decoding with `--weights`); without them it is `forward` itself.
+    /// there (decoding with `--weights`, or training's bf16 copy); without
+    /// them it is `forward` itself.
     pub fn forward_with<B: Backend>(
         &self,
         be: &B,
@@ -213,7 +215,7 @@ impl Model {
         let lay = &self.layout;
         let wte = B::view(pass.params, lay.wte.clone());
         let c = self.config.n_embd;
-        let table = pass.packed.and_then(|p| p.get(&lay.wte));
+        let table = pass.packed.and_then(|p| p.embedding_table(&lay.wte));
         for (i, &pos) in positions.iter().enumerate() {
             let wpe = (!lay.wpe.is_empty()).then(|| B::view(pass.params, lay.wpe.clone()));
             let idx = B::ids_view(&acts.tokens, i..i + 1);
@@ -244,7 +246,7 @@ impl Model {
         let idx = B::ids_view(&acts.tokens, rows.into());
         let encoded = &mut acts.tensors.encoded;
         let c = self.config.n_embd;
-        match pass.packed.and_then(|p| p.get(&lay.wte)) {
+        match pass.packed.and_then(|p| p.embedding_table(&lay.wte)) {
             Some(table) => be.packed_rows(encoded.at_mut(0, rows), idx, table, wpe, w.pos, w.t),
             None => be.embedding_forward(encoded.at_mut(0, rows), idx, wte, wpe, w.pos, w.t, c),
         }

@@ -7,8 +7,9 @@
 //! dinp = dout @ W^T                [times act'(pre), in the epilogue]
 //! dW  += inp^T @ dout              db += sum_n dout[n, :]
 //! ```
-//! With packed weights ([`super::packed`], decoding only) the forward
-//! product reads the packed matrix instead (`Backend::matmul_packed`).
+//! With packed weights ([`super::packed`]: decoding's, or training's bf16
+//! copy of the f32 masters) the forward product reads the packed matrix
+//! instead (`Backend::matmul_packed`); backward always reads the f32 `W`.
 //! With LoRA the product uses `W_eff = W + s·AᵀBᵀ` and backward adds the
 //! adapters' gradients instead of `dW` (math in [`super::lora`]).
 //!
@@ -152,7 +153,7 @@ impl LinearParams {
     /// Overwrites `dinp` (with `through = Some((act, pre))`: the gradient of
     /// `pre`, whose activation was this layer's input) and accumulates into
     /// the weight and bias gradients (or the adapters') in `grads`. Reads the
-    /// f32 weight: `w.packed` is for decoding only.
+    /// f32 weight, never `w.packed`.
     #[allow(clippy::too_many_arguments)]
     pub fn backward<B: Backend>(
         &self,

@@ -1,4 +1,6 @@
-//! A model's matrices kept in a [`WeightType`] other than f32, for decoding.
+//! A model's matrices kept in a [`WeightType`] other than f32: for decoding
+//! (`--weights`), and for training's forward products when the backend asks
+//! for a copy ([`PackedWeights::for_training`]: the CPU's `--dtype bf16`).
 //!
 //! Every linear layer's weight (the fused `c_attn` and `c_fc` included), the
 //! LM head and the token embedding are packed by the backend
@@ -25,6 +27,13 @@ use std::ops::Range;
 pub struct PackedWeights<B: Backend> {
     ty: WeightType,
     by_start: HashMap<usize, B::Packed>,
+    /// A training copy's matrices, rewritten from the f32 masters by
+    /// [`PackedWeights::refresh`] (none for decoding: packed once).
+    sources: Vec<LinearParams>,
+    /// Whether the token embedding's rows are read from here (decoding) or
+    /// from the f32 buffer (training: an embedding is no product, and stays
+    /// f32 as under PyTorch's autocast).
+    embedding_rows: bool,
 }
 
 /// One matrix to pack: its name, range and shape.
@@ -65,7 +74,62 @@ impl<B: Backend> PackedWeights<B> {
             let packed = pack(&m).map_err(|e| Error::Weights(format!("{}: {e}", m.name)))?;
             by_start.insert(m.linear.weight.start, packed);
         }
-        Ok(PackedWeights { ty, by_start })
+        Ok(PackedWeights {
+            ty,
+            by_start,
+            sources: Vec::new(),
+            embedding_rows: true,
+        })
+    }
+
+    /// Training's copy of the matrices its forward products read, in the
+    /// type `be` asks for ([`Backend::training_weights`]); the f32 buffer
+    /// stays the master that AdamW updates, and [`PackedWeights::refresh`]
+    /// rewrites the copy after each update. `None` when the backend asks for
+    /// none, for the bigram model (no products) and with LoRA (whose
+    /// effective weights are formed afresh at each product). Holds the
+    /// blocks' matrices and the LM head (the token embedding only when it is
+    /// the tied head).
+    pub fn for_training(be: &B, model: &Model, params: &B::Buf) -> Result<Option<Self>> {
+        let Some(ty) = be.training_weights() else {
+            return Ok(None);
+        };
+        if model.config.arch == Arch::Bigram || model.config.lora.is_some() {
+            return Ok(None);
+        }
+        let lay = &model.layout;
+        let tied = lay.lm_head.as_ref().is_some_and(|h| h.weight == lay.wte);
+        let sources: Vec<LinearParams> = matrices(model)?
+            .into_iter()
+            .map(|m| m.linear)
+            .filter(|l| tied || l.weight != lay.wte)
+            .collect();
+        let mut by_start = HashMap::new();
+        for linear in &sources {
+            let view = B::view(params, linear.weight.clone());
+            by_start.insert(
+                linear.weight.start,
+                be.pack(linear.weight_mat::<B>(view), ty)?,
+            );
+        }
+        Ok(Some(PackedWeights {
+            ty,
+            by_start,
+            sources,
+            embedding_rows: false,
+        }))
+    }
+
+    /// Rewrite a training copy from the f32 `params` (after an update),
+    /// allocating nothing.
+    pub fn refresh(&mut self, be: &B, params: &B::Buf) -> Result<()> {
+        for linear in &self.sources {
+            if let Some(packed) = self.by_start.get_mut(&linear.weight.start) {
+                let view = B::view(params, linear.weight.clone());
+                be.repack(packed, linear.weight_mat::<B>(view))?;
+            }
+        }
+        Ok(())
     }
 
     pub fn ty(&self) -> WeightType {
@@ -75,6 +139,12 @@ impl<B: Backend> PackedWeights<B> {
     /// The packed matrix stored at `weight`, if it is one.
     pub fn get(&self, weight: &Range<usize>) -> Option<&B::Packed> {
         self.by_start.get(&weight.start)
+    }
+
+    /// The packed token embedding `wte`, when its rows are read from here
+    /// (decoding; a training copy leaves the embedding f32).
+    pub fn embedding_table(&self, wte: &Range<usize>) -> Option<&B::Packed> {
+        self.get(wte).filter(|_| self.embedding_rows)
     }
 }
 
@@ -244,6 +314,47 @@ mod tests {
                     ty.name()
                 );
             }
+        }
+    }
+
+    /// Training's bf16 copy holds the blocks' matrices and the LM head, and
+    /// the token embedding only as a tied head (read by the product, never
+    /// for the embedding's rows): a forward through it is, bit for bit, the
+    /// forward that converts the f32 masters at each product.
+    #[test]
+    fn a_training_copy_changes_no_bit_of_the_forward() {
+        use crate::backend::cpu::Dtype;
+        let be = Cpu::with_dtype(Dtype::Bf16);
+        let (b, t) = (2, 8);
+        let window = Window::batch(b, t);
+        let tokens: Vec<u32> = (0..16).map(|i| i * 7 % 50).collect();
+        for cfg in [gpt(), llama()] {
+            let model = Model::new(cfg).unwrap();
+            let mut rng = Rng::new(5, 0);
+            let params: Vec<f32> = (0..model.num_params())
+                .map(|_| rng.next_f32() - 0.5)
+                .collect();
+            let copy = PackedWeights::for_training(&be, &model, &params)
+                .unwrap()
+                .unwrap();
+            let lay = &model.layout;
+            let head = lay.lm_head.as_ref().unwrap();
+            assert!(copy.get(&head.weight).is_some());
+            assert!(copy.embedding_table(&lay.wte).is_none());
+            assert_eq!(copy.get(&lay.wte).is_some(), model.config.tie_embeddings);
+            let forward = |weights: Weights<Cpu>| {
+                let mut acts = Activations::training(&be, &model.config, b, t).unwrap();
+                model.forward_with(&be, weights, &mut acts, &tokens, window, Mode::Eval);
+                acts.tensors.logits.at(0, window.rows()).to_vec()
+            };
+            let through_copy = forward(Weights::packed(&params, Some(&copy)));
+            assert!(through_copy == forward(Weights::plain(&params)));
+            let f32_products = Cpu::new();
+            assert!(
+                PackedWeights::for_training(&f32_products, &model, &params)
+                    .unwrap()
+                    .is_none()
+            );
         }
     }
 

@@ -24,7 +24,7 @@ use crate::data::sampler::BatchSampler;
 use crate::dist::{Shards, World};
 use crate::error::{Error, Result};
 use crate::finetune::sft::PROMPT_BIT;
-use crate::model::{Activations, Grads, Mode, Model, Window};
+use crate::model::{Activations, Grads, Mode, Model, PackedWeights, Weights, Window};
 use crate::optim::AdamW;
 use crate::rng::mix64;
 use std::path::Path;
@@ -82,6 +82,10 @@ pub struct Trainer<'a, B: Backend> {
     pub model: Model,
     pub config: TrainConfig,
     params: B::Buf,
+    /// The matrices the forward products read, when the backend keeps them
+    /// in another type (`--dtype bf16`): rewritten from `params` after every
+    /// update, which changes only `params` (the f32 masters).
+    products_copy: Option<PackedWeights<B>>,
     grads: Grads<B>,
     opt: AdamW<B>,
     acts: Activations<B>,
@@ -190,6 +194,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
             false => None,
         };
         let params = be.upload(params)?;
+        let products_copy = PackedWeights::for_training(be, &model, &params)?;
         Ok(Trainer {
             be,
             grads: Grads::new(be, from, model.num_params())?,
@@ -205,6 +210,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
             norm_partials: vec![0.0; shards.chunks()],
             shards,
             params,
+            products_copy,
             opt,
             model,
             config: config.clone(),
@@ -310,6 +316,10 @@ impl<'a, B: Backend> Trainer<'a, B> {
             self.opt
                 .update(be, &mut self.params, &self.grads.buf, lr, clip)
         };
+        let updated = loss.is_finite() && self.last_targets > 0;
+        if let Some(copy) = self.products_copy.as_mut().filter(|_| updated) {
+            copy.refresh(self.be, &self.params)?;
+        }
         Ok(loss)
     }
 
@@ -342,7 +352,8 @@ impl<'a, B: Backend> Trainer<'a, B> {
         let n = B::len(&grads.buf);
         be.fill(B::view_mut(&mut grads.buf, 0..n), 0.0);
         let (window, model, params) = (Window::batch(b, t), &self.model, &self.params);
-        model.forward(be, params, &mut self.acts, &self.inputs, window, mode);
+        let weights = Weights::packed(params, self.products_copy.as_ref());
+        model.forward_with(be, weights, &mut self.acts, &self.inputs, window, mode);
         let acts = &mut self.acts;
         Ok(model.backward(be, params, grads, acts, &self.targets, window, mode, dloss))
     }
@@ -465,7 +476,8 @@ impl<'a, B: Backend> Trainer<'a, B> {
             let counted = unmark_prompts(self.config.sft, &mut self.inputs, &mut self.targets);
             self.check_token_ids()?;
             let (model, acts) = (&self.model, &mut self.acts);
-            model.forward(be, &self.params, acts, &self.inputs, window, Mode::Eval);
+            let weights = Weights::packed(&self.params, self.products_copy.as_ref());
+            model.forward_with(be, weights, acts, &self.inputs, window, Mode::Eval);
             let mean = model.loss(be, acts, &self.targets, window) as f64;
             sums[0] += mean * counted as f64;
             sums[1] += counted as f64;
@@ -539,5 +551,49 @@ impl<'a, B: Backend> Trainer<'a, B> {
             let trained = &params[from..];
             checkpoint::save_train_state(out, self.opt.step, elapsed_s, trained, m, v)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::cpu::{Cpu, Dtype};
+    use crate::train::Preset;
+
+    /// The logits of the trainer's last batch, the matrices read from its
+    /// bf16 copy (`copy`) or converted from the f32 masters at each product.
+    fn logits(trainer: &mut Trainer<Cpu>, copy: bool) -> Vec<f32> {
+        let (b, t) = (trainer.config.batch_size, trainer.config.model.block_size);
+        let window = Window::batch(b, t);
+        let copy = trainer.products_copy.as_ref().filter(|_| copy);
+        let weights = Weights::packed(&trainer.params, copy);
+        let (be, acts) = (trainer.be, &mut trainer.acts);
+        let model = &trainer.model;
+        model.forward_with(be, weights, acts, &trainer.inputs, window, Mode::Eval);
+        acts.tensors.logits.at(0, window.rows()).to_vec()
+    }
+
+    /// With `--dtype bf16` the forward products read a bf16 copy that every
+    /// update rewrites: through it the model computes, bit for bit, what
+    /// converting the updated f32 masters at each product computes. Without
+    /// the rewrite the copy would still hold the first weights.
+    #[test]
+    fn the_bf16_copy_follows_every_update() {
+        let mut config = Preset::CharCpu.config();
+        (config.model.vocab_size, config.batch_size) = (65, 2);
+        let tokens: Vec<u32> = (0..4000u32).map(|i| i * 7 % 65).collect();
+        let be = Cpu::with_dtype(Dtype::Bf16);
+        let mut trainer = Trainer::new(&be, &config, (&tokens, &tokens), None, None).unwrap();
+        assert!(trainer.products_copy.is_some());
+        trainer.step(0).unwrap();
+        let first = logits(&mut trainer, true);
+        assert!(first == logits(&mut trainer, false));
+        trainer.step(1).unwrap();
+        let second = logits(&mut trainer, true);
+        assert!(second == logits(&mut trainer, false));
+        assert!(first != second, "the update changed nothing");
+        let f32_products = Cpu::new();
+        let trainer = Trainer::new(&f32_products, &config, (&tokens, &tokens), None, None).unwrap();
+        assert!(trainer.products_copy.is_none());
     }
 }

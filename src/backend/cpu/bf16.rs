@@ -187,6 +187,11 @@ impl Bf16Panels {
         (self.rows, self.cols)
     }
 
+    /// Bytes held: 64 a group of 16 pairs.
+    pub fn byte_len(&self) -> usize {
+        64 * self.pairs.len()
+    }
+
     /// Element `(r, c)`, as f32 (exact).
     pub fn value(&self, r: usize, c: usize) -> f32 {
         let pair = self.panel(c / 16)[r / 2][c % 16];
@@ -387,6 +392,13 @@ impl Bf16Scratch {
         self.lhs.refill(lhs);
         self.rhs.refill(rhs);
         matmul(dst, &self.lhs, &self.rhs, mode);
+    }
+
+    /// `dst (m, n) = bf16(lhs) (m, k) @ b (k, n)`: the right operand packed
+    /// already (a weight's bf16 copy), the left one converted here.
+    pub fn matmul_packed(&mut self, dst: &mut [f32], lhs: MatRef, b: &Bf16Panels) {
+        self.lhs.refill(lhs);
+        matmul(dst, &self.lhs, b, Accumulate::Overwrite);
     }
 
     /// Bytes held now (the largest operands seen so far).

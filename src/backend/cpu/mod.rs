@@ -75,6 +75,14 @@ impl Packed {
         }
     }
 
+    /// Bytes held (bf16 panels: padded to whole panels and pairs).
+    pub fn byte_len(&self) -> usize {
+        match self {
+            Packed::Bf16(p) => p.byte_len(),
+            Packed::Quant(q) => q.byte_len(),
+        }
+    }
+
     /// Row `o` of the transposed matrix, `W[:, o]`, as f32 into `out (IN)`.
     fn column(&self, o: usize, out: &mut [f32]) {
         match self {
@@ -384,6 +392,32 @@ impl Backend for Cpu {
         }
     }
 
+    fn repack(&self, dst: &mut Packed, w: Mat<&[f32]>) -> Result<()> {
+        let w = mat(w);
+        match dst {
+            Packed::Bf16(panels) if panels.shape() == (w.rows(), w.cols()) => {
+                panels.fill(w);
+                Ok(())
+            }
+            Packed::Bf16(panels) => Err(Error::Weights(format!(
+                "a ({}, {}) matrix repacked into bf16 panels of {:?}",
+                w.rows(),
+                w.cols(),
+                panels.shape()
+            ))),
+            Packed::Quant(_) => Err(Error::Weights(
+                "quantized weights are packed once, not rewritten".into(),
+            )),
+        }
+    }
+
+    fn training_weights(&self) -> Option<WeightType> {
+        match self.dtype {
+            Dtype::F32 => None,
+            Dtype::Bf16 => Some(WeightType::Bf16),
+        }
+    }
+
     fn pack_blocks(&self, ty: WeightType, in_out: (usize, usize), bytes: &[u8]) -> Result<Packed> {
         let (k, n) = in_out;
         match ty {
@@ -419,10 +453,10 @@ impl Backend for Cpu {
         assert_eq!(lhs.cols(), k, "matmul_packed: inner dimensions");
         let pre = &mut dst[..lhs.rows() * n];
         match w {
-            Packed::Bf16(panels) => {
-                let rows = bf16::Bf16Rows::from_f32(lhs);
-                bf16::matmul(pre, &rows, panels, Accumulate::Overwrite);
-            }
+            Packed::Bf16(panels) => match self.bf16_scratch.try_lock() {
+                Ok(mut kept) => kept.matmul_packed(pre, lhs, panels),
+                Err(_) => bf16::Bf16Scratch::default().matmul_packed(pre, lhs, panels),
+            },
             Packed::Quant(q) => match self.quant_scratch.try_lock() {
                 Ok(mut kept) => {
                     let (rows, transposed) = &mut *kept;

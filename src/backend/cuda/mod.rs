@@ -712,6 +712,14 @@ impl Backend for Cuda {
         Err(no_packed(ty))
     }
 
+    fn repack(&self, dst: &mut NoPacked, _w: Mat<DevView<'_>>) -> Result<()> {
+        match *dst {}
+    }
+
+    fn training_weights(&self) -> Option<WeightType> {
+        None
+    }
+
     fn pack_blocks(
         &self,
         ty: WeightType,
