@@ -239,6 +239,26 @@ mod with_mpi {
         assert_same_run(&one, &zero);
     }
 
+    /// With bf16 products each rank rewrites its bf16 copy of the weights
+    /// from the gathered f32 masters after every update: ZeRO-1 on two
+    /// ranks still gives one rank's bits, and bf16 is not f32's run.
+    #[test]
+    fn zero_1_in_bf16_gives_the_bits_of_one_rank() {
+        let Some(cmd) = mpirun(2, false) else { return };
+        let dir = tempfile::tempdir().unwrap();
+        let data = corpus(dir.path());
+        let (one, zero) = (dir.path().join("one"), dir.path().join("zero"));
+        let bf16 = ["--dtype", "bf16"];
+        let one_args = with(new_run(&data, &one, 8), &["--grad-accum", "2"]);
+        one_rank(&with(one_args, &bf16));
+        let zero_args = with(new_run(&data, &zero, 8), &["--zero", "1"]);
+        run(cmd, &with(zero_args, &bf16));
+        assert_same_run(&one, &zero);
+        let f32_run = dir.path().join("f32");
+        one_rank(&with(new_run(&data, &f32_run, 8), &["--grad-accum", "2"]));
+        assert_ne!(step_losses(&f32_run), step_losses(&one));
+    }
+
     #[test]
     fn ranks_talk_over_tcp_on_loopback() {
         let Some(cmd) = mpirun(2, true) else { return };
