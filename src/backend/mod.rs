@@ -484,6 +484,19 @@ pub trait Backend: Sync + Sized {
         dims: AttentionDims,
         dropout: Option<Dropout>,
     );
+    /// Decoding attention for a batch of sequences, one new query each:
+    /// row `i` of `out (n, C)` and `lse (n, NH)` from row `i` of `q` (rows
+    /// `q_stride` apart) over the keys and values `caches[i].0`, laid out
+    /// as `caches[i].1` says (`b = 1`, `t = 1`). The same numbers as
+    /// [`Backend::attention_forward`] on each row alone.
+    #[allow(clippy::type_complexity)]
+    fn attention_decode(
+        &self,
+        out: Self::ViewMut<'_>,
+        lse: Self::ViewMut<'_>,
+        q: Self::View<'_>,
+        caches: &[(Self::View<'_>, AttentionDims)],
+    );
     /// Overwrites `dqkv (B, T, C + 2 KVC)` (training only: `dims.pos == 0`).
     #[allow(clippy::too_many_arguments)]
     fn attention_backward(

@@ -271,17 +271,32 @@ impl Model {
     ) {
         self.attention_input(pass, l, a);
         for (i, (cache, &pos)) in caches.iter_mut().zip(positions).enumerate() {
-            self.attend_cached(pass, l, (a, i), cache, pos);
+            self.append_to_cache(pass, l, (a, i), cache, pos);
         }
+        let kv_cache = pass.rope.is_some();
+        let kvs: Vec<_> = caches
+            .iter()
+            .zip(positions)
+            .map(|(cache, &pos)| {
+                let dims = self.attention_dims_at(1, 1, pos, kv_cache);
+                let kv = match kv_cache {
+                    true => cache.kv_cache.at(l, 0..dims.keys()),
+                    false => cache.qkv.at(l, 0..dims.keys()),
+                };
+                (kv, dims)
+            })
+            .collect();
+        let rows = pass.window.rows();
+        let (out, lse) = (a.atty.at_mut(l, rows), a.att_lse.at_mut(l, rows));
+        pass.be.attention_decode(out, lse, a.qkv.at(l, rows), &kvs);
         self.attention_output(pass, l, a);
         self.mlp_forward(pass, l, a);
     }
 
     /// Row `i` of a decoding batch at position `pos`: rotate its query and
-    /// key (Llama), append its keys and values to its sequence's cache (a
-    /// Llama caches only the KV heads, in `kv_cache`; a GPT keeps `qkv`),
-    /// and attend over the cache.
-    fn attend_cached<B: Backend>(
+    /// key (Llama), and append its keys and values to its sequence's cache
+    /// (a Llama caches only the KV heads, in `kv_cache`; a GPT keeps `qkv`).
+    fn append_to_cache<B: Backend>(
         &self,
         pass: &Pass<B>,
         l: usize,
@@ -290,35 +305,23 @@ impl Model {
         pos: usize,
     ) {
         let (be, row, new) = (pass.be, i..i + 1, pos..pos + 1);
-        let kv_cache = pass.rope.is_some();
-        if let Some(table) = &pass.rope {
-            let table = B::view(table, 0..B::len(table));
-            be.rope_forward(
-                a.qkv.at_mut(l, row.clone()),
-                table,
-                self.rope_dims_at(1, 1, pos),
-            );
-            let (c, width) = (self.config.n_embd, self.config.qkv_width());
-            let dims = (1, width - c);
-            be.copy_columns(
-                cache.kv_cache.at_mut(l, new),
-                a.qkv.at(l, row.clone()),
-                dims,
-                (width, c),
-            );
-        } else {
-            be.copy(cache.qkv.at_mut(l, new), a.qkv.at(l, row.clone()));
-        }
-        let dims = self.attention_dims_at(1, 1, pos, kv_cache);
-        let kv = match kv_cache {
-            true => cache.kv_cache.at(l, 0..dims.keys()),
-            false => cache.qkv.at(l, 0..dims.keys()),
+        let Some(table) = &pass.rope else {
+            return be.copy(cache.qkv.at_mut(l, new), a.qkv.at(l, row));
         };
-        let (out, lse) = (
-            a.atty.at_mut(l, row.clone()),
-            a.att_lse.at_mut(l, row.clone()),
+        let table = B::view(table, 0..B::len(table));
+        be.rope_forward(
+            a.qkv.at_mut(l, row.clone()),
+            table,
+            self.rope_dims_at(1, 1, pos),
         );
-        be.attention_forward(out, lse, a.qkv.at(l, row), kv, dims, None);
+        let (c, width) = (self.config.n_embd, self.config.qkv_width());
+        let dims = (1, width - c);
+        be.copy_columns(
+            cache.kv_cache.at_mut(l, new),
+            a.qkv.at(l, row),
+            dims,
+            (width, c),
+        );
     }
 
     /// Attention's input: `qkv = c_attn(ln_1(x) or x)` for the window's rows.

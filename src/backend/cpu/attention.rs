@@ -221,6 +221,42 @@ fn single_queries(
         });
 }
 
+/// Floats of scratch [`decode`] needs: one row of scores per (sequence,
+/// head), as long as the longest cache.
+pub fn decode_scratch_len(caches: &[(&[f32], AttentionDims)]) -> usize {
+    let longest = caches.iter().map(|(_, d)| d.keys()).max().unwrap_or(0);
+    let heads = caches.first().map_or(0, |(_, d)| d.n_head);
+    caches.len() * heads * longest
+}
+
+/// One query per sequence, each over its own cache (a decoding batch):
+/// every (sequence, head) pair is a task of [`single_query`], all in one
+/// parallel loop; `out: (n, C)`, `lse: (n, NH)`, `q` rows `q_stride` apart.
+pub fn decode(
+    out: &mut [f32],
+    lse: &mut [f32],
+    scratch: &mut [f32],
+    q: &[f32],
+    caches: &[(&[f32], AttentionDims)],
+) {
+    let Some((_, first)) = caches.first() else {
+        return;
+    };
+    let (nh, hs, n) = (first.n_head, first.head_size(), caches.len());
+    let longest = decode_scratch_len(caches) / (n * nh);
+    out[..n * first.c]
+        .par_chunks_mut(hs)
+        .zip(lse[..n * nh].par_iter_mut())
+        .zip(scratch[..n * nh * longest].par_chunks_mut(longest))
+        .enumerate()
+        .for_each(|(ih, ((out, lse), scores))| {
+            let (i, h) = (ih / nh, ih % nh);
+            let (kv, d) = caches[i];
+            assert!(d.b == 1 && d.t == 1, "one query per sequence");
+            *lse = single_query(out, scores, (&q[i * d.q_stride..], kv), d, h);
+        });
+}
+
 /// Through dropout and the softmax, row by row: `dp` (the gradient of the
 /// applied weights) becomes `dS`, the gradient of the scores.
 fn softmax_backward(

@@ -528,6 +528,19 @@ impl Backend for Cpu {
         });
     }
 
+    fn attention_decode(
+        &self,
+        out: &mut [f32],
+        lse: &mut [f32],
+        q: &[f32],
+        caches: &[(&[f32], AttentionDims)],
+    ) {
+        let len = attention::decode_scratch_len(caches);
+        self.with_attention_scratch(len, |scratch| {
+            attention::decode(out, lse, scratch, q, caches)
+        });
+    }
+
     fn attention_backward(
         &self,
         dqkv: &mut [f32],

@@ -794,6 +794,29 @@ impl Backend for Cuda {
             .run_rows(dims, dims.n_head);
     }
 
+    /// One launch of the attention kernel per sequence, on its rows.
+    fn attention_decode(
+        &self,
+        out: DevViewMut<'_>,
+        lse: DevViewMut<'_>,
+        q: DevView<'_>,
+        caches: &[(DevView<'_>, AttentionDims)],
+    ) {
+        for (i, &(kv, dims)) in caches.iter().enumerate() {
+            let (c, nh) = (dims.c, dims.n_head);
+            let row = |view: &DevViewMut<'_>, width: usize| {
+                assert!((i + 1) * width <= view.len, "view out of bounds");
+                DevViewMut {
+                    addr: view.addr + (i * width * F32) as u64,
+                    len: width,
+                    _buf: PhantomData,
+                }
+            };
+            let q_row = Self::view_from(q, i * dims.q_stride);
+            self.attention_forward(row(&out, c), row(&lse, nh), q_row, kv, dims, None);
+        }
+    }
+
     /// Training's layout: `qkv (B, T, C + 2 KVC)`, queries then keys then values.
     fn attention_backward(
         &self,
