@@ -18,7 +18,7 @@
 
 use super::params::{LinearParams, ParamLayout, WeightLayout};
 use super::{Arch, Model};
-use crate::backend::{Backend, WeightType};
+use crate::backend::{Backend, Mat, WeightType};
 use crate::error::{Error, Result};
 use std::collections::HashMap;
 use std::ops::Range;
@@ -46,8 +46,7 @@ impl<B: Backend> PackedWeights<B> {
     /// Every matrix of `model` packed as `ty` from the f32 `params`.
     pub fn from_params(be: &B, model: &Model, params: &B::Buf, ty: WeightType) -> Result<Self> {
         PackedWeights::build(model, ty, |m| {
-            let view = B::view(params, m.linear.weight.clone());
-            be.pack(m.linear.weight_mat::<B>(view), ty)
+            be.pack(weight_in::<B>(params, &m.linear), ty)
         })
     }
 
@@ -56,7 +55,7 @@ impl<B: Backend> PackedWeights<B> {
     pub fn build(
         model: &Model,
         ty: WeightType,
-        mut pack: impl FnMut(&Matrix) -> Result<B::Packed>,
+        pack: impl FnMut(&Matrix) -> Result<B::Packed>,
     ) -> Result<Self> {
         if ty == WeightType::F32 {
             return Err(Error::Weights(
@@ -69,14 +68,9 @@ impl<B: Backend> PackedWeights<B> {
                 ty.name()
             )));
         }
-        let mut by_start = HashMap::new();
-        for m in matrices(model)? {
-            let packed = pack(&m).map_err(|e| Error::Weights(format!("{}: {e}", m.name)))?;
-            by_start.insert(m.linear.weight.start, packed);
-        }
         Ok(PackedWeights {
             ty,
-            by_start,
+            by_start: pack_each::<B>(&matrices(model)?, pack)?,
             sources: Vec::new(),
             embedding_rows: true,
         })
@@ -99,23 +93,15 @@ impl<B: Backend> PackedWeights<B> {
         }
         let lay = &model.layout;
         let tied = lay.lm_head.as_ref().is_some_and(|h| h.weight == lay.wte);
-        let sources: Vec<LinearParams> = matrices(model)?
+        let list: Vec<Matrix> = matrices(model)?
             .into_iter()
-            .map(|m| m.linear)
-            .filter(|l| tied || l.weight != lay.wte)
+            .filter(|m| tied || m.linear.weight != lay.wte)
             .collect();
-        let mut by_start = HashMap::new();
-        for linear in &sources {
-            let view = B::view(params, linear.weight.clone());
-            by_start.insert(
-                linear.weight.start,
-                be.pack(linear.weight_mat::<B>(view), ty)?,
-            );
-        }
+        let by_start = pack_each::<B>(&list, |m| be.pack(weight_in::<B>(params, &m.linear), ty))?;
         Ok(Some(PackedWeights {
             ty,
             by_start,
-            sources,
+            sources: list.into_iter().map(|m| m.linear).collect(),
             embedding_rows: false,
         }))
     }
@@ -125,8 +111,7 @@ impl<B: Backend> PackedWeights<B> {
     pub fn refresh(&mut self, be: &B, params: &B::Buf) -> Result<()> {
         for linear in &self.sources {
             if let Some(packed) = self.by_start.get_mut(&linear.weight.start) {
-                let view = B::view(params, linear.weight.clone());
-                be.repack(packed, linear.weight_mat::<B>(view))?;
+                be.repack(packed, weight_in::<B>(params, linear))?;
             }
         }
         Ok(())
@@ -146,6 +131,25 @@ impl<B: Backend> PackedWeights<B> {
     pub fn embedding_table(&self, wte: &Range<usize>) -> Option<&B::Packed> {
         self.get(wte).filter(|_| self.embedding_rows)
     }
+}
+
+/// `linear`'s weight in `params`, as the `(IN, OUT)` matrix the backend packs.
+fn weight_in<'p, B: Backend>(params: &'p B::Buf, linear: &LinearParams) -> Mat<B::View<'p>> {
+    linear.weight_mat::<B>(B::view(params, linear.weight.clone()))
+}
+
+/// Each matrix of `list` packed by `pack` (its errors given the matrix's
+/// name), keyed by where it starts in the flat buffer.
+fn pack_each<B: Backend>(
+    list: &[Matrix],
+    mut pack: impl FnMut(&Matrix) -> Result<B::Packed>,
+) -> Result<HashMap<usize, B::Packed>> {
+    let mut by_start = HashMap::new();
+    for m in list {
+        let packed = pack(m).map_err(|e| Error::Weights(format!("{}: {e}", m.name)))?;
+        by_start.insert(m.linear.weight.start, packed);
+    }
+    Ok(by_start)
 }
 
 /// Whether the tensor at `range` is one [`PackedWeights`] holds for `model`

@@ -198,8 +198,8 @@ pub fn forward(
         });
 }
 
-/// One query per batch row (decoding): every (row, head) pair is a task of
-/// [`single_query`], with its own row of `scratch` for the scores.
+/// One query per batch row (decoding), all rows over one buffer of keys
+/// and values laid out as `d` says.
 fn single_queries(
     out: &mut [f32],
     lse: &mut [f32],
@@ -207,31 +207,25 @@ fn single_queries(
     (q, kv): (&[f32], &[f32]),
     d: AttentionDims,
 ) {
-    let (nh, hs, keys) = (d.n_head, d.head_size(), d.keys());
-    out[..d.b * d.c]
-        .par_chunks_mut(hs)
-        .zip(lse[..d.b * nh].par_iter_mut())
-        .zip(scratch[..d.b * nh * keys].par_chunks_mut(keys))
-        .enumerate()
-        .for_each(|(bh, ((out, lse), scores))| {
-            let (b, h) = (bh / nh, bh % nh);
-            let q = &q[b * d.q_stride..];
-            let kv = &kv[b * keys * d.kv_stride..];
-            *lse = single_query(out, scores, (q, kv), d, h);
-        });
+    let keys = d.keys();
+    let row = |b: usize| (&q[b * d.q_stride..], &kv[b * keys * d.kv_stride..], d);
+    queries_by_head((out, lse, scratch), (d.b, d.n_head, d.c), keys, row);
+}
+
+/// The longest cache of a decoding batch, in positions.
+fn longest(caches: &[(&[f32], AttentionDims)]) -> usize {
+    caches.iter().map(|(_, d)| d.keys()).max().unwrap_or(0)
 }
 
 /// Floats of scratch [`decode`] needs: one row of scores per (sequence,
 /// head), as long as the longest cache.
 pub fn decode_scratch_len(caches: &[(&[f32], AttentionDims)]) -> usize {
-    let longest = caches.iter().map(|(_, d)| d.keys()).max().unwrap_or(0);
     let heads = caches.first().map_or(0, |(_, d)| d.n_head);
-    caches.len() * heads * longest
+    caches.len() * heads * longest(caches)
 }
 
-/// One query per sequence, each over its own cache (a decoding batch):
-/// every (sequence, head) pair is a task of [`single_query`], all in one
-/// parallel loop; `out: (n, C)`, `lse: (n, NH)`, `q` rows `q_stride` apart.
+/// One query per sequence, each over its own cache (a decoding batch);
+/// `out: (n, C)`, `lse: (n, NH)`, `q` rows `q_stride` apart.
 pub fn decode(
     out: &mut [f32],
     lse: &mut [f32],
@@ -242,18 +236,33 @@ pub fn decode(
     let Some((_, first)) = caches.first() else {
         return;
     };
-    let (nh, hs, n) = (first.n_head, first.head_size(), caches.len());
-    let longest = decode_scratch_len(caches) / (n * nh);
-    out[..n * first.c]
-        .par_chunks_mut(hs)
+    let row = |i: usize| {
+        let (kv, d) = caches[i];
+        assert!(d.b == 1 && d.t == 1, "one query per sequence");
+        (&q[i * d.q_stride..], kv, d)
+    };
+    let shape = (caches.len(), first.n_head, first.c);
+    queries_by_head((out, lse, scratch), shape, longest(caches), row);
+}
+
+/// `n` rows of one query each, `nh` heads of `C / nh` channels: every (row,
+/// head) pair is a task of [`single_query`], all in one parallel loop, with
+/// its own `longest` floats of `scratch` for the scores. `row(i)` gives row
+/// `i`'s query row, its keys and values, and their layout.
+fn queries_by_head<'a>(
+    (out, lse, scratch): (&mut [f32], &mut [f32], &mut [f32]),
+    (n, nh, c): (usize, usize, usize),
+    longest: usize,
+    row: impl Fn(usize) -> (&'a [f32], &'a [f32], AttentionDims) + Sync,
+) {
+    out[..n * c]
+        .par_chunks_mut(c / nh)
         .zip(lse[..n * nh].par_iter_mut())
         .zip(scratch[..n * nh * longest].par_chunks_mut(longest))
         .enumerate()
         .for_each(|(ih, ((out, lse), scores))| {
-            let (i, h) = (ih / nh, ih % nh);
-            let (kv, d) = caches[i];
-            assert!(d.b == 1 && d.t == 1, "one query per sequence");
-            *lse = single_query(out, scores, (&q[i * d.q_stride..], kv), d, h);
+            let (q, kv, d) = row(ih / nh);
+            *lse = single_query(out, scores, (q, kv), d, ih % nh);
         });
 }
 
