@@ -32,10 +32,11 @@
 //!   of 16 pairs `(b[2p, 16q + l], b[2p + 1, 16q + l])`, read front to back
 //!   by the product (columns past `n` are zeros).
 
-use super::matmul::MatRef;
+use super::matmul::{Columns, MatRef};
 use super::simd::{self, PairDot, PairKernel};
 use crate::backend::Accumulate;
 use rayon::prelude::*;
+use std::ops::Range;
 
 /// `x` rounded to the nearest bf16, ties to even (PyTorch's rounding).
 #[inline(always)]
@@ -272,64 +273,111 @@ fn rows_from_any(pairs: &mut [u32], m: MatRef, width: usize) {
         });
 }
 
+/// Panels per task of [`panels_from_rows`]: each source row is read 1 KB at
+/// a time. One panel per task would touch one cache line per row, each on
+/// another page when rows are long (the LM head's 50257 columns).
+const ROW_PANELS: usize = 16;
+
 /// [`Bf16Panels`] from a view with contiguous rows: each group is 16
 /// neighbours of row `2p` interleaved with those of row `2p + 1`.
 fn panels_from_rows(pairs: &mut [[u32; 16]], m: MatRef, depth: usize) {
     pairs
-        .par_chunks_mut(depth)
+        .par_chunks_mut(ROW_PANELS * depth)
         .enumerate()
-        .for_each(|(q, panel)| {
-            let (first, width) = (16 * q, m.cols().saturating_sub(16 * q).min(16));
+        .for_each(|(block, panels)| {
+            let first = 16 * ROW_PANELS * block;
+            let width = m.cols().saturating_sub(first).min(16 * ROW_PANELS);
             let part = |r: usize| match r < m.rows() {
                 true => &m.row(r)[first..][..width],
                 false => &[],
             };
-            for (p, group) in panel.iter_mut().enumerate() {
-                let (even, odd) = (part(2 * p), part(2 * p + 1));
-                if even.len() == 16 && odd.len() == 16 {
-                    simd::vectorised!({
-                        for (l, out) in group.iter_mut().enumerate() {
-                            *out = pair(even[l], odd[l]);
-                        }
-                    });
-                    continue;
+            simd::vectorised!({
+                for p in 0..depth {
+                    let (even, odd) = (part(2 * p), part(2 * p + 1));
+                    for (j, panel) in panels.chunks_mut(depth).enumerate() {
+                        interleave(&mut panel[p], lanes(even, j), lanes(odd, j));
+                    }
                 }
-                for (l, out) in group.iter_mut().enumerate() {
-                    let value = |s: &[f32]| s.get(l).copied().unwrap_or(0.0);
-                    *out = pair(value(even), value(odd));
-                }
-            }
+            });
         });
 }
 
+/// Elements `16 j..16 j + 16` of `row` (fewer at its end).
+#[inline(always)]
+fn lanes(row: &[f32], j: usize) -> &[f32] {
+    let start = (16 * j).min(row.len());
+    &row[start..(start + 16).min(row.len())]
+}
+
+/// `group[l] = pair(even[l], odd[l])`, zeros past the ends of the two.
+#[inline(always)]
+fn interleave(group: &mut [u32; 16], even: &[f32], odd: &[f32]) {
+    if let (Ok(even), Ok(odd)) = (<&[f32; 16]>::try_from(even), <&[f32; 16]>::try_from(odd)) {
+        for (l, out) in group.iter_mut().enumerate() {
+            *out = pair(even[l], odd[l]);
+        }
+        return;
+    }
+    for (l, out) in group.iter_mut().enumerate() {
+        let value = |s: &[f32]| s.get(l).copied().unwrap_or(0.0);
+        *out = pair(value(even), value(odd));
+    }
+}
+
+/// Pairs per step of [`panels_from_columns`]: 32 elements (128 bytes) of
+/// each of a panel's 16 columns, written as 1 KB of the panel.
+const COLUMN_PAIRS: usize = 16;
+
 /// [`Bf16Panels`] from a view with contiguous columns: lane `l` of every
-/// group of panel `q` is pairs of neighbours down column `16 q + l`.
+/// group of panel `q` is pairs of neighbours down column `16 q + l`. The
+/// panel is written [`COLUMN_PAIRS`] groups at a time, each read from all
+/// 16 columns: writing all of a lane down a long panel before the next
+/// would pass over the whole panel 16 times.
 fn panels_from_columns(pairs: &mut [[u32; 16]], m: MatRef, depth: usize) {
     let t = m.t();
     pairs
         .par_chunks_mut(depth)
         .enumerate()
         .for_each(|(q, panel)| {
-            for l in 0..16 {
-                let c = 16 * q + l;
-                let column: &[f32] = match c < t.rows() {
-                    true => t.row(c),
-                    false => &[],
-                };
-                simd::vectorised!({
-                    for (group, two) in panel.iter_mut().zip(column.chunks_exact(2)) {
-                        group[l] = pair(two[0], two[1]);
-                    }
-                });
-                let done = column.len() / 2;
-                for (p, group) in panel.iter_mut().enumerate().skip(done) {
-                    group[l] = pair(
-                        column.get(2 * p).copied().unwrap_or(0.0),
-                        column.get(2 * p + 1).copied().unwrap_or(0.0),
-                    );
+            let columns: [&[f32]; 16] = std::array::from_fn(|l| match 16 * q + l < t.rows() {
+                true => t.row(16 * q + l),
+                false => &[],
+            });
+            simd::vectorised!({
+                for (step, groups) in panel.chunks_mut(COLUMN_PAIRS).enumerate() {
+                    transpose_pairs(groups, &columns, 2 * COLUMN_PAIRS * step);
+                }
+            });
+        });
+}
+
+/// `groups[p][l]` = the pair at elements `first + 2p`, `first + 2p + 1` of
+/// `columns[l]` (zeros past a column's end): each column's pairs formed as
+/// one contiguous run, then transposed into the groups.
+#[inline(always)]
+fn transpose_pairs(groups: &mut [[u32; 16]], columns: &[&[f32]; 16], first: usize) {
+    let mut by_lane = [[0u32; COLUMN_PAIRS]; 16];
+    for (lane, column) in by_lane.iter_mut().zip(columns) {
+        let part = &column[first.min(column.len())..];
+        match <&[f32; 2 * COLUMN_PAIRS]>::try_from(part.get(..2 * COLUMN_PAIRS).unwrap_or(&[])) {
+            Ok(part) => {
+                for (p, out) in lane.iter_mut().enumerate() {
+                    *out = pair(part[2 * p], part[2 * p + 1]);
                 }
             }
-        });
+            Err(_) => {
+                for (p, out) in lane.iter_mut().enumerate() {
+                    let value = |i: usize| part.get(i).copied().unwrap_or(0.0);
+                    *out = pair(value(2 * p), value(2 * p + 1));
+                }
+            }
+        }
+    }
+    for (p, group) in groups.iter_mut().enumerate() {
+        for (l, out) in group.iter_mut().enumerate() {
+            *out = by_lane[l][p];
+        }
+    }
 }
 
 /// [`Bf16Panels`] from any view, element by element.
@@ -347,8 +395,15 @@ fn panels_from_any(pairs: &mut [[u32; 16]], m: MatRef, depth: usize) {
         });
 }
 
-/// Rows per parallel task.
-const TASK_ROWS: usize = 32;
+/// A parallel task: up to this many rows of `a` against up to
+/// [`TASK_PANELS`] panels of `b`. The task reads its panels from memory once
+/// and keeps them in the core's L2 cache (16 to 400 KB for GPT-2's shapes)
+/// while all its rows pass over them. Tasks of a few rows instead would each
+/// read all of `b`: for the LM head (77 MB in bf16) that is memory's speed,
+/// about half of what the products need.
+const TASK_ROWS: usize = 256;
+/// Panels (16 columns each) per task.
+const TASK_PANELS: usize = 4;
 
 /// `dst (m, n) = [dst +] a (m, k) @ b (k, n)` (`dst` row-major), in the
 /// order the module docs give.
@@ -356,19 +411,19 @@ pub fn matmul(dst: &mut [f32], a: &Bf16Rows, b: &Bf16Panels, mode: Accumulate) {
     let (m, n) = (a.rows, b.cols);
     assert_eq!(a.cols, b.rows, "bf16 matmul: inner dimensions");
     assert!(dst.len() >= m * n, "bf16 matmul: dst too short");
-    if n == 0 {
-        return;
-    }
-    dst[..m * n]
-        .par_chunks_mut(TASK_ROWS * n)
-        .enumerate()
-        .for_each(|(task, dst)| {
-            let first = task * TASK_ROWS;
-            simd::dispatch_pairs(Rows {
-                dst,
+    let panels = n.div_ceil(16);
+    let panel_blocks = panels.div_ceil(TASK_PANELS);
+    let out = Columns::new(&mut dst[..m * n], n);
+    (0..m.div_ceil(TASK_ROWS) * panel_blocks)
+        .into_par_iter()
+        .for_each(|task| {
+            let (rows, block) = (task / panel_blocks, task % panel_blocks);
+            simd::dispatch_pairs(Block {
+                out: &out,
                 a,
                 b,
-                first,
+                rows: rows * TASK_ROWS..((rows + 1) * TASK_ROWS).min(m),
+                panels: block * TASK_PANELS..((block + 1) * TASK_PANELS).min(panels),
                 mode,
             })
         });
@@ -427,69 +482,75 @@ pub fn matmul_naive(dst: &mut [f32], a: &Bf16Rows, b: &Bf16Panels, mode: Accumul
     }
 }
 
-/// Rows `first..` of the product, into `dst` (whole rows of `n`).
-struct Rows<'a> {
-    dst: &'a mut [f32],
+/// One task of the product: rows `rows` of `dst`, in its panels `panels`.
+struct Block<'a> {
+    out: &'a Columns,
     a: &'a Bf16Rows,
     b: &'a Bf16Panels,
-    first: usize,
+    rows: Range<usize>,
+    panels: Range<usize>,
     mode: Accumulate,
 }
 
-impl PairKernel for Rows<'_> {
+impl PairKernel for Block<'_> {
     type Output = ();
 
     #[inline(always)]
     fn run<D: PairDot>(self) {
-        let Rows {
-            dst,
+        let Block {
+            out,
             a,
             b,
-            first,
+            rows,
+            panels,
             mode,
         } = self;
-        let n = b.cols;
-        let count = dst.len() / n;
-        let mut r = 0;
+        let mut i = rows.start;
         // Tiles of 8, 4, 2 or 1 rows, each holding its sums in registers.
-        while r < count {
-            let rows = [8, 4, 2, 1]
+        while i < rows.end {
+            let tile_rows = [8, 4, 2, 1]
                 .into_iter()
-                .find(|&t| t <= count - r)
+                .find(|&t| t <= rows.end - i)
                 .unwrap_or(1);
-            let dst = &mut dst[r * n..][..rows * n];
-            match rows {
-                8 => tile::<D, 8>(dst, a, b, first + r, mode),
-                4 => tile::<D, 4>(dst, a, b, first + r, mode),
-                2 => tile::<D, 2>(dst, a, b, first + r, mode),
-                _ => tile::<D, 1>(dst, a, b, first + r, mode),
+            let tile_at = Tile {
+                out,
+                i,
+                panels: panels.clone(),
+                mode,
+            };
+            match tile_rows {
+                8 => tile::<D, 8>(tile_at, a, b),
+                4 => tile::<D, 4>(tile_at, a, b),
+                2 => tile::<D, 2>(tile_at, a, b),
+                _ => tile::<D, 1>(tile_at, a, b),
             }
-            r += rows;
+            i += tile_rows;
         }
     }
 }
 
-/// Rows `i..i + R` of the product into `dst` (`R` rows of `n`), two panels
+/// Where a tile's sums go: rows `i..` of `out`, in panels `panels`.
+struct Tile<'a> {
+    out: &'a Columns,
+    i: usize,
+    panels: Range<usize>,
+    mode: Accumulate,
+}
+
+/// Rows `i..i + R` of the product in the tile's panels, two panels
 /// (32 columns) at a time.
 #[inline(always)]
-fn tile<D: PairDot, const R: usize>(
-    dst: &mut [f32],
-    a: &Bf16Rows,
-    b: &Bf16Panels,
-    i: usize,
-    mode: Accumulate,
-) {
-    let a_rows: [&[u32]; R] = std::array::from_fn(|r| a.row(i + r));
-    let panels = b.cols.div_ceil(16);
-    let mut q = 0;
-    while q < panels {
-        if q + 1 < panels {
+fn tile<D: PairDot, const R: usize>(at: Tile, a: &Bf16Rows, b: &Bf16Panels) {
+    let a_rows: [&[u32]; R] = std::array::from_fn(|r| a.row(at.i + r));
+    let mut q = at.panels.start;
+    while q < at.panels.end {
+        if q + 1 < at.panels.end {
             let sums = panel_sums::<D, R, 2>(&a_rows, [b.panel(q), b.panel(q + 1)]);
-            store(dst, &sums, q, b.cols, mode);
+            store(&at, &sums, q, b.cols);
             q += 2;
         } else {
             let sums = panel_sums::<D, R, 1>(&a_rows, [b.panel(q)]);
-            store(dst, &sums, q, b.cols, mode);
+            store(&at, &sums, q, b.cols);
             q += 1;
         }
     }
@@ -517,23 +578,34 @@ fn panel_sums<D: PairDot, const R: usize, const P: usize>(
     sums
 }
 
-/// Write (or add) the sums of panels `q..q + P` into `dst`'s rows of `n`.
+/// Write (or add) the sums of panels `q..q + P` into the tile's rows of
+/// `n` columns.
 #[inline(always)]
 fn store<D: PairDot, const R: usize, const P: usize>(
-    dst: &mut [f32],
+    at: &Tile,
     sums: &[[D; P]; R],
     q: usize,
     n: usize,
-    mode: Accumulate,
 ) {
     for (r, row) in sums.iter().enumerate() {
         for (t, sum) in row.iter().enumerate() {
             let mut lanes = [0.0f32; 16];
             sum.store(&mut lanes);
             let c0 = 16 * (q + t);
-            let out = &mut dst[r * n + c0..][..16.min(n - c0)];
-            for (o, s) in out.iter_mut().zip(&lanes) {
-                *o = if mode == Accumulate::Add { *o + s } else { *s };
+            let out = at.out.part(at.i + r, c0, 16.min(n - c0));
+            match (<&mut [f32; 16]>::try_from(&mut *out), at.mode) {
+                // Whole panels (all but the last) in one vector each.
+                (Ok(out), Accumulate::Overwrite) => *out = lanes,
+                (Ok(out), Accumulate::Add) => {
+                    for (o, s) in out.iter_mut().zip(&lanes) {
+                        *o += s;
+                    }
+                }
+                (Err(_), mode) => {
+                    for (o, s) in out.iter_mut().zip(&lanes) {
+                        *o = if mode == Accumulate::Add { *o + s } else { *s };
+                    }
+                }
             }
         }
     }
@@ -610,6 +682,8 @@ mod tests {
             (8, 64, 32),
             (19, 35, 50),
             (45, 130, 17),
+            // Two row blocks of tasks, three panel blocks, a part panel.
+            (300, 19, 150),
         ]
     }
 
@@ -745,14 +819,16 @@ mod tests {
     /// that held a larger matrix: the same pairs as element by element.
     #[test]
     fn every_view_converts_as_element_by_element() {
-        let big = random(40 * 37, 9);
+        let big = random(41 * 301, 9);
         let (mut rows, mut panels) = (Bf16Rows::default(), Bf16Panels::default());
-        for (r, c) in [(1, 1), (2, 3), (17, 33), (33, 16), (40, 37)] {
+        // (41, 300): more than one task of panels_from_rows (256 columns),
+        // and a part panel; (40, 37): more than one step of panels_from_columns.
+        for (r, c) in [(1, 1), (2, 3), (17, 33), (33, 16), (40, 37), (41, 300)] {
             let data = random(r * c, (r * c) as u64);
             let views = [
                 MatRef::new(&data, r, c),
                 MatRef::new(&data, c, r).t(),
-                MatRef::strided(&big, r, c, 37),
+                MatRef::strided(&big, r, c, 301),
             ];
             for m in views {
                 rows.refill(MatRef::new(&big, 40, 37));

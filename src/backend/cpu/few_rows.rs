@@ -34,7 +34,7 @@
 //! alone as in a batch of up to [`MAX_ROWS`].
 
 use super::math::mul_add;
-use super::matmul::{Accumulate, MatRef, split_rows_sum};
+use super::matmul::{Accumulate, Columns, MatRef, split_rows_sum};
 use super::simd::{self, Kernel, Vector, prefetch};
 use rayon::prelude::*;
 
@@ -133,42 +133,6 @@ impl Kernel for DotOutIn<'_> {
     #[inline(always)]
     fn run<V: Vector>(self) {
         rows_dot_out_in::<V>(self.out, self.rows, self.w, self.cols, self.mode)
-    }
-}
-
-/// `dst` (or one block's partial result), shared by the threads of one
-/// product; each writes only its own range of columns, in every row.
-struct Columns {
-    ptr: *mut f32,
-    n: usize,
-}
-
-// SAFETY: the threads of one product write disjoint column ranges
-// (`matmul` hands each a different `cols`), so no element is written twice
-// or read while another thread writes it.
-unsafe impl Sync for Columns {}
-
-impl Columns {
-    fn new(dst: &mut [f32], n: usize) -> Self {
-        Columns {
-            ptr: dst.as_mut_ptr(),
-            n,
-        }
-    }
-
-    /// Row `r`, columns `c0..c0 + width`, of `dst`.
-    ///
-    /// Only called with `r < m`, `c0 + width <= n`, inside the caller's own
-    /// column range, and never while another borrow of the same part lives.
-    #[allow(clippy::mut_from_ref)]
-    fn part(&self, r: usize, c0: usize, width: usize) -> &mut [f32] {
-        assert!(c0 + width <= self.n, "columns out of range");
-        // SAFETY: `matmul` checked `dst.len() >= m * n` (a partial result
-        // holds exactly `m * n`), so with `r < m` and
-        // `c0 + width <= n` the part lies inside `dst`; column ranges of
-        // different threads are disjoint (above), and each thread borrows
-        // one part at a time.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(r * self.n + c0), width) }
     }
 }
 

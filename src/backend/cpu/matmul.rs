@@ -179,6 +179,47 @@ thread_local! {
     static PARTIAL_SUMS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
+/// `dst` (or one block's partial result), shared by the threads of one
+/// product; each writes only its own part: a range of columns in every row,
+/// or a block of rows and columns.
+pub(super) struct Columns {
+    ptr: *mut f32,
+    len: usize,
+    n: usize,
+}
+
+// SAFETY: the threads of one product write disjoint parts (each product
+// hands each task its own range of columns, or of rows and columns), so no
+// element is written twice or read while another thread writes it.
+unsafe impl Sync for Columns {}
+
+impl Columns {
+    /// `dst` seen as rows of `n`.
+    pub(super) fn new(dst: &mut [f32], n: usize) -> Self {
+        Columns {
+            ptr: dst.as_mut_ptr(),
+            len: dst.len(),
+            n,
+        }
+    }
+
+    /// Row `r`, columns `c0..c0 + width`, of `dst`.
+    ///
+    /// Only called inside the caller's own part, and never while another
+    /// borrow of the same part lives.
+    #[allow(clippy::mut_from_ref)]
+    pub(super) fn part(&self, r: usize, c0: usize, width: usize) -> &mut [f32] {
+        assert!(
+            c0 + width <= self.n && r * self.n + c0 + width <= self.len,
+            "part out of range"
+        );
+        // SAFETY: the assert keeps the part inside `dst`, which `new`
+        // borrowed mutably; parts of different threads are disjoint (above),
+        // and each thread borrows one part at a time.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(r * self.n + c0), width) }
+    }
+}
+
 /// `dst[..len] = [dst +] sum over parts of part_sum(rows of the part)`: the
 /// `k` rows of a weight matrix split into one contiguous block per thread
 /// (a multiple of `granule` rows, the last shorter), so each thread streams
