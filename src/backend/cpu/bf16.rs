@@ -684,6 +684,8 @@ mod tests {
             (45, 130, 17),
             // Two row blocks of tasks, three panel blocks, a part panel.
             (300, 19, 150),
+            // A longer `k`, odd.
+            (20, 599, 40),
         ]
     }
 
