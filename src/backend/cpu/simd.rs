@@ -333,6 +333,22 @@ fn has_avx512_bf16() -> bool {
     false
 }
 
+/// Whether the CPU is AMD's (CPUID vendor "AuthenticAMD"). Its memory
+/// prefetchers follow fewer streams at once than Intel's, so the few-row
+/// products walk their weights differently there (`few_rows.rs`); the
+/// numbers are the same either way.
+#[cfg(target_arch = "x86_64")]
+pub fn amd() -> bool {
+    let vendor = std::arch::x86_64::__cpuid(0);
+    let bytes = [vendor.ebx, vendor.edx, vendor.ecx].map(u32::to_le_bytes);
+    bytes.concat() == b"AuthenticAMD"
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+pub fn amd() -> bool {
+    false
+}
+
 /// Run `kernel` with AVX512_BF16 where [`pairs_in_hardware`], else with the
 /// portable [`PairDot`] compiled for the chosen level.
 #[inline(always)]
