@@ -122,7 +122,7 @@ impl Kernel for InOut<'_> {
     type Output = ();
     #[inline(always)]
     fn run<V: Vector>(self) {
-        rows_times_in_out::<V>(self.partial, self.rows, (self.w, self.walk), self.block)
+        rows_times_in_out::<V>(self.partial, self.rows, self.w, self.walk, self.block)
     }
 }
 
@@ -189,11 +189,13 @@ fn walk() -> Walk {
 fn rows_times_in_out<V: Vector>(
     partial: &Columns,
     rows: &[&[f32]],
-    (w, walk): (MatRef, Walk),
+    w: MatRef,
+    walk: Walk,
     block: std::ops::Range<usize>,
 ) {
     let n = w.cols();
     let tile_width = TILE_VECTORS * V::LANES;
+    let ahead = walk.prefetch_tiles;
     for p0 in block.clone().step_by(walk.strip) {
         let strip = p0..(p0 + walk.strip).min(block.end);
         let mode = match p0 == block.start {
@@ -213,14 +215,14 @@ fn rows_times_in_out<V: Vector>(
                 };
                 let strip = strip.clone();
                 match group_rows.len() {
-                    8 => tile_in_out::<V, 8>(group_rows, w, strip, tile, walk.prefetch_tiles),
-                    7 => tile_in_out::<V, 7>(group_rows, w, strip, tile, walk.prefetch_tiles),
-                    6 => tile_in_out::<V, 6>(group_rows, w, strip, tile, walk.prefetch_tiles),
-                    5 => tile_in_out::<V, 5>(group_rows, w, strip, tile, walk.prefetch_tiles),
-                    4 => tile_in_out::<V, 4>(group_rows, w, strip, tile, walk.prefetch_tiles),
-                    3 => tile_in_out::<V, 3>(group_rows, w, strip, tile, walk.prefetch_tiles),
-                    2 => tile_in_out::<V, 2>(group_rows, w, strip, tile, walk.prefetch_tiles),
-                    _ => tile_in_out::<V, 1>(group_rows, w, strip, tile, walk.prefetch_tiles),
+                    8 => tile_in_out::<V, 8>(group_rows, w, strip, tile, ahead),
+                    7 => tile_in_out::<V, 7>(group_rows, w, strip, tile, ahead),
+                    6 => tile_in_out::<V, 6>(group_rows, w, strip, tile, ahead),
+                    5 => tile_in_out::<V, 5>(group_rows, w, strip, tile, ahead),
+                    4 => tile_in_out::<V, 4>(group_rows, w, strip, tile, ahead),
+                    3 => tile_in_out::<V, 3>(group_rows, w, strip, tile, ahead),
+                    2 => tile_in_out::<V, 2>(group_rows, w, strip, tile, ahead),
+                    _ => tile_in_out::<V, 1>(group_rows, w, strip, tile, ahead),
                 }
             }
         }
