@@ -123,8 +123,9 @@ class Training:
     def __iter__(self) -> Iterator[Dict[str, Any]]: ...
     def __next__(self) -> Dict[str, Any]: ...
     def wait(self) -> Dict[str, Any]:
-        """Wait for the end of training; returns the summary: ``step``, ``train_loss``,
-        ``val_loss``, ``tokens_per_sec``, ``interrupted``, ``out``. Raises the run's error."""
+        """Wait for the end of training; returns the summary: ``step``, ``train_loss`` and
+        ``val_loss`` (of the last evaluation, made at ``eval_step``), ``tokens_per_sec``,
+        ``interrupted``, ``out``. Raises the run's error."""
     def stop(self) -> Dict[str, Any]:
         """Stop at the end of the current step (a checkpoint is saved); returns the summary."""
     @property

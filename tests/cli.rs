@@ -264,7 +264,12 @@ fn ctrl_c_saves_a_checkpoint_and_resume_continues_exactly() {
     ];
     args.extend_from_slice(TINY);
     args.extend_from_slice(&long);
-    let mut child = lmforge().args(&args).spawn().unwrap();
+    let log = dir.path().join("stderr.txt");
+    let mut child = lmforge()
+        .args(&args)
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
     // Wait until a few steps are logged, then press Ctrl-C.
     let metrics = stopped.join("metrics.jsonl");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
@@ -286,9 +291,27 @@ fn ctrl_c_saves_a_checkpoint_and_resume_continues_exactly() {
     assert!(kill.success());
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(130), "interrupted runs exit with 130");
-    let (partial, _) = losses(&stopped);
+    let (partial, evals) = losses(&stopped);
     let stopped_at = partial.last().unwrap().0;
     assert!(stopped_at < 400, "stopped early (at {stopped_at})");
+    // The closing line gives the losses of the last evaluation under that
+    // evaluation's step, not under the step where the run stopped.
+    let (eval_at, val) = *evals.last().unwrap();
+    let closing = std::fs::read_to_string(&log).unwrap();
+    let closing = closing.lines().rev().nth(1).unwrap();
+    let expected = if eval_at == stopped_at {
+        format!("step {eval_at}: train loss ")
+    } else {
+        format!("step {stopped_at}, ")
+    };
+    assert!(closing.starts_with(&expected), "{closing}");
+    assert!(closing.contains(&format!("val loss {val:.4}")), "{closing}");
+    if eval_at != stopped_at {
+        assert!(
+            closing.contains(&format!("last evaluation at step {eval_at}: ")),
+            "{closing}"
+        );
+    }
 
     let resumed = run(&["train", "--resume", stopped.to_str().unwrap(), "-q"]);
     assert!(resumed.status.success(), "{}", stderr(&resumed));

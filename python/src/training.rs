@@ -254,6 +254,7 @@ fn summary_dict<'py>(
     let dict = PyDict::new(py);
     dict.set_item("out", out)?;
     dict.set_item("step", s.step)?;
+    dict.set_item("eval_step", s.eval_step)?;
     dict.set_item("train_loss", s.train_loss)?;
     dict.set_item("val_loss", s.val_loss)?;
     dict.set_item("tokens_per_sec", s.tokens_per_sec)?;

@@ -21,7 +21,7 @@ def test_iterating_yields_each_record_as_written(tmp_path, text_file):
     assert all(r["tokens_per_sec"] > 0 for r in records if not r.get("eval"))
     summary = training.wait()
     assert training.done and summary["step"] == 12 and not summary["interrupted"]
-    assert summary["val_loss"] == records[-1]["val_loss"]
+    assert summary["val_loss"] == records[-1]["val_loss"] and summary["eval_step"] == 12
     on_disk = [json.loads(line) for line in open(tmp_path / "r" / "metrics.jsonl")]
     assert on_disk == records
 
@@ -64,6 +64,8 @@ def test_interrupt_then_resume_gives_the_bits_of_an_uninterrupted_run(tmp_path, 
                 _thread.interrupt_main()  # what Jupyter's stop button does
     summary = training.wait()
     assert summary["interrupted"] and 8 <= summary["step"] < 30, summary
+    cut = [json.loads(line) for line in open(tmp_path / "cut" / "metrics.jsonl")]
+    assert summary["eval_step"] == [r["step"] for r in cut if r.get("eval")][-1], summary
     resumed = lmforge.train(resume=tmp_path / "cut").wait()
     assert resumed["step"] == 30 and not resumed["interrupted"]
     model = "model.safetensors"

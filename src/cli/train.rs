@@ -237,17 +237,10 @@ fn run_training<B: Backend>(
         },
     )
     .with_context(|| format!("training into {}", out.display()))?;
-    let fmt = |loss: Option<f32>| loss.map_or("-".to_string(), |l| format!("{l:.4}"));
     if !parallel.world.is_root() {
         return Ok(ExitCode::from(if summary.interrupted { 130 } else { 0 }));
     }
-    eprintln!(
-        "step {}: train loss {}, val loss {}, {:.0} tokens/s",
-        summary.step,
-        fmt(summary.train_loss),
-        fmt(summary.val_loss),
-        summary.tokens_per_sec
-    );
+    eprintln!("{}", closing_line(&summary));
     if summary.interrupted {
         eprintln!("resume with: lmforge train --resume {}", out.display());
         return Ok(ExitCode::from(130));
@@ -283,5 +276,26 @@ fn parse_plot(text: &str) -> Result<PlotChoice, String> {
         "svg" => Ok(PlotChoice(Some(lmforge::plot::Format::Svg))),
         "none" => Ok(PlotChoice(None)),
         other => Err(format!("{other:?}: expected png, svg or none")),
+    }
+}
+
+/// The run's last line: the step it ended at, and the losses of the last
+/// evaluation with that evaluation's own step when it came earlier (a run
+/// stopped with Ctrl-C between evaluations).
+fn closing_line(summary: &lmforge::train::TrainSummary) -> String {
+    let fmt = |loss: Option<f32>| loss.map_or("-".to_string(), |l| format!("{l:.4}"));
+    let losses = format!(
+        "train loss {}, val loss {}",
+        fmt(summary.train_loss),
+        fmt(summary.val_loss)
+    );
+    let speed = format!("{:.0} tokens/s", summary.tokens_per_sec);
+    match summary.eval_step {
+        Some(at) if at == summary.step => format!("step {at}: {losses}, {speed}"),
+        Some(at) => format!(
+            "step {}, {speed}; last evaluation at step {at}: {losses}",
+            summary.step
+        ),
+        None => format!("step {}: not evaluated, {speed}", summary.step),
     }
 }

@@ -63,7 +63,11 @@ pub struct TrainJob<'a> {
 /// How a run ended.
 #[derive(Debug, Clone)]
 pub struct TrainSummary {
+    /// The last step taken (where an interrupted run stopped).
     pub step: u64,
+    /// The step of the last evaluation, which gave the two losses below:
+    /// before `step` when the run was stopped between evaluations.
+    pub eval_step: Option<u64>,
     pub train_loss: Option<f32>,
     pub val_loss: Option<f32>,
     /// Mean training throughput of this session.

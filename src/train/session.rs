@@ -82,6 +82,7 @@ pub fn run<B: Backend>(
         masked_steps: 0,
         summary: TrainSummary {
             step: trainer.steps_done(),
+            eval_step: None,
             train_loss: None,
             val_loss: None,
             tokens_per_sec: 0.0,
@@ -180,6 +181,7 @@ impl Session<'_> {
             }
             self.progress.line(line);
         }
+        self.summary.eval_step = Some(step);
         self.summary.train_loss = Some(train_loss);
         self.summary.val_loss = Some(val_loss);
         let elapsed_s = self.elapsed();
