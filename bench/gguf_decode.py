@@ -14,7 +14,8 @@ On each file, in separate processes, with the same thread count:
   - prompt processing: 512 tokens in one forward; tokens/s;
   - peak RSS of the process (`wait4`'s ru_maxrss).
 lmforge runs `lmforge bench sample --model FILE --weights TYPE` (its weights kept in the file's type);
-llama.cpp runs through llama-cpp-python's low-level `eval`. The best of --rounds is kept.
+llama.cpp runs through llama-cpp-python's low-level `eval`. The two alternate, round by round; the best
+of --rounds is kept, and each round's decode speeds are printed too.
 Prints one table row per (shape, type) with the ratios lmforge / llama.cpp.
 """
 import argparse
@@ -188,19 +189,24 @@ def main():
         subprocess.run([args.lmforge, "import-hf", str(hf), "--out", str(run)], check=True, capture_output=True)
         shutil.rmtree(hf)
     print("| shape | type | file MB | lmforge decode tok/s | llama.cpp | ratio | lmforge pp512 tok/s | llama.cpp | ratio "
-          "| lmforge peak RSS MiB | llama.cpp | ratio |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| lmforge peak RSS MiB | llama.cpp | ratio | decode per round, lmforge/llama.cpp |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for ty in args.types.split(","):
         path = work / f"{args.shape}.{ty}.gguf"
         if not path.exists():
             subprocess.run([args.lmforge, "export-gguf", str(run), "--out", str(path), "--type", ty],
                            check=True, capture_output=True)
-        ours = best([lmforge_speeds(args.lmforge, path, ty, args.threads) for _ in range(args.rounds)])
-        theirs = best([llama_cpp_speeds(args.llama_cpp_python, path, args.threads) for _ in range(args.rounds)])
+        # The sides alternate round by round, so a slow spell of a shared
+        # machine falls on both.
+        rounds = [(lmforge_speeds(args.lmforge, path, ty, args.threads),
+                   llama_cpp_speeds(args.llama_cpp_python, path, args.threads)) for _ in range(args.rounds)]
+        ours, theirs = best([r[0] for r in rounds]), best([r[1] for r in rounds])
+        per_round = ", ".join(f"{a['decode']:.1f}/{b['decode']:.1f}" for a, b in rounds)
         print(f"| {args.shape} | {ty} | {path.stat().st_size / 2**20:.0f} "
               f"| {ours['decode']:.1f} | {theirs['decode']:.1f} | {ours['decode'] / theirs['decode']:.2f}x "
               f"| {ours['prompt']:.1f} | {theirs['prompt']:.1f} | {ours['prompt'] / theirs['prompt']:.2f}x "
-              f"| {ours['rss']:.0f} | {theirs['rss']:.0f} | {ours['rss'] / theirs['rss']:.2f}x |", flush=True)
+              f"| {ours['rss']:.0f} | {theirs['rss']:.0f} | {ours['rss'] / theirs['rss']:.2f}x | {per_round} |",
+              flush=True)
     print(f"load after: {os.getloadavg()[0]:.2f}; models kept in {work}")
 
 
