@@ -15,9 +15,10 @@
 //!   output columns for up to [`ROW_GROUP`] rows is a block of accumulators held in
 //!   registers; for each `p`, one load of `W[p, tile]` is multiplied by every
 //!   row's `x[r, p]` and added in. `W` is read in strips of rows ([`Walk`]),
-//!   each row front to back. Each thread takes one contiguous block of `W`'s
-//!   rows (one stretch of memory) and sums its own partial `(m, n)` result;
-//!   the partials are added in block order, as the one-row product does.
+//!   each row front to back. `W`'s rows are split into a few contiguous
+//!   blocks per thread ([`TASKS_PER_THREAD`]), each one stretch of memory
+//!   with its own partial `(m, n)` result; the partials are added in block
+//!   order, as the one-row product does.
 //! - **`(OUT, IN)` rows** (`W^T`, as the LM head and Hugging Face's Linear
 //!   store it, `W[:, j]` contiguous): output `(r, j)` is a dot product; a
 //!   block of [`DOT_OUTS`] outputs times [`DOT_ROWS`] rows keeps one vector of
@@ -25,9 +26,10 @@
 //!   L1 cache while every group of rows passes over them.
 //!
 //! For `(OUT, IN)` rows the output columns are split into a few contiguous
-//! ranges per thread ([`PARTS_PER_THREAD`]), each again one stretch of `W`,
-//! which the threads take as they come free. The order of
-//! every sum is fixed by the code and the thread count: the same numbers for
+//! ranges per thread, each again one stretch of `W`; every output is one dot
+//! product, so the split changes no number. The threads take the blocks and
+//! ranges as they come free. The order of every sum is fixed by the code
+//! and the thread count: the same numbers for
 //! a given thread count (and, for `(OUT, IN)`, for any) and instruction set
 //! level: both kernels are written once over a [`Vector`] of the level's
 //! width and run through [`simd::dispatch`]. A row's result does not depend
@@ -35,7 +37,7 @@
 //! alone as in a batch of up to [`MAX_ROWS`].
 
 use super::math::mul_add;
-use super::matmul::{Accumulate, Columns, MatRef, split_rows_sum};
+use super::matmul::{Accumulate, Columns, MatRef, TASKS_PER_THREAD, split_rows_sum};
 use super::simd::{self, Kernel, Vector, prefetch};
 use rayon::prelude::*;
 
@@ -54,15 +56,6 @@ const DOT_OUTS: usize = 4;
 const DOT_ROWS: usize = 4;
 /// Outputs of one block of the `(OUT, IN)` kernel for one or two rows.
 const WIDE_DOT_OUTS: usize = 8;
-
-/// Ranges of output columns per thread in the `(OUT, IN)` kernel. With one
-/// range each, a thread that the machine slows (another process, a virtual
-/// machine's neighbour) holds up the whole product; with a few, the other
-/// takes over its share. TinyLlama f32 decoding on an AMD EPYC (Zen 4), 2
-/// threads, alternated: 6.3 to 6.6 tok/s with one range per thread, 6.2 to
-/// 8.1 with 4 or 8. Each output is one dot product, so the split changes no
-/// number.
-const PARTS_PER_THREAD: usize = 4;
 
 /// Whether [`matmul`] handles this product: a few rows of `x`, each
 /// contiguous, and `W` with contiguous rows or contiguous columns.
@@ -101,7 +94,7 @@ fn matmul_walking(dst: &mut [f32], x: MatRef, w: MatRef, mode: Accumulate, walk:
         });
     }
     let per_part = n
-        .div_ceil(rayon::current_num_threads() * PARTS_PER_THREAD)
+        .div_ceil(rayon::current_num_threads() * TASKS_PER_THREAD)
         .next_multiple_of(MAX_TILE);
     let out = Columns::new(dst, n);
     (0..n.div_ceil(per_part)).into_par_iter().for_each(|part| {
@@ -151,9 +144,9 @@ impl Kernel for DotOutIn<'_> {
     }
 }
 
-/// Rows of `W` per thread's block in the `(IN, OUT)` kernel come in
-/// multiples of this: where the blocks split decides the order of the sums,
-/// so it is the same on every CPU.
+/// Blocks of `W`'s rows in the `(IN, OUT)` kernel come in multiples of
+/// this: where the blocks split decides the order of the sums, so it is the
+/// same on every CPU.
 const SPLIT: usize = 32;
 
 /// How the `(IN, OUT)` kernel walks its block of `W`. `W[p, :]` rows lie
