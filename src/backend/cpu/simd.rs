@@ -1033,19 +1033,36 @@ mod x86 {
     }
 }
 
-/// Ask the CPU to start loading the cache line that holds `data[at]` (a
-/// hint: nothing happens past the end of `data`, or on other CPUs). For
-/// access patterns the hardware prefetchers do not follow on their own.
+/// Ask the CPU to start loading the cache line that holds `data[at]` into
+/// every level of cache (a hint: nothing happens past the end of `data`, or
+/// on other CPUs). For access patterns the hardware prefetchers do not
+/// follow on their own.
 #[inline(always)]
 pub fn prefetch<T>(data: &[T], at: usize) {
+    prefetch_into::<T, { CacheLevel::L1 as i32 }>(data, at)
+}
+
+/// As [`prefetch`], into the level-2 cache and not level 1: for lines
+/// asked for well ahead, which would otherwise push lines still in use out
+/// of the small level-1 cache.
+#[inline(always)]
+pub fn prefetch_l2<T>(data: &[T], at: usize) {
+    prefetch_into::<T, { CacheLevel::L2 as i32 }>(data, at)
+}
+
+/// x86's prefetch hints: `T0` (every level) and `T1` (level 2 and beyond).
+enum CacheLevel {
+    L1 = 3,
+    L2 = 2,
+}
+
+#[inline(always)]
+fn prefetch_into<T, const HINT: i32>(data: &[T], at: usize) {
     #[cfg(target_arch = "x86_64")]
     if at < data.len() {
         // SAFETY: SSE is part of every x86-64 CPU; a prefetch never faults
         // and reads nothing into the program; the pointer is inside `data`.
-        unsafe {
-            use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-            _mm_prefetch::<_MM_HINT_T0>(data.as_ptr().add(at).cast());
-        }
+        unsafe { std::arch::x86_64::_mm_prefetch::<HINT>(data.as_ptr().add(at).cast()) };
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = (data, at);
