@@ -402,22 +402,38 @@ pub fn matmul_at(
         return;
     }
     // Group `g` writes its `(m, 16)` block of `scratch`, then the rows of
-    // `dst` gather their 16 values from each group.
-    scratch.resize(n.div_ceil(GROUP) * m * GROUP, 0.0);
-    scratch
+    // `dst` gather their 16 values from each group. The scratch only grows
+    // (a product with fewer outputs would otherwise shrink it, and the next
+    // larger one fill it with zeros again).
+    let len = n.div_ceil(GROUP) * m * GROUP;
+    if scratch.len() < len {
+        scratch.resize(len, 0.0);
+    }
+    scratch[..len]
         .par_chunks_mut(m * GROUP)
         .enumerate()
         .for_each(|(g, out)| run(g, out));
-    let by_group = &scratch[..];
+    let by_group = &scratch[..len];
     dst[..m * n]
         .par_chunks_mut(n)
         .enumerate()
-        .for_each(|(i, row)| {
-            for (g, values) in row.chunks_mut(GROUP).enumerate() {
-                let len = values.len();
-                values.copy_from_slice(&by_group[(g * m + i) * GROUP..][..len]);
-            }
-        });
+        .for_each(|(i, row)| gather_row(row, by_group, m, i));
+}
+
+/// Row `i` of the product from the group-major `by_group` (`(m, 16)` per
+/// group): whole groups as fixed-size copies (a copy of a length known only
+/// at run time is a call to `memcpy` per group), then the last, shorter one.
+fn gather_row(row: &mut [f32], by_group: &[f32], m: usize, i: usize) {
+    let from = |g: usize| (g * m + i) * GROUP;
+    let (groups, rest) = row.as_chunks_mut::<GROUP>();
+    for (g, values) in groups.iter_mut().enumerate() {
+        *values = *by_group[from(g)..]
+            .first_chunk::<GROUP>()
+            .expect("whole group");
+    }
+    if !rest.is_empty() {
+        rest.copy_from_slice(&by_group[from(groups.len())..][..rest.len()]);
+    }
 }
 
 /// Outputs `16 g..` of every row of `x`, into `out` (`(m, lanes)`: 16 lanes,
