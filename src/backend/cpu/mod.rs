@@ -706,10 +706,21 @@ pub fn on_pool<R: Send>(work: impl FnOnce() -> R + Send) -> R {
                 }
             });
         }
-        let result = work();
-        done.store(true, Ordering::Release);
-        result
+        // Set when `work` returns or panics: a panic that left the other
+        // workers polling would keep the scope, and so the caller, waiting
+        // for ever instead of passing the panic on.
+        let _release = SetOnDrop(done);
+        work()
     })
+}
+
+/// Sets its flag when dropped, on return and on unwinding alike.
+struct SetOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl Drop for SetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Release);
+    }
 }
 
 /// Start the global thread pool with `threads` workers (`None`: one per core),
@@ -748,6 +759,25 @@ mod tests {
         assert_eq!(on_pool(|| parallel_sum(100_000)), expected);
         // Nested: work already on the pool.
         assert_eq!(on_pool(|| on_pool(|| parallel_sum(100_000))), expected);
+    }
+
+    /// A panic in the work (or in a parallel loop it runs) reaches the
+    /// caller, and the pool still runs work afterwards: the polling workers
+    /// are released, not left waiting for a flag the work never set.
+    #[test]
+    fn a_panic_in_the_work_reaches_the_caller() {
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let caught = std::panic::catch_unwind(|| {
+                on_pool(|| (0..1000u64).into_par_iter().for_each(|i| assert!(i != 500)))
+            });
+            done.send(caught.is_err()).unwrap();
+        });
+        let panicked = finished
+            .recv_timeout(Duration::from_secs(60))
+            .expect("on_pool hung after its work panicked");
+        assert!(panicked, "the work's panic did not reach the caller");
+        assert_eq!(on_pool(|| parallel_sum(10)), 285);
     }
 
     /// Several threads entering the pool at once, each keeping the other
