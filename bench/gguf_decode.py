@@ -2,7 +2,7 @@
 """Decoding speed and memory of lmforge against llama.cpp, on the same GGUF files.
 
     python3 bench/gguf_decode.py --llama-cpp-python PY [--shape gpt2|tinyllama] [--types f32,q8_0,q4_0]
-        [--threads 2] [--rounds 2] [--lmforge target/release/lmforge] [--work DIR]
+        [--threads 2] [--rounds 2] [--streams N] [--lmforge target/release/lmforge] [--work DIR]
 
 PY is a Python with llama-cpp-python installed (it builds llama.cpp from source); this one needs
 numpy and safetensors. For each shape the script makes a random model in Hugging Face's layout
@@ -17,6 +17,11 @@ lmforge runs `lmforge bench sample --model FILE --weights TYPE` (its weights kep
 llama.cpp runs through llama-cpp-python's low-level `eval`. The two alternate, round by round; the best
 of --rounds is kept, and each round's decode speeds are printed too.
 Prints one table row per (shape, type) with the ratios lmforge / llama.cpp.
+
+With --streams N, a second table: batched decoding of N sequences at once (what a server does),
+each with its own 16-token prompt and 128 new greedy tokens, against one sequence through the same
+batched path. lmforge runs `lmforge bench sample --streams N`; llama.cpp runs `llama_decode` on a
+batch of one token from each of N sequences (`n_seq_max = N`). Tokens/s are of all N together.
 """
 import argparse
 import json
@@ -63,13 +68,57 @@ prompt_speed = pp / (time.perf_counter() - t0)
 print(json.dumps({"decode": decode, "prompt": prompt_speed}))
 """
 
+# N sequences decoded together, each with its own prompt (token i of sequence s is
+# (i + s) * 7919 mod vocab, as `lmforge bench sample --streams` makes them), after 1 alone.
+LLAMA_CPP_BATCHED = r"""
+import json, sys, time
+import numpy as np, llama_cpp as L
+path, threads, streams, prompt_len, new = sys.argv[1], *map(int, sys.argv[2:6])
+L.llama_backend_init()
+model = L.llama_model_load_from_file(path.encode(), L.llama_model_default_params())
+vocab = L.llama_model_get_vocab(model)
+v = L.llama_vocab_n_tokens(vocab)
+
+def run(n):
+    cp = L.llama_context_default_params()
+    cp.n_ctx, cp.n_batch, cp.n_ubatch, cp.n_seq_max = 256 * n, 512, 512, n
+    cp.n_threads, cp.n_threads_batch = threads, threads
+    ctx = L.llama_init_from_model(model, cp)
+    batch = L.llama_batch_init(512, 0, n)
+    def decode(items):  # (token, position, sequence, wants logits)
+        batch.n_tokens = len(items)
+        for i, (token, pos, seq, logits) in enumerate(items):
+            batch.token[i], batch.pos[i], batch.n_seq_id[i], batch.logits[i] = token, pos, 1, logits
+            batch.seq_id[i][0] = seq
+        if L.llama_decode(ctx, batch) != 0:
+            sys.exit("llama_decode failed")
+    def greedy(i):
+        return int(np.argmax(np.ctypeslib.as_array(L.llama_get_logits_ith(ctx, i), shape=(v,))))
+    tokens = []
+    for s in range(n):
+        decode([((i + s) * 7919 % v, i, s, int(i == prompt_len - 1)) for i in range(prompt_len)])
+        tokens.append(greedy(prompt_len - 1))
+    t0 = time.perf_counter()
+    for step in range(new):
+        decode([(tokens[s], prompt_len + step, s, 1) for s in range(n)])
+        tokens = [greedy(s) for s in range(n)]
+    speed = n * new / (time.perf_counter() - t0)
+    L.llama_batch_free(batch)
+    L.llama_free(ctx)
+    return speed
+
+print(json.dumps({"one": run(1), "all": run(streams)}))
+"""
+
 
 def run_measured(cmd):
-    """Run `cmd`; its stdout and its peak RSS in MiB."""
-    with tempfile.TemporaryFile() as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.PIPE)
+    """Run `cmd`; its stdout and its peak RSS in MiB. Both streams go to files: a pipe read only
+    after the child ends would stop a child that writes more than the pipe holds (llama.cpp's log)."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err)
         _, status, usage = os.wait4(proc.pid, 0)
-        stderr = proc.stderr.read().decode()
+        err.seek(0)
+        stderr = err.read().decode(errors="replace")
         if os.waitstatus_to_exitcode(status) != 0:
             sys.exit(f"{' '.join(map(str, cmd))} failed:\n{stderr}")
         out.seek(0)
@@ -148,6 +197,39 @@ def lmforge_speeds(lmforge, path, ty, threads):
     return {"decode": decode, "prompt": prompt, "rss": max(rss, rss_pp)}
 
 
+def lmforge_batched(lmforge, path, ty, threads, streams):
+    out, _ = run_measured([lmforge, "bench", "sample", "--model", str(path), "--weights", ty, "--threads", str(threads),
+                           "--prompt-tokens", str(PROMPT), "--new-tokens", str(NEW), "--streams", str(streams)])
+    one = float(re.search(r"batched tokens/s, 1 stream: ([\d.]+)", out).group(1))
+    together = float(re.search(r"batched tokens/s, \d+ streams together: ([\d.]+)", out).group(1))
+    return {"one": one, "all": together}
+
+
+def llama_cpp_batched(python, path, threads, streams):
+    out, _ = run_measured([python, "-c", LLAMA_CPP_BATCHED, str(path), str(threads), str(streams), str(PROMPT),
+                           str(NEW)])
+    return json.loads(out)
+
+
+def batched_table(args, paths):
+    """Batched decoding, N streams against one, both sides alternating round by round; the round with
+    the median N-stream speed of each side is kept."""
+    n = args.streams
+    print(f"\nBatched decoding, {n} streams together against 1 (tokens/s of all streams):")
+    print(f"| shape | type | lmforge 1 | lmforge {n} | {n} vs 1 | llama.cpp 1 | llama.cpp {n} | {n} vs 1 "
+          f"| {n} streams lmforge / llama.cpp | {n} streams per round, lmforge/llama.cpp |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for ty, path in paths:
+        rounds = [(lmforge_batched(args.lmforge, path, ty, args.threads, n),
+                   llama_cpp_batched(args.llama_cpp_python, path, args.threads, n)) for _ in range(args.rounds)]
+        median = lambda runs: sorted(runs, key=lambda r: r["all"])[len(runs) // 2]
+        ours, theirs = median([r[0] for r in rounds]), median([r[1] for r in rounds])
+        per_round = ", ".join(f"{a['all']:.1f}/{b['all']:.1f}" for a, b in rounds)
+        print(f"| {args.shape} | {ty} | {ours['one']:.1f} | {ours['all']:.1f} | {ours['all'] / ours['one']:.2f}x "
+              f"| {theirs['one']:.1f} | {theirs['all']:.1f} | {theirs['all'] / theirs['one']:.2f}x "
+              f"| {ours['all'] / theirs['all']:.2f}x | {per_round} |", flush=True)
+
+
 def llama_cpp_speeds(python, path, threads):
     out, rss = run_measured([python, "-c", LLAMA_CPP_SIDE, str(path), str(threads), str(PROMPT), str(NEW), str(PP)])
     return dict(json.loads(out), rss=rss)
@@ -166,6 +248,8 @@ def main():
     ap.add_argument("--types", default="f32,q8_0,q4_0")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--streams", type=int, default=0,
+                    help="also compare batched decoding of this many sequences (0: not)")
     ap.add_argument("--work", help="keep the models here (default: a temporary folder)")
     args = ap.parse_args()
     work = pathlib.Path(args.work or tempfile.mkdtemp(prefix="gguf_decode_"))
@@ -191,11 +275,13 @@ def main():
     print("| shape | type | file MB | lmforge decode tok/s | llama.cpp | ratio | lmforge pp512 tok/s | llama.cpp | ratio "
           "| lmforge peak RSS MiB | llama.cpp | ratio | decode per round, lmforge/llama.cpp |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    paths = []
     for ty in args.types.split(","):
         path = work / f"{args.shape}.{ty}.gguf"
         if not path.exists():
             subprocess.run([args.lmforge, "export-gguf", str(run), "--out", str(path), "--type", ty],
                            check=True, capture_output=True)
+        paths.append((ty, path))
         # The sides alternate round by round, so a slow spell of a shared
         # machine falls on both.
         rounds = [(lmforge_speeds(args.lmforge, path, ty, args.threads),
@@ -207,6 +293,8 @@ def main():
               f"| {ours['prompt']:.1f} | {theirs['prompt']:.1f} | {ours['prompt'] / theirs['prompt']:.2f}x "
               f"| {ours['rss']:.0f} | {theirs['rss']:.0f} | {ours['rss'] / theirs['rss']:.2f}x | {per_round} |",
               flush=True)
+    if args.streams > 0:
+        batched_table(args, paths)
     print(f"load after: {os.getloadavg()[0]:.2f}; models kept in {work}")
 
 
