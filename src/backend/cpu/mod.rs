@@ -29,6 +29,7 @@ use rayon::prelude::*;
 use simd::vectorised;
 use std::ops::Range;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The element type the CPU backend's matrix products take (`--dtype`).
 /// Buffers, weights and every other kernel stay f32 either way.
@@ -680,7 +681,6 @@ impl Backend for Cpu {
 /// every other worker polling for work (as OpenMP's threads spin between
 /// parallel regions) instead of sleeping.
 pub fn on_pool<R: Send>(work: impl FnOnce() -> R + Send) -> R {
-    use std::sync::atomic::{AtomicBool, Ordering};
     let done = &AtomicBool::new(false);
     rayon::scope(|scope| {
         let owner = rayon::current_thread_index();
@@ -715,11 +715,11 @@ pub fn on_pool<R: Send>(work: impl FnOnce() -> R + Send) -> R {
 }
 
 /// Sets its flag when dropped, on return and on unwinding alike.
-struct SetOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
+struct SetOnDrop<'a>(&'a AtomicBool);
 
 impl Drop for SetOnDrop<'_> {
     fn drop(&mut self) {
-        self.0.store(true, std::sync::atomic::Ordering::Release);
+        self.0.store(true, Ordering::Release);
     }
 }
 
