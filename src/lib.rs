@@ -25,6 +25,7 @@ pub mod finetune;
 pub mod fsutil;
 pub mod gguf;
 pub mod hf;
+pub mod huge_pages;
 pub mod memory;
 pub mod model;
 pub mod optim;

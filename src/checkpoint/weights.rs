@@ -175,6 +175,7 @@ pub fn check_size(dir: &Path, config: &crate::model::ModelConfig) -> Result<()> 
 /// The model's parameters, read from the weight files in `dir`.
 pub fn load_params(dir: &Path, model: &Model) -> Result<Vec<f32>> {
     let mut params = vec![0.0f32; model.num_params()];
+    crate::huge_pages::advise(&params);
     let mut filled: HashSet<&str> = HashSet::new();
     let by_name: BTreeMap<&str, &crate::model::TensorSpec> = model
         .layout

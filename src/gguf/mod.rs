@@ -296,6 +296,7 @@ fn read_params(
 ) -> Result<Vec<f32>> {
     let cfg: &ModelConfig = &model.config;
     let mut params = vec![0f32; model.layout.total];
+    crate::huge_pages::advise(&params);
     let mut used = std::collections::HashSet::new();
     for t in &model.layout.tensors {
         let (name, change) =
