@@ -1,4 +1,5 @@
-//! Large weight buffers in 2 MiB pages.
+//! Large buffers in 2 MiB pages: the weights a decoder reads, and the
+//! parameters, gradients, moments and activations a training step sweeps.
 //!
 //! Decoding a token reads every weight once: 0.5 GB for GPT-2 124M in f32,
 //! 4.4 GB for a 1.1B Llama. In 4 KiB pages that is 120,000 to 1.1 million
@@ -10,6 +11,10 @@
 //! asks for. llama.cpp gets them through its memory-mapped GGUF file.
 //! [`advise`] asks for them for a buffer that has not been written yet: the
 //! kernel picks the page size at the first write to each address.
+//!
+//! Only buffers used in full are advised. A decoding cache is sized for the
+//! whole context and filled a row at a time; in 2 MiB pages each layer's
+//! few rows would hold 2 MiB of memory.
 //!
 //! This is advice. Where the kernel has no huge pages to give, or this is
 //! not Linux, nothing changes but speed; no value changes either way.
@@ -85,5 +90,24 @@ mod tests {
         let flags = vm_flags_at(middle);
         assert!(flags.contains(" hg"), "not marked for huge pages: {flags}");
         assert_eq!(weights[12345], 12345.0);
+    }
+
+    #[test]
+    fn training_buffers_are_advised_and_decoding_caches_are_not() {
+        use crate::backend::{Backend, cpu::Cpu};
+        if !std::path::Path::new("/sys/kernel/mm/transparent_hugepage/enabled").exists() {
+            eprintln!("this kernel has no transparent huge pages: nothing to check");
+            return;
+        }
+        let be = Cpu::default();
+        let swept = be.zeros_swept(8 * HUGE_PAGE).expect("zeros_swept");
+        let cache = be.zeros(8 * HUGE_PAGE).expect("zeros");
+        let flags = vm_flags_at(swept.as_ptr() as usize + 4 * HUGE_PAGE);
+        assert!(
+            flags.contains(" hg"),
+            "a swept buffer is not advised: {flags}"
+        );
+        let flags = vm_flags_at(cache.as_ptr() as usize + 4 * HUGE_PAGE);
+        assert!(!flags.contains(" hg"), "a cache is advised: {flags}");
     }
 }

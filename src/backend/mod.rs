@@ -326,6 +326,13 @@ pub trait Backend: Sync + Sized {
 
     /// `len` zeros.
     fn zeros(&self, len: usize) -> Result<Self::Buf>;
+    /// `len` zeros for a buffer that every training step sweeps in full
+    /// (gradients, AdamW's moments, training activations). The CPU puts
+    /// it in 2 MiB pages ([`crate::huge_pages`]); a decoding cache, filled
+    /// a few rows at a time, takes [`Backend::zeros`] and stays small.
+    fn zeros_swept(&self, len: usize) -> Result<Self::Buf> {
+        self.zeros(len)
+    }
     /// A buffer holding `host` (on the CPU: `host` itself, no copy).
     fn upload(&self, host: Vec<f32>) -> Result<Self::Buf>;
     /// Room for `len` token ids.

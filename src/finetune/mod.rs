@@ -197,6 +197,7 @@ fn init_adapter(spec: &TensorSpec, dst: &mut [f32], seed: u64, index: usize) {
 /// read one tensor at a time.
 pub fn start_params(parent: &Loaded, model: &Model, seed: u64) -> Result<Vec<f32>> {
     let mut params = vec![0.0f32; model.num_params()];
+    crate::huge_pages::advise(&params);
     for (i, spec) in model.layout.tensors.iter().enumerate() {
         let dst = &mut params[spec.range.clone()];
         if spec.name.contains(".lora_") {

@@ -422,10 +422,11 @@ impl<B: Backend> Activations<B> {
     fn new(be: &B, cfg: &ModelConfig, purpose: Purpose, b: usize, t: usize) -> Result<Self> {
         let rows = b * t;
         let allocate = |shape: Shape| {
-            Ok(Tensor {
-                buf: be.zeros(shape.len())?,
-                shape,
-            })
+            let buf = match purpose {
+                Purpose::Training => be.zeros_swept(shape.len())?,
+                _ => be.zeros(shape.len())?,
+            };
+            Ok(Tensor { buf, shape })
         };
         let (tensors, scratch) = sizes(cfg, rows, purpose);
         let (tensors, scratch) = (tensors.try_map(allocate)?, scratch.try_map(allocate)?);

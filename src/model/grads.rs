@@ -22,7 +22,7 @@ impl<B: Backend> Grads<B> {
     /// Room for the gradients of parameters `from..total`.
     pub fn new(be: &B, from: usize, total: usize) -> crate::Result<Self> {
         Ok(Grads {
-            buf: be.zeros(total - from)?,
+            buf: be.zeros_swept(total - from)?,
             from,
         })
     }

@@ -19,6 +19,7 @@ impl Model {
     /// Fresh parameters for this model, the same for the same seed.
     pub fn init_params(&self, seed: u64) -> Vec<f32> {
         let mut params = vec![0.0f32; self.layout.total];
+        crate::huge_pages::advise(&params);
         let residual_std = 0.02 / (2.0 * self.config.n_layer.max(1) as f32).sqrt();
         for (i, spec) in self.layout.tensors.iter().enumerate() {
             let mut rng = Rng::new(seed, 1000 + i as u64);

@@ -82,8 +82,8 @@ impl<B: Backend> AdamW<B> {
         let len = shard.len();
         Ok(AdamW {
             config,
-            m: be.zeros(len)?,
-            v: be.zeros(len)?,
+            m: be.zeros_swept(len)?,
+            v: be.zeros_swept(len)?,
             step: 0,
             groups: groups(tensors, from, &shard),
             from,
@@ -118,8 +118,11 @@ impl<B: Backend> AdamW<B> {
             all
         };
         let mut opt = Self::sharded(be, config, tensors, from, shard.clone())?;
-        opt.m = be.upload(keep(m))?;
-        opt.v = be.upload(keep(v))?;
+        for (dst, saved) in [(&mut opt.m, m), (&mut opt.v, v)] {
+            let saved = be.upload(keep(saved))?;
+            let len = B::len(&saved);
+            be.copy(B::view_mut(dst, 0..len), B::view(&saved, 0..len));
+        }
         opt.step = step;
         Ok(opt)
     }

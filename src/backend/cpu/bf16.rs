@@ -152,6 +152,7 @@ impl Bf16Panels {
             rows: m.rows(),
             cols: m.cols(),
         };
+        crate::huge_pages::advise(&panels.pairs);
         panels.fill(m);
         panels
     }

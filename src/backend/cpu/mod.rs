@@ -215,6 +215,12 @@ impl Backend for Cpu {
         Ok(vec![0.0; len])
     }
 
+    fn zeros_swept(&self, len: usize) -> Result<Vec<f32>> {
+        let buf = vec![0.0; len];
+        crate::huge_pages::advise(&buf);
+        Ok(buf)
+    }
+
     fn upload(&self, host: Vec<f32>) -> Result<Vec<f32>> {
         Ok(host)
     }
