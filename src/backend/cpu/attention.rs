@@ -35,13 +35,15 @@
 //! triangle is computed and then zeroed: twice the arithmetic of a causal
 //! loop, but in matrix-product form it is still several times faster. A
 //! single query (decoding one token) is a row of dot products instead, with
-//! the work split across threads by batch row and head.
+//! the work split across threads by batch row and key/value head (the query
+//! heads that share one read its cached rows together).
 
 use super::math::{axpy, dot, exp, max, sum_map, sum_map3};
 use super::matmul::{Accumulate, MatRef, matmul_into};
 use super::simd::{prefetch, vectorised};
 use crate::backend::{AttentionDims, Dropout};
 use rayon::prelude::*;
+use std::ops::Range;
 
 /// Scratch floats [`forward`] and [`backward`] need for `d`.
 pub fn scratch_len(d: AttentionDims) -> usize {
@@ -116,35 +118,45 @@ fn head_views<'a>(q: &'a [f32], kv: &'a [f32], d: AttentionDims, h: usize) -> [M
 /// follow (measured on GPT-2, 8 caches of 116 to 216 positions: 1.2x to 1.3x).
 const AHEAD: usize = 6;
 
-/// One query (the last position) of one head, as dot products: `out (hs)`;
-/// `scores` holds `P + 1` floats. Returns the log-sum-exp.
-fn single_query(
-    out: &mut [f32],
-    scores: &mut [f32],
+/// One query (the last position) of each of the query heads `heads`, which
+/// share one key/value head, as dot products: `out (heads, hs)`; `scores`
+/// holds a row of `longest >= P + 1` floats a head, and `lse` one float a
+/// head. Each cached key and value row is read once for all the heads
+/// (a Llama's group of query heads: 8 in TinyLlama), where a loop per head
+/// would read it once per head.
+fn group_queries(
+    (out, lse, scores): (&mut [f32], &mut [f32], &mut [f32]),
     (q, kv): (&[f32], &[f32]),
     d: AttentionDims,
-    h: usize,
-) -> f32 {
+    heads: Range<usize>,
+) {
     vectorised!({
         let (hs, keys, stride) = (d.head_size(), d.keys(), d.kv_stride);
+        let longest = scores.len() / heads.len();
         let scale = 1.0 / (hs as f32).sqrt();
-        let (k, v) = (d.key_column(h), d.value_column(h));
-        let q = &q[h * hs..][..hs];
-        for (t2, s) in scores[..keys].iter_mut().enumerate() {
+        let (k, v) = (d.key_column(heads.start), d.value_column(heads.start));
+        for t2 in 0..keys {
             for line in (0..hs).step_by(16) {
                 prefetch(kv, (t2 + AHEAD) * stride + k + line); // 16 floats a cache line
             }
-            *s = dot(q, &kv[t2 * stride + k..][..hs]) * scale;
+            let key = &kv[t2 * stride + k..][..hs];
+            for (row, h) in scores.chunks_exact_mut(longest).zip(heads.clone()) {
+                row[t2] = dot(&q[h * hs..][..hs], key) * scale;
+            }
         }
-        let lse = causal_softmax(&mut scores[..keys], d.pos);
-        out[..hs].fill(0.0);
-        for (t2, &p) in scores[..keys].iter().enumerate() {
+        for (row, lse) in scores.chunks_exact_mut(longest).zip(lse.iter_mut()) {
+            *lse = causal_softmax(&mut row[..keys], d.pos);
+        }
+        out.fill(0.0);
+        for t2 in 0..keys {
             for line in (0..hs).step_by(16) {
                 prefetch(kv, (t2 + AHEAD) * stride + v + line);
             }
-            axpy(&mut out[..hs], p, &kv[t2 * stride + v..][..hs]);
+            let value = &kv[t2 * stride + v..][..hs];
+            for (out, row) in out.chunks_exact_mut(hs).zip(scores.chunks_exact(longest)) {
+                axpy(out, row[t2], value);
+            }
         }
-        lse
     })
 }
 
@@ -245,25 +257,44 @@ pub fn decode(
     queries_by_head((out, lse, scratch), shape, longest(caches), row);
 }
 
-/// `n` rows of one query each, `nh` heads of `C / nh` channels: every (row,
-/// head) pair is a task of [`single_query`], all in one parallel loop, with
-/// its own `longest` floats of `scratch` for the scores. `row(i)` gives row
-/// `i`'s query row, its keys and values, and their layout.
+/// `n` rows of one query each, `nh` heads of `C / nh` channels: the query
+/// heads of a row that share a key/value head are one task of
+/// [`group_queries`] (split further while there are fewer tasks than
+/// threads), all in one parallel loop, each head with its own `longest`
+/// floats of `scratch` for the scores. `row(i)` gives row `i`'s query row,
+/// its keys and values, and their layout.
 fn queries_by_head<'a>(
     (out, lse, scratch): (&mut [f32], &mut [f32], &mut [f32]),
     (n, nh, c): (usize, usize, usize),
     longest: usize,
     row: impl Fn(usize) -> (&'a [f32], &'a [f32], AttentionDims) + Sync,
 ) {
+    if n == 0 {
+        return;
+    }
+    let per_task = heads_per_task(row(0).2.group(), n * nh);
     out[..n * c]
-        .par_chunks_mut(c / nh)
-        .zip(lse[..n * nh].par_iter_mut())
-        .zip(scratch[..n * nh * longest].par_chunks_mut(longest))
+        .par_chunks_mut(per_task * c / nh)
+        .zip(lse[..n * nh].par_chunks_mut(per_task))
+        .zip(scratch[..n * nh * longest].par_chunks_mut(per_task * longest))
         .enumerate()
-        .for_each(|(ih, ((out, lse), scores))| {
-            let (q, kv, d) = row(ih / nh);
-            *lse = single_query(out, scores, (q, kv), d, ih % nh);
+        .for_each(|(task, ((out, lse), scores))| {
+            let first = task * per_task;
+            let (q, kv, d) = row(first / nh);
+            let heads = first % nh..first % nh + per_task;
+            group_queries((out, lse, scores), (q, kv), d, heads);
         });
+}
+
+/// Query heads a task of [`queries_by_head`] takes: a whole group (those
+/// sharing a key/value head), or the largest divisor of it that still
+/// gives every thread a task when there are `heads` in all.
+fn heads_per_task(group: usize, heads: usize) -> usize {
+    let threads = rayon::current_num_threads();
+    (1..=group)
+        .rev()
+        .find(|&g| group.is_multiple_of(g) && heads / g >= threads)
+        .unwrap_or(1)
 }
 
 /// Through dropout and the softmax, row by row: `dp` (the gradient of the
