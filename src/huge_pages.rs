@@ -73,10 +73,19 @@ mod tests {
         panic!("no mapping holds {addr:#x}");
     }
 
+    /// Whether this kernel has transparent huge pages at all (else a test has
+    /// nothing to check).
+    fn kernel_has_huge_pages() -> bool {
+        let has = std::path::Path::new("/sys/kernel/mm/transparent_hugepage/enabled").exists();
+        if !has {
+            eprintln!("this kernel has no transparent huge pages: nothing to check");
+        }
+        has
+    }
+
     #[test]
     fn a_large_buffer_is_marked_for_huge_pages() {
-        if !std::path::Path::new("/sys/kernel/mm/transparent_hugepage/enabled").exists() {
-            eprintln!("this kernel has no transparent huge pages: nothing to check");
+        if !kernel_has_huge_pages() {
             return;
         }
         let mut weights = vec![0.0f32; 8 * HUGE_PAGE];
@@ -95,8 +104,7 @@ mod tests {
     #[test]
     fn training_buffers_are_advised_and_decoding_caches_are_not() {
         use crate::backend::{Backend, cpu::Cpu};
-        if !std::path::Path::new("/sys/kernel/mm/transparent_hugepage/enabled").exists() {
-            eprintln!("this kernel has no transparent huge pages: nothing to check");
+        if !kernel_has_huge_pages() {
             return;
         }
         let be = Cpu::default();

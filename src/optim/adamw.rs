@@ -118,11 +118,8 @@ impl<B: Backend> AdamW<B> {
             all
         };
         let mut opt = Self::sharded(be, config, tensors, from, shard.clone())?;
-        for (dst, saved) in [(&mut opt.m, m), (&mut opt.v, v)] {
-            let saved = be.upload(keep(saved))?;
-            let len = B::len(&saved);
-            be.copy(B::view_mut(dst, 0..len), B::view(&saved, 0..len));
-        }
+        opt.m = be.upload(keep(m))?;
+        opt.v = be.upload(keep(v))?;
         opt.step = step;
         Ok(opt)
     }
